@@ -1,0 +1,197 @@
+# lode: one binary (build/lode), one library (build/liblode.a), cmocka tests, benchmarks.
+#
+#   make            build/lode and build/liblode.a (CPU backend)
+#   make SAN=1      the same with ASan+UBSan, into build-san/
+#   make CUDA=1     with the CUDA backend (nvcc, sm_90a + PTX), into build-cuda/
+#   make ENGINE_ONLY=1
+#                   common + kernels + engine and the engine's commands only: needs no
+#                   SQLite, FAISS, libmicrohttpd, curl or jansson (the GPU machine has none)
+#   make deps       install Debian packages, the FAISS C API and the default models
+#   make test       every test (installs what is missing first)
+#   make demo       the main job on the defaults
+#   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
+#   make format / format-check
+#
+# Sources are found by folder, so a new .c file needs no Makefile change. Tests are
+# tests/test_*.c; a test whose source holds the line "lode-test: engine" links only the
+# engine library (it must build on the GPU machine).
+
+SAN ?= 0
+CUDA ?= 0
+ENGINE_ONLY ?= 0
+FUZZ_SECONDS ?= 30
+
+ifeq ($(CUDA),1)
+B := build-cuda
+else ifeq ($(SAN),1)
+B := build-san
+else ifeq ($(ENGINE_ONLY),1)
+B := build-engine
+else
+B := build
+endif
+
+CC ?= cc
+NVCC ?= nvcc
+CUDA_HOME ?= /usr/local/cuda
+DEPS_DIR ?= .deps
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -O2 -pthread -fPIC -I. $(WARN) -MMD -MP
+ifeq ($(SAN),1)
+CFLAGS_BASE += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_SAN := -fsanitize=address,undefined
+endif
+ifeq ($(CUDA),1)
+CFLAGS_BASE += -DLODE_CUDA=1
+endif
+CFLAGS ?=
+CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
+
+# Service libraries, through pkg-config (FAISS has none: its C API is built by make deps).
+SVC_PKGS := sqlite3 libmicrohttpd libcurl jansson libxml-2.0 poppler-glib md4c libutf8proc libpcre2-8 libcrypto
+ENGINE_PKGS := libpcre2-8 libutf8proc
+PKG_CFLAGS = $(shell pkg-config --cflags $(1) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(1) 2>/dev/null)
+FAISS_CFLAGS := -I$(DEPS_DIR)/faiss-c/include
+FAISS_LIBS := $(DEPS_DIR)/faiss-c/lib/libfaiss_c.a -lfaiss -lopenblas -lgomp -lstdc++ -lm
+
+ENGINE_LIBS := $(call PKG_LIBS,$(ENGINE_PKGS)) -lm -ldl -lpthread
+SVC_LIBS := $(call PKG_LIBS,$(SVC_PKGS)) $(FAISS_LIBS) $(ENGINE_LIBS)
+ifeq ($(CUDA),1)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lstdc++
+ENGINE_LIBS += $(CUDA_LIBS)
+SVC_LIBS += $(CUDA_LIBS)
+endif
+
+# ---- sources ---------------------------------------------------------------------------
+ENGINE_SRCS := $(filter-out common/json%.c,$(wildcard common/*.c)) \
+               $(wildcard kernels/cpu/*.c) $(wildcard engine/*.c)
+SVC_SRCS := $(wildcard common/json*.c) $(wildcard retrieval/*.c) $(wildcard ingest/*.c) \
+            $(wildcard compress/*.c) $(wildcard orchestrate/*.c) $(wildcard server/*.c)
+CUDA_SRCS := $(if $(filter 1,$(CUDA)),$(wildcard kernels/cuda/*.cu))
+# CLI: cli/main.c dispatches; cli/eng_*.c need only the engine, cli/cmd_*.c the services.
+CLI_ENGINE_SRCS := cli/main.c $(wildcard cli/eng_*.c)
+CLI_SVC_SRCS := $(wildcard cli/cmd_*.c)
+# The SQLite loadable extension (built when its source exists).
+SQLEXT_SRCS := $(wildcard retrieval/sqlext/*.c)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(filter %.c,$(1))) $(patsubst %.cu,$(B)/obj/%.cu.o,$(filter %.cu,$(1)))
+
+ENGINE_OBJS := $(call obj,$(ENGINE_SRCS) $(CUDA_SRCS))
+SVC_OBJS := $(call obj,$(SVC_SRCS))
+ifeq ($(ENGINE_ONLY),1)
+LIB_OBJS := $(ENGINE_OBJS)
+CLI_OBJS := $(call obj,$(CLI_ENGINE_SRCS))
+LODE_LIBS := $(ENGINE_LIBS)
+else
+LIB_OBJS := $(ENGINE_OBJS) $(SVC_OBJS)
+CLI_OBJS := $(call obj,$(CLI_ENGINE_SRCS) $(CLI_SVC_SRCS))
+LODE_LIBS := $(SVC_LIBS)
+endif
+
+# Per-folder include flags: the engine sees only its own libraries.
+$(B)/obj/common/%.o $(B)/obj/kernels/%.o $(B)/obj/engine/%.o: XFLAGS = $(call PKG_CFLAGS,$(ENGINE_PKGS))
+$(B)/obj/common/json%.o $(B)/obj/retrieval/%.o $(B)/obj/ingest/%.o $(B)/obj/compress/%.o \
+$(B)/obj/orchestrate/%.o $(B)/obj/server/%.o $(B)/obj/cli/%.o $(B)/obj/tests/%.o: \
+  XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS) cmocka) $(FAISS_CFLAGS)
+# SIMD variants: kernels/cpu/*_avx2.c and *_avx512.c are compiled for those ISAs and
+# chosen at run time (kernels/cpu/dispatch.c); everything else stays portable x86-64.
+$(B)/obj/kernels/cpu/%_avx2.o: XFLAGS += -mavx2 -mfma -mf16c
+$(B)/obj/kernels/cpu/%_avx512.o: XFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(XFLAGS) -c $< -o $@
+
+NVCCFLAGS := -O3 -std=c++17 -I. -lineinfo -Xcompiler -fPIC,-Wall,-Wextra,-Werror \
+  -Werror all-warnings --expt-relaxed-constexpr \
+  -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+$(B)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+# ---- products --------------------------------------------------------------------------
+LIB := $(B)/liblode.a
+LODE := $(B)/lode
+SQLEXT := $(if $(and $(SQLEXT_SRCS),$(filter 0,$(ENGINE_ONLY))),$(B)/lode_sqlite.so)
+
+.SECONDARY:
+.PHONY: all deps model test test-engine demo fuzz format format-check clean bench-ingest \
+        check-deps
+all: $(LODE) $(LIB) $(SQLEXT)
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LODE): $(CLI_OBJS) $(LIB)
+	$(CC) $(LDFLAGS_SAN) -o $@ $(CLI_OBJS) $(LIB) $(LODE_LIBS) -rdynamic
+
+$(B)/lode_sqlite.so: $(call obj,$(SQLEXT_SRCS)) $(LIB)
+	$(CC) $(LDFLAGS_SAN) -shared -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
+
+$(B)/obj/retrieval/sqlext/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
+
+# ---- tests -----------------------------------------------------------------------------
+TEST_SRCS := $(wildcard tests/test_*.c)
+ENGINE_TEST_SRCS := $(shell grep -l 'lode-test: engine' $(TEST_SRCS) /dev/null 2>/dev/null | grep -v /dev/null)
+ifeq ($(ENGINE_ONLY),1)
+TEST_SRCS := $(ENGINE_TEST_SRCS)
+endif
+TEST_BINS := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRCS))
+TEST_HELPER_OBJS := $(call obj,$(wildcard tests/helpers/*.c))
+CMOCKA_LIBS := $(or $(call PKG_LIBS,cmocka),-lcmocka)
+
+$(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJS) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(TEST_HELPER_OBJS) $(LIB) \
+	  $(if $(filter $(patsubst $(B)/tests/%,tests/%.c,$@),$(ENGINE_TEST_SRCS)),$(ENGINE_LIBS),$(SVC_LIBS)) \
+	  $(CMOCKA_LIBS)
+$(B)/obj/tests/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS) cmocka) $(FAISS_CFLAGS)
+
+tests: $(TEST_BINS) $(LODE) $(SQLEXT)
+
+# `make test` sets everything up first, then runs every test binary in parallel.
+test: deps
+	$(MAKE) -j$$(nproc) tests
+	LODE_BUILD=$(B) scripts/run-tests.sh $(TEST_BINS)
+
+# The engine's tests alone, without the service libraries (the GPU machine's path).
+test-engine:
+	$(MAKE) ENGINE_ONLY=$(if $(filter 1,$(CUDA)),0,1) -j$$(nproc) tests
+	LODE_BUILD=$(B) scripts/run-tests.sh $(TEST_BINS)
+
+deps:
+	scripts/deps.sh
+
+model:
+	scripts/models.sh
+
+demo: deps
+	$(MAKE) -j$$(nproc) all
+	scripts/demo.sh
+
+# ---- fuzzing (clang, libFuzzer) --------------------------------------------------------
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
+fuzz:
+	$(MAKE) CC=clang SAN=1 B=build-fuzz CFLAGS='-fsanitize=fuzzer-no-link' build-fuzz/liblode.a
+	@for s in $(FUZZ_SRCS); do \
+	  n=$$(basename $$s .c); \
+	  clang $(CFLAGS_BASE) -fsanitize=fuzzer,address,undefined $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS) \
+	    $$s build-fuzz/liblode.a $(SVC_LIBS) -o build-fuzz/$$n || exit 1; \
+	done
+	scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+
+# ---- formatting ------------------------------------------------------------------------
+FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_SRCS) && echo "format-check: $(words $(FORMAT_SRCS)) files clean"
+
+clean:
+	rm -rf build build-san build-cuda build-engine build-fuzz
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
