@@ -35,8 +35,9 @@ int cli_is_tty(int fd)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "lode %s: retrieval-augmented generation with its own inference engine\n\n"
-               "usage: lode COMMAND [OPTIONS] [ARGS]\n\ncommands:\n",
+    fprintf(f,
+            "lode %s: retrieval-augmented generation with its own inference engine\n\n"
+            "usage: lode COMMAND [OPTIONS] [ARGS]\n\ncommands:\n",
             LODE_VERSION);
     for (cli_command *c = commands; c; c = c->next) fprintf(f, "  %-12s %s\n", c->name, c->summary);
     fprintf(f, "\n`lode COMMAND --help` describes a command's options.\n"
@@ -46,7 +47,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
         usage(stdout);
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }

@@ -20,18 +20,18 @@ typedef enum lode_status {
     LODE_ERR_UNSUPPORTED, /* well-formed but not something lode handles */
     LODE_ERR_NOTFOUND,
     LODE_ERR_EXISTS,
-    LODE_ERR_RANGE,       /* value out of range, e.g. prompt longer than the context */
-    LODE_ERR_LIMIT,       /* input over a configured size limit */
-    LODE_ERR_BUSY,        /* resource held elsewhere (database lock, full queue) */
+    LODE_ERR_RANGE, /* value out of range, e.g. prompt longer than the context */
+    LODE_ERR_LIMIT, /* input over a configured size limit */
+    LODE_ERR_BUSY,  /* resource held elsewhere (database lock, full queue) */
     LODE_ERR_CANCELLED,
-    LODE_ERR_DB,          /* SQLite error (message has the detail) */
-    LODE_ERR_INDEX,       /* FAISS error */
-    LODE_ERR_CUDA,        /* CUDA runtime, cuBLAS or kernel launch error */
-    LODE_ERR_NET,         /* curl or socket error */
+    LODE_ERR_DB,    /* SQLite error (message has the detail) */
+    LODE_ERR_INDEX, /* FAISS error */
+    LODE_ERR_CUDA,  /* CUDA runtime, cuBLAS or kernel launch error */
+    LODE_ERR_NET,   /* curl or socket error */
     LODE_ERR_AUTH,
-    LODE_ERR_VERSION,     /* file or database written by a newer lode */
-    LODE_ERR_UTF8,        /* invalid UTF-8 */
-    LODE_ERR_INTERNAL,    /* a bug: an invariant did not hold */
+    LODE_ERR_VERSION,  /* file or database written by a newer lode */
+    LODE_ERR_UTF8,     /* invalid UTF-8 */
+    LODE_ERR_INTERNAL, /* a bug: an invariant did not hold */
     LODE_STATUS_COUNT
 } lode_status;
 
@@ -52,8 +52,8 @@ void lode_log_set_level(lode_log_level lvl);
 lode_log_level lode_log_get_level(void);
 void lode_log(lode_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LODE_ERROR(...) lode_log(LODE_LOG_ERROR, __VA_ARGS__)
-#define LODE_WARN(...) lode_log(LODE_LOG_WARN, __VA_ARGS__)
-#define LODE_INFO(...) lode_log(LODE_LOG_INFO, __VA_ARGS__)
+#define LODE_WARN(...)  lode_log(LODE_LOG_WARN, __VA_ARGS__)
+#define LODE_INFO(...)  lode_log(LODE_LOG_INFO, __VA_ARGS__)
 #define LODE_DEBUG(...) lode_log(LODE_LOG_DEBUG, __VA_ARGS__)
 
 /* ---- allocation -------------------------------------------------------------------- */
@@ -89,12 +89,16 @@ typedef struct lode_buf {
     size_t cap;
     size_t max;
 } lode_buf;
-#define LODE_BUF_INIT {NULL, 0, 0, 0}
+#define LODE_BUF_INIT                                                                              \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 lode_status lode_buf_reserve(lode_buf *b, size_t extra);
 lode_status lode_buf_append(lode_buf *b, const void *p, size_t n);
 lode_status lode_buf_puts(lode_buf *b, const char *s);
 lode_status lode_buf_putc(lode_buf *b, char c);
-lode_status lode_buf_printf(lode_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+lode_status lode_buf_printf(lode_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 lode_status lode_buf_vprintf(lode_buf *b, const char *fmt, va_list ap);
 void lode_buf_reset(lode_buf *b); /* len = 0, keeps memory */
 void lode_buf_free(lode_buf *b);
@@ -114,8 +118,8 @@ double lode_now_s(void);
 
 /* ---- misc -------------------------------------------------------------------------- */
 #define LODE_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define LODE_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define LODE_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define LODE_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define LODE_MAX(a, b)    ((a) > (b) ? (a) : (b))
 /* Number of CPUs this process may run on (sched_getaffinity), at least 1. */
 int lode_cpu_count(void);
 /* Validates UTF-8 (no overlongs, surrogates or > U+10FFFF). Returns the length of the

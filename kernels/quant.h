@@ -28,13 +28,13 @@ typedef enum lode_dtype {
     LODE_DTYPE_MAX = 31
 } lode_dtype;
 
-#define QK4_0 32
-#define QK4_1 32
-#define QK5_0 32
-#define QK5_1 32
-#define QK8_0 32
-#define QK8_1 32
-#define QK_K 256
+#define QK4_0        32
+#define QK4_1        32
+#define QK5_0        32
+#define QK5_1        32
+#define QK8_0        32
+#define QK8_1        32
+#define QK_K         256
 #define K_SCALE_SIZE 12
 
 typedef uint16_t lode_half; /* IEEE binary16 bits */
@@ -104,30 +104,57 @@ _Static_assert(sizeof(block_q8_K) == 292, "q8_K");
 static inline size_t lode_dtype_block_elems(int t)
 {
     switch (t) {
-    case LODE_F32: case LODE_F16: case LODE_BF16: return 1;
-    case LODE_Q4_0: case LODE_Q4_1: case LODE_Q5_0: case LODE_Q5_1: case LODE_Q8_0: case LODE_Q8_1:
+    case LODE_F32:
+    case LODE_F16:
+    case LODE_BF16:
+        return 1;
+    case LODE_Q4_0:
+    case LODE_Q4_1:
+    case LODE_Q5_0:
+    case LODE_Q5_1:
+    case LODE_Q8_0:
+    case LODE_Q8_1:
         return 32;
-    case LODE_Q4_K: case LODE_Q5_K: case LODE_Q6_K: case LODE_Q8_K: return QK_K;
-    default: return 0;
+    case LODE_Q4_K:
+    case LODE_Q5_K:
+    case LODE_Q6_K:
+    case LODE_Q8_K:
+        return QK_K;
+    default:
+        return 0;
     }
 }
 
 static inline size_t lode_dtype_block_bytes(int t)
 {
     switch (t) {
-    case LODE_F32: return 4;
-    case LODE_F16: case LODE_BF16: return 2;
-    case LODE_Q4_0: return sizeof(block_q4_0);
-    case LODE_Q4_1: return sizeof(block_q4_1);
-    case LODE_Q5_0: return sizeof(block_q5_0);
-    case LODE_Q5_1: return sizeof(block_q5_1);
-    case LODE_Q8_0: return sizeof(block_q8_0);
-    case LODE_Q8_1: return sizeof(block_q8_1);
-    case LODE_Q4_K: return sizeof(block_q4_K);
-    case LODE_Q5_K: return sizeof(block_q5_K);
-    case LODE_Q6_K: return sizeof(block_q6_K);
-    case LODE_Q8_K: return sizeof(block_q8_K);
-    default: return 0;
+    case LODE_F32:
+        return 4;
+    case LODE_F16:
+    case LODE_BF16:
+        return 2;
+    case LODE_Q4_0:
+        return sizeof(block_q4_0);
+    case LODE_Q4_1:
+        return sizeof(block_q4_1);
+    case LODE_Q5_0:
+        return sizeof(block_q5_0);
+    case LODE_Q5_1:
+        return sizeof(block_q5_1);
+    case LODE_Q8_0:
+        return sizeof(block_q8_0);
+    case LODE_Q8_1:
+        return sizeof(block_q8_1);
+    case LODE_Q4_K:
+        return sizeof(block_q4_K);
+    case LODE_Q5_K:
+        return sizeof(block_q5_K);
+    case LODE_Q6_K:
+        return sizeof(block_q6_K);
+    case LODE_Q8_K:
+        return sizeof(block_q8_K);
+    default:
+        return 0;
     }
 }
 
@@ -168,8 +195,8 @@ static inline float lode_half_to_float(lode_half h)
     const float magic_bias = 0.5f;
     const float denormalized = lode_fp32_from_bits((two_w >> 17) | magic_mask) - magic_bias;
     const uint32_t denormalized_cutoff = 1u << 27;
-    const uint32_t result =
-        sign | (two_w < denormalized_cutoff ? lode_fp32_to_bits(denormalized) : lode_fp32_to_bits(normalized));
+    const uint32_t result = sign | (two_w < denormalized_cutoff ? lode_fp32_to_bits(denormalized)
+                                                                : lode_fp32_to_bits(normalized));
     return lode_fp32_from_bits(result);
 }
 

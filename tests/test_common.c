@@ -75,8 +75,8 @@ static void test_utf8(void **state)
 {
     const char ok[] = "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80";
     assert_int_equal(lode_utf8_valid_prefix(ok, strlen(ok)), strlen(ok));
-    assert_int_equal(lode_utf8_valid_prefix("ab\xc0\xafz", 5), 2);       /* overlong */
-    assert_int_equal(lode_utf8_valid_prefix("ab\xed\xa0\x80z", 6), 2);   /* surrogate */
+    assert_int_equal(lode_utf8_valid_prefix("ab\xc0\xafz", 5), 2);        /* overlong */
+    assert_int_equal(lode_utf8_valid_prefix("ab\xed\xa0\x80z", 6), 2);    /* surrogate */
     assert_int_equal(lode_utf8_valid_prefix("ab\xf4\x90\x80\x80", 6), 2); /* > U+10FFFF */
     assert_int_equal(lode_utf8_valid_prefix("ab\xe2\x82", 4), 2);         /* truncated */
     assert_int_equal(lode_utf8_valid_prefix("\xff", 1), 0);
@@ -85,8 +85,9 @@ static void test_utf8(void **state)
 static void test_seterr(void **state)
 {
     char err[16];
-    assert_int_equal(lode_seterr(err, sizeof err, LODE_ERR_IO, "open %s failed", "a-long-file-name"),
-                     LODE_ERR_IO);
+    assert_int_equal(
+        lode_seterr(err, sizeof err, LODE_ERR_IO, "open %s failed", "a-long-file-name"),
+        LODE_ERR_IO);
     assert_int_equal(strlen(err), sizeof err - 1); /* truncated, terminated */
     assert_true(lode_cpu_count() >= 1);
 }
@@ -94,9 +95,12 @@ static void test_seterr(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strerror),   cmocka_unit_test(test_alloc_counts),
-        cmocka_unit_test(test_alloc_failure_injection), cmocka_unit_test(test_buf),
-        cmocka_unit_test(test_utf8),       cmocka_unit_test(test_seterr),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_alloc_counts),
+        cmocka_unit_test(test_alloc_failure_injection),
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_seterr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
