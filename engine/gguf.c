@@ -60,7 +60,8 @@ static const size_t type_size[ENG_GGUF_TYPE_COUNT] = {
 const char *eng_gguf_type_name(eng_gguf_type t)
 {
     static const char *const names[ENG_GGUF_TYPE_COUNT] = {
-        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64",
+        "u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+        "bool", "string", "array", "u64", "i64", "f64",
     };
     return (unsigned)t < ENG_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
@@ -109,10 +110,18 @@ static lode_status rd_str(cursor *c, eng_gguf_str *s, uint64_t max, const char *
 {
     size_t at = c->pos;
     uint64_t n;
-    if (!rd_u64(c, &n)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu reading the length of %s", at, what);
-    if (n > max) return fail(c, LODE_ERR_FORMAT, "%s at offset %zu has length %llu (limit %llu)", what, at, (unsigned long long)n, (unsigned long long)max);
+    if (!rd_u64(c, &n))
+        return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu reading the length of %s", at,
+                    what);
+    if (n > max)
+        return fail(c, LODE_ERR_FORMAT, "%s at offset %zu has length %llu (limit %llu)", what, at,
+                    (unsigned long long)n, (unsigned long long)max);
     const uint8_t *p;
-    if (!take(c, (size_t)n, &p)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu: %s of %llu bytes runs past the end of the file (%zu bytes)", at, what, (unsigned long long)n, c->size);
+    if (!take(c, (size_t)n, &p))
+        return fail(
+            c, LODE_ERR_FORMAT,
+            "truncated at offset %zu: %s of %llu bytes runs past the end of the file (%zu bytes)",
+            at, what, (unsigned long long)n, c->size);
     s->ptr = (const char *)p;
     s->len = n;
     return LODE_OK;
@@ -136,14 +145,19 @@ static lode_status read_kv(cursor *c, eng_gguf *g, int64_t idx)
     lode_status st = rd_str(c, &key, ENG_GGUF_MAX_KEY_LEN, what);
     if (st) return st;
     if (key.len == 0) return fail(c, LODE_ERR_FORMAT, "key #%lld is empty", (long long)idx);
-    if (memchr(key.ptr, 0, (size_t)key.len)) return fail(c, LODE_ERR_FORMAT, "key #%lld holds a NUL byte", (long long)idx);
+    if (memchr(key.ptr, 0, (size_t)key.len))
+        return fail(c, LODE_ERR_FORMAT, "key #%lld holds a NUL byte", (long long)idx);
     if (!(kv->key = dup_view(key))) return fail(c, LODE_ERR_NOMEM, "out of memory");
     for (int64_t j = 0; j < idx; j++)
-        if (!strcmp(g->kv[j].key, kv->key)) return fail(c, LODE_ERR_FORMAT, "duplicate key '%s'", kv->key);
+        if (!strcmp(g->kv[j].key, kv->key))
+            return fail(c, LODE_ERR_FORMAT, "duplicate key '%s'", kv->key);
     uint32_t t;
     size_t at = c->pos;
-    if (!rd_u32(c, &t)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu reading the type of key '%s'", at, kv->key);
-    if (t >= ENG_GGUF_TYPE_COUNT) return fail(c, LODE_ERR_FORMAT, "key '%s' has unknown value type %u", kv->key, t);
+    if (!rd_u32(c, &t))
+        return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu reading the type of key '%s'", at,
+                    kv->key);
+    if (t >= ENG_GGUF_TYPE_COUNT)
+        return fail(c, LODE_ERR_FORMAT, "key '%s' has unknown value type %u", kv->key, t);
     kv->type = (eng_gguf_type)t;
     at = c->pos;
     if (kv->type == ENG_GGUF_STRING) {
@@ -157,23 +171,35 @@ static lode_status read_kv(cursor *c, eng_gguf *g, int64_t idx)
         return LODE_OK;
     }
     if (kv->type != ENG_GGUF_ARRAY) {
-        if (!take(c, type_size[kv->type], &kv->val)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the value of key '%s'", at, kv->key);
-        if (kv->type == ENG_GGUF_BOOL && *kv->val > 1) return fail(c, LODE_ERR_FORMAT, "key '%s': bool value %u is not 0 or 1", kv->key, *kv->val);
+        if (!take(c, type_size[kv->type], &kv->val))
+            return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the value of key '%s'", at,
+                        kv->key);
+        if (kv->type == ENG_GGUF_BOOL && *kv->val > 1)
+            return fail(c, LODE_ERR_FORMAT, "key '%s': bool value %u is not 0 or 1", kv->key,
+                        *kv->val);
         return LODE_OK;
     }
     uint32_t et;
     uint64_t n;
-    if (!rd_u32(c, &et) || !rd_u64(c, &n)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the array header of key '%s'", at, kv->key);
-    if (et >= ENG_GGUF_TYPE_COUNT) return fail(c, LODE_ERR_FORMAT, "key '%s': array of unknown type %u", kv->key, et);
-    if (et == ENG_GGUF_ARRAY) return fail(c, LODE_ERR_UNSUPPORTED, "key '%s': nested arrays are not supported", kv->key);
+    if (!rd_u32(c, &et) || !rd_u64(c, &n))
+        return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the array header of key '%s'",
+                    at, kv->key);
+    if (et >= ENG_GGUF_TYPE_COUNT)
+        return fail(c, LODE_ERR_FORMAT, "key '%s': array of unknown type %u", kv->key, et);
+    if (et == ENG_GGUF_ARRAY)
+        return fail(c, LODE_ERR_UNSUPPORTED, "key '%s': nested arrays are not supported", kv->key);
     kv->arr_type = (eng_gguf_type)et;
     kv->arr_len = n;
     at = c->pos;
     if (et == ENG_GGUF_STRING) {
         /* each element takes at least its 8-byte length */
-        if (n > (c->size - c->pos) / 8) return fail(c, LODE_ERR_FORMAT, "key '%s': string array of %llu elements cannot fit in the %zu bytes left", kv->key, (unsigned long long)n, c->size - c->pos);
+        if (n > (c->size - c->pos) / 8)
+            return fail(c, LODE_ERR_FORMAT,
+                        "key '%s': string array of %llu elements cannot fit in the %zu bytes left",
+                        kv->key, (unsigned long long)n, c->size - c->pos);
         kv->val = c->base + c->pos;
-        if (n && !(kv->strs = lode_malloc((size_t)n * sizeof *kv->strs))) return fail(c, LODE_ERR_NOMEM, "out of memory for key '%s'", kv->key);
+        if (n && !(kv->strs = lode_malloc((size_t)n * sizeof *kv->strs)))
+            return fail(c, LODE_ERR_NOMEM, "out of memory for key '%s'", kv->key);
         for (uint64_t i = 0; i < n; i++) {
             char w[400];
             snprintf(w, sizeof w, "element %llu of key '%.300s'", (unsigned long long)i, kv->key);
@@ -182,11 +208,17 @@ static lode_status read_kv(cursor *c, eng_gguf *g, int64_t idx)
         return LODE_OK;
     }
     size_t es = type_size[et];
-    if (n > (c->size - c->pos) / es) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu: array of key '%s' (%llu x %s) runs past the end of the file", at, kv->key, (unsigned long long)n, eng_gguf_type_name(kv->arr_type));
+    if (n > (c->size - c->pos) / es)
+        return fail(
+            c, LODE_ERR_FORMAT,
+            "truncated at offset %zu: array of key '%s' (%llu x %s) runs past the end of the file",
+            at, kv->key, (unsigned long long)n, eng_gguf_type_name(kv->arr_type));
     take(c, (size_t)n * es, &kv->val);
     if (et == ENG_GGUF_BOOL)
         for (uint64_t i = 0; i < n; i++)
-            if (kv->val[i] > 1) return fail(c, LODE_ERR_FORMAT, "key '%s': bool element %llu is not 0 or 1", kv->key, (unsigned long long)i);
+            if (kv->val[i] > 1)
+                return fail(c, LODE_ERR_FORMAT, "key '%s': bool element %llu is not 0 or 1",
+                            kv->key, (unsigned long long)i);
     return LODE_OK;
 }
 
@@ -198,44 +230,64 @@ static lode_status read_tensor_info(cursor *c, eng_gguf *g, int64_t idx)
     snprintf(what, sizeof what, "the name of tensor #%lld", (long long)idx);
     lode_status st = rd_str(c, &name, ENG_GGUF_MAX_NAME_LEN, what);
     if (st) return st;
-    if (name.len == 0) return fail(c, LODE_ERR_FORMAT, "tensor #%lld has an empty name", (long long)idx);
-    if (memchr(name.ptr, 0, (size_t)name.len)) return fail(c, LODE_ERR_FORMAT, "the name of tensor #%lld holds a NUL byte", (long long)idx);
+    if (name.len == 0)
+        return fail(c, LODE_ERR_FORMAT, "tensor #%lld has an empty name", (long long)idx);
+    if (memchr(name.ptr, 0, (size_t)name.len))
+        return fail(c, LODE_ERR_FORMAT, "the name of tensor #%lld holds a NUL byte",
+                    (long long)idx);
     char *nm = dup_view(name);
     if (!nm) return fail(c, LODE_ERR_NOMEM, "out of memory");
     t->name = nm;
     size_t at = c->pos;
     uint32_t nd;
-    if (!rd_u32(c, &nd)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the info of tensor '%s'", at, nm);
-    if (nd < 1 || nd > 4) return fail(c, LODE_ERR_FORMAT, "tensor '%s' has %u dimensions (1..4 allowed)", nm, nd);
+    if (!rd_u32(c, &nd))
+        return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the info of tensor '%s'", at,
+                    nm);
+    if (nd < 1 || nd > 4)
+        return fail(c, LODE_ERR_FORMAT, "tensor '%s' has %u dimensions (1..4 allowed)", nm, nd);
     t->n_dims = (int)nd;
     for (int d = 0; d < 4; d++) t->ne[d] = 1;
     for (uint32_t d = 0; d < nd; d++) {
-        if (!rd_u64(c, &t->ne[d])) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the dims of tensor '%s'", at, nm);
-        if (t->ne[d] == 0 || t->ne[d] > (1ull << 40)) return fail(c, LODE_ERR_FORMAT, "tensor '%s': dimension %u is %llu", nm, d, (unsigned long long)t->ne[d]);
+        if (!rd_u64(c, &t->ne[d]))
+            return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the dims of tensor '%s'",
+                        at, nm);
+        if (t->ne[d] == 0 || t->ne[d] > (1ull << 40))
+            return fail(c, LODE_ERR_FORMAT, "tensor '%s': dimension %u is %llu", nm, d,
+                        (unsigned long long)t->ne[d]);
     }
     uint32_t type;
-    if (!rd_u32(c, &type) || !rd_u64(c, &t->offset)) return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the info of tensor '%s'", at, nm);
-    if (type >= LODE_DTYPE_MAX || lode_dtype_block_bytes((int)type) == 0 || type == LODE_Q8_1 || type == LODE_Q8_K)
-        return fail(c, LODE_ERR_UNSUPPORTED, "tensor '%s' has unknown or unsupported type %u", nm, type);
+    if (!rd_u32(c, &type) || !rd_u64(c, &t->offset))
+        return fail(c, LODE_ERR_FORMAT, "truncated at offset %zu in the info of tensor '%s'", at,
+                    nm);
+    if (type >= LODE_DTYPE_MAX || lode_dtype_block_bytes((int)type) == 0 || type == LODE_Q8_1 ||
+        type == LODE_Q8_K)
+        return fail(c, LODE_ERR_UNSUPPORTED, "tensor '%s' has unknown or unsupported type %u", nm,
+                    type);
     t->type = (int)type;
     uint64_t n = 1;
     for (int d = 0; d < 4; d++) {
-        if (t->ne[d] > (UINT64_MAX >> 1) / n) return fail(c, LODE_ERR_FORMAT, "tensor '%s': element count overflows", nm);
+        if (t->ne[d] > (UINT64_MAX >> 1) / n)
+            return fail(c, LODE_ERR_FORMAT, "tensor '%s': element count overflows", nm);
         n *= t->ne[d];
     }
     t->n_elems = n;
     size_t be = lode_dtype_block_elems(t->type);
-    if (t->ne[0] % be) return fail(c, LODE_ERR_FORMAT, "tensor '%s': row of %llu elements is not a multiple of the %s block (%zu)", nm, (unsigned long long)t->ne[0], lode_dtype_name(t->type), be);
+    if (t->ne[0] % be)
+        return fail(c, LODE_ERR_FORMAT,
+                    "tensor '%s': row of %llu elements is not a multiple of the %s block (%zu)", nm,
+                    (unsigned long long)t->ne[0], lode_dtype_name(t->type), be);
     uint64_t row = t->ne[0] / be * lode_dtype_block_bytes(t->type);
     uint64_t rows = n / t->ne[0];
-    if (row && rows > UINT64_MAX / 2 / row) return fail(c, LODE_ERR_FORMAT, "tensor '%s': byte size overflows", nm);
+    if (row && rows > UINT64_MAX / 2 / row)
+        return fail(c, LODE_ERR_FORMAT, "tensor '%s': byte size overflows", nm);
     t->nbytes = row * rows;
     return LODE_OK;
 }
 
 static int cmp_by_offset(const void *a, const void *b)
 {
-    const eng_gguf_tensor *x = *(const eng_gguf_tensor *const *)a, *y = *(const eng_gguf_tensor *const *)b;
+    const eng_gguf_tensor *x = *(const eng_gguf_tensor *const *)a,
+                          *y = *(const eng_gguf_tensor *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
@@ -245,16 +297,28 @@ static lode_status check_tensors(cursor *c, eng_gguf *g)
     size_t a = g->alignment;
     size_t ds = c->pos;
     if (ds % a) ds += a - ds % a;
-    if (ds > c->size && g->n_tensors) return fail(c, LODE_ERR_FORMAT, "truncated: the data section would start at offset %zu, past the end of the file (%zu bytes)", ds, c->size);
+    if (ds > c->size && g->n_tensors)
+        return fail(c, LODE_ERR_FORMAT,
+                    "truncated: the data section would start at offset %zu, past the end of the "
+                    "file (%zu bytes)",
+                    ds, c->size);
     g->data_start = ds;
     uint64_t avail = c->size > ds ? c->size - ds : 0;
     for (int64_t i = 0; i < g->n_tensors; i++) {
         eng_gguf_tensor *t = &g->tensors[i];
         for (int64_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[j].name, t->name)) return fail(c, LODE_ERR_FORMAT, "duplicate tensor name '%s'", t->name);
-        if (t->offset % a) return fail(c, LODE_ERR_FORMAT, "tensor '%s': offset %llu is not a multiple of the alignment %zu", t->name, (unsigned long long)t->offset, a);
+            if (!strcmp(g->tensors[j].name, t->name))
+                return fail(c, LODE_ERR_FORMAT, "duplicate tensor name '%s'", t->name);
+        if (t->offset % a)
+            return fail(c, LODE_ERR_FORMAT,
+                        "tensor '%s': offset %llu is not a multiple of the alignment %zu", t->name,
+                        (unsigned long long)t->offset, a);
         if (t->offset > avail || t->nbytes > avail - t->offset)
-            return fail(c, LODE_ERR_FORMAT, "tensor '%s': data [%llu, +%llu) at file offset %llu runs past the end of the file (%zu bytes; truncated?)", t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes, (unsigned long long)(ds + t->offset), c->size);
+            return fail(c, LODE_ERR_FORMAT,
+                        "tensor '%s': data [%llu, +%llu) at file offset %llu runs past the end of "
+                        "the file (%zu bytes; truncated?)",
+                        t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                        (unsigned long long)(ds + t->offset), c->size);
         t->data = c->base + ds + t->offset;
     }
     if (g->n_tensors > 1) {
@@ -265,7 +329,10 @@ static lode_status check_tensors(cursor *c, eng_gguf *g)
         lode_status st = LODE_OK;
         for (int64_t i = 1; i < g->n_tensors; i++)
             if (by[i - 1]->offset + by[i - 1]->nbytes > by[i]->offset) {
-                st = fail(c, LODE_ERR_FORMAT, "tensors '%s' and '%s' overlap (offsets %llu+%llu and %llu)", by[i - 1]->name, by[i]->name, (unsigned long long)by[i - 1]->offset, (unsigned long long)by[i - 1]->nbytes, (unsigned long long)by[i]->offset);
+                st = fail(c, LODE_ERR_FORMAT,
+                          "tensors '%s' and '%s' overlap (offsets %llu+%llu and %llu)",
+                          by[i - 1]->name, by[i]->name, (unsigned long long)by[i - 1]->offset,
+                          (unsigned long long)by[i - 1]->nbytes, (unsigned long long)by[i]->offset);
                 break;
             }
         lode_free(by);
@@ -278,19 +345,35 @@ static lode_status parse(eng_gguf *g, char *err, size_t errlen)
 {
     cursor c = {g->base, g->size, 0, err, errlen};
     const uint8_t *p;
-    if (!take(&c, 4, &p)) return fail(&c, LODE_ERR_FORMAT, "file of %zu bytes is too short for a GGUF header", g->size);
-    if (memcmp(p, "GGUF", 4)) return fail(&c, LODE_ERR_FORMAT, "bad magic %02x %02x %02x %02x (not a GGUF file)", p[0], p[1], p[2], p[3]);
+    if (!take(&c, 4, &p))
+        return fail(&c, LODE_ERR_FORMAT, "file of %zu bytes is too short for a GGUF header",
+                    g->size);
+    if (memcmp(p, "GGUF", 4))
+        return fail(&c, LODE_ERR_FORMAT, "bad magic %02x %02x %02x %02x (not a GGUF file)", p[0],
+                    p[1], p[2], p[3]);
     uint64_t nt, nkv;
     if (!rd_u32(&c, &g->version)) return fail(&c, LODE_ERR_FORMAT, "truncated in the header");
-    if (g->version == 1) return fail(&c, LODE_ERR_UNSUPPORTED, "GGUF version 1 is not supported (2 and 3 are)");
-    if (g->version != 2 && g->version != 3) return fail(&c, LODE_ERR_UNSUPPORTED, "unknown GGUF version %u", g->version);
-    if (!rd_u64(&c, &nt) || !rd_u64(&c, &nkv)) return fail(&c, LODE_ERR_FORMAT, "truncated in the header");
-    if (nt > ENG_GGUF_MAX_TENSORS) return fail(&c, LODE_ERR_FORMAT, "tensor count %llu is over the limit %d", (unsigned long long)nt, ENG_GGUF_MAX_TENSORS);
-    if (nkv > ENG_GGUF_MAX_KV) return fail(&c, LODE_ERR_FORMAT, "key/value count %llu is over the limit %d", (unsigned long long)nkv, ENG_GGUF_MAX_KV);
+    if (g->version == 1)
+        return fail(&c, LODE_ERR_UNSUPPORTED, "GGUF version 1 is not supported (2 and 3 are)");
+    if (g->version != 2 && g->version != 3)
+        return fail(&c, LODE_ERR_UNSUPPORTED, "unknown GGUF version %u", g->version);
+    if (!rd_u64(&c, &nt) || !rd_u64(&c, &nkv))
+        return fail(&c, LODE_ERR_FORMAT, "truncated in the header");
+    if (nt > ENG_GGUF_MAX_TENSORS)
+        return fail(&c, LODE_ERR_FORMAT, "tensor count %llu is over the limit %d",
+                    (unsigned long long)nt, ENG_GGUF_MAX_TENSORS);
+    if (nkv > ENG_GGUF_MAX_KV)
+        return fail(&c, LODE_ERR_FORMAT, "key/value count %llu is over the limit %d",
+                    (unsigned long long)nkv, ENG_GGUF_MAX_KV);
     /* a key/value takes at least 8+1+4+1 bytes, a tensor info 8+1+4+8+4+8 */
-    if (nkv > (g->size - c.pos) / 14 || nt > (g->size - c.pos) / 33) return fail(&c, LODE_ERR_FORMAT, "truncated: %llu keys and %llu tensors cannot fit in %zu bytes", (unsigned long long)nkv, (unsigned long long)nt, g->size);
-    if (nkv && !(g->kv = lode_calloc((size_t)nkv, sizeof *g->kv))) return fail(&c, LODE_ERR_NOMEM, "out of memory");
-    if (nt && !(g->tensors = lode_calloc((size_t)nt, sizeof *g->tensors))) return fail(&c, LODE_ERR_NOMEM, "out of memory");
+    if (nkv > (g->size - c.pos) / 14 || nt > (g->size - c.pos) / 33)
+        return fail(&c, LODE_ERR_FORMAT,
+                    "truncated: %llu keys and %llu tensors cannot fit in %zu bytes",
+                    (unsigned long long)nkv, (unsigned long long)nt, g->size);
+    if (nkv && !(g->kv = lode_calloc((size_t)nkv, sizeof *g->kv)))
+        return fail(&c, LODE_ERR_NOMEM, "out of memory");
+    if (nt && !(g->tensors = lode_calloc((size_t)nt, sizeof *g->tensors)))
+        return fail(&c, LODE_ERR_NOMEM, "out of memory");
     lode_status st;
     for (uint64_t i = 0; i < nkv; i++) {
         g->n_kv = (int64_t)i + 1; /* so close() frees what this one allocated */
@@ -300,10 +383,15 @@ static lode_status parse(eng_gguf *g, char *err, size_t errlen)
     int64_t ai = eng_gguf_find_key(g, "general.alignment");
     if (ai >= 0) {
         gguf_kv *kv = &g->kv[ai];
-        if (kv->type != ENG_GGUF_U32) return fail(&c, LODE_ERR_FORMAT, "key 'general.alignment' has type %s, not u32", eng_gguf_type_name(kv->type));
+        if (kv->type != ENG_GGUF_U32)
+            return fail(&c, LODE_ERR_FORMAT, "key 'general.alignment' has type %s, not u32",
+                        eng_gguf_type_name(kv->type));
         uint32_t a;
         memcpy(&a, kv->val, 4);
-        if (a == 0 || (a & (a - 1)) || a > ENG_GGUF_MAX_ALIGN) return fail(&c, LODE_ERR_FORMAT, "key 'general.alignment' is %u, not a power of two up to %u", a, ENG_GGUF_MAX_ALIGN);
+        if (a == 0 || (a & (a - 1)) || a > ENG_GGUF_MAX_ALIGN)
+            return fail(&c, LODE_ERR_FORMAT,
+                        "key 'general.alignment' is %u, not a power of two up to %u", a,
+                        ENG_GGUF_MAX_ALIGN);
         g->alignment = a;
     }
     for (uint64_t i = 0; i < nt; i++) {
@@ -324,7 +412,8 @@ static lode_status open_common(eng_gguf *g, eng_gguf **out, char *err, size_t er
     return LODE_OK;
 }
 
-lode_status eng_gguf_open_memory(const void *data, size_t size, eng_gguf **out, char *err, size_t errlen)
+lode_status eng_gguf_open_memory(const void *data, size_t size, eng_gguf **out, char *err,
+                                 size_t errlen)
 {
     *out = NULL;
     if (err && errlen) err[0] = 0;
@@ -341,12 +430,15 @@ lode_status eng_gguf_open(const char *path, eng_gguf **out, char *err, size_t er
     *out = NULL;
     if (err && errlen) err[0] = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot open '%s': %s", path, strerror(errno));
+    if (fd < 0)
+        return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot open '%s': %s", path,
+                           strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot stat '%s': %s", path, strerror(e));
+        return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot stat '%s': %s", path,
+                           strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
@@ -354,12 +446,16 @@ lode_status eng_gguf_open(const char *path, eng_gguf **out, char *err, size_t er
     }
     if (sb.st_size < 24) {
         close(fd);
-        return lode_seterr(err, errlen, LODE_ERR_FORMAT, "gguf: '%s' has %lld bytes, too short for a GGUF header", path, (long long)sb.st_size);
+        return lode_seterr(err, errlen, LODE_ERR_FORMAT,
+                           "gguf: '%s' has %lld bytes, too short for a GGUF header", path,
+                           (long long)sb.st_size);
     }
     void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
-    if (m == MAP_FAILED) return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot map '%s': %s", path, strerror(e));
+    if (m == MAP_FAILED)
+        return lode_seterr(err, errlen, LODE_ERR_IO, "gguf: cannot map '%s': %s", path,
+                           strerror(e));
     eng_gguf *g = lode_calloc(1, sizeof *g);
     if (!g) {
         munmap(m, (size_t)sb.st_size);
@@ -519,15 +615,20 @@ static const gguf_kv *lookup(eng_gguf *g, const char *key, lode_status *st)
     return i < 0 ? NULL : &g->kv[i];
 }
 
-static lode_status get_int(eng_gguf *g, const char *key, int is_signed, uint64_t maxpos, uint64_t maxneg, num *out)
+static lode_status get_int(eng_gguf *g, const char *key, int is_signed, uint64_t maxpos,
+                           uint64_t maxneg, num *out)
 {
     lode_status st;
     const gguf_kv *kv = lookup(g, key, &st);
     if (!kv) return st;
     if (!read_num(kv->type, kv->val, out) || out->is_float || kv->type == ENG_GGUF_BOOL)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has type %s, not an integer", key, eng_gguf_type_name(kv->type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' has type %s, not an integer", key,
+                           eng_gguf_type_name(kv->type));
     if ((!out->neg && out->mag > maxpos) || (out->neg && (!is_signed || out->mag > maxneg)))
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s': value %s%llu out of range", key, out->neg ? "-" : "", (unsigned long long)out->mag);
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s': value %s%llu out of range", key, out->neg ? "-" : "",
+                           (unsigned long long)out->mag);
     return LODE_OK;
 }
 
@@ -562,7 +663,9 @@ lode_status eng_gguf_get_f32(eng_gguf *g, const char *key, float *out)
     if (!kv) return st;
     num n;
     if (kv->type != ENG_GGUF_F32 && kv->type != ENG_GGUF_F64)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has type %s, not a float", key, eng_gguf_type_name(kv->type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' has type %s, not a float", key,
+                           eng_gguf_type_name(kv->type));
     read_num(kv->type, kv->val, &n);
     *out = (float)n.f;
     return LODE_OK;
@@ -574,7 +677,9 @@ lode_status eng_gguf_get_bool(eng_gguf *g, const char *key, int *out)
     const gguf_kv *kv = lookup(g, key, &st);
     if (!kv) return st;
     if (kv->type != ENG_GGUF_BOOL)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has type %s, not bool", key, eng_gguf_type_name(kv->type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' has type %s, not bool", key,
+                           eng_gguf_type_name(kv->type));
     *out = kv->val[0] != 0;
     return LODE_OK;
 }
@@ -585,7 +690,9 @@ lode_status eng_gguf_get_str(eng_gguf *g, const char *key, const char **out, siz
     const gguf_kv *kv = lookup(g, key, &st);
     if (!kv) return st;
     if (kv->type != ENG_GGUF_STRING)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has type %s, not string", key, eng_gguf_type_name(kv->type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' has type %s, not string", key,
+                           eng_gguf_type_name(kv->type));
     *out = kv->str;
     if (len) *len = (size_t)kv->str_len;
     return LODE_OK;
@@ -595,7 +702,9 @@ static const gguf_kv *lookup_arr(eng_gguf *g, const char *key, lode_status *st)
 {
     const gguf_kv *kv = lookup(g, key, st);
     if (kv && kv->type != ENG_GGUF_ARRAY) {
-        *st = lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has type %s, not array", key, eng_gguf_type_name(kv->type));
+        *st =
+            lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                        "gguf: key '%s' has type %s, not array", key, eng_gguf_type_name(kv->type));
         return NULL;
     }
     return kv;
@@ -611,13 +720,16 @@ lode_status eng_gguf_get_arr_info(eng_gguf *g, const char *key, eng_gguf_type *e
     return LODE_OK;
 }
 
-lode_status eng_gguf_get_arr_strs(eng_gguf *g, const char *key, const eng_gguf_str **out, uint64_t *n)
+lode_status eng_gguf_get_arr_strs(eng_gguf *g, const char *key, const eng_gguf_str **out,
+                                  uint64_t *n)
 {
     lode_status st;
     const gguf_kv *kv = lookup_arr(g, key, &st);
     if (!kv) return st;
     if (kv->arr_type != ENG_GGUF_STRING)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' is an array of %s, not of strings", key, eng_gguf_type_name(kv->arr_type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' is an array of %s, not of strings", key,
+                           eng_gguf_type_name(kv->arr_type));
     *out = kv->strs;
     *n = kv->arr_len;
     return LODE_OK;
@@ -629,9 +741,13 @@ static lode_status copy_arr(eng_gguf *g, const char *key, void *dst, uint64_t n,
     const gguf_kv *kv = lookup_arr(g, key, &st);
     if (!kv) return st;
     if (kv->arr_type == ENG_GGUF_STRING || kv->arr_type == ENG_GGUF_BOOL)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' is an array of %s, not numbers", key, eng_gguf_type_name(kv->arr_type));
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' is an array of %s, not numbers", key,
+                           eng_gguf_type_name(kv->arr_type));
     if (n != kv->arr_len)
-        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s' has %llu elements, expected %llu", key, (unsigned long long)kv->arr_len, (unsigned long long)n);
+        return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                           "gguf: key '%s' has %llu elements, expected %llu", key,
+                           (unsigned long long)kv->arr_len, (unsigned long long)n);
     size_t es = type_size[kv->arr_type];
     for (uint64_t i = 0; i < n; i++) {
         num v;
@@ -639,8 +755,11 @@ static lode_status copy_arr(eng_gguf *g, const char *key, void *dst, uint64_t n,
         if (as_float) {
             ((float *)dst)[i] = v.is_float ? (float)v.f : v.neg ? -(float)v.mag : (float)v.mag;
         } else {
-            if (v.is_float || (!v.neg && v.mag > INT32_MAX) || (v.neg && v.mag > (uint64_t)INT32_MAX + 1))
-                return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT, "gguf: key '%s': element %llu is not an i32", key, (unsigned long long)i);
+            if (v.is_float || (!v.neg && v.mag > INT32_MAX) ||
+                (v.neg && v.mag > (uint64_t)INT32_MAX + 1))
+                return lode_seterr(g->err, sizeof g->err, LODE_ERR_FORMAT,
+                                   "gguf: key '%s': element %llu is not an i32", key,
+                                   (unsigned long long)i);
             ((int32_t *)dst)[i] = v.neg ? (int32_t)(-(int64_t)v.mag) : (int32_t)v.mag;
         }
     }

@@ -128,8 +128,10 @@ static lode_status try_open(wbuf *b, size_t n, char *err, size_t errlen)
 {
     eng_gguf *g = NULL;
     lode_status st = eng_gguf_open_memory(b->d, n, &g, err, errlen);
-    if (st == LODE_OK) assert_non_null(g);
-    else assert_null(g);
+    if (st == LODE_OK)
+        assert_non_null(g);
+    else
+        assert_null(g);
     eng_gguf_close(g);
     return st;
 }
@@ -339,7 +341,8 @@ static void test_corruptions(void **state)
         char err[512] = "";
         lode_status st = try_open(&b, l.size, err, sizeof err);
         if (st != cases[i].want || !strstr(err, cases[i].msg))
-            fail_msg("case %zu: status %d (%s), want %d with '%s'", i, st, err, cases[i].want, cases[i].msg);
+            fail_msg("case %zu: status %d (%s), want %d with '%s'", i, st, err, cases[i].want,
+                     cases[i].msg);
     }
 }
 
@@ -426,8 +429,8 @@ static void test_real_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),         cmocka_unit_test(test_truncated_everywhere),
-        cmocka_unit_test(test_corruptions),   cmocka_unit_test(test_random_flips),
+        cmocka_unit_test(test_valid),          cmocka_unit_test(test_truncated_everywhere),
+        cmocka_unit_test(test_corruptions),    cmocka_unit_test(test_random_flips),
         cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_files),
         cmocka_unit_test(test_real_model),
     };

@@ -25,7 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (eng_gguf_get_f32(g, k, &f) == LODE_OK) sink += (uint64_t)(f != 0);
         if (eng_gguf_get_str(g, k, &s, NULL) == LODE_OK) sink += strlen(s);
         if (eng_gguf_get_arr_strs(g, k, &strs, &n) == LODE_OK)
-            for (uint64_t j = 0; j < n; j++) sink += strs[j].len ? (uint8_t)strs[j].ptr[strs[j].len - 1] : 0;
+            for (uint64_t j = 0; j < n; j++)
+                sink += strs[j].len ? (uint8_t)strs[j].ptr[strs[j].len - 1] : 0;
     }
     for (int64_t i = 0; i < eng_gguf_n_tensors(g); i++) {
         const eng_gguf_tensor *t = eng_gguf_tensor_at(g, i);
