@@ -17,23 +17,22 @@
 
 static void serve_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lode serve [OPTIONS]\n\n"
-            "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
-            "/v1/models), search and documents (/v1/search, /v1/documents), /health and\n"
-            "/metrics. Stops gracefully on SIGINT or SIGTERM.\n\n"
-            "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
-            "  --model PATH         generation model, GGUF (default $LODE_MODEL)\n"
-            "  --host ADDR          address to bind (default 127.0.0.1)\n"
-            "  --port N             port (default 8080; 0 picks a free one)\n"
-            "  --threads N          HTTP worker threads (default 4)\n"
-            "  --api-key KEY        require 'Authorization: Bearer KEY' (also $LODE_API_KEY)\n"
-            "  --api-key-file FILE  the same, the key read from FILE's first line\n"
-            "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
-            "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
-            "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
-            "                       before they are cancelled (default 10)\n"
-            "  --quiet              no request log (default: one line per request on stderr)\n");
+    fprintf(f, "usage: lode serve [OPTIONS]\n\n"
+               "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
+               "/v1/models), search and documents (/v1/search, /v1/documents), /health and\n"
+               "/metrics. Stops gracefully on SIGINT or SIGTERM.\n\n"
+               "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
+               "  --model PATH         generation model, GGUF (default $LODE_MODEL)\n"
+               "  --host ADDR          address to bind (default 127.0.0.1)\n"
+               "  --port N             port (default 8080; 0 picks a free one)\n"
+               "  --threads N          HTTP worker threads (default 4)\n"
+               "  --api-key KEY        require 'Authorization: Bearer KEY' (also $LODE_API_KEY)\n"
+               "  --api-key-file FILE  the same, the key read from FILE's first line\n"
+               "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
+               "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
+               "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
+               "                       before they are cancelled (default 10)\n"
+               "  --quiet              no request log (default: one line per request on stderr)\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -43,9 +42,12 @@ static int parse_size(const char *s, size_t *out)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s) return -1;
     unsigned long long mul = 1;
-    if (*end == 'k' || *end == 'K') mul = 1ull << 10, end++;
-    else if (*end == 'm' || *end == 'M') mul = 1ull << 20, end++;
-    else if (*end == 'g' || *end == 'G') mul = 1ull << 30, end++;
+    if (*end == 'k' || *end == 'K')
+        mul = 1ull << 10, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1ull << 20, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1ull << 30, end++;
     if (*end || v == 0 || v > (1ull << 40) / mul) return -1;
     *out = (size_t)(v * mul);
     return 0;

@@ -173,8 +173,8 @@ lode_status lode_json_get_bool(const json_t *obj, const char *key, const char *f
     return LODE_OK;
 }
 
-lode_status lode_json_get_array(const json_t *obj, const char *key, const char *field,
-                                int required, json_t **out, int *present, lode_json_err *err)
+lode_status lode_json_get_array(const json_t *obj, const char *key, const char *field, int required,
+                                json_t **out, int *present, lode_json_err *err)
 {
     json_t *v;
     lode_status st = lookup(obj, key, field, required, &v, present, err);
@@ -205,6 +205,8 @@ static int dump_cb(const char *p, size_t n, void *data)
 lode_status lode_json_append(lode_buf *b, const json_t *v)
 {
     if (!v) return LODE_ERR_INVALID;
-    return json_dump_callback(v, dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12)) == 0 ? LODE_OK
-                                                                                   : LODE_ERR_NOMEM;
+    return json_dump_callback(v, dump_cb, b,
+                              JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12)) == 0
+               ? LODE_OK
+               : LODE_ERR_NOMEM;
 }

@@ -50,13 +50,11 @@ lode_status lode_json_get_int(const json_t *obj, const char *key, const char *fi
 lode_status lode_json_get_number(const json_t *obj, const char *key, const char *field,
                                  int required, double min, double max, double *out /* OUT */,
                                  int *present, lode_json_err *err);
-lode_status lode_json_get_bool(const json_t *obj, const char *key, const char *field,
-                               int required, int *out /* OUT */, int *present,
-                               lode_json_err *err);
+lode_status lode_json_get_bool(const json_t *obj, const char *key, const char *field, int required,
+                               int *out /* OUT */, int *present, lode_json_err *err);
 /* Arrays and objects: *out is a borrowed reference into obj. */
-lode_status lode_json_get_array(const json_t *obj, const char *key, const char *field,
-                                int required, json_t **out /* OUT */, int *present,
-                                lode_json_err *err);
+lode_status lode_json_get_array(const json_t *obj, const char *key, const char *field, int required,
+                                json_t **out /* OUT */, int *present, lode_json_err *err);
 lode_status lode_json_get_object(const json_t *obj, const char *key, const char *field,
                                  int required, json_t **out /* OUT */, int *present,
                                  lode_json_err *err);

@@ -57,9 +57,9 @@ const char *srv_route_label(srv_route r)
 {
     for (size_t i = 0; i < LODE_ARRAY_LEN(routes); i++)
         if (routes[i].route == r)
-            return routes[i].has_arg ? (r == SRV_ROUTE_MODEL ? "/v1/models/{id}"
-                                                             : "/v1/documents/{id}")
-                                     : routes[i].path;
+            return routes[i].has_arg
+                       ? (r == SRV_ROUTE_MODEL ? "/v1/models/{id}" : "/v1/documents/{id}")
+                       : routes[i].path;
     return "other";
 }
 
@@ -105,7 +105,8 @@ static struct MHD_Response *make_buf_response(lode_buf *b, const char *ctype)
     size_t len = b->len;
     char *data = lode_buf_take(b);
     if (!data) return NULL;
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, data, lode_free);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer_with_free_callback(len, data, lode_free);
     if (!r) {
         lode_free(data);
         return NULL;
@@ -117,7 +118,8 @@ static struct MHD_Response *make_buf_response(lode_buf *b, const char *ctype)
 static void add_error_headers(srv_conn *c, struct MHD_Response *r, unsigned status)
 {
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (status == 429 || status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 429 || status == 503)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 405) {
         char allow[64];
         char arg[128];
@@ -265,7 +267,8 @@ void srv_job_remove(srv_server *s, srv_job_link *l)
 static int key_ok(srv_server *s, struct MHD_Connection *mhd)
 {
     if (!s->has_key) return 1;
-    const char *h = MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *h =
+        MHD_lookup_connection_value(mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
     h += 7;
     while (*h == ' ') h++;
@@ -367,8 +370,8 @@ static int gate(srv_conn *c, const route_def **out)
         return 1;
     }
     c->route = d->route;
-    srv_handler_fn h = c->method == SRV_M_GET    ? d->get
-                       : c->method == SRV_M_POST ? d->post
+    srv_handler_fn h = c->method == SRV_M_GET      ? d->get
+                       : c->method == SRV_M_POST   ? d->post
                        : c->method == SRV_M_DELETE ? d->del
                                                    : NULL;
     if (!h) {
@@ -533,11 +536,11 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
                             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
                             (unsigned)s->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT,
-                            1024u, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 1024u,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
-                 s->host, cfg->port);
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)", s->host,
+                 cfg->port);
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);

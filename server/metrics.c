@@ -10,9 +10,8 @@
 
 static const unsigned status_slots[SRV_N_STATUS - 1] = {200, 201, 204, 400, 401, 403, 404, 405,
                                                         408, 413, 429, 499, 500, 501, 503};
-static const double lat_bounds[SRV_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                   0.05,  0.1,    0.25,  0.5,  1.0,
-                                                   2.5,   5.0,    10.0,  30.0};
+static const double lat_bounds[SRV_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                   0.25,  0.5,    1.0,   2.5,  5.0,   10.0, 30.0};
 
 void srv_metrics_init(srv_metrics *m)
 {
@@ -142,7 +141,8 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
     pthread_mutex_lock(&s->mu);
     for (srv_job_link *l = s->jobs.next; l != &s->jobs; l = l->next) jobs++;
     pthread_mutex_unlock(&s->mu);
-    H("lode_generation_active", "gauge", "Generations submitted and not yet finished (queue depth).");
+    H("lode_generation_active", "gauge",
+      "Generations submitted and not yet finished (queue depth).");
     P("lode_generation_active %d\n", jobs);
     if ((st = srv_metrics_render_backends(s, b))) return st;
     H("lode_uptime_seconds", "gauge", "Seconds since the server started.");

@@ -241,8 +241,8 @@ static lode_status refuse_unsupported(srv_gen_request *r, srv_error *e)
     int echo = 0;
     if (lode_json_get_bool(r->root, "echo", NULL, 0, &echo, NULL, &je)) return bad(e, &je);
     if (echo)
-        return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
-                             "echo", "'echo' is not supported");
+        return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter", "echo",
+                             "'echo' is not supported");
     json_t *v = json_object_get(r->root, "suffix");
     if (v && !json_is_null(v))
         return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
@@ -298,13 +298,12 @@ lode_status srv_gen_request_parse(srv_gen_kind kind, const char *body, size_t le
     if ((st = lode_json_get_int(r->root, "max_tokens", NULL, 0, 1, INT32_MAX, &r->max_tokens, NULL,
                                 &je)))
         goto bad;
-    if (kind == SRV_GEN_CHAT &&
-        (st = lode_json_get_int(r->root, "max_completion_tokens", NULL, 0, 1, INT32_MAX,
-                                &r->max_tokens, NULL, &je)))
+    if (kind == SRV_GEN_CHAT && (st = lode_json_get_int(r->root, "max_completion_tokens", NULL, 0,
+                                                        1, INT32_MAX, &r->max_tokens, NULL, &je)))
         goto bad;
     if (kind == SRV_GEN_COMPLETION && r->max_tokens < 0) r->max_tokens = 16;
-    if ((st = lode_json_get_number(r->root, "temperature", NULL, 0, 0.0, 2.0, &r->temperature,
-                                   NULL, &je)))
+    if ((st = lode_json_get_number(r->root, "temperature", NULL, 0, 0.0, 2.0, &r->temperature, NULL,
+                                   &je)))
         goto bad;
     if ((st = lode_json_get_number(r->root, "top_p", NULL, 0, 0.0, 1.0, &r->top_p, NULL, &je)))
         goto bad;
@@ -315,8 +314,8 @@ lode_status srv_gen_request_parse(srv_gen_kind kind, const char *body, size_t le
                                    &r->frequency_penalty, NULL, &je)))
         goto bad;
     int64_t seed = 0;
-    if ((st = lode_json_get_int(r->root, "seed", NULL, 0, INT64_MIN, INT64_MAX, &seed,
-                                &r->has_seed, &je)))
+    if ((st = lode_json_get_int(r->root, "seed", NULL, 0, INT64_MIN, INT64_MAX, &seed, &r->has_seed,
+                                &je)))
         goto bad;
     r->seed = (uint64_t)seed;
     if ((st = lode_json_get_bool(r->root, "stream", NULL, 0, &r->stream, NULL, &je))) goto bad;

@@ -9,10 +9,10 @@
 void srv_h_health(srv_conn *c)
 {
     srv_server *s = c->srv;
-    json_t *o = json_pack("{s:s, s:o, s:b, s:f}", "status", "ok", "model",
-                          s->be && s->be->model_id ? json_string(s->be->model_id) : json_null(),
-                          "store", srv_has_store(s), "uptime_s",
-                          (double)(lode_now_ns() - s->started_ns) / 1e9);
+    json_t *o =
+        json_pack("{s:s, s:o, s:b, s:f}", "status", "ok", "model",
+                  s->be && s->be->model_id ? json_string(s->be->model_id) : json_null(), "store",
+                  srv_has_store(s), "uptime_s", (double)(lode_now_ns() - s->started_ns) / 1e9);
     if (!o) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         return;

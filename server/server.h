@@ -16,12 +16,12 @@
 typedef struct srv_server srv_server;
 
 typedef struct srv_config {
-    const char *host;   /* numeric address or name to bind; NULL: 127.0.0.1 */
-    int port;           /* 0: an ephemeral port (srv_port says which) */
-    int threads;        /* HTTP worker threads; <= 0: 4 */
-    const char *api_key; /* NULL or "": no authentication. Copied; never logged */
-    size_t max_body;     /* request body limit in bytes; 0: 8 MiB */
-    int max_concurrent;  /* requests served at once (excluding /health and /metrics); 0: 64 */
+    const char *host;     /* numeric address or name to bind; NULL: 127.0.0.1 */
+    int port;             /* 0: an ephemeral port (srv_port says which) */
+    int threads;          /* HTTP worker threads; <= 0: 4 */
+    const char *api_key;  /* NULL or "": no authentication. Copied; never logged */
+    size_t max_body;      /* request body limit in bytes; 0: 8 MiB */
+    int max_concurrent;   /* requests served at once (excluding /health and /metrics); 0: 64 */
     int shutdown_grace_s; /* on shutdown, how long in-flight requests may finish; <0: 10 */
     FILE *log;            /* request log, one line per request; NULL: stderr */
     int quiet;            /* no request log */

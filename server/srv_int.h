@@ -49,7 +49,7 @@ typedef struct srv_job_link {
 #define SRV_N_STATUS    16
 typedef struct srv_metrics {
     pthread_mutex_t mu;
-    uint64_t requests[SRV_ROUTE_COUNT][SRV_N_STATUS]; /* by route and status slot */
+    uint64_t requests[SRV_ROUTE_COUNT][SRV_N_STATUS];          /* by route and status slot */
     uint64_t lat_bucket[SRV_ROUTE_COUNT][SRV_LAT_BUCKETS + 1]; /* +Inf last; not cumulative */
     double lat_sum[SRV_ROUTE_COUNT];
     uint64_t gen_requests, gen_cancelled, gen_failed;
@@ -116,8 +116,8 @@ struct srv_conn {
     srv_stream *stream; /* a ref, when the response is a stream */
     /* deferred replies */
     pthread_mutex_t mu;
-    int deferred;                /* suspended, waiting for srv_deliver */
-    struct MHD_Response *ready;  /* delivered response, queued on the next handler call */
+    int deferred;               /* suspended, waiting for srv_deliver */
+    struct MHD_Response *ready; /* delivered response, queued on the next handler call */
     unsigned ready_status;
     uint64_t ready_bytes;
     /* handler-owned state, released when the request ends (after the response is done) */
