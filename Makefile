@@ -123,7 +123,7 @@ SQLEXT := $(if $(and $(SQLEXT_SRCS),$(filter 0,$(ENGINE_ONLY))),$(B)/lode_sqlite
 
 .SECONDARY:
 .PHONY: all deps model test test-engine demo fuzz format format-check clean bench-ingest \
-        check-deps
+        check-deps tests
 all: $(LODE) $(LIB) $(SQLEXT)
 
 $(LIB): $(LIB_OBJS)
