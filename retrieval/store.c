@@ -10,11 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#define MIGRATION_DIR     "sql/migrations/"
-#define DEFAULT_BUSY_MS   60000
-#define SCHEMA_FILE       "sql/schema.sql"
-#define WRITE_SAVEPOINT   "ret_write"
-#define MAX_MIGRATIONS    256
+#define MIGRATION_DIR   "sql/migrations/"
+#define DEFAULT_BUSY_MS 60000
+#define SCHEMA_FILE     "sql/schema.sql"
+#define WRITE_SAVEPOINT "ret_write"
+#define MAX_MIGRATIONS  256
 
 /* ---- status conversion -------------------------------------------------------------- */
 lode_status ret_status_from_sqlite(int rc)
@@ -204,8 +204,8 @@ static lode_status newer_error(const char *path, int v, int known, char *err, si
 static lode_status upgrade(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     int known = ret_store_schema_version(), v = 0, empty = 0;
-    lode_status st = exec_sql(db, "BEGIN IMMEDIATE", "locking the store to set up its schema",
-                              err, errlen);
+    lode_status st =
+        exec_sql(db, "BEGIN IMMEDIATE", "locking the store to set up its schema", err, errlen);
     if (st) return st;
     if ((st = get_user_version(db, &v, err, errlen))) goto out;
     if (v > known) {
@@ -459,8 +459,8 @@ static lode_status write_end(ret_store *s, lode_status st)
             size_t l = strlen(s->err);
             snprintf(s->err + l, sizeof s->err - l, " (the open transaction was rolled back)");
         } else {
-            sqlite3_exec(s->db, "ROLLBACK TO " WRITE_SAVEPOINT "; RELEASE " WRITE_SAVEPOINT,
-                         NULL, NULL, NULL);
+            sqlite3_exec(s->db, "ROLLBACK TO " WRITE_SAVEPOINT "; RELEASE " WRITE_SAVEPOINT, NULL,
+                         NULL, NULL);
         }
     } else if (!sqlite3_get_autocommit(s->db)) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
@@ -539,8 +539,7 @@ static lode_status log_change(ret_store *s, const char *op, int64_t doc_id, cons
     return step_done(s, st, "logging a change");
 }
 
-static lode_status check_doc(ret_store *s, const ret_doc *doc, const ret_chunk_in *chunks,
-                             size_t n)
+static lode_status check_doc(ret_store *s, const ret_doc *doc, const ret_chunk_in *chunks, size_t n)
 {
     char *e = s->err;
     size_t el = sizeof s->err;
@@ -566,8 +565,8 @@ static lode_status check_doc(ret_store *s, const ret_doc *doc, const ret_chunk_i
                                doc->uri, i, (long long)c->char_start, (long long)c->char_end,
                                (int)c->token_count);
         if (!utf8_ok(c->text) || !utf8_ok(c->heading_path))
-            return lode_seterr(e, el, LODE_ERR_UTF8, "%s: chunk %zu is not valid UTF-8",
-                               doc->uri, i);
+            return lode_seterr(e, el, LODE_ERR_UTF8, "%s: chunk %zu is not valid UTF-8", doc->uri,
+                               i);
     }
     return LODE_OK;
 }
@@ -626,8 +625,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
     sqlite3_bind_int64(q, 5, doc->size);
     sqlite3_bind_int64(q, 6, doc->mtime_ns);
     sqlite3_bind_double(q, 7, now);
-    if ((st = step_done(s, q, existed ? "updating a document" : "inserting a document")))
-        goto out;
+    if ((st = step_done(s, q, existed ? "updating a document" : "inserting a document"))) goto out;
     if (!existed) id = sqlite3_last_insert_rowid(s->db);
 
     if (existed && removed > 0) {
@@ -712,8 +710,7 @@ lode_status ret_store_doc_delete(ret_store *s, const char *uri)
     }
     if (st) goto out;
     if ((st = chunk_ids(s, old.id, &removed_ids, &removed))) goto out;
-    sqlite3_stmt *q =
-        ret_store_stmt(s, RET_STMT_DOC_DELETE, "DELETE FROM documents WHERE id = ?1");
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_DOC_DELETE, "DELETE FROM documents WHERE id = ?1");
     if (!q) {
         st = stmt_failed(s);
         goto out;

@@ -67,8 +67,8 @@ int ret_store_in_txn(const ret_store *s);
 /* What the store knows of a document, for deciding whether to re-ingest it. */
 typedef struct ret_doc_info {
     int64_t id;
-    char sha256[65]; /* lowercase hex, NUL-terminated */
-    int64_t size;    /* bytes of the source */
+    char sha256[65];  /* lowercase hex, NUL-terminated */
+    int64_t size;     /* bytes of the source */
     int64_t mtime_ns; /* source modification time, ns since the Unix epoch */
 } ret_doc_info;
 

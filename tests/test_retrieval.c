@@ -93,8 +93,7 @@ static void test_replace_and_delete(void **state)
     fixture *f = *state;
     ret_store *s = open_rw(f->db);
     ret_doc d = {"file:///a.txt", "A", NULL, SHA_A, 10, 5};
-    ret_chunk_in c[2] = {{"hello world", "H1 > H2", 0, 11, 2},
-                         {"second chunk", NULL, 11, 23, 2}};
+    ret_chunk_in c[2] = {{"hello world", "H1 > H2", 0, 11, 2}, {"second chunk", NULL, 11, 23, 2}};
     int64_t id = 0;
     assert_int_equal(ret_store_doc_replace(s, &d, c, 2, &id), LODE_OK);
     assert_true(id > 0);
