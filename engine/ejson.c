@@ -77,10 +77,14 @@ static int hex4(parser *p, uint32_t *out)
     for (int i = 0; i < 4; i++) {
         char c = p->s[p->pos++];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-        else return fail(p, LODE_ERR_FORMAT, "bad hex digit in \\u escape");
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return fail(p, LODE_ERR_FORMAT, "bad hex digit in \\u escape");
     }
     *out = v;
     return 0;
@@ -190,7 +194,8 @@ static int parse_number(parser *p, eng_json *v)
     int integral = 1;
     if (p->pos < p->n && p->s[p->pos] == '-') p->pos++;
     if (p->pos >= p->n || !is_digit(p->s[p->pos])) return fail(p, LODE_ERR_FORMAT, "bad number");
-    if (p->s[p->pos] == '0') p->pos++;
+    if (p->s[p->pos] == '0')
+        p->pos++;
     else
         while (p->pos < p->n && is_digit(p->s[p->pos])) p->pos++;
     if (p->pos < p->n && p->s[p->pos] == '.') {
@@ -236,8 +241,8 @@ static int parse_number(parser *p, eng_json *v)
         }
         if (fits) {
             v->is_int = 1;
-            v->i = neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc)
-                       : (int64_t)acc;
+            v->i =
+                neg ? (acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc) : (int64_t)acc;
         }
     }
     return 0;
@@ -276,7 +281,8 @@ static int parse_container(parser *p, eng_json *v, int depth, int object)
         tail = &m->next;
         v->len++;
         skip_ws(p);
-        if (p->pos >= p->n) return fail(p, LODE_ERR_FORMAT, "unterminated %s", object ? "object" : "array");
+        if (p->pos >= p->n)
+            return fail(p, LODE_ERR_FORMAT, "unterminated %s", object ? "object" : "array");
         char c = p->s[p->pos++];
         if (c == close) return 0;
         if (c != ',') return fail(p, LODE_ERR_FORMAT, "expected ',' or '%c'", close);

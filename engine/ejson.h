@@ -31,15 +31,15 @@ typedef enum eng_json_type {
 typedef struct eng_json eng_json;
 struct eng_json {
     eng_json_type type;
-    int is_int;       /* NUMBER written without fraction or exponent and fits int64 */
-    int64_t i;        /* the value when is_int */
-    double d;         /* NUMBER as double */
-    const char *str;  /* STRING value */
-    size_t len;       /* STRING length in bytes; ARRAY/OBJECT member count */
-    const char *key;  /* set on object members */
-    size_t key_len;   /* bytes */
-    eng_json *child;  /* first member of ARRAY/OBJECT */
-    eng_json *next;   /* next sibling */
+    int is_int;      /* NUMBER written without fraction or exponent and fits int64 */
+    int64_t i;       /* the value when is_int */
+    double d;        /* NUMBER as double */
+    const char *str; /* STRING value */
+    size_t len;      /* STRING length in bytes; ARRAY/OBJECT member count */
+    const char *key; /* set on object members */
+    size_t key_len;  /* bytes */
+    eng_json *child; /* first member of ARRAY/OBJECT */
+    eng_json *next;  /* next sibling */
 };
 
 typedef struct eng_json_doc eng_json_doc;
@@ -50,8 +50,8 @@ typedef struct eng_json_doc eng_json_doc;
 /* Parses text[0..len) (not NUL-terminated necessarily). On success *out owns the tree
  * (free with eng_json_free). On failure returns LODE_ERR_FORMAT (or NOMEM) with a message
  * naming the byte offset in err. */
-lode_status eng_json_parse(const char *text, size_t len, eng_json_doc **out /* OUT */,
-                           char *err, size_t errlen);
+lode_status eng_json_parse(const char *text, size_t len, eng_json_doc **out /* OUT */, char *err,
+                           size_t errlen);
 void eng_json_free(eng_json_doc *doc);
 const eng_json *eng_json_root(const eng_json_doc *doc);
 

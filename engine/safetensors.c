@@ -90,8 +90,8 @@ static lode_status parse_entry(const eng_json *e, const uint8_t *data, uint64_t 
     t->dtype = (eng_st_dtype)found;
     if (shape->len > ENG_ST_MAX_DIMS)
         return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
-                           "safetensors: tensor '%s' has %zu dims (at most %d)", e->key,
-                           shape->len, ENG_ST_MAX_DIMS);
+                           "safetensors: tensor '%s' has %zu dims (at most %d)", e->key, shape->len,
+                           ENG_ST_MAX_DIMS);
     uint64_t elems = 1;
     int overflow = 0;
     t->n_dims = 0;
@@ -100,8 +100,10 @@ static lode_status parse_entry(const eng_json *e, const uint8_t *data, uint64_t 
             return lode_seterr(err, errlen, LODE_ERR_FORMAT,
                                "safetensors: tensor '%s' has a bad dimension", e->key);
         uint64_t v = (uint64_t)d->i;
-        if (v && elems > UINT64_MAX / v) overflow = 1;
-        else elems *= v;
+        if (v && elems > UINT64_MAX / v)
+            overflow = 1;
+        else
+            elems *= v;
         t->shape[t->n_dims++] = d->i;
     }
     const eng_json *b = offs->child, *en = b->next;
@@ -142,8 +144,7 @@ static lode_status parse(eng_st *st, const uint8_t *buf, size_t len, char *err, 
     if (buf[8] != '{')
         return lode_seterr(err, errlen, LODE_ERR_FORMAT,
                            "safetensors: header does not start with '{'");
-    if ((rc = eng_json_parse((const char *)buf + 8, (size_t)hlen, &st->doc, err, errlen)))
-        goto out;
+    if ((rc = eng_json_parse((const char *)buf + 8, (size_t)hlen, &st->doc, err, errlen))) goto out;
     const eng_json *root = eng_json_root(st->doc);
     const uint8_t *data = buf + 8 + hlen;
     uint64_t data_len = len - 8 - hlen;
@@ -189,7 +190,8 @@ static lode_status parse(eng_st *st, const uint8_t *buf, size_t len, char *err, 
         if ((const uint8_t *)order[i]->data != at) {
             rc = lode_seterr(err, errlen, LODE_ERR_FORMAT,
                              "safetensors: tensor '%s' %s another's data", order[i]->name,
-                             (const uint8_t *)order[i]->data < at ? "overlaps" : "leaves a hole before");
+                             (const uint8_t *)order[i]->data < at ? "overlaps"
+                                                                  : "leaves a hole before");
             goto out;
         }
         at += order[i]->nbytes;

@@ -33,17 +33,24 @@ static lode_status parse_json(const char *s)
 
 static void test_json_strict(void **state)
 {
-    const char *good[] = {"{}", "[]", " {\"a\" : [1, -2.5e3, true, false, null, \"x\"]} ", "0",
-                          "\"\\u00e9\\ud83d\\ude00\\n\"", "-0", "1E+2"};
-    const char *bad[] = {"",          "{",           "{\"a\":1,}", "[1,]",   "01",
-                         "1.",        ".5",          "+1",         "{'a':1}", "\"\\x\"",
-                         "\"\\ud800\"", "\"\\udc00x\"", "\"a\nb\"",  "tru",    "{} x",
-                         "\"\\u0000\"", "NaN",        "[1 2]",      "{\"a\" 1}", "\"\xc3\x28\"",
+    const char *good[] = {"{}",
+                          "[]",
+                          " {\"a\" : [1, -2.5e3, true, false, null, \"x\"]} ",
+                          "0",
+                          "\"\\u00e9\\ud83d\\ude00\\n\"",
+                          "-0",
+                          "1E+2"};
+    const char *bad[] = {"",         "{",       "{\"a\":1,}",  "[1,]",
+                         "01",       "1.",      ".5",          "+1",
+                         "{'a':1}",  "\"\\x\"", "\"\\ud800\"", "\"\\udc00x\"",
+                         "\"a\nb\"", "tru",     "{} x",        "\"\\u0000\"",
+                         "NaN",      "[1 2]",   "{\"a\" 1}",   "\"\xc3\x28\"",
                          "\"\\u12\""};
     for (size_t i = 0; i < LODE_ARRAY_LEN(good); i++)
         if (parse_json(good[i]) != LODE_OK) fail_msg("refused good JSON #%zu: %s", i, good[i]);
     for (size_t i = 0; i < LODE_ARRAY_LEN(bad); i++)
-        if (parse_json(bad[i]) != LODE_ERR_FORMAT) fail_msg("accepted bad JSON #%zu: %s", i, bad[i]);
+        if (parse_json(bad[i]) != LODE_ERR_FORMAT)
+            fail_msg("accepted bad JSON #%zu: %s", i, bad[i]);
     /* nesting: the limit is enforced, just under it parses */
     char deep[2 * (ENG_JSON_MAX_DEPTH + 1)];
     memset(deep, '[', ENG_JSON_MAX_DEPTH + 1);
@@ -111,13 +118,12 @@ static void test_st_valid(void **state)
     memcpy(data + 32, b, sizeof b);
     int64_t i64 = 42;
     memcpy(data + 40, &i64, 8);
-    const char *hdr =
-        "{\"__metadata__\":{\"format\":\"pt\"},"
-        "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
-        "\"h\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]},"
-        "\"ids\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[40,48]},"
-        "\"empty\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[48,48]},"
-        "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[32,40]}}";
+    const char *hdr = "{\"__metadata__\":{\"format\":\"pt\"},"
+                      "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+                      "\"h\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]},"
+                      "\"ids\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[40,48]},"
+                      "\"empty\":{\"dtype\":\"F32\",\"shape\":[0,5],\"data_offsets\":[48,48]},"
+                      "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[32,40]}}";
     size_t len;
     uint8_t *buf = make_st(hdr, data, sizeof data, &len);
     char err[256];
@@ -192,8 +198,8 @@ static void test_st_invalid(void **state)
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
          "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
          16, LODE_ERR_FORMAT, "duplicate name"},
-        {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
-         LODE_ERR_UNSUPPORTED, "unknown dtype"},
+        {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, LODE_ERR_UNSUPPORTED,
+         "unknown dtype"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, LODE_ERR_FORMAT,
          "negative dim"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8, LODE_ERR_FORMAT,
@@ -252,8 +258,10 @@ static void test_st_alloc_failure(void **state)
         lode_alloc_fail_after(n);
         lode_status rc = eng_st_open_buffer(buf, len, &st, err, sizeof err);
         lode_alloc_fail_after(0);
-        if (rc == LODE_OK) ok = 1;
-        else assert_int_equal(rc, LODE_ERR_NOMEM);
+        if (rc == LODE_OK)
+            ok = 1;
+        else
+            assert_int_equal(rc, LODE_ERR_NOMEM);
         eng_st_close(st);
     }
     assert_true(ok);
@@ -285,8 +293,8 @@ static void test_st_real_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_strict),   cmocka_unit_test(test_json_values),
-        cmocka_unit_test(test_st_valid),      cmocka_unit_test(test_st_invalid),
+        cmocka_unit_test(test_json_strict),      cmocka_unit_test(test_json_values),
+        cmocka_unit_test(test_st_valid),         cmocka_unit_test(test_st_invalid),
         cmocka_unit_test(test_st_alloc_failure), cmocka_unit_test(test_st_real_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
