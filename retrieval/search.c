@@ -21,7 +21,12 @@ static const char SEARCH_SQL[] =
 /* Length of the valid UTF-8 sequence at p (n bytes left), or 0 when it is invalid. */
 static size_t utf8_seq(const unsigned char *p, size_t n)
 {
-    size_t len = p[0] < 0x80 ? 1 : p[0] < 0xc2 ? 0 : p[0] < 0xe0 ? 2 : p[0] < 0xf0 ? 3 : p[0] < 0xf5 ? 4 : 0;
+    size_t len = p[0] < 0x80   ? 1
+                 : p[0] < 0xc2 ? 0
+                 : p[0] < 0xe0 ? 2
+                 : p[0] < 0xf0 ? 3
+                 : p[0] < 0xf5 ? 4
+                               : 0;
     if (len == 0 || len > n) return 0;
     return lode_utf8_valid_prefix((const char *)p, len) == len ? len : 0;
 }

@@ -27,14 +27,14 @@ typedef enum ret_match_mode {
     RET_MATCH_ANY,      /* any term (OR) */
 } ret_match_mode;
 
-#define RET_SEARCH_MAX_K     1000
-#define RET_SEARCH_MAX_TERMS 64  /* terms past this are ignored */
+#define RET_SEARCH_MAX_K      1000
+#define RET_SEARCH_MAX_TERMS  64  /* terms past this are ignored */
 #define RET_SEARCH_TERM_BYTES 256 /* longer terms are cut */
 
 typedef struct ret_search_opts {
-    int k;               /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
-    int raw;             /* the query is FTS5 syntax, passed through as is */
-    ret_match_mode mode; /* ignored when raw */
+    int k;                /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
+    int raw;              /* the query is FTS5 syntax, passed through as is */
+    ret_match_mode mode;  /* ignored when raw */
     const char *hl_open;  /* before each matched term in the snippet; NULL means "[" */
     const char *hl_close; /* after it; NULL means "]" */
     const char *ellipsis; /* where the snippet cuts text; NULL means "..." */
@@ -73,9 +73,9 @@ void ret_hits_free(ret_hits *h);
  * control bytes and invalid UTF-8 are separators; terms with no ASCII letter or digit
  * and no non-ASCII character are dropped (a term of non-ASCII symbols only becomes an
  * empty phrase, which FTS5 ignores); terms are cut at RET_SEARCH_TERM_BYTES bytes (on a
- * character boundary); at most RET_SEARCH_MAX_TERMS terms. any != 0 joins them with OR, otherwise with
- * spaces (implicit AND). *n_terms (may be NULL) receives the number of terms; with 0
- * terms nothing is appended. Returns LODE_ERR_NOMEM/LODE_ERR_LIMIT from the buffer. */
+ * character boundary); at most RET_SEARCH_MAX_TERMS terms. any != 0 joins them with OR, otherwise
+ * with spaces (implicit AND). *n_terms (may be NULL) receives the number of terms; with 0 terms
+ * nothing is appended. Returns LODE_ERR_NOMEM/LODE_ERR_LIMIT from the buffer. */
 lode_status ret_fts_query(const char *text, size_t len, int any, lode_buf *out,
                           size_t *n_terms /* OUT */);
 

@@ -89,7 +89,6 @@ static void test_open_sets_version_and_wal(void **state)
     ret_store_close(s);
 }
 
-
 /* One chunk per document, so a search hit names its document. */
 static void put(ret_store *s, const char *uri, const char *heading, const char *text)
 {
@@ -335,9 +334,9 @@ static void test_migrates_old_store(void **state)
     const char *m1 = ret_sql_file("sql/migrations/0001_initial.sql");
     assert_non_null(m1);
     assert_int_equal(sqlite3_exec(db, m1, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 1; INSERT INTO documents(uri, "
-                                      "sha256, size, ingested_at) VALUES ('old', '" SHA_B
-                                      "', 3, 0)",
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA user_version = 1; INSERT INTO documents(uri, "
+                                  "sha256, size, ingested_at) VALUES ('old', '" SHA_B "', 3, 0)",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
@@ -400,7 +399,8 @@ static void test_search_hits(void **state)
 {
     fixture *f = *state;
     ret_store *s = open_rw(f->db);
-    put(s, "file:///both", "Guide > Logging", "the write-ahead log keeps readers and writers apart");
+    put(s, "file:///both", "Guide > Logging",
+        "the write-ahead log keeps readers and writers apart");
     put(s, "file:///one", "Other", "a ship's log book");
     put(s, "file:///none", "Zed", "nothing relevant at all");
     ret_hits *h = NULL;
@@ -474,18 +474,77 @@ static void test_query_escaping_never_fails(void **state)
     ret_store *s = open_rw(f->db);
     put(s, "file:///a", "A > B", "alpha beta \"quoted\" (paren) star* caret^ col:on near NEAR");
     static const char *nasty[] = {
-        "", " ", "\"", "\"\"", "\"\"\"", "'", "(", ")", "()", "*", "^", ":", "-", "+", "NEAR",
-        "NEAR(", "NEAR(a b, 3)", "a NEAR/2 b", "AND", "OR", "NOT", "a AND", "OR b", "NOT NOT",
-        "text:alpha", "heading_path:", "{text heading_path}: x", "alpha*", "^alpha", "a:b:c",
-        "\"alpha", "alpha\"", "al\"pha", "(alpha OR", "alpha) OR (beta", "- alpha", "\\\"",
-        "\xff\xfe", "\xc3", "a\xc3(", "\xe2\x80\x94", "\xe2\x80", "\xf4\x90\x80\x80",
-        "\xed\xa0\x80", "\x01\x02\x1f", "tab\there", "new\nline", "\x7f", "🙂 emoji", "日本語",
-        "héllo wörld", "'; DROP TABLE chunks; --", "%s%n%x", "alpha \"beta gamma", "?", "?1",
-        ":1", "@x", "$x", "[", "]", "{", "}", ",", ".", "alpha,beta", "x\"\"y",
+        "",
+        " ",
+        "\"",
+        "\"\"",
+        "\"\"\"",
+        "'",
+        "(",
+        ")",
+        "()",
+        "*",
+        "^",
+        ":",
+        "-",
+        "+",
+        "NEAR",
+        "NEAR(",
+        "NEAR(a b, 3)",
+        "a NEAR/2 b",
+        "AND",
+        "OR",
+        "NOT",
+        "a AND",
+        "OR b",
+        "NOT NOT",
+        "text:alpha",
+        "heading_path:",
+        "{text heading_path}: x",
+        "alpha*",
+        "^alpha",
+        "a:b:c",
+        "\"alpha",
+        "alpha\"",
+        "al\"pha",
+        "(alpha OR",
+        "alpha) OR (beta",
+        "- alpha",
+        "\\\"",
+        "\xff\xfe",
+        "\xc3",
+        "a\xc3(",
+        "\xe2\x80\x94",
+        "\xe2\x80",
+        "\xf4\x90\x80\x80",
+        "\xed\xa0\x80",
+        "\x01\x02\x1f",
+        "tab\there",
+        "new\nline",
+        "\x7f",
+        "🙂 emoji",
+        "日本語",
+        "héllo wörld",
+        "'; DROP TABLE chunks; --",
+        "%s%n%x",
+        "alpha \"beta gamma",
+        "?",
+        "?1",
+        ":1",
+        "@x",
+        "$x",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ".",
+        "alpha,beta",
+        "x\"\"y",
     };
     ret_hits *h = NULL;
-    ret_search_opts modes[] = {{.k = 5}, {.k = 5, .mode = RET_MATCH_ALL},
-                               {.k = 5, .mode = RET_MATCH_ANY}};
+    ret_search_opts modes[] = {
+        {.k = 5}, {.k = 5, .mode = RET_MATCH_ALL}, {.k = 5, .mode = RET_MATCH_ANY}};
     for (size_t m = 0; m < LODE_ARRAY_LEN(modes); m++)
         for (size_t i = 0; i < LODE_ARRAY_LEN(nasty); i++) {
             lode_status st = ret_search_bm25(s, nasty[i], &modes[m], &h);
