@@ -23,7 +23,7 @@ typedef int32_t eng_token;
 #define ENG_TOKEN_NONE (-1)
 
 typedef struct eng_vocab eng_vocab;
-struct eng_gguf;
+typedef struct eng_gguf eng_gguf;
 
 typedef enum eng_vocab_type {
     ENG_VOCAB_BPE = 1, /* tokenizer.ggml.model = "gpt2" */
@@ -74,7 +74,7 @@ lode_status eng_vocab_create(const eng_vocab_desc *d, eng_vocab **out /* OUT */,
 
 /* Builds the vocabulary from a GGUF's tokenizer.* metadata. Same ownership and errors as
  * eng_vocab_create; a missing or unknown tokenizer.ggml.model is LODE_ERR_UNSUPPORTED. */
-lode_status eng_vocab_from_gguf(const struct eng_gguf *g, eng_vocab **out /* OUT */, char *err,
+lode_status eng_vocab_from_gguf(struct eng_gguf *g, eng_vocab **out /* OUT */, char *err,
                                 size_t errlen);
 
 void eng_vocab_destroy(eng_vocab *v); /* accepts NULL */
