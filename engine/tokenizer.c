@@ -41,8 +41,7 @@ static uint64_t hash_bytes(uint64_t h, const char *s, size_t n)
 static size_t table_size_for(size_t n)
 {
     size_t sz = 16;
-    while (sz < n * 2 + 1)
-        sz <<= 1;
+    while (sz < n * 2 + 1) sz <<= 1;
     return sz;
 }
 
@@ -62,10 +61,10 @@ typedef struct pre_def {
 
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RE_LLAMA3                                                                                  \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"    \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"     \
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_QWEN2                                                                                   \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"    \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"     \
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_BLOOM " ?[^(\\s|.,!?…。，、।۔،)]+"
 
@@ -78,7 +77,10 @@ static const pre_def PRE_DEFS[] = {
      {RE_GPT2, NULL},
      0,
      0},
-    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b", {"\\p{N}", RE_GPT2, NULL}, 0, 0},
+    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b",
+     {"\\p{N}", RE_GPT2, NULL},
+     0,
+     0},
     {"qwen2|deepseek-r1-qwen|stablelm2|hunyuan|megrez", {RE_QWEN2, NULL}, 0, 0},
     {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]", NULL}, 0, 0},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM, NULL}, 0, 0},
@@ -87,14 +89,13 @@ static const pre_def PRE_DEFS[] = {
 
 /* Texts llama.cpp treats as end of generation (and forces to control type). */
 static const char *const EOG_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>",   "<|return|>",      "<|call|>",
-    "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>",
-    "<end_of_utterance>",
+    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<|return|>", "<|call|>",        "<end_of_turn>",
+    "<|endoftext|>", "<|eom_id|>", "<EOT>",   "_<EOT>",     "<|end_of_text|>", "<end_of_utterance>",
 };
 /* Texts searched, in this order, for the end-of-turn id when the GGUF names none. */
 static const char *const EOT_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>",
-    "<end_of_utterance>",
+    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
+    "<|endoftext|>", "<EOT>",      "_<EOT>",  "<end_of_utterance>",
 };
 
 struct eng_vocab {
@@ -278,8 +279,7 @@ static const pre_def *find_pre(const char *name)
 static void build_byte_map(eng_vocab *v)
 {
     int n = 0;
-    for (int i = 0; i < 512; i++)
-        v->cp_to_byte[i] = -1;
+    for (int i = 0; i < 512; i++) v->cp_to_byte[i] = -1;
     for (int b = 0; b < 256; b++) {
         uint32_t cp;
         if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF))
@@ -302,8 +302,7 @@ static size_t make_piece(const eng_vocab *v, int32_t i, char *dst)
     const char *t = v->text + v->toff[i];
     size_t n = v->toff[i + 1] - v->toff[i];
     int ty = v->ttype[i];
-    if (ty == ENG_TOKTYPE_CONTROL || ty == ENG_TOKTYPE_UNKNOWN ||
-        ty == ENG_TOKTYPE_USER_DEFINED) {
+    if (ty == ENG_TOKTYPE_CONTROL || ty == ENG_TOKTYPE_UNKNOWN || ty == ENG_TOKTYPE_USER_DEFINED) {
         memcpy(dst, t, n);
         return n;
     }
@@ -389,8 +388,7 @@ lode_status eng_vocab_create(const eng_vocab_desc *d, eng_vocab **out, char *err
     if (d->type == ENG_VOCAB_BPE) {
         pd = find_pre(d->pre);
         if (!pd)
-            return seterr(err, errlen, LODE_ERR_UNSUPPORTED, "unknown pre-tokenizer '%s'",
-                          d->pre);
+            return seterr(err, errlen, LODE_ERR_UNSUPPORTED, "unknown pre-tokenizer '%s'", d->pre);
     }
     v = lode_calloc(1, sizeof *v);
     if (!v) goto nomem;
@@ -414,8 +412,7 @@ lode_status eng_vocab_create(const eng_vocab_desc *d, eng_vocab **out, char *err
     v->poff = lode_malloc(sizeof(uint32_t) * ((size_t)n + 1));
     v->tok_cap = table_size_for((size_t)n);
     v->tok_table = lode_malloc(sizeof(int32_t) * v->tok_cap);
-    if (!v->text || !v->toff || !v->ttype || !v->scores || !v->is_eog || !v->poff ||
-        !v->tok_table)
+    if (!v->text || !v->toff || !v->ttype || !v->scores || !v->is_eog || !v->poff || !v->tok_table)
         goto nomem;
     size_t o = 0, max_text = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -441,8 +438,8 @@ lode_status eng_vocab_create(const eng_vocab_desc *d, eng_vocab **out, char *err
         size_t mask = v->tok_cap - 1;
         for (size_t h = hash_bytes(HASH_SEED, t, l) & mask;; h = (h + 1) & mask) {
             int32_t id = v->tok_table[h];
-            if (id < 0 || (v->toff[id + 1] - v->toff[id] == l &&
-                           memcmp(v->text + v->toff[id], t, l) == 0)) {
+            if (id < 0 ||
+                (v->toff[id + 1] - v->toff[id] == l && memcmp(v->text + v->toff[id], t, l) == 0)) {
                 v->tok_table[h] = i;
                 break;
             }
@@ -521,7 +518,8 @@ lode_status eng_vocab_create(const eng_vocab_desc *d, eng_vocab **out, char *err
             v->ttype[t] = ENG_TOKTYPE_CONTROL;
         }
     }
-    if (v->eot >= 0 && v->ttype[v->eot] != ENG_TOKTYPE_CONTROL) v->ttype[v->eot] = ENG_TOKTYPE_CONTROL;
+    if (v->eot >= 0 && v->ttype[v->eot] != ENG_TOKTYPE_CONTROL)
+        v->ttype[v->eot] = ENG_TOKTYPE_CONTROL;
     if (v->eos >= 0) v->is_eog[v->eos] = 1;
     if (v->eot >= 0) v->is_eog[v->eot] = 1;
     if (v->eom >= 0) v->is_eog[v->eom] = 1;
@@ -586,8 +584,7 @@ out:
 void eng_vocab_destroy(eng_vocab *v)
 {
     if (!v) return;
-    for (int i = 0; i < v->n_re; i++)
-        pcre2_code_free(v->re[i]);
+    for (int i = 0; i < v->n_re; i++) pcre2_code_free(v->re[i]);
     pcre2_general_context_free(v->gctx);
     lode_free(v->text);
     lode_free(v->toff);
@@ -605,14 +602,38 @@ void eng_vocab_destroy(eng_vocab *v)
 }
 
 /* ---- queries ----------------------------------------------------------------------- */
-eng_vocab_type eng_vocab_kind(const eng_vocab *v) { return v->type; }
-int32_t eng_vocab_n_tokens(const eng_vocab *v) { return v->n; }
-eng_token eng_vocab_bos(const eng_vocab *v) { return v->bos; }
-eng_token eng_vocab_eos(const eng_vocab *v) { return v->eos; }
-eng_token eng_vocab_eot(const eng_vocab *v) { return v->eot; }
-bool eng_vocab_adds_bos(const eng_vocab *v) { return v->add_bos && v->bos >= 0; }
-bool eng_vocab_adds_eos(const eng_vocab *v) { return v->add_eos && v->eos >= 0; }
-size_t eng_vocab_max_piece(const eng_vocab *v) { return v->max_piece; }
+eng_vocab_type eng_vocab_kind(const eng_vocab *v)
+{
+    return v->type;
+}
+int32_t eng_vocab_n_tokens(const eng_vocab *v)
+{
+    return v->n;
+}
+eng_token eng_vocab_bos(const eng_vocab *v)
+{
+    return v->bos;
+}
+eng_token eng_vocab_eos(const eng_vocab *v)
+{
+    return v->eos;
+}
+eng_token eng_vocab_eot(const eng_vocab *v)
+{
+    return v->eot;
+}
+bool eng_vocab_adds_bos(const eng_vocab *v)
+{
+    return v->add_bos && v->bos >= 0;
+}
+bool eng_vocab_adds_eos(const eng_vocab *v)
+{
+    return v->add_eos && v->eos >= 0;
+}
+size_t eng_vocab_max_piece(const eng_vocab *v)
+{
+    return v->max_piece;
+}
 
 bool eng_vocab_is_eog(const eng_vocab *v, eng_token t)
 {
@@ -693,8 +714,7 @@ static lode_status grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return LODE_OK;
     size_t nc = *cap ? *cap : 64;
-    while (nc < need)
-        nc *= 2;
+    while (nc < need) nc *= 2;
     void *np = lode_realloc(*p, nc * elem);
     if (!np) return LODE_ERR_NOMEM;
     *p = np;
@@ -834,8 +854,7 @@ static lode_status bpe_fragment(const eng_vocab *v, scratch *s, const char *raw,
         cp_w[ncp] = (uint32_t)wn;
         uint32_t scp = (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) ? 0xFFFD : cp;
         size_t l = utf8_put(subj + sn, scp);
-        for (size_t k = 0; k < l; k++)
-            s2cp[sn + k] = (int32_t)ncp;
+        for (size_t k = 0; k < l; k++) s2cp[sn + k] = (int32_t)ncp;
         sn += l;
         wn += utf8_put(word + wn, cp > 0x1FFFFF ? 0xFFFD : cp);
         ncp++;
@@ -856,15 +875,14 @@ static lode_status bpe_fragment(const eng_vocab *v, scratch *s, const char *raw,
             const char *fs = subj + cur.a[f].off;
             size_t fl = cur.a[f].len, pos = 0, last = 0;
             while (pos < fl) {
-                int rc = pcre2_match(v->re[r], (PCRE2_SPTR)fs, fl, pos, PCRE2_NO_UTF_CHECK, md,
-                                     NULL);
+                int rc =
+                    pcre2_match(v->re[r], (PCRE2_SPTR)fs, fl, pos, PCRE2_NO_UTF_CHECK, md, NULL);
                 if (rc < 0) break; /* no match (or a resource limit): the rest is a gap */
                 PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                 size_t ms = ov[0], me = ov[1];
                 if (me == ms) { /* empty match: step one code point */
                     pos = ms + 1;
-                    while (pos < fl && ((unsigned char)fs[pos] & 0xC0) == 0x80)
-                        pos++;
+                    while (pos < fl && ((unsigned char)fs[pos] & 0xC0) == 0x80) pos++;
                     continue;
                 }
                 if (ms > last &&
@@ -1135,7 +1153,10 @@ void eng_detok_init(eng_detok *d, const eng_vocab *v, unsigned flags)
     d->flags = flags;
 }
 
-size_t eng_detok_bound(const eng_vocab *v) { return 3 * (v->max_piece + 4); }
+size_t eng_detok_bound(const eng_vocab *v)
+{
+    return 3 * (v->max_piece + 4);
+}
 
 static size_t put_fffd(char *out, size_t o, size_t cap)
 {
@@ -1206,7 +1227,7 @@ static eng_token gguf_id(eng_gguf *g, const char *key)
 {
     uint32_t id;
     return eng_gguf_get_u32(g, key, &id) == LODE_OK && id <= INT32_MAX ? (eng_token)id
-                                                                        : ENG_TOKEN_NONE;
+                                                                       : ENG_TOKEN_NONE;
 }
 
 static int gguf_flag(eng_gguf *g, const char *key)
@@ -1238,8 +1259,7 @@ lode_status eng_vocab_from_gguf(eng_gguf *g, eng_vocab **out, char *err, size_t 
     else if (strcmp(model, "llama") == 0)
         d.type = ENG_VOCAB_SPM;
     else
-        return seterr(err, errlen, LODE_ERR_UNSUPPORTED, "unsupported tokenizer model '%s'",
-                      model);
+        return seterr(err, errlen, LODE_ERR_UNSUPPORTED, "unsupported tokenizer model '%s'", model);
     if (eng_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL) == LODE_OK) d.pre = pre;
     if ((st = eng_gguf_get_arr_strs(g, "tokenizer.ggml.tokens", &toks, &n_tok)) != LODE_OK ||
         n_tok == 0 || n_tok > INT32_MAX)

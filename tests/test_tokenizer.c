@@ -106,18 +106,16 @@ static void test_fixture_ids(void **state)
         if (!ok) {
             bad++;
             printf("MISMATCH %s (flags %u): got", name, flags);
-            for (size_t i = 0; i < n && i < 40; i++)
-                printf(" %d", ids[i]);
+            for (size_t i = 0; i < n && i < 40; i++) printf(" %d", ids[i]);
             printf("\n  want");
-            for (const eng_json *w = want->child; w; w = w->next)
-                printf(" %d", (int)w->i);
+            for (const eng_json *w = want->child; w; w = w->next) printf(" %d", (int)w->i);
             printf("\n");
         }
         if ((flags & ENG_TOK_PARSE_SPECIAL) && strstr(name, "special")) n_texts_special++;
         n_cases++;
     }
     printf("%d fixture cases, %d mismatches\n", n_cases, bad);
-    assert_true(n_cases >= 120);  /* >= 30 texts x 4 flag combinations */
+    assert_true(n_cases >= 120); /* >= 30 texts x 4 flag combinations */
     assert_true(n_texts_special > 0);
     assert_int_equal(bad, 0);
     eng_json_free(doc);
@@ -381,8 +379,7 @@ static void test_spm_arrays(void **state)
     const char *words[] = {"▁", "h", "e", "l", "o", "▁h", "he", "ll", "lo", "llo", "▁he"};
     float wsc[] = {-5, -6, -6, -6, -6, -1, -2, -0.5f, -3, -0.7f, -1.5f};
     int first = n;
-    for (int i = 0; i < 11; i++)
-        toks[n] = words[i], scores[n] = wsc[i], types[n++] = 1;
+    for (int i = 0; i < 11; i++) toks[n] = words[i], scores[n] = wsc[i], types[n++] = 1;
     eng_vocab_desc d;
     eng_vocab_desc_init(&d);
     d.type = ENG_VOCAB_SPM;
@@ -402,9 +399,9 @@ static void test_spm_arrays(void **state)
     assert_int_equal(ids[2], first + 9);  /* llo */
     assert_int_equal(eng_tok_encode(v, "hi\n", 3, 0, ids, 16, &k), LODE_OK);
     assert_int_equal(k, 3);
-    assert_int_equal(ids[0], first + 5);    /* ▁h */
-    assert_int_equal(ids[1], 3 + 'i');      /* <0x69> */
-    assert_int_equal(ids[2], 3 + '\n');     /* <0x0A> */
+    assert_int_equal(ids[0], first + 5); /* ▁h */
+    assert_int_equal(ids[1], 3 + 'i');   /* <0x69> */
+    assert_int_equal(ids[2], 3 + '\n');  /* <0x0A> */
     lode_buf b = LODE_BUF_INIT;
     assert_int_equal(eng_tok_decode(v, ids, k, ENG_TOK_STRIP_LEADING, &b), LODE_OK);
     assert_string_equal(b.data, "hi\n");
@@ -425,10 +422,10 @@ static void test_spm_arrays(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fixture_ids),   cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_fixture_ids),        cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_stream_split_emoji), cmocka_unit_test(test_invalid_utf8),
-        cmocka_unit_test(test_vocab_queries), cmocka_unit_test(test_encode_nomem),
-        cmocka_unit_test(test_bpe_arrays),    cmocka_unit_test(test_spm_arrays),
+        cmocka_unit_test(test_vocab_queries),      cmocka_unit_test(test_encode_nomem),
+        cmocka_unit_test(test_bpe_arrays),         cmocka_unit_test(test_spm_arrays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
