@@ -18,11 +18,11 @@
 #define WORD_BYTES (ENG_WP_MAX_WORD_CHARS * 4 + 8)
 
 struct eng_wordpiece {
-    char *blob;        /* vocab text, each token NUL-terminated in place */
-    char **tokens;     /* (n_vocab) */
-    uint32_t *lens;    /* (n_vocab) */
-    int32_t *slots;    /* (n_slots) token id or -1 */
-    uint32_t n_slots;  /* power of two */
+    char *blob;       /* vocab text, each token NUL-terminated in place */
+    char **tokens;    /* (n_vocab) */
+    uint32_t *lens;   /* (n_vocab) */
+    int32_t *slots;   /* (n_slots) token id or -1 */
+    uint32_t n_slots; /* power of two */
     int32_t n_vocab;
     int32_t cls, sep, pad, unk;
     int lowercase;
@@ -74,8 +74,8 @@ lode_status eng_wordpiece_load_buffer(const char *text, size_t len, int lowercas
     lode_status rc = LODE_OK;
     *out = NULL;
     if (len > MAX_VOCAB_TEXT)
-        return lode_seterr(err, errlen, LODE_ERR_LIMIT, "wordpiece: vocab of %zu bytes is too large",
-                           len);
+        return lode_seterr(err, errlen, LODE_ERR_LIMIT,
+                           "wordpiece: vocab of %zu bytes is too large", len);
     eng_wordpiece *wp = lode_calloc(1, sizeof *wp);
     if (!wp || !(wp->blob = lode_malloc(len + 1))) {
         rc = lode_seterr(err, errlen, LODE_ERR_NOMEM, "wordpiece: out of memory");
@@ -115,7 +115,8 @@ lode_status eng_wordpiece_load_buffer(const char *text, size_t len, int lowercas
         wp->lens[id] = (uint32_t)(e - p);
         p = nl ? nl + 1 : end;
         /* a repeated token keeps its last id, as BERT's vocab loader does */
-        uint32_t i = (uint32_t)hash_bytes(HASH_SEED, wp->tokens[id], wp->lens[id]) & (wp->n_slots - 1);
+        uint32_t i =
+            (uint32_t)hash_bytes(HASH_SEED, wp->tokens[id], wp->lens[id]) & (wp->n_slots - 1);
         for (;; i = (i + 1) & (wp->n_slots - 1)) {
             int32_t o = wp->slots[i];
             if (o < 0 || (wp->lens[o] == wp->lens[id] &&
@@ -134,8 +135,10 @@ lode_status eng_wordpiece_load_buffer(const char *text, size_t len, int lowercas
         rc = lode_seterr(err, errlen, LODE_ERR_FORMAT,
                          "wordpiece: vocab lacks one of [CLS] [SEP] [PAD] [UNK]");
 out:
-    if (rc) eng_wordpiece_destroy(wp);
-    else *out = wp;
+    if (rc)
+        eng_wordpiece_destroy(wp);
+    else
+        *out = wp;
     return rc;
 }
 
@@ -240,8 +243,10 @@ typedef struct encoder {
 
 static void push(encoder *e, int32_t id)
 {
-    if (e->n < e->cap) e->ids[e->n++] = id;
-    else e->truncated = 1;
+    if (e->n < e->cap)
+        e->ids[e->n++] = id;
+    else
+        e->truncated = 1;
 }
 
 /* Cuts the current word into pieces and appends them. */
@@ -312,8 +317,8 @@ lode_status eng_wordpiece_encode(const eng_wordpiece *wp, const char *text, size
     size_t i = 0;
     while (i < len && !e.truncated) {
         utf8proc_int32_t c;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)text + i,
-                                              (utf8proc_ssize_t)(len - i), &c);
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
         if (k <= 0) { /* invalid byte: dropped like U+FFFD */
             i++;
             continue;

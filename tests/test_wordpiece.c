@@ -25,9 +25,9 @@ static eng_wordpiece *small(int lowercase)
 {
     char err[256];
     eng_wordpiece *wp = NULL;
-    assert_int_equal(
-        eng_wordpiece_load_buffer(small_vocab, strlen(small_vocab), lowercase, &wp, err, sizeof err),
-        LODE_OK);
+    assert_int_equal(eng_wordpiece_load_buffer(small_vocab, strlen(small_vocab), lowercase, &wp,
+                                               err, sizeof err),
+                     LODE_OK);
     return wp;
 }
 
@@ -72,7 +72,10 @@ static void test_pieces(void **state)
     /* case and accents (uncased model) */
     expect(wp, "HELLO Caf\xc3\xa9 CAF\xc3\x89", (int32_t[]){2, 12, 14, 14, 3}, 5);
     /* CJK ideographs become words even inside other text */
-    expect(wp, "a\xe4\xb8\xad\xe6\x96\x87" "a", (int32_t[]){2, 18, 15, 16, 18, 3}, 6);
+    expect(wp,
+           "a\xe4\xb8\xad\xe6\x96\x87"
+           "a",
+           (int32_t[]){2, 18, 15, 16, 18, 3}, 6);
     /* control characters vanish (do not split), NUL and invalid bytes too */
     expect(wp, "hel\x07lo wor\xffld", (int32_t[]){2, 12, 13, 3}, 4);
     /* 100 characters is still a word, 101 is [UNK] */
@@ -133,9 +136,8 @@ static void test_bad_vocab(void **state)
     assert_null(wp);
     assert_int_equal(eng_wordpiece_load_buffer("", 0, 1, &wp, err, sizeof err), LODE_ERR_FORMAT);
     const char *bad_utf8 = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n\xff\n";
-    assert_int_equal(
-        eng_wordpiece_load_buffer(bad_utf8, strlen(bad_utf8), 1, &wp, err, sizeof err),
-        LODE_ERR_FORMAT);
+    assert_int_equal(eng_wordpiece_load_buffer(bad_utf8, strlen(bad_utf8), 1, &wp, err, sizeof err),
+                     LODE_ERR_FORMAT);
     assert_int_equal(eng_wordpiece_load("/nonexistent/vocab.txt", 1, &wp, err, sizeof err),
                      LODE_ERR_IO);
     /* CRLF lines and a missing final newline are fine */
