@@ -21,10 +21,14 @@ eng_chat_format eng_chat_detect(const char *tmpl)
 const char *eng_chat_format_name(eng_chat_format f)
 {
     switch (f) {
-    case ENG_CHAT_CHATML: return "chatml";
-    case ENG_CHAT_LLAMA3: return "llama3";
-    case ENG_CHAT_LLAMA2: return "llama2";
-    default: return "unknown";
+    case ENG_CHAT_CHATML:
+        return "chatml";
+    case ENG_CHAT_LLAMA3:
+        return "llama3";
+    case ENG_CHAT_LLAMA2:
+        return "llama2";
+    default:
+        return "unknown";
     }
 }
 
@@ -85,7 +89,8 @@ lode_status eng_chat_template_init(eng_chat_template *t, const char *tmpl, bool 
                                   "Llama-2); ChatML can be forced"
                                 : "the model has no chat template; ChatML can be forced");
     }
-    if (t->format == ENG_CHAT_CHATML) find_default_system(tmpl, t->default_system, sizeof t->default_system);
+    if (t->format == ENG_CHAT_CHATML)
+        find_default_system(tmpl, t->default_system, sizeof t->default_system);
     return LODE_OK;
 }
 
@@ -93,10 +98,8 @@ lode_status eng_chat_template_init(eng_chat_template *t, const char *tmpl, bool 
 static lode_status put_trimmed(lode_buf *b, const char *s)
 {
     size_t n = strlen(s);
-    while (n && strchr(" \t\n\r\f\v", s[0]))
-        s++, n--;
-    while (n && strchr(" \t\n\r\f\v", s[n - 1]))
-        n--;
+    while (n && strchr(" \t\n\r\f\v", s[0])) s++, n--;
+    while (n && strchr(" \t\n\r\f\v", s[n - 1])) n--;
     return lode_buf_append(b, s, n);
 }
 
@@ -173,10 +176,17 @@ lode_status eng_chat_render(const eng_chat_template *t, const eng_chat_msg *msgs
         if (!msgs[i].role || !msgs[i].content) return LODE_ERR_INVALID;
     lode_status st;
     switch (t->format) {
-    case ENG_CHAT_CHATML: st = render_chatml(t, msgs, n, add_generation_prompt, out); break;
-    case ENG_CHAT_LLAMA3: st = render_llama3(msgs, n, add_generation_prompt, out); break;
-    case ENG_CHAT_LLAMA2: st = render_llama2(msgs, n, out); break;
-    default: return LODE_ERR_UNSUPPORTED;
+    case ENG_CHAT_CHATML:
+        st = render_chatml(t, msgs, n, add_generation_prompt, out);
+        break;
+    case ENG_CHAT_LLAMA3:
+        st = render_llama3(msgs, n, add_generation_prompt, out);
+        break;
+    case ENG_CHAT_LLAMA2:
+        st = render_llama2(msgs, n, out);
+        break;
+    default:
+        return LODE_ERR_UNSUPPORTED;
     }
     if (st == LODE_OK && !out->data) st = lode_buf_append(out, "", 0);
     return st;

@@ -38,7 +38,10 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t rng_next(uint64_t s[4])
 {
@@ -53,7 +56,10 @@ static uint64_t rng_next(uint64_t s[4])
     return r;
 }
 
-static double rng_uniform(uint64_t s[4]) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
+static double rng_uniform(uint64_t s[4])
+{
+    return (double)(rng_next(s) >> 11) * 0x1.0p-53;
+}
 
 /* ---- params -------------------------------------------------------------------------- */
 void eng_sampler_params_default(eng_sampler_params *p)
@@ -110,12 +116,10 @@ void eng_sampler_destroy(eng_sampler *s)
 
 void eng_sampler_reset(eng_sampler *s)
 {
-    for (int32_t i = 0; i < s->ring_n; i++)
-        s->counts[s->ring[i]] = 0;
+    for (int32_t i = 0; i < s->ring_n; i++) s->counts[s->ring[i]] = 0;
     s->ring_n = s->ring_pos = 0;
     uint64_t x = s->p.seed;
-    for (int i = 0; i < 4; i++)
-        s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
 }
 
 void eng_sampler_accept(eng_sampler *s, eng_token t)
@@ -203,7 +207,10 @@ static void sort_cands(cand *c, int32_t n)
 }
 
 /* ---- logprobs ------------------------------------------------------------------------------ */
-static float clean(float x) { return isnan(x) ? -INFINITY : x; }
+static float clean(float x)
+{
+    return isnan(x) ? -INFINITY : x;
+}
 
 float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logprob *top,
                    int32_t n_top)
@@ -213,8 +220,7 @@ float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logpro
         if (clean(logits[i]) > mx) mx = clean(logits[i]);
     double sum = 0;
     if (mx > -INFINITY)
-        for (int32_t i = 0; i < n; i++)
-            sum += exp((double)clean(logits[i]) - mx);
+        for (int32_t i = 0; i < n; i++) sum += exp((double)clean(logits[i]) - mx);
     float lse = mx > -INFINITY ? mx + (float)log(sum) : INFINITY;
     if (n_top > ENG_MAX_LOGPROBS) n_top = ENG_MAX_LOGPROBS;
     if (top && n_top > 0) {
@@ -242,8 +248,8 @@ float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logpro
 static const float *apply_penalties(eng_sampler *s, const float *logits)
 {
     const eng_sampler_params *p = &s->p;
-    if (s->ring_n == 0 || (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
-                           p->frequency_penalty == 0.0f))
+    if (s->ring_n == 0 ||
+        (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f))
         return logits;
     memcpy(s->work, logits, sizeof(float) * (size_t)s->n_vocab);
     for (int32_t i = 0; i < s->ring_n; i++) {
@@ -257,8 +263,7 @@ static const float *apply_penalties(eng_sampler *s, const float *logits)
         l -= (float)c * p->frequency_penalty + (c > 0 ? p->presence_penalty : 0.0f);
         s->work[t] = l;
     }
-    for (int32_t i = 0; i < s->ring_n; i++)
-        s->mark[s->ring[i]] = 0;
+    for (int32_t i = 0; i < s->ring_n; i++) s->mark[s->ring[i]] = 0;
     return s->work;
 }
 
@@ -282,8 +287,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
 
     cand *c = s->cands;
     int32_t nc = 0;
-    for (int32_t i = 0; i < n; i++)
-        c[nc++] = (cand){clean(L[i]), i};
+    for (int32_t i = 0; i < n; i++) c[nc++] = (cand){clean(L[i]), i};
     bool sorted = false;
     if (p->top_k > 0 && p->top_k < nc) {
         select_top(c, nc, p->top_k);
@@ -297,8 +301,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
             if (c[i].logit > mx) mx = c[i].logit;
         if (mx == -INFINITY) goto pick;
         double z = 0;
-        for (int32_t i = 0; i < nc; i++)
-            z += exp((double)c[i].logit - mx);
+        for (int32_t i = 0; i < nc; i++) z += exp((double)c[i].logit - mx);
         int32_t m = sorted ? nc : LODE_MIN(nc, 256);
         for (;;) {
             if (!sorted) {
@@ -369,7 +372,8 @@ done:
     return tok;
 }
 
-/* ---- stop strings ------------------------------------------------------------------------------ */
+/* ---- stop strings ------------------------------------------------------------------------------
+ */
 struct eng_stop {
     int n;
     char str[ENG_STOP_MAX_STRINGS][ENG_STOP_MAX_LEN];
@@ -400,7 +404,10 @@ lode_status eng_stop_create(const char *const *stops, size_t n, eng_stop **out)
     return LODE_OK;
 }
 
-void eng_stop_destroy(eng_stop *m) { lode_free(m); }
+void eng_stop_destroy(eng_stop *m)
+{
+    lode_free(m);
+}
 
 void eng_stop_reset(eng_stop *m)
 {
@@ -460,7 +467,8 @@ size_t eng_stop_flush(eng_stop *m, char *out, size_t cap)
     return n;
 }
 
-/* ---- per-request stop logic --------------------------------------------------------------------- */
+/* ---- per-request stop logic ---------------------------------------------------------------------
+ */
 struct eng_textgen {
     const eng_vocab *v;
     eng_detok detok;
@@ -505,9 +513,18 @@ void eng_textgen_destroy(eng_textgen *g)
     lode_free(g);
 }
 
-size_t eng_textgen_bound(const eng_textgen *g) { return g->chunk_cap + ENG_STOP_MAX_LEN + 8; }
-int eng_textgen_stop_index(const eng_textgen *g) { return g->stop_index; }
-int32_t eng_textgen_n_tokens(const eng_textgen *g) { return g->n_tokens; }
+size_t eng_textgen_bound(const eng_textgen *g)
+{
+    return g->chunk_cap + ENG_STOP_MAX_LEN + 8;
+}
+int eng_textgen_stop_index(const eng_textgen *g)
+{
+    return g->stop_index;
+}
+int32_t eng_textgen_n_tokens(const eng_textgen *g)
+{
+    return g->n_tokens;
+}
 
 /* Passes decoded text through the stop matcher into out at *o. True on a stop string. */
 static bool pass(eng_textgen *g, const char *t, size_t n, char *out, size_t cap, size_t *o)
@@ -538,8 +555,7 @@ size_t eng_textgen_finish(eng_textgen *g, char *out, size_t cap)
     return LODE_MIN(o, cap);
 }
 
-eng_stop_reason eng_textgen_push(eng_textgen *g, eng_token t, char *out, size_t cap,
-                                 size_t *n_out)
+eng_stop_reason eng_textgen_push(eng_textgen *g, eng_token t, char *out, size_t cap, size_t *n_out)
 {
     size_t o = 0;
     *n_out = 0;

@@ -51,8 +51,8 @@ typedef struct eng_token_logprob {
 
 typedef struct eng_sample_result {
     eng_token token;
-    float logprob;  /* log-softmax of the raw logits at token */
-    int32_t n_top;  /* = params.n_logprobs */
+    float logprob;                           /* log-softmax of the raw logits at token */
+    int32_t n_top;                           /* = params.n_logprobs */
     eng_token_logprob top[ENG_MAX_LOGPROBS]; /* best first, ties by lower id */
 } eng_sample_result;
 

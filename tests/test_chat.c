@@ -96,8 +96,10 @@ static void test_llama3(void **state)
     char err[128];
     assert_int_equal(eng_chat_template_init(&t, LLAMA3_TMPL, false, err, sizeof err), LODE_OK);
     assert_int_equal(t.format, ENG_CHAT_LLAMA3);
-    eng_chat_msg m[] = {{"system", "Be terse."}, {"user", "  Hi there \n"},
-                        {"assistant", "Hello."}, {"user", "Bye"}};
+    eng_chat_msg m[] = {{"system", "Be terse."},
+                        {"user", "  Hi there \n"},
+                        {"assistant", "Hello."},
+                        {"user", "Bye"}};
     lode_buf b = LODE_BUF_INIT;
     assert_int_equal(eng_chat_render(&t, m, 4, true, &b), LODE_OK);
     assert_string_equal(b.data, "<|start_header_id|>system<|end_header_id|>\n\nBe terse.<|eot_id|>"
@@ -115,8 +117,8 @@ static void test_llama2(void **state)
     char err[128];
     assert_int_equal(eng_chat_template_init(&t, LLAMA2_TMPL, false, err, sizeof err), LODE_OK);
     assert_int_equal(t.format, ENG_CHAT_LLAMA2);
-    eng_chat_msg m[] = {{"system", "Be terse."}, {"user", "Hi "}, {"assistant", " Hello."},
-                        {"user", "Bye"}};
+    eng_chat_msg m[] = {
+        {"system", "Be terse."}, {"user", "Hi "}, {"assistant", " Hello."}, {"user", "Bye"}};
     lode_buf b = LODE_BUF_INIT;
     assert_int_equal(eng_chat_render(&t, m, 4, true, &b), LODE_OK);
     assert_string_equal(b.data, "[INST] <<SYS>>\nBe terse.\n<</SYS>>\n\nHi [/INST] Hello. </s>"
@@ -139,7 +141,8 @@ static void test_unknown_and_fallback(void **state)
     const char *odd = "{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}";
     assert_int_equal(eng_chat_template_init(&t, odd, false, err, sizeof err), LODE_ERR_UNSUPPORTED);
     assert_non_null(strstr(err, "not recognized"));
-    assert_int_equal(eng_chat_template_init(&t, NULL, false, err, sizeof err), LODE_ERR_UNSUPPORTED);
+    assert_int_equal(eng_chat_template_init(&t, NULL, false, err, sizeof err),
+                     LODE_ERR_UNSUPPORTED);
     assert_int_equal(eng_chat_template_init(&t, odd, true, err, sizeof err), LODE_OK);
     assert_int_equal(t.format, ENG_CHAT_CHATML);
     assert_string_equal(t.default_system, "");

@@ -35,8 +35,7 @@ static eng_sampler *make(float temp, int top_k, float top_p, float min_p, int32_
 /* logits whose softmax is exactly probs (up to float rounding) */
 static void from_probs(const double *probs, float *logits, int n)
 {
-    for (int i = 0; i < n; i++)
-        logits[i] = (float)log(probs[i]);
+    for (int i = 0; i < n; i++) logits[i] = (float)log(probs[i]);
 }
 
 static void test_greedy_and_logprobs(void **state)
@@ -77,8 +76,7 @@ static void test_seed_determinism(void **state)
     (void)state;
     enum { N = 1000, STEPS = 200 };
     float *l = malloc(N * sizeof *l);
-    for (int i = 0; i < N; i++)
-        l[i] = (float)((i * 2654435761u) % 1000u) / 250.0f;
+    for (int i = 0; i < N; i++) l[i] = (float)((i * 2654435761u) % 1000u) / 250.0f;
     eng_token a[STEPS], b[STEPS], c[STEPS];
     eng_sampler *s1 = make(1.0f, 0, 1.0f, 0, N, 42), *s2 = make(1.0f, 0, 1.0f, 0, N, 42);
     eng_sampler *s3 = make(1.0f, 0, 1.0f, 0, N, 43);
@@ -91,8 +89,7 @@ static void test_seed_determinism(void **state)
     assert_memory_not_equal(a, c, sizeof a);
     /* reset restarts the same sequence */
     eng_sampler_reset(s1);
-    for (int i = 0; i < STEPS; i++)
-        b[i] = eng_sampler_sample(s1, l, NULL);
+    for (int i = 0; i < STEPS; i++) b[i] = eng_sampler_sample(s1, l, NULL);
     assert_memory_equal(a, b, sizeof a);
     /* the PRNG is lode's own, so the draws of a seed are the same on every machine */
     printf("seed 42 draws: %d %d %d %d\n", a[0], a[1], a[2], a[3]);
@@ -166,13 +163,11 @@ static void test_top_p_large(void **state)
     enum { N = 50000 };
     float *l = malloc(N * sizeof *l), *sorted = malloc(N * sizeof *l);
     srand(11);
-    for (int i = 0; i < N; i++)
-        l[i] = (float)rand() / RAND_MAX * 12.0f;
+    for (int i = 0; i < N; i++) l[i] = (float)rand() / RAND_MAX * 12.0f;
     memcpy(sorted, l, N * sizeof *l);
     qsort(sorted, N, sizeof *l, cmp_desc);
     double z = 0;
-    for (int i = 0; i < N; i++)
-        z += exp((double)sorted[i] - sorted[0]);
+    for (int i = 0; i < N; i++) z += exp((double)sorted[i] - sorted[0]);
     double cum = 0;
     float thr = 0;
     for (int i = 0; i < N; i++) {
@@ -239,7 +234,7 @@ static void test_penalties(void **state)
     p.penalty_last_n = 3;
     float f[3] = {1.0f, 0.5f, 0.0f};
     assert_int_equal(eng_sampler_create(&p, 3, &s), LODE_OK);
-    eng_sampler_accept(s, 0); /* 1.0 - 0.4 = 0.6 > 0.5 */
+    eng_sampler_accept(s, 0);                            /* 1.0 - 0.4 = 0.6 > 0.5 */
     assert_int_equal(eng_sampler_sample(s, f, NULL), 0); /* now two 0s: 0.2 */
     assert_int_equal(eng_sampler_sample(s, f, NULL), 1); /* window {0,0,1}: 0.2, 0.1, 0 */
     assert_int_equal(eng_sampler_sample(s, f, NULL), 0); /* window {0,1,0}: 0.2 vs 0.1 */
@@ -263,8 +258,7 @@ static void test_no_alloc_per_token(void **state)
     (void)state;
     enum { N = 5000 };
     float *l = malloc(N * sizeof *l);
-    for (int i = 0; i < N; i++)
-        l[i] = (float)((i * 7919) % 1000) / 100.0f;
+    for (int i = 0; i < N; i++) l[i] = (float)((i * 7919) % 1000) / 100.0f;
     eng_sampler_params p;
     eng_sampler_params_default(&p);
     p.top_k = 0;
@@ -276,8 +270,7 @@ static void test_no_alloc_per_token(void **state)
     lode_alloc_stats a, b;
     lode_alloc_get_stats(&a);
     eng_sample_result r;
-    for (int i = 0; i < 100; i++)
-        eng_sampler_sample(s, l, &r);
+    for (int i = 0; i < 100; i++) eng_sampler_sample(s, l, &r);
     lode_alloc_get_stats(&b);
     assert_int_equal(a.total_allocs, b.total_allocs);
     eng_sampler_destroy(s);
@@ -390,8 +383,7 @@ static void test_stop_strings(void **state)
         }
         /* one byte at a time */
         size_t cuts[64];
-        for (size_t i = 0; i < n && i < 64; i++)
-            cuts[i] = i + 1;
+        for (size_t i = 0; i < n && i < 64; i++) cuts[i] = i + 1;
         run_split(m, x, cuts, (int)LODE_MIN(n, 64), got, &glen, &hit);
         assert_int_equal(hit, which);
         assert_int_equal(glen, want);
