@@ -101,21 +101,20 @@ void srv_h_search(srv_conn *c)
     json_t *data = json_array();
     for (size_t i = 0; data && i < hits->n; i++) {
         const ret_hit *h = &hits->hit[i];
-        json_t *o2 = json_pack("{s:s, s:I, s:I, s:f, s:b, s:s, s:s, s:s, s:s, s:I, s:I}",
-                               "object", "search_result", "chunk_id", (json_int_t)h->chunk_id,
-                               "document_id", (json_int_t)h->document_id, "score", h->score,
-                               "all_terms", h->all_terms, "uri", h->uri, "title", h->title,
-                               "heading_path", h->heading_path, "snippet", h->snippet,
-                               "char_start", (json_int_t)h->char_start, "char_end",
-                               (json_int_t)h->char_end);
+        json_t *o2 = json_pack("{s:s, s:I, s:I, s:f, s:b, s:s, s:s, s:s, s:s, s:I, s:I}", "object",
+                               "search_result", "chunk_id", (json_int_t)h->chunk_id, "document_id",
+                               (json_int_t)h->document_id, "score", h->score, "all_terms",
+                               h->all_terms, "uri", h->uri, "title", h->title, "heading_path",
+                               h->heading_path, "snippet", h->snippet, "char_start",
+                               (json_int_t)h->char_start, "char_end", (json_int_t)h->char_end);
         if (!o2 || json_array_append_new(data, o2)) {
             json_decref(data);
             data = NULL;
         }
     }
     ret_hits_free(hits);
-    json_t *out = data ? json_pack("{s:s, s:s, s:o}", "object", "list", "query", q, "data", data)
-                       : NULL;
+    json_t *out =
+        data ? json_pack("{s:s, s:s, s:o}", "object", "list", "query", q, "data", data) : NULL;
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
@@ -127,16 +126,15 @@ void srv_h_search(srv_conn *c)
 static json_t *doc_row(sqlite3_stmt *st)
 {
     const char *title = (const char *)sqlite3_column_text(st, 2);
-    return json_pack("{s:I, s:s, s:s, s:o, s:s, s:I, s:s, s:I, s:I, s:s}", "id",
-                     (json_int_t)sqlite3_column_int64(st, 0), "object", "document", "uri",
-                     (const char *)sqlite3_column_text(st, 1), "title",
-                     title ? json_string(title) : json_null(), "media_type",
-                     (const char *)sqlite3_column_text(st, 3), "size",
-                     (json_int_t)sqlite3_column_int64(st, 4), "sha256",
-                     (const char *)sqlite3_column_text(st, 5), "chunks",
-                     (json_int_t)sqlite3_column_int64(st, 6), "tokens",
-                     (json_int_t)sqlite3_column_int64(st, 7), "ingested",
-                     sqlite3_column_text(st, 8) ? (const char *)sqlite3_column_text(st, 8) : "");
+    return json_pack(
+        "{s:I, s:s, s:s, s:o, s:s, s:I, s:s, s:I, s:I, s:s}", "id",
+        (json_int_t)sqlite3_column_int64(st, 0), "object", "document", "uri",
+        (const char *)sqlite3_column_text(st, 1), "title", title ? json_string(title) : json_null(),
+        "media_type", (const char *)sqlite3_column_text(st, 3), "size",
+        (json_int_t)sqlite3_column_int64(st, 4), "sha256", (const char *)sqlite3_column_text(st, 5),
+        "chunks", (json_int_t)sqlite3_column_int64(st, 6), "tokens",
+        (json_int_t)sqlite3_column_int64(st, 7), "ingested",
+        sqlite3_column_text(st, 8) ? (const char *)sqlite3_column_text(st, 8) : "");
 }
 
 #define DOC_COLS "id, uri, title, media_type, size, sha256, chunks, tokens, ingested"
@@ -163,8 +161,9 @@ void srv_h_documents_get(srv_conn *c)
     sqlite3_finalize(st);
     st = NULL;
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "SELECT " DOC_COLS " FROM v_documents ORDER BY id LIMIT ?1 OFFSET ?2",
-                                -1, &st, NULL);
+        rc = sqlite3_prepare_v2(
+            db, "SELECT " DOC_COLS " FROM v_documents ORDER BY id LIMIT ?1 OFFSET ?2", -1, &st,
+            NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, limit);
         sqlite3_bind_int64(st, 2, offset);
@@ -184,8 +183,8 @@ void srv_h_documents_get(srv_conn *c)
         return;
     }
     json_t *out = data ? json_pack("{s:s, s:o, s:I, s:I, s:I}", "object", "list", "data", data,
-                                   "total", (json_int_t)total, "limit", (json_int_t)limit,
-                                   "offset", (json_int_t)offset)
+                                   "total", (json_int_t)total, "limit", (json_int_t)limit, "offset",
+                                   (json_int_t)offset)
                        : NULL;
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
@@ -216,8 +215,8 @@ static int load_doc(srv_server *s, int64_t id, json_t **out, char **uri, char *m
     sqlite3 *db = ret_store_sqlite(s->be->store);
     sqlite3_stmt *st = NULL;
     *out = NULL;
-    int rc = sqlite3_prepare_v2(db, "SELECT " DOC_COLS " FROM v_documents WHERE id = ?1", -1, &st,
-                                NULL);
+    int rc =
+        sqlite3_prepare_v2(db, "SELECT " DOC_COLS " FROM v_documents WHERE id = ?1", -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, id);
         rc = sqlite3_step(st);

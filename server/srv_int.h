@@ -73,8 +73,8 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b);
 /* Filled by the caller of srv_create (cli/cmd_serve.c). */
 struct ret_store;
 struct srv_backends {
-    const char *model_id; /* the name /v1/models reports; NULL when no model is loaded */
-    int64_t created;      /* model file mtime, for /v1/models */
+    const char *model_id;    /* the name /v1/models reports; NULL when no model is loaded */
+    int64_t created;         /* model file mtime, for /v1/models */
     struct ret_store *store; /* NULL: no store; used under srv_server.store_mu */
 };
 
