@@ -121,7 +121,8 @@ static int print_json(const char *query, const ret_search_opts *o, const ret_hit
 
 static void print_human(const ret_hits *h, int tty)
 {
-    const char *dim = tty ? "\x1b[2m" : "", *bold = tty ? "\x1b[1m" : "", *off = tty ? "\x1b[0m" : "";
+    const char *dim = tty ? "\x1b[2m" : "", *bold = tty ? "\x1b[1m" : "",
+               *off = tty ? "\x1b[0m" : "";
     for (size_t i = 0; i < h->n; i++) {
         const ret_hit *x = &h->hit[i];
         printf("%s%2zu. ", bold, i + 1);
@@ -147,7 +148,7 @@ static int cmd_search(int argc, char **argv)
 {
     enum { OPT_JSON = 256, OPT_RAW, OPT_DB, OPT_ALL, OPT_ANY, OPT_MARK };
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, OPT_JSON}, {"raw", no_argument, NULL, OPT_RAW},
+        {"json", no_argument, NULL, OPT_JSON},   {"raw", no_argument, NULL, OPT_RAW},
         {"db", required_argument, NULL, OPT_DB}, {"all", no_argument, NULL, OPT_ALL},
         {"any", no_argument, NULL, OPT_ANY},     {"mark", required_argument, NULL, OPT_MARK},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
@@ -170,16 +171,29 @@ static int cmd_search(int argc, char **argv)
             o.k = (int)k;
             break;
         }
-        case OPT_JSON: json = 1; break;
-        case OPT_RAW: o.raw = 1; break;
-        case OPT_DB: db = optarg; break;
-        case OPT_ALL: o.mode = RET_MATCH_ALL; break;
-        case OPT_ANY: o.mode = RET_MATCH_ANY; break;
-        case OPT_MARK: mark = optarg; break;
-        case 'h': usage(stdout); return CLI_OK;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_RAW:
+            o.raw = 1;
+            break;
+        case OPT_DB:
+            db = optarg;
+            break;
+        case OPT_ALL:
+            o.mode = RET_MATCH_ALL;
+            break;
+        case OPT_ANY:
+            o.mode = RET_MATCH_ANY;
+            break;
+        case OPT_MARK:
+            mark = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_OK;
         default:
-            fprintf(stderr, "lode search: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "lode search: unknown option or missing value: %s\n", argv[optind - 1]);
             fprintf(stderr, "(`lode search --help` lists the options; put -- before a query "
                             "that starts with '-')\n");
             return CLI_USAGE;

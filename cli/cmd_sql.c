@@ -192,9 +192,12 @@ static void print_table(const rows *r, int tty)
 static json_t *json_cell(sqlite3_stmt *q, int col)
 {
     switch (sqlite3_column_type(q, col)) {
-    case SQLITE_NULL: return json_null();
-    case SQLITE_INTEGER: return json_integer((json_int_t)sqlite3_column_int64(q, col));
-    case SQLITE_FLOAT: return json_real(sqlite3_column_double(q, col));
+    case SQLITE_NULL:
+        return json_null();
+    case SQLITE_INTEGER:
+        return json_integer((json_int_t)sqlite3_column_int64(q, col));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(q, col));
     default: {
         char *t = cell_text(q, col);
         json_t *j = t ? json_string(t) : NULL;
@@ -212,8 +215,8 @@ static int run_stmt(sqlite3 *db, sqlite3_stmt *q, out_mode mode)
     json_t *arr = mode == OUT_JSON && ncol ? json_array() : NULL;
     if (ncol && mode == OUT_TABLE) {
         for (int c = 0; c < ncol; c++)
-            if (rows_push(&r, utf8_clean(sqlite3_column_name(q, c),
-                                         strlen(sqlite3_column_name(q, c)))))
+            if (rows_push(&r,
+                          utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)))))
                 goto nomem;
     } else if (ncol && mode == OUT_CSV) {
         for (int c = 0; c < ncol; c++) {
@@ -239,7 +242,8 @@ static int run_stmt(sqlite3 *db, sqlite3_stmt *q, out_mode mode)
             json_t *o = json_object();
             if (!o) goto nomem;
             for (int c = 0; c < ncol; c++) {
-                char *name = utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)));
+                char *name =
+                    utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)));
                 if (name) json_object_set_new(o, name, json_cell(q, c));
                 lode_free(name);
             }
@@ -385,8 +389,10 @@ static int cmd_sql(int argc, char **argv)
 {
     enum { OPT_JSON = 256, OPT_CSV, OPT_DB };
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, OPT_JSON},   {"csv", no_argument, NULL, OPT_CSV},
-        {"db", required_argument, NULL, OPT_DB}, {"help", no_argument, NULL, 'h'},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"csv", no_argument, NULL, OPT_CSV},
+        {"db", required_argument, NULL, OPT_DB},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *db = cli_default_db();
@@ -396,10 +402,18 @@ static int cmd_sql(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case OPT_JSON: mode = OUT_JSON; break;
-        case OPT_CSV: mode = OUT_CSV; break;
-        case OPT_DB: db = optarg; break;
-        case 'h': usage(stdout); return CLI_OK;
+        case OPT_JSON:
+            mode = OUT_JSON;
+            break;
+        case OPT_CSV:
+            mode = OUT_CSV;
+            break;
+        case OPT_DB:
+            db = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_OK;
         default:
             fprintf(stderr, "lode sql: unknown option or missing value: %s\n", argv[optind - 1]);
             return CLI_USAGE;

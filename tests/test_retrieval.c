@@ -632,7 +632,6 @@ static void test_two_writer_processes(void **state)
     ret_store_close(s);
 }
 
-
 /* A small store on which every example of sql/examples.sql returns rows. */
 static void populate_for_examples(ret_store *s)
 {
@@ -739,7 +738,8 @@ static void test_cli_sql_is_read_only(void **state)
     ret_store_close(s);
     char out[160];
     snprintf(out, sizeof out, "%s/out.txt", f->dir);
-    const char *sel[] = {"sql", "--db", f->db, "--csv", "SELECT count(*) AS n FROM documents", NULL};
+    const char *sel[] = {"sql", "--db", f->db, "--csv", "SELECT count(*) AS n FROM documents",
+                         NULL};
     int rc = run_lode(out, sel);
     if (rc == -2) {
         printf("lode binary not built (make tests builds it); skipping\n");
@@ -747,10 +747,9 @@ static void test_cli_sql_is_read_only(void **state)
     }
     assert_int_equal(rc, 0);
     assert_string_equal(read_file(out), "n\r\n2\r\n");
-    const char *writes[] = {"DELETE FROM documents", "SELECT 1; DROP TABLE chunks",
-                            "UPDATE documents SET title = 'x'",
-                            "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')",
-                            "PRAGMA user_version = 99"};
+    const char *writes[] = {
+        "DELETE FROM documents", "SELECT 1; DROP TABLE chunks", "UPDATE documents SET title = 'x'",
+        "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')", "PRAGMA user_version = 99"};
     for (size_t i = 0; i < LODE_ARRAY_LEN(writes); i++) {
         const char *args[] = {"sql", "--db", f->db, writes[i], NULL};
         assert_int_equal(run_lode(out, args), 1);
