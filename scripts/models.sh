@@ -59,5 +59,16 @@ fetch $EMB_PKG $EMB_IN/tokenizer_config.json "$EMB/tokenizer_config.json" \
   acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b
 fetch $EMB_PKG $EMB_IN/sentence_bert_config.json "$EMB/sentence_bert_config.json" \
   fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7
-fetch $EMB_PKG $EMB_IN/1_Pooling/config.json "$EMB/pooling_config.json" \
+mkdir -p "$EMB/1_Pooling"
+fetch $EMB_PKG $EMB_IN/1_Pooling/config.json "$EMB/1_Pooling/config.json" \
   4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23
+# The files sentence-transformers reads, so the reference fixtures
+# (scripts/make-embed-fixtures.py) load the model exactly as published.
+fetch $EMB_PKG $EMB_IN/modules.json "$EMB/modules.json" \
+  84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf
+fetch $EMB_PKG $EMB_IN/config_sentence_transformers.json "$EMB/config_sentence_transformers.json" \
+  061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3
+fetch $EMB_PKG $EMB_IN/tokenizer.json "$EMB/tokenizer.json" \
+  be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+fetch $EMB_PKG $EMB_IN/special_tokens_map.json "$EMB/special_tokens_map.json" \
+  303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3
