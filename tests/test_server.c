@@ -393,8 +393,10 @@ static void test_health_models_metrics(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.headers, "text/plain"));
     assert_non_null(strstr(r.body, "lode_http_requests_total{route=\"/health\",status=\"200\"} 2"));
-    assert_non_null(strstr(r.body, "lode_http_requests_total{route=\"/v1/models/{id}\",status=\"404\"} 1"));
-    assert_non_null(strstr(r.body, "lode_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"+Inf\"} 1"));
+    assert_non_null(
+        strstr(r.body, "lode_http_requests_total{route=\"/v1/models/{id}\",status=\"404\"} 1"));
+    assert_non_null(strstr(
+        r.body, "lode_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"+Inf\"} 1"));
     assert_non_null(strstr(r.body, "lode_tokens_generated_total "));
     assert_non_null(strstr(r.body, "lode_generation_tokens_per_second "));
     assert_non_null(strstr(r.body, "lode_http_requests_in_flight 1"));
@@ -453,10 +455,12 @@ static void test_request_validation(void **state)
         /* wrong types and ranges */
         {"/v1/chat/completions", "{\"model\":5,\"messages\":[]}", "must be a string", "model"},
         {"/v1/chat/completions",
-         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":\"9\"}",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":"
+         "\"9\"}",
          "must be an integer, got string", "max_tokens"},
         {"/v1/chat/completions",
-         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":7}",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":"
+         "7}",
          "between 0 and 2", "temperature"},
         {"/v1/chat/completions",
          "{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", "wizard",
@@ -465,7 +469,8 @@ static void test_request_validation(void **state)
          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[1]}",
          "must be a string", "stop[0]"},
         {"/v1/chat/completions",
-         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":\"yes\"}",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":"
+         "\"yes\"}",
          "boolean", "stream"},
         {"/v1/chat/completions",
          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":0}",
@@ -512,7 +517,8 @@ static void test_body_limit(void **state)
     int fd = raw_connect(&s);
     char req[512];
     snprintf(req, sizeof req,
-             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+             "chunked\r\nConnection: close\r\n"
              "Content-Type: application/json\r\n\r\n");
     raw_send(fd, req, strlen(req));
     for (int i = 0; i < 4; i++) {
@@ -592,10 +598,11 @@ static int hold_request(server *s, const char *path)
 {
     int fd = raw_connect(s);
     char req[256];
-    snprintf(req, sizeof req,
-             "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-             "Content-Length: 20\r\n\r\n{\"model\":",
-             path);
+    snprintf(
+        req, sizeof req,
+        "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        "Content-Length: 20\r\n\r\n{\"model\":",
+        path);
     raw_send(fd, req, strlen(req));
     return fd;
 }
@@ -732,12 +739,17 @@ static void test_garbage_input(void **state)
         "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello\r\n\r\n",
         "GET /health HTTP/9.9\r\n\r\n",
         "GARBAGE\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\":\"\xff\xfe\"}",
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"a\":\"\0\"}",
-        "GET /v1/documents/%00%ff HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /v1/search?q=%ff%fe%00&k=99999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "-5\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "99999999999999999999\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "10\r\n\r\n{\"a\":\"\xff\xfe\"}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "9\r\n\r\n{\"a\":\"\0\"}",
+        "GET /v1/documents/%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /v1/search?q=%ff%fe%00&k=99999999999999999999 HTTP/1.1\r\nHost: x\r\nConnection: "
+        "close\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         int fd = raw_connect(&s);
