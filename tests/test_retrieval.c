@@ -583,9 +583,9 @@ static void test_query_escaping_never_fails(void **state)
 static void test_two_writer_processes(void **state)
 {
     fixture *f = *state;
-    ret_store *s = open_rw(f->db);
-    ret_store_close(s);
+    ret_store *s = NULL;
     enum { DOCS = 40 };
+    /* the store does not exist yet: both create, set WAL and migrate it at once */
     pid_t pids[2];
     for (int p = 0; p < 2; p++) {
         pids[p] = fork();
@@ -629,6 +629,49 @@ static void test_two_writer_processes(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal(sqlite3_column_text(q, 0), "ok");
     sqlite3_finalize(q);
+    ret_store_close(s);
+}
+
+/* Every allocation of lode's own failing in turn gives LODE_ERR_NOMEM (or still works),
+ * never a crash, a leak or a half-written document. */
+static void test_allocation_failures(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    put(s, "file:///base", "Base", "alpha beta gamma");
+    lode_alloc_stats before, after;
+    lode_alloc_get_stats(&before);
+    int failed = 0, worked = 0;
+    for (int n = 1; n < 40; n++) {
+        ret_chunk_in c[2] = {{"alpha delta", "H", 0, 11, 2}, {"epsilon", NULL, 11, 18, 1}};
+        ret_doc d = {"file:///base", "Base", NULL, SHA_B, 18, 2};
+        ret_hits *h = NULL;
+        ret_search_opts o = {.k = 5};
+        lode_alloc_fail_after(n);
+        lode_status st1 = ret_store_doc_replace(s, &d, c, 2, NULL);
+        lode_status st2 = ret_search_bm25(s, "alpha \"beta gamma\"", &o, &h);
+        char **v = NULL;
+        size_t nv = 0;
+        lode_status st3 = ret_store_doc_uris(s, "file:", &v, &nv);
+        lode_alloc_fail_after(0);
+        assert_true(st1 == LODE_OK || st1 == LODE_ERR_NOMEM);
+        failed += st1 == LODE_ERR_NOMEM || st2 == LODE_ERR_NOMEM;
+        worked += st1 == LODE_OK && st2 == LODE_OK;
+        assert_true(st2 == LODE_OK || st2 == LODE_ERR_NOMEM);
+        assert_true(st3 == LODE_OK || st3 == LODE_ERR_NOMEM);
+        ret_hits_free(h);
+        ret_strv_free(v, nv);
+        /* the document is whole: either version, never a mix */
+        assert_int_equal(sql_int(s, "SELECT count(*) FROM documents"), 1);
+        int64_t chunks = sql_int(s, "SELECT count(*) FROM chunks");
+        int64_t sha_b = sql_int(s, "SELECT count(*) FROM documents WHERE sha256 = '" SHA_B "'");
+        assert_int_equal(chunks, sha_b ? 2 : 1);
+    }
+    assert_true(failed > 0); /* the injection reached the code under test */
+    assert_true(worked > 0);
+    fts_integrity(s);
+    lode_alloc_get_stats(&after);
+    assert_int_equal(after.live_blocks, before.live_blocks);
     ret_store_close(s);
 }
 
@@ -786,6 +829,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_raw_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_escaping_never_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writer_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_all_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_sql_is_read_only, setup, teardown),
     };
