@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/backend.h"
@@ -475,7 +476,7 @@ lode_status eng_detokenize(const eng_model *m, const int32_t *toks, size_t n, in
     return eng_tok_decode(m->vocab, toks, n, render_special ? ENG_TOK_RENDER_SPECIAL : 0, out);
 }
 
-lode_status eng_chat_format(const eng_model *m, const char *const *roles,
+lode_status eng_chat_apply(const eng_model *m, const char *const *roles,
                             const char *const *contents, size_t n, int add_generation_prompt,
                             lode_buf *out)
 {

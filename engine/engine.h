@@ -70,7 +70,7 @@ int eng_token_is_eog(const eng_model *m, int32_t tok);
 /* Renders a conversation with the model's chat template (ChatML, Llama 2/3 styles) and
  * appends it to out; add_generation_prompt opens the assistant's turn. roles[i] is
  * "system", "user" or "assistant". LODE_ERR_UNSUPPORTED when the template is unknown. */
-lode_status eng_chat_format(const eng_model *m, const char *const *roles,
+lode_status eng_chat_apply(const eng_model *m, const char *const *roles,
                             const char *const *contents, size_t n, int add_generation_prompt,
                             lode_buf *out);
 
