@@ -287,7 +287,8 @@ lode_status ing_walk(const char *const *roots, size_t n_roots, const ing_walk_op
         out->roots[out->n_roots++] = abs;
         struct stat st;
         if (stat(abs, &st) != 0) {
-            report(&w, roots[i], "cannot read: %s", strerror(errno));
+            if (!(o->missing_ok && errno == ENOENT))
+                report(&w, roots[i], "cannot read: %s", strerror(errno));
             continue;
         }
         if (S_ISDIR(st.st_mode)) {

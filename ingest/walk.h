@@ -27,6 +27,7 @@ typedef struct ing_walk_opts {
     size_t n_includes;
     const char *const *excludes;
     size_t n_excludes;
+    int missing_ok; /* a root that does not exist is no error (prune after deletion) */
     /* Called for each path that cannot be read (named, with a reason); may be NULL. */
     void (*on_error)(void *ctx, const char *path, const char *reason);
     void *ctx;
