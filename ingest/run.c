@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Commit a batch after this many documents, bytes of chunk text or seconds. */
@@ -396,13 +397,18 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
 
     for (size_t i = 0; i < p.n && !st; i++) {
         job *j = &p.jobs[i];
+        int64_t tw = lode_now_ns();
         pthread_mutex_lock(&p.mu);
         while (!j->done) pthread_cond_wait(&p.done, &p.mu);
         pthread_mutex_unlock(&p.mu);
+        int64_t tw2 = lode_now_ns();
+        stats->wait_seconds += (double)(tw2 - tw) * 1e-9;
         if (o->cancel && *o->cancel) {
             stats->interrupted = 1;
             break;
         }
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         st = write_job(&w, j);
         job_clear(j);
         pthread_mutex_lock(&p.mu);
@@ -415,6 +421,10 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
             (w.batch_docs >= BATCH_DOCS || w.batch_bytes >= BATCH_BYTES ||
              (double)(lode_now_ns() - w.batch_t0) * 1e-9 >= BATCH_SECONDS))
             st = commit(&w);
+        stats->write_seconds += (double)(lode_now_ns() - tw2) * 1e-9;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        stats->write_cpu_seconds +=
+            (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
         stats->seconds = (double)(lode_now_ns() - t0) * 1e-9;
         if (o->on_progress) o->on_progress(o->ctx, stats);
     }

@@ -31,6 +31,9 @@ typedef struct ing_run_stats {
     int64_t chunks;         /* chunks written */
     int64_t bytes_read;     /* bytes read from files */
     double seconds;
+    double write_seconds; /* of which the store took (writes and commits) */
+    double write_cpu_seconds; /* CPU time of the writer thread in the store */
+    double wait_seconds;  /* of which the writer waited for loader threads */
     int64_t run_id; /* the ingest-run log row */
     int interrupted;
 } ing_run_stats;
