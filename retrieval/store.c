@@ -293,7 +293,9 @@ lode_status ret_store_open(const char *path, unsigned flags, ret_store **out, ch
     if ((st = exec_sql(s->db, "PRAGMA foreign_keys = ON", "opening the store", errmsg, errlen)))
         goto out;
     if (!ro) {
-        if ((st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
+        if ((st = exec_sql(s->db,
+                           "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA "
+                           "cache_size = -65536",
                            "setting WAL mode", errmsg, errlen)))
             goto out;
         st = upgrade(s->db, path, errmsg, errlen);

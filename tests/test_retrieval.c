@@ -583,9 +583,9 @@ static void test_query_escaping_never_fails(void **state)
 static void test_two_writer_processes(void **state)
 {
     fixture *f = *state;
-    ret_store *s = open_rw(f->db);
-    ret_store_close(s);
+    ret_store *s = NULL;
     enum { DOCS = 40 };
+    /* the store does not exist yet: both create, set WAL and migrate it at once */
     pid_t pids[2];
     for (int p = 0; p < 2; p++) {
         pids[p] = fork();
@@ -632,6 +632,184 @@ static void test_two_writer_processes(void **state)
     ret_store_close(s);
 }
 
+/* Every allocation of lode's own failing in turn gives LODE_ERR_NOMEM (or still works),
+ * never a crash, a leak or a half-written document. */
+static void test_allocation_failures(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    put(s, "file:///base", "Base", "alpha beta gamma");
+    lode_alloc_stats before, after;
+    lode_alloc_get_stats(&before);
+    int failed = 0, worked = 0;
+    for (int n = 1; n < 40; n++) {
+        ret_chunk_in c[2] = {{"alpha delta", "H", 0, 11, 2}, {"epsilon", NULL, 11, 18, 1}};
+        ret_doc d = {"file:///base", "Base", NULL, SHA_B, 18, 2};
+        ret_hits *h = NULL;
+        ret_search_opts o = {.k = 5};
+        lode_alloc_fail_after(n);
+        lode_status st1 = ret_store_doc_replace(s, &d, c, 2, NULL);
+        lode_status st2 = ret_search_bm25(s, "alpha \"beta gamma\"", &o, &h);
+        char **v = NULL;
+        size_t nv = 0;
+        lode_status st3 = ret_store_doc_uris(s, "file:", &v, &nv);
+        lode_alloc_fail_after(0);
+        assert_true(st1 == LODE_OK || st1 == LODE_ERR_NOMEM);
+        failed += st1 == LODE_ERR_NOMEM || st2 == LODE_ERR_NOMEM;
+        worked += st1 == LODE_OK && st2 == LODE_OK;
+        assert_true(st2 == LODE_OK || st2 == LODE_ERR_NOMEM);
+        assert_true(st3 == LODE_OK || st3 == LODE_ERR_NOMEM);
+        ret_hits_free(h);
+        ret_strv_free(v, nv);
+        /* the document is whole: either version, never a mix */
+        assert_int_equal(sql_int(s, "SELECT count(*) FROM documents"), 1);
+        int64_t chunks = sql_int(s, "SELECT count(*) FROM chunks");
+        int64_t sha_b = sql_int(s, "SELECT count(*) FROM documents WHERE sha256 = '" SHA_B "'");
+        assert_int_equal(chunks, sha_b ? 2 : 1);
+    }
+    assert_true(failed > 0); /* the injection reached the code under test */
+    assert_true(worked > 0);
+    fts_integrity(s);
+    lode_alloc_get_stats(&after);
+    assert_int_equal(after.live_blocks, before.live_blocks);
+    ret_store_close(s);
+}
+
+/* A small store on which every example of sql/examples.sql returns rows. */
+static void populate_for_examples(ret_store *s)
+{
+    ret_doc d = {"file:///docs/wal.html", "Write-Ahead Logging", "text/html", SHA_A, 2048, 1};
+    ret_chunk_in c[3] = {
+        {"The write ahead log keeps the index consistent.", "WAL > Overview", 0, 48, 9},
+        {"A virtual table module implements xBestIndex.", "PRAGMA > journal_mode", 48, 94, 7},
+        {"Checkpoints move pages back.", "WAL > Checkpoints", 94, 122, 120},
+    };
+    assert_int_equal(ret_store_doc_replace(s, &d, c, 3, NULL), LODE_OK);
+    put(s, "file:///docs/other.txt", "Other", "an unrelated index of things");
+    put(s, "file:///docs/other.txt", "Other", "an updated index of things");
+    const char *paths[] = {"/docs"};
+    int64_t run = 0;
+    ret_run_stats rs = {.files_seen = 2, .files_added = 2, .bytes = 3000};
+    assert_int_equal(ret_store_run_start(s, paths, 1, &run), LODE_OK);
+    assert_int_equal(ret_store_run_finish(s, run, &rs, "ok"), LODE_OK);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    return buf;
+}
+
+static void test_examples_all_run(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    populate_for_examples(s);
+    /* the file as shipped, read from the source tree (tests run at the repository root);
+     * the embedded copy must be the same text */
+    char *text = read_file("sql/examples.sql");
+    assert_non_null(text);
+    assert_string_equal(text, ret_sql_file("sql/examples.sql"));
+    /* drop the sqlite3 shell's dot-commands, then run statement after statement */
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        if (*line == '.') memset(line, ' ', nl ? (size_t)(nl - line) : strlen(line));
+        if (!nl) break;
+        line = nl + 1;
+    }
+    sqlite3 *db = ret_store_sqlite(s);
+    const char *tail = text;
+    int n = 0;
+    while (*tail) {
+        sqlite3_stmt *q = NULL;
+        const char *next = NULL;
+        int rc = sqlite3_prepare_v2(db, tail, -1, &q, &next);
+        if (rc) fprintf(stderr, "example %d: %s\n", n + 1, sqlite3_errmsg(db));
+        assert_int_equal(rc, SQLITE_OK);
+        if (!q) break;
+        n++;
+        assert_true(sqlite3_stmt_readonly(q));
+        int rows = 0;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) rows++;
+        if (rc != SQLITE_DONE || rows == 0)
+            fprintf(stderr, "example %d (%d rows): %s\n%.*s\n", n, rows, sqlite3_errmsg(db),
+                    (int)(next - tail), tail);
+        assert_int_equal(rc, SQLITE_DONE);
+        assert_true(rows > 0);
+        sqlite3_finalize(q);
+        tail = next;
+    }
+    assert_in_range(n, 8, 12);
+    ret_store_close(s);
+}
+
+/* Runs `lode ARGS...` with stdout to a file; returns its exit status, or -1. */
+static int run_lode(const char *out, const char *const *args)
+{
+    const char *b = getenv("LODE_BUILD");
+    char bin[256];
+    snprintf(bin, sizeof bin, "%s/lode", b && *b ? b : "build");
+    if (access(bin, X_OK)) return -2;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        FILE *fo = freopen(out, "w", stdout);
+        if (!fo) _exit(127);
+        char *argv[16];
+        int i = 0;
+        argv[i++] = bin;
+        for (; args[i - 1] && i < 15; i++) argv[i] = (char *)args[i - 1];
+        argv[i] = NULL;
+        execv(bin, argv);
+        _exit(127);
+    }
+    int ws = 0;
+    if (waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws)) return -1;
+    return WEXITSTATUS(ws);
+}
+
+static void test_cli_sql_is_read_only(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    populate_for_examples(s);
+    ret_store_close(s);
+    char out[160];
+    snprintf(out, sizeof out, "%s/out.txt", f->dir);
+    const char *sel[] = {"sql", "--db", f->db, "--csv", "SELECT count(*) AS n FROM documents",
+                         NULL};
+    int rc = run_lode(out, sel);
+    if (rc == -2) {
+        printf("lode binary not built (make tests builds it); skipping\n");
+        skip();
+    }
+    assert_int_equal(rc, 0);
+    assert_string_equal(read_file(out), "n\r\n2\r\n");
+    const char *writes[] = {
+        "DELETE FROM documents", "SELECT 1; DROP TABLE chunks", "UPDATE documents SET title = 'x'",
+        "INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')", "PRAGMA user_version = 99"};
+    for (size_t i = 0; i < LODE_ARRAY_LEN(writes); i++) {
+        const char *args[] = {"sql", "--db", f->db, writes[i], NULL};
+        assert_int_equal(run_lode(out, args), 1);
+    }
+    s = open_rw(f->db);
+    assert_int_equal(sql_int(s, "SELECT count(*) FROM documents"), 2);
+    assert_int_equal(sql_int(s, "SELECT count(*) FROM chunks"), 4);
+    assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
+    ret_store_close(s);
+    /* lode search over the same store, as JSON */
+    const char *search[] = {"search", "--db", f->db, "--json", "-k", "2", "write ahead", NULL};
+    assert_int_equal(run_lode(out, search), 0);
+    char *js = read_file(out);
+    assert_non_null(strstr(js, "\"uri\": \"file:///docs/wal.html\""));
+    assert_non_null(strstr(js, "<mark>write</mark>"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +829,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_raw_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_escaping_never_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writer_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_examples_all_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_sql_is_read_only, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
