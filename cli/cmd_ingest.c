@@ -52,12 +52,10 @@ typedef struct cli_ctx {
 static void on_message(void *ctx, const char *path, const char *reason, int failed)
 {
     cli_ctx *c = ctx;
-    lode_progress_printf(c->bar, "lode: ingest: %s: %s%s", path, failed ? "" : "warning: ",
-                         reason);
+    lode_progress_printf(c->bar, "lode: ingest: %s: %s%s", path, failed ? "" : "warning: ", reason);
     if (c->errors)
-        json_array_append_new(c->errors,
-                              json_pack("{s:s, s:s, s:b}", "path", path, "reason", reason,
-                                        "failed", failed));
+        json_array_append_new(c->errors, json_pack("{s:s, s:s, s:b}", "path", path, "reason",
+                                                   reason, "failed", failed));
 }
 
 static void on_progress(void *ctx, const ing_run_stats *st)
@@ -74,11 +72,22 @@ static int parse_size(const char *s, int64_t *out)
     double v = strtod(s, &end);
     if (errno || end == s || v < 0) return -1;
     switch (*end) {
-    case 0: break;
-    case 'k': case 'K': v *= 1024, end++; break;
-    case 'm': case 'M': v *= 1024 * 1024, end++; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024, end++; break;
-    default: return -1;
+    case 0:
+        break;
+    case 'k':
+    case 'K':
+        v *= 1024, end++;
+        break;
+    case 'm':
+    case 'M':
+        v *= 1024 * 1024, end++;
+        break;
+    case 'g':
+    case 'G':
+        v *= 1024.0 * 1024 * 1024, end++;
+        break;
+    default:
+        return -1;
     }
     if (*end == 'B' || *end == 'b') end++;
     if (*end || v > 9e18) return -1;
@@ -98,8 +107,20 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 static int cmd_ingest(int argc, char **argv)
 {
-    enum { O_DB = 256, O_INCLUDE, O_EXCLUDE, O_PRUNE, O_MAXSIZE, O_CHUNK, O_OVERLAP, O_REHASH,
-           O_THREADS, O_QUIET, O_JSON, O_HELP };
+    enum {
+        O_DB = 256,
+        O_INCLUDE,
+        O_EXCLUDE,
+        O_PRUNE,
+        O_MAXSIZE,
+        O_CHUNK,
+        O_OVERLAP,
+        O_REHASH,
+        O_THREADS,
+        O_QUIET,
+        O_JSON,
+        O_HELP
+    };
     static const struct option longopts[] = {
         {"db", required_argument, 0, O_DB},
         {"include", required_argument, 0, O_INCLUDE},
@@ -133,11 +154,21 @@ static int cmd_ingest(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
         switch (c) {
-        case O_DB: db = optarg; break;
-        case O_INCLUDE: inc[o.n_includes++] = optarg; break;
-        case O_EXCLUDE: exc[o.n_excludes++] = optarg; break;
-        case O_PRUNE: o.prune = 1; break;
-        case O_REHASH: o.rehash = 1; break;
+        case O_DB:
+            db = optarg;
+            break;
+        case O_INCLUDE:
+            inc[o.n_includes++] = optarg;
+            break;
+        case O_EXCLUDE:
+            exc[o.n_excludes++] = optarg;
+            break;
+        case O_PRUNE:
+            o.prune = 1;
+            break;
+        case O_REHASH:
+            o.rehash = 1;
+            break;
         case O_MAXSIZE:
             if (parse_size(optarg, &o.max_size) || o.max_size <= 0) {
                 fprintf(stderr, "lode: ingest: --max-size: not a size: %s\n", optarg);
@@ -163,8 +194,12 @@ static int cmd_ingest(int argc, char **argv)
             }
             break;
         case 'q':
-        case O_QUIET: quiet = 1; break;
-        case O_JSON: json = 1; break;
+        case O_QUIET:
+            quiet = 1;
+            break;
+        case O_JSON:
+            json = 1;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -217,18 +252,17 @@ static int cmd_ingest(int argc, char **argv)
     double mb = (double)S.bytes_read / 1e6;
     double rate = S.seconds > 0 ? mb / S.seconds : 0;
     if (json) {
-        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, "
-                              "s:b, s:s, s:o}",
-                              "files_seen", (json_int_t)S.files_seen, "files_added",
-                              (json_int_t)S.files_added, "files_updated",
-                              (json_int_t)S.files_updated, "files_unchanged",
-                              (json_int_t)S.files_unchanged, "files_failed",
-                              (json_int_t)S.files_failed, "files_pruned", (json_int_t)S.files_pruned,
-                              "files_repaired", (json_int_t)S.files_repaired, "files_ignored",
-                              (json_int_t)S.files_ignored, "chunks", (json_int_t)S.chunks, "bytes",
-                              (json_int_t)S.bytes_read, "mb", mb, "seconds", S.seconds,
-                              "mb_per_s", rate, "interrupted", S.interrupted, "status",
-                              st ? lode_strerror(st) : "ok", "errors", ctx.errors);
+        json_t *j = json_pack(
+            "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, "
+            "s:b, s:s, s:o}",
+            "files_seen", (json_int_t)S.files_seen, "files_added", (json_int_t)S.files_added,
+            "files_updated", (json_int_t)S.files_updated, "files_unchanged",
+            (json_int_t)S.files_unchanged, "files_failed", (json_int_t)S.files_failed,
+            "files_pruned", (json_int_t)S.files_pruned, "files_repaired",
+            (json_int_t)S.files_repaired, "files_ignored", (json_int_t)S.files_ignored, "chunks",
+            (json_int_t)S.chunks, "bytes", (json_int_t)S.bytes_read, "mb", mb, "seconds", S.seconds,
+            "mb_per_s", rate, "interrupted", S.interrupted, "status", st ? lode_strerror(st) : "ok",
+            "errors", ctx.errors);
         ctx.errors = NULL;
         if (j) {
             json_dumpf(j, stdout, JSON_COMPACT);
@@ -240,8 +274,8 @@ static int cmd_ingest(int argc, char **argv)
                 "ingest: %lld files seen, %lld added, %lld updated, %lld unchanged, %lld failed, "
                 "%lld pruned; %lld chunks, %.1f MB in %.2f s (%.1f MB/s)\n",
                 (long long)S.files_seen, (long long)S.files_added, (long long)S.files_updated,
-                (long long)S.files_unchanged, (long long)S.files_failed,
-                (long long)S.files_pruned, (long long)S.chunks, mb, S.seconds, rate);
+                (long long)S.files_unchanged, (long long)S.files_failed, (long long)S.files_pruned,
+                (long long)S.chunks, mb, S.seconds, rate);
     }
     rc = st || S.files_failed || S.interrupted ? CLI_FAILED : CLI_OK;
 out:

@@ -22,8 +22,8 @@ lode_progress *lode_progress_create(FILE *out, lode_progress_mode mode, const ch
     lode_progress *p = lode_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->out = out;
-    p->active = mode == LODE_PROGRESS_BAR ||
-                (mode == LODE_PROGRESS_AUTO && out && isatty(fileno(out)));
+    p->active =
+        mode == LODE_PROGRESS_BAR || (mode == LODE_PROGRESS_AUTO && out && isatty(fileno(out)));
     snprintf(p->unit, sizeof p->unit, "%s", unit ? unit : "items");
     p->t0 = lode_now_ns();
     p->last_draw = 0;
@@ -44,15 +44,18 @@ void lode_progress_set_total(lode_progress *p, int64_t items, int64_t bytes)
 
 static void fmt_eta(char *b, size_t n, double s)
 {
-    if (s < 0 || s > 359999) snprintf(b, n, "--");
-    else if (s < 60) snprintf(b, n, "%ds", (int)(s + 0.5));
-    else if (s < 3600) snprintf(b, n, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(b, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+    if (s < 0 || s > 359999)
+        snprintf(b, n, "--");
+    else if (s < 60)
+        snprintf(b, n, "%ds", (int)(s + 0.5));
+    else if (s < 3600)
+        snprintf(b, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        snprintf(b, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
 char *lode_progress_format(char *buf, size_t len, int width, const char *unit, int64_t done,
-                           int64_t total, int64_t bytes_done, int64_t bytes_total,
-                           double seconds)
+                           int64_t total, int64_t bytes_done, int64_t bytes_total, double seconds)
 {
     char tail[160], eta[24];
     double mb = (double)bytes_done / 1e6, mbt = (double)bytes_total / 1e6;

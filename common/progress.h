@@ -40,7 +40,6 @@ void lode_progress_finish(lode_progress *p);
 /* Formats the bar line for these numbers into buf (for tests and the drawing itself);
  * width is the terminal's columns. Returns buf. */
 char *lode_progress_format(char *buf, size_t len, int width, const char *unit, int64_t done,
-                           int64_t total, int64_t bytes_done, int64_t bytes_total,
-                           double seconds);
+                           int64_t total, int64_t bytes_done, int64_t bytes_total, double seconds);
 
 #endif

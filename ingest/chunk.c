@@ -14,11 +14,14 @@
 
 /* Byte classes for the estimate: 0 space or control, 1 word, 2 punctuation or symbol. */
 static const unsigned char tok_class[256] = {
-    ['!'] = 2, ['"'] = 2, ['#'] = 2, ['$'] = 2, ['%'] = 2, ['&'] = 2, ['\''] = 2, ['('] = 2,
-    [')'] = 2, ['*'] = 2, ['+'] = 2, [','] = 2, ['-'] = 2, ['.'] = 2, ['/'] = 2, [':'] = 2,
-    [';'] = 2, ['<'] = 2, ['='] = 2, ['>'] = 2, ['?'] = 2, ['@'] = 2, ['['] = 2, ['\\'] = 2,
-    [']'] = 2, ['^'] = 2, ['`'] = 2, ['{'] = 2, ['|'] = 2, ['}'] = 2, ['~'] = 2, ['_'] = 1,
-    ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1, [0x80 ... 0xFF] = 1,
+    ['!'] = 2,           ['"'] = 2,  ['#'] = 2,         ['$'] = 2,         ['%'] = 2,
+    ['&'] = 2,           ['\''] = 2, ['('] = 2,         [')'] = 2,         ['*'] = 2,
+    ['+'] = 2,           [','] = 2,  ['-'] = 2,         ['.'] = 2,         ['/'] = 2,
+    [':'] = 2,           [';'] = 2,  ['<'] = 2,         ['='] = 2,         ['>'] = 2,
+    ['?'] = 2,           ['@'] = 2,  ['['] = 2,         ['\\'] = 2,        [']'] = 2,
+    ['^'] = 2,           ['`'] = 2,  ['{'] = 2,         ['|'] = 2,         ['}'] = 2,
+    ['~'] = 2,           ['_'] = 1,  ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+    [0x80 ... 0xFF] = 1,
 };
 
 size_t ing_token_estimate(const char *text, size_t len, void *ctx)
@@ -100,7 +103,8 @@ static size_t hard_cut(chunker *c, size_t s, size_t end, size_t budget)
         while (mid < end && ((unsigned char)c->t[mid] & 0xC0) == 0x80) mid++;
         if (mid > hi) mid = hi;
         if (mid <= lo) break;
-        if (tok(c, s, mid) <= budget) lo = mid;
+        if (tok(c, s, mid) <= budget)
+            lo = mid;
         else {
             hi = mid - 1;
             while (hi > lo && ((unsigned char)c->t[hi] & 0xC0) == 0x80) hi--;

@@ -171,8 +171,10 @@ void docb_end(docb *b)
         while (n > 0 && (c->data[n - 1] == '\n' || c->data[n - 1] == ' ' || c->data[n - 1] == '\t'))
             n--;
         for (size_t i = 0; i < n; i++) {
-            if (c->data[i] == '\n') s = i + 1;
-            else if (c->data[i] != ' ' && c->data[i] != '\t') break;
+            if (c->data[i] == '\n')
+                s = i + 1;
+            else if (c->data[i] != ' ' && c->data[i] != '\t')
+                break;
         }
         if (s) {
             memmove(c->data, c->data + s, n - s);
@@ -312,10 +314,14 @@ int ing_entity_lookup(const char *name, size_t n)
 const char *ing_media_mime(ing_media m)
 {
     switch (m) {
-    case ING_MEDIA_TEXT: return "text/plain";
-    case ING_MEDIA_MARKDOWN: return "text/markdown";
-    case ING_MEDIA_HTML: return "text/html";
-    default: return "application/octet-stream";
+    case ING_MEDIA_TEXT:
+        return "text/plain";
+    case ING_MEDIA_MARKDOWN:
+        return "text/markdown";
+    case ING_MEDIA_HTML:
+        return "text/html";
+    default:
+        return "application/octet-stream";
     }
 }
 
@@ -329,10 +335,10 @@ ing_media ing_media_from_name(const char *name)
         const char *ext;
         ing_media m;
     } map[] = {
-        {"txt", ING_MEDIA_TEXT},         {"text", ING_MEDIA_TEXT},
-        {"md", ING_MEDIA_MARKDOWN},      {"markdown", ING_MEDIA_MARKDOWN},
-        {"mdown", ING_MEDIA_MARKDOWN},   {"mkd", ING_MEDIA_MARKDOWN},
-        {"html", ING_MEDIA_HTML},        {"htm", ING_MEDIA_HTML},
+        {"txt", ING_MEDIA_TEXT},       {"text", ING_MEDIA_TEXT},
+        {"md", ING_MEDIA_MARKDOWN},    {"markdown", ING_MEDIA_MARKDOWN},
+        {"mdown", ING_MEDIA_MARKDOWN}, {"mkd", ING_MEDIA_MARKDOWN},
+        {"html", ING_MEDIA_HTML},      {"htm", ING_MEDIA_HTML},
         {"xhtml", ING_MEDIA_HTML},
     };
     for (size_t i = 0; i < LODE_ARRAY_LEN(map); i++)
@@ -352,10 +358,18 @@ lode_status ing_sniff(const char *data, size_t len, ing_media *media, char *why,
         size_t n;
         const char *what;
     } sigs[] = {
-        {"%PDF-", 5, "PDF"},         {"\x89PNG", 4, "PNG image"},   {"GIF8", 4, "GIF image"},
-        {"\xFF\xD8\xFF", 3, "JPEG image"}, {"PK\x03\x04", 4, "zip archive"},
-        {"\x1F\x8B", 2, "gzip data"}, {"\x7F" "ELF", 4, "ELF executable"},
-        {"BZh", 3, "bzip2 data"},    {"\xFF\xFE", 2, "UTF-16 text"}, {"\xFE\xFF", 2, "UTF-16 text"},
+        {"%PDF-", 5, "PDF"},
+        {"\x89PNG", 4, "PNG image"},
+        {"GIF8", 4, "GIF image"},
+        {"\xFF\xD8\xFF", 3, "JPEG image"},
+        {"PK\x03\x04", 4, "zip archive"},
+        {"\x1F\x8B", 2, "gzip data"},
+        {"\x7F"
+         "ELF",
+         4, "ELF executable"},
+        {"BZh", 3, "bzip2 data"},
+        {"\xFF\xFE", 2, "UTF-16 text"},
+        {"\xFE\xFF", 2, "UTF-16 text"},
     };
     char dummy[8];
     if (!why) why = dummy, whylen = sizeof dummy;
@@ -388,9 +402,10 @@ lode_status ing_sniff(const char *data, size_t len, ing_media *media, char *why,
         size_t k = 0, m = LODE_MIN(len, (size_t)1024);
         if (starts_with(data, len, "\xEF\xBB\xBF", 3)) k = 3;
         while (k < m && is_space_byte((unsigned char)data[k])) k++;
-        if (m - k >= 5 && (!strncasecmp(data + k, "<!doctype html", LODE_MIN(14, m - k)) ||
-                           !strncasecmp(data + k, "<html", 5) || !strncasecmp(data + k, "<!--", 4) ||
-                           !strncasecmp(data + k, "<head", 5) || !strncasecmp(data + k, "<body", 5)))
+        if (m - k >= 5 &&
+            (!strncasecmp(data + k, "<!doctype html", LODE_MIN(14, m - k)) ||
+             !strncasecmp(data + k, "<html", 5) || !strncasecmp(data + k, "<!--", 4) ||
+             !strncasecmp(data + k, "<head", 5) || !strncasecmp(data + k, "<body", 5)))
             *media = ING_MEDIA_HTML;
     }
     return LODE_OK;
@@ -465,8 +480,11 @@ lode_status ing_load(const char *data, size_t len, ing_media media, ing_doc **ou
         return st;
     }
     switch (media) {
-    case ING_MEDIA_MARKDOWN: return ing_load_markdown(data, len, out, err, errlen);
-    case ING_MEDIA_HTML: return ing_load_html(data, len, out, err, errlen);
-    default: return ing_load_text(data, len, out, err, errlen);
+    case ING_MEDIA_MARKDOWN:
+        return ing_load_markdown(data, len, out, err, errlen);
+    case ING_MEDIA_HTML:
+        return ing_load_html(data, len, out, err, errlen);
+    default:
+        return ing_load_text(data, len, out, err, errlen);
     }
 }

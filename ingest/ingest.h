@@ -125,7 +125,7 @@ typedef struct ing_chunk {
  * sentence (code at line) boundaries; consecutive chunks of one section overlap by about
  * overlap_tokens. opts may be NULL for the defaults. On success *out is an array of *n
  * chunks in document order (free with lode_free; NULL when the document is empty). */
-lode_status ing_chunk_doc(const ing_doc *doc, const ing_chunk_opts *opts,
-                          ing_chunk **out /* OUT */, size_t *n /* OUT */);
+lode_status ing_chunk_doc(const ing_doc *doc, const ing_chunk_opts *opts, ing_chunk **out /* OUT */,
+                          size_t *n /* OUT */);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * load_html.c: HTML to a normalized document through libxml2's HTML parser (its SAX
- * interface, recovering from broken markup, never touching the network): h1-h6 become headings and the heading path, <pre>
- * stays as written, list items are list blocks, other block elements end a paragraph, and
- * what is not content is dropped: scripts, styles, forms, SVG, the <head> (but its
+ * interface, recovering from broken markup, never touching the network): h1-h6 become headings and
+ * the heading path, <pre> stays as written, list items are list blocks, other block elements end a
+ * paragraph, and what is not content is dropped: scripts, styles, forms, SVG, the <head> (but its
  * <title>), and navigation (nav/header/footer/aside elements, role="navigation", and
  * elements whose class or id names a menu, table of contents or "nosearch" region).
  * libxml2 decodes the entities; whitespace is collapsed by the builder.
@@ -15,31 +15,40 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { EL_INLINE = 0, EL_DROP, EL_BLOCK, EL_HEADING, EL_PRE, EL_ITEM, EL_CELL, EL_BR } el_kind;
+typedef enum {
+    EL_INLINE = 0,
+    EL_DROP,
+    EL_BLOCK,
+    EL_HEADING,
+    EL_PRE,
+    EL_ITEM,
+    EL_CELL,
+    EL_BR
+} el_kind;
 
 /* Element names by kind, sorted for bsearch (strcmp order). */
 static const struct el_name {
     const char *name;
     el_kind kind;
 } el_names[] = {
-    {"address", EL_BLOCK},  {"article", EL_BLOCK},   {"aside", EL_DROP},      {"audio", EL_DROP},
-    {"blockquote", EL_BLOCK}, {"body", EL_BLOCK},    {"br", EL_BR},           {"button", EL_DROP},
-    {"canvas", EL_DROP},    {"caption", EL_BLOCK},   {"center", EL_BLOCK},    {"dd", EL_ITEM},
-    {"details", EL_BLOCK},  {"dialog", EL_BLOCK},    {"dir", EL_BLOCK},       {"div", EL_BLOCK},
-    {"dl", EL_BLOCK},       {"dt", EL_ITEM},         {"embed", EL_DROP},      {"fieldset", EL_BLOCK},
-    {"figcaption", EL_BLOCK}, {"figure", EL_BLOCK},  {"footer", EL_DROP},     {"form", EL_DROP},
-    {"frameset", EL_BLOCK}, {"h1", EL_HEADING},      {"h2", EL_HEADING},      {"h3", EL_HEADING},
-    {"h4", EL_HEADING},     {"h5", EL_HEADING},      {"h6", EL_HEADING},      {"header", EL_DROP},
-    {"hgroup", EL_BLOCK},   {"hr", EL_BLOCK},        {"html", EL_BLOCK},      {"iframe", EL_DROP},
-    {"input", EL_DROP},     {"label", EL_DROP},      {"legend", EL_BLOCK},    {"li", EL_ITEM},
-    {"listing", EL_PRE},    {"main", EL_BLOCK},      {"map", EL_DROP},        {"math", EL_DROP},
-    {"menu", EL_BLOCK},     {"nav", EL_DROP},        {"noframes", EL_BLOCK},  {"noscript", EL_DROP},
-    {"object", EL_DROP},    {"ol", EL_BLOCK},        {"option", EL_DROP},     {"p", EL_BLOCK},
-    {"picture", EL_BLOCK},  {"plaintext", EL_PRE},   {"pre", EL_PRE},         {"script", EL_DROP},
-    {"section", EL_BLOCK},  {"select", EL_DROP},     {"style", EL_DROP},      {"summary", EL_BLOCK},
-    {"svg", EL_DROP},       {"table", EL_BLOCK},     {"tbody", EL_BLOCK},     {"td", EL_CELL},
-    {"template", EL_DROP},  {"textarea", EL_DROP},   {"tfoot", EL_BLOCK},     {"th", EL_CELL},
-    {"thead", EL_BLOCK},    {"tr", EL_BLOCK},        {"ul", EL_BLOCK},        {"video", EL_DROP},
+    {"address", EL_BLOCK},    {"article", EL_BLOCK}, {"aside", EL_DROP},     {"audio", EL_DROP},
+    {"blockquote", EL_BLOCK}, {"body", EL_BLOCK},    {"br", EL_BR},          {"button", EL_DROP},
+    {"canvas", EL_DROP},      {"caption", EL_BLOCK}, {"center", EL_BLOCK},   {"dd", EL_ITEM},
+    {"details", EL_BLOCK},    {"dialog", EL_BLOCK},  {"dir", EL_BLOCK},      {"div", EL_BLOCK},
+    {"dl", EL_BLOCK},         {"dt", EL_ITEM},       {"embed", EL_DROP},     {"fieldset", EL_BLOCK},
+    {"figcaption", EL_BLOCK}, {"figure", EL_BLOCK},  {"footer", EL_DROP},    {"form", EL_DROP},
+    {"frameset", EL_BLOCK},   {"h1", EL_HEADING},    {"h2", EL_HEADING},     {"h3", EL_HEADING},
+    {"h4", EL_HEADING},       {"h5", EL_HEADING},    {"h6", EL_HEADING},     {"header", EL_DROP},
+    {"hgroup", EL_BLOCK},     {"hr", EL_BLOCK},      {"html", EL_BLOCK},     {"iframe", EL_DROP},
+    {"input", EL_DROP},       {"label", EL_DROP},    {"legend", EL_BLOCK},   {"li", EL_ITEM},
+    {"listing", EL_PRE},      {"main", EL_BLOCK},    {"map", EL_DROP},       {"math", EL_DROP},
+    {"menu", EL_BLOCK},       {"nav", EL_DROP},      {"noframes", EL_BLOCK}, {"noscript", EL_DROP},
+    {"object", EL_DROP},      {"ol", EL_BLOCK},      {"option", EL_DROP},    {"p", EL_BLOCK},
+    {"picture", EL_BLOCK},    {"plaintext", EL_PRE}, {"pre", EL_PRE},        {"script", EL_DROP},
+    {"section", EL_BLOCK},    {"select", EL_DROP},   {"style", EL_DROP},     {"summary", EL_BLOCK},
+    {"svg", EL_DROP},         {"table", EL_BLOCK},   {"tbody", EL_BLOCK},    {"td", EL_CELL},
+    {"template", EL_DROP},    {"textarea", EL_DROP}, {"tfoot", EL_BLOCK},    {"th", EL_CELL},
+    {"thead", EL_BLOCK},      {"tr", EL_BLOCK},      {"ul", EL_BLOCK},       {"video", EL_DROP},
     {"xmp", EL_PRE},
 };
 
@@ -59,9 +68,9 @@ static el_kind classify(const char *name)
  * and '_') is a known navigation word. */
 static int nav_words(const char *v)
 {
-    static const char *const words[] = {"nav",        "navbar",  "navigation", "menu",  "breadcrumb",
-                                        "breadcrumbs", "sidebar", "toc",        "nosearch", "noindex",
-                                        "skiplink",    "cookie"};
+    static const char *const words[] = {"nav",        "navbar",      "navigation", "menu",
+                                        "breadcrumb", "breadcrumbs", "sidebar",    "toc",
+                                        "nosearch",   "noindex",     "skiplink",   "cookie"};
     const char *p = v;
     while (*p) {
         while (*p && (*p == ' ' || *p == '-' || *p == '_' || *p == '\t' || *p == '\n')) p++;
@@ -137,8 +146,10 @@ static void on_start(void *ud, const xmlChar *xname, const xmlChar **attrs)
         w->skip_depth = d;
         return;
     }
-    if (d <= MAX_TRACKED_DEPTH) w->kinds[d - 1] = (unsigned char)k;
-    else k = EL_INLINE;
+    if (d <= MAX_TRACKED_DEPTH)
+        w->kinds[d - 1] = (unsigned char)k;
+    else
+        k = EL_INLINE;
     switch (k) {
     case EL_HEADING:
         if (!inert(w)) docb_begin(w->b, ING_BLOCK_HEADING, name[1] - '0');
@@ -156,8 +167,11 @@ static void on_start(void *ud, const xmlChar *xname, const xmlChar **attrs)
         if (!inert(w)) docb_end(w->b);
         break;
     case EL_CELL:
-    case EL_BR: docb_space(w->b); break;
-    default: break;
+    case EL_BR:
+        docb_space(w->b);
+        break;
+    default:
+        break;
     }
 }
 
@@ -189,8 +203,11 @@ static void on_end(void *ud, const xmlChar *xname)
     case EL_BLOCK:
         if (!inert(w)) docb_end(w->b);
         break;
-    case EL_CELL: docb_space(w->b); break;
-    default: break;
+    case EL_CELL:
+        docb_space(w->b);
+        break;
+    default:
+        break;
     }
 }
 

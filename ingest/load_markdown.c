@@ -19,18 +19,30 @@ static int enter_block(MD_BLOCKTYPE type, void *detail, void *ud)
 {
     mdw *w = ud;
     switch (type) {
-    case MD_BLOCK_H: docb_begin(w->b, ING_BLOCK_HEADING, (int)((MD_BLOCK_H_DETAIL *)detail)->level); break;
-    case MD_BLOCK_CODE: docb_begin(w->b, ING_BLOCK_CODE, 0); break;
+    case MD_BLOCK_H:
+        docb_begin(w->b, ING_BLOCK_HEADING, (int)((MD_BLOCK_H_DETAIL *)detail)->level);
+        break;
+    case MD_BLOCK_CODE:
+        docb_begin(w->b, ING_BLOCK_CODE, 0);
+        break;
     case MD_BLOCK_LI:
         docb_begin(w->b, ING_BLOCK_LIST, 0);
         w->in_item++;
         break;
     case MD_BLOCK_P:
-    case MD_BLOCK_TR: docb_begin(w->b, w->in_item ? ING_BLOCK_LIST : ING_BLOCK_PARAGRAPH, 0); break;
+    case MD_BLOCK_TR:
+        docb_begin(w->b, w->in_item ? ING_BLOCK_LIST : ING_BLOCK_PARAGRAPH, 0);
+        break;
     case MD_BLOCK_TH:
-    case MD_BLOCK_TD: docb_space(w->b); break;
-    case MD_BLOCK_HTML: docb_end(w->b); break;
-    default: docb_end(w->b); break;
+    case MD_BLOCK_TD:
+        docb_space(w->b);
+        break;
+    case MD_BLOCK_HTML:
+        docb_end(w->b);
+        break;
+    default:
+        docb_end(w->b);
+        break;
     }
     return w->b->st ? 1 : 0;
 }
@@ -44,8 +56,12 @@ static int leave_block(MD_BLOCKTYPE type, void *detail, void *ud)
         docb_end(w->b);
         break;
     case MD_BLOCK_TH:
-    case MD_BLOCK_TD: docb_space(w->b); break;
-    default: docb_end(w->b); break;
+    case MD_BLOCK_TD:
+        docb_space(w->b);
+        break;
+    default:
+        docb_end(w->b);
+        break;
     }
     return w->b->st ? 1 : 0;
 }
@@ -92,11 +108,18 @@ static int text(MD_TEXTTYPE type, const MD_CHAR *s, MD_SIZE n, void *ud)
 {
     mdw *w = ud;
     switch (type) {
-    case MD_TEXT_HTML: break;
-    case MD_TEXT_NULLCHAR: docb_text(w->b, "\xEF\xBF\xBD", 3); break;
+    case MD_TEXT_HTML:
+        break;
+    case MD_TEXT_NULLCHAR:
+        docb_text(w->b, "\xEF\xBF\xBD", 3);
+        break;
     case MD_TEXT_BR:
-    case MD_TEXT_SOFTBR: docb_space(w->b); break;
-    case MD_TEXT_ENTITY: entity(w, s, n); break;
+    case MD_TEXT_SOFTBR:
+        docb_space(w->b);
+        break;
+    case MD_TEXT_ENTITY:
+        entity(w, s, n);
+        break;
     default:
         if (!w->b->open) docb_begin(w->b, w->in_item ? ING_BLOCK_LIST : ING_BLOCK_PARAGRAPH, 0);
         docb_text(w->b, s, n);

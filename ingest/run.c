@@ -274,8 +274,10 @@ static lode_status write_job(writer *w, job *j)
         return LODE_OK;
     }
     if (st) return st;
-    if (j->known) S->files_updated++;
-    else S->files_added++;
+    if (j->known)
+        S->files_updated++;
+    else
+        S->files_added++;
     S->chunks += (int64_t)j->n_chunks;
     if (j->doc->utf8_repairs) {
         S->files_repaired++;
@@ -305,8 +307,10 @@ static lode_status prune(writer *w, const ing_walk_result *wr)
             if (stat(u, &sb) == 0 || (errno != ENOENT && errno != ENOTDIR)) continue;
             if ((st = ensure_txn(w))) break;
             st = ret_store_doc_delete(w->s, u);
-            if (st == LODE_ERR_NOTFOUND) st = LODE_OK; /* another process pruned it */
-            else if (!st) w->stats->files_pruned++;
+            if (st == LODE_ERR_NOTFOUND)
+                st = LODE_OK; /* another process pruned it */
+            else if (!st)
+                w->stats->files_pruned++;
         }
         ret_strv_free(uris, n);
     }
@@ -333,8 +337,8 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
     memset(stats, 0, sizeof *stats);
     int64_t t0 = lode_now_ns();
     walk_ctx wc = {o, stats};
-    ing_walk_opts wo = {o->includes, o->n_includes, o->excludes, o->n_excludes, o->prune,
-                        walk_error, &wc};
+    ing_walk_opts wo = {o->includes, o->n_includes, o->excludes, o->n_excludes,
+                        o->prune,    walk_error,    &wc};
     ing_walk_result wr;
     pool p = {0};
     pthread_t *threads = NULL;
@@ -445,8 +449,10 @@ out:
         pthread_cond_destroy(&p.done);
     }
     if (w.in_txn) {
-        if (st) ret_store_rollback(s);
-        else st = commit(&w);
+        if (st)
+            ret_store_rollback(s);
+        else
+            st = commit(&w);
     }
     for (size_t i = 0; i < p.n; i++) job_clear(&p.jobs[i]);
     lode_free(p.jobs);

@@ -31,10 +31,10 @@ typedef struct ing_run_stats {
     int64_t chunks;         /* chunks written */
     int64_t bytes_read;     /* bytes read from files */
     double seconds;
-    double write_seconds; /* of which the store took (writes and commits) */
+    double write_seconds;     /* of which the store took (writes and commits) */
     double write_cpu_seconds; /* CPU time of the writer thread in the store */
-    double wait_seconds;  /* of which the writer waited for loader threads */
-    int64_t run_id; /* the ingest-run log row */
+    double wait_seconds;      /* of which the writer waited for loader threads */
+    int64_t run_id;           /* the ingest-run log row */
     int interrupted;
 } ing_run_stats;
 
@@ -47,8 +47,8 @@ typedef struct ing_run_opts {
     int rehash;       /* hash files even when size and mtime match */
     int64_t max_size; /* bytes; 0: ING_MAX_SIZE_DEFAULT */
     ing_chunk_opts chunk;
-    int threads;                   /* loader threads; 0: the CPU count */
-    volatile const int *cancel;    /* when it becomes non-zero the run stops early (may be NULL) */
+    int threads;                /* loader threads; 0: the CPU count */
+    volatile const int *cancel; /* when it becomes non-zero the run stops early (may be NULL) */
     /* One line per file that failed (failed = 1) or was ingested with a warning (0). */
     void (*on_message)(void *ctx, const char *path, const char *reason, int failed);
     /* After every file, from the calling thread. */

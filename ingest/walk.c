@@ -243,12 +243,13 @@ static void walk_dir(walker *w, const char *root)
                     stack[n_stack++] = lode_buf_take(&path);
                 }
             } else if (S_ISREG(st.st_mode)) {
-                int take = w->o->n_includes
-                               ? glob_any(w->o->includes, w->o->n_includes, rel, name)
-                               : ing_media_from_name(name) != ING_MEDIA_UNKNOWN ||
-                                     !strchr(name, '.');
-                if (take) add_file(w, path.data, &st, 0);
-                else w->r->ignored++;
+                int take = w->o->n_includes ? glob_any(w->o->includes, w->o->n_includes, rel, name)
+                                            : ing_media_from_name(name) != ING_MEDIA_UNKNOWN ||
+                                                  !strchr(name, '.');
+                if (take)
+                    add_file(w, path.data, &st, 0);
+                else
+                    w->r->ignored++;
             }
             lode_buf_free(&path);
         }

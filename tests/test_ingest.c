@@ -36,7 +36,7 @@
 /* Paths here are built in fixed buffers from short mkdtemp names; GCC cannot see that. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
-#define DATA "tests/data/ingest/"
+#define DATA        "tests/data/ingest/"
 #define SQLITE_DOCS "/usr/share/doc/sqlite3"
 
 /* ---- helpers ----------------------------------------------------------------------- */
@@ -183,14 +183,14 @@ static void test_html_loader(void **state)
     assert_string_equal(d->title, "Fixture Page");
     /* dropped: head, script, style, noscript, nav, header, footer, aside, forms, svg,
      * elements named as menus */
-    static const char *const gone[] = {"secretScript", "color: red", "Navigation link",
-                                       "Header banner", "Footer text", "Sidebar aside",
-                                       "Search box label", "Vector text", "Menu entry",
-                                       "Enable scripts"};
+    static const char *const gone[] = {
+        "secretScript",  "color: red",       "Navigation link", "Header banner", "Footer text",
+        "Sidebar aside", "Search box label", "Vector text",     "Menu entry",    "Enable scripts"};
     for (size_t i = 0; i < LODE_ARRAY_LEN(gone); i++)
         if (strstr(d->text, gone[i])) fail_msg("'%s' should be dropped", gone[i]);
     /* entities decoded, no-break spaces and runs of whitespace collapsed */
-    assert_non_null(strstr(d->text, "Fish & Chips < 3 \xE2\x80\x94 caf\xC3\xA9 au lait \xE2\x98\xBA."));
+    assert_non_null(
+        strstr(d->text, "Fish & Chips < 3 \xE2\x80\x94 caf\xC3\xA9 au lait \xE2\x98\xBA."));
     assert_non_null(strstr(d->text, "Some spaced text with a link inside."));
     /* headings make the path */
     const ing_block *b = find_block(d, "Install it first");
@@ -224,9 +224,16 @@ static void test_html_loader(void **state)
 static void test_html_edge_cases(void **state)
 {
     static const char *const cases[] = {
-        "", "<", "<html", "<p>unclosed <b>bold", "<script>never closed",
-        "<h1>a<h2>b</h1>c", "<pre>\r\n\r\n</pre>", "<title></title><h1>Head</h1>x",
-        "&#0;&#xD800;&#x110000;&bogus;", "<div><div><div><div><p>deep</div>",
+        "",
+        "<",
+        "<html",
+        "<p>unclosed <b>bold",
+        "<script>never closed",
+        "<h1>a<h2>b</h1>c",
+        "<pre>\r\n\r\n</pre>",
+        "<title></title><h1>Head</h1>x",
+        "&#0;&#xD800;&#x110000;&bogus;",
+        "<div><div><div><div><p>deep</div>",
     };
     for (size_t i = 0; i < LODE_ARRAY_LEN(cases); i++) {
         ing_doc *d = NULL;
@@ -259,7 +266,8 @@ static void test_markdown_loader(void **state)
     const ing_block *b = find_block(d, "Welcome");
     assert_non_null(b);
     /* link text kept, URL dropped, entity decoded, emphasis markers gone */
-    assert_non_null(strstr(d->text, "Welcome to the guide, see the website for more \xC2\xA9 2024."));
+    assert_non_null(
+        strstr(d->text, "Welcome to the guide, see the website for more \xC2\xA9 2024."));
     assert_null(strstr(d->text, "example.com"));
     assert_null(strstr(d->text, "raw html block"));
     b = find_block(d, "tar xf");
@@ -335,9 +343,9 @@ static uint32_t rnd(void)
 
 static void random_words(lode_buf *b, int n)
 {
-    static const char *const words[] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta",
-                                        "caf\xC3\xA9", "na\xC3\xAFve", "x", "database",
-                                        "transactions", "42", "(paren)", "end,"};
+    static const char *const words[] = {
+        "alpha",        "beta", "gamma",    "delta",        "epsilon", "zeta",    "caf\xC3\xA9",
+        "na\xC3\xAFve", "x",    "database", "transactions", "42",      "(paren)", "end,"};
     for (int i = 0; i < n; i++) {
         lode_buf_puts(b, words[rnd() % LODE_ARRAY_LEN(words)]);
         lode_buf_puts(b, rnd() % 9 == 0 ? ". " : " ");
@@ -371,7 +379,8 @@ static void check_chunks(const ing_doc *d, int target, int overlap)
         const ing_chunk *k = &c[i];
         assert_true(k->start < k->end && k->end <= d->len);
         assert_true(k->tokens > 0 && k->tokens <= target);
-        assert_int_equal((size_t)k->tokens, ing_token_estimate(d->text + k->start, k->end - k->start, NULL));
+        assert_int_equal((size_t)k->tokens,
+                         ing_token_estimate(d->text + k->start, k->end - k->start, NULL));
         /* never inside a word, unless the word alone is over the target */
         if (!(k->start == 0 || is_ws(d->text[k->start - 1])))
             assert_true(word_tokens_at(d, k->start) > (size_t)target);
@@ -427,7 +436,8 @@ static void test_chunker_properties(void **state)
             for (int p = 0; p < paras; p++) {
                 if (rnd() % 5 == 0) {
                     lode_buf_puts(&md, "```\n");
-                    for (int l = 0; l < (int)(rnd() % 40); l++) lode_buf_puts(&md, "  code line here;\n");
+                    for (int l = 0; l < (int)(rnd() % 40); l++)
+                        lode_buf_puts(&md, "  code line here;\n");
                     lode_buf_puts(&md, "```\n\n");
                 } else {
                     random_words(&md, 1 + (int)(rnd() % 400));
@@ -435,8 +445,9 @@ static void test_chunker_properties(void **state)
                 }
             }
         }
-        if (round == 0) lode_buf_puts(&md, "averyveryveryveryverylongwordwithoutanyspacesatall "
-                                           "repeated averyveryveryveryverylongwordwithoutspaces\n");
+        if (round == 0)
+            lode_buf_puts(&md, "averyveryveryveryverylongwordwithoutanyspacesatall "
+                               "repeated averyveryveryveryverylongwordwithoutspaces\n");
         ing_doc *d = NULL;
         assert_int_equal(ing_load_markdown(md.data, md.len, &d, NULL, 0), LODE_OK);
         check_chunks(d, 64, 8);
@@ -507,7 +518,8 @@ static void test_chunker_counter_seam(void **state)
     for (size_t i = 0; i < n; i++) {
         int dummy = 0;
         assert_true(c[i].tokens <= 40);
-        assert_int_equal((size_t)c[i].tokens, count_bytes(d->text + c[i].start, c[i].end - c[i].start, &dummy));
+        assert_int_equal((size_t)c[i].tokens,
+                         count_bytes(d->text + c[i].start, c[i].end - c[i].start, &dummy));
     }
     lode_free(c);
     ing_doc_destroy(d);
@@ -547,8 +559,10 @@ static void collect(void *ctx, const char *path, const char *reason, int failed)
     msgs *m = ctx;
     size_t l = strlen(m->text);
     snprintf(m->text + l, sizeof m->text - l, "%s: %s\n", path, reason);
-    if (failed) m->failed++;
-    else m->warned++;
+    if (failed)
+        m->failed++;
+    else
+        m->warned++;
 }
 
 static void test_incremental(void **state)
@@ -579,7 +593,8 @@ static void test_incremental(void **state)
     assert_int_equal(ret_store_get_counts(s, &cnt), LODE_OK);
     assert_int_equal(cnt.documents, 3);
     sqlite3 *q = ret_store_sqlite(s);
-    assert_int_equal(sql_int(q, "SELECT count(*) FROM ingest_runs WHERE status = 'ok' AND files_added = 3"), 1);
+    assert_int_equal(
+        sql_int(q, "SELECT count(*) FROM ingest_runs WHERE status = 'ok' AND files_added = 3"), 1);
 
     /* nothing changed: nothing read */
     assert_int_equal(ing_run(s, roots, 1, &o, &S), LODE_OK);
@@ -608,7 +623,8 @@ static void test_incremental(void **state)
     char sqlq[128];
     snprintf(sqlq, sizeof sqlq, "SELECT count(*) FROM chunks WHERE id = %lld", (long long)old_id);
     assert_int_equal(sql_int(q, sqlq), 0);
-    assert_int_equal(sql_int(q, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'bananas'"), 0);
+    assert_int_equal(sql_int(q, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'bananas'"),
+                     0);
 
     /* --rehash reads everything */
     o.rehash = 1;
@@ -715,9 +731,12 @@ static void test_cli_bad_inputs(void **state)
     size_t n;
     char *e = slurp(err, &n);
     static const char *const expect[][2] = {
-        {"binary.txt: ", "binary file"},      {"empty.txt: ", "empty file"},
-        {"big.txt: ", "over the size limit"}, {"scripts.html: ", "no text"},
-        {"dangling.md: ", "cannot stat"},     {"/nonexistent/path: ", "cannot read"},
+        {"binary.txt: ", "binary file"},
+        {"empty.txt: ", "empty file"},
+        {"big.txt: ", "over the size limit"},
+        {"scripts.html: ", "no text"},
+        {"dangling.md: ", "cannot stat"},
+        {"/nonexistent/path: ", "cannot read"},
         {"repaired.txt: ", "warning: invalid UTF-8 repaired"},
     };
     for (size_t i = 0; i < LODE_ARRAY_LEN(expect); i++) {
@@ -761,15 +780,20 @@ static size_t make_corpus(const char *dir, int n)
     for (int i = 0; i < n; i++) {
         lode_buf_reset(&b);
         int kind = i % 3;
-        if (kind == 0) lode_buf_printf(&b, "<html><title>Page %d</title><h1>Page %d</h1><p>", i, i);
-        else if (kind == 1) lode_buf_printf(&b, "# Note %d\n\n", i);
+        if (kind == 0)
+            lode_buf_printf(&b, "<html><title>Page %d</title><h1>Page %d</h1><p>", i, i);
+        else if (kind == 1)
+            lode_buf_printf(&b, "# Note %d\n\n", i);
         int paras = 1 + i % 7;
         for (int p = 0; p < paras; p++) {
             random_words(&b, 30 + (int)(rnd() % 200));
             lode_buf_puts(&b, kind == 0 ? "</p><p>" : "\n\n");
         }
         lode_buf_printf(&b, "unique%dmarker\n", i);
-        snprintf(name, sizeof name, "d%02d/f%05d.%s", i % 16, i, kind == 0 ? "html" : kind == 1 ? "md" : "txt");
+        snprintf(name, sizeof name, "d%02d/f%05d.%s", i % 16, i,
+                 kind == 0   ? "html"
+                 : kind == 1 ? "md"
+                             : "txt");
         char sub[4200];
         snprintf(sub, sizeof sub, "%s/d%02d", dir, i % 16);
         mkdir(sub, 0755);
@@ -791,15 +815,20 @@ static void check_store_complete(const char *db, int expect_docs)
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
-    assert_int_equal(sqlite3_prepare_v2(q, "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(q,
+                           "INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)",
+                           -1, &st, NULL),
+        SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
-    assert_int_equal(sqlite3_prepare_v2(q,
-                                        "SELECT d.uri, count(c.id), coalesce(max(c.ordinal), -1) "
-                                        "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "
-                                        "GROUP BY d.id",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(q,
+                           "SELECT d.uri, count(c.id), coalesce(max(c.ordinal), -1) "
+                           "FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "
+                           "GROUP BY d.id",
+                           -1, &st, NULL),
+        SQLITE_OK);
     int docs = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *uri = (const char *)sqlite3_column_text(st, 0);
@@ -812,7 +841,8 @@ static void check_store_complete(const char *db, int expect_docs)
         ing_chunk *c = NULL;
         size_t nc = 0;
         assert_int_equal(ing_chunk_doc(d, NULL, &c, &nc), LODE_OK);
-        if ((int64_t)nc != n || maxo != n - 1) fail_msg("%s: %lld chunks stored, %zu expected", uri, (long long)n, nc);
+        if ((int64_t)nc != n || maxo != n - 1)
+            fail_msg("%s: %lld chunks stored, %zu expected", uri, (long long)n, nc);
         lode_free(c);
         ing_doc_destroy(d);
         lode_free(data);
@@ -917,9 +947,11 @@ static void test_sqlite_docs(void **state)
     lode_free(o);
     /* phrases read off these pages; each page must come first */
     static const char *const cases[][2] = {
-        {"\"rebuilds the database file, repacking it into a minimal amount of disk space\"", "/lang_vacuum.html"},
+        {"\"rebuilds the database file, repacking it into a minimal amount of disk space\"",
+         "/lang_vacuum.html"},
         {"\"WAL does not work over a network filesystem\"", "/wal.html"},
-        {"\"enumerates the missing features and limits of the current implementation\"", "/foreignkeys.html"},
+        {"\"enumerates the missing features and limits of the current implementation\"",
+         "/foreignkeys.html"},
         {"\"UPSERT in SQLite follows the syntax established by PostgreSQL\"", "/lang_upsert.html"},
         {"Toni Guttman Dynamic Index Structure for Spatial Searching", "/rtree.html"},
         {"\"error to add types, constraints or PRIMARY KEY declarations\" FTS5", "/fts5.html"},
