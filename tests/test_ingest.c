@@ -917,10 +917,17 @@ static void test_concurrent_runs(void **state)
     /* the two overlap on c1, so they also race on the same documents */
     const char *a1[] = {"ingest", "--quiet", "--db", db, c1, c2, NULL};
     const char *a2[] = {"ingest", "--quiet", "--db", db, c2, c1, NULL};
-    pid_t p1 = spawn_lode(a1, NULL, NULL);
-    pid_t p2 = spawn_lode(a2, NULL, NULL);
-    assert_int_equal(wait_exit(p1), 0);
-    assert_int_equal(wait_exit(p2), 0);
+    char e1[4200], e2[4200];
+    snprintf(e1, sizeof e1, "%s/err1", dir);
+    snprintf(e2, sizeof e2, "%s/err2", dir);
+    pid_t p1 = spawn_lode(a1, NULL, e1);
+    pid_t p2 = spawn_lode(a2, NULL, e2);
+    int r1 = wait_exit(p1), r2 = wait_exit(p2);
+    if (r1 || r2) {
+        size_t n;
+        char *t1 = slurp(e1, &n), *t2 = slurp(e2, &n);
+        fail_msg("exit %d and %d:\n%s\n%s", r1, r2, t1, t2);
+    }
     check_store_complete(db, 800);
     rm_rf(dir);
     lode_free(dir);
