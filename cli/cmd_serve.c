@@ -7,6 +7,7 @@
 #include "common/lode.h"
 #include "server/server.h"
 #include "server/srv_int.h"
+#include "retrieval/store.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -193,7 +194,6 @@ static int cmd_serve(int argc, char **argv)
         key = lode_strdup(env_key);
     }
     cfg.api_key = key;
-    (void)db;
     (void)model;
 
     /* Signals are taken by sigwait below; every thread started from here inherits the
@@ -206,7 +206,11 @@ static int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     rc = CLI_FAILED;
-    char err[256];
+    char err[1024];
+    if (ret_store_open(db, 0, &be.store, err, sizeof err)) {
+        fprintf(stderr, "lode serve: cannot open the store '%s': %s\n", db, err);
+        goto out;
+    }
     srv = srv_create(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "lode serve: %s\n", err);
@@ -225,6 +229,7 @@ static int cmd_serve(int argc, char **argv)
     rc = CLI_OK;
 out:
     srv_destroy(srv);
+    ret_store_close(be.store);
     lode_free(key);
     return rc;
 }

@@ -512,6 +512,7 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     atomic_init(&s->stopping, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->log_mu, NULL);
+    pthread_mutex_init(&s->store_mu, NULL);
     srv_metrics_init(&s->m);
     s->started_ns = lode_now_ns();
 
@@ -599,5 +600,6 @@ void srv_destroy(srv_server *s)
     srv_metrics_destroy(&s->m);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->log_mu);
+    pthread_mutex_destroy(&s->store_mu);
     lode_free(s);
 }

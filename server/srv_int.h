@@ -71,9 +71,11 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b);
 
 /* ---- the backends the server is lent --------------------------------------------------- */
 /* Filled by the caller of srv_create (cli/cmd_serve.c). */
+struct ret_store;
 struct srv_backends {
-    const char *model_id; /* the name /v1/models reports; NULL when no model is loaded */
-    int64_t created;      /* model file mtime, for /v1/models */
+    const char *model_id;    /* the name /v1/models reports; NULL when no model is loaded */
+    int64_t created;         /* model file mtime, for /v1/models */
+    struct ret_store *store; /* NULL: no store; used under srv_server.store_mu */
 };
 
 /* ---- server ------------------------------------------------------------------------ */
@@ -92,6 +94,7 @@ struct srv_server {
     pthread_mutex_t mu; /* jobs list; the store */
     srv_job_link jobs;  /* list head */
     pthread_mutex_t log_mu;
+    pthread_mutex_t store_mu; /* a store handle serves one thread at a time */
     int64_t started_ns;
     struct srv_backends *be;
 };
@@ -182,6 +185,13 @@ int srv_has_store(srv_server *s);
 int srv_model_matches(srv_server *s, const char *name);
 /* 501 for a feature this build lacks. */
 void srv_reply_unavailable(srv_conn *c, const char *what);
+
+/* Store helpers (routes_store.c): a 503 when no store is open (returns 0); a store
+ * failure as 503/400/500; an integer query argument or a 400 (returns 0). */
+int srv_need_store(srv_conn *c);
+void srv_reply_store_error(srv_conn *c, lode_status st, const char *msg);
+int srv_query_int(srv_conn *c, const char *name, long long lo, long long hi, long long def,
+                  long long *out);
 
 /* A query-string argument or NULL. */
 const char *srv_query(srv_conn *c, const char *name);
