@@ -350,8 +350,7 @@ static void test_migrates_old_store(void **state)
     assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
     assert_int_equal(sql_int(s, "SELECT count(*) FROM v_documents WHERE uri = 'old'"), 1);
     /* 0003 dropped the insert trigger: new chunks are indexed by the store, once */
-    assert_int_equal(sql_int(s, "SELECT count(*) FROM sqlite_schema WHERE name = 'chunks_ai'"),
-                     0);
+    assert_int_equal(sql_int(s, "SELECT count(*) FROM sqlite_schema WHERE name = 'chunks_ai'"), 0);
     put(s, "file:///new", NULL, "migrated stores index new chunks");
     assert_int_equal(count_hits(s, "migrated"), 1);
     fts_integrity(s);
