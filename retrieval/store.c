@@ -235,8 +235,10 @@ out:
     return st;
 }
 
-/* A read-only store must already be at the current version. */
-static lode_status check_readonly(sqlite3 *db, const char *path, char *err, size_t errlen)
+/* A read-only store must already be at the current version; *older says when it is
+ * a lode store of an older version. */
+static lode_status check_readonly(sqlite3 *db, const char *path, int *older, char *err,
+                                  size_t errlen)
 {
     int known = ret_store_schema_version(), v = 0, empty = 0;
     lode_status st = get_user_version(db, &v, err, errlen);
@@ -249,6 +251,7 @@ static lode_status check_readonly(sqlite3 *db, const char *path, char *err, size
                            empty ? "empty, not a lode store yet (run `lode ingest` first)"
                                  : "a SQLite database but not a lode store");
     }
+    *older = 1;
     return lode_seterr(err, errlen, LODE_ERR_VERSION,
                        "%s has the older store schema version %d (this lode uses %d); open it "
                        "once for writing (e.g. `lode ingest`) to migrate it",
@@ -289,17 +292,25 @@ lode_status ret_store_open(const char *path, unsigned flags, ret_store **out, ch
     /* foreign_keys makes ON DELETE CASCADE remove a document's chunks (and, through the
      * triggers, their FTS rows). WAL lets readers run beside the writer; synchronous=NORMAL
      * in WAL loses nothing committed when the process dies, only on power loss. */
-    if ((st = exec_sql(s->db, "PRAGMA foreign_keys = ON", "opening the store", errmsg, errlen)))
+    if ((st = exec_sql(s->db, "PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536",
+                       "opening the store", errmsg, errlen)))
         goto out;
     if (!ro) {
-        if ((st = exec_sql(s->db,
-                           "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA "
-                           "cache_size = -65536",
+        if ((st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
                            "setting WAL mode", errmsg, errlen)))
             goto out;
         st = upgrade(s->db, path, errmsg, errlen);
     } else {
-        st = check_readonly(s->db, path, errmsg, errlen);
+        int older = 0;
+        st = check_readonly(s->db, path, &older, errmsg, errlen);
+        if (st == LODE_ERR_VERSION && older && (flags & RET_STORE_UPGRADE)) {
+            ret_store *rw = NULL;
+            ret_store_close(s);
+            s = NULL;
+            st = ret_store_open(path, 0, &rw, errmsg, errlen);
+            ret_store_close(rw);
+            if (st == LODE_OK) return ret_store_open(path, RET_STORE_READONLY, out, errmsg, errlen);
+        }
     }
 out:
     if (st != LODE_OK) {

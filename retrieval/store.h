@@ -27,6 +27,9 @@ struct sqlite3;
 /* Flags of ret_store_open. */
 enum {
     RET_STORE_READONLY = 1 << 0, /* never writes; fails if the file does not exist */
+    /* with RET_STORE_READONLY: a store with an older schema is first migrated through a
+     * short read-write open (which needs write access), then opened read-only */
+    RET_STORE_UPGRADE = 1 << 1,
 };
 
 /* The schema version this binary creates and understands. */
