@@ -207,11 +207,17 @@ static void sort_cands(cand *c, int32_t n)
 }
 
 /* ---- exp and logprobs ------------------------------------------------------------------ */
-static float clean(float x) { return isnan(x) ? -INFINITY : x; }
+static float clean(float x)
+{
+    return isnan(x) ? -INFINITY : x;
+}
 
 /* e^x in float: libm's expf, twice as fast as exp in double, and exact enough for
  * probabilities (the sums below are kept in double). */
-static inline float exp_neg(float x) { return expf(x); }
+static inline float exp_neg(float x)
+{
+    return expf(x);
+}
 
 /* Sum over i < n of e^((x[i] - mx) * scale) (mx the maximum, scale > 0). */
 static double exp_sum(const float *x, int32_t n, float mx, float scale)
@@ -219,13 +225,10 @@ static double exp_sum(const float *x, int32_t n, float mx, float scale)
     float acc[8] = {0};
     int32_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            acc[k] += exp_neg((clean(x[i + k]) - mx) * scale);
+        for (int k = 0; k < 8; k++) acc[k] += exp_neg((clean(x[i + k]) - mx) * scale);
     double sum = 0;
-    for (int k = 0; k < 8; k++)
-        sum += acc[k];
-    for (; i < n; i++)
-        sum += exp_neg((clean(x[i]) - mx) * scale);
+    for (int k = 0; k < 8; k++) sum += acc[k];
+    for (; i < n; i++) sum += exp_neg((clean(x[i]) - mx) * scale);
     return sum;
 }
 
@@ -233,8 +236,7 @@ float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logpro
                    int32_t n_top)
 {
     float mx = -INFINITY;
-    for (int32_t i = 0; i < n; i++)
-        mx = logits[i] > mx ? logits[i] : mx; /* NaN never wins */
+    for (int32_t i = 0; i < n; i++) mx = logits[i] > mx ? logits[i] : mx; /* NaN never wins */
     float lse = mx > -INFINITY ? mx + (float)log(exp_sum(logits, n, mx, 1.0f)) : INFINITY;
     if (n_top > ENG_MAX_LOGPROBS) n_top = ENG_MAX_LOGPROBS;
     if (top && n_top > 0) {
@@ -263,8 +265,8 @@ float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logpro
 static const float *apply_penalties(eng_sampler *s, const float *logits)
 {
     const eng_sampler_params *p = &s->p;
-    if (s->ring_n == 0 || (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
-                           p->frequency_penalty == 0.0f))
+    if (s->ring_n == 0 ||
+        (p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f))
         return logits;
     memcpy(s->work, logits, sizeof(float) * (size_t)s->n_vocab);
     for (int32_t i = 0; i < s->ring_n; i++) {
@@ -278,8 +280,7 @@ static const float *apply_penalties(eng_sampler *s, const float *logits)
         l -= (float)c * p->frequency_penalty + (c > 0 ? p->presence_penalty : 0.0f);
         s->work[t] = l;
     }
-    for (int32_t i = 0; i < s->ring_n; i++)
-        s->mark[s->ring[i]] = 0;
+    for (int32_t i = 0; i < s->ring_n; i++) s->mark[s->ring[i]] = 0;
     return s->work;
 }
 
@@ -325,8 +326,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
         nc = top_k_scan(L, n, p->top_k, c);
         sorted = true;
     } else {
-        for (int32_t i = 0; i < n; i++)
-            c[nc++] = (cand){clean(L[i]), i};
+        for (int32_t i = 0; i < n; i++) c[nc++] = (cand){clean(L[i]), i};
         if (p->top_k > 0 && p->top_k < nc) {
             select_top(c, nc, p->top_k);
             nc = p->top_k;
@@ -338,11 +338,9 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
     float *cl = s->work == L ? s->probs : s->work;
     if (p->top_p < 1.0f && nc > 1) {
         float mx = -INFINITY;
-        for (int32_t i = 0; i < nc; i++)
-            mx = c[i].logit > mx ? c[i].logit : mx;
+        for (int32_t i = 0; i < nc; i++) mx = c[i].logit > mx ? c[i].logit : mx;
         if (mx == -INFINITY) goto pick;
-        for (int32_t i = 0; i < nc; i++)
-            cl[i] = c[i].logit;
+        for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
         double z = exp_sum(cl, nc, mx, 1.0f);
         int32_t m = sorted ? nc : LODE_MIN(nc, 256);
         for (;;) {
@@ -370,8 +368,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
     }
     if (p->min_p > 0.0f && nc > 1) {
         float mx = -INFINITY;
-        for (int32_t i = 0; i < nc; i++)
-            mx = c[i].logit > mx ? c[i].logit : mx;
+        for (int32_t i = 0; i < nc; i++) mx = c[i].logit > mx ? c[i].logit : mx;
         float thr = mx + logf(p->min_p);
         int32_t k = 0;
         for (int32_t i = 0; i < nc; i++)
@@ -387,8 +384,7 @@ pick:;
     tok = c[arg].id;
     if (mx == -INFINITY || nc == 1) goto done;
     float inv_t = 1.0f / p->temperature;
-    for (int32_t i = 0; i < nc; i++)
-        cl[i] = c[i].logit;
+    for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
     double sum = exp_sum(cl, nc, mx, inv_t);
     double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int32_t i = 0; i < nc; i++) {

@@ -98,13 +98,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!spm) load();
     if (size == 0) return 0;
-    unsigned flags = (data[0] & 1 ? ENG_TOK_ADD_SPECIAL : 0) |
-                     (data[0] & 2 ? ENG_TOK_PARSE_SPECIAL : 0);
+    unsigned flags =
+        (data[0] & 1 ? ENG_TOK_ADD_SPECIAL : 0) | (data[0] & 2 ? ENG_TOK_PARSE_SPECIAL : 0);
     const char *text = (const char *)data + 1;
     size_t n = size - 1;
     int valid = lode_utf8_valid_prefix(text, n) == n;
-    for (size_t i = 0; i < n && valid; i++)
-        valid = spellable[(unsigned char)text[i]];
+    for (size_t i = 0; i < n && valid; i++) valid = spellable[(unsigned char)text[i]];
     if (bpe) check(bpe, text, n, flags, valid && !(flags & ENG_TOK_PARSE_SPECIAL));
     check(spm, text, n, flags, 0);
     return 0;
