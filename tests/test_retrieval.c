@@ -346,9 +346,20 @@ static void test_migrates_old_store(void **state)
     assert_int_equal(ret_store_open(f->db, RET_STORE_READONLY, &s, err, sizeof err),
                      LODE_ERR_VERSION);
     assert_non_null(strstr(err, "older"));
+    /* ... unless asked to upgrade first */
+    assert_int_equal(
+        ret_store_open(f->db, RET_STORE_READONLY | RET_STORE_UPGRADE, &s, err, sizeof err),
+        LODE_OK);
+    assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
+    ret_store_close(s);
     s = open_rw(f->db);
     assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
     assert_int_equal(sql_int(s, "SELECT count(*) FROM v_documents WHERE uri = 'old'"), 1);
+    /* 0003 dropped the insert trigger: new chunks are indexed by the store, once */
+    assert_int_equal(sql_int(s, "SELECT count(*) FROM sqlite_schema WHERE name = 'chunks_ai'"), 0);
+    put(s, "file:///new", NULL, "migrated stores index new chunks");
+    assert_int_equal(count_hits(s, "migrated"), 1);
+    fts_integrity(s);
     ret_store_close(s);
 }
 
