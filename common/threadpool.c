@@ -27,9 +27,9 @@
 #define SPIN_ITERS 4096
 
 struct lode_pool {
-    int n;            /* threads including the caller */
-    pthread_t *th;    /* (n - 1) workers */
-    int started;      /* workers actually started */
+    int n;         /* threads including the caller */
+    pthread_t *th; /* (n - 1) workers */
+    int started;   /* workers actually started */
     pthread_mutex_t call_mu;
 
     /* the current region, written by the caller before gen is bumped */
@@ -37,12 +37,12 @@ struct lode_pool {
     void *ctx;
     size_t n_tasks;
 
-    _Alignas(64) atomic_size_t next;  /* next unclaimed task */
-    _Alignas(64) atomic_uint gen;     /* futex word: region generation */
-    atomic_int sleepers;              /* workers inside futex_wait on gen */
+    _Alignas(64) atomic_size_t next; /* next unclaimed task */
+    _Alignas(64) atomic_uint gen;    /* futex word: region generation */
+    atomic_int sleepers;             /* workers inside futex_wait on gen */
     atomic_int stop;
-    _Alignas(64) atomic_int pending;  /* workers not yet done with this region */
-    atomic_uint done_gen;             /* futex word: last generation completed */
+    _Alignas(64) atomic_int pending; /* workers not yet done with this region */
+    atomic_uint done_gen;            /* futex word: last generation completed */
     atomic_int caller_sleeping;
 };
 

@@ -418,9 +418,9 @@ static void check_matmul(lode_dtype t, size_t n_out, size_t n_in, size_t n_tok, 
         lode_free(row);
     }
     for (size_t o = 0; o < n_out; o++)
-        assert_int_equal(krn_dequantize_row(t, W + o * lode_dtype_row_bytes(t, n_in),
-                                            Wf + o * n_in, n_in),
-                         LODE_OK);
+        assert_int_equal(
+            krn_dequantize_row(t, W + o * lode_dtype_row_bytes(t, n_in), Wf + o * n_in, n_in),
+            LODE_OK);
     fill(X, ldx * n_tok, 1.0f);
     for (size_t tk = 0; tk < n_tok; tk++)
         for (size_t o = 0; o < n_out; o++) {
@@ -430,8 +430,7 @@ static void check_matmul(lode_dtype t, size_t n_out, size_t n_in, size_t n_tok, 
         }
     /* the scalar variant first */
     poison(Ys, ldy * n_tok);
-    assert_int_equal(krn_matmul(pool, t, W, n_out, n_in, X, ldx, n_tok, Ys, ldy, ws, wsz),
-                     LODE_OK);
+    assert_int_equal(krn_matmul(pool, t, W, n_out, n_in, X, ldx, n_tok, Ys, ldy, ws, wsz), LODE_OK);
     float *packed = lode_malloc(n_out * n_tok * 4);
     assert_non_null(packed);
     for (size_t tk = 0; tk < n_tok; tk++) memcpy(packed + tk * n_out, Ys + tk * ldy, n_out * 4);
@@ -468,9 +467,8 @@ static void check_matmul(lode_dtype t, size_t n_out, size_t n_in, size_t n_tok, 
     }
     /* a short workspace is refused */
     if (wsz > 0)
-        assert_int_equal(
-            krn_matmul(pool, t, W, n_out, n_in, X, ldx, n_tok, Y, ldy, ws, wsz - 1),
-            LODE_ERR_INVALID);
+        assert_int_equal(krn_matmul(pool, t, W, n_out, n_in, X, ldx, n_tok, Y, ldy, ws, wsz - 1),
+                         LODE_ERR_INVALID);
     krn_isa_set(isas[ni - 1]);
     lode_pool_destroy(pool);
     lode_free(packed);
@@ -537,8 +535,8 @@ static void test_vec_dot_pairs(void **state)
             /* Q8_1's s and the halves round to ~1e-3 of the block sums */
             double tol = 2e-3 * mag + 1e-6;
             if (fabs(d - ref) > tol)
-                print_message("%s %s: %g vs %g\n", krn_isa_name(isas[v]), lode_dtype_name(t),
-                              d, ref);
+                print_message("%s %s: %g vs %g\n", krn_isa_name(isas[v]), lode_dtype_name(t), d,
+                              ref);
             assert_true(fabs(d - ref) <= tol);
         }
     }
@@ -760,12 +758,19 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
         assert_int_equal(krn_attention(pool, &a), LODE_OK);
         double e = rel_l2(O, ref, n_q * n_head * hd);
         if (e > 1e-5)
-            print_message("attention %s h%zu kv%zu d%zu ctx%zu q%zu: %.2e\n",
-                          krn_isa_name(isas[v]), n_head, n_kv, hd, n_ctx, n_q, e);
+            print_message("attention %s h%zu kv%zu d%zu ctx%zu q%zu: %.2e\n", krn_isa_name(isas[v]),
+                          n_head, n_kv, hd, n_ctx, n_q, e);
         assert_true(e <= 1e-5);
     }
-    krn_attn_args bad = {.q = Q, .k_cache = kc, .v_cache = vc, .block_table = table,
-                         .n_q = 1, .n_head = 5, .n_kv_head = 2, .head_dim = hd, .out = O};
+    krn_attn_args bad = {.q = Q,
+                         .k_cache = kc,
+                         .v_cache = vc,
+                         .block_table = table,
+                         .n_q = 1,
+                         .n_head = 5,
+                         .n_kv_head = 2,
+                         .head_dim = hd,
+                         .out = O};
     assert_int_equal(krn_attention(pool, &bad), LODE_ERR_INVALID);
     krn_isa_set(isas[ni - 1]);
     lode_pool_destroy(pool);
@@ -782,11 +787,11 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
 
 static void test_attention(void **state)
 {
-    check_attention(9, 3, 64, 1, 1, 2);    /* first token */
-    check_attention(9, 3, 64, 50, 1, 2);   /* decode, partial last block */
-    check_attention(9, 3, 64, 75, 13, 3);  /* prefill chunk after a prefix */
-    check_attention(4, 4, 40, 33, 33, 2);  /* MHA, head_dim not a multiple of 16 */
-    check_attention(8, 1, 128, 64, 4, 1);  /* MQA */
+    check_attention(9, 3, 64, 1, 1, 2);   /* first token */
+    check_attention(9, 3, 64, 50, 1, 2);  /* decode, partial last block */
+    check_attention(9, 3, 64, 75, 13, 3); /* prefill chunk after a prefix */
+    check_attention(4, 4, 40, 33, 33, 2); /* MHA, head_dim not a multiple of 16 */
+    check_attention(8, 1, 128, 64, 4, 1); /* MQA */
 }
 
 int main(void)

@@ -122,7 +122,7 @@ lode_status krn_quantize_acts(lode_pool *pool, lode_dtype wt, const float *X, si
     lode_dtype vt = krn_vec_dot_type(wt);
     if (!shape_ok(vt, n_in) || ws_size < krn_matmul_wsize(wt, n_tok, n_in) || ldx < n_in)
         return LODE_ERR_INVALID;
-    quant_job j = {krn_ops_get()->quant[vt], X, ldx, n_in, n_tok, 0, ws,
+    quant_job j = {krn_ops_get()->quant[vt],      X, ldx, n_in, n_tok, 0, ws,
                    lode_dtype_row_bytes(vt, n_in)};
     if (n_tok < 8) {
         j.per_task = n_tok;
@@ -162,15 +162,13 @@ static void mm_task(void *ctx, size_t task, int thread)
             if (j->tile)
                 j->tile(j->n_in, w, j->wstride, nr, x, j->xstride, nt, y, j->ldy);
             else
-                krn_tile_from_dot(j->dot, j->n_in, w, j->wstride, nr, x, j->xstride, nt, y,
-                                  j->ldy);
+                krn_tile_from_dot(j->dot, j->n_in, w, j->wstride, nr, x, j->xstride, nt, y, j->ldy);
         }
     }
 }
 
-lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out,
-                         size_t n_in, const void *xq, size_t ldx, size_t n_tok, float *Y,
-                         size_t ldy)
+lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                         const void *xq, size_t ldx, size_t n_tok, float *Y, size_t ldy)
 {
     if (!krn_weight_type_ok(wt) || !shape_ok(wt, n_in) || ldy < n_out) return LODE_ERR_INVALID;
     if (n_out == 0 || n_tok == 0) return LODE_OK;
@@ -334,8 +332,7 @@ static size_t kv_off(const int32_t *table, size_t n_kv_head, size_t head_dim, si
 }
 
 void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_table,
-                  size_t n_kv_head, size_t head_dim, int64_t pos, const float *k,
-                  const float *v)
+                  size_t n_kv_head, size_t head_dim, int64_t pos, const float *k, const float *v)
 {
     const krn_ops *o = krn_ops_get();
     for (size_t h = 0; h < n_kv_head; h++) {

@@ -86,9 +86,8 @@ lode_status krn_quantize_acts(lode_pool *pool, lode_dtype wt, const float *X, si
 /* The weight half of krn_matmul: Y = Xq * W^T with Xq from krn_quantize_acts (for
  * F32/F16/BF16 weights pass the f32 X and its stride in xq/ldx; ldx is ignored
  * otherwise). */
-lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out,
-                         size_t n_in, const void *xq, size_t ldx, size_t n_tok,
-                         float *Y /* OUT */, size_t ldy);
+lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                         const void *xq, size_t ldx, size_t n_tok, float *Y /* OUT */, size_t ldy);
 
 /* ---- f32 row operations ------------------------------------------------------------ */
 /* y = x / sqrt(mean(x^2) + eps) * w. y may equal x. */
@@ -137,21 +136,20 @@ float krn_dot_f16_f32(const lode_half *x, const float *y, size_t n);
 /* Writes the K and V rows (n_kv_head * head_dim floats each) of the token at position
  * pos into the cache, converting to half. */
 void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_table,
-                  size_t n_kv_head, size_t head_dim, int64_t pos, const float *k,
-                  const float *v);
+                  size_t n_kv_head, size_t head_dim, int64_t pos, const float *k, const float *v);
 
 typedef struct krn_attn_args {
-    const float *q;            /* (n_q, n_head, head_dim), row stride q_stride floats */
-    size_t q_stride;           /* floats between queries; 0 = n_head * head_dim */
-    const lode_half *k_cache;  /* paged, see above */
+    const float *q;           /* (n_q, n_head, head_dim), row stride q_stride floats */
+    size_t q_stride;          /* floats between queries; 0 = n_head * head_dim */
+    const lode_half *k_cache; /* paged, see above */
     const lode_half *v_cache;
-    const int32_t *block_table; /* logical block -> physical block */
-    size_t n_q;                /* queries in this chunk */
-    int64_t pos0;              /* position of query 0; query i sees positions 0..pos0+i */
+    const int32_t *block_table;         /* logical block -> physical block */
+    size_t n_q;                         /* queries in this chunk */
+    int64_t pos0;                       /* position of query 0; query i sees positions 0..pos0+i */
     size_t n_head, n_kv_head, head_dim; /* n_head a multiple of n_kv_head (GQA) */
-    float scale;               /* usually 1/sqrt(head_dim) */
-    float *out;                /* OUT (n_q, n_head, head_dim), row stride out_stride */
-    size_t out_stride;         /* floats between queries; 0 = n_head * head_dim */
+    float scale;                        /* usually 1/sqrt(head_dim) */
+    float *out;                         /* OUT (n_q, n_head, head_dim), row stride out_stride */
+    size_t out_stride;                  /* floats between queries; 0 = n_head * head_dim */
 } krn_attn_args;
 
 /* Causal multi-head attention of a chunk of queries over the cache (which must already

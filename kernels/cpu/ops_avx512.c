@@ -45,9 +45,9 @@ static void z_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
         _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(va, load_h16(v + i), _mm512_loadu_ps(acc + i)));
     if (i < n) {
         __mmask16 m = tail_mask(n - i);
-        _mm512_mask_storeu_ps(acc + i, m,
-                              _mm512_fmadd_ps(va, load_h16_tail(v + i, n - i),
-                                              _mm512_maskz_loadu_ps(m, acc + i)));
+        _mm512_mask_storeu_ps(
+            acc + i, m,
+            _mm512_fmadd_ps(va, load_h16_tail(v + i, n - i), _mm512_maskz_loadu_ps(m, acc + i)));
     }
 }
 

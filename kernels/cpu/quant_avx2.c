@@ -99,8 +99,8 @@ static void aq_q8_0(const float *x, void *y, size_t n)
 
 AI int sum_i8(__m256i q)
 {
-    __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
-                                  _mm256_set1_epi16(1));
+    __m256i s =
+        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
     __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
@@ -126,7 +126,8 @@ static void aq_q8_K(const float *x, void *y, size_t n)
     for (size_t i = 0; i < n / QK_K; i++) {
         const float *v = x + i * QK_K;
         __m256 m = _mm256_setzero_ps();
-        for (int j = 0; j < QK_K; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
+        for (int j = 0; j < QK_K; j += 8)
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + j)));
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -160,8 +161,8 @@ static void aq_q8_K(const float *x, void *y, size_t n)
  * whether it carries a min (Q4_1/Q5_1, paired with Q8_1's s = d * sum(q)). */
 enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
-AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, float *y,
-               size_t ldy, const int NR, const int NT, const int KIND)
+AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, float *y, size_t ldy,
+               const int NR, const int NT, const int KIND)
 {
     const size_t wbs = KIND == K_Q4_0   ? sizeof(block_q4_0)
                        : KIND == K_Q4_1 ? sizeof(block_q4_1)
@@ -227,31 +228,63 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
 
 #define TILE_SWITCH(KIND)                                                                          \
     switch ((nr - 1) * 4 + (nt - 1)) {                                                             \
-    case 0: tile32(n, w, ws, x, xs, y, ldy, 1, 1, KIND); break;                                    \
-    case 1: tile32(n, w, ws, x, xs, y, ldy, 1, 2, KIND); break;                                    \
-    case 2: tile32(n, w, ws, x, xs, y, ldy, 1, 3, KIND); break;                                    \
-    case 3: tile32(n, w, ws, x, xs, y, ldy, 1, 4, KIND); break;                                    \
-    case 4: tile32(n, w, ws, x, xs, y, ldy, 2, 1, KIND); break;                                    \
-    case 5: tile32(n, w, ws, x, xs, y, ldy, 2, 2, KIND); break;                                    \
-    case 6: tile32(n, w, ws, x, xs, y, ldy, 2, 3, KIND); break;                                    \
-    case 7: tile32(n, w, ws, x, xs, y, ldy, 2, 4, KIND); break;                                    \
-    case 8: tile32(n, w, ws, x, xs, y, ldy, 3, 1, KIND); break;                                    \
-    case 9: tile32(n, w, ws, x, xs, y, ldy, 3, 2, KIND); break;                                    \
-    case 10: tile32(n, w, ws, x, xs, y, ldy, 3, 3, KIND); break;                                   \
-    case 11: tile32(n, w, ws, x, xs, y, ldy, 3, 4, KIND); break;                                   \
-    case 12: tile32(n, w, ws, x, xs, y, ldy, 4, 1, KIND); break;                                   \
-    case 13: tile32(n, w, ws, x, xs, y, ldy, 4, 2, KIND); break;                                   \
-    case 14: tile32(n, w, ws, x, xs, y, ldy, 4, 3, KIND); break;                                   \
-    default: tile32(n, w, ws, x, xs, y, ldy, 4, 4, KIND); break;                                   \
+    case 0:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 1, 1, KIND);                                               \
+        break;                                                                                     \
+    case 1:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 1, 2, KIND);                                               \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 1, 3, KIND);                                               \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 1, 4, KIND);                                               \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 2, 1, KIND);                                               \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 2, 2, KIND);                                               \
+        break;                                                                                     \
+    case 6:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 2, 3, KIND);                                               \
+        break;                                                                                     \
+    case 7:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 2, 4, KIND);                                               \
+        break;                                                                                     \
+    case 8:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 3, 1, KIND);                                               \
+        break;                                                                                     \
+    case 9:                                                                                        \
+        tile32(n, w, ws, x, xs, y, ldy, 3, 2, KIND);                                               \
+        break;                                                                                     \
+    case 10:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 3, 3, KIND);                                               \
+        break;                                                                                     \
+    case 11:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 3, 4, KIND);                                               \
+        break;                                                                                     \
+    case 12:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 4, 1, KIND);                                               \
+        break;                                                                                     \
+    case 13:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 4, 2, KIND);                                               \
+        break;                                                                                     \
+    case 14:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 4, 3, KIND);                                               \
+        break;                                                                                     \
+    default:                                                                                       \
+        tile32(n, w, ws, x, xs, y, ldy, 4, 4, KIND);                                               \
+        break;                                                                                     \
     }
 
 #define DEFINE_TYPE(name, KIND)                                                                    \
-    static void tile_##name(size_t n, const void *w, size_t ws, size_t nr, const void *x,        \
+    static void tile_##name(size_t n, const void *w, size_t ws, size_t nr, const void *x,          \
                             size_t xs, size_t nt, float *y, size_t ldy)                            \
     {                                                                                              \
         TILE_SWITCH(KIND)                                                                          \
     }                                                                                              \
-    static float dot_##name(size_t n, const void *w, const void *x)                               \
+    static float dot_##name(size_t n, const void *w, const void *x)                                \
     {                                                                                              \
         float y;                                                                                   \
         tile32(n, w, 0, x, 0, &y, 1, 1, 1, KIND);                                                  \

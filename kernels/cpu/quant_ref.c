@@ -512,8 +512,8 @@ static void q_q6_K(const float *x, void *y, size_t n)
                 int q1 = Lh[l], q2 = Lh[l + 32], q3 = Lh[l + 64], q4 = Lh[l + 96];
                 ql[l] = (uint8_t)((q1 & 0xF) | ((q3 & 0xF) << 4));
                 ql[l + 32] = (uint8_t)((q2 & 0xF) | ((q4 & 0xF) << 4));
-                qh[l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) |
-                                  ((q4 >> 4) << 6));
+                qh[l] =
+                    (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
             }
         }
     }
@@ -680,8 +680,7 @@ void krn_tile_from_dot(krn_dot_fn dot, size_t n, const void *w, size_t wstride, 
 {
     for (size_t t = 0; t < nt; t++)
         for (size_t r = 0; r < nr; r++)
-            y[t * ldy + r] =
-                dot(n, (const char *)w + r * wstride, (const char *)x + t * xstride);
+            y[t * ldy + r] = dot(n, (const char *)w + r * wstride, (const char *)x + t * xstride);
 }
 
 void krn_quant_ref_init(krn_ops *o);
