@@ -477,11 +477,9 @@ static void test_spm_fixture(void **state)
         if (!ok) {
             bad++;
             printf("SPM MISMATCH %s (flags %u): got", eng_json_get_str(c, "name", "?"), flags);
-            for (size_t q = 0; q < k && q < 40; q++)
-                printf(" %d", ids[q]);
+            for (size_t q = 0; q < k && q < 40; q++) printf(" %d", ids[q]);
             printf("\n  want");
-            for (const eng_json *w = want->child; w; w = w->next)
-                printf(" %d", (int)w->i);
+            for (const eng_json *w = want->child; w; w = w->next) printf(" %d", (int)w->i);
             printf("\n");
         }
         /* valid UTF-8 of plain and byte tokens comes back whole (prefix space stripped);
@@ -534,11 +532,9 @@ static int run_cases(const eng_vocab *v, const eng_json *cases, const char *labe
             bad++;
             printf("%s MISMATCH %s (flags %u): got", label, eng_json_get_str(c, "name", "?"),
                    flags);
-            for (size_t q = 0; q < k && q < 40; q++)
-                printf(" %d", ids[q]);
+            for (size_t q = 0; q < k && q < 40; q++) printf(" %d", ids[q]);
             printf("\n  want");
-            for (const eng_json *w = want->child; w; w = w->next)
-                printf(" %d", (int)w->i);
+            for (const eng_json *w = want->child; w; w = w->next) printf(" %d", (int)w->i);
             printf("\n");
         }
         (*n_cases)++;
@@ -571,8 +567,7 @@ static void test_bpe_pre_fixtures(void **state)
         types[i] = (int32_t)c->i;
     }
     i = 0;
-    for (const eng_json *a = jm->child; a; a = a->next)
-        merges[i++] = a->str;
+    for (const eng_json *a = jm->child; a; a = a->next) merges[i++] = a->str;
     int n_pres = 0, n_cases = 0, bad = 0;
     for (const eng_json *pre = eng_json_get(root, "pres")->child; pre; pre = pre->next) {
         eng_vocab_desc d;
@@ -611,8 +606,7 @@ int main(void)
         cmocka_unit_test(test_stream_split_emoji), cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_vocab_queries),      cmocka_unit_test(test_encode_nomem),
         cmocka_unit_test(test_bpe_arrays),         cmocka_unit_test(test_spm_arrays),
-        cmocka_unit_test(test_spm_fixture),
-        cmocka_unit_test(test_bpe_pre_fixtures),
+        cmocka_unit_test(test_spm_fixture),        cmocka_unit_test(test_bpe_pre_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
