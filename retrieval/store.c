@@ -296,9 +296,17 @@ lode_status ret_store_open(const char *path, unsigned flags, ret_store **out, ch
                        "opening the store", errmsg, errlen)))
         goto out;
     if (!ro) {
-        if ((st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
-                           "setting WAL mode", errmsg, errlen)))
-            goto out;
+        /* Switching a new file to WAL takes a lock that SQLite does not wait for through
+         * the busy handler: two processes creating one store at once got "database is
+         * locked" here. Retry for as long as the busy timeout. */
+        for (int waited = 0;; waited += 10) {
+            st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
+                          "setting WAL mode", errmsg, errlen);
+            if (st != LODE_ERR_BUSY || waited >= DEFAULT_BUSY_MS) break;
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (st) goto out;
         st = upgrade(s->db, path, errmsg, errlen);
     } else {
         int older = 0;
