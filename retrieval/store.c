@@ -296,8 +296,8 @@ lode_status ret_store_open(const char *path, unsigned flags, ret_store **out, ch
                        "opening the store", errmsg, errlen)))
         goto out;
     if (!ro) {
-        /* Switching a new file to WAL takes a lock SQLite does not wait for through the
-         * busy handler: two processes creating one store at once got "database is
+        /* Switching a new file to WAL takes a lock that SQLite does not wait for through
+         * the busy handler: two processes creating one store at once got "database is
          * locked" here. Retry for as long as the busy timeout. */
         for (int waited = 0;; waited += 10) {
             st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
