@@ -100,9 +100,12 @@ static int build_queries(ret_store *s, char **q, int n)
         int want = kind < 2 ? 1 : kind < 4 ? 2 : 3;
         if (pick_words(text ? text : "", w, want) < want) continue;
         char buf[200];
-        if (want == 1) snprintf(buf, sizeof buf, "%s", w[0]);
-        else if (want == 2) snprintf(buf, sizeof buf, "%s %s", w[0], w[1]);
-        else snprintf(buf, sizeof buf, "\"%s %s %s\"", w[0], w[1], w[2]);
+        if (want == 1)
+            snprintf(buf, sizeof buf, "%s", w[0]);
+        else if (want == 2)
+            snprintf(buf, sizeof buf, "%s %s", w[0], w[1]);
+        else
+            snprintf(buf, sizeof buf, "\"%s %s %s\"", w[0], w[1], w[2]);
         q[made++] = lode_strdup(buf);
     }
     sqlite3_finalize(st);
@@ -114,12 +117,17 @@ int main(int argc, char **argv)
     const char *docs = "/usr/share/doc/sqlite3", *work_arg = NULL;
     int runs = 3, nq = 1000;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--docs") && i + 1 < argc) docs = argv[++i];
-        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--queries") && i + 1 < argc) nq = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--work") && i + 1 < argc) work_arg = argv[++i];
+        if (!strcmp(argv[i], "--docs") && i + 1 < argc)
+            docs = argv[++i];
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--queries") && i + 1 < argc)
+            nq = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--work") && i + 1 < argc)
+            work_arg = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_ingest [--docs DIR] [--runs N] [--queries N] [--work DIR]\n");
+            fprintf(stderr,
+                    "usage: bench_ingest [--docs DIR] [--runs N] [--queries N] [--work DIR]\n");
             return 2;
         }
     }
