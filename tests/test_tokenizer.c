@@ -644,8 +644,8 @@ static void test_prompts_and_texts(void **state)
             eng_token *ids = NULL;
             size_t n = 0;
             assert_int_equal(eng_tok_encode_alloc(v, prompt->str, prompt->len,
-                                                  ENG_TOK_ADD_SPECIAL | ENG_TOK_PARSE_SPECIAL,
-                                                  &ids, &n),
+                                                  ENG_TOK_ADD_SPECIAL | ENG_TOK_PARSE_SPECIAL, &ids,
+                                                  &n),
                              LODE_OK);
             const eng_json *want = eng_json_get(c, "prompt_ids");
             assert_int_equal(n, want->len);
