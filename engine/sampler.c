@@ -218,16 +218,18 @@ static float clean(float x)
 
 /* e^x in float: libm's expf, twice as fast as exp in double, and exact enough for
  * probabilities (the sums below are kept in double). */
-static inline float exp_neg(float x) { return expf(x); }
+static inline float exp_neg(float x)
+{
+    return expf(x);
+}
 
 #if defined(__x86_64__)
 /* The same sum, 8 lanes at a time with AVX2/FMA (chosen at run time): e^v as
  * 2^round(v log2 e) times a degree-7 polynomial for 2^f, |f| <= 1/2, relative error
  * ~3e-7. Over a 50k vocabulary libm's expf is most of a token's sampling time. Lanes
  * below -87 (also -inf) give 0, NaN gives 0. */
-__attribute__((target("avx2,fma"))) static double exp_sum_avx2(const float *x, int32_t n,
-                                                                float mx, float scale,
-                                                                int32_t *done)
+__attribute__((target("avx2,fma"))) static double exp_sum_avx2(const float *x, int32_t n, float mx,
+                                                               float scale, int32_t *done)
 {
     const __m256 vmx = _mm256_set1_ps(mx), vsc = _mm256_set1_ps(scale);
     const __m256 lo = _mm256_set1_ps(-87.0f), log2e = _mm256_set1_ps(1.44269504088896341f);
@@ -248,15 +250,15 @@ __attribute__((target("avx2,fma"))) static double exp_sum_avx2(const float *x, i
         p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-01f));
         p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-01f));
         p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
+        __m256i e =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
         __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
         acc = _mm256_add_ps(acc, _mm256_and_ps(y, keep));
     }
     float lanes[8];
     _mm256_storeu_ps(lanes, acc);
     double sum = 0;
-    for (int k = 0; k < 8; k++)
-        sum += lanes[k];
+    for (int k = 0; k < 8; k++) sum += lanes[k];
     *done = i;
     return sum;
 }
@@ -271,8 +273,7 @@ static double exp_sum(const float *x, int32_t n, float mx, float scale)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         sum = exp_sum_avx2(x, n, mx, scale, &i);
 #endif
-    for (; i < n; i++)
-        sum += exp_neg((clean(x[i]) - mx) * scale);
+    for (; i < n; i++) sum += exp_neg((clean(x[i]) - mx) * scale);
     return sum;
 }
 
