@@ -274,10 +274,13 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&m->mu);
         run_state rs = {ENG_FINISH_NONE, LODE_OK, {0}};
         run_request(m, q, &rs);
-        if (q->r.on_done) q->r.on_done(q->r.user, rs.st, rs.finish, &rs.stats);
+        /* no longer cancellable once on_done runs */
         pthread_mutex_lock(&m->mu);
         m->current = NULL;
+        pthread_mutex_unlock(&m->mu);
+        if (q->r.on_done) q->r.on_done(q->r.user, rs.st, rs.finish, &rs.stats);
         req_free(q);
+        pthread_mutex_lock(&m->mu);
         pthread_cond_broadcast(&m->cv);
     }
     pthread_mutex_unlock(&m->mu);

@@ -114,11 +114,18 @@ static void forward(direct *d, const int32_t *toks, int n, int pos0, const int32
     if (eng_runtime_forward(d->rt, &b, logits, err, sizeof err) != LODE_OK) fail_msg("%s", err);
 }
 
-/* Greedy continuations of the fixture prompts, as llama.cpp made them: the whole prompt in
- * one step, then one token per step, argmax with the lowest id on ties. A step may differ
- * only where llama.cpp's own top-2 margin was below MARGIN_TOL (there another float
- * evaluation order may pick the other token); the test prints how far each matched. */
-#define MARGIN_TOL 0.0f
+/* Greedy continuations of the fixture prompts, as llama.cpp made them (argmax, lowest id on
+ * ties). lode does not reproduce llama.cpp's float evaluation order bit for bit (its
+ * summation orders, its vectorized exp, activations quantized to Q8 per block, where a
+ * last-bit difference can flip an int8 rounding), so where llama.cpp's own top-2 margin
+ * is small either token is a legitimate argmax. Two checks:
+ *  - teacher-forced: the prompt and llama.cpp's 64 tokens in one step; at every step where
+ *    llama.cpp's margin is at least MARGIN_TOL (above the largest logit difference the
+ *    logits test measures), lode's argmax must be llama.cpp's token;
+ *  - free-running: lode generates 64 tokens one step at a time; they must equal
+ *    llama.cpp's up to the first step whose margin is below MARGIN_TOL.
+ * Both print how much agreed. */
+#define MARGIN_TOL 1.5f
 
 static void test_greedy_matches_llama_cpp(void **state)
 {
@@ -126,41 +133,62 @@ static void test_greedy_matches_llama_cpp(void **state)
     eng_json_doc *doc = load_json(FIXTURES "/greedy.json");
     assert_non_null(doc);
     direct d;
-    direct_open(&d, 1);
+    direct_open(&d, 64);
     int V = d.m->hp.n_vocab;
-    float *logits = lode_malloc((size_t)V * sizeof *logits);
-    int all = 1;
+    float *logits = lode_malloc((size_t)64 * V * sizeof *logits);
+    int ok = 1;
     for (const eng_json *c = eng_json_get(eng_json_root(doc), "cases")->child; c; c = c->next) {
-        int32_t prompt[1024], want[128], got[128];
+        const char *name = eng_json_get_str(c, "name", "?");
+        int32_t seq[1024], want[128], got[128], rows[64];
         float margin[128];
-        int np = json_ints(eng_json_get(c, "prompt_ids"), prompt, 1024);
+        int np = json_ints(eng_json_get(c, "prompt_ids"), seq, 1024);
         int ng = json_ints(eng_json_get(c, "ids"), want, 128);
+        assert_true(ng == 64 && np + ng < 1024);
         int k = 0;
         for (const eng_json *e = eng_json_get(c, "top2_margin")->child; e && k < 128; e = e->next)
             margin[k++] = (float)e->d;
+        assert_int_equal(k, ng);
+        /* teacher-forced */
+        memcpy(seq + np, want, (size_t)(ng - 1) * sizeof *want);
+        for (int i = 0; i < ng; i++) rows[i] = np - 1 + i;
+        forward(&d, seq, np + ng - 1, 0, rows, ng, logits);
+        int agree = 0, confident = 0, confident_agree = 0;
+        for (int i = 0; i < ng; i++) {
+            int32_t t = (int32_t)krn_argmax(logits + (size_t)i * V, (size_t)V);
+            agree += t == want[i];
+            if (margin[i] >= MARGIN_TOL) {
+                confident++;
+                confident_agree += t == want[i];
+            }
+        }
+        /* free-running */
         int32_t row = np - 1, zero = 0;
-        forward(&d, prompt, np, 0, &row, 1, logits);
-        int match = 0, diverged = 0;
+        forward(&d, seq, np, 0, &row, 1, logits);
+        int match = 0;
         for (int i = 0; i < ng; i++) {
             got[i] = (int32_t)krn_argmax(logits, (size_t)V);
-            if (!diverged && got[i] == want[i]) match++;
-            else diverged = 1;
+            if (got[i] != want[i]) break;
+            match++;
             forward(&d, &got[i], 1, np + i, &zero, 1, logits);
         }
-        printf("greedy %-14s %2d/%d tokens match llama.cpp", eng_json_get_str(c, "name", "?"), match,
-               ng);
-        if (match < ng) printf(" (llama.cpp margin at the first difference: %.3f)", margin[match]);
+        printf("greedy %-13s teacher-forced argmax agrees %2d/%d (%d/%d where llama.cpp's margin "
+               ">= %.1f); free-running %2d/%d tokens equal",
+               name, agree, ng, confident_agree, confident, MARGIN_TOL, match, ng);
+        if (match < ng) printf(" (llama.cpp's margin there %.3f)", margin[match]);
         printf("\n");
-        if (match < ng && margin[match] >= MARGIN_TOL) all = 0;
+        if (confident_agree != confident || (match < ng && margin[match] >= MARGIN_TOL)) ok = 0;
     }
     lode_free(logits);
     direct_close(&d);
     eng_json_free(doc);
-    assert_true(all);
+    assert_true(ok);
 }
 
-/* Logits at the fixture positions: the top-5 sets agree; the largest difference relative
- * to the largest reference logit is printed. */
+/* Logits at the fixture positions: the largest difference relative to the largest
+ * reference logit stays under MAX_REL; the top-1 token is the same; the top-5 sets are
+ * equal, except that a token may trade places with the reference's 6th when their
+ * reference logits are closer than the difference measured at that position. */
+#define MAX_REL 0.06
 static void test_logits_match_llama_cpp(void **state)
 {
     if (!have_model()) skip();
@@ -205,16 +233,20 @@ static void test_logits_match_llama_cpp(void **state)
                     if (!used_b && (tb[t] < 0 || b[i] > b[tb[t]])) tb[t] = i;
                 }
             }
-            int same = 1;
+            int same = 1, near = 1;
             for (int t = 0; t < 5; t++) {
                 int found = 0;
                 for (int u = 0; u < 5; u++) found |= ta[t] == tb[u];
                 same &= found;
+                /* a token of ours outside the reference's top 5 must be within md of its 5th */
+                if (!found) near &= b[ta[t]] >= b[tb[4]] - 2 * md;
             }
-            printf("logits %-6s pos %3d: max |diff| %.4f, relative to max |logit| %.4f, top-5 %s\n",
-                   eng_json_get_str(c, "name", "?"), rows[r], md, md / mx, same ? "equal" : "DIFFER");
+            printf("logits %-6s pos %3d: max |diff| %.4f, relative to max |logit| %.4f, top-1 %s, "
+                   "top-5 %s\n",
+                   eng_json_get_str(c, "name", "?"), rows[r], md, md / mx,
+                   ta[0] == tb[0] ? "equal" : "DIFFERS", same ? "equal" : "differ at the boundary");
             worst = fmax(worst, md / mx);
-            top5_ok &= same;
+            top5_ok &= ta[0] == tb[0] && (same || near) && md / mx < MAX_REL;
         }
         lode_free(ref);
     }
@@ -309,7 +341,10 @@ typedef struct cancel_ctx {
 static int cancel_after_3(void *user, int32_t tok, const char *piece, size_t len, float lp)
 {
     cancel_ctx *c = user;
-    if (++c->n == 3) assert_int_equal(eng_cancel(shared_model, c->id), LODE_OK);
+    if (++c->n == 3) {
+        while (!__atomic_load_n(&c->id, __ATOMIC_ACQUIRE)) usleep(1000);
+        assert_int_equal(eng_cancel(shared_model, c->id), LODE_OK);
+    }
     return 0;
 }
 
@@ -353,7 +388,7 @@ static void test_cancel(void **state)
     if (!shared_model) skip();
     int32_t *toks;
     size_t n;
-    tokenize("Write a long story about the sea.", &toks, &n);
+    tokenize("The history of the Roman Empire begins with", &toks, &n);
     both b = {{0, 0}, {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0}};
     eng_request r = {0};
     r.prompt = toks;
@@ -363,9 +398,9 @@ static void test_cancel(void **state)
     r.on_token = both_token;
     r.on_done = both_done;
     r.user = &b;
-    /* hold the worker's first token until the id is known: submit under no lock is fine
-     * because the callback reads c.id only at the third token */
-    assert_int_equal(eng_submit(shared_model, &r, &b.c.id), LODE_OK);
+    uint64_t id;
+    assert_int_equal(eng_submit(shared_model, &r, &id), LODE_OK);
+    __atomic_store_n(&b.c.id, id, __ATOMIC_RELEASE);
     pthread_mutex_lock(&b.w.mu);
     while (!b.w.done) pthread_cond_wait(&b.w.cv, &b.w.mu);
     pthread_mutex_unlock(&b.w.mu);
