@@ -77,13 +77,27 @@ static int cmd_tokenize(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 's': flags |= ENG_TOK_PARSE_SPECIAL; break;
-        case 'n': flags &= ~(unsigned)ENG_TOK_ADD_SPECIAL; break;
-        case 'c': chat = 1; break;
-        case 'i': ids_only = 1; break;
-        case 'h': usage(stdout); return CLI_OK;
-        default: usage(stderr); return CLI_USAGE;
+        case 'm':
+            model = optarg;
+            break;
+        case 's':
+            flags |= ENG_TOK_PARSE_SPECIAL;
+            break;
+        case 'n':
+            flags &= ~(unsigned)ENG_TOK_ADD_SPECIAL;
+            break;
+        case 'c':
+            chat = 1;
+            break;
+        case 'i':
+            ids_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return CLI_OK;
+        default:
+            usage(stderr);
+            return CLI_USAGE;
         }
     }
     if (argc - optind > 1) {
