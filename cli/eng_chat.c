@@ -86,7 +86,8 @@ static lode_status render(eng_model *m, const char *system, const history *h, in
     }
     lode_buf text = LODE_BUF_INIT;
     lode_status st = eng_chat_apply(m, roles, contents, n, 1, &text);
-    if (st == LODE_OK) st = eng_tokenize(m, text.data ? text.data : "", text.len, 1, 1, toks, n_toks);
+    if (st == LODE_OK)
+        st = eng_tokenize(m, text.data ? text.data : "", text.len, 1, 1, toks, n_toks);
     lode_buf_free(&text);
     return st;
 }
@@ -101,8 +102,10 @@ static int cmd_chat(int argc, char **argv)
         int r = cli_eng_opts_parse(&o, argc, argv, &i);
         if (r < 0) return CLI_USAGE;
         if (r > 0) continue;
-        if (!strcmp(argv[i], "--system") && i + 1 < argc) system = argv[++i];
-        else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) verbose = 1;
+        if (!strcmp(argv[i], "--system") && i + 1 < argc)
+            system = argv[++i];
+        else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+            verbose = 1;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return CLI_OK;
@@ -177,7 +180,8 @@ static int cmd_chat(int argc, char **argv)
         r.prompt = toks;
         r.n_prompt = (int)n_toks;
         r.sampling = o.sampling;
-        r.max_tokens = LODE_MIN(o.n_predict > 0 ? o.n_predict : info.n_ctx, info.n_ctx - (int)n_toks);
+        r.max_tokens =
+            LODE_MIN(o.n_predict > 0 ? o.n_predict : info.n_ctx, info.n_ctx - (int)n_toks);
         r.stop = o.stop;
         r.n_stop = o.n_stop;
         r.on_token = on_token;

@@ -39,12 +39,18 @@ static void json_str(FILE *f, const char *s, size_t n)
     fputc('"', f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\r')
+            fputs("\\r", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -80,12 +86,18 @@ static int cmd_generate(int argc, char **argv)
         if (r < 0) return CLI_USAGE;
         if (r > 0) continue;
         const char *a = argv[i];
-        if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && i + 1 < argc) prompt = argv[++i];
-        else if (!strcmp(a, "--system") && i + 1 < argc) system = argv[++i];
-        else if (!strcmp(a, "--chat")) chat = 1;
-        else if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--prompt-logprobs")) prompt_lp = 1;
-        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) verbose = 1;
+        if ((!strcmp(a, "-p") || !strcmp(a, "--prompt")) && i + 1 < argc)
+            prompt = argv[++i];
+        else if (!strcmp(a, "--system") && i + 1 < argc)
+            system = argv[++i];
+        else if (!strcmp(a, "--chat"))
+            chat = 1;
+        else if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--prompt-logprobs"))
+            prompt_lp = 1;
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
+            verbose = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return CLI_OK;
@@ -125,7 +137,8 @@ static int cmd_generate(int argc, char **argv)
                     lode_strerror(st));
             goto out;
         }
-    } else if ((st = lode_buf_puts(&text, prompt))) goto out;
+    } else if ((st = lode_buf_puts(&text, prompt)))
+        goto out;
     if ((st = eng_tokenize(m, text.data ? text.data : "", text.len, 1, chat, &toks, &n_toks)) ||
         n_toks == 0) {
         fprintf(stderr, "lode generate: cannot tokenize the prompt: %s\n",
@@ -152,8 +165,8 @@ static int cmd_generate(int argc, char **argv)
     if (json) {
         printf("{\"model\":");
         json_str(stdout, info.name, strlen(info.name));
-        printf(",\"backend\":\"%s\",\"threads\":%d,\"seed\":%llu,\"prompt_tokens\":%d,", info.backend,
-               info.n_threads, (unsigned long long)o.sampling.seed, (int)n_toks);
+        printf(",\"backend\":\"%s\",\"threads\":%d,\"seed\":%llu,\"prompt_tokens\":%d,",
+               info.backend, info.n_threads, (unsigned long long)o.sampling.seed, (int)n_toks);
         printf("\"text\":");
         json_str(stdout, out.text ? out.text : "", out.text_len);
         printf(",\"finish\":\"%s\",\"tokens\":[", eng_finish_name(out.finish));
@@ -165,12 +178,13 @@ static int cmd_generate(int argc, char **argv)
             json_floats(stdout, out.prompt_logprobs, out.n_prompt_logprobs);
         }
         const eng_stats *s = &out.stats;
-        printf(",\"timings\":{\"prompt_tokens\":%d,\"generated\":%d,\"prefill_ms\":%.3f,"
-               "\"decode_ms\":%.3f,\"ttft_ms\":%.3f,\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f}}\n",
-               s->prompt_tokens, s->generated, s->prefill_ms, s->decode_ms, s->ttft_ms,
-               s->prefill_ms > 0 ? s->prompt_tokens * 1000.0 / s->prefill_ms : 0.0,
-               s->decode_ms > 0 && s->generated > 1 ? (s->generated - 1) * 1000.0 / s->decode_ms
-                                                    : 0.0);
+        printf(
+            ",\"timings\":{\"prompt_tokens\":%d,\"generated\":%d,\"prefill_ms\":%.3f,"
+            "\"decode_ms\":%.3f,\"ttft_ms\":%.3f,\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f}}\n",
+            s->prompt_tokens, s->generated, s->prefill_ms, s->decode_ms, s->ttft_ms,
+            s->prefill_ms > 0 ? s->prompt_tokens * 1000.0 / s->prefill_ms : 0.0,
+            s->decode_ms > 0 && s->generated > 1 ? (s->generated - 1) * 1000.0 / s->decode_ms
+                                                 : 0.0);
     } else {
         printf("\n");
     }
@@ -182,7 +196,8 @@ static int cmd_generate(int argc, char **argv)
                 s->prompt_tokens, s->prefill_ms,
                 s->prefill_ms > 0 ? s->prompt_tokens * 1000.0 / s->prefill_ms : 0.0, s->generated,
                 s->decode_ms,
-                s->decode_ms > 0 && s->generated > 1 ? (s->generated - 1) * 1000.0 / s->decode_ms : 0.0,
+                s->decode_ms > 0 && s->generated > 1 ? (s->generated - 1) * 1000.0 / s->decode_ms
+                                                     : 0.0,
                 s->ttft_ms, eng_finish_name(out.finish));
     }
     rc = CLI_OK;

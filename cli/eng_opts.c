@@ -64,11 +64,26 @@ static int num_i(const char *opt, const char *s, long lo, long hi, long *out)
 int cli_eng_opts_parse(cli_eng_opts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
-    static const char *const with_value[] = {
-        "-m",      "--model",          "-n",        "--n-predict",      "--temp",
-        "--top-k", "--top-p",          "--min-p",   "--repeat-penalty", "--repeat-last-n",
-        "--seed",  "--presence-penalty", "--frequency-penalty", "--stop", "-t",
-        "--threads", "-c",             "--ctx",     "--batch",          "--backend"};
+    static const char *const with_value[] = {"-m",
+                                             "--model",
+                                             "-n",
+                                             "--n-predict",
+                                             "--temp",
+                                             "--top-k",
+                                             "--top-p",
+                                             "--min-p",
+                                             "--repeat-penalty",
+                                             "--repeat-last-n",
+                                             "--seed",
+                                             "--presence-penalty",
+                                             "--frequency-penalty",
+                                             "--stop",
+                                             "-t",
+                                             "--threads",
+                                             "-c",
+                                             "--ctx",
+                                             "--batch",
+                                             "--backend"};
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++)
         if (!strcmp(a, with_value[k])) known = 1;
@@ -79,19 +94,26 @@ int cli_eng_opts_parse(cli_eng_opts *o, int argc, char **argv, int *i)
     }
     const char *v = argv[++*i];
     long n;
-    if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+    if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+        o->model = v;
     else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
         if (num_i(a, v, -1, 1 << 24, &n) < 0) return -1;
         o->n_predict = (int)n;
-    } else if (!strcmp(a, "--temp")) return num_f(a, v, &o->sampling.temperature);
+    } else if (!strcmp(a, "--temp"))
+        return num_f(a, v, &o->sampling.temperature);
     else if (!strcmp(a, "--top-k")) {
         if (num_i(a, v, 0, 1 << 24, &n) < 0) return -1;
         o->sampling.top_k = (int)n;
-    } else if (!strcmp(a, "--top-p")) return num_f(a, v, &o->sampling.top_p);
-    else if (!strcmp(a, "--min-p")) return num_f(a, v, &o->sampling.min_p);
-    else if (!strcmp(a, "--repeat-penalty")) return num_f(a, v, &o->sampling.repeat_penalty);
-    else if (!strcmp(a, "--presence-penalty")) return num_f(a, v, &o->sampling.presence_penalty);
-    else if (!strcmp(a, "--frequency-penalty")) return num_f(a, v, &o->sampling.frequency_penalty);
+    } else if (!strcmp(a, "--top-p"))
+        return num_f(a, v, &o->sampling.top_p);
+    else if (!strcmp(a, "--min-p"))
+        return num_f(a, v, &o->sampling.min_p);
+    else if (!strcmp(a, "--repeat-penalty"))
+        return num_f(a, v, &o->sampling.repeat_penalty);
+    else if (!strcmp(a, "--presence-penalty"))
+        return num_f(a, v, &o->sampling.presence_penalty);
+    else if (!strcmp(a, "--frequency-penalty"))
+        return num_f(a, v, &o->sampling.frequency_penalty);
     else if (!strcmp(a, "--repeat-last-n")) {
         if (num_i(a, v, 0, 1 << 20, &n) < 0) return -1;
         o->sampling.repeat_last_n = (int)n;
@@ -120,7 +142,8 @@ int cli_eng_opts_parse(cli_eng_opts *o, int argc, char **argv, int *i)
     } else if (!strcmp(a, "--batch")) {
         if (num_i(a, v, 1, 4096, &n) < 0) return -1;
         o->mo.n_batch = (int)n;
-    } else if (!strcmp(a, "--backend")) o->mo.backend = v;
+    } else if (!strcmp(a, "--backend"))
+        o->mo.backend = v;
     return 1;
 }
 

@@ -209,8 +209,8 @@ static void cpu_rmsnorm(eng_backend *be, float *y, const float *x, const eng_wei
         krn_rmsnorm(y + (size_t)r * dim, x + (size_t)r * dim, w->data, (size_t)dim, eps);
 }
 
-static void cpu_add_rmsnorm(eng_backend *be, float *y, float *x, const float *r, const eng_weight *w,
-                            int n_rows, int dim, float eps)
+static void cpu_add_rmsnorm(eng_backend *be, float *y, float *x, const float *r,
+                            const eng_weight *w, int n_rows, int dim, float eps)
 {
     for (int i = 0; i < n_rows; i++)
         krn_add_rmsnorm(y + (size_t)i * dim, x + (size_t)i * dim, r + (size_t)i * dim, w->data,
@@ -255,7 +255,8 @@ static void cpu_matmul(eng_backend *be, int n, const eng_weight *const *ws, cons
     }
     if (biases)
         for (int i = 0; i < n; i++)
-            if (biases[i] && biases[i]->data) add_bias(ys[i], biases[i], n_rows, (size_t)ws[i]->n_out);
+            if (biases[i] && biases[i]->data)
+                add_bias(ys[i], biases[i], n_rows, (size_t)ws[i]->n_out);
 }
 
 static void cpu_rope(eng_backend *be, float *x, int n_head, int head_dim, const eng_batch *b,

@@ -47,7 +47,7 @@ struct eng_model {
     int32_t *batch_tokens, *batch_pos, *out_rows; /* (n_batch) */
     float *logits;                                /* (LOGITS_ROWS, n_vocab) host */
     float *prompt_lp;                             /* (n_ctx) */
-    char *piece; /* (piece_cap) detokenizer output of one step */
+    char *piece;                                  /* (piece_cap) detokenizer output of one step */
     size_t piece_cap;
     char name[128];
     const char *arch;
@@ -338,8 +338,10 @@ lode_status eng_submit(eng_model *m, const eng_request *r, uint64_t *id)
         return lode_seterr(m->err, sizeof m->err, LODE_ERR_BUSY, "engine: shutting down");
     }
     q->id = ++m->next_id;
-    if (m->queue_tail) m->queue_tail->next = q;
-    else m->queue_head = q;
+    if (m->queue_tail)
+        m->queue_tail->next = q;
+    else
+        m->queue_head = q;
     m->queue_tail = q;
     if (id) *id = q->id;
     pthread_cond_broadcast(&m->cv);
@@ -469,7 +471,8 @@ lode_status eng_generate(eng_model *m, const eng_request *r, eng_output *out)
 lode_status eng_tokenize(const eng_model *m, const char *text, size_t len, int add_special,
                          int parse_special, int32_t **out, size_t *n)
 {
-    unsigned flags = (add_special ? ENG_TOK_ADD_SPECIAL : 0) | (parse_special ? ENG_TOK_PARSE_SPECIAL : 0);
+    unsigned flags =
+        (add_special ? ENG_TOK_ADD_SPECIAL : 0) | (parse_special ? ENG_TOK_PARSE_SPECIAL : 0);
     return eng_tok_encode_alloc(m->vocab, text, len, flags, out, n);
 }
 
@@ -480,8 +483,8 @@ lode_status eng_detokenize(const eng_model *m, const int32_t *toks, size_t n, in
 }
 
 lode_status eng_chat_apply(const eng_model *m, const char *const *roles,
-                            const char *const *contents, size_t n, int add_generation_prompt,
-                            lode_buf *out)
+                           const char *const *contents, size_t n, int add_generation_prompt,
+                           lode_buf *out)
 {
     eng_chat_template t;
     char err[256];
@@ -554,8 +557,8 @@ void eng_model_free(eng_model *m)
     lode_free(m);
 }
 
-lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model **out,
-                           char *err, size_t errlen)
+lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model **out, char *err,
+                           size_t errlen)
 {
     *out = NULL;
     eng_model_opts def = {0};

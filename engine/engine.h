@@ -71,17 +71,17 @@ int eng_token_is_eog(const eng_model *m, int32_t tok);
  * appends it to out; add_generation_prompt opens the assistant's turn. roles[i] is
  * "system", "user" or "assistant". LODE_ERR_UNSUPPORTED when the template is unknown. */
 lode_status eng_chat_apply(const eng_model *m, const char *const *roles,
-                            const char *const *contents, size_t n, int add_generation_prompt,
-                            lode_buf *out);
+                           const char *const *contents, size_t n, int add_generation_prompt,
+                           lode_buf *out);
 
 /* ---- requests ---------------------------------------------------------------------- */
 typedef struct eng_sampling {
-    float temperature;     /* <= 0: greedy */
-    int top_k;             /* <= 0: off */
-    float top_p;           /* >= 1: off */
-    float min_p;           /* <= 0: off */
-    float repeat_penalty;  /* 1: off */
-    int repeat_last_n;     /* tokens the penalties look back over; 0: 64 */
+    float temperature;    /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* tokens the penalties look back over; 0: 64 */
     float presence_penalty;
     float frequency_penalty;
     uint64_t seed; /* same seed, same output */

@@ -55,8 +55,8 @@ static lode_status key_u32(eng_gguf *g, const char *arch, const char *suffix, in
     return LODE_OK;
 }
 
-static lode_status key_f32(eng_gguf *g, const char *arch, const char *suffix, float def,
-                           float *out, char *err, size_t errlen)
+static lode_status key_f32(eng_gguf *g, const char *arch, const char *suffix, float def, float *out,
+                           char *err, size_t errlen)
 {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
@@ -192,8 +192,9 @@ void eng_llama_free(eng_llama *m)
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) {
             eng_layer *L = &m->layers[l];
-            eng_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->bq,    &L->bk,
-                                &L->bv,        &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
+            eng_weight *ws[] = {&L->attn_norm, &L->wq,     &L->wk,   &L->wv,
+                                &L->bq,        &L->bk,     &L->bv,   &L->wo,
+                                &L->ffn_norm,  &L->w_gate, &L->w_up, &L->w_down};
             for (size_t i = 0; i < LODE_ARRAY_LEN(ws); i++) free_w(m, ws[i]);
         }
     lode_free(m->layers);
@@ -217,7 +218,8 @@ lode_status eng_llama_load(eng_gguf *g, eng_backend *be, eng_llama **out, char *
     eng_hparams *hp = &m->hp;
     const eng_gguf_tensor *te = eng_gguf_find_tensor(g, "token_embd.weight");
     if (!te) {
-        st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "model: tensor 'token_embd.weight' is missing");
+        st = lode_seterr(err, errlen, LODE_ERR_FORMAT,
+                         "model: tensor 'token_embd.weight' is missing");
         goto fail;
     }
     if (te->ne[1] == 0 || te->ne[1] > (1u << 24)) {
@@ -256,10 +258,10 @@ lode_status eng_llama_load(eng_gguf *g, eng_backend *be, eng_llama **out, char *
     for (int l = 0; l < hp->n_layer; l++) {
         eng_layer *L = &m->layers[l];
         char n[12][64];
-        const char *sfx[12] = {"attn_norm.weight", "attn_q.weight",   "attn_k.weight",
-                               "attn_v.weight",    "attn_q.bias",     "attn_k.bias",
+        const char *sfx[12] = {"attn_norm.weight", "attn_q.weight",      "attn_k.weight",
+                               "attn_v.weight",    "attn_q.bias",        "attn_k.bias",
                                "attn_v.bias",      "attn_output.weight", "ffn_norm.weight",
-                               "ffn_gate.weight",  "ffn_up.weight",   "ffn_down.weight"};
+                               "ffn_gate.weight",  "ffn_up.weight",      "ffn_down.weight"};
         for (int i = 0; i < 12; i++) snprintf(n[i], sizeof n[i], "blk.%d.%s", l, sfx[i]);
         if ((st = load_w(m, n[0], dim, 1, 1, &L->attn_norm, err, errlen)) ||
             (st = load_w(m, n[1], dim, qdim, 1, &L->wq, err, errlen)) ||
@@ -280,7 +282,8 @@ lode_status eng_llama_load(eng_gguf *g, eng_backend *be, eng_llama **out, char *
                              "model: layer %d has only some of the q/k/v biases", l);
             goto fail;
         }
-        if (l == 0) hp->has_qkv_bias = nb == 3;
+        if (l == 0)
+            hp->has_qkv_bias = nb == 3;
         else if (hp->has_qkv_bias != (nb == 3)) {
             st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "model: q/k/v biases differ by layer");
             goto fail;
@@ -319,7 +322,8 @@ void eng_runtime_destroy(eng_runtime *rt)
 {
     if (!rt) return;
     eng_backend *be = rt->be;
-    float *bufs[] = {rt->x, rt->xb, rt->q, rt->k, rt->v, rt->att, rt->tmp, rt->gate, rt->up, rt->logits};
+    float *bufs[] = {rt->x,   rt->xb,  rt->q,    rt->k,  rt->v,
+                     rt->att, rt->tmp, rt->gate, rt->up, rt->logits};
     for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) be->ops->free(be, bufs[i]);
     be->ops->kv_destroy(be, rt->kv);
     lode_free(rt);
@@ -434,15 +438,18 @@ lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logi
         float *wd_out[1] = {rt->tmp};
         o->matmul(be, 1, wd, rt->gate, T, wd_out, NULL);
         if (l + 1 < hp->n_layer)
-            o->add_rmsnorm(be, rt->xb, rt->x, rt->tmp, &m->layers[l + 1].attn_norm, T, dim, hp->eps);
+            o->add_rmsnorm(be, rt->xb, rt->x, rt->tmp, &m->layers[l + 1].attn_norm, T, dim,
+                           hp->eps);
         else
             o->add(be, rt->x, rt->x, rt->tmp, (size_t)T * dim);
     }
     (void)qdim;
-    if (b->n_out > 0) o->logits(be, &m->output, &m->output_norm, rt->x, dim, hp->eps, b, rt->logits);
+    if (b->n_out > 0)
+        o->logits(be, &m->output, &m->output_norm, rt->x, dim, hp->eps, b, rt->logits);
     if ((st = o->sync(be))) return lode_seterr(err, errlen, st, "forward: %s", be->err);
     if (b->n_out > 0 && logits_host &&
-        (st = o->download(be, logits_host, rt->logits, (size_t)b->n_out * hp->n_vocab * sizeof(float))))
+        (st = o->download(be, logits_host, rt->logits,
+                          (size_t)b->n_out * hp->n_vocab * sizeof(float))))
         return lode_seterr(err, errlen, st, "forward: %s", be->err);
     return LODE_OK;
 }

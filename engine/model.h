@@ -78,7 +78,7 @@ int eng_runtime_n_blocks(const eng_runtime *rt);
 /* Runs the model over a batch and writes the logits of b->out_rows to logits_host
  * (n_out, n_vocab) (may be NULL when n_out is 0). The KV cache of the batch's sequences
  * grows by their tokens. Returns LODE_OK or the backend's error (err has the detail). */
-lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logits_host,
-                                char *err, size_t errlen);
+lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logits_host, char *err,
+                                size_t errlen);
 
 #endif

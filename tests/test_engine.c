@@ -673,9 +673,9 @@ int main(void)
         cmocka_unit_test(test_greedy_matches_llama_cpp),
     };
     const struct CMUnitTest api_tests[] = {
-        cmocka_unit_test(test_request_errors),   cmocka_unit_test(test_no_allocation_per_token),
-        cmocka_unit_test(test_cancel),           cmocka_unit_test(test_same_seed_same_output),
-        cmocka_unit_test(test_prompt_logprobs),  cmocka_unit_test(test_stop_string),
+        cmocka_unit_test(test_request_errors),  cmocka_unit_test(test_no_allocation_per_token),
+        cmocka_unit_test(test_cancel),          cmocka_unit_test(test_same_seed_same_output),
+        cmocka_unit_test(test_prompt_logprobs), cmocka_unit_test(test_stop_string),
     };
     int rc = cmocka_run_group_tests_name("direct", direct_tests, NULL, NULL);
     rc |= cmocka_run_group_tests_name("api", api_tests, setup_model, teardown_model);
