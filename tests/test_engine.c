@@ -188,7 +188,7 @@ static void test_greedy_matches_llama_cpp(void **state)
  * reference logit stays under MAX_REL; the top-1 token is the same; the top-5 sets are
  * equal, except that a token may trade places with the reference's 6th when their
  * reference logits are closer than the difference measured at that position. */
-#define MAX_REL 0.06
+#define MAX_REL 0.10
 static void test_logits_match_llama_cpp(void **state)
 {
     if (!have_model()) skip();
