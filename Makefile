@@ -197,12 +197,31 @@ fuzz:
 	done
 	scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
+# ---- benchmarks -------------------------------------------------------------------------
+$(B)/obj/bench/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
+$(B)/bench/bench_ingest: $(B)/obj/bench/bench_ingest.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(SVC_LIBS)
+# Ingest throughput and search latency on the SQLite documentation, into bench/RESULTS.md.
+bench-ingest: deps
+	$(MAKE) -j$$(nproc) $(B)/bench/bench_ingest
+	bench/bench_ingest.sh $(B)/bench/bench_ingest
+
 # ---- formatting ------------------------------------------------------------------------
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 format:
 	clang-format -i $(FORMAT_SRCS)
 format-check:
 	@clang-format --dry-run -Werror $(FORMAT_SRCS) && echo "format-check: $(words $(FORMAT_SRCS)) files clean"
+
+# ---- kernel benchmark (bench/bench_kernels.c; appends to bench/RESULTS.md) ------------
+$(B)/bench/bench_kernels: $(B)/obj/bench/bench_kernels.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-kernels
+bench-kernels:
+	$(MAKE) -j2 $(B)/bench/bench_kernels
+	scripts/bench-kernels.sh $(B)/bench/bench_kernels
 
 clean:
 	rm -rf build build-san build-cuda build-engine build-fuzz
