@@ -170,10 +170,10 @@ struct ret_search_state {
         char token[32];
         int len; /* 0: empty slot */
         int64_t df;
-    } dfc[DF_CACHE];      /* chunk counts of tokens, kept while rows stays valid */
-    uint32_t *len;        /* (len_cap) tokens of chunk rowid, + 1; 0 = not known yet */
+    } dfc[DF_CACHE]; /* chunk counts of tokens, kept while rows stays valid */
+    uint32_t *len;   /* (len_cap) tokens of chunk rowid, + 1; 0 = not known yet */
     size_t len_cap;
-    int64_t len_version;  /* PRAGMA data_version the lengths belong to */
+    int64_t len_version; /* PRAGMA data_version the lengths belong to */
 };
 
 void ret_search_state_free(struct ret_search_state *ss)
@@ -271,8 +271,8 @@ static int row_length(struct ret_search_state *ss, const Fts5ExtensionApi *api, 
     return SQLITE_OK;
 }
 
-static void lode_bm25(const Fts5ExtensionApi *api, Fts5Context *f, sqlite3_context *ctx,
-                      int nval, sqlite3_value **vals)
+static void lode_bm25(const Fts5ExtensionApi *api, Fts5Context *f, sqlite3_context *ctx, int nval,
+                      sqlite3_value **vals)
 {
     struct ret_search_state *ss = api->xUserData(f);
     int rc = SQLITE_OK;
@@ -406,10 +406,11 @@ static int64_t term_rows(ret_store *s, const char *t, size_t n)
     uint32_t hash = 2166136261u;
     for (int i = 0; i < c.len; i++) hash = (hash ^ (unsigned char)c.token[i]) * 16777619u;
     int slot = (int)(hash % DF_CACHE), cacheable = c.len < (int)sizeof ss->dfc[0].token;
-    if (cacheable && ss->dfc[slot].len == c.len && !memcmp(ss->dfc[slot].token, c.token, (size_t)c.len))
+    if (cacheable && ss->dfc[slot].len == c.len &&
+        !memcmp(ss->dfc[slot].token, c.token, (size_t)c.len))
         return ss->dfc[slot].df;
-    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_VOCAB,
-                                     "SELECT doc FROM temp.lode_fts_vocab WHERE term = ?1");
+    sqlite3_stmt *q =
+        ret_store_stmt(s, RET_STMT_VOCAB, "SELECT doc FROM temp.lode_fts_vocab WHERE term = ?1");
     if (!q) return -1;
     sqlite3_bind_text(q, 1, c.token, c.len, SQLITE_STATIC);
     int rc = sqlite3_step(q);

@@ -511,8 +511,8 @@ static void test_ranking_matches_fts5_bm25(void **state)
 {
     fixture *f = *state;
     ret_store *s = open_rw(f->db);
-    static const char *words[] = {"index", "table", "vacuum", "journal", "page", "cache",
-                                  "write", "log", "query", "planner", "btree", "lock"};
+    static const char *words[] = {"index", "table", "vacuum", "journal", "page",  "cache",
+                                  "write", "log",   "query",  "planner", "btree", "lock"};
     unsigned seed = 99;
     for (int i = 0; i < 60; i++) {
         char uri[32], text[512], heading[64];
@@ -527,7 +527,7 @@ static void test_ranking_matches_fts5_bm25(void **state)
         snprintf(heading, sizeof heading, "Part %d > %s", i % 4, words[i % 5]);
         put(s, uri, heading, text);
     }
-    static const char *queries[] = {"index", "table OR vacuum", "journal page",
+    static const char *queries[] = {"index",         "table OR vacuum",          "journal page",
                                     "\"write log\"", "query OR planner OR lock", "cache btree"};
     sqlite3_stmt *q = NULL;
     assert_int_equal(sqlite3_prepare_v2(ret_store_sqlite(s),
