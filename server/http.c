@@ -426,6 +426,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mhd, const ch
         gate(c, &d);
         return MHD_YES;
     }
+    if (*upload_size && c->answered) { /* answered before the body: drop it */
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (*upload_size) {
         if (!c->too_large && lode_buf_append(&c->body, upload, *upload_size) != LODE_OK) {
             c->too_large = 1;
