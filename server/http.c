@@ -141,6 +141,12 @@ static void queue(srv_conn *c, unsigned status, struct MHD_Response *r, uint64_t
         return;
     }
     add_error_headers(c, r, status);
+    /* The work is done once the answer is queued: free the slot before the client can
+     * see the answer and send its next request. Streams keep theirs until they end. */
+    if (c->holds_slot) {
+        atomic_fetch_sub(&c->srv->slots, 1);
+        c->holds_slot = 0;
+    }
     if (MHD_queue_response(c->mhd, status, r) == MHD_YES) atomic_store(&c->bytes, len);
     MHD_destroy_response(r);
 }
