@@ -101,9 +101,8 @@ static const shape shapes[] = {
     {4096, 4096, "llama 4096x4096"},
 };
 
-static const lode_dtype types[] = {LODE_Q4_0, LODE_Q4_1, LODE_Q5_0, LODE_Q5_1,
-                                   LODE_Q8_0, LODE_Q4_K, LODE_Q5_K, LODE_Q6_K,
-                                   LODE_F16,  LODE_BF16, LODE_F32};
+static const lode_dtype types[] = {LODE_Q4_0, LODE_Q4_1, LODE_Q5_0, LODE_Q5_1, LODE_Q8_0, LODE_Q4_K,
+                                   LODE_Q5_K, LODE_Q6_K, LODE_F16,  LODE_BF16, LODE_F32};
 
 static void fill_random(float *x, size_t n, uint64_t *s)
 {
@@ -117,15 +116,14 @@ static void fill_random(float *x, size_t n, uint64_t *s)
 
 /* Returns seconds per matvec; cold cycles through `copies` matrices. */
 static double time_matvec(lode_pool *pool, lode_dtype t, const uint8_t *W, size_t wbytes,
-                          int copies, size_t n_out, size_t n_in, const float *x, float *y,
-                          void *ws, size_t wsz)
+                          int copies, size_t n_out, size_t n_in, const float *x, float *y, void *ws,
+                          size_t wsz)
 {
     int reps = 0;
     double t0 = now(), min_time = quick ? 0.05 : 0.25;
     do {
         for (int c = 0; c < copies; c++)
-            krn_matmul(pool, t, W + (size_t)c * wbytes, n_out, n_in, x, n_in, 1, y, n_out, ws,
-                       wsz);
+            krn_matmul(pool, t, W + (size_t)c * wbytes, n_out, n_in, x, n_in, 1, y, n_out, ws, wsz);
         reps += copies;
     } while (now() - t0 < min_time);
     return (now() - t0) / reps;
@@ -155,8 +153,8 @@ static void bench_type_shape(lode_pool *pools[2], lode_dtype t, const shape *s, 
     for (int p = 0; p < 2; p++) {
         double cold = time_matvec(pools[p], t, W, wbytes, copies, s->n_out, s->n_in, x, y, ws, wsz);
         double hot = time_matvec(pools[p], t, W, wbytes, 1, s->n_out, s->n_in, x, y, ws, wsz);
-        fprintf(out, " %.1f | %.1f | %.1f |", (double)wbytes / cold / 1e9, (double)wbytes / hot / 1e9,
-                cold * 1e6);
+        fprintf(out, " %.1f | %.1f | %.1f |", (double)wbytes / cold / 1e9,
+                (double)wbytes / hot / 1e9, cold * 1e6);
     }
     fprintf(out, "\n");
     fflush(out);
@@ -195,7 +193,8 @@ static void bench_prefill(lode_pool *pools[2], lode_dtype t, const shape *s, FIL
             reps++;
         } while (now() - t0 < (quick ? 0.1 : 0.5));
         double sec = (now() - t0) / reps;
-        fprintf(out, " %.1f |", 2.0 * (double)n_tok * (double)s->n_in * (double)s->n_out / sec / 1e9);
+        fprintf(out, " %.1f |",
+                2.0 * (double)n_tok * (double)s->n_in * (double)s->n_out / sec / 1e9);
     }
     fprintf(out, "\n");
     fflush(out);
@@ -227,8 +226,9 @@ int main(int argc, char **argv)
     double r1, c1, r2, c2;
     mem_bandwidth(pools[0], &r1, &c1);
     mem_bandwidth(pools[1], &r2, &c2);
-    fprintf(out, "Kernel variant: %s. Memory bandwidth measured in this run: read %.1f GB/s "
-                 "(1 thread), %.1f GB/s (2 threads); memcpy (read+write) %.1f / %.1f GB/s.\n\n",
+    fprintf(out,
+            "Kernel variant: %s. Memory bandwidth measured in this run: read %.1f GB/s "
+            "(1 thread), %.1f GB/s (2 threads); memcpy (read+write) %.1f / %.1f GB/s.\n\n",
             krn_isa_name(krn_isa_active()), r1, r2, c1, c2);
 
     int n_regions = 200000;
@@ -250,8 +250,8 @@ int main(int argc, char **argv)
 
     fprintf(out, "\nPrefill matmul, n_tok = 512, GFLOP/s (including quantizing the "
                  "activations).\n\n| type | shape | 1 thread | 2 threads |\n|---|---|---|---|\n");
-    static const lode_dtype pf_types[] = {LODE_Q4_1, LODE_Q8_0, LODE_Q4_0, LODE_Q4_K,
-                                          LODE_Q6_K, LODE_F16};
+    static const lode_dtype pf_types[] = {LODE_Q4_1, LODE_Q8_0, LODE_Q4_0,
+                                          LODE_Q4_K, LODE_Q6_K, LODE_F16};
     for (size_t k = 0; k < LODE_ARRAY_LEN(pf_types); k++) {
         bench_prefill(pools, pf_types[k], &shapes[1], out);
         bench_prefill(pools, pf_types[k], &shapes[2], out);

@@ -75,7 +75,7 @@ AI __m256i q32(const float *v, float *d_out)
     float amax = _mm_cvtss_f32(m4);
     float d = amax / 127.f;
     *d_out = d;
-    __m256 id = _mm256_set1_ps(d ? 1.f / d : 0.f);
+    __m256 id = _mm256_set1_ps(amax ? 127.f / amax : 0.f); /* as GGML: 127/amax */
     __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, id));
     __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, id));
     __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, id));
@@ -131,8 +131,8 @@ static void aq_q8_K(const float *x, void *y, size_t n)
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float d = _mm_cvtss_f32(m4) / 127.f;
-        __m256 id = _mm256_set1_ps(d ? 1.f / d : 0.f);
+        float amax = _mm_cvtss_f32(m4), d = amax / 127.f;
+        __m256 id = _mm256_set1_ps(amax ? 127.f / amax : 0.f);
         b[i].d = d;
         for (int j = 0; j < QK_K; j += 32) {
             __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + j), id));

@@ -104,25 +104,27 @@ AI void pair_step(const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, size
                              : _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
     __m512i wq[4];
     __m128 wsc[4];
+    __m512 wsv[4];
     for (int r = 0; r < NR; r++) {
         const uint8_t *b0 = w + r * ws + i * wbs;
         wq[r] = w_pair(b0, b0 + wbs, KIND, two);
         wsc[r] = w_scales(b0, b0 + wbs, KIND, two);
+        wsv[r] = _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(wsc[r]));
     }
     for (int t = 0; t < NT; t++) {
         const uint8_t *x0 = x + t * xs + i * xbs;
         __m512i xq = x_pair(x0, x0 + xbs, KIND, two);
         __m128 xsc = x_scales(x0, x0 + xbs, KIND, two);
+        __m512 xsv = _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(xsc));
         __m512i init = _mm512_setzero_si512();
         if (bias)
             init =
                 _mm512_sub_epi32(init, _mm512_dpbusd_epi32(init, _mm512_set1_epi8((char)bias), xq));
         for (int r = 0; r < NR; r++) {
             __m512i p = _mm512_dpbusd_epi32(init, wq[r], xq);
-            __m128 prod = _mm_mul_ps(wsc[r], xsc);
-            __m512 sc = _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(prod));
-            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[r][t]);
-            if (has_min) macc[r][t] = _mm_add_ps(macc[r][t], prod);
+            __m512 px = _mm512_mul_ps(_mm512_cvtepi32_ps(p), xsv);
+            acc[r][t] = _mm512_fmadd_ps(px, wsv[r], acc[r][t]);
+            if (has_min) macc[r][t] = _mm_fmadd_ps(wsc[r], xsc, macc[r][t]);
         }
     }
 }
