@@ -74,10 +74,14 @@ static void gemm_compare(int threads)
         if (t1 - t0 < best_p) best_p = t1 - t0;
         if (t2 - t1 < best_d) best_d = t2 - t1;
     }
-    printf("| f32 %zux%zux%zu, %d thread%s | packed GEMM (%s) %.1f GFLOP/s | krn_matmul %.1f GFLOP/s "
-           "| %.2fx |\n",
-           M, N, K, threads, threads > 1 ? "s" : "", P.isa == 2 ? "avx512" : P.isa ? "avx2" : "C",
-           flop / best_p / 1e9, flop / best_d / 1e9, best_d / best_p);
+    printf(
+        "| f32 %zux%zux%zu, %d thread%s | packed GEMM (%s) %.1f GFLOP/s | krn_matmul %.1f GFLOP/s "
+        "| %.2fx |\n",
+        M, N, K, threads, threads > 1 ? "s" : "",
+        P.isa == 2 ? "avx512"
+        : P.isa    ? "avx2"
+                   : "C",
+        flop / best_p / 1e9, flop / best_d / 1e9, best_d / best_p);
     krn_packed_free(&P);
     lode_pool_destroy(pool);
     free(W);

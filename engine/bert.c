@@ -51,7 +51,7 @@ struct eng_bert {
     int dim, n_layer, n_head, head_dim, n_ff, n_pos, n_types, n_vocab;
     int max_seq, max_tok, max_seqs, pool_cls;
     float eps;
-    const char *prefix; /* "" or "bert." before tensor names */
+    const char *prefix;    /* "" or "bert." before tensor names */
     const float *tok_emb;  /* (n_vocab, dim) */
     const float *pos_emb;  /* (n_pos, dim) */
     const float *type_emb; /* (n_types, dim) */
@@ -67,9 +67,9 @@ struct eng_bert {
     float *ffn;     /* (max_tok, n_ff) */
     float *scratch; /* (pool size, attn_scratch) attention scores and packed K, V */
     size_t attn_scratch;
-    int32_t *ids;   /* (max_tok) */
-    int32_t *pos;   /* (max_tok) */
-    int32_t *stage; /* (max_seq) one text's ids before it joins the batch */
+    int32_t *ids;                 /* (max_tok) */
+    int32_t *pos;                 /* (max_tok) */
+    int32_t *stage;               /* (max_seq) one text's ids before it joins the batch */
     int32_t *seq_start, *seq_len; /* (max_seqs) */
 };
 
@@ -279,7 +279,7 @@ static lode_status load_weights(eng_bert *m)
 #define LP(field, suffix, d0, d1)                                                                  \
     do {                                                                                           \
         snprintf(n, sizeof n, "encoder.layer.%d.%s", l, suffix);                                   \
-        if (!(w = weight(m, n, d0, d1)) || pack(m, w, d0, d1, &L->field)) return LODE_ERR_FORMAT; \
+        if (!(w = weight(m, n, d0, d1)) || pack(m, w, d0, d1, &L->field)) return LODE_ERR_FORMAT;  \
     } while (0)
         float *wqkv = own(m, (size_t)(3 * d * d) * sizeof(float));
         L->bqkv = own(m, (size_t)(3 * d) * sizeof(float));
@@ -377,8 +377,10 @@ lode_status eng_bert_load(const char *path, const eng_bert_opts *o, eng_bert **o
         const char *slash = strrchr(path, '/');
         snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
     }
-    if (S_ISDIR(sb.st_mode)) snprintf(file, sizeof file, "%.3000s/model.safetensors", dir);
-    else snprintf(file, sizeof file, "%.3000s", path);
+    if (S_ISDIR(sb.st_mode))
+        snprintf(file, sizeof file, "%.3000s/model.safetensors", dir);
+    else
+        snprintf(file, sizeof file, "%.3000s", path);
     const char *base = strrchr(dir, '/');
     snprintf(m->name, sizeof m->name, "%.100s", base ? base + 1 : dir);
 

@@ -21,8 +21,8 @@
 typedef struct eng_bert eng_bert;
 
 typedef struct eng_bert_opts {
-    int n_threads;       /* threads of its pool; <= 0: all the process may use */
-    int max_seq_len;     /* tokens per text incl. [CLS]/[SEP]; 0: the model's setting */
+    int n_threads;        /* threads of its pool; <= 0: all the process may use */
+    int max_seq_len;      /* tokens per text incl. [CLS]/[SEP]; 0: the model's setting */
     int max_batch_tokens; /* tokens run through the encoder at once; 0: 2048 */
 } eng_bert_opts;
 

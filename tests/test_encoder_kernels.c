@@ -46,7 +46,7 @@ static double rel_err(const float *y, const double *r, size_t n)
 
 static void test_gemm_variants(void **state)
 {
-    static const size_t shapes[][3] = {{1, 1, 1},   {7, 33, 5},   {13, 100, 384},
+    static const size_t shapes[][3] = {{1, 1, 1},       {7, 33, 5},      {13, 100, 384},
                                        {64, 1536, 384}, {70, 384, 1536}, {9, 17, 3}};
     lode_pool *pool = NULL;
     assert_int_equal(lode_pool_create(2, &pool), LODE_OK);
@@ -122,8 +122,8 @@ static void test_layernorm_gelu(void **state)
     }
     krn_bias_gelu(g, NULL, 2001);
     for (int i = 0; i <= 2000; i++)
-        if (fabs(g[i] - gr[i]) > 2e-6 * (1 + fabs(gr[i]))) fail_msg("gelu(%g) = %g, want %g",
-                                                                    (i - 1000) / 100.0, g[i], gr[i]);
+        if (fabs(g[i] - gr[i]) > 2e-6 * (1 + fabs(gr[i])))
+            fail_msg("gelu(%g) = %g, want %g", (i - 1000) / 100.0, g[i], gr[i]);
     free(x), free(w), free(b), free(r);
 }
 
@@ -146,7 +146,8 @@ static void test_attention(void **state)
             double mx = -1e300, sum = 0;
             for (size_t j = 0; j < n; j++) {
                 double s = 0;
-                for (size_t d = 0; d < hd; d++) s += (double)qkv[i * stride + d] * qkv[j * stride + 384 + d];
+                for (size_t d = 0; d < hd; d++)
+                    s += (double)qkv[i * stride + d] * qkv[j * stride + 384 + d];
                 p[j] = s * scale;
                 if (p[j] > mx) mx = p[j];
             }

@@ -60,9 +60,8 @@ size_t krn_attention_scratch(size_t n_tok, size_t head_dim)
            round16(krn_pack_size(head_dim, n_tok, isa)) + round16(n_tok * n_tok);
 }
 
-void krn_attention_full(const float *q, const float *k, const float *v, size_t stride,
-                        size_t n_tok, size_t head_dim, float scale, float *out,
-                        size_t out_stride, float *scratch)
+void krn_attention_full(const float *q, const float *k, const float *v, size_t stride, size_t n_tok,
+                        size_t head_dim, float scale, float *out, size_t out_stride, float *scratch)
 {
     int isa = krn_gemm_isa();
     float *kp = scratch;

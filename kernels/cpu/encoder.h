@@ -26,8 +26,8 @@ size_t krn_attention_scratch(size_t n_tok, size_t head_dim);
  * q[i].k[j]) v[j]. Rows of q, k and v are `stride` floats apart (head_dim used of each),
  * rows of out out_stride apart. scratch: krn_attention_scratch floats, 64-byte aligned.
  * Both products run as packed GEMMs (gemm.h) on the calling thread. */
-void krn_attention_full(const float *q, const float *k, const float *v, size_t stride,
-                        size_t n_tok, size_t head_dim, float scale, float *out /* OUT */,
-                        size_t out_stride, float *scratch);
+void krn_attention_full(const float *q, const float *k, const float *v, size_t stride, size_t n_tok,
+                        size_t head_dim, float scale, float *out /* OUT */, size_t out_stride,
+                        float *scratch);
 
 #endif

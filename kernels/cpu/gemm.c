@@ -81,8 +81,8 @@ void krn_packed_free(krn_packed *p)
     p->data = NULL;
 }
 
-void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *const *c,
-                       size_t m, size_t n, const float *bias)
+void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                       size_t n, const float *bias)
 {
     float acc[4][16];
     memset(acc, 0, sizeof acc);
@@ -97,8 +97,8 @@ void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *c
         for (size_t j = 0; j < n; j++) c[i][j] = acc[i][j] + (bias ? bias[j] : 0.0f);
 }
 
-typedef void (*tile_fn)(size_t, const float *const *, const float *, float *const *, size_t,
-                        size_t, const float *);
+typedef void (*tile_fn)(size_t, const float *const *, const float *, float *const *, size_t, size_t,
+                        const float *);
 
 typedef struct gemm_job {
     const krn_packed *w;
@@ -138,13 +138,15 @@ static void gemm_task(void *ctx, size_t task, int thread)
     }
 }
 
-void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_t ldx,
-                     size_t n_tok, float *Y, size_t ldy, const float *bias)
+void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_t ldx, size_t n_tok,
+                     float *Y, size_t ldy, const float *bias)
 {
     if (n_tok == 0 || W->n_out == 0) return;
     gemm_job j;
     j.w = W;
-    j.tile = W->isa == 2 ? krn_gemm_tile_avx512 : W->isa == 1 ? krn_gemm_tile_avx2 : krn_gemm_tile_ref;
+    j.tile = W->isa == 2   ? krn_gemm_tile_avx512
+             : W->isa == 1 ? krn_gemm_tile_avx2
+                           : krn_gemm_tile_ref;
     j.x = X;
     j.ldx = ldx;
     j.n_tok = n_tok;

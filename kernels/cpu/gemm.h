@@ -47,16 +47,16 @@ void krn_pack_into(const float *W, size_t so, size_t sk, size_t n_out, size_t n_
 /* Y[t][o] = sum_k X[t][k] * W[o][k] (+ bias[o] when bias is not NULL) for t < n_tok,
  * o < n_out. X rows ldx floats apart, Y rows ldy apart. Runs on pool (NULL: the calling
  * thread), parallel over blocks of rows and panels. Allocates nothing. */
-void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_t ldx,
-                     size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias);
+void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_t ldx, size_t n_tok,
+                     float *Y /* OUT */, size_t ldy, const float *bias);
 
 /* The register-tile kernels behind krn_gemm_packed (one per ISA file): rows a[0..MR) of
  * the activations (pointers may repeat to pad a short tile), one packed panel b (k x nr),
  * outputs c[i][0..n) for i < m; bias (nr floats of this panel, or NULL) added. */
-void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *const *c,
-                       size_t m, size_t n, const float *bias);
-void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *const *c,
-                        size_t m, size_t n, const float *bias);
+void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                       size_t n, const float *bias);
+void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                        size_t n, const float *bias);
 void krn_gemm_tile_avx512(size_t k, const float *const *a, const float *b, float *const *c,
                           size_t m, size_t n, const float *bias);
 

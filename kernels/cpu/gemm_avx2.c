@@ -4,8 +4,8 @@
 
 #include "kernels/cpu/gemm.h"
 
-void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *const *c,
-                        size_t m, size_t n, const float *bias)
+void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                        size_t n, const float *bias)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
