@@ -1017,8 +1017,9 @@ static void test_cli_output(void **state)
     const char *nok[] = {"search", "--db", f->db, "-k", "0", "x", NULL};
     assert_int_equal(run_lode(out, nok), 2);
 
-    const char *js[] = {"sql", "--db", f->db, "--json",
-                        "SELECT uri, size, NULL AS n FROM documents ORDER BY uri", NULL};
+    const char *js[] = {
+        "sql", "--db", f->db, "--json", "SELECT uri, size, NULL AS n FROM documents ORDER BY uri",
+        NULL};
     assert_int_equal(run_lode(out, js), 0);
     json_error_t jerr;
     json_t *arr = json_loads(read_file(out), 0, &jerr);
