@@ -3,7 +3,7 @@
 # scripts/make-fixtures.sh, installed into its venv when missing) on the same GGUF and the
 # same 512-token prompt, in the same run: prefill tokens/s, decode tokens/s (128 tokens),
 # time to first token and peak RSS at 1 and 2 threads, each measurement in its own process
-# (best of 3 repetitions inside it). The table and the lode/llama.cpp ratios go to the top
+# (best of BENCH_REPS=3 repetitions inside it). The table and the lode/llama.cpp ratios go to the top
 # of the "Engine on the CPU" section of bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ MODEL=${LODE_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 N_PROMPT=${BENCH_PROMPT:-512}
 N_DECODE=${BENCH_DECODE:-128}
 THREADS=${BENCH_THREADS:-1 2}
+REPS=${BENCH_REPS:-3}
 CACHE=${LODE_CACHE_DIR:-.cache}
 VENV="$CACHE/venv-fixtures"
 VERSION=$(sed -n 's/^LLAMA_CPP_PYTHON_VERSION=//p' scripts/make-fixtures.sh)
@@ -29,8 +30,8 @@ trap 'rm -f "$ids"' EXIT
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A R
 for t in $THREADS; do
-  R[lode,$t]=$("$BIN" "$MODEL" "$t" "$ids" "$N_DECODE" 3)
-  R[llama,$t]=$("$VENV/bin/python" bench/bench_engine_llamacpp.py "$MODEL" "$t" "$ids" "$N_DECODE" 3)
+  R[lode,$t]=$("$BIN" "$MODEL" "$t" "$ids" "$N_DECODE" "$REPS")
+  R[llama,$t]=$("$VENV/bin/python" bench/bench_engine_llamacpp.py "$MODEL" "$t" "$ids" "$N_DECODE" "$REPS")
   echo "${R[lode,$t]}"; echo "${R[llama,$t]}"
 done
 table="| threads | engine | prefill tok/s ($N_PROMPT) | decode tok/s ($N_DECODE) | TTFT ms | peak RSS MiB |
@@ -52,7 +53,7 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
 block="### $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit
 $(nproc)-core $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); load average before the run: $load_before
 Model \`$(basename "$MODEL")\`; prompt of $N_PROMPT tokens in one step, then $N_DECODE greedy
-single-token steps; best of 3 in each process. llama.cpp runs through llama-cpp-python
+single-token steps; best of $REPS in each process. llama.cpp runs through llama-cpp-python
 (its RSS includes the Python interpreter and numpy); lode runs bench/bench_engine.c.
 
 $table

@@ -24,17 +24,24 @@ def main():
     n = len(ids)
     llm = Llama(model_path=model, n_ctx=n + n_decode + 16, n_batch=n, n_ubatch=n,
                 n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
+    n_vocab = llm.n_vocab()
+
+    def last_logits():
+        # without logits_all llama-cpp-python keeps no scores: read llama.cpp's buffer,
+        # which holds the one output row of the last eval
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+
     best_prefill = best_decode = best_ttft = float("inf")
     for _ in range(reps):
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(ids)
         t1 = time.perf_counter()
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
         t2 = time.perf_counter()
         for _ in range(n_decode):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = int(np.argmax(last_logits()))
         t3 = time.perf_counter()
         best_prefill = min(best_prefill, t1 - t0)
         best_ttft = min(best_ttft, (t2 - t0) * 1000)

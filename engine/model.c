@@ -410,7 +410,6 @@ lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logi
     lode_status st = o->batch_begin(be, b);
     if (st) return lode_seterr(err, errlen, st, "forward: %s", be->err);
     int T = b->n_tokens, dim = hp->dim;
-    size_t qdim = (size_t)hp->n_head * hp->head_dim;
     eng_rope rope = {hp->rope_base, hp->rope_freq_scale, m->freq_factors, hp->rope_n_rot,
                      hp->rope_neox};
     float scale = 1.0f / sqrtf((float)hp->head_dim);
@@ -443,7 +442,6 @@ lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logi
         else
             o->add(be, rt->x, rt->x, rt->tmp, (size_t)T * dim);
     }
-    (void)qdim;
     if (b->n_out > 0)
         o->logits(be, &m->output, &m->output_norm, rt->x, dim, hp->eps, b, rt->logits);
     if ((st = o->sync(be))) return lode_seterr(err, errlen, st, "forward: %s", be->err);
