@@ -257,6 +257,51 @@ static void test_logits_match_llama_cpp(void **state)
     assert_true(top5_ok);
 }
 
+/* Two sequences in one step (each with its own blocks) give the logits each gives alone:
+ * the batch layout the serving scheduler uses. */
+static void test_batched_sequences(void **state)
+{
+    if (!have_model()) skip();
+    direct d;
+    direct_open(&d, 8);
+    int V = d.m->hp.n_vocab;
+    float *alone = lode_malloc((size_t)2 * V * sizeof(float));
+    float *both = lode_malloc((size_t)8 * V * sizeof(float));
+    int32_t a[5] = {504, 2365, 6354, 7012, 28}, b[3] = {19, 21745, 2067};
+    int32_t last_a = 4, last_b = 2;
+    /* alone, each from position 0 in blocks 0.. */
+    forward(&d, a, 5, 0, &last_a, 1, alone);
+    forward(&d, b, 3, 0, &last_b, 1, alone + V);
+    /* together: a in blocks 10.., b in blocks 20.. */
+    int32_t ta[4] = {10, 11, 12, 13}, tb[4] = {20, 21, 22, 23};
+    int32_t toks[8], pos[8], rows[2] = {4, 7};
+    memcpy(toks, a, sizeof a);
+    memcpy(toks + 5, b, sizeof b);
+    for (int i = 0; i < 5; i++) pos[i] = i;
+    for (int i = 0; i < 3; i++) pos[5 + i] = i;
+    eng_batch_seq seqs[2] = {{0, 5, 0, ta, 4}, {5, 3, 0, tb, 4}};
+    eng_batch batch = {8, toks, pos, 2, seqs, 2, rows};
+    char err[512];
+    assert_int_equal(eng_runtime_forward(d.rt, &batch, both, err, sizeof err), LODE_OK);
+    for (int i = 0; i < 2 * V; i++)
+        assert_true(fabsf(both[i] - alone[i]) <= 1e-4f * (1 + fabsf(alone[i])));
+    /* then one decode token for each, continuing their own caches */
+    int32_t next[2] = {(int32_t)krn_argmax(both, (size_t)V),
+                       (int32_t)krn_argmax(both + V, (size_t)V)};
+    int32_t npos[2] = {5, 3}, nrows[2] = {0, 1};
+    eng_batch_seq s2[2] = {{0, 1, 5, ta, 4}, {1, 1, 3, tb, 4}};
+    eng_batch b2 = {2, next, npos, 2, s2, 2, nrows};
+    assert_int_equal(eng_runtime_forward(d.rt, &b2, both, err, sizeof err), LODE_OK);
+    int32_t zero = 0;
+    forward(&d, a, 5, 0, &last_a, 1, alone);
+    forward(&d, &next[0], 1, 5, &zero, 1, alone);
+    for (int i = 0; i < V; i++)
+        assert_true(fabsf(both[i] - alone[i]) <= 1e-4f * (1 + fabsf(alone[i])));
+    lode_free(alone);
+    lode_free(both);
+    direct_close(&d);
+}
+
 /* ---- the request API --------------------------------------------------------------- */
 static eng_model *shared_model;
 
@@ -669,6 +714,7 @@ int main(void)
 {
     const struct CMUnitTest direct_tests[] = {
         cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_batched_sequences),
         cmocka_unit_test(test_logits_match_llama_cpp),
         cmocka_unit_test(test_greedy_matches_llama_cpp),
     };
