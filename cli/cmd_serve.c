@@ -34,7 +34,7 @@ static void serve_usage(FILE *f)
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
                "  --quiet              no request log (default: one line per request on stderr)\n"
-            "  --no-model           serve without generation\n");
+               "  --no-model           serve without generation\n");
 }
 
 static int parse_size(const char *s, size_t *out)
