@@ -254,3 +254,12 @@ clean:
 	rm -rf build build-san build-cuda build-engine build-fuzz
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- engine benchmark (bench/bench_engine.c against llama.cpp; appends to bench/RESULTS.md)
+$(B)/bench/bench_engine: $(B)/obj/bench/bench_engine.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-engine
+bench-engine:
+	$(MAKE) -j2 $(B)/bench/bench_engine
+	bench/bench_engine.sh $(B)/bench/bench_engine

@@ -70,7 +70,8 @@ static uint64_t mix(int64_t id)
 static int64_t hash_find(const ret_vindex *v, int64_t id)
 {
     if (!v->n_slots) return -1;
-    for (uint64_t i = mix(id) & (uint64_t)(v->n_slots - 1);; i = (i + 1) & (uint64_t)(v->n_slots - 1)) {
+    for (uint64_t i = mix(id) & (uint64_t)(v->n_slots - 1);;
+         i = (i + 1) & (uint64_t)(v->n_slots - 1)) {
         if (v->slot_id[i] == -1) return -1;
         if (v->slot_id[i] == id) return (int64_t)i;
     }
@@ -84,7 +85,8 @@ static lode_status hash_reserve(ret_vindex *v, int64_t extra)
     int64_t live = 0;
     for (int64_t i = 0; i < v->n_slots; i++) live += v->slot_id[i] >= 0;
     while (n < 4 * (live + extra + 1)) n *= 2;
-    int64_t *ids = lode_malloc((size_t)n * sizeof *ids), *labels = lode_malloc((size_t)n * sizeof *labels);
+    int64_t *ids = lode_malloc((size_t)n * sizeof *ids),
+            *labels = lode_malloc((size_t)n * sizeof *labels);
     if (!ids || !labels) {
         lode_free(ids);
         lode_free(labels);
@@ -143,7 +145,8 @@ static lode_status new_faiss(ret_vindex *v, int approx, FaissIndex **out)
     lode_status rc;
     *out = NULL;
     if (faiss_index_factory(out, v->dim, approx ? v->factory : "Flat", METRIC_INNER_PRODUCT))
-        return faiss_err(v, approx ? "cannot build the approximate index" : "cannot build the flat index");
+        return faiss_err(v, approx ? "cannot build the approximate index"
+                                   : "cannot build the flat index");
     if (approx && (rc = set_ef(v, *out))) {
         faiss_Index_free(*out);
         *out = NULL;
@@ -217,7 +220,8 @@ out:
 static void apply_opts(ret_vindex *v, const ret_vindex_opts *o)
 {
     v->threshold = o->approx_threshold == 0 ? DEFAULT_THRESHOLD : o->approx_threshold;
-    snprintf(v->factory, sizeof v->factory, "%s", o->approx_factory ? o->approx_factory : DEFAULT_FACTORY);
+    snprintf(v->factory, sizeof v->factory, "%s",
+             o->approx_factory ? o->approx_factory : DEFAULT_FACTORY);
     v->ef_search = o->ef_search > 0 ? o->ef_search : DEFAULT_EF;
 }
 
@@ -246,7 +250,8 @@ lode_status ret_vindex_create(const ret_vindex_opts *o, ret_vindex **out, char *
 {
     *out = NULL;
     if (!o || o->dim <= 0 || o->dim > 65536)
-        return lode_seterr(err, errlen, LODE_ERR_INVALID, "vindex: bad dimension %d", o ? o->dim : 0);
+        return lode_seterr(err, errlen, LODE_ERR_INVALID, "vindex: bad dimension %d",
+                           o ? o->dim : 0);
     ret_vindex *v = alloc_vindex(o);
     if (!v) return lode_seterr(err, errlen, LODE_ERR_NOMEM, "vindex: out of memory");
     lode_status rc = new_faiss(v, 0, &v->index);
@@ -292,8 +297,10 @@ lode_status ret_vindex_add(ret_vindex *v, size_t n, const int64_t *ids, const fl
         hash_put(v, ids[i], label); /* room reserved above */
     }
     int64_t live = v->n_labels - v->n_dead;
-    if (!v->approx && v->threshold > 0 && live >= v->threshold) rc = rebuild(v, 1);
-    else if (v->n_dead > 1024 && v->n_dead * 4 > v->n_labels) rc = rebuild(v, v->approx);
+    if (!v->approx && v->threshold > 0 && live >= v->threshold)
+        rc = rebuild(v, 1);
+    else if (v->n_dead > 1024 && v->n_dead * 4 > v->n_labels)
+        rc = rebuild(v, v->approx);
 out:
     pthread_rwlock_unlock(&v->lock);
     return rc;
@@ -399,8 +406,7 @@ lode_status ret_vindex_save(ret_vindex *v, const char *path, int64_t change_seq)
     }
     uint32_t hdr[4] = {FILE_VERSION, (uint32_t)v->dim, v->approx ? 1u : 0u, 0};
     int ok = fwrite(FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, 4, 4, f) == 4 &&
-             fwrite(&change_seq, 8, 1, f) == 1 &&
-             fwrite(&v->n_labels, 8, 1, f) == 1 &&
+             fwrite(&change_seq, 8, 1, f) == 1 && fwrite(&v->n_labels, 8, 1, f) == 1 &&
              fwrite(v->label_id, 8, (size_t)v->n_labels, f) == (size_t)v->n_labels;
     if (ok && faiss_write_index(v->index, f)) {
         rc = faiss_err(v, "cannot write the index");
@@ -439,20 +445,22 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
     char magic[8];
     uint32_t hdr[4];
     int64_t seq, n;
-    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FILE_MAGIC, 8) != 0 || fread(hdr, 4, 4, f) != 4 ||
-        fread(&seq, 8, 1, f) != 1 || fread(&n, 8, 1, f) != 1) {
-        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s is not a lode vector index", path);
+    if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FILE_MAGIC, 8) != 0 ||
+        fread(hdr, 4, 4, f) != 4 || fread(&seq, 8, 1, f) != 1 || fread(&n, 8, 1, f) != 1) {
+        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s is not a lode vector index",
+                         path);
         goto out;
     }
     uint32_t ver = hdr[0], dim = hdr[1], flags = hdr[2];
     if (ver != FILE_VERSION) {
-        rc = lode_seterr(err, errlen, LODE_ERR_VERSION, "vindex: %s has version %u (this lode reads %u)",
-                         path, ver, FILE_VERSION);
+        rc = lode_seterr(err, errlen, LODE_ERR_VERSION,
+                         "vindex: %s has version %u (this lode reads %u)", path, ver, FILE_VERSION);
         goto out;
     }
     if (!o || (int)dim != o->dim) {
-        rc = lode_seterr(err, errlen, LODE_ERR_INVALID, "vindex: %s holds %u-dimensional vectors, not %d",
-                         path, dim, o ? o->dim : 0);
+        rc = lode_seterr(err, errlen, LODE_ERR_INVALID,
+                         "vindex: %s holds %u-dimensional vectors, not %d", path, dim,
+                         o ? o->dim : 0);
         goto out;
     }
     if (n < 0 || n > ((int64_t)1 << 40)) {
@@ -474,12 +482,14 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
     v->n_labels = n;
     if (faiss_read_index(f, 0, &v->index)) {
         const char *m = faiss_get_last_error();
-        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s: %s", path, m ? m : "bad FAISS data");
+        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s: %s", path,
+                         m ? m : "bad FAISS data");
         goto out;
     }
     if (faiss_Index_d(v->index) != (int)dim || faiss_Index_ntotal(v->index) != n ||
         faiss_Index_metric_type(v->index) != METRIC_INNER_PRODUCT) {
-        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s: index and label table disagree", path);
+        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s: index and label table disagree",
+                         path);
         goto out;
     }
     for (int64_t l = 0; l < n; l++) {

@@ -24,9 +24,9 @@
 typedef struct ret_vindex ret_vindex;
 
 typedef struct ret_vindex_opts {
-    int dim;                  /* vector dimension (required) */
-    int64_t approx_threshold; /* live vectors at which the index turns approximate; 0: 20000,
-                                 < 0: never */
+    int dim;                    /* vector dimension (required) */
+    int64_t approx_threshold;   /* live vectors at which the index turns approximate; 0: 20000,
+                                   < 0: never */
     const char *approx_factory; /* FAISS factory string; NULL: "HNSW32,Flat" */
     int ef_search;              /* HNSW search breadth; 0: 64 */
 } ret_vindex_opts;
