@@ -982,8 +982,7 @@ void ret_changes_free(ret_change *v, size_t n)
     lode_free(v);
 }
 
-lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_change **out,
-                              size_t *n)
+lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_change **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -1007,13 +1006,13 @@ lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_chang
         ret_change *c = &v[cnt++];
         c->seq = sqlite3_column_int64(q, 0);
         const char *op = (const char *)sqlite3_column_text(q, 1);
-        c->op = op && !strcmp(op, "insert") ? 'i' : op && !strcmp(op, "update") ? 'u'
-                                                : op && !strcmp(op, "delete") ? 'd'
-                                                                              : 0;
+        c->op = op && !strcmp(op, "insert")   ? 'i'
+                : op && !strcmp(op, "update") ? 'u'
+                : op && !strcmp(op, "delete") ? 'd'
+                                              : 0;
         c->document_id = sqlite3_column_int64(q, 2);
         if (!c->op ||
-            (st = parse_ids((const char *)sqlite3_column_text(q, 3), &c->removed,
-                            &c->n_removed)) ||
+            (st = parse_ids((const char *)sqlite3_column_text(q, 3), &c->removed, &c->n_removed)) ||
             (st = parse_ids((const char *)sqlite3_column_text(q, 4), &c->added, &c->n_added))) {
             if (st == LODE_OK || st == LODE_ERR_FORMAT)
                 st = lode_seterr(s->err, sizeof s->err, LODE_ERR_FORMAT,

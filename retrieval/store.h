@@ -174,8 +174,8 @@ typedef struct ret_change {
  * 100000). On
  * success *out holds *n changes, freed with ret_changes_free(*out, *n); *n == 0 means
  * caught up. LODE_ERR_FORMAT when a row does not hold what lode writes there. */
-lode_status ret_store_changes(ret_store *s, int64_t after, size_t max,
-                              ret_change **out /* OUT */, size_t *n /* OUT */);
+lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_change **out /* OUT */,
+                              size_t *n /* OUT */);
 void ret_changes_free(ret_change *v, size_t n);
 
 /* Converts a SQLite result code to a lode_status (SQLITE_BUSY -> LODE_ERR_BUSY, ...). */
