@@ -113,7 +113,7 @@ static void start_args(server *s, const char **extra)
     }
     line[len] = 0;
     close(out[0]);
-    const char *colon = strrchr(line, ':');
+    const char *colon = strstr(line, "http://") ? strchr(strstr(line, "http://") + 7, ':') : NULL;
     if (!strstr(line, "listening on") || !colon) {
         fprintf(stderr, "server did not start; first line: '%s'\n", line);
         char cmd[200];
