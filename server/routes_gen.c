@@ -373,7 +373,7 @@ static lode_status build_prompt(eng_model *m, const srv_gen_request *r, int32_t 
             contents[i] = r->messages[i].content;
         }
         lode_buf b = LODE_BUF_INIT;
-        st = eng_chat_format(m, roles, contents, r->n_messages, 1, &b);
+        st = eng_chat_apply(m, roles, contents, r->n_messages, 1, &b);
         if (st == LODE_ERR_UNSUPPORTED) {
             lode_buf_free(&b);
             return srv_error_set(e, st, 400, "invalid_request_error", "unsupported_template",
