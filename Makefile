@@ -84,6 +84,10 @@ SVC_OBJS := $(call obj,$(SVC_SRCS))
 SQL_EMBED := $(sort $(wildcard sql/*.sql)) $(sort $(wildcard sql/migrations/*.sql))
 ifneq ($(SQL_EMBED),)
 SVC_OBJS += $(call obj,$(B)/gen/sql_files.c)
+# the list itself is a prerequisite, so adding, renaming or removing a file regenerates
+SQL_EMBED_LIST := $(B)/gen/sql_files.list
+$(shell mkdir -p $(B)/gen && echo '$(SQL_EMBED)' | cmp -s - $(SQL_EMBED_LIST) || \
+  echo '$(SQL_EMBED)' >$(SQL_EMBED_LIST))
 endif
 ifeq ($(ENGINE_ONLY),1)
 LIB_OBJS := $(ENGINE_OBJS)
@@ -138,7 +142,7 @@ $(B)/lode_sqlite.so: $(call obj,$(SQLEXT_SRCS)) $(LIB)
 
 $(B)/obj/retrieval/sqlext/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
 
-$(B)/gen/sql_files.c: $(SQL_EMBED) scripts/embed.sh
+$(B)/gen/sql_files.c: $(SQL_EMBED) $(SQL_EMBED_LIST) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	scripts/embed.sh lode_sql $(SQL_EMBED) >$@.tmp && mv $@.tmp $@
 

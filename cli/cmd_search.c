@@ -234,7 +234,8 @@ static int cmd_search(int argc, char **argv)
     o.ellipsis = "\xe2\x80\xa6";
 
     char err[512];
-    lode_status st = ret_store_open(db, RET_STORE_READONLY, &s, err, sizeof err);
+    lode_status st =
+        ret_store_open(db, RET_STORE_READONLY | RET_STORE_UPGRADE, &s, err, sizeof err);
     if (st) {
         fprintf(stderr, "lode search: %s\n", err);
         goto out;

@@ -425,7 +425,8 @@ static int cmd_sql(int argc, char **argv)
     }
     ret_store *s = NULL;
     char err[512];
-    lode_status st = ret_store_open(db, RET_STORE_READONLY, &s, err, sizeof err);
+    lode_status st =
+        ret_store_open(db, RET_STORE_READONLY | RET_STORE_UPGRADE, &s, err, sizeof err);
     if (st) {
         fprintf(stderr, "lode sql: %s\n", err);
         return CLI_FAILED;

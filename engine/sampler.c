@@ -206,27 +206,44 @@ static void sort_cands(cand *c, int32_t n)
     }
 }
 
-/* ---- logprobs ------------------------------------------------------------------------------ */
+/* ---- exp and logprobs ------------------------------------------------------------------ */
 static float clean(float x)
 {
     return isnan(x) ? -INFINITY : x;
+}
+
+/* e^x in float: libm's expf, twice as fast as exp in double, and exact enough for
+ * probabilities (the sums below are kept in double). */
+static inline float exp_neg(float x)
+{
+    return expf(x);
+}
+
+/* Sum over i < n of e^((x[i] - mx) * scale) (mx the maximum, scale > 0). */
+static double exp_sum(const float *x, int32_t n, float mx, float scale)
+{
+    float acc[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += exp_neg((clean(x[i + k]) - mx) * scale);
+    double sum = 0;
+    for (int k = 0; k < 8; k++) sum += acc[k];
+    for (; i < n; i++) sum += exp_neg((clean(x[i]) - mx) * scale);
+    return sum;
 }
 
 float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logprob *top,
                    int32_t n_top)
 {
     float mx = -INFINITY;
-    for (int32_t i = 0; i < n; i++)
-        if (clean(logits[i]) > mx) mx = clean(logits[i]);
-    double sum = 0;
-    if (mx > -INFINITY)
-        for (int32_t i = 0; i < n; i++) sum += exp((double)clean(logits[i]) - mx);
-    float lse = mx > -INFINITY ? mx + (float)log(sum) : INFINITY;
+    for (int32_t i = 0; i < n; i++) mx = logits[i] > mx ? logits[i] : mx; /* NaN never wins */
+    float lse = mx > -INFINITY ? mx + (float)log(exp_sum(logits, n, mx, 1.0f)) : INFINITY;
     if (n_top > ENG_MAX_LOGPROBS) n_top = ENG_MAX_LOGPROBS;
     if (top && n_top > 0) {
         cand best[ENG_MAX_LOGPROBS];
         int32_t nb = 0;
         for (int32_t i = 0; i < n; i++) {
+            if (nb == n_top && !(logits[i] > best[nb - 1].logit)) continue; /* quick reject */
             cand c = {clean(logits[i]), i};
             if (nb == n_top && !better(&c, &best[nb - 1])) continue;
             int32_t j = nb < n_top ? nb++ : nb - 1;
@@ -244,7 +261,7 @@ float eng_logprobs(const float *logits, int32_t n, eng_token t, eng_token_logpro
     return t >= 0 && t < n ? clean(logits[t]) - lse : -INFINITY;
 }
 
-/* ---- sampling -------------------------------------------------------------------------------- */
+/* ---- sampling -------------------------------------------------------------------------- */
 static const float *apply_penalties(eng_sampler *s, const float *logits)
 {
     const eng_sampler_params *p = &s->p;
@@ -267,41 +284,64 @@ static const float *apply_penalties(eng_sampler *s, const float *logits)
     return s->work;
 }
 
+/* The k best of L[0..n) into c[0..k), best first: one pass with a sorted window, most
+ * values rejected by a single comparison with the current k-th. */
+static int32_t top_k_scan(const float *L, int32_t n, int32_t k, cand *c)
+{
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++) {
+        float l = clean(L[i]);
+        if (m == k && !(l > c[m - 1].logit)) continue; /* ties keep the lower id */
+        int32_t j = m < k ? m++ : m - 1;
+        while (j > 0 && l > c[j - 1].logit) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = (cand){l, i};
+    }
+    return m;
+}
+
 eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_result *res)
 {
     const eng_sampler_params *p = &s->p;
     const float *L = apply_penalties(s, logits);
     int32_t n = s->n_vocab;
     eng_token tok = 0;
+    cand *c = s->cands;
+    int32_t nc = 0;
+    bool sorted = false;
 
     if (p->temperature <= 0) {
         float best = -INFINITY;
         for (int32_t i = 0; i < n; i++) {
-            if (clean(L[i]) > best) {
+            if (L[i] > best) { /* NaN never wins; the first of equals stays */
                 best = L[i];
                 tok = i;
             }
         }
         goto done;
     }
-
-    cand *c = s->cands;
-    int32_t nc = 0;
-    for (int32_t i = 0; i < n; i++) c[nc++] = (cand){clean(L[i]), i};
-    bool sorted = false;
-    if (p->top_k > 0 && p->top_k < nc) {
-        select_top(c, nc, p->top_k);
-        nc = p->top_k;
-        sort_cands(c, nc);
+    if (p->top_k > 0 && p->top_k < n && p->top_k <= 4096) {
+        nc = top_k_scan(L, n, p->top_k, c);
         sorted = true;
+    } else {
+        for (int32_t i = 0; i < n; i++) c[nc++] = (cand){clean(L[i]), i};
+        if (p->top_k > 0 && p->top_k < nc) {
+            select_top(c, nc, p->top_k);
+            nc = p->top_k;
+            sort_cands(c, nc);
+            sorted = true;
+        }
     }
-    if (p->top_p < 1.0f) {
+    /* the logits of the candidates, contiguous, for the exp loops */
+    float *cl = s->work == L ? s->probs : s->work;
+    if (p->top_p < 1.0f && nc > 1) {
         float mx = -INFINITY;
-        for (int32_t i = 0; i < nc; i++)
-            if (c[i].logit > mx) mx = c[i].logit;
+        for (int32_t i = 0; i < nc; i++) mx = c[i].logit > mx ? c[i].logit : mx;
         if (mx == -INFINITY) goto pick;
-        double z = 0;
-        for (int32_t i = 0; i < nc; i++) z += exp((double)c[i].logit - mx);
+        for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
+        double z = exp_sum(cl, nc, mx, 1.0f);
         int32_t m = sorted ? nc : LODE_MIN(nc, 256);
         for (;;) {
             if (!sorted) {
@@ -311,7 +351,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
             double cum = 0;
             int32_t cut = -1;
             for (int32_t i = 0; i < m; i++) {
-                cum += exp((double)c[i].logit - mx) / z;
+                cum += exp_neg(c[i].logit - mx) / z;
                 if (cum >= p->top_p) {
                     cut = i + 1;
                     break;
@@ -328,8 +368,7 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
     }
     if (p->min_p > 0.0f && nc > 1) {
         float mx = -INFINITY;
-        for (int32_t i = 0; i < nc; i++)
-            if (c[i].logit > mx) mx = c[i].logit;
+        for (int32_t i = 0; i < nc; i++) mx = c[i].logit > mx ? c[i].logit : mx;
         float thr = mx + logf(p->min_p);
         int32_t k = 0;
         for (int32_t i = 0; i < nc; i++)
@@ -338,26 +377,20 @@ eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_res
     }
 pick:;
     /* temperature, softmax, draw */
-    float mx = -INFINITY;
     int32_t arg = 0;
-    for (int32_t i = 0; i < nc; i++)
+    for (int32_t i = 1; i < nc; i++)
         if (better(&c[i], &c[arg])) arg = i;
-    mx = c[arg].logit;
-    if (mx == -INFINITY) {
-        tok = c[arg].id;
-        goto done;
-    }
-    double sum = 0;
-    for (int32_t i = 0; i < nc; i++) {
-        float e = (float)exp(((double)c[i].logit - mx) / p->temperature);
-        s->probs[i] = e;
-        sum += e;
-    }
-    double r = rng_uniform(s->rng) * sum, acc = 0;
+    float mx = c[arg].logit;
     tok = c[arg].id;
+    if (mx == -INFINITY || nc == 1) goto done;
+    float inv_t = 1.0f / p->temperature;
+    for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
+    double sum = exp_sum(cl, nc, mx, inv_t);
+    double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int32_t i = 0; i < nc; i++) {
-        acc += s->probs[i];
-        if (r < acc && s->probs[i] > 0) {
+        float e = exp_neg((cl[i] - mx) * inv_t);
+        acc += e;
+        if (r < acc && e > 0) {
             tok = c[i].id;
             break;
         }

@@ -72,7 +72,9 @@ void eng_sampler_accept(eng_sampler *s, eng_token t);
 
 /* Chooses the next token from logits[n_vocab] (not modified), adds it to the window and
  * returns it; fills *res (may be NULL) with its logprob and the top-n logprobs. Logits
- * that are all -inf or NaN give token 0 with logprob -inf rather than a crash. */
+ * that are all -inf or NaN give token 0 with logprob -inf rather than a crash.
+ * The logprob costs a pass of exp over the vocabulary: pass res = NULL when it is not
+ * wanted (greedy is then one argmax pass). */
 eng_token eng_sampler_sample(eng_sampler *s, const float *logits, eng_sample_result *res);
 
 /* Log-softmax of logits[n] at token t, and the top n_top (<= ENG_MAX_LOGPROBS) entries;
@@ -121,7 +123,7 @@ lode_status eng_textgen_create(const eng_vocab *v, const char *const *stops, siz
                                eng_textgen **out /* OUT */);
 void eng_textgen_destroy(eng_textgen *g); /* accepts NULL */
 
-/* Bytes out[] must hold for one push or finish. */
+/* Bytes out[] must hold for one push, or for a push and a finish written after it. */
 size_t eng_textgen_bound(const eng_textgen *g);
 
 /* Feeds a generated token. Writes the text it makes final into out, its length into

@@ -13,7 +13,6 @@
 #define MIGRATION_DIR   "sql/migrations/"
 #define DEFAULT_BUSY_MS 60000
 #define SCHEMA_FILE     "sql/schema.sql"
-#define WRITE_SAVEPOINT "ret_write"
 #define MAX_MIGRATIONS  256
 
 /* ---- status conversion -------------------------------------------------------------- */
@@ -236,8 +235,10 @@ out:
     return st;
 }
 
-/* A read-only store must already be at the current version. */
-static lode_status check_readonly(sqlite3 *db, const char *path, char *err, size_t errlen)
+/* A read-only store must already be at the current version; *older says when it is
+ * a lode store of an older version. */
+static lode_status check_readonly(sqlite3 *db, const char *path, int *older, char *err,
+                                  size_t errlen)
 {
     int known = ret_store_schema_version(), v = 0, empty = 0;
     lode_status st = get_user_version(db, &v, err, errlen);
@@ -250,6 +251,7 @@ static lode_status check_readonly(sqlite3 *db, const char *path, char *err, size
                            empty ? "empty, not a lode store yet (run `lode ingest` first)"
                                  : "a SQLite database but not a lode store");
     }
+    *older = 1;
     return lode_seterr(err, errlen, LODE_ERR_VERSION,
                        "%s has the older store schema version %d (this lode uses %d); open it "
                        "once for writing (e.g. `lode ingest`) to migrate it",
@@ -290,17 +292,33 @@ lode_status ret_store_open(const char *path, unsigned flags, ret_store **out, ch
     /* foreign_keys makes ON DELETE CASCADE remove a document's chunks (and, through the
      * triggers, their FTS rows). WAL lets readers run beside the writer; synchronous=NORMAL
      * in WAL loses nothing committed when the process dies, only on power loss. */
-    if ((st = exec_sql(s->db, "PRAGMA foreign_keys = ON", "opening the store", errmsg, errlen)))
+    if ((st = exec_sql(s->db, "PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536",
+                       "opening the store", errmsg, errlen)))
         goto out;
     if (!ro) {
-        if ((st = exec_sql(s->db,
-                           "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA "
-                           "cache_size = -65536",
-                           "setting WAL mode", errmsg, errlen)))
-            goto out;
+        /* Switching a new file to WAL takes a lock that SQLite does not wait for through
+         * the busy handler: two processes creating one store at once got "database is
+         * locked" here. Retry for as long as the busy timeout. */
+        for (int waited = 0;; waited += 10) {
+            st = exec_sql(s->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL",
+                          "setting WAL mode", errmsg, errlen);
+            if (st != LODE_ERR_BUSY || waited >= DEFAULT_BUSY_MS) break;
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (st) goto out;
         st = upgrade(s->db, path, errmsg, errlen);
     } else {
-        st = check_readonly(s->db, path, errmsg, errlen);
+        int older = 0;
+        st = check_readonly(s->db, path, &older, errmsg, errlen);
+        if (st == LODE_ERR_VERSION && older && (flags & RET_STORE_UPGRADE)) {
+            ret_store *rw = NULL;
+            ret_store_close(s);
+            s = NULL;
+            st = ret_store_open(path, 0, &rw, errmsg, errlen);
+            ret_store_close(rw);
+            if (st == LODE_OK) return ret_store_open(path, RET_STORE_READONLY, out, errmsg, errlen);
+        }
     }
 out:
     if (st != LODE_OK) {
@@ -438,33 +456,37 @@ int ret_store_in_txn(const ret_store *s)
     return s && s->txn;
 }
 
-/* One write call's atomic unit: its own transaction, or a savepoint inside the caller's. */
+/* One write call's atomic unit: its own BEGIN IMMEDIATE transaction, or, inside the
+ * caller's explicit transaction, nothing: no savepoint, because FTS5 writes its pending
+ * index data at every savepoint (a segment per document instead of one per batch). The
+ * write functions check their input and allocate before the first write instead, so the
+ * only failures after it are storage errors, after which the whole transaction is rolled
+ * back (write_end with started = 1). */
 static lode_status write_begin(ret_store *s)
 {
     if (s->flags & RET_STORE_READONLY)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "the store is read-only");
-    if (s->txn) return exec_s(s, "SAVEPOINT " WRITE_SAVEPOINT, "starting a savepoint");
+    if (s->txn) return LODE_OK;
     return exec_s(s, "BEGIN IMMEDIATE", "starting a write transaction");
 }
 
-static lode_status write_end(ret_store *s, lode_status st)
+/* Ends a write call: commits its own transaction, or on failure rolls back its own
+ * transaction, or the caller's when started says the call had begun writing. */
+static lode_status write_end(ret_store *s, lode_status st, int started)
 {
     if (st == LODE_OK) {
-        if (s->txn) return exec_s(s, "RELEASE " WRITE_SAVEPOINT, "releasing a savepoint");
+        if (s->txn) return LODE_OK;
         st = exec_s(s, "COMMIT", "committing");
         if (st == LODE_OK) return LODE_OK;
     }
-    /* undo this call only; the message of the first failure stays */
-    if (s->txn) {
-        if (sqlite3_get_autocommit(s->db)) {
-            s->txn = 0; /* SQLite rolled the whole transaction back (e.g. disk full) */
-            size_t l = strlen(s->err);
-            snprintf(s->err + l, sizeof s->err - l, " (the open transaction was rolled back)");
-        } else {
-            sqlite3_exec(s->db, "ROLLBACK TO " WRITE_SAVEPOINT "; RELEASE " WRITE_SAVEPOINT, NULL,
-                         NULL, NULL);
-        }
-    } else if (!sqlite3_get_autocommit(s->db)) {
+    if (s->txn && (started || sqlite3_get_autocommit(s->db))) {
+        if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        s->txn = 0;
+        size_t l = strlen(s->err);
+        snprintf(s->err + l, sizeof s->err - l,
+                 " (the open transaction was rolled back: nothing since ret_store_begin was "
+                 "kept)");
+    } else if (!s->txn && !sqlite3_get_autocommit(s->db)) {
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     }
     return st;
@@ -582,7 +604,15 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
     int64_t id = 0, removed = 0;
     char *removed_ids = NULL;
     lode_buf added = LODE_BUF_INIT;
-    if ((st = write_begin(s))) return st;
+    int started = 0; /* set at the first write */
+    /* everything that can fail for want of memory happens before the first write */
+    if (n > (SIZE_MAX - 2) / 21 || lode_buf_reserve(&added, 2 + n * 21))
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM,
+                           "%s: out of memory for %zu chunks", doc->uri, n);
+    if ((st = write_begin(s))) {
+        lode_buf_free(&added);
+        return st;
+    }
 
     /* looked up inside the write lock, so a concurrent writer cannot slip in between */
     int existed = 0;
@@ -627,6 +657,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
     sqlite3_bind_int64(q, 5, doc->size);
     sqlite3_bind_int64(q, 6, doc->mtime_ns);
     sqlite3_bind_double(q, 7, now);
+    started = 1;
     if ((st = step_done(s, q, existed ? "updating a document" : "inserting a document"))) goto out;
     if (!existed) id = sqlite3_last_insert_rowid(s->db);
 
@@ -643,34 +674,41 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
     q = ret_store_stmt(s, RET_STMT_CHUNK_INSERT,
                        "INSERT INTO chunks(document_id, ordinal, text, heading_path, char_start, "
                        "char_end, token_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-    if (!q) {
+    /* the FTS5 row is written here, not by a trigger: see sql/migrations/0003 */
+    sqlite3_stmt *fq = q ? ret_store_stmt(s, RET_STMT_FTS_INSERT,
+                                          "INSERT INTO chunks_fts(rowid, text, heading_path) "
+                                          "VALUES (?1, ?2, ?3)")
+                         : NULL;
+    if (!q || !fq) {
         st = stmt_failed(s);
         goto out;
     }
-    if ((st = lode_buf_putc(&added, '['))) goto nomem;
+    lode_buf_putc(&added, '['); /* reserved above: cannot fail */
     for (size_t i = 0; i < n; i++) {
         const ret_chunk_in *c = &chunks[i];
-        sqlite3_reset(q);
+        const char *heading = c->heading_path ? c->heading_path : "";
         sqlite3_bind_int64(q, 1, id);
         sqlite3_bind_int64(q, 2, (int64_t)i);
         sqlite3_bind_text(q, 3, c->text, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 4, c->heading_path ? c->heading_path : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 4, heading, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 5, c->char_start);
         sqlite3_bind_int64(q, 6, c->char_end);
         sqlite3_bind_int(q, 7, c->token_count);
         if ((st = step_done(s, q, "inserting a chunk"))) goto out;
-        if ((st = lode_buf_printf(&added, "%s%lld", i ? "," : "",
-                                  (long long)sqlite3_last_insert_rowid(s->db))))
-            goto nomem;
+        int64_t cid = sqlite3_last_insert_rowid(s->db);
+        sqlite3_bind_int64(fq, 1, cid);
+        sqlite3_bind_text(fq, 2, c->text, -1, SQLITE_STATIC);
+        sqlite3_bind_text(fq, 3, heading, -1, SQLITE_STATIC);
+        if ((st = step_done(s, fq, "indexing a chunk"))) goto out;
+        char num[24];
+        int len = snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)cid);
+        lode_buf_append(&added, num, (size_t)len);
     }
-    if ((st = lode_buf_putc(&added, ']'))) goto nomem;
+    lode_buf_putc(&added, ']');
     st = log_change(s, existed ? "update" : "insert", id, doc->uri, removed, removed_ids,
                     (int64_t)n, added.data);
-    goto out;
-nomem:
-    st = lode_seterr(s->err, sizeof s->err, st, "%s: out of memory listing chunk ids", doc->uri);
 out:
-    st = write_end(s, st);
+    st = write_end(s, st, started);
     lode_free(removed_ids);
     lode_buf_free(&added);
     if (st == LODE_OK && doc_id) *doc_id = id;
@@ -694,7 +732,7 @@ lode_status ret_store_doc_set_mtime(ret_store *s, int64_t doc_id, int64_t mtime_
         st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOTFOUND, "no document with id %lld",
                          (long long)doc_id);
 out:
-    return write_end(s, st);
+    return write_end(s, st, 0);
 }
 
 lode_status ret_store_doc_delete(ret_store *s, const char *uri)
@@ -703,6 +741,7 @@ lode_status ret_store_doc_delete(ret_store *s, const char *uri)
     ret_doc_info old;
     char *removed_ids = NULL;
     int64_t removed = 0;
+    int started = 0;
     lode_status st = write_begin(s);
     if (st) return st;
     st = ret_store_doc_lookup(s, uri, &old);
@@ -718,10 +757,11 @@ lode_status ret_store_doc_delete(ret_store *s, const char *uri)
         goto out;
     }
     sqlite3_bind_int64(q, 1, old.id);
+    started = 1;
     if ((st = step_done(s, q, "deleting a document"))) goto out;
     st = log_change(s, "delete", old.id, uri, removed, removed_ids, 0, "[]");
 out:
-    st = write_end(s, st);
+    st = write_end(s, st, started);
     lode_free(removed_ids);
     return st;
 }
@@ -834,7 +874,7 @@ lode_status ret_store_run_start(ret_store *s, const char *const *paths, size_t n
         st = step_done(s, q, "starting an ingest run");
         if (!st && run_id) *run_id = sqlite3_last_insert_rowid(s->db);
     }
-    st = write_end(s, st);
+    st = write_end(s, st, 0);
 done:
     lode_buf_free(&js);
     return st;
@@ -871,7 +911,7 @@ lode_status ret_store_run_finish(ret_store *s, int64_t run_id, const ret_run_sta
         st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOTFOUND, "no ingest run %lld",
                          (long long)run_id);
 out:
-    return write_end(s, st);
+    return write_end(s, st, 0);
 }
 
 /* ---- counts ------------------------------------------------------------------------- */

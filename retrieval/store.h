@@ -27,6 +27,9 @@ struct sqlite3;
 /* Flags of ret_store_open. */
 enum {
     RET_STORE_READONLY = 1 << 0, /* never writes; fails if the file does not exist */
+    /* with RET_STORE_READONLY: a store with an older schema is first migrated through a
+     * short read-write open (which needs write access), then opened read-only */
+    RET_STORE_UPGRADE = 1 << 1,
 };
 
 /* The schema version this binary creates and understands. */
@@ -52,11 +55,15 @@ struct sqlite3 *ret_store_sqlite(ret_store *s);
 void ret_store_set_busy_timeout(ret_store *s, int ms);
 
 /* ---- write transactions ------------------------------------------------------------- */
-/* Explicit transactions group many writes into one commit (much faster for ingest).
- * ret_store_begin takes the write lock at once (BEGIN IMMEDIATE), waiting for other
- * writers. Nesting is not allowed (LODE_ERR_INVALID). The write functions below work both
- * inside such a transaction (each is then atomic on its own through a savepoint: a
- * failure undoes only that call) and outside one (each then commits on its own). */
+/* Explicit transactions group many writes into one commit (much faster for ingest: one
+ * FTS5 index segment per transaction). ret_store_begin takes the write lock at once
+ * (BEGIN IMMEDIATE), waiting for other writers up to the busy timeout. Nesting is not
+ * allowed (LODE_ERR_INVALID). The write functions below work both outside such a
+ * transaction (each then commits on its own) and inside one. Inside one, a call refused
+ * for its input (LODE_ERR_INVALID, LODE_ERR_UTF8, LODE_ERR_NOTFOUND) or for want of memory
+ * writes nothing and the transaction goes on; a storage failure after a call began writing
+ * (disk full, I/O error) rolls the whole transaction back, says so in the message, and
+ * ret_store_in_txn() becomes 0. */
 lode_status ret_store_begin(ret_store *s);
 lode_status ret_store_commit(ret_store *s);
 lode_status ret_store_rollback(ret_store *s);

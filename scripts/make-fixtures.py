@@ -10,6 +10,9 @@ Run by scripts/make-fixtures.sh inside its own venv; never imported by lode. Out
   logits.json   for 3 prompts: ids, positions, top-5 ids/logits at each position
   logits_<name>.bin   float32 little-endian, shape [len(positions)][n_vocab]
   README.md     how all of it was made (versions, model SHA-256, settings)
+
+and in --out/../spm/: spm.json, a synthetic SentencePiece ("llama") vocabulary written as
+a vocab-only GGUF, loaded by llama.cpp, and the ids it gives for the same texts.
 """
 
 import argparse
@@ -17,6 +20,8 @@ import hashlib
 import json
 import os
 import platform
+import struct
+from collections import Counter
 import sys
 
 import numpy as np
@@ -114,6 +119,257 @@ def render_chat(template, messages, add_generation_prompt):
 
 def detok(llm, ids):
     return llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
+
+
+# ---- a synthetic SentencePiece vocabulary ------------------------------------------------
+# llama.cpp's "llama" tokenizer is checked on a vocabulary made here (no SPM model ships
+# with lode): byte tokens, every character of the texts below but a few (so that byte
+# fallback happens), and frequent substrings of their words (with U+2581 for the space)
+# scored by frequency, rounded so that equal scores occur and the leftmost-first rule is
+# exercised. Written as a vocab-only GGUF and tokenized by llama.cpp itself.
+
+SPM_CORPUS = [t for _, t in TEXTS] + [
+    "the quick brown fox jumps over the lazy dog and the cat",
+    "tokenizers split text into pieces; pieces become ids",
+]
+
+
+def spm_vocab():
+    toks = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)]
+    toks += [("<0x%02X>" % b, 0.0, 6) for b in range(256)]
+    toks.append(("<tool>", 0.0, 4))
+    chars = Counter()
+    subs = Counter()
+    for text in SPM_CORPUS:
+        esc = "\u2581" + text.replace(" ", "\u2581")
+        chars.update(esc)
+        for w in esc.split("\u2581"):
+            w = "\u2581" + w
+            for i in range(len(w)):
+                for j in range(i + 2, min(len(w), i + 6) + 1):
+                    subs[w[i:j]] += 1
+    skip = set("日ñ😀\u200d")  # left to byte fallback
+    for ch, n in sorted(chars.items(), key=lambda x: (-x[1], x[0])):
+        if ch not in skip:
+            toks.append((ch, round(-8.0 - 1.0 / n, 1), 1))
+    for sub, n in sorted(subs.items(), key=lambda x: (-x[1], x[0]))[:1500]:
+        if any(c in skip for c in sub):
+            continue
+        toks.append((sub, round(-float(len(sub)) / (1 + n) - 0.25 * len(sub), 1), 1))
+    seen, out = set(), []
+    for t in toks:
+        if t[0] not in seen:
+            seen.add(t[0])
+            out.append(t)
+    return out
+
+
+def write_vocab_gguf(path, vocab):
+    def s(x):
+        b = x.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+
+    kvs = []
+
+    def kv(key, typ, payload):
+        kvs.append(s(key) + struct.pack("<I", typ) + payload)
+
+    kv("general.architecture", 8, s("llama"))
+    for k, v in (("context_length", 256), ("embedding_length", 64), ("block_count", 1),
+                 ("feed_forward_length", 128), ("attention.head_count", 4),
+                 ("attention.head_count_kv", 4)):
+        kv("llama." + k, 4, struct.pack("<I", v))
+    kv("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5))
+    kv("tokenizer.ggml.model", 8, s("llama"))
+    kv("tokenizer.ggml.tokens", 9,
+       struct.pack("<IQ", 8, len(vocab)) + b"".join(s(t) for t, _, _ in vocab))
+    kv("tokenizer.ggml.scores", 9,
+       struct.pack("<IQ", 6, len(vocab)) + b"".join(struct.pack("<f", sc) for _, sc, _ in vocab))
+    kv("tokenizer.ggml.token_type", 9,
+       struct.pack("<IQ", 5, len(vocab)) + b"".join(struct.pack("<i", ty) for _, _, ty in vocab))
+    for k, v in (("bos_token_id", 1), ("eos_token_id", 2), ("unknown_token_id", 0)):
+        kv("tokenizer.ggml." + k, 4, struct.pack("<I", v))
+    kv("tokenizer.ggml.add_bos_token", 7, b"\x01")
+    kv("tokenizer.ggml.add_eos_token", 7, b"\x00")
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+
+
+def make_spm(out_dir):
+    import tempfile
+    vocab = spm_vocab()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "spm-vocab.gguf")
+        write_vocab_gguf(path, vocab)
+        v = Llama(model_path=path, vocab_only=True, verbose=False)
+        cases = []
+        texts = [(n, t.encode("utf-8"), t) for n, t in TEXTS] + [(n, b, None) for n, b in RAW]
+        texts.append(("user_defined", "use <tool> here<tool>".encode(), "use <tool> here<tool>"))
+        for name, raw, text in texts:
+            for add_special in (False, True):
+                for parse_special in (False, True):
+                    ids = v.tokenize(raw, add_bos=add_special, special=parse_special)
+                    c = {"name": name, "add_special": add_special,
+                         "parse_special": parse_special, "text_hex": raw.hex(), "ids": ids}
+                    if text is not None:
+                        c["text"] = text
+                    cases.append(c)
+        del v
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "spm.json"), "w", encoding="utf-8") as f:
+        json.dump({"llama_cpp_python": llama_cpp.__version__,
+                   "tokens": [t for t, _, _ in vocab], "scores": [sc for _, sc, _ in vocab],
+                   "token_types": [ty for _, _, ty in vocab], "bos": 1, "eos": 2, "unk": 0,
+                   "add_bos_token": True, "cases": cases}, f, ensure_ascii=False, indent=0)
+    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(f"""# Synthetic SentencePiece vocabulary (llama.cpp reference)
+
+`spm.json` is made by `scripts/make-fixtures.sh` (`make_spm` in `scripts/make-fixtures.py`):
+a "llama"-type vocabulary of {len(vocab)} tokens (byte tokens <0x00>..<0xFF>, <unk>, <s>,
+</s>, a user-defined `<tool>`, the characters and frequent substrings of the fixture texts
+with frequency-based scores; a few characters are left out so that byte fallback happens)
+is written as a vocab-only GGUF, loaded by llama.cpp (llama-cpp-python
+{llama_cpp.__version__}, `vocab_only=True`) and each text tokenized with add_special and
+parse_special off/on. Fields: `tokens`, `scores`, `token_types` (GGUF numbering), `bos`,
+`eos`, `unk`, `add_bos_token`, and `cases` as in ../smollm2/tokens.json.
+""")
+    return len(cases)
+
+
+# ---- a synthetic byte-level BPE vocabulary, for the other pre-tokenizers ------------------
+# SmolLM2 covers "smollm"; the other regex sets are checked on a small BPE vocabulary
+# trained here (plain pair-count BPE over the fixture texts), written as a vocab-only GGUF
+# once per tokenizer.ggml.pre value and tokenized by llama.cpp.
+
+BPE_PRES = ["gpt-2", "llama-bpe", "qwen2", "default", "falcon", "starcoder"]
+
+
+def byte_alphabet():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def bpe_vocab(n_merges=600):
+    alpha = byte_alphabet()
+    words = Counter()
+    for text in SPM_CORPUS:
+        for w in text.replace("\n", " \n ").split(" "):
+            if w:
+                words[tuple(alpha[b] for b in (" " + w).encode("utf-8"))] += 1
+    merges = []
+    for _ in range(n_merges):
+        pairs = Counter()
+        for w, n in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        (a, b), n = max(pairs.items(), key=lambda x: (x[1], x[0]))
+        if n < 2:
+            break
+        merges.append(a + " " + b)
+        new = Counter()
+        for w, k in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new[tuple(out)] += k
+        words = new
+    toks = [("<|begin_of_text|>", 3), ("<|eot_id|>", 3), ("<|im_start|>", 3), ("<tool>", 4)]
+    toks += [(alpha[b], 1) for b in range(256)]
+    seen = {t for t, _ in toks}
+    for m in merges:
+        t = m.replace(" ", "")
+        if t not in seen:
+            seen.add(t)
+            toks.append((t, 1))
+    return toks, merges
+
+
+def write_bpe_gguf(path, toks, merges, pre):
+    def s(x):
+        b = x.encode("utf-8")
+        return struct.pack("<Q", len(b)) + b
+
+    kvs = []
+
+    def kv(key, typ, payload):
+        kvs.append(s(key) + struct.pack("<I", typ) + payload)
+
+    kv("general.architecture", 8, s("llama"))
+    for k, v in (("context_length", 256), ("embedding_length", 64), ("block_count", 1),
+                 ("feed_forward_length", 128), ("attention.head_count", 4),
+                 ("attention.head_count_kv", 4)):
+        kv("llama." + k, 4, struct.pack("<I", v))
+    kv("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5))
+    kv("tokenizer.ggml.model", 8, s("gpt2"))
+    kv("tokenizer.ggml.pre", 8, s(pre))
+    kv("tokenizer.ggml.tokens", 9,
+       struct.pack("<IQ", 8, len(toks)) + b"".join(s(t) for t, _ in toks))
+    kv("tokenizer.ggml.token_type", 9,
+       struct.pack("<IQ", 5, len(toks)) + b"".join(struct.pack("<i", ty) for _, ty in toks))
+    kv("tokenizer.ggml.merges", 9,
+       struct.pack("<IQ", 8, len(merges)) + b"".join(s(m) for m in merges))
+    for k, v in (("bos_token_id", 0), ("eos_token_id", 1)):
+        kv("tokenizer.ggml." + k, 4, struct.pack("<I", v))
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+
+
+def make_bpe(out_dir):
+    import tempfile
+    toks, merges = bpe_vocab()
+    texts = [(n, t.encode("utf-8"), t) for n, t in TEXTS] + [(n, b, None) for n, b in RAW]
+    texts.append(("user_defined", "use <tool> here<tool>".encode(), "use <tool> here<tool>"))
+    texts.append(("llama3_special", "<|begin_of_text|>hi<|eot_id|>".encode(), None))
+    pres = {}
+    with tempfile.TemporaryDirectory() as d:
+        for pre in BPE_PRES:
+            path = os.path.join(d, "bpe.gguf")
+            write_bpe_gguf(path, toks, merges, pre)
+            v = Llama(model_path=path, vocab_only=True, verbose=False)
+            cases = []
+            for name, raw, text in texts:
+                for add_special in (False, True):
+                    for parse_special in (False, True):
+                        ids = v.tokenize(raw, add_bos=add_special, special=parse_special)
+                        cases.append({"name": name, "add_special": add_special,
+                                      "parse_special": parse_special, "text_hex": raw.hex(),
+                                      "ids": ids})
+            pres[pre] = cases
+            del v
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bpe.json"), "w", encoding="utf-8") as f:
+        json.dump({"llama_cpp_python": llama_cpp.__version__,
+                   "tokens": [t for t, _ in toks], "token_types": [ty for _, ty in toks],
+                   "merges": merges, "bos": 0, "eos": 1, "pres": pres},
+                  f, ensure_ascii=False, separators=(",", ":"))
+    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(f"""# Synthetic byte-level BPE vocabulary (llama.cpp reference)
+
+`bpe.json` is made by `scripts/make-fixtures.sh` (`make_bpe` in `scripts/make-fixtures.py`):
+a "gpt2"-type vocabulary ({len(toks)} tokens: 3 control and 1 user-defined token, the 256
+byte-level characters, {len(merges)} merges learned by pair counting over the fixture
+texts) is written as a vocab-only GGUF once for each `tokenizer.ggml.pre` in
+{", ".join(BPE_PRES)}, loaded by llama.cpp (llama-cpp-python {llama_cpp.__version__},
+`vocab_only=True`, no add_bos_token key, so each pre-tokenizer's default applies) and every
+text tokenized with add_special and parse_special off/on. Fields: `tokens`,
+`token_types`, `merges`, `bos`, `eos`, and `pres`: pre name -> cases as in
+../smollm2/tokens.json (without `text`).
+""")
+    return sum(len(c) for c in pres.values())
 
 
 def main():
@@ -267,6 +523,10 @@ Note for comparing logits: llama.cpp's CPU backend multiplies Q4_1 weights by
 activations quantized to Q8_1 (per block of 32), so small differences against an engine
 that keeps activations in float are expected.
 """)
+    n_spm = make_spm(os.path.join(out, "..", "spm"))
+    print(f"spm: {n_spm} cases")
+    n_bpe = make_bpe(os.path.join(out, "..", "bpe"))
+    print(f"bpe: {n_bpe} cases")
     print(f"fixtures written to {out}: {len(cases)} token cases, {len(greedy)} greedy, "
           f"{len(lcases)} logits; thread diff {thread_diff:g}")
 

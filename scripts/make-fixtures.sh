@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the reference fixtures of tests/data/smollm2/ with llama.cpp, through the
+# Makes the reference fixtures of tests/data/{smollm2,spm,bpe}/ with llama.cpp, through the
 # llama-cpp-python package at a pinned version. The package lives in its own venv under
 # .cache/ and is never a dependency of lode: only this script uses it. The fixtures are
 # committed, so this is needed only to re-make them (after a model or version change).

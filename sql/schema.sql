@@ -1,4 +1,4 @@
--- schema.sql: lode's whole current store schema (version 2), for reading.
+-- schema.sql: lode's whole current store schema (version 3), for reading.
 -- A new store is made from this file; an older store is brought here by
 -- sql/migrations/NNNN_*.sql in order. A test checks that both give the same schema.
 -- PRAGMA user_version holds the schema version.
@@ -37,10 +37,10 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(
 -- Chunk text weighs 1, the heading path 2: a section's headings name what it is about.
 INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('rank', 'bm25(1.0, 2.0)');
 
-CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, text, heading_path)
-    VALUES (new.id, new.text, new.heading_path);
-END;
+-- lode inserts a new chunk's FTS5 row itself, in the same transaction (a trigger would
+-- give every insert its own savepoint, at which FTS5 writes a tiny index segment). A chunk
+-- inserted by hand needs: INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild');
+-- Deletes and updates are followed by triggers.
 CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path)
     VALUES ('delete', old.id, old.text, old.heading_path);

@@ -346,9 +346,20 @@ static void test_migrates_old_store(void **state)
     assert_int_equal(ret_store_open(f->db, RET_STORE_READONLY, &s, err, sizeof err),
                      LODE_ERR_VERSION);
     assert_non_null(strstr(err, "older"));
+    /* ... unless asked to upgrade first */
+    assert_int_equal(
+        ret_store_open(f->db, RET_STORE_READONLY | RET_STORE_UPGRADE, &s, err, sizeof err),
+        LODE_OK);
+    assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
+    ret_store_close(s);
     s = open_rw(f->db);
     assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
     assert_int_equal(sql_int(s, "SELECT count(*) FROM v_documents WHERE uri = 'old'"), 1);
+    /* 0003 dropped the insert trigger: new chunks are indexed by the store, once */
+    assert_int_equal(sql_int(s, "SELECT count(*) FROM sqlite_schema WHERE name = 'chunks_ai'"), 0);
+    put(s, "file:///new", NULL, "migrated stores index new chunks");
+    assert_int_equal(count_hits(s, "migrated"), 1);
+    fts_integrity(s);
     ret_store_close(s);
 }
 
@@ -632,6 +643,49 @@ static void test_two_writer_processes(void **state)
     ret_store_close(s);
 }
 
+/* Several processes create the same new store at the same moment (released together
+ * through a pipe): every one must open it. */
+static void test_concurrent_create(void **state)
+{
+    fixture *f = *state;
+    enum { PROCS = 4, ROUNDS = 5 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/create%d.db", f->dir, round);
+        int go[2];
+        assert_int_equal(pipe(go), 0);
+        pid_t pids[PROCS];
+        for (int p = 0; p < PROCS; p++) {
+            pids[p] = fork();
+            assert_true(pids[p] >= 0);
+            if (pids[p] == 0) {
+                char c;
+                close(go[1]);
+                if (read(go[0], &c, 1) != 0) _exit(20); /* EOF: everyone starts */
+                ret_store *cs = NULL;
+                char err[256];
+                if (ret_store_open(path, 0, &cs, err, sizeof err)) {
+                    fprintf(stderr, "child %d: %s\n", p, err);
+                    _exit(21);
+                }
+                ret_store_close(cs);
+                _exit(0);
+            }
+        }
+        close(go[0]);
+        close(go[1]);
+        for (int p = 0; p < PROCS; p++) {
+            int ws = 0;
+            assert_int_equal(waitpid(pids[p], &ws, 0), pids[p]);
+            assert_true(WIFEXITED(ws));
+            assert_int_equal(WEXITSTATUS(ws), 0);
+        }
+        ret_store *s = open_rw(path);
+        assert_int_equal(sql_int(s, "PRAGMA user_version"), ret_store_schema_version());
+        ret_store_close(s);
+    }
+}
+
 /* Every allocation of lode's own failing in turn gives LODE_ERR_NOMEM (or still works),
  * never a crash, a leak or a half-written document. */
 static void test_allocation_failures(void **state)
@@ -829,6 +883,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_raw_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_escaping_never_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writer_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_all_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_sql_is_read_only, setup, teardown),

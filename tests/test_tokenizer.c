@@ -419,6 +419,186 @@ static void test_spm_arrays(void **state)
     eng_vocab_destroy(v);
 }
 
+/* The SentencePiece tokenizer against llama.cpp on a synthetic vocabulary
+ * (tests/data/spm/spm.json: vocabulary and ids, made by scripts/make-fixtures.sh). */
+static void test_spm_fixture(void **state)
+{
+    (void)state;
+    size_t len;
+    char *txt = read_file("tests/data/spm/spm.json", &len);
+    eng_json_doc *doc = NULL;
+    char err[256];
+    assert_int_equal(eng_json_parse(txt, len, &doc, err, sizeof err), LODE_OK);
+    const eng_json *root = eng_json_root(doc);
+    const eng_json *jt = eng_json_get(root, "tokens"), *js = eng_json_get(root, "scores");
+    const eng_json *jy = eng_json_get(root, "token_types");
+    assert_true(jt && js && jy && jt->len == js->len && jt->len == jy->len);
+    size_t n = jt->len;
+    const char **toks = malloc(n * sizeof *toks);
+    size_t *lens = malloc(n * sizeof *lens);
+    float *scores = malloc(n * sizeof *scores);
+    int32_t *types = malloc(n * sizeof *types);
+    size_t i = 0;
+    for (const eng_json *a = jt->child, *b = js->child, *c = jy->child; a;
+         a = a->next, b = b->next, c = c->next, i++) {
+        toks[i] = a->str;
+        lens[i] = a->len;
+        scores[i] = (float)b->d;
+        types[i] = (int32_t)c->i;
+    }
+    eng_vocab_desc d;
+    eng_vocab_desc_init(&d);
+    d.type = ENG_VOCAB_SPM;
+    d.n_tokens = (int32_t)n;
+    d.tokens = toks;
+    d.token_lens = lens;
+    d.scores = scores;
+    d.token_types = types;
+    d.bos = (eng_token)eng_json_get_int(root, "bos", -1);
+    d.eos = (eng_token)eng_json_get_int(root, "eos", -1);
+    d.unk = (eng_token)eng_json_get_int(root, "unk", -1);
+    d.add_bos = eng_json_get_bool(root, "add_bos_token", 1);
+    eng_vocab *v = NULL;
+    assert_int_equal(eng_vocab_create(&d, &v, err, sizeof err), LODE_OK);
+    int n_cases = 0, bad = 0;
+    eng_token ids[4096];
+    char raw[8192];
+    for (const eng_json *c = eng_json_get(root, "cases")->child; c; c = c->next) {
+        size_t rn = unhex(eng_json_get_str(c, "text_hex", ""), raw);
+        unsigned flags = (eng_json_get_bool(c, "add_special", 0) ? ENG_TOK_ADD_SPECIAL : 0) |
+                         (eng_json_get_bool(c, "parse_special", 0) ? ENG_TOK_PARSE_SPECIAL : 0);
+        const eng_json *want = eng_json_get(c, "ids");
+        size_t k = 0;
+        assert_int_equal(eng_tok_encode(v, raw, rn, flags, ids, 4096, &k), LODE_OK);
+        int ok = k == want->len;
+        size_t j = 0;
+        for (const eng_json *w = want->child; ok && w; w = w->next, j++)
+            ok = ids[j] == (eng_token)w->i;
+        if (!ok) {
+            bad++;
+            printf("SPM MISMATCH %s (flags %u): got", eng_json_get_str(c, "name", "?"), flags);
+            for (size_t q = 0; q < k && q < 40; q++) printf(" %d", ids[q]);
+            printf("\n  want");
+            for (const eng_json *w = want->child; w; w = w->next) printf(" %d", (int)w->i);
+            printf("\n");
+        }
+        /* valid UTF-8 of plain and byte tokens comes back whole (prefix space stripped);
+         * after a user-defined token SPM adds a space of its own */
+        const eng_json *t = eng_json_get(c, "text");
+        int plain = 1;
+        for (size_t q = 0; q < k; q++) {
+            eng_token_type ty = eng_vocab_token_type(v, ids[q]);
+            plain &= ty == ENG_TOKTYPE_NORMAL || ty == ENG_TOKTYPE_BYTE;
+        }
+        if (ok && t && flags == 0 && plain) {
+            lode_buf b = LODE_BUF_INIT;
+            assert_int_equal(eng_tok_decode(v, ids, k, ENG_TOK_STRIP_LEADING, &b), LODE_OK);
+            assert_int_equal(b.len, t->len);
+            assert_memory_equal(b.data, t->str, t->len);
+            lode_buf_free(&b);
+        }
+        n_cases++;
+    }
+    printf("%d SPM fixture cases, %d mismatches\n", n_cases, bad);
+    assert_true(n_cases >= 120);
+    assert_int_equal(bad, 0);
+    eng_vocab_destroy(v);
+    free(toks);
+    free(lens);
+    free(scores);
+    free(types);
+    eng_json_free(doc);
+    free(txt);
+}
+
+/* Runs the cases of a fixture array on v; returns the number of mismatches (printed). */
+static int run_cases(const eng_vocab *v, const eng_json *cases, const char *label, int *n_cases)
+{
+    int bad = 0;
+    static eng_token ids[4096];
+    static char raw[8192];
+    for (const eng_json *c = cases->child; c; c = c->next) {
+        size_t rn = unhex(eng_json_get_str(c, "text_hex", ""), raw);
+        unsigned flags = (eng_json_get_bool(c, "add_special", 0) ? ENG_TOK_ADD_SPECIAL : 0) |
+                         (eng_json_get_bool(c, "parse_special", 0) ? ENG_TOK_PARSE_SPECIAL : 0);
+        const eng_json *want = eng_json_get(c, "ids");
+        size_t k = 0;
+        assert_int_equal(eng_tok_encode(v, raw, rn, flags, ids, 4096, &k), LODE_OK);
+        int ok = k == want->len;
+        size_t j = 0;
+        for (const eng_json *w = want->child; ok && w; w = w->next, j++)
+            ok = ids[j] == (eng_token)w->i;
+        if (!ok) {
+            bad++;
+            printf("%s MISMATCH %s (flags %u): got", label, eng_json_get_str(c, "name", "?"),
+                   flags);
+            for (size_t q = 0; q < k && q < 40; q++) printf(" %d", ids[q]);
+            printf("\n  want");
+            for (const eng_json *w = want->child; w; w = w->next) printf(" %d", (int)w->i);
+            printf("\n");
+        }
+        (*n_cases)++;
+    }
+    return bad;
+}
+
+/* The BPE pre-tokenizers other than SmolLM2's against llama.cpp, on a synthetic
+ * vocabulary (tests/data/bpe/bpe.json, made by scripts/make-fixtures.sh). */
+static void test_bpe_pre_fixtures(void **state)
+{
+    (void)state;
+    size_t len;
+    char *txt = read_file("tests/data/bpe/bpe.json", &len);
+    eng_json_doc *doc = NULL;
+    char err[256];
+    assert_int_equal(eng_json_parse(txt, len, &doc, err, sizeof err), LODE_OK);
+    const eng_json *root = eng_json_root(doc);
+    const eng_json *jt = eng_json_get(root, "tokens"), *jy = eng_json_get(root, "token_types");
+    const eng_json *jm = eng_json_get(root, "merges");
+    assert_true(jt && jy && jm && jt->len == jy->len);
+    const char **toks = malloc(jt->len * sizeof *toks);
+    size_t *lens = malloc(jt->len * sizeof *lens);
+    int32_t *types = malloc(jt->len * sizeof *types);
+    const char **merges = malloc(jm->len * sizeof *merges);
+    size_t i = 0;
+    for (const eng_json *a = jt->child, *c = jy->child; a; a = a->next, c = c->next, i++) {
+        toks[i] = a->str;
+        lens[i] = a->len;
+        types[i] = (int32_t)c->i;
+    }
+    i = 0;
+    for (const eng_json *a = jm->child; a; a = a->next) merges[i++] = a->str;
+    int n_pres = 0, n_cases = 0, bad = 0;
+    for (const eng_json *pre = eng_json_get(root, "pres")->child; pre; pre = pre->next) {
+        eng_vocab_desc d;
+        eng_vocab_desc_init(&d);
+        d.type = ENG_VOCAB_BPE;
+        d.pre = pre->key;
+        d.n_tokens = (int32_t)jt->len;
+        d.tokens = toks;
+        d.token_lens = lens;
+        d.token_types = types;
+        d.n_merges = (int32_t)jm->len;
+        d.merges = merges;
+        d.bos = (eng_token)eng_json_get_int(root, "bos", -1);
+        d.eos = (eng_token)eng_json_get_int(root, "eos", -1);
+        eng_vocab *v = NULL;
+        assert_int_equal(eng_vocab_create(&d, &v, err, sizeof err), LODE_OK);
+        bad += run_cases(v, pre, pre->key, &n_cases);
+        eng_vocab_destroy(v);
+        n_pres++;
+    }
+    printf("%d pre-tokenizers, %d cases, %d mismatches\n", n_pres, n_cases, bad);
+    assert_true(n_pres >= 5);
+    assert_int_equal(bad, 0);
+    free(toks);
+    free(lens);
+    free(types);
+    free(merges);
+    eng_json_free(doc);
+    free(txt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +606,7 @@ int main(void)
         cmocka_unit_test(test_stream_split_emoji), cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_vocab_queries),      cmocka_unit_test(test_encode_nomem),
         cmocka_unit_test(test_bpe_arrays),         cmocka_unit_test(test_spm_arrays),
+        cmocka_unit_test(test_spm_fixture),        cmocka_unit_test(test_bpe_pre_fixtures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
