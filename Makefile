@@ -197,6 +197,16 @@ fuzz:
 	done
 	scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
+# ---- benchmarks -------------------------------------------------------------------------
+$(B)/obj/bench/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
+$(B)/bench/bench_ingest: $(B)/obj/bench/bench_ingest.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(SVC_LIBS)
+# Ingest throughput and search latency on the SQLite documentation, into bench/RESULTS.md.
+bench-ingest: deps
+	$(MAKE) -j$$(nproc) $(B)/bench/bench_ingest
+	bench/bench_ingest.sh $(B)/bench/bench_ingest
+
 # ---- formatting ------------------------------------------------------------------------
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 format:

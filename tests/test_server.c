@@ -899,7 +899,8 @@ static void test_bad_options(void **state)
     start(&s, "--quiet", NULL);
     char port[16];
     snprintf(port, sizeof port, "%d", s.port);
-    snprintf(cmd, sizeof cmd, "%s/lode serve --db %s --port %s 2>&1 | grep -q 'cannot listen'",
+    snprintf(cmd, sizeof cmd,
+             "%s/lode serve --no-model --db %s --port %s 2>&1 | grep -q 'cannot listen'",
              build_dir(), s.db, port);
     rc = system(cmd);
     assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
