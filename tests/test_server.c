@@ -1236,6 +1236,8 @@ static int start_long_stream(server *s, const char *model)
         buf[len] = 0;
         if (strstr(buf, "\"text\":\"") && strstr(buf, "data: ")) break;
     }
+    if (!strstr(buf, "HTTP/1.1 200") || !strstr(buf, "data: {"))
+        fprintf(stderr, "long stream did not start; got: %s\n", buf);
     assert_non_null(strstr(buf, "HTTP/1.1 200"));
     assert_non_null(strstr(buf, "data: {"));
     return fd;
@@ -1324,6 +1326,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_ALL);
+    if (getenv("LODE_TEST_FILTER")) cmocka_set_test_filter(getenv("LODE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_models_metrics),
         cmocka_unit_test(test_routing_errors),
