@@ -560,10 +560,19 @@ int srv_port(const srv_server *s)
     return s->port;
 }
 
+/* Idle: no request in progress and no job whose callbacks may still use the server. */
+static int idle(srv_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int jobs = s->jobs.next != &s->jobs;
+    pthread_mutex_unlock(&s->mu);
+    return !jobs && atomic_load(&s->active) == 0;
+}
+
 static int wait_idle(srv_server *s, double seconds)
 {
     int64_t until = lode_now_ns() + (int64_t)(seconds * 1e9);
-    while (atomic_load(&s->active) > 0) {
+    while (!idle(s)) {
         if (lode_now_ns() >= until) return 0;
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
