@@ -275,6 +275,9 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);
+    /* The engine goes first: its last callbacks may still touch the server. */
+    eng_model_free(be.model);
+    be.model = NULL;
     fprintf(stderr, "lode serve: stopped\n");
     rc = CLI_OK;
 out:
