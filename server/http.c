@@ -141,6 +141,12 @@ static void queue(srv_conn *c, unsigned status, struct MHD_Response *r, uint64_t
         return;
     }
     add_error_headers(c, r, status);
+    /* The work is done once the answer is queued: free the slot before the client can
+     * see the answer and send its next request. Streams keep theirs until they end. */
+    if (c->holds_slot) {
+        atomic_fetch_sub(&c->srv->slots, 1);
+        c->holds_slot = 0;
+    }
     if (MHD_queue_response(c->mhd, status, r) == MHD_YES) atomic_store(&c->bytes, len);
     MHD_destroy_response(r);
 }
@@ -424,6 +430,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mhd, const ch
         c->started = 1;
         const route_def *d;
         gate(c, &d);
+        return MHD_YES;
+    }
+    if (*upload_size && c->answered) { /* answered before the body: drop it */
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
