@@ -214,6 +214,15 @@ format:
 format-check:
 	@clang-format --dry-run -Werror $(FORMAT_SRCS) && echo "format-check: $(words $(FORMAT_SRCS)) files clean"
 
+# ---- kernel benchmark (bench/bench_kernels.c; appends to bench/RESULTS.md) ------------
+$(B)/bench/bench_kernels: $(B)/obj/bench/bench_kernels.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-kernels
+bench-kernels:
+	$(MAKE) -j2 $(B)/bench/bench_kernels
+	scripts/bench-kernels.sh $(B)/bench/bench_kernels
+
 clean:
 	rm -rf build build-san build-cuda build-engine build-fuzz
 

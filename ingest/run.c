@@ -23,6 +23,9 @@
 #define BATCH_DOCS    256
 #define BATCH_BYTES   ((size_t)8 << 20)
 #define BATCH_SECONDS 0.5
+/* Loaders stay at most this many bytes of files ahead of the writer (a loaded file takes
+ * about twice its size until written). */
+#define MAX_INFLIGHT_BYTES ((int64_t)64 << 20)
 
 typedef struct job {
     const ing_file *f;
@@ -49,6 +52,7 @@ typedef struct pool {
     size_t next;     /* next job a loader takes */
     size_t consumed; /* jobs the writer has finished with */
     size_t window;
+    int64_t inflight; /* bytes of files taken by loaders and not yet consumed */
     int stop;
     const ing_run_opts *o;
     int64_t max_size;
@@ -181,10 +185,15 @@ static void *loader(void *arg)
     pool *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->next < p->n && p->next >= p->consumed + p->window)
+        /* at most a window of files, and of bytes, ahead of the writer (but always the
+         * file the writer waits for) */
+        while (!p->stop && p->next < p->n &&
+               (p->next >= p->consumed + p->window ||
+                (p->inflight >= MAX_INFLIGHT_BYTES && p->next > p->consumed)))
             pthread_cond_wait(&p->work, &p->mu);
         if (p->stop || p->next >= p->n) break;
         job *j = &p->jobs[p->next++];
+        p->inflight += j->f->size;
         pthread_mutex_unlock(&p->mu);
         if (j->need && !(p->o->cancel && *p->o->cancel)) load_job(p, j);
         pthread_mutex_lock(&p->mu);
@@ -448,6 +457,7 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
         st = write_job(&w, j);
         pthread_mutex_lock(&p.mu);
         p.consumed = i + 1;
+        p.inflight -= j->f->size;
         pthread_cond_broadcast(&p.work);
         pthread_mutex_unlock(&p.mu);
         stats->files_done++;
