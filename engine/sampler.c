@@ -431,14 +431,15 @@ pick:;
     float inv_t = 1.0f / p->temperature;
     for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
     double sum = exp_sum(cl, nc, mx, inv_t);
+    /* the sum may come from the vectorized exp and the walk from libm's: when rounding
+     * leaves r past the walked total, the last token with mass is taken */
     double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int32_t i = 0; i < nc; i++) {
         float e = exp_neg((cl[i] - mx) * inv_t);
+        if (e <= 0) continue;
         acc += e;
-        if (r < acc && e > 0) {
-            tok = c[i].id;
-            break;
-        }
+        tok = c[i].id;
+        if (r < acc) break;
     }
 done:
     if (res) {

@@ -210,12 +210,9 @@ typedef struct writer {
     const ing_run_opts *o;
     ing_run_stats *stats;
     int in_txn;
-    job *batch[BATCH_DOCS]; /* loaded documents waiting for the next flush */
+    job *batch[BATCH_DOCS]; /* documents (or new mtimes) waiting for the next flush */
     size_t batch_docs, batch_bytes;
     int64_t batch_t0;
-    ret_doc docs[BATCH_DOCS];
-    const ret_chunk_in *chunks[BATCH_DOCS];
-    size_t n_chunks[BATCH_DOCS];
 } writer;
 
 static void message(const ing_run_opts *o, const char *path, const char *reason, int failed)
@@ -246,9 +243,14 @@ static lode_status flush(writer *w)
     char msg[1200];
     if (w->batch_docs) {
         if ((st = ensure_txn(w))) return st;
-        for (size_t i = 0; i < w->batch_docs; i++) {
+        for (size_t i = 0; i < w->batch_docs && !st; i++) {
             job *j = w->batch[i];
-            w->docs[i] = (ret_doc){
+            if (j->same_hash) { /* content unchanged: only the new mtime */
+                st = ret_store_doc_set_mtime(w->s, j->old.id, j->f->mtime_ns);
+                if (st == LODE_ERR_NOTFOUND) st = LODE_OK; /* deleted meanwhile */
+                continue;
+            }
+            ret_doc d = {
                 .uri = j->f->path,
                 .title = j->doc->title[0] ? j->doc->title : base_name(j->f->path),
                 .media_type = ing_media_mime(j->doc->media),
@@ -256,12 +258,7 @@ static lode_status flush(writer *w)
                 .size = j->f->size,
                 .mtime_ns = j->f->mtime_ns,
             };
-            w->chunks[i] = j->cin;
-            w->n_chunks[i] = j->n_chunks;
-        }
-        for (size_t i = 0; i < w->batch_docs && !st; i++) {
-            job *j = w->batch[i];
-            st = ret_store_doc_replace(w->s, &w->docs[i], w->chunks[i], w->n_chunks[i], NULL);
+            st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, NULL);
             if (st == LODE_ERR_INVALID || st == LODE_ERR_UTF8) {
                 /* this document only: its savepoint is undone, the batch goes on */
                 snprintf(msg, sizeof msg, "store refused it: %s", ret_store_errmsg(w->s));
@@ -314,9 +311,7 @@ static lode_status write_job(writer *w, job *j)
         S->files_unchanged++;
         job_clear(j);
         if (j->old.mtime_ns == j->f->mtime_ns) return LODE_OK;
-        if ((st = ensure_txn(w))) return st;
-        st = ret_store_doc_set_mtime(w->s, j->old.id, j->f->mtime_ns);
-        return st == LODE_ERR_NOTFOUND ? LODE_OK : st;
+        /* the new mtime goes with the next batch: the write lock is taken only in flush */
     }
     if (w->batch_docs == 0) w->batch_t0 = lode_now_ns();
     w->batch[w->batch_docs++] = j;

@@ -10,7 +10,13 @@
 
 #include "kernels/cpu/kernels_int.h"
 
+/* Every function here may use VNNI (the file is installed only on VNNI CPUs); clang has
+ * no `#pragma GCC target`, so it gets the same through an attribute scope. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
+#else
 #pragma GCC target("avx512vnni")
+#endif
 
 #define AI static inline __attribute__((always_inline))
 
@@ -243,3 +249,7 @@ void krn_quant_avx512_init(krn_ops *o)
     o->tile[LODE_Q5_1] = tile_q5_1;
     o->tile[LODE_Q8_0] = tile_q8_0;
 }
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
