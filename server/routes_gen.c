@@ -29,7 +29,7 @@ typedef struct gen_choice {
     int n_tokens;
     lode_buf text; /* without streaming: the answer so far */
     json_t *lp;    /* without streaming, with logprobs: chat content[] or completions tokens[] */
-    json_t *lp_values; /* completions: token_logprobs[] */
+    json_t *lp_values;  /* completions: token_logprobs[] */
     json_t *lp_offsets; /* completions: text_offset[] */
     eng_finish finish;
     lode_status st;
@@ -39,7 +39,7 @@ typedef struct gen_choice {
 struct gen_job {
     srv_server *srv;
     eng_model *model;
-    srv_conn *conn; /* NULL once the request ended (under mu) */
+    srv_conn *conn;  /* NULL once the request ended (under mu) */
     atomic_int refs; /* the connection's, plus one per submitted choice */
     pthread_mutex_t mu;
     srv_gen_kind kind;
@@ -261,8 +261,8 @@ static json_t *final_response(gen_job *j)
             lp = json_pack("{s:O}", "content", c->lp);
         } else if (j->logprobs) {
             json_decref(lp);
-            lp = json_pack("{s:O, s:O, s:n, s:O}", "tokens", c->lp, "token_logprobs",
-                           c->lp_values, "top_logprobs", "text_offset", c->lp_offsets);
+            lp = json_pack("{s:O, s:O, s:n, s:O}", "tokens", c->lp, "token_logprobs", c->lp_values,
+                           "top_logprobs", "text_offset", c->lp_offsets);
         }
         if (j->kind == SRV_GEN_CHAT)
             ch = json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s}", "index", i, "message", "role",
@@ -347,8 +347,7 @@ static void on_done(void *user, lode_status st, eng_finish finish, const eng_sta
             if (v) {
                 srv_deliver_json(conn, 200, v);
             } else {
-                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL,
-                              "out of memory");
+                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
                 srv_deliver_error(conn, &e);
             }
             json_decref(v);
@@ -386,8 +385,8 @@ static lode_status build_prompt(eng_model *m, const srv_gen_request *r, int32_t 
     }
     if (st)
         return srv_error_set(e, st, st == LODE_ERR_NOMEM ? 500 : 400,
-                             st == LODE_ERR_NOMEM ? "server_error" : "invalid_request_error",
-                             NULL, r->kind == SRV_GEN_CHAT ? "messages" : "prompt",
+                             st == LODE_ERR_NOMEM ? "server_error" : "invalid_request_error", NULL,
+                             r->kind == SRV_GEN_CHAT ? "messages" : "prompt",
                              "cannot tokenize the prompt: %s", lode_strerror(st));
     if (*n == 0)
         return srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL,
@@ -447,8 +446,7 @@ static void generate(srv_conn *c, srv_gen_kind kind)
                          kind == SRV_GEN_CHAT ? "messages" : "prompt",
                          "this model's maximum context length is %d tokens, but %lld were "
                          "requested (%zu in the prompt, %lld for the completion)",
-                         info.n_ctx, (long long)n_toks + (long long)want, n_toks,
-                         (long long)want);
+                         info.n_ctx, (long long)n_toks + (long long)want, n_toks, (long long)want);
         goto out;
     }
 
@@ -494,8 +492,7 @@ static void generate(srv_conn *c, srv_gen_kind kind)
         }
         srv_stream_on_close(j->out, job_client_gone, j);
         if (kind == SRV_GEN_CHAT) /* the first chunk opens the assistant's message */
-            for (int i = 0; i < req.n; i++)
-                sse_send(j, choice_chunk(j, i, "", 0, NULL, NULL, 1));
+            for (int i = 0; i < req.n; i++) sse_send(j, choice_chunk(j, i, "", 0, NULL, NULL, 1));
     } else {
         srv_defer(c);
     }

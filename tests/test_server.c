@@ -907,7 +907,6 @@ static void test_bad_options(void **state)
     stop(&s);
 }
 
-
 /* ---- tests: generation on the real model --------------------------------------------- */
 
 #define NEED_MODEL()                                                                               \
@@ -1002,9 +1001,9 @@ static void test_chat_completion(void **state)
             assert_true(json_is_array(json_object_get(e, "bytes")));
         }
     }
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "usage"),
-                                                        "completion_tokens")),
-                     total);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens")),
+        total);
     json_decref(v);
     resp_free(&r);
     assert_true(metrics_has(&s, "lode_generation_requests_total 4", 5));
@@ -1060,8 +1059,8 @@ static void test_completions_stop_logprobs(void **state)
     assert_non_null(comma);
     comma = strchr(comma + 1, ',');
     if (comma) {
-        char *cut = completion_text(&s, model, "1, 2, 3, 4, 5,", 12, ", \"stop\":[\",\", \"zzz\"]",
-                                    &v);
+        char *cut =
+            completion_text(&s, model, "1, 2, 3, 4, 5,", 12, ", \"stop\":[\",\", \"zzz\"]", &v);
         const char *first = strchr(full, ',');
         assert_int_equal(strlen(cut), (size_t)(first - full));
         assert_memory_equal(cut, full, strlen(cut));
@@ -1177,9 +1176,9 @@ static void test_generation_errors(void **state)
     server s;
     start(&s, "--quiet", "--model", MODEL_PATH, "--ctx", "64", NULL);
     const char *model = served_model(&s);
-    resp r = http(&s, "POST", "/v1/chat/completions",
-                  "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-                  NULL);
+    resp r =
+        http(&s, "POST", "/v1/chat/completions",
+             "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", NULL);
     expect_error(&r, 404, "gpt-4", "model", "model_not_found");
     resp_free(&r);
     char body[4096];
