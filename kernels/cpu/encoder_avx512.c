@@ -45,7 +45,8 @@ float krn_exp_sum_avx512(float *x, size_t n, float sub, float scale)
 
 void krn_gelu_avx512(float *x, size_t n)
 {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f),
+                 two = _mm512_set1_ps(2.0f);
     const __m512 rs2 = _mm512_set1_ps(0.70710678118654752f), p = _mm512_set1_ps(0.3275911f);
     const __m512 a1 = _mm512_set1_ps(0.254829592f), a2 = _mm512_set1_ps(-0.284496736f),
                  a3 = _mm512_set1_ps(1.421413741f), a4 = _mm512_set1_ps(-1.453152027f),
