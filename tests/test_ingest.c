@@ -269,6 +269,21 @@ static void test_html_edge_cases(void **state)
     assert_int_equal(d->n_blocks, 6001);
     ing_doc_destroy(d);
     lode_buf_free(&big);
+    /* a page of nothing but deep headings keeps its heading paths bounded */
+    lode_buf hb = LODE_BUF_INIT;
+    for (int l = 1; l <= 5; l++) {
+        lode_buf_printf(&hb, "<h%d>", l);
+        for (int i = 0; i < 300; i++) lode_buf_putc(&hb, (char)('A' + l));
+        lode_buf_printf(&hb, "</h%d>", l);
+    }
+    for (int i = 0; i < 40000; i++) lode_buf_printf(&hb, "<h6>%d</h6>", i);
+    assert_int_equal(ing_load_html(hb.data, hb.len, &d, NULL, 0), LODE_OK);
+    size_t path_bytes = 0;
+    for (size_t i = 0; i < d->n_paths; i++) path_bytes += strlen(d->paths[i]) + 1;
+    assert_true(path_bytes <= ((size_t)8 << 20) + 4096);
+    assert_int_equal(d->n_blocks, 40005);
+    ing_doc_destroy(d);
+    lode_buf_free(&hb);
     /* no <title>: the first h1 */
     const char *h = "<h2>Not this</h2><h1>Real  title</h1><p>x</p>";
     assert_int_equal(ing_load_html(h, strlen(h), &d, NULL, 0), LODE_OK);
