@@ -117,6 +117,8 @@ $(B)/obj/orchestrate/%.o $(B)/obj/server/%.o $(B)/obj/cli/%.o $(B)/obj/tests/%.o
 # chosen at run time (kernels/cpu/dispatch.c); everything else stays portable x86-64.
 $(B)/obj/kernels/cpu/%_avx2.o: XFLAGS += -mavx2 -mfma -mf16c
 $(B)/obj/kernels/cpu/%_avx512.o: XFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+# quant_avx512.c asks for VNNI with `#pragma GCC target`, which clang (make fuzz) ignores
+$(B)/obj/kernels/cpu/quant_avx512.o: XFLAGS += -mavx512vnni
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -48,6 +48,7 @@ typedef struct chunker {
     ing_token_counter count;
     void *ctx;
     size_t target, overlap;
+    size_t span; /* the most bytes of new text one chunk looks at */
     ing_chunk *out;
     size_t n, cap;
     size_t cb, cc; /* byte and code point position of the last offset conversion */
@@ -70,25 +71,35 @@ static size_t skip_ws(const chunker *c, size_t p, size_t end)
 }
 
 /* End of the sentence (or code line) that starts at s, within [s, end). */
+/* End of the sentence (or code line) that starts at s, within [s, end). No further than
+ * c->span bytes: past that, the last word break before it (a sentence that long is cut
+ * at words anyway, and looking further made long paragraphs quadratic). */
 static size_t sentence_end(const chunker *c, size_t s, size_t end, int code)
 {
     const char *t = c->t;
+    size_t lim = end - s > c->span ? s + c->span : end;
     if (code) {
-        const char *nl = memchr(t + s, '\n', end - s);
-        return nl ? (size_t)(nl - t) : end;
+        const char *nl = memchr(t + s, '\n', lim - s);
+        if (nl) return (size_t)(nl - t);
+    } else {
+        for (size_t i = s; i < lim; i++) {
+            if (t[i] != '.' && t[i] != '!' && t[i] != '?') continue;
+            size_t j = i + 1;
+            while (j < end && (t[j] == '"' || t[j] == '\'' || t[j] == ')' || t[j] == ']')) j++;
+            if (j == end || ws(t[j])) return j;
+        }
     }
-    for (size_t i = s; i < end; i++) {
-        if (t[i] != '.' && t[i] != '!' && t[i] != '?') continue;
-        size_t j = i + 1;
-        while (j < end && (t[j] == '"' || t[j] == '\'' || t[j] == ')' || t[j] == ']')) j++;
-        if (j == end || ws(t[j])) return j;
-    }
-    return end;
+    if (lim == end) return end;
+    size_t k = lim;
+    while (k > s && !ws(t[k])) k--;
+    return k > s ? k : lim; /* one word longer than the span: cut by hard_cut later */
 }
 
+/* End of the word at s, looking at most c->span bytes ahead. */
 static size_t word_end(const chunker *c, size_t s, size_t end)
 {
-    while (s < end && !ws(c->t[s])) s++;
+    size_t lim = end - s > c->span ? s + c->span : end;
+    while (s < lim && !ws(c->t[s])) s++;
     return s;
 }
 
@@ -162,7 +173,9 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
         int done = 0;
         while (!done && bi < b1) {
             size_t bs = LODE_MAX(cur, bl[bi].start), be = bl[bi].end;
-            size_t t = tok(c, bs, be);
+            /* a block longer than the span cannot fit: not counted whole, it goes to the
+             * sentence cut */
+            size_t t = be - bs > c->span ? (size_t)-1 / 2 : tok(c, bs, be);
             if (used + t <= budget) {
                 used += t;
                 end = be;
@@ -178,7 +191,7 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
             while (s < be) {
                 size_t se = sentence_end(c, s, be, code);
                 t = tok(c, s, se);
-                if (used + t <= budget) {
+                if (used + t <= budget && se - pos <= c->span) {
                     used += t;
                     end = se;
                     s = skip_ws(c, se, be);
@@ -190,7 +203,7 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
                 while (w < se) {
                     size_t we = word_end(c, w, se);
                     t = tok(c, w, we);
-                    if (used + t <= budget) {
+                    if (used + t <= budget && we - pos <= c->span) {
                         used += t;
                         end = we;
                         w = skip_ws(c, we, se);
@@ -241,6 +254,9 @@ lode_status ing_chunk_doc(const ing_doc *doc, const ing_chunk_opts *opts, ing_ch
     if (overlap > target / 2) overlap = target / 2;
     c.target = (size_t)target;
     c.overlap = (size_t)overlap;
+    /* 32 bytes a token is far beyond any text's average (about 5), so only chunks of
+     * whitespace-heavy code get cut short by it */
+    c.span = LODE_MAX((size_t)4096, c.target * 32);
     *out = NULL;
     *n = 0;
     lode_status st = LODE_OK;
