@@ -103,25 +103,45 @@ static size_t word_end(const chunker *c, size_t s, size_t end)
     return s;
 }
 
-/* The longest prefix of [s, end) (at least one code point) that fits the budget. */
+static int inside_cp(const chunker *c, size_t i, size_t end)
+{
+    return i < end && ((unsigned char)c->t[i] & 0xC0) == 0x80;
+}
+
+/* The longest prefix of [s, end) (at least one code point) that fits the budget: grown by
+ * doubling, then bisected, so it costs about the length of the answer (bisecting the whole
+ * span made a megabyte of punctuation take seconds). */
 static size_t hard_cut(chunker *c, size_t s, size_t end, size_t budget)
 {
-    size_t lo = s + 1, hi = end; /* answer in [lo, hi] */
-    while (lo < end && ((unsigned char)c->t[lo] & 0xC0) == 0x80) lo++;
-    if (tok(c, s, lo) > budget) return lo;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo + 1) / 2;
-        while (mid < end && ((unsigned char)c->t[mid] & 0xC0) == 0x80) mid++;
-        if (mid > hi) mid = hi;
-        if (mid <= lo) break;
-        if (tok(c, s, mid) <= budget)
-            lo = mid;
-        else {
-            hi = mid - 1;
-            while (hi > lo && ((unsigned char)c->t[hi] & 0xC0) == 0x80) hi--;
+    size_t ok = s + 1;
+    while (inside_cp(c, ok, end)) ok++;
+    if (ok >= end || tok(c, s, ok) > budget) return ok;
+    size_t bad = end + 1, step = 64;
+    while (bad > end) {
+        size_t next = ok + step < end ? ok + step : end;
+        while (inside_cp(c, next, end)) next++;
+        if (tok(c, s, next) <= budget) {
+            ok = next;
+            if (next >= end) return end;
+            step *= 2;
+        } else {
+            bad = next;
         }
     }
-    return lo;
+    while (bad > ok + 1) {
+        size_t mid = ok + (bad - ok) / 2, m = mid;
+        while (m > ok && inside_cp(c, m, end)) m--;
+        if (m == ok) {
+            m = mid;
+            while (m < bad && inside_cp(c, m, end)) m++;
+            if (m >= bad) break;
+        }
+        if (tok(c, s, m) <= budget)
+            ok = m;
+        else
+            bad = m;
+    }
+    return ok;
 }
 
 static size_t char_pos(chunker *c, size_t b)
