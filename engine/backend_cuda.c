@@ -1,0 +1,925 @@
+/*
+ * backend_cuda.c: the llama-family decoder on one GPU (see backend_cuda.h). Everything the
+ * model touches per token is allocated in eng_cuda_model_create; the decode step is captured
+ * once per (batch, sampling) as a CUDA graph whose state (tokens, positions, cache slots,
+ * step counter) lives on the device and is advanced by the graph itself, so queued steps
+ * need no host round trip.
+ */
+#include "engine/backend_cuda.h"
+
+#include "kernels/quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#if LODE_CUDA
+
+#include "kernels/cuda/cuda_kernels.h"
+
+#define HIST_ROWS  4096 /* decode steps whose tokens stay readable */
+#define MAX_GRAPHS 8
+
+typedef struct layer {
+    krn_cuda_mat qkv; /* [q | k | v] rows, or only the leading parts whose type matched */
+    krn_cuda_mat k, v; /* separate when their type differs from q's */
+    krn_cuda_mat o;
+    krn_cuda_mat gu; /* [gate | up], or gate alone */
+    krn_cuda_mat up; /* separate when its type differs from gate's */
+    krn_cuda_mat down;
+    float *attn_norm, *ffn_norm;
+    int k_fused, v_fused, up_fused;
+    unsigned set; /* bit per eng_cuda_wkind */
+    void *kc, *vc; /* f16 [n_blocks][KV][KV_BLOCK][hd] */
+} layer;
+
+typedef struct graph {
+    void *exec;
+    int batch;
+    eng_cuda_sampling s;
+} graph;
+
+struct eng_cuda_model {
+    eng_cuda_config c;
+    char err[256];
+    void *stream;
+    krn_cuda_blas *blas;
+    void *ev[2];
+    int ev_n;
+    krn_cuda_mat tok_embd, output;
+    float *output_norm;
+    unsigned gset;
+    layer *L;
+    int maxb, nsplit, act_f16, ready;
+    int32_t *bt, *bt_host; /* block table [max_seqs][maxb] (device, host mirror) */
+    /* activations */
+    float *x, *qkv, *q32, *gu, *logits, *acc, *ml, *inv_freq, *lp;
+    void *qh, *attn_out, *act, *scratch;
+    size_t scratch_bytes;
+    /* per-sequence decode state on the device */
+    int32_t *d_tokens, *d_pos, *d_slot, *d_seqlen, *d_chosen, *d_pf, *d_hist;
+    uint32_t *d_step, *d_step_pf;
+    int32_t *h_stage; /* pinned */
+    int *len;         /* host: tokens cached per sequence */
+    uint64_t steps_total;
+    int hist_batch;
+    graph g[MAX_GRAPHS];
+    int ng;
+};
+
+static char create_err[256];
+
+static lode_status fail(eng_cuda_model *m, lode_status st, const char *what)
+{
+    char *dst = m ? m->err : create_err;
+    size_t n = m ? sizeof m->err : sizeof create_err;
+    const char *detail = st == LODE_ERR_CUDA || st == LODE_ERR_NOMEM ? krn_cuda_errmsg() : "";
+    return lode_seterr(dst, n, st, "%s%s%s", what, *detail ? ": " : "", detail);
+}
+
+#define TRY(m, call, what)                                                                         \
+    do {                                                                                           \
+        lode_status st_ = (call);                                                                  \
+        if (st_ != LODE_OK) return fail((m), st_, (what));                                         \
+    } while (0)
+
+int eng_cuda_available(void)
+{
+    return krn_cuda_device_count() > 0;
+}
+
+const char *eng_cuda_errmsg(const eng_cuda_model *m)
+{
+    return m ? m->err : create_err;
+}
+
+static int qkv_rows(const eng_cuda_config *c)
+{
+    return (c->n_head + 2 * c->n_kv_head) * c->head_dim;
+}
+
+static lode_status dmalloc(eng_cuda_model *m, void *pp, size_t n)
+{
+    void **p = (void **)pp;
+    lode_status st = krn_cuda_malloc(p, n);
+    if (st) return fail(m, st, "GPU allocation");
+    return LODE_OK;
+}
+
+lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda_model **out)
+{
+    *out = NULL;
+    if (c->n_layer <= 0 || c->dim <= 0 || c->n_head <= 0 || c->n_kv_head <= 0 ||
+        c->n_head % c->n_kv_head || c->head_dim <= 0 || c->ff <= 0 || c->vocab <= 0 ||
+        c->max_ctx <= 0 || c->max_seqs <= 0 || c->max_seqs > KRN_CUDA_MAX_BATCH ||
+        c->max_prefill <= 0 || c->n_head * 2 > 128)
+        return fail(NULL, LODE_ERR_INVALID, "CUDA model: bad configuration");
+    if (c->head_dim != 64 && c->head_dim != 128)
+        return fail(NULL, LODE_ERR_UNSUPPORTED, "CUDA model: head_dim must be 64 or 128");
+    krn_cuda_devinfo di;
+    if (krn_cuda_device_count() <= device)
+        return fail(NULL, LODE_ERR_UNSUPPORTED, "CUDA model: no such GPU");
+    lode_status st = krn_cuda_device_info(device, &di);
+    if (st) return fail(NULL, st, "CUDA device");
+    if ((st = krn_cuda_prepare())) return fail(NULL, st, "CUDA setup");
+
+    eng_cuda_model *m = lode_calloc(1, sizeof *m);
+    if (!m) return LODE_ERR_NOMEM;
+    m->c = *c;
+    m->c.rope_freq_factors = NULL;
+    m->L = lode_calloc((size_t)c->n_layer, sizeof *m->L);
+    m->len = lode_calloc((size_t)c->max_seqs, sizeof *m->len);
+    m->bt_host = lode_calloc((size_t)c->max_seqs * ((c->max_ctx + 15) / 16), sizeof(int32_t));
+    if (!m->L || !m->len || !m->bt_host) {
+        st = LODE_ERR_NOMEM;
+        goto out;
+    }
+    if ((st = krn_cuda_stream_create(&m->stream)) ||
+        (st = krn_cuda_blas_create(&m->blas, m->stream)) || (st = krn_cuda_event_create(&m->ev[0])) ||
+        (st = krn_cuda_event_create(&m->ev[1]))) {
+        fail(m, st, "CUDA stream/cuBLAS");
+        goto out;
+    }
+    const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
+    const size_t S = (size_t)c->max_seqs, P = (size_t)c->max_prefill;
+    const size_t T = LODE_MAX(S, P);
+    m->maxb = (c->max_ctx + KRN_CUDA_KV_BLOCK - 1) / KRN_CUDA_KV_BLOCK;
+    m->nsplit = (c->max_ctx + KRN_CUDA_ATTN_SPLIT - 1) / KRN_CUDA_ATTN_SPLIT;
+    size_t nblocks = S * (size_t)m->maxb;
+    size_t kv_bytes = nblocks * KV * KRN_CUDA_KV_BLOCK * hd * 2;
+    for (int l = 0; l < c->n_layer; l++) {
+        if ((st = dmalloc(m, &m->L[l].kc, kv_bytes)) || (st = dmalloc(m, &m->L[l].vc, kv_bytes)))
+            goto out;
+    }
+    size_t wmax = (size_t)LODE_MAX(LODE_MAX(c->dim, c->ff), H * hd);
+    if ((st = dmalloc(m, &m->x, T * c->dim * 4)) ||
+        (st = dmalloc(m, &m->qkv, P * qkv_rows(c) * 4)) ||
+        (st = dmalloc(m, &m->q32, S * H * hd * 4)) || (st = dmalloc(m, &m->gu, T * 2 * c->ff * 4)) ||
+        (st = dmalloc(m, &m->logits, S * c->vocab * 4)) ||
+        (st = dmalloc(m, &m->acc, S * H * m->nsplit * hd * 4)) ||
+        (st = dmalloc(m, &m->ml, S * H * m->nsplit * 2 * 4)) ||
+        (st = dmalloc(m, &m->inv_freq, (size_t)hd / 2 * 4)) || (st = dmalloc(m, &m->lp, S * 4)) ||
+        (st = dmalloc(m, &m->qh, P * H * hd * 2)) || (st = dmalloc(m, &m->attn_out, P * H * hd * 2)) ||
+        (st = dmalloc(m, &m->act, P * wmax * 2)) || (st = dmalloc(m, &m->d_tokens, S * 4)) ||
+        (st = dmalloc(m, &m->d_pos, S * 4)) || (st = dmalloc(m, &m->d_slot, S * 4)) ||
+        (st = dmalloc(m, &m->d_seqlen, S * 4)) || (st = dmalloc(m, &m->d_chosen, S * 4)) ||
+        (st = dmalloc(m, &m->d_pf, (3 * P + 16) * 4)) ||
+        (st = dmalloc(m, &m->d_hist, (size_t)HIST_ROWS * S * 4)) ||
+        (st = dmalloc(m, &m->d_step, 4)) || (st = dmalloc(m, &m->d_step_pf, 4)))
+        goto out;
+    if ((st = krn_cuda_host_alloc((void **)&m->h_stage, (3 * P + 64) * 4))) {
+        fail(m, st, "pinned memory");
+        goto out;
+    }
+    /* a fixed block table: sequence s owns blocks [s*maxb, (s+1)*maxb) */
+    for (size_t s = 0; s < S; s++)
+        for (int b = 0; b < m->maxb; b++) m->bt_host[s * m->maxb + b] = (int32_t)(s * m->maxb + b);
+    if ((st = dmalloc(m, &m->bt, S * m->maxb * 4))) goto out;
+    float *inv = lode_malloc((size_t)hd / 2 * sizeof(float));
+    if (!inv) {
+        st = LODE_ERR_NOMEM;
+        goto out;
+    }
+    for (int i = 0; i < hd / 2; i++) {
+        inv[i] = (float)pow((double)c->rope_theta, -2.0 * i / hd);
+        if (c->rope_freq_factors) inv[i] /= c->rope_freq_factors[i];
+    }
+    st = krn_cuda_h2d(m->inv_freq, inv, (size_t)hd / 2 * 4, m->stream);
+    if (!st) st = krn_cuda_h2d(m->bt, m->bt_host, S * m->maxb * 4, m->stream);
+    if (!st) st = krn_cuda_memset(m->d_step, 0, 4, m->stream);
+    if (!st) st = krn_cuda_memset(m->d_slot, 0xff, S * 4, m->stream);
+    if (!st) st = krn_cuda_stream_sync(m->stream);
+    lode_free(inv);
+    if (st) {
+        fail(m, st, "CUDA upload");
+        goto out;
+    }
+    *out = m;
+    m = NULL;
+out:
+    if (m) {
+        memcpy(create_err, m->err, sizeof create_err);
+        eng_cuda_model_destroy(m);
+    }
+    return st;
+}
+
+void eng_cuda_model_destroy(eng_cuda_model *m)
+{
+    if (!m) return;
+    if (m->stream) krn_cuda_stream_sync(m->stream);
+    for (int i = 0; i < m->ng; i++) krn_cuda_graph_destroy(m->g[i].exec);
+    if (m->L) {
+        for (int l = 0; l < m->c.n_layer; l++) {
+            layer *L = &m->L[l];
+            krn_cuda_mat_free(&L->qkv);
+            krn_cuda_mat_free(&L->k);
+            krn_cuda_mat_free(&L->v);
+            krn_cuda_mat_free(&L->o);
+            krn_cuda_mat_free(&L->gu);
+            krn_cuda_mat_free(&L->up);
+            krn_cuda_mat_free(&L->down);
+            krn_cuda_free(L->attn_norm);
+            krn_cuda_free(L->ffn_norm);
+            krn_cuda_free(L->kc);
+            krn_cuda_free(L->vc);
+        }
+    }
+    krn_cuda_mat_free(&m->tok_embd);
+    krn_cuda_mat_free(&m->output);
+    krn_cuda_free(m->output_norm);
+    void *bufs[] = {m->x,      m->qkv,      m->q32,      m->gu,       m->logits,   m->acc,
+                    m->ml,     m->inv_freq, m->lp,       m->qh,       m->attn_out, m->act,
+                    m->scratch, m->d_tokens, m->d_pos,   m->d_slot,   m->d_seqlen, m->d_chosen,
+                    m->d_pf,   m->d_hist,   m->d_step,   m->d_step_pf, m->bt};
+    for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) krn_cuda_free(bufs[i]);
+    krn_cuda_host_free(m->h_stage);
+    krn_cuda_event_destroy(m->ev[0]);
+    krn_cuda_event_destroy(m->ev[1]);
+    krn_cuda_blas_destroy(m->blas);
+    krn_cuda_stream_destroy(m->stream);
+    lode_free(m->L);
+    lode_free(m->len);
+    lode_free(m->bt_host);
+    lode_free(m);
+}
+
+/* ---- weights --------------------------------------------------------------------------- */
+
+static void wshape(const eng_cuda_config *c, eng_cuda_wkind k, int64_t *rows, int64_t *cols)
+{
+    int64_t D = c->dim, Q = (int64_t)c->n_head * c->head_dim, KVd = (int64_t)c->n_kv_head * c->head_dim;
+    *cols = D;
+    switch (k) {
+    case ENG_CW_TOK_EMBD:
+    case ENG_CW_OUTPUT:
+        *rows = c->vocab;
+        break;
+    case ENG_CW_Q:
+        *rows = Q;
+        break;
+    case ENG_CW_K:
+    case ENG_CW_V:
+        *rows = KVd;
+        break;
+    case ENG_CW_O:
+        *rows = D;
+        *cols = Q;
+        break;
+    case ENG_CW_GATE:
+    case ENG_CW_UP:
+        *rows = c->ff;
+        break;
+    case ENG_CW_DOWN:
+        *rows = D;
+        *cols = c->ff;
+        break;
+    default:
+        *rows = 1; /* norms: a vector of dim */
+        break;
+    }
+}
+
+/* Allocates (when needed) and uploads a matrix; `tmp` sized by the caller. */
+static lode_status put_mat(eng_cuda_model *m, krn_cuda_mat *mat, int dtype, int64_t rows,
+                           int64_t cols, int64_t row0, int64_t nrows, const void *data)
+{
+    lode_status st;
+    if (!mat->fmt && (st = krn_cuda_mat_alloc(mat, dtype, rows, cols))) return fail(m, st, "weight");
+    if (mat->dtype != dtype) return fail(m, LODE_ERR_INTERNAL, "weight type mismatch");
+    cols = mat->cols;
+    void *tmp = NULL;
+    size_t need = krn_cuda_ggml_bytes(dtype, nrows, cols);
+    if ((st = dmalloc(m, &tmp, need))) return st;
+    st = krn_cuda_mat_upload(mat, row0, nrows, data, tmp, m->stream);
+    if (!st) st = krn_cuda_stream_sync(m->stream);
+    krn_cuda_free(tmp);
+    if (st) return fail(m, st, "weight upload");
+    return LODE_OK;
+}
+
+static lode_status put_norm(eng_cuda_model *m, float **dst, const void *data, int dim)
+{
+    lode_status st;
+    if (!*dst && (st = dmalloc(m, dst, (size_t)dim * 4))) return st;
+    TRY(m, krn_cuda_h2d(*dst, data, (size_t)dim * 4, m->stream), "norm upload");
+    TRY(m, krn_cuda_stream_sync(m->stream), "norm upload");
+    return LODE_OK;
+}
+
+lode_status eng_cuda_model_set_weight(eng_cuda_model *m, eng_cuda_wkind kind, int layer_i,
+                                      int dtype, const void *data, size_t nbytes)
+{
+    const eng_cuda_config *c = &m->c;
+    int per_layer = kind >= ENG_CW_ATTN_NORM;
+    if ((unsigned)kind >= ENG_CW_COUNT || (per_layer && (layer_i < 0 || layer_i >= c->n_layer)))
+        return fail(m, LODE_ERR_INVALID, "set_weight: bad kind or layer");
+    int64_t rows, cols;
+    wshape(c, kind, &rows, &cols);
+    int is_norm = kind == ENG_CW_OUTPUT_NORM || kind == ENG_CW_ATTN_NORM || kind == ENG_CW_FFN_NORM;
+    if (is_norm) {
+        if (dtype != LODE_F32 || nbytes != (size_t)c->dim * 4)
+            return fail(m, LODE_ERR_FORMAT, "set_weight: norms must be f32 [dim]");
+    } else {
+        if (!krn_cuda_dtype_supported(dtype))
+            return fail(m, LODE_ERR_UNSUPPORTED, "set_weight: weight type has no CUDA kernel");
+        if (nbytes != krn_cuda_ggml_bytes(dtype, rows, cols))
+            return fail(m, LODE_ERR_FORMAT, "set_weight: size does not match the shape");
+    }
+    m->ready = 0;
+    layer *L = per_layer ? &m->L[layer_i] : NULL;
+    int64_t Q = (int64_t)c->n_head * c->head_dim, KVd = (int64_t)c->n_kv_head * c->head_dim;
+    lode_status st = LODE_OK;
+    switch (kind) {
+    case ENG_CW_TOK_EMBD:
+        st = put_mat(m, &m->tok_embd, dtype, rows, cols, 0, rows, data);
+        break;
+    case ENG_CW_OUTPUT:
+        st = put_mat(m, &m->output, dtype, rows, cols, 0, rows, data);
+        break;
+    case ENG_CW_OUTPUT_NORM:
+        st = put_norm(m, &m->output_norm, data, c->dim);
+        break;
+    case ENG_CW_ATTN_NORM:
+        st = put_norm(m, &L->attn_norm, data, c->dim);
+        break;
+    case ENG_CW_FFN_NORM:
+        st = put_norm(m, &L->ffn_norm, data, c->dim);
+        break;
+    case ENG_CW_Q:
+        st = put_mat(m, &L->qkv, dtype, qkv_rows(c), cols, 0, rows, data);
+        break;
+    case ENG_CW_K:
+    case ENG_CW_V: {
+        int is_k = kind == ENG_CW_K;
+        if (!(L->set & (1u << ENG_CW_Q)))
+            return fail(m, LODE_ERR_INVALID, "set_weight: set attn_q before attn_k/attn_v");
+        int fuse = L->qkv.dtype == dtype && (is_k || L->k_fused);
+        if (fuse) {
+            st = put_mat(m, &L->qkv, dtype, 0, 0, Q + (is_k ? 0 : KVd), rows, data);
+            if (is_k)
+                L->k_fused = 1;
+            else
+                L->v_fused = 1;
+        } else {
+            st = put_mat(m, is_k ? &L->k : &L->v, dtype, rows, cols, 0, rows, data);
+        }
+        break;
+    }
+    case ENG_CW_O:
+        st = put_mat(m, &L->o, dtype, rows, cols, 0, rows, data);
+        break;
+    case ENG_CW_GATE:
+        st = put_mat(m, &L->gu, dtype, 2 * rows, cols, 0, rows, data);
+        break;
+    case ENG_CW_UP:
+        if (!(L->set & (1u << ENG_CW_GATE)))
+            return fail(m, LODE_ERR_INVALID, "set_weight: set ffn_gate before ffn_up");
+        if (L->gu.dtype == dtype) {
+            st = put_mat(m, &L->gu, dtype, 0, 0, rows, rows, data);
+            L->up_fused = 1;
+        } else {
+            st = put_mat(m, &L->up, dtype, rows, cols, 0, rows, data);
+        }
+        break;
+    case ENG_CW_DOWN:
+        st = put_mat(m, &L->down, dtype, rows, cols, 0, rows, data);
+        break;
+    default:
+        break;
+    }
+    if (st) return st;
+    if (L)
+        L->set |= 1u << kind;
+    else
+        m->gset |= 1u << kind;
+    return LODE_OK;
+}
+
+lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!krn_cuda_dtype_supported(dtype))
+        return fail(m, LODE_ERR_UNSUPPORTED, "random model: weight type has no CUDA kernel");
+    int64_t D = c->dim, Q = (int64_t)c->n_head * c->head_dim;
+    float *ones = lode_malloc((size_t)D * sizeof(float));
+    if (!ones) return LODE_ERR_NOMEM;
+    for (int64_t i = 0; i < D; i++) ones[i] = 1.f;
+    lode_status st = LODE_OK;
+    uint64_t s = seed * 1000003u;
+#define MAT(mat, r, cc)                                                                            \
+    do {                                                                                           \
+        if (!(mat)->fmt && (st = krn_cuda_mat_alloc((mat), dtype, (r), (cc)))) goto out;           \
+        if ((st = krn_cuda_mat_random((mat), ++s, 0.02f, m->stream))) goto out;                    \
+    } while (0)
+    MAT(&m->tok_embd, c->vocab, D);
+    if (!c->tied) MAT(&m->output, c->vocab, D);
+    if ((st = put_norm(m, &m->output_norm, ones, c->dim))) goto out;
+    for (int l = 0; l < c->n_layer; l++) {
+        layer *L = &m->L[l];
+        MAT(&L->qkv, qkv_rows(c), D);
+        MAT(&L->o, D, Q);
+        MAT(&L->gu, 2 * (int64_t)c->ff, D);
+        MAT(&L->down, D, c->ff);
+        L->k_fused = L->v_fused = L->up_fused = 1;
+        if ((st = put_norm(m, &L->attn_norm, ones, c->dim)) ||
+            (st = put_norm(m, &L->ffn_norm, ones, c->dim)))
+            goto out;
+        L->set = ~0u;
+    }
+#undef MAT
+    m->gset = ~0u;
+    st = krn_cuda_stream_sync(m->stream);
+out:
+    lode_free(ones);
+    if (st) return fail(m, st, "random model");
+    return eng_cuda_model_ready(m);
+}
+
+lode_status eng_cuda_model_ready(eng_cuda_model *m)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!(m->gset & (1u << ENG_CW_TOK_EMBD)) || !(m->gset & (1u << ENG_CW_OUTPUT_NORM)) ||
+        (!c->tied && !(m->gset & (1u << ENG_CW_OUTPUT))))
+        return fail(m, LODE_ERR_INVALID, "CUDA model: embedding, output norm or head missing");
+    unsigned need = 0;
+    for (int k = ENG_CW_ATTN_NORM; k < ENG_CW_COUNT; k++) need |= 1u << k;
+    int all16 = 1, anyf16 = 0;
+    size_t scratch = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        layer *L = &m->L[l];
+        if ((L->set & need) != need) return fail(m, LODE_ERR_INVALID, "CUDA model: a layer weight is missing");
+        const krn_cuda_mat *ms[] = {&L->qkv, &L->k, &L->v, &L->o, &L->gu, &L->up, &L->down};
+        for (size_t i = 0; i < LODE_ARRAY_LEN(ms); i++) {
+            if (!ms[i]->fmt) continue;
+            if (ms[i]->dtype != LODE_F16) all16 = 0;
+            if (ms[i]->dtype == LODE_F16) anyf16 = 1;
+            scratch = LODE_MAX(scratch, krn_cuda_gemm_scratch_bytes(ms[i]));
+        }
+    }
+    m->act_f16 = all16 && anyf16;
+    if (scratch > m->scratch_bytes) {
+        krn_cuda_free(m->scratch);
+        m->scratch = NULL;
+        m->scratch_bytes = 0;
+        lode_status st = dmalloc(m, &m->scratch, scratch);
+        if (st) return st;
+        m->scratch_bytes = scratch;
+    }
+    m->ready = 1;
+    return LODE_OK;
+}
+
+size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m)
+{
+    size_t n = krn_cuda_mat_bytes(m->c.tied ? &m->tok_embd : &m->output) + (size_t)m->c.dim * 4;
+    for (int l = 0; l < m->c.n_layer; l++) {
+        const layer *L = &m->L[l];
+        n += krn_cuda_mat_bytes(&L->qkv) + krn_cuda_mat_bytes(&L->k) + krn_cuda_mat_bytes(&L->v) +
+             krn_cuda_mat_bytes(&L->o) + krn_cuda_mat_bytes(&L->gu) + krn_cuda_mat_bytes(&L->up) +
+             krn_cuda_mat_bytes(&L->down) + (size_t)m->c.dim * 8;
+    }
+    return n;
+}
+
+/* The leading rows of a fused matrix that are really set (a shallow view). */
+static krn_cuda_mat qkv_view(const eng_cuda_config *c, const layer *L)
+{
+    krn_cuda_mat v = L->qkv;
+    int64_t Q = (int64_t)c->n_head * c->head_dim, KVd = (int64_t)c->n_kv_head * c->head_dim;
+    v.rows = Q + (L->k_fused ? KVd : 0) + (L->v_fused ? KVd : 0);
+    return v;
+}
+
+static krn_cuda_mat gu_view(const eng_cuda_config *c, const layer *L)
+{
+    krn_cuda_mat v = L->gu;
+    v.rows = (int64_t)c->ff * (L->up_fused ? 2 : 1);
+    return v;
+}
+
+/* ---- running ------------------------------------------------------------------------------ */
+
+lode_status eng_cuda_seq_reset(eng_cuda_model *m, int seq)
+{
+    if (seq < 0 || seq >= m->c.max_seqs) return fail(m, LODE_ERR_INVALID, "bad sequence");
+    m->len[seq] = 0;
+    return LODE_OK;
+}
+
+int eng_cuda_seq_len(const eng_cuda_model *m, int seq)
+{
+    return seq >= 0 && seq < m->c.max_seqs ? m->len[seq] : -1;
+}
+
+static krn_cuda_sample_cfg sample_cfg(const eng_cuda_sampling *s, const uint32_t *step)
+{
+    krn_cuda_sample_cfg k;
+    memset(&k, 0, sizeof k);
+    if (s) {
+        k.temperature = s->temperature;
+        k.top_k = s->top_k;
+        k.top_p = s->top_p > 0.f ? s->top_p : 1.f;
+        k.seed = s->seed;
+    }
+    k.step = step;
+    return k;
+}
+
+static int32_t slot_of(const eng_cuda_model *m, int seq, int pos)
+{
+    int b = pos / KRN_CUDA_KV_BLOCK;
+    if (b >= m->maxb) return -1;
+    return m->bt_host[(size_t)seq * m->maxb + b] * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
+}
+
+static krn_cuda_rope rope_for(const eng_cuda_model *m, const layer *L, const int32_t *pos,
+                              const int32_t *slot)
+{
+    krn_cuda_rope r;
+    memset(&r, 0, sizeof r);
+    r.n_head = m->c.n_head;
+    r.n_kv_head = m->c.n_kv_head;
+    r.head_dim = m->c.head_dim;
+    r.inv_freq = m->inv_freq;
+    r.pos = pos;
+    r.slot = slot;
+    r.k_cache = L->kc;
+    r.v_cache = L->vc;
+    return r;
+}
+
+static krn_cuda_attn_cfg attn_for(const eng_cuda_model *m, const layer *L, const int32_t *bt)
+{
+    krn_cuda_attn_cfg a;
+    memset(&a, 0, sizeof a);
+    a.n_head = m->c.n_head;
+    a.n_kv_head = m->c.n_kv_head;
+    a.head_dim = m->c.head_dim;
+    a.scale = 1.f / sqrtf((float)m->c.head_dim);
+    a.k_cache = L->kc;
+    a.v_cache = L->vc;
+    a.block_table = bt;
+    a.max_blocks = m->maxb;
+    return a;
+}
+
+/* One prefill chunk of n tokens of sequence seq at positions pos0..; tokens/pos/slot are in
+ * d_pf already. Leaves the residual stream in m->x. */
+static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
+{
+    const eng_cuda_config *c = &m->c;
+    const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim, QR = qkv_rows(c);
+    const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
+    void *s = m->stream;
+    const int32_t *tok = m->d_pf, *pos = m->d_pf + n, *slot = m->d_pf + 2 * n;
+    TRY(m, krn_cuda_embed(&m->tok_embd, tok, n, m->x, s), "prefill embed");
+    for (int l = 0; l < c->n_layer; l++) {
+        layer *L = &m->L[l];
+        krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
+        krn_cuda_rope r = rope_for(m, L, pos, slot);
+        krn_cuda_attn_cfg a = attn_for(m, L, m->bt + (size_t)seq * m->maxb);
+        TRY(m, krn_cuda_rmsnorm(m->x, L->attn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, n, m->qkv, QR, 0, m->scratch, s), "gemm qkv");
+        if (!L->k_fused)
+            TRY(m, krn_cuda_gemm(m->blas, &L->k, m->act, f16, n, m->qkv + H * hd, QR, 0, m->scratch, s),
+                "gemm k");
+        if (!L->v_fused)
+            TRY(m,
+                krn_cuda_gemm(m->blas, &L->v, m->act, f16, n, m->qkv + (H + KV) * hd, QR, 0,
+                              m->scratch, s),
+                "gemm v");
+        TRY(m, krn_cuda_rope_kv(m->qkv, n, &r, m->qh, s), "rope");
+        TRY(m, krn_cuda_attn_prefill(&a, m->qh, n, pos0, m->attn_out, f16, s), "attention");
+        TRY(m, krn_cuda_gemm(m->blas, &L->o, m->attn_out, f16, n, m->x, c->dim, 1, m->scratch, s),
+            "gemm o");
+        TRY(m, krn_cuda_rmsnorm(m->x, L->ffn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, n, m->gu, 2 * c->ff, 0, m->scratch, s),
+            "gemm gate/up");
+        if (!L->up_fused)
+            TRY(m, krn_cuda_gemm(m->blas, &L->up, m->act, f16, n, m->gu + c->ff, 2 * c->ff, 0, m->scratch, s),
+                "gemm up");
+        TRY(m, krn_cuda_swiglu(m->gu, n, c->ff, m->act, at, s), "swiglu");
+        TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, n, m->x, c->dim, 1, m->scratch, s),
+            "gemm down");
+    }
+    return LODE_OK;
+}
+
+static const krn_cuda_mat *head(const eng_cuda_model *m)
+{
+    return m->c.tied ? &m->tok_embd : &m->output;
+}
+
+lode_status eng_cuda_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                             const eng_cuda_sampling *smp, int32_t *next, float *logits)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready) return fail(m, LODE_ERR_INVALID, "prefill: model not ready");
+    if (seq < 0 || seq >= c->max_seqs || n <= 0) return fail(m, LODE_ERR_INVALID, "prefill: bad sequence");
+    if (m->len[seq] + n >= c->max_ctx) return fail(m, LODE_ERR_RANGE, "prefill: context full");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab) return fail(m, LODE_ERR_RANGE, "prefill: token id");
+    void *s = m->stream;
+    TRY(m, krn_cuda_stream_sync(s), "prefill");
+    for (int done = 0; done < n;) {
+        int k = LODE_MIN(n - done, c->max_prefill), pos0 = m->len[seq];
+        for (int i = 0; i < k; i++) {
+            m->h_stage[i] = tokens[done + i];
+            m->h_stage[k + i] = pos0 + i;
+            m->h_stage[2 * k + i] = slot_of(m, seq, pos0 + i);
+        }
+        TRY(m, krn_cuda_h2d(m->d_pf, m->h_stage, (size_t)3 * k * 4, s), "prefill upload");
+        lode_status st = prefill_chunk(m, seq, k, pos0);
+        if (st) return st;
+        TRY(m, krn_cuda_stream_sync(s), "prefill");
+        m->len[seq] += k;
+        done += k;
+    }
+    int last = (n - 1) % c->max_prefill;
+    krn_cuda_gemv_args g;
+    memset(&g, 0, sizeof g);
+    g.w = head(m);
+    g.batch = 1;
+    g.xmode = KRN_X_RMSNORM;
+    g.x = m->x + (size_t)last * c->dim;
+    g.ldx = c->dim;
+    g.norm_w = m->output_norm;
+    g.eps = c->eps;
+    g.ymode = KRN_Y_STORE;
+    g.y = m->logits + (size_t)seq * c->vocab;
+    g.ldy = c->vocab;
+    TRY(m, krn_cuda_gemv(&g, s), "head");
+    krn_cuda_sample_cfg sc = sample_cfg(smp, m->d_step_pf);
+    TRY(m, krn_cuda_sample(g.y, 1, c->vocab, &sc, m->d_chosen + seq, NULL, s), "sample");
+    /* the sequence's decode state: pending token = chosen, at position len */
+    int len = m->len[seq];
+    m->h_stage[0] = len;
+    m->h_stage[1] = len + 1;
+    m->h_stage[2] = slot_of(m, seq, len);
+    TRY(m, krn_cuda_h2d(m->d_pos + seq, &m->h_stage[0], 4, s), "state");
+    TRY(m, krn_cuda_h2d(m->d_seqlen + seq, &m->h_stage[1], 4, s), "state");
+    TRY(m, krn_cuda_h2d(m->d_slot + seq, &m->h_stage[2], 4, s), "state");
+    TRY(m, krn_cuda_d2d(m->d_tokens + seq, m->d_chosen + seq, 4, s), "state");
+    TRY(m, krn_cuda_d2h(&m->h_stage[3], m->d_chosen + seq, 4, s), "state");
+    if (logits) TRY(m, krn_cuda_d2h(logits, g.y, (size_t)c->vocab * 4, s), "logits");
+    TRY(m, krn_cuda_stream_sync(s), "prefill");
+    if (next) *next = m->h_stage[3];
+    return LODE_OK;
+}
+
+/* Records one decode step of `batch` sequences on the stream (for capture). */
+static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_sampling *smp)
+{
+    const eng_cuda_config *c = &m->c;
+    const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
+    void *s = m->stream;
+    TRY(m, krn_cuda_embed(&m->tok_embd, m->d_tokens, batch, m->x, s), "embed");
+    krn_cuda_attn_parts parts = {m->acc, m->ml, m->d_seqlen, H, hd, m->nsplit};
+    for (int l = 0; l < c->n_layer; l++) {
+        layer *L = &m->L[l];
+        krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
+        krn_cuda_rope r = rope_for(m, L, m->d_pos, m->d_slot);
+        krn_cuda_attn_cfg a = attn_for(m, L, m->bt);
+        krn_cuda_gemv_args g;
+        memset(&g, 0, sizeof g);
+        g.batch = batch;
+        g.xmode = KRN_X_RMSNORM;
+        g.x = m->x;
+        g.ldx = c->dim;
+        g.norm_w = L->attn_norm;
+        g.eps = c->eps;
+        g.ymode = KRN_Y_ROPE_KV;
+        g.y = m->q32;
+        g.ldy = (int64_t)H * hd;
+        g.rope = &r;
+        g.w = &qv;
+        TRY(m, krn_cuda_gemv(&g, s), "gemv qkv");
+        if (!L->k_fused) {
+            r.row0 = H * hd;
+            g.w = &L->k;
+            TRY(m, krn_cuda_gemv(&g, s), "gemv k");
+        }
+        if (!L->v_fused) {
+            r.row0 = (H + KV) * hd;
+            g.w = &L->v;
+            TRY(m, krn_cuda_gemv(&g, s), "gemv v");
+        }
+        TRY(m, krn_cuda_attn_decode(&a, m->q32, batch, m->d_seqlen, m->nsplit, m->acc, m->ml, s),
+            "attention");
+        memset(&g, 0, sizeof g);
+        g.batch = batch;
+        g.w = &L->o;
+        g.xmode = KRN_X_ATTN;
+        g.attn = &parts;
+        g.ymode = KRN_Y_ADD;
+        g.y = m->x;
+        g.ldy = c->dim;
+        TRY(m, krn_cuda_gemv(&g, s), "gemv o");
+        g.w = &gv;
+        g.xmode = KRN_X_RMSNORM;
+        g.x = m->x;
+        g.ldx = c->dim;
+        g.norm_w = L->ffn_norm;
+        g.eps = c->eps;
+        g.attn = NULL;
+        g.ymode = KRN_Y_STORE;
+        g.y = m->gu;
+        g.ldy = 2 * (int64_t)c->ff;
+        TRY(m, krn_cuda_gemv(&g, s), "gemv gate/up");
+        if (!L->up_fused) {
+            g.w = &L->up;
+            g.y = m->gu + c->ff;
+            TRY(m, krn_cuda_gemv(&g, s), "gemv up");
+        }
+        g.w = &L->down;
+        g.xmode = KRN_X_SWIGLU;
+        g.x = m->gu;
+        g.ldx = 2 * (int64_t)c->ff;
+        g.ymode = KRN_Y_ADD;
+        g.y = m->x;
+        g.ldy = c->dim;
+        TRY(m, krn_cuda_gemv(&g, s), "gemv down");
+    }
+    krn_cuda_gemv_args g;
+    memset(&g, 0, sizeof g);
+    g.w = head(m);
+    g.batch = batch;
+    g.xmode = KRN_X_RMSNORM;
+    g.x = m->x;
+    g.ldx = c->dim;
+    g.norm_w = m->output_norm;
+    g.eps = c->eps;
+    g.ymode = KRN_Y_STORE;
+    g.y = m->logits;
+    g.ldy = c->vocab;
+    TRY(m, krn_cuda_gemv(&g, s), "head");
+    krn_cuda_sample_cfg sc = sample_cfg(smp, m->d_step);
+    TRY(m, krn_cuda_sample(m->logits, batch, c->vocab, &sc, m->d_chosen, m->lp, s), "sample");
+    TRY(m,
+        krn_cuda_decode_advance(batch, m->d_chosen, m->d_tokens, m->d_pos, m->d_seqlen, m->d_slot,
+                                m->bt, m->maxb, m->d_hist, HIST_ROWS, c->max_seqs, m->d_step, s),
+        "advance");
+    return LODE_OK;
+}
+
+static int same_sampling(const eng_cuda_sampling *a, const eng_cuda_sampling *b)
+{
+    return a->temperature == b->temperature && a->top_k == b->top_k && a->top_p == b->top_p &&
+           a->seed == b->seed;
+}
+
+lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_sampling *smp)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready) return fail(m, LODE_ERR_INVALID, "decode: model not ready");
+    if (batch <= 0 || batch > c->max_seqs) return fail(m, LODE_ERR_INVALID, "decode: bad batch");
+    for (int b = 0; b < batch; b++) {
+        if (m->len[b] <= 0) return fail(m, LODE_ERR_INVALID, "decode: sequence not prefilled");
+        if (m->len[b] + 1 >= c->max_ctx) return fail(m, LODE_ERR_RANGE, "decode: context full");
+    }
+    eng_cuda_sampling greedy = {0.f, 0, 1.f, 0};
+    if (!smp) smp = &greedy;
+    graph *gr = NULL;
+    for (int i = 0; i < m->ng; i++)
+        if (m->g[i].batch == batch && same_sampling(&m->g[i].s, smp)) gr = &m->g[i];
+    if (!gr) {
+        if (m->ng == MAX_GRAPHS) {
+            krn_cuda_graph_destroy(m->g[0].exec);
+            memmove(&m->g[0], &m->g[1], sizeof m->g[0] * (MAX_GRAPHS - 1));
+            m->ng--;
+        }
+        gr = &m->g[m->ng];
+        memset(gr, 0, sizeof *gr);
+        TRY(m, krn_cuda_graph_begin(m->stream), "graph capture");
+        lode_status st = decode_step(m, batch, smp);
+        void *exec = NULL;
+        lode_status st2 = krn_cuda_graph_end(m->stream, &exec);
+        if (st) {
+            krn_cuda_graph_destroy(exec);
+            return st;
+        }
+        if (st2) return fail(m, st2, "graph capture");
+        gr->exec = exec;
+        gr->batch = batch;
+        gr->s = *smp;
+        m->ng++;
+    }
+    TRY(m, krn_cuda_graph_launch(gr->exec, m->stream), "graph launch");
+    for (int b = 0; b < batch; b++) m->len[b]++;
+    if (m->hist_batch != batch) m->hist_batch = batch;
+    m->steps_total++;
+    return LODE_OK;
+}
+
+lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
+{
+    const eng_cuda_config *c = &m->c;
+    if (steps < 0 || steps > HIST_ROWS || (uint64_t)steps > m->steps_total)
+        return fail(m, LODE_ERR_RANGE, "read_tokens: more steps than kept");
+    int B = m->hist_batch, S = c->max_seqs;
+    for (int i = 0; i < steps; i++) {
+        uint64_t st = m->steps_total - (uint64_t)steps + (uint64_t)i;
+        int row = (int)(st % HIST_ROWS);
+        TRY(m, krn_cuda_d2h(out + (size_t)i * B, m->d_hist + (size_t)row * S, (size_t)B * 4, m->stream),
+            "read tokens");
+    }
+    if (logits) TRY(m, krn_cuda_d2h(logits, m->logits, (size_t)B * c->vocab * 4, m->stream), "logits");
+    TRY(m, krn_cuda_stream_sync(m->stream), "read tokens");
+    return LODE_OK;
+}
+
+lode_status eng_cuda_mark(eng_cuda_model *m)
+{
+    void *e = m->ev[m->ev_n & 1];
+    m->ev_n++;
+    TRY(m, krn_cuda_event_record(e, m->stream), "event");
+    return LODE_OK;
+}
+
+lode_status eng_cuda_elapsed_ms(eng_cuda_model *m, float *ms)
+{
+    if (m->ev_n < 2) return fail(m, LODE_ERR_INVALID, "elapsed: mark twice first");
+    void *a = m->ev[m->ev_n & 1], *b = m->ev[(m->ev_n + 1) & 1];
+    TRY(m, krn_cuda_event_ms(a, b, ms), "event");
+    return LODE_OK;
+}
+
+lode_status eng_cuda_sync(eng_cuda_model *m)
+{
+    TRY(m, krn_cuda_stream_sync(m->stream), "sync");
+    return LODE_OK;
+}
+
+#else /* no CUDA in this build */
+
+static const char no_cuda[] = "this lode was built without CUDA (make CUDA=1)";
+
+int eng_cuda_available(void)
+{
+    return 0;
+}
+lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda_model **out)
+{
+    *out = NULL;
+    return LODE_ERR_UNSUPPORTED;
+}
+void eng_cuda_model_destroy(eng_cuda_model *m)
+{
+}
+const char *eng_cuda_errmsg(const eng_cuda_model *m)
+{
+    return no_cuda;
+}
+lode_status eng_cuda_model_set_weight(eng_cuda_model *m, eng_cuda_wkind kind, int layer, int dtype,
+                                      const void *data, size_t nbytes)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_model_ready(eng_cuda_model *m)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m)
+{
+    return 0;
+}
+lode_status eng_cuda_seq_reset(eng_cuda_model *m, int seq)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                             const eng_cuda_sampling *s, int32_t *next, float *logits)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_sampling *s)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+int eng_cuda_seq_len(const eng_cuda_model *m, int seq)
+{
+    return -1;
+}
+lode_status eng_cuda_mark(eng_cuda_model *m)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_elapsed_ms(eng_cuda_model *m, float *ms)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_sync(eng_cuda_model *m)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * gemv.cu: the decode matrix-vector product y[b] = W x[b] for 1..16 rows b, over every
+ * weight layout of unit.cuh, with dequantization fused into the weight loads.
+ *
+ * Decode is bound by reading W once, so the kernel is built around that stream: each warp
+ * owns R = 2 consecutive rows, each lane reads whole 16-byte units of both rows (two loads of
+ * each row in flight), and the input rows x[b] sit in shared memory in chunks, XOR-swizzled
+ * so that the lanes' 16-byte reads of different units hit different banks. Quantized values
+ * are turned into floats with the 2^23 exponent trick (one PRMT and one FADD each) and the
+ * scale is applied once per half unit.
+ *
+ * The input and the output are fused with the neighbouring ops of a llama layer, so a decode
+ * step is five launches a layer: x can be RMS-normalized, SwiGLU-combined or assembled from
+ * the decode-attention splits while it is loaded, and y can be added to the residual or
+ * rotated (RoPE) and written into the paged KV cache.
+ */
+#include "kernels/cuda/unit.cuh"
+
+namespace {
+
+constexpr int WARPS = 8;
+constexpr int R = 2;                  /* rows per warp; even, so RoPE pairs stay in one warp */
+constexpr int SMEM_FLOATS = 24576;    /* 96 KB of shared memory a block at most */
+constexpr int AUX_PER_ROW = 128;      /* floats of per-row scratch (RMS, attention weights) */
+
+struct GemvP {
+    krn_cuda_mat w;
+    int batch;
+    int xmode, ymode;
+    const float *x;
+    int64_t ldx;
+    const float *norm_w;
+    float eps;
+    krn_cuda_attn_parts attn;
+    float *y;
+    int64_t ldy;
+    krn_cuda_rope rope;
+    int cu;     /* units per chunk */
+    int64_t nu; /* units per row */
+};
+
+template <int NC> __device__ __forceinline__ int swz(int u)
+{
+    if constexpr (NC == 8) return u & 7;
+    if constexpr (NC == 2) return (u >> 2) & 1;
+    return 0;
+}
+
+__device__ __forceinline__ float4 f4(const float *p)
+{
+    return *(const float4 *)p;
+}
+
+__device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const float *aux)
+{
+    const int64_t K = p.w.cols;
+    switch (p.xmode) {
+    case KRN_X_RMSNORM: {
+        float4 v = f4(p.x + b * p.ldx + k), g = f4(p.norm_w + k);
+        float s = aux[b];
+        return make_float4(v.x * s * g.x, v.y * s * g.y, v.z * s * g.z, v.w * s * g.w);
+    }
+    case KRN_X_SWIGLU: {
+        float4 g = f4(p.x + b * p.ldx + k), u = f4(p.x + b * p.ldx + K + k);
+        return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
+    }
+    case KRN_X_ATTN: {
+        const krn_cuda_attn_parts &a = p.attn;
+        int h = (int)(k / a.head_dim), d = (int)(k % a.head_dim);
+        int ns = (int)cdiv(a.seq_len[b], KRN_CUDA_ATTN_SPLIT);
+        int bh = b * a.n_head + h;
+        float mx = aux[2 * bh], inv = aux[2 * bh + 1];
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int s = 0; s < ns; s++) {
+            int64_t i = (int64_t)bh * a.n_split + s;
+            float e = __expf(a.ml[2 * i] - mx);
+            float4 c = f4(a.acc + i * a.head_dim + d);
+            v.x += e * c.x, v.y += e * c.y, v.z += e * c.z, v.w += e * c.w;
+        }
+        return make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
+    }
+    default:
+        return f4(p.x + b * p.ldx + k);
+    }
+}
+
+__device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, float y0, float y1)
+{
+    const krn_cuda_rope &r = p.rope;
+    int64_t vr = r.row0 + n;
+    int hd = r.head_dim;
+    int64_t qrows = (int64_t)r.n_head * hd, kvrows = (int64_t)r.n_kv_head * hd;
+    if (vr < qrows + kvrows) {
+        int d = (int)(vr % hd);
+        float s, c;
+        sincosf((float)r.pos[b] * r.inv_freq[d / 2], &s, &c);
+        float a = y0 * c - y1 * s, e = y0 * s + y1 * c;
+        y0 = a, y1 = e;
+    }
+    if (vr < qrows) {
+        p.y[b * p.ldy + vr] = y0;
+        p.y[b * p.ldy + vr + 1] = y1;
+        return;
+    }
+    int64_t kv = vr - qrows;
+    __half *cache = (__half *)r.k_cache;
+    if (kv >= kvrows) {
+        kv -= kvrows;
+        cache = (__half *)r.v_cache;
+    }
+    int kh = (int)(kv / hd), d = (int)(kv % hd);
+    int32_t slot = r.slot[b];
+    if (slot < 0) return;
+    int64_t idx = (((int64_t)(slot / KRN_CUDA_KV_BLOCK) * r.n_kv_head + kh) * KRN_CUDA_KV_BLOCK +
+                   slot % KRN_CUDA_KV_BLOCK) *
+                      hd +
+                  d;
+    *(__half2 *)(cache + idx) = __floats2half2_rn(y0, y1);
+}
+
+template <int FMT, int BT>
+__global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
+{
+    typedef Unit<FMT> U;
+    constexpr int N = U::N, NC = N / 4;
+    constexpr bool QUANT = IsQuant<FMT>::v;
+    extern __shared__ float4 smem4[];
+    float *xs = (float *)smem4;
+    const int CU = p.cu;
+    float *xsum = xs + BT * CU * N;
+    float *aux = xsum + BT * CU;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t K = p.w.cols, rows = p.w.rows;
+    const int64_t row_base = ((int64_t)blockIdx.x * WARPS + warp) * R;
+
+    if (p.xmode == KRN_X_RMSNORM) {
+        for (int b = warp; b < p.batch; b += WARPS) {
+            float ss = 0.f;
+            for (int64_t k = 4 * lane; k < K; k += 128) {
+                float4 v = f4(p.x + b * p.ldx + k);
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) aux[b] = rsqrtf(ss / (float)K + p.eps);
+        }
+    } else if (p.xmode == KRN_X_ATTN) {
+        const krn_cuda_attn_parts &a = p.attn;
+        for (int i = tid; i < p.batch * a.n_head; i += WARPS * 32) {
+            int b = i / a.n_head;
+            int ns = (int)cdiv(a.seq_len[b], KRN_CUDA_ATTN_SPLIT);
+            const float *ml = a.ml + (int64_t)i * a.n_split * 2;
+            float mx = -INFINITY, den = 0.f;
+            for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
+            for (int s = 0; s < ns; s++) den += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+            aux[2 * i] = mx;
+            aux[2 * i + 1] = den > 0.f ? 1.f / den : 0.f;
+        }
+    }
+    __syncthreads();
+
+    float acc[BT][R];
+#pragma unroll
+    for (int b = 0; b < BT; b++)
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[b][r] = 0.f;
+
+    int64_t rowi[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
+
+    for (int64_t c0 = 0; c0 < p.nu; c0 += CU) {
+        const int cu = (int)LODE_MIN((int64_t)CU, p.nu - c0);
+        float4 *xs4 = (float4 *)xs;
+        for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
+            int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+            xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+        }
+        __syncthreads();
+        if constexpr (FMT == FMT_Q4M) {
+            for (int i = tid; i < BT * cu; i += WARPS * 32) {
+                int b = i / cu, u = i % cu;
+                float s = 0.f;
+#pragma unroll
+                for (int c = 0; c < NC; c++) {
+                    float4 v = xs4[b * CU * NC + u * NC + c];
+                    s += v.x + v.y + v.z + v.w;
+                }
+                xsum[b * CU + u] = s;
+            }
+            __syncthreads();
+        }
+
+        for (int u = lane; u < cu; u += 64) {
+            typename U::Raw raw[2][R];
+            const bool two = u + 32 < cu;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                raw[0][r] = U::load(p.w, rowi[r] * p.nu + c0 + u);
+                raw[1][r] = U::load(p.w, rowi[r] * p.nu + c0 + (two ? u + 32 : u));
+            }
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                if (h == 1 && !two) break;
+                const int uu = u + 32 * h;
+                float wv[R][N];
+#pragma unroll
+                for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+#pragma unroll
+                for (int b = 0; b < BT; b++) {
+                    float plo[R], phi[R];
+#pragma unroll
+                    for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) {
+                        float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
+                                      wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
+                            if (c < NC / 2)
+                                plo[r] += t;
+                            else
+                                phi[r] += t;
+                        }
+                    }
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        if constexpr (QUANT) {
+                            float2 s = U::scales(raw[h][r]);
+                            float a = plo[r] * s.x + phi[r] * s.y;
+                            if constexpr (FMT == FMT_Q4M) a += U::moff(raw[h][r]) * xsum[b * CU + uu];
+                            acc[b][r] += a;
+                        } else {
+                            acc[b][r] += plo[r] + phi[r];
+                        }
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int b = 0; b < BT; b++)
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]);
+
+#pragma unroll
+    for (int b = 0; b < BT; b++) {
+        if (lane != b || b >= p.batch) continue;
+        if (p.ymode == KRN_Y_ROPE_KV) {
+#pragma unroll
+            for (int r = 0; r < R; r += 2)
+                if (row_base + r + 1 < rows) store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
+        } else {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int64_t n = row_base + r;
+                if (n >= rows) continue;
+                float *dst = p.y + b * p.ldy + n;
+                if (p.ymode == KRN_Y_ADD)
+                    *dst += acc[b][r];
+                else
+                    *dst = acc[b][r];
+            }
+        }
+    }
+}
+
+template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
+{
+    constexpr int N = Unit<FMT>::N;
+    int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * (N + 1));
+    if (cu >= p.nu)
+        cu = (int)p.nu;
+    else if (cu >= 32)
+        cu -= cu % 32;
+    p.cu = cu;
+    size_t smem = (size_t)(BT * cu * N + BT * cu + BT * AUX_PER_ROW) * sizeof(float);
+    unsigned blocks = cdiv(p.w.rows, WARPS * R);
+    gemv_kernel<FMT, BT><<<blocks, WARPS * 32, smem, st>>>(p);
+    CU_LAUNCHED("gemv");
+    return LODE_OK;
+}
+
+template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)
+{
+    if (p.batch <= 1) return launch<FMT, 1>(p, st);
+    if (p.batch <= 2) return launch<FMT, 2>(p, st);
+    if (p.batch <= 4) return launch<FMT, 4>(p, st);
+    if (p.batch <= 8) return launch<FMT, 8>(p, st);
+    return launch<FMT, 16>(p, st);
+}
+
+template <int FMT> lode_status prepare_fmt()
+{
+    const int lim = SMEM_FLOATS * (int)sizeof(float);
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    return LODE_OK;
+}
+
+} // namespace
+
+extern "C" lode_status krn_cuda_prepare(void)
+{
+    lode_status st;
+    if ((st = prepare_fmt<FMT_F32>()) || (st = prepare_fmt<FMT_F16>()) ||
+        (st = prepare_fmt<FMT_BF16>()) || (st = prepare_fmt<FMT_Q4>()) ||
+        (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) || (st = prepare_fmt<FMT_Q6>()))
+        return st;
+    return LODE_OK;
+}
+
+extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
+{
+    const krn_cuda_mat *w = a->w;
+    if (!w || !w->fmt || a->batch < 1 || a->batch > KRN_CUDA_MAX_BATCH || !a->y)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad arguments");
+    if (w->cols % 4 || (a->xmode != KRN_X_ATTN && (!a->x || a->ldx % 4 || ((uintptr_t)a->x & 15))))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: x must be 16-byte aligned rows");
+    if (a->xmode == KRN_X_RMSNORM && !a->norm_w)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: RMSNORM needs norm_w");
+    if (a->xmode == KRN_X_ATTN &&
+        (!a->attn || a->attn->n_head * 2 > AUX_PER_ROW || a->attn->head_dim % 4 ||
+         (int64_t)a->attn->n_head * a->attn->head_dim != w->cols))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad attention input");
+    if (a->ymode == KRN_Y_ROPE_KV && (!a->rope || a->rope->head_dim % 2 || a->rope->row0 % 2))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad RoPE output");
+    GemvP p;
+    memset(&p, 0, sizeof p);
+    p.w = *w;
+    p.batch = a->batch;
+    p.xmode = a->xmode;
+    p.ymode = a->ymode;
+    p.x = a->x;
+    p.ldx = a->ldx;
+    p.norm_w = a->norm_w;
+    p.eps = a->eps;
+    if (a->attn) p.attn = *a->attn;
+    p.y = a->y;
+    p.ldy = a->ldy;
+    if (a->rope) p.rope = *a->rope;
+    p.nu = w->cols / unit_elems(w->fmt);
+    cudaStream_t st = STREAM(stream);
+#define GO(F) return launch_fmt<F>(p, st)
+    FMT_DISPATCH(w->fmt, GO)
+#undef GO
+    return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "gemv: layout");
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# gpu-check.sh: one call on the GPU machine: build (make CUDA=1; the engine alone when the
+# service libraries are absent; binaries prebuilt elsewhere in prebuilt/ are used when they
+# run), the CUDA tests, the HF comparison, `lode bench` on the issue's shapes, the two peers
+# (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
+# the same run, and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+#   scripts/gpu-check.sh [quick]     quick: tests and two small benches only
+# Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ..."
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+MODE=${1:-full}
+export PYTHONUNBUFFERED=1
+[ -d prebuilt/lib ] && export LD_LIBRARY_PATH="$PWD/prebuilt/lib:${LD_LIBRARY_PATH:-}"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+log() { echo "== $(date -u +%H:%M:%S) $*"; }
+
+log "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt" || true
+[ -f COMMIT ] && cat COMMIT | tee -a "$OUT/gpu.txt"
+
+# ---- build ----------------------------------------------------------------------------
+LODE=build-cuda/lode
+TEST=build-cuda/tests/test_cuda
+if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
+  log "using prebuilt binaries"
+  LODE=prebuilt/lode TEST=prebuilt/test_cuda
+else
+  log "building"
+  if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
+  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda >"$OUT/build.log" 2>&1 \
+    || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+fi
+
+# ---- tests ----------------------------------------------------------------------------
+log "CUDA tests"
+CMOCKA_MESSAGE_OUTPUT=stdout timeout 600 "$TEST" 2>&1 | tee "$OUT/test_cuda.log"
+TEST_RC=${PIPESTATUS[0]}
+
+# ---- benchmarks -----------------------------------------------------------------------
+rm -f "$OUT/bench.jsonl" "$OUT/hf_eager.jsonl"
+if [ "$MODE" = quick ]; then
+  BENCH=${GPU_CHECK_BENCH:-"smollm2-135m:q4_1 llama3.2-1b:bf16"}
+else
+  BENCH=${GPU_CHECK_BENCH:-"smollm2-135m:q4_1 smollm2-135m:bf16 llama3.2-1b:bf16 llama3.2-1b:q4_0 llama3-8b:bf16 llama3-8b:q4_0"}
+fi
+for sb in $BENCH; do
+  log "lode bench $sb"
+  timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+done
+
+# ---- peers ----------------------------------------------------------------------------
+PEER=../shared/peers/torch_graphs.py
+[ -f "$PEER" ] || PEER=peers/torch_graphs.py
+[ -f "$PEER" ] && PEER=$(realpath "$PEER")
+SHAPES=$(for sb in $BENCH; do echo "${sb%%:*}"; done | sort -u)
+if [ -f "$PEER" ]; then
+  ARGS=""
+  for s in $SHAPES; do ARGS="$ARGS $s:1 $s:16"; done
+  log "peer torch_graphs $ARGS"
+  (cd "$OUT" && OUT="$OUT" timeout 600 python3 "$PEER" $ARGS) 2>&1 | tail -30 | tee "$OUT/peer_graphs.log"
+fi
+if [ "${GPU_CHECK_SKIP_HF:-0}" != 1 ]; then
+  for s in $SHAPES; do
+    log "peer HF eager $s"
+    timeout 600 python3 bench/hf_eager.py --shape "$s" --json "$OUT/hf_eager.jsonl" 2>&1 | grep -v Warning | tail -8
+  done
+  if [ -f scripts/hf_compare.py ] && [ "$MODE" != quick ]; then
+    log "HF comparison"
+    timeout 600 python3 scripts/hf_compare.py --lode "$LODE" --out "$OUT" 2>&1 | tee "$OUT/hf_compare.log"
+  fi
+fi
+
+log "table"
+python3 scripts/gpu_table.py "$OUT" | tee "$OUT/table.txt"
+echo "CUDA tests exit status: $TEST_RC"
