@@ -80,6 +80,15 @@ obj = $(patsubst %.c,$(B)/obj/%.o,$(filter %.c,$(1))) $(patsubst %.cu,$(B)/obj/%
 
 ENGINE_OBJS := $(call obj,$(ENGINE_SRCS) $(CUDA_SRCS))
 SVC_OBJS := $(call obj,$(SVC_SRCS))
+# Files compiled into the binary as text (the store's schema, migrations and examples).
+SQL_EMBED := $(sort $(wildcard sql/*.sql)) $(sort $(wildcard sql/migrations/*.sql))
+ifneq ($(SQL_EMBED),)
+SVC_OBJS += $(call obj,$(B)/gen/sql_files.c)
+# the list itself is a prerequisite, so adding, renaming or removing a file regenerates
+SQL_EMBED_LIST := $(B)/gen/sql_files.list
+$(shell mkdir -p $(B)/gen && echo '$(SQL_EMBED)' | cmp -s - $(SQL_EMBED_LIST) || \
+  echo '$(SQL_EMBED)' >$(SQL_EMBED_LIST))
+endif
 ifeq ($(ENGINE_ONLY),1)
 LIB_OBJS := $(ENGINE_OBJS)
 CLI_OBJS := $(call obj,$(CLI_ENGINE_SRCS))
@@ -118,7 +127,7 @@ SQLEXT := $(if $(and $(SQLEXT_SRCS),$(filter 0,$(ENGINE_ONLY))),$(B)/lode_sqlite
 
 .SECONDARY:
 .PHONY: all deps model test test-engine demo fuzz format format-check clean bench-ingest \
-        check-deps
+        check-deps tests
 all: $(LODE) $(LIB) $(SQLEXT)
 
 $(LIB): $(LIB_OBJS)
@@ -132,6 +141,10 @@ $(B)/lode_sqlite.so: $(call obj,$(SQLEXT_SRCS)) $(LIB)
 	$(CC) $(LDFLAGS_SAN) -shared -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
 
 $(B)/obj/retrieval/sqlext/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
+
+$(B)/gen/sql_files.c: $(SQL_EMBED) $(SQL_EMBED_LIST) scripts/embed.sh
+	@mkdir -p $(dir $@)
+	scripts/embed.sh lode_sql $(SQL_EMBED) >$@.tmp && mv $@.tmp $@
 
 # ---- tests -----------------------------------------------------------------------------
 TEST_SRCS := $(wildcard tests/test_*.c)

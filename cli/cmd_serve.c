@@ -1,0 +1,238 @@
+/*
+ * cmd_serve.c: `lode serve`, the HTTP API. Loads the model and opens the store named on
+ * the command line, lends them to the server, and runs until SIGINT or SIGTERM, then
+ * shuts down gracefully (in-flight requests finish or are cancelled) and exits 0.
+ */
+#include "cli/cli.h"
+#include "common/lode.h"
+#include "server/server.h"
+#include "server/srv_int.h"
+#include "retrieval/store.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f, "usage: lode serve [OPTIONS]\n\n"
+               "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
+               "/v1/models), search and documents (/v1/search, /v1/documents), /health and\n"
+               "/metrics. Stops gracefully on SIGINT or SIGTERM.\n\n"
+               "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
+               "  --model PATH         generation model, GGUF (default $LODE_MODEL)\n"
+               "  --host ADDR          address to bind (default 127.0.0.1)\n"
+               "  --port N             port (default 8080; 0 picks a free one)\n"
+               "  --threads N          HTTP worker threads (default 4)\n"
+               "  --api-key KEY        require 'Authorization: Bearer KEY' (also $LODE_API_KEY)\n"
+               "  --api-key-file FILE  the same, the key read from FILE's first line\n"
+               "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
+               "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
+               "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
+               "                       before they are cancelled (default 10)\n"
+               "  --quiet              no request log (default: one line per request on stderr)\n");
+}
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return -1;
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1ull << 10, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1ull << 20, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1ull << 30, end++;
+    if (*end || v == 0 || v > (1ull << 40) / mul) return -1;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Reads the first line of a key file, without its line ending. */
+static char *read_key_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char line[1024];
+    char *key = NULL;
+    if (fgets(line, sizeof line, f)) {
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ')) n--;
+        key = lode_strndup(line, n);
+    }
+    fclose(f);
+    return key;
+}
+
+enum {
+    OPT_DB = 1000,
+    OPT_MODEL,
+    OPT_HOST,
+    OPT_PORT,
+    OPT_THREADS,
+    OPT_KEY,
+    OPT_KEYFILE,
+    OPT_MAXBODY,
+    OPT_MAXCONC,
+    OPT_GRACE,
+    OPT_QUIET
+};
+
+static int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {{"db", required_argument, 0, OPT_DB},
+                                         {"model", required_argument, 0, OPT_MODEL},
+                                         {"host", required_argument, 0, OPT_HOST},
+                                         {"port", required_argument, 0, OPT_PORT},
+                                         {"threads", required_argument, 0, OPT_THREADS},
+                                         {"api-key", required_argument, 0, OPT_KEY},
+                                         {"api-key-file", required_argument, 0, OPT_KEYFILE},
+                                         {"max-body", required_argument, 0, OPT_MAXBODY},
+                                         {"max-concurrent", required_argument, 0, OPT_MAXCONC},
+                                         {"shutdown-grace", required_argument, 0, OPT_GRACE},
+                                         {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    srv_config cfg = {0};
+    struct srv_backends be = {0};
+    const char *db = cli_default_db(), *model = getenv("LODE_MODEL"), *key_file = NULL;
+    char *key = NULL;
+    const char *env_key = getenv("LODE_API_KEY");
+    int rc = CLI_USAGE, o;
+    srv_server *srv = NULL;
+    cfg.port = 8080;
+    cfg.shutdown_grace_s = 10;
+    cfg.backends = &be;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case OPT_DB:
+            db = optarg;
+            break;
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_HOST:
+            cfg.host = optarg;
+            break;
+        case OPT_PORT:
+            if (parse_int(optarg, 0, 65535, &cfg.port)) {
+                fprintf(stderr, "lode serve: --port must be 0..65535\n");
+                goto out;
+            }
+            break;
+        case OPT_THREADS:
+            if (parse_int(optarg, 1, 1024, &cfg.threads)) {
+                fprintf(stderr, "lode serve: --threads must be 1..1024\n");
+                goto out;
+            }
+            break;
+        case OPT_KEY:
+            lode_free(key);
+            key = lode_strdup(optarg);
+            break;
+        case OPT_KEYFILE:
+            key_file = optarg;
+            break;
+        case OPT_MAXBODY:
+            if (parse_size(optarg, &cfg.max_body)) {
+                fprintf(stderr, "lode serve: --max-body wants a size like 65536, 64K or 8M\n");
+                goto out;
+            }
+            break;
+        case OPT_MAXCONC:
+            if (parse_int(optarg, 1, 100000, &cfg.max_concurrent)) {
+                fprintf(stderr, "lode serve: --max-concurrent must be 1..100000\n");
+                goto out;
+            }
+            break;
+        case OPT_GRACE:
+            if (parse_int(optarg, 0, 3600, &cfg.shutdown_grace_s)) {
+                fprintf(stderr, "lode serve: --shutdown-grace must be 0..3600 seconds\n");
+                goto out;
+            }
+            break;
+        case OPT_QUIET:
+            cfg.quiet = 1;
+            break;
+        case 'h':
+            serve_usage(stdout);
+            rc = CLI_OK;
+            goto out;
+        default:
+            serve_usage(stderr);
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "lode serve: unexpected argument '%s'\n", argv[optind]);
+        goto out;
+    }
+    if (key_file) {
+        lode_free(key);
+        if (!(key = read_key_file(key_file)) || !*key) {
+            fprintf(stderr, "lode serve: cannot read an API key from '%s'\n", key_file);
+            goto out;
+        }
+    } else if (!key && env_key && *env_key) {
+        key = lode_strdup(env_key);
+    }
+    cfg.api_key = key;
+    (void)model;
+
+    /* Signals are taken by sigwait below; every thread started from here inherits the
+     * mask, so none of them is interrupted. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    rc = CLI_FAILED;
+    char err[1024];
+    if (ret_store_open(db, 0, &be.store, err, sizeof err)) {
+        fprintf(stderr, "lode serve: cannot open the store '%s': %s\n", db, err);
+        goto out;
+    }
+    srv = srv_create(&cfg, err, sizeof err);
+    if (!srv) {
+        fprintf(stderr, "lode serve: %s\n", err);
+        goto out;
+    }
+    printf("lode serve: listening on http://%s:%d%s\n",
+           cfg.host && *cfg.host ? cfg.host : "127.0.0.1", srv_port(srv),
+           key ? " (API key required)" : "");
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "lode serve: %s received, shutting down\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM");
+    srv_shutdown(srv);
+    fprintf(stderr, "lode serve: stopped\n");
+    rc = CLI_OK;
+out:
+    srv_destroy(srv);
+    ret_store_close(be.store);
+    lode_free(key);
+    return rc;
+}
+
+LODE_CLI_COMMAND(serve, "serve", "serve the HTTP API (OpenAI-compatible, search, documents)",
+                 cmd_serve)

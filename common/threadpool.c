@@ -1,0 +1,212 @@
+/*
+ * threadpool.c: persistent workers for lode_parallel_for. A region is published by
+ * bumping a generation counter; workers spin on it for a short while after each region
+ * (decode issues regions back to back) and then sleep on it with a futex, so an idle
+ * pool costs no CPU. Tasks are claimed with one atomic add each. The caller waits for
+ * the workers the same way: spin, then futex.
+ */
+#include "common/threadpool.h"
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin iterations before sleeping: a pause is ~40-140 cycles, so this is roughly
+ * 0.1-0.3 ms, longer than the gap between two regions of one decode step. */
+#define SPIN_ITERS 4096
+
+struct lode_pool {
+    int n;         /* threads including the caller */
+    pthread_t *th; /* (n - 1) workers */
+    int started;   /* workers actually started */
+    pthread_mutex_t call_mu;
+
+    /* the current region, written by the caller before gen is bumped */
+    lode_pool_fn fn;
+    void *ctx;
+    size_t n_tasks;
+
+    _Alignas(64) atomic_size_t next; /* next unclaimed task */
+    _Alignas(64) atomic_uint gen;    /* futex word: region generation */
+    atomic_int sleepers;             /* workers inside futex_wait on gen */
+    atomic_int stop;
+    _Alignas(64) atomic_int pending; /* workers not yet done with this region */
+    atomic_uint done_gen;            /* futex word: last generation completed */
+    atomic_int caller_sleeping;
+};
+
+static _Thread_local int tls_in_region;
+
+static void futex_wait(atomic_uint *w, unsigned val)
+{
+    syscall(SYS_futex, (unsigned *)w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(atomic_uint *w)
+{
+    syscall(SYS_futex, (unsigned *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static void run_tasks(lode_pool *p, int thread)
+{
+    const size_t n = p->n_tasks;
+    lode_pool_fn fn = p->fn;
+    void *ctx = p->ctx;
+    for (;;) {
+        size_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (t >= n) break;
+        fn(ctx, t, thread);
+    }
+}
+
+typedef struct worker_arg {
+    lode_pool *p;
+    int id;
+} worker_arg;
+
+static void *worker_main(void *arg)
+{
+    lode_pool *p = ((worker_arg *)arg)->p;
+    int id = ((worker_arg *)arg)->id;
+    lode_free(arg);
+    tls_in_region = 1;
+    unsigned seen = 0; /* gen at creation: a worker may start after the first region */
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_ITERS) {
+                cpu_relax();
+                continue;
+            }
+            atomic_fetch_add(&p->sleepers, 1);
+            futex_wait(&p->gen, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load(&p->stop)) break;
+        run_tasks(p, id);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            atomic_store(&p->done_gen, g);
+            if (atomic_load(&p->caller_sleeping)) futex_wake(&p->done_gen);
+        }
+    }
+    return NULL;
+}
+
+lode_status lode_pool_create(int n_threads, lode_pool **out)
+{
+    lode_status rc = LODE_OK;
+    *out = NULL;
+    if (n_threads <= 0) n_threads = lode_cpu_count();
+    if (n_threads > 1024) n_threads = 1024;
+    lode_pool *p = lode_calloc(1, sizeof *p);
+    if (!p) return LODE_ERR_NOMEM;
+    p->n = n_threads;
+    pthread_mutex_init(&p->call_mu, NULL);
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->done_gen, 0);
+    if (n_threads > 1) {
+        p->th = lode_calloc((size_t)n_threads - 1, sizeof *p->th);
+        if (!p->th) {
+            rc = LODE_ERR_NOMEM;
+            goto out;
+        }
+        for (int i = 1; i < n_threads; i++) {
+            worker_arg *a = lode_malloc(sizeof *a);
+            if (!a) {
+                rc = LODE_ERR_NOMEM;
+                goto out;
+            }
+            a->p = p;
+            a->id = i;
+            if (pthread_create(&p->th[i - 1], NULL, worker_main, a) != 0) {
+                lode_free(a);
+                rc = LODE_ERR_INTERNAL;
+                goto out;
+            }
+            p->started++;
+        }
+    }
+out:
+    if (rc != LODE_OK) {
+        lode_pool_destroy(p);
+        return rc;
+    }
+    *out = p;
+    return LODE_OK;
+}
+
+void lode_pool_destroy(lode_pool *p)
+{
+    if (!p) return;
+    if (p->started) {
+        atomic_store(&p->stop, 1);
+        atomic_fetch_add(&p->gen, 1);
+        futex_wake(&p->gen);
+        for (int i = 0; i < p->started; i++) pthread_join(p->th[i], NULL);
+    }
+    pthread_mutex_destroy(&p->call_mu);
+    lode_free(p->th);
+    lode_free(p);
+}
+
+int lode_pool_size(const lode_pool *p)
+{
+    return p ? p->n : 1;
+}
+
+static void run_serial(size_t n_tasks, lode_pool_fn fn, void *ctx)
+{
+    int was = tls_in_region;
+    tls_in_region = 1;
+    for (size_t t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+    tls_in_region = was;
+}
+
+void lode_parallel_for(lode_pool *p, size_t n_tasks, lode_pool_fn fn, void *ctx)
+{
+    if (n_tasks == 0) return;
+    if (!p || p->n <= 1 || n_tasks == 1 || tls_in_region ||
+        pthread_mutex_trylock(&p->call_mu) != 0) {
+        run_serial(n_tasks, fn, ctx);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_tasks = n_tasks;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    unsigned g = atomic_fetch_add(&p->gen, 1) + 1; /* seq_cst: publishes the region */
+    if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen);
+
+    tls_in_region = 1;
+    run_tasks(p, 0);
+    tls_in_region = 0;
+
+    int spins = 0;
+    while (atomic_load_explicit(&p->done_gen, memory_order_acquire) != g) {
+        if (++spins < SPIN_ITERS) {
+            cpu_relax();
+            continue;
+        }
+        atomic_store(&p->caller_sleeping, 1);
+        unsigned d = atomic_load(&p->done_gen);
+        if (d != g) futex_wait(&p->done_gen, d);
+        atomic_store(&p->caller_sleeping, 0);
+        spins = 0;
+    }
+    pthread_mutex_unlock(&p->call_mu);
+}

@@ -1,0 +1,480 @@
+/*
+ * run.c: the ingest run of run.h. The calling thread walks, looks every file up in the
+ * store, then hands the files to loader threads (read, SHA-256, load, chunk) and writes
+ * their results in walk order, batching documents into transactions. Loader threads never
+ * touch the store (one SQLite connection, one thread) and run at most a window of files
+ * ahead of the writer, which bounds memory.
+ */
+#include "ingest/run.h"
+
+#include "ingest/walk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libxml/parser.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Commit a batch after this many documents, bytes of chunk text or seconds. */
+#define BATCH_DOCS    256
+#define BATCH_BYTES   ((size_t)8 << 20)
+#define BATCH_SECONDS 0.5
+
+typedef struct job {
+    const ing_file *f;
+    int need;  /* 0: unchanged by size and mtime, nothing to do */
+    int known; /* the store has this URI */
+    ret_doc_info old;
+    /* results, written by a loader */
+    int done;
+    lode_status st;
+    char err[256];
+    char sha[65];
+    int same_hash; /* content equals the stored document's */
+    ing_doc *doc;
+    ing_chunk *chunks;
+    size_t n_chunks;
+    char *texts; /* the chunks' texts, NUL-separated */
+    ret_chunk_in *cin;
+    size_t text_bytes;
+} job;
+
+typedef struct pool {
+    job *jobs;
+    size_t n;
+    size_t next;     /* next job a loader takes */
+    size_t consumed; /* jobs the writer has finished with */
+    size_t window;
+    int stop;
+    const ing_run_opts *o;
+    int64_t max_size;
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* loaders wait for the window to move */
+    pthread_cond_t done; /* the writer waits for a job */
+} pool;
+
+static void job_clear(job *j)
+{
+    ing_doc_destroy(j->doc);
+    lode_free(j->chunks);
+    lode_free(j->texts);
+    lode_free(j->cin);
+    j->doc = NULL;
+    j->chunks = NULL;
+    j->texts = NULL;
+    j->cin = NULL;
+}
+
+static lode_status read_file(const char *path, int64_t max, char **data, size_t *len, char *err,
+                             size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lode_seterr(err, errlen, LODE_ERR_IO, "cannot open: %s", strerror(errno));
+    lode_status st = LODE_OK;
+    struct stat sb;
+    char *buf = NULL;
+    if (fstat(fd, &sb) != 0) {
+        st = lode_seterr(err, errlen, LODE_ERR_IO, "cannot stat: %s", strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = lode_seterr(err, errlen, LODE_ERR_INVALID, "not a regular file");
+        goto out;
+    }
+    if ((int64_t)sb.st_size > max) {
+        st = lode_seterr(err, errlen, LODE_ERR_LIMIT, "over the size limit (%lld > %lld bytes)",
+                         (long long)sb.st_size, (long long)max);
+        goto out;
+    }
+    if (sb.st_size == 0) {
+        st = lode_seterr(err, errlen, LODE_ERR_INVALID, "empty file");
+        goto out;
+    }
+    size_t want = (size_t)sb.st_size, got = 0;
+    if (!(buf = lode_malloc(want + 1))) {
+        st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    while (got < want) {
+        ssize_t r = read(fd, buf + got, want - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            st = lode_seterr(err, errlen, LODE_ERR_IO, "read failed: %s", strerror(errno));
+            goto out;
+        }
+        if (r == 0) break; /* shrank while reading: take what is there */
+        got += (size_t)r;
+    }
+    if (got == 0) {
+        st = lode_seterr(err, errlen, LODE_ERR_INVALID, "empty file");
+        goto out;
+    }
+    buf[got] = 0;
+    *data = buf;
+    *len = got;
+    buf = NULL;
+out:
+    lode_free(buf);
+    close(fd);
+    return st;
+}
+
+/* Read, hash, load and chunk one file; results go into the job. */
+static void load_job(pool *p, job *j)
+{
+    char *data = NULL;
+    size_t len = 0;
+    j->st = read_file(j->f->path, p->max_size, &data, &len, j->err, sizeof j->err);
+    if (j->st) return;
+    if ((j->st = ing_sha256_hex(data, len, j->sha))) {
+        lode_seterr(j->err, sizeof j->err, j->st, "cannot hash");
+        goto out;
+    }
+    if (j->known && !strcmp(j->sha, j->old.sha256)) {
+        j->same_hash = 1;
+        goto out;
+    }
+    j->st = ing_load(data, len, ing_media_from_name(j->f->path), &j->doc, j->err, sizeof j->err);
+    if (j->st) goto out;
+    if ((j->st = ing_chunk_doc(j->doc, &p->o->chunk, &j->chunks, &j->n_chunks))) {
+        lode_seterr(j->err, sizeof j->err, j->st, "cannot chunk: %s", lode_strerror(j->st));
+        goto out;
+    }
+    if (j->n_chunks == 0) {
+        j->st = lode_seterr(j->err, sizeof j->err, LODE_ERR_INVALID, "no text in it");
+        goto out;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < j->n_chunks; i++) total += j->chunks[i].end - j->chunks[i].start + 1;
+    j->texts = lode_malloc(total);
+    j->cin = lode_calloc(j->n_chunks, sizeof *j->cin);
+    if (!j->texts || !j->cin) {
+        j->st = lode_seterr(j->err, sizeof j->err, LODE_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    char *o = j->texts;
+    for (size_t i = 0; i < j->n_chunks; i++) {
+        const ing_chunk *c = &j->chunks[i];
+        size_t n = c->end - c->start;
+        memcpy(o, j->doc->text + c->start, n);
+        o[n] = 0;
+        j->cin[i].text = o;
+        j->cin[i].heading_path = j->doc->paths[c->path];
+        j->cin[i].char_start = (int64_t)c->char_start;
+        j->cin[i].char_end = (int64_t)c->char_end;
+        j->cin[i].token_count = c->tokens;
+        o += n + 1;
+    }
+    j->text_bytes = total;
+out:
+    lode_free(data);
+}
+
+static void *loader(void *arg)
+{
+    pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->next < p->n && p->next >= p->consumed + p->window)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (p->stop || p->next >= p->n) break;
+        job *j = &p->jobs[p->next++];
+        pthread_mutex_unlock(&p->mu);
+        if (j->need && !(p->o->cancel && *p->o->cancel)) load_job(p, j);
+        pthread_mutex_lock(&p->mu);
+        j->done = 1;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* ---- the writer -------------------------------------------------------------------- */
+typedef struct writer {
+    ret_store *s;
+    const ing_run_opts *o;
+    ing_run_stats *stats;
+    int in_txn;
+    size_t batch_docs, batch_bytes;
+    int64_t batch_t0;
+} writer;
+
+static void message(const ing_run_opts *o, const char *path, const char *reason, int failed)
+{
+    if (o->on_message) o->on_message(o->ctx, path, reason, failed);
+}
+
+static lode_status ensure_txn(writer *w)
+{
+    if (w->in_txn) return LODE_OK;
+    lode_status st = ret_store_begin(w->s);
+    if (st) return st;
+    w->in_txn = 1;
+    w->batch_docs = w->batch_bytes = 0;
+    w->batch_t0 = lode_now_ns();
+    return LODE_OK;
+}
+
+static lode_status commit(writer *w)
+{
+    if (!w->in_txn) return LODE_OK;
+    w->in_txn = 0;
+    return ret_store_commit(w->s);
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* Writes one finished job. Returns a store error that stops the run, else LODE_OK. */
+static lode_status write_job(writer *w, job *j)
+{
+    ing_run_stats *S = w->stats;
+    lode_status st = LODE_OK;
+    char msg[320];
+    if (!j->need) {
+        S->files_unchanged++;
+        return LODE_OK;
+    }
+    S->bytes_read += j->f->size;
+    if (j->st) {
+        S->files_failed++;
+        message(w->o, j->f->path, j->err, 1);
+        return LODE_OK;
+    }
+    if ((st = ensure_txn(w))) return st;
+    if (j->same_hash) {
+        S->files_unchanged++;
+        if (j->old.mtime_ns != j->f->mtime_ns)
+            st = ret_store_doc_set_mtime(w->s, j->old.id, j->f->mtime_ns);
+        return st == LODE_ERR_NOTFOUND ? LODE_OK : st;
+    }
+    ret_doc d = {
+        .uri = j->f->path,
+        .title = j->doc->title[0] ? j->doc->title : base_name(j->f->path),
+        .media_type = ing_media_mime(j->doc->media),
+        .sha256 = j->sha,
+        .size = j->f->size,
+        .mtime_ns = j->f->mtime_ns,
+    };
+    st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, NULL);
+    if (st == LODE_ERR_INVALID || st == LODE_ERR_UTF8) {
+        /* this document only: its savepoint is undone, the batch goes on */
+        snprintf(msg, sizeof msg, "store refused it: %s", ret_store_errmsg(w->s));
+        S->files_failed++;
+        message(w->o, j->f->path, msg, 1);
+        return LODE_OK;
+    }
+    if (st) return st;
+    if (j->known)
+        S->files_updated++;
+    else
+        S->files_added++;
+    S->chunks += (int64_t)j->n_chunks;
+    if (j->doc->utf8_repairs) {
+        S->files_repaired++;
+        snprintf(msg, sizeof msg, "invalid UTF-8 repaired (%zu bytes replaced by U+FFFD)",
+                 j->doc->utf8_repairs);
+        message(w->o, j->f->path, msg, 0);
+    }
+    w->batch_docs++;
+    w->batch_bytes += j->text_bytes;
+    return LODE_OK;
+}
+
+static lode_status prune(writer *w, const ing_walk_result *wr)
+{
+    lode_status st = LODE_OK;
+    for (size_t r = 0; r < wr->n_roots && !st; r++) {
+        const char *root = wr->roots[r];
+        size_t rl = strlen(root);
+        char **uris = NULL;
+        size_t n = 0;
+        if ((st = ret_store_doc_uris(w->s, root, &uris, &n))) break;
+        for (size_t i = 0; i < n && !st; i++) {
+            const char *u = uris[i];
+            /* the root itself or something below it, not a sibling sharing its prefix */
+            if (u[rl] && u[rl] != '/' && !(rl == 1 && root[0] == '/')) continue;
+            struct stat sb;
+            if (stat(u, &sb) == 0 || (errno != ENOENT && errno != ENOTDIR)) continue;
+            if ((st = ensure_txn(w))) break;
+            st = ret_store_doc_delete(w->s, u);
+            if (st == LODE_ERR_NOTFOUND)
+                st = LODE_OK; /* another process pruned it */
+            else if (!st)
+                w->stats->files_pruned++;
+        }
+        ret_strv_free(uris, n);
+    }
+    return st;
+}
+
+typedef struct walk_ctx {
+    const ing_run_opts *o;
+    ing_run_stats *stats;
+} walk_ctx;
+
+static void walk_error(void *ctx, const char *path, const char *reason)
+{
+    walk_ctx *c = ctx;
+    c->stats->files_failed++;
+    message(c->o, path, reason, 1);
+}
+
+lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_run_opts *o,
+                    ing_run_stats *stats)
+{
+    ing_run_opts defaults = {0};
+    if (!o) o = &defaults;
+    memset(stats, 0, sizeof *stats);
+    int64_t t0 = lode_now_ns();
+    walk_ctx wc = {o, stats};
+    ing_walk_opts wo = {o->includes, o->n_includes, o->excludes, o->n_excludes,
+                        o->prune,    walk_error,    &wc};
+    ing_walk_result wr;
+    pool p = {0};
+    pthread_t *threads = NULL;
+    int n_threads = 0, sync_init = 0;
+    writer w = {.s = s, .o = o, .stats = stats};
+    lode_status st = ing_walk(paths, n, &wo, &wr);
+    if (st) return st;
+    stats->files_total = (int64_t)wr.n_files;
+    stats->bytes_total = wr.bytes;
+    stats->files_ignored = (int64_t)wr.ignored;
+    stats->files_seen = (int64_t)wr.n_files + (int64_t)wr.errors;
+    if ((st = ret_store_run_start(s, (const char *const *)wr.roots, wr.n_roots, &stats->run_id)))
+        goto out;
+
+    /* what the store already has decides which files need reading */
+    p.jobs = lode_calloc(wr.n_files ? wr.n_files : 1, sizeof *p.jobs);
+    if (!p.jobs) {
+        st = LODE_ERR_NOMEM;
+        goto out;
+    }
+    p.n = wr.n_files;
+    p.o = o;
+    p.max_size = o->max_size > 0 ? o->max_size : ING_MAX_SIZE_DEFAULT;
+    for (size_t i = 0; i < p.n; i++) {
+        job *j = &p.jobs[i];
+        j->f = &wr.files[i];
+        lode_status ls = ret_store_doc_lookup(s, j->f->path, &j->old);
+        if (ls && ls != LODE_ERR_NOTFOUND) {
+            st = ls;
+            goto out;
+        }
+        j->known = ls == LODE_OK;
+        j->need = !(j->known && !o->rehash && j->old.size == j->f->size &&
+                    j->old.mtime_ns == j->f->mtime_ns);
+    }
+
+    n_threads = o->threads > 0 ? o->threads : lode_cpu_count();
+    if (n_threads > 64) n_threads = 64;
+    p.window = (size_t)n_threads * 8;
+    xmlInitParser(); /* once, before threads use libxml2 */
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.work, NULL);
+    pthread_cond_init(&p.done, NULL);
+    sync_init = 1;
+    threads = lode_calloc((size_t)n_threads, sizeof *threads);
+    if (!threads) {
+        st = LODE_ERR_NOMEM;
+        goto out;
+    }
+    int started = 0;
+    for (int i = 0; i < n_threads; i++) {
+        if (pthread_create(&threads[i], NULL, loader, &p) != 0) break;
+        started++;
+    }
+    n_threads = started;
+    if (!started) {
+        st = LODE_ERR_INTERNAL;
+        goto out;
+    }
+
+    for (size_t i = 0; i < p.n && !st; i++) {
+        job *j = &p.jobs[i];
+        int64_t tw = lode_now_ns();
+        pthread_mutex_lock(&p.mu);
+        while (!j->done) pthread_cond_wait(&p.done, &p.mu);
+        pthread_mutex_unlock(&p.mu);
+        int64_t tw2 = lode_now_ns();
+        stats->wait_seconds += (double)(tw2 - tw) * 1e-9;
+        if (o->cancel && *o->cancel) {
+            stats->interrupted = 1;
+            break;
+        }
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+        st = write_job(&w, j);
+        job_clear(j);
+        pthread_mutex_lock(&p.mu);
+        p.consumed = i + 1;
+        pthread_cond_broadcast(&p.work);
+        pthread_mutex_unlock(&p.mu);
+        stats->files_done++;
+        stats->bytes_done += j->f->size;
+        if (!st && w.in_txn &&
+            (w.batch_docs >= BATCH_DOCS || w.batch_bytes >= BATCH_BYTES ||
+             (double)(lode_now_ns() - w.batch_t0) * 1e-9 >= BATCH_SECONDS))
+            st = commit(&w);
+        stats->write_seconds += (double)(lode_now_ns() - tw2) * 1e-9;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        stats->write_cpu_seconds +=
+            (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
+        stats->seconds = (double)(lode_now_ns() - t0) * 1e-9;
+        if (o->on_progress) o->on_progress(o->ctx, stats);
+    }
+    if (!st) st = commit(&w);
+    if (!st && o->prune && !stats->interrupted) {
+        st = prune(&w, &wr);
+        if (!st) st = commit(&w);
+    }
+out:
+    if (sync_init) {
+        pthread_mutex_lock(&p.mu);
+        p.stop = 1;
+        pthread_cond_broadcast(&p.work);
+        pthread_mutex_unlock(&p.mu);
+        for (int i = 0; i < n_threads; i++) pthread_join(threads[i], NULL);
+        pthread_mutex_destroy(&p.mu);
+        pthread_cond_destroy(&p.work);
+        pthread_cond_destroy(&p.done);
+    }
+    if (w.in_txn) {
+        if (st)
+            ret_store_rollback(s);
+        else
+            st = commit(&w);
+    }
+    for (size_t i = 0; i < p.n; i++) job_clear(&p.jobs[i]);
+    lode_free(p.jobs);
+    lode_free(threads);
+    stats->seconds = (double)(lode_now_ns() - t0) * 1e-9;
+    if (stats->run_id) {
+        ret_run_stats rs = {
+            .files_seen = stats->files_seen,
+            .files_added = stats->files_added,
+            .files_updated = stats->files_updated,
+            .files_skipped = stats->files_unchanged,
+            .files_failed = stats->files_failed,
+            .files_pruned = stats->files_pruned,
+            .bytes = stats->bytes_read,
+        };
+        const char *status = st                    ? "failed"
+                             : stats->interrupted  ? "interrupted"
+                             : stats->files_failed ? "partial"
+                                                   : "ok";
+        lode_status fs = ret_store_run_finish(s, stats->run_id, &rs, status);
+        if (!st) st = fs;
+    }
+    ing_walk_free(&wr);
+    return st;
+}

@@ -1,0 +1,395 @@
+/*
+ * kernels.c: the entry points of kernels.h on top of the dispatched kernel table:
+ * argument checks, the matmul driver (activation quantization, splitting into tasks of
+ * row blocks x token blocks for the pool, 4x4 tiles inside), the f32 row operations and
+ * paged causal attention with an online softmax.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/kernels_int.h"
+
+int krn_weight_type_ok(lode_dtype t)
+{
+    switch (t) {
+    case LODE_F32:
+    case LODE_F16:
+    case LODE_BF16:
+    case LODE_Q4_0:
+    case LODE_Q4_1:
+    case LODE_Q5_0:
+    case LODE_Q5_1:
+    case LODE_Q8_0:
+    case LODE_Q4_K:
+    case LODE_Q5_K:
+    case LODE_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+lode_dtype krn_vec_dot_type(lode_dtype wt)
+{
+    switch (wt) {
+    case LODE_Q4_0:
+    case LODE_Q5_0:
+    case LODE_Q8_0:
+        return LODE_Q8_0;
+    case LODE_Q4_1:
+    case LODE_Q5_1:
+        return LODE_Q8_1;
+    case LODE_Q4_K:
+    case LODE_Q5_K:
+    case LODE_Q6_K:
+        return LODE_Q8_K;
+    default:
+        return LODE_F32;
+    }
+}
+
+static int is_float_type(lode_dtype t)
+{
+    return t == LODE_F32 || t == LODE_F16 || t == LODE_BF16;
+}
+
+static int shape_ok(lode_dtype t, size_t n)
+{
+    return (unsigned)t < LODE_DTYPE_MAX && lode_dtype_block_elems(t) != 0 &&
+           n % lode_dtype_block_elems(t) == 0;
+}
+
+lode_status krn_dequantize_row(lode_dtype t, const void *x, float *y, size_t n)
+{
+    if (!shape_ok(t, n) || !krn_ops_get()->dequant[t]) return LODE_ERR_INVALID;
+    krn_ops_get()->dequant[t](x, y, n);
+    return LODE_OK;
+}
+
+lode_status krn_quantize_row(lode_dtype t, const float *x, void *y, size_t n)
+{
+    if (!shape_ok(t, n) || !krn_ops_get()->quant[t]) return LODE_ERR_INVALID;
+    krn_ops_get()->quant[t](x, y, n);
+    return LODE_OK;
+}
+
+float krn_vec_dot(lode_dtype wt, size_t n, const void *w, const void *xq)
+{
+    return krn_ops_get()->dot[wt](n, w, xq);
+}
+
+float krn_vec_dot_f32(lode_dtype wt, size_t n, const void *w, const float *x)
+{
+    const krn_ops *o = krn_ops_get();
+    if (is_float_type(wt)) return o->dot[wt](n, w, x);
+    size_t be = lode_dtype_block_elems(wt), bb = lode_dtype_block_bytes(wt);
+    float buf[QK_K];
+    float s = 0;
+    for (size_t i = 0; i < n; i += be) {
+        o->dequant[wt]((const char *)w + i / be * bb, buf, be);
+        s += o->dot_f32(buf, x + i, be);
+    }
+    return s;
+}
+
+/* ---- matmul ------------------------------------------------------------------------ */
+size_t krn_matmul_wsize(lode_dtype wt, size_t n_tok, size_t n_in)
+{
+    if (is_float_type(wt)) return 0;
+    return n_tok * lode_dtype_row_bytes(krn_vec_dot_type(wt), n_in);
+}
+
+typedef struct quant_job {
+    krn_quant_fn fn;
+    const float *x;
+    size_t ldx, n_in, n_tok, per_task;
+    char *out;
+    size_t out_stride;
+} quant_job;
+
+static void quant_task(void *ctx, size_t task, int thread)
+{
+    const quant_job *j = ctx;
+    size_t t0 = task * j->per_task, t1 = LODE_MIN(j->n_tok, t0 + j->per_task);
+    for (size_t t = t0; t < t1; t++) j->fn(j->x + t * j->ldx, j->out + t * j->out_stride, j->n_in);
+}
+
+lode_status krn_quantize_acts(lode_pool *pool, lode_dtype wt, const float *X, size_t ldx,
+                              size_t n_tok, size_t n_in, void *ws, size_t ws_size)
+{
+    if (!krn_weight_type_ok(wt) || !shape_ok(wt, n_in)) return LODE_ERR_INVALID;
+    if (is_float_type(wt)) return LODE_OK;
+    lode_dtype vt = krn_vec_dot_type(wt);
+    if (!shape_ok(vt, n_in) || ws_size < krn_matmul_wsize(wt, n_tok, n_in) || ldx < n_in)
+        return LODE_ERR_INVALID;
+    quant_job j = {krn_ops_get()->quant[vt],      X, ldx, n_in, n_tok, 0, ws,
+                   lode_dtype_row_bytes(vt, n_in)};
+    if (n_tok < 8) {
+        j.per_task = n_tok;
+        quant_task(&j, 0, 0);
+    } else {
+        j.per_task = 4;
+        lode_parallel_for(pool, (n_tok + 3) / 4, quant_task, &j);
+    }
+    return LODE_OK;
+}
+
+typedef struct mm_job {
+    krn_tile_fn tile;
+    krn_dot_fn dot;
+    const char *w;
+    size_t wstride;
+    const char *x;
+    size_t xstride;
+    float *y;
+    size_t ldy, n_in, n_out, n_tok;
+    size_t row_chunk, tok_chunk, n_row_chunks;
+} mm_job;
+
+static void mm_task(void *ctx, size_t task, int thread)
+{
+    const mm_job *j = ctx;
+    size_t rc = task % j->n_row_chunks, tc = task / j->n_row_chunks;
+    size_t r0 = rc * j->row_chunk, r1 = LODE_MIN(j->n_out, r0 + j->row_chunk);
+    size_t t0 = tc * j->tok_chunk, t1 = LODE_MIN(j->n_tok, t0 + j->tok_chunk);
+    for (size_t r = r0; r < r1; r += KRN_TILE) {
+        size_t nr = LODE_MIN((size_t)KRN_TILE, r1 - r);
+        for (size_t t = t0; t < t1; t += KRN_TILE) {
+            size_t nt = LODE_MIN((size_t)KRN_TILE, t1 - t);
+            const char *w = j->w + r * j->wstride;
+            const char *x = j->x + t * j->xstride;
+            float *y = j->y + t * j->ldy + r;
+            if (j->tile)
+                j->tile(j->n_in, w, j->wstride, nr, x, j->xstride, nt, y, j->ldy);
+            else
+                krn_tile_from_dot(j->dot, j->n_in, w, j->wstride, nr, x, j->xstride, nt, y, j->ldy);
+        }
+    }
+}
+
+lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                         const void *xq, size_t ldx, size_t n_tok, float *Y, size_t ldy)
+{
+    if (!krn_weight_type_ok(wt) || !shape_ok(wt, n_in) || ldy < n_out) return LODE_ERR_INVALID;
+    if (n_out == 0 || n_tok == 0) return LODE_OK;
+    const krn_ops *o = krn_ops_get();
+    lode_dtype vt = krn_vec_dot_type(wt);
+    if (!shape_ok(vt, n_in)) return LODE_ERR_INVALID;
+    mm_job j;
+    j.tile = o->tile[wt];
+    j.dot = o->dot[wt];
+    j.w = W;
+    j.wstride = lode_dtype_row_bytes(wt, n_in);
+    j.x = xq;
+    if (is_float_type(wt)) {
+        if (ldx < n_in) return LODE_ERR_INVALID;
+        j.xstride = ldx * sizeof(float);
+    } else {
+        j.xstride = lode_dtype_row_bytes(vt, n_in);
+    }
+    j.y = Y;
+    j.ldy = ldy;
+    j.n_in = n_in;
+    j.n_out = n_out;
+    j.n_tok = n_tok;
+    int nth = lode_pool_size(pool);
+    /* Token blocks keep a slice of activations in L2 while each 4-row weight tile is
+     * reused across it; row blocks are small enough to balance the threads. */
+    j.tok_chunk = n_tok <= 64 ? n_tok : 64;
+    size_t n_tc = (n_tok + j.tok_chunk - 1) / j.tok_chunk;
+    size_t want = (size_t)nth * (n_tok == 1 ? 8 : 4);
+    size_t per = n_tc >= want ? n_out : (n_out * n_tc + want - 1) / want;
+    if (per < 16) per = 16;
+    if (n_tok > 1 && per > 128) per = 128;
+    j.row_chunk = (per + KRN_TILE - 1) / KRN_TILE * KRN_TILE;
+    j.n_row_chunks = (n_out + j.row_chunk - 1) / j.row_chunk;
+    size_t n_tasks = j.n_row_chunks * n_tc;
+    if (nth == 1)
+        for (size_t t = 0; t < n_tasks; t++) mm_task(&j, t, 0);
+    else
+        lode_parallel_for(pool, n_tasks, mm_task, &j);
+    return LODE_OK;
+}
+
+lode_status krn_matmul(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                       const float *X, size_t ldx, size_t n_tok, float *Y, size_t ldy, void *ws,
+                       size_t ws_size)
+{
+    if (!krn_weight_type_ok(wt)) return LODE_ERR_INVALID;
+    if (is_float_type(wt)) return krn_matmul_q(pool, wt, W, n_out, n_in, X, ldx, n_tok, Y, ldy);
+    lode_status rc = krn_quantize_acts(pool, wt, X, ldx, n_tok, n_in, ws, ws_size);
+    if (rc != LODE_OK) return rc;
+    return krn_matmul_q(pool, wt, W, n_out, n_in, ws, 0, n_tok, Y, ldy);
+}
+
+/* ---- f32 row operations ------------------------------------------------------------ */
+void krn_rmsnorm(float *y, const float *x, const float *w, size_t n, float eps)
+{
+    const krn_ops *o = krn_ops_get();
+    float ss = o->sumsq(x, n);
+    float s = 1.f / sqrtf(ss / (float)n + eps);
+    o->mul_scale(y, x, w, s, n);
+}
+
+void krn_add_rmsnorm(float *y, float *x, const float *r, const float *w, size_t n, float eps)
+{
+    krn_ops_get()->add(x, x, r, n);
+    krn_rmsnorm(y, x, w, n, eps);
+}
+
+void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_rope_params *p)
+{
+    size_t n_rot = p->n_rot ? p->n_rot : head_dim;
+    if (n_rot > head_dim) n_rot = head_dim;
+    size_t half = n_rot / 2;
+    float cs[256], sn[256];
+    if (half > 256) half = 256;
+    float scale = p->freq_scale > 0 ? p->freq_scale : 1.f;
+    for (size_t i = 0; i < half; i++) {
+        double inv = pow((double)p->base, -2.0 * (double)i / (double)n_rot);
+        double theta = (double)pos * scale * inv;
+        if (p->freq_factors) theta /= p->freq_factors[i];
+        cs[i] = (float)cos(theta);
+        sn[i] = (float)sin(theta);
+    }
+    for (size_t h = 0; h < n_head; h++) {
+        float *v = x + h * head_dim;
+        for (size_t i = 0; i < half; i++) {
+            size_t a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cs[i] - x1 * sn[i];
+            v[b] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+void krn_softmax(float *x, size_t n)
+{
+    if (n == 0) return;
+    float m = x[0];
+    for (size_t i = 1; i < n; i++) m = fmaxf(m, x[i]);
+    float s = 0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        s += x[i];
+    }
+    krn_ops_get()->scale(x, 1.f / s, n);
+}
+
+void krn_silu_mul(float *y, const float *g, const float *u, size_t n)
+{
+    krn_ops_get()->silu_mul(y, g, u, n);
+}
+
+void krn_add(float *y, const float *a, const float *b, size_t n)
+{
+    krn_ops_get()->add(y, a, b, n);
+}
+
+void krn_scale(float *x, float s, size_t n)
+{
+    krn_ops_get()->scale(x, s, n);
+}
+
+size_t krn_argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    float bv = -INFINITY;
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(x[i])) continue;
+        if (!found || x[i] > bv) {
+            bv = x[i];
+            best = i;
+            found = 1;
+        }
+    }
+    return best;
+}
+
+void krn_f16_to_f32(const lode_half *x, float *y, size_t n)
+{
+    krn_ops_get()->f16_to_f32(x, y, n);
+}
+
+void krn_f32_to_f16(const float *x, lode_half *y, size_t n)
+{
+    krn_ops_get()->f32_to_f16(x, y, n);
+}
+
+float krn_dot_f16_f32(const lode_half *x, const float *y, size_t n)
+{
+    return krn_ops_get()->dot_f16_f32(x, y, n);
+}
+
+/* ---- attention --------------------------------------------------------------------- */
+static size_t kv_off(const int32_t *table, size_t n_kv_head, size_t head_dim, size_t kvh,
+                     int64_t pos)
+{
+    size_t phys = (size_t)table[pos / KRN_KV_BLOCK];
+    size_t slot = (size_t)(pos % KRN_KV_BLOCK);
+    return ((phys * n_kv_head + kvh) * KRN_KV_BLOCK + slot) * head_dim;
+}
+
+void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_table,
+                  size_t n_kv_head, size_t head_dim, int64_t pos, const float *k, const float *v)
+{
+    const krn_ops *o = krn_ops_get();
+    for (size_t h = 0; h < n_kv_head; h++) {
+        size_t off = kv_off(block_table, n_kv_head, head_dim, h, pos);
+        o->f32_to_f16(k + h * head_dim, k_cache + off, head_dim);
+        o->f32_to_f16(v + h * head_dim, v_cache + off, head_dim);
+    }
+}
+
+static void attn_task(void *ctx, size_t task, int thread)
+{
+    const krn_attn_args *a = ctx;
+    const krn_ops *o = krn_ops_get();
+    size_t qi = task / a->n_head, h = task % a->n_head;
+    size_t hd = a->head_dim, kvh = h / (a->n_head / a->n_kv_head);
+    size_t qs = a->q_stride ? a->q_stride : a->n_head * hd;
+    size_t os = a->out_stride ? a->out_stride : a->n_head * hd;
+    const float *q = a->q + qi * qs + h * hd;
+    float *out = a->out + qi * os + h * hd;
+    int64_t last = a->pos0 + (int64_t)qi; /* inclusive */
+    float acc[512];
+    float sc[KRN_KV_BLOCK];
+    memset(acc, 0, hd * sizeof(float));
+    float m = -INFINITY, l = 0;
+    size_t blk_stride = a->n_kv_head * KRN_KV_BLOCK * hd;
+    for (int64_t b0 = 0; b0 <= last; b0 += KRN_KV_BLOCK) {
+        size_t phys = (size_t)a->block_table[b0 / KRN_KV_BLOCK];
+        const lode_half *kb = a->k_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
+        const lode_half *vb = a->v_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
+        int ns = (int)LODE_MIN((int64_t)KRN_KV_BLOCK, last - b0 + 1);
+        float bm = -INFINITY;
+        for (int s = 0; s < ns; s++) {
+            sc[s] = o->dot_f16_f32(kb + (size_t)s * hd, q, hd) * a->scale;
+            bm = fmaxf(bm, sc[s]);
+        }
+        if (bm > m) {
+            float c = expf(m - bm); /* 0 on the first block */
+            if (l > 0) o->scale(acc, c, hd);
+            l *= c;
+            m = bm;
+        }
+        for (int s = 0; s < ns; s++) {
+            float p = expf(sc[s] - m);
+            l += p;
+            o->axpy_f16(acc, p, vb + (size_t)s * hd, hd);
+        }
+    }
+    float inv = l > 0 ? 1.f / l : 0.f;
+    for (size_t d = 0; d < hd; d++) out[d] = acc[d] * inv;
+}
+
+lode_status krn_attention(lode_pool *pool, const krn_attn_args *a)
+{
+    if (!a || !a->q || !a->k_cache || !a->v_cache || !a->block_table || !a->out ||
+        a->head_dim == 0 || a->head_dim > 512 || a->n_kv_head == 0 || a->n_head == 0 ||
+        a->n_head % a->n_kv_head || a->pos0 < 0)
+        return LODE_ERR_INVALID;
+    lode_parallel_for(pool, a->n_q * a->n_head, attn_task, (void *)a);
+    return LODE_OK;
+}

@@ -1,0 +1,61 @@
+/*
+ * kernels_int.h: the table of per-ISA kernel functions behind kernels.h. The portable C
+ * variant fills every entry (quant_ref.c, ops_ref.c); the AVX2 and AVX-512 files
+ * overwrite the entries they speed up, so a variant is always complete.
+ */
+#ifndef LODE_KERNELS_CPU_KERNELS_INT_H
+#define LODE_KERNELS_CPU_KERNELS_INT_H
+
+#include "kernels/cpu/kernels.h"
+
+typedef void (*krn_dequant_fn)(const void *x, float *y, size_t n);
+typedef void (*krn_quant_fn)(const float *x, void *y, size_t n);
+typedef float (*krn_dot_fn)(size_t n, const void *w, const void *x);
+/* y[t * ldy + r] = dot(row r of w, row t of x) for r < nr, t < nt (nr, nt <= 4).
+ * w rows are wstride bytes apart, x rows xstride bytes apart. */
+typedef void (*krn_tile_fn)(size_t n, const void *w, size_t wstride, size_t nr, const void *x,
+                            size_t xstride, size_t nt, float *y, size_t ldy);
+
+#define KRN_TILE 4 /* max rows and tokens of a tile call */
+
+typedef struct krn_ops {
+    krn_dequant_fn dequant[LODE_DTYPE_MAX];
+    krn_quant_fn quant[LODE_DTYPE_MAX];
+    krn_dot_fn dot[LODE_DTYPE_MAX]; /* weight type x krn_vec_dot_type */
+    krn_tile_fn tile[LODE_DTYPE_MAX];
+    float (*dot_f16_f32)(const lode_half *x, const float *y, size_t n);
+    void (*axpy_f16)(float *acc, float a, const lode_half *v, size_t n); /* acc += a*v */
+    float (*dot_f32)(const float *x, const float *y, size_t n);
+    float (*sumsq)(const float *x, size_t n);
+    void (*mul_scale)(float *y, const float *x, const float *w, float s, size_t n); /* y=x*w*s */
+    void (*silu_mul)(float *y, const float *g, const float *u, size_t n);
+    void (*add)(float *y, const float *a, const float *b, size_t n);
+    void (*scale)(float *x, float s, size_t n);
+    void (*f16_to_f32)(const lode_half *x, float *y, size_t n);
+    void (*f32_to_f16)(const float *x, lode_half *y, size_t n);
+} krn_ops;
+
+/* The active table (never NULL after krn_ops_get). */
+const krn_ops *krn_ops_get(void);
+
+void krn_ops_init_scalar(krn_ops *o);
+void krn_ops_init_avx2(krn_ops *o);   /* call after scalar */
+void krn_ops_init_avx512(krn_ops *o); /* call after avx2 */
+
+/* Generic tile from a dot function (no reuse across tokens). */
+void krn_tile_from_dot(krn_dot_fn dot, size_t n, const void *w, size_t wstride, size_t nr,
+                       const void *x, size_t xstride, size_t nt, float *y, size_t ldy);
+
+/* Scale and min of a Q4_K/Q5_K sub-block j (0..7) from the 12 packed scale bytes. */
+static inline void krn_get_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+#endif

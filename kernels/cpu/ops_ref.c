@@ -1,0 +1,83 @@
+/*
+ * ops_ref.c: the portable C variant of the f32 row primitives (dot, norms, SwiGLU,
+ * half conversion) and the constructor of the scalar kernel table.
+ */
+#include <math.h>
+
+#include "kernels/cpu/kernels_int.h"
+
+static float r_dot_f16_f32(const lode_half *x, const float *y, size_t n)
+{
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += lode_half_to_float(x[i]) * y[i];
+    return s;
+}
+
+static void r_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) acc[i] += a * lode_half_to_float(v[i]);
+}
+
+static float r_dot_f32(const float *x, const float *y, size_t n)
+{
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+static float r_sumsq(const float *x, size_t n)
+{
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    return s;
+}
+
+static void r_mul_scale(float *y, const float *x, const float *w, float s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+}
+
+static void r_silu_mul(float *y, const float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = g[i];
+        y[i] = v / (1.f + expf(-v)) * u[i];
+    }
+}
+
+static void r_add(float *y, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void r_scale(float *x, float s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void r_f16_to_f32(const lode_half *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = lode_half_to_float(x[i]);
+}
+
+static void r_f32_to_f16(const float *x, lode_half *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = lode_float_to_half(x[i]);
+}
+
+void krn_quant_ref_init(krn_ops *o);
+
+void krn_ops_init_scalar(krn_ops *o)
+{
+    krn_quant_ref_init(o);
+    o->dot_f16_f32 = r_dot_f16_f32;
+    o->axpy_f16 = r_axpy_f16;
+    o->dot_f32 = r_dot_f32;
+    o->sumsq = r_sumsq;
+    o->mul_scale = r_mul_scale;
+    o->silu_mul = r_silu_mul;
+    o->add = r_add;
+    o->scale = r_scale;
+    o->f16_to_f32 = r_f16_to_f32;
+    o->f32_to_f16 = r_f32_to_f16;
+}

@@ -1,0 +1,60 @@
+/*
+ * store_int.h: the store's insides, shared by the retrieval files and the tests: the handle's
+ * body, the per-handle prepared-statement cache, the embedded SQL files and schema
+ * set-up. Not for other modules: they use store.h.
+ */
+#ifndef LODE_RETRIEVAL_STORE_INT_H
+#define LODE_RETRIEVAL_STORE_INT_H
+
+#include "retrieval/store.h"
+
+#include <sqlite3.h>
+
+/* The sql/ files compiled into the binary (scripts/embed.sh, the Makefile's gen rule). */
+extern const int lode_sql_count;
+extern const char *const lode_sql_names[];
+extern const char *const lode_sql_texts[];
+/* The text of an embedded file by its path ("sql/schema.sql"); NULL when absent. */
+const char *ret_sql_file(const char *name);
+
+/* Slots of the prepared-statement cache: each is prepared on first use and kept. */
+typedef enum ret_stmt_id {
+    RET_STMT_DOC_LOOKUP,
+    RET_STMT_DOC_INSERT,
+    RET_STMT_DOC_UPDATE,
+    RET_STMT_DOC_DELETE,
+    RET_STMT_DOC_SET_MTIME,
+    RET_STMT_DOC_URIS,
+    RET_STMT_CHUNK_IDS,
+    RET_STMT_CHUNKS_DELETE,
+    RET_STMT_CHUNK_INSERT,
+    RET_STMT_FTS_INSERT,
+    RET_STMT_CHANGE_INSERT,
+    RET_STMT_RUN_START,
+    RET_STMT_RUN_FINISH,
+    RET_STMT_COUNTS,
+    RET_STMT_SEARCH,
+    RET_STMT_COUNT
+} ret_stmt_id;
+
+struct ret_store {
+    sqlite3 *db;
+    unsigned flags;
+    int txn; /* an explicit transaction (ret_store_begin) is open */
+    sqlite3_stmt *stmt[RET_STMT_COUNT];
+    char err[1024];
+};
+
+/* The cached statement of slot id, prepared from sql on first use, reset and with its
+ * bindings cleared. NULL on failure, with the handle's message set. Owned by the handle. */
+sqlite3_stmt *ret_store_stmt(ret_store *s, ret_stmt_id id, const char *sql);
+/* Sets the handle's message to "<what>: <SQLite's message>" and returns the status that
+ * rc maps to. */
+lode_status ret_store_dberr(ret_store *s, int rc, const char *what);
+
+/* Creates the current schema in an empty database: from sql/schema.sql, or, with
+ * via_migrations, by applying every migration in order. Sets user_version. Runs inside
+ * the caller's transaction. For ret_store_open and the tests' schema-equality check. */
+lode_status ret_schema_create(sqlite3 *db, int via_migrations, char *err, size_t errlen);
+
+#endif

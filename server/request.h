@@ -1,0 +1,83 @@
+/*
+ * request.h: the HTTP API's request layer without the network: OpenAI-style error objects
+ * and the parsing and validation of /v1/chat/completions and /v1/completions bodies into a
+ * plain struct. It is separate from the HTTP code so the fuzz target and the unit tests
+ * drive it directly, and so every bad body becomes a precise 400 before any work starts.
+ */
+#ifndef LODE_SERVER_REQUEST_H
+#define LODE_SERVER_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/json.h"
+#include "common/lode.h"
+
+/* An error as the API reports it: {"error":{"message","type","param","code"}}. */
+typedef struct srv_error {
+    int status;       /* HTTP status: 400, 401, 404, 405, 413, 429, 500, 501, 503 */
+    const char *type; /* "invalid_request_error", "authentication_error", ... (static) */
+    const char *code; /* static machine-readable code or NULL */
+    lode_json_err j;  /* message, and the offending parameter in j.field ("" = none) */
+} srv_error;
+
+/* Fills e and returns st (for `return srv_error_set(...)`). field may be NULL. */
+lode_status srv_error_set(srv_error *e, lode_status st, int status, const char *type,
+                          const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+/* Appends e as the JSON error object to b. */
+lode_status srv_error_append_json(const srv_error *e, lode_buf *b);
+
+typedef enum srv_gen_kind { SRV_GEN_CHAT = 0, SRV_GEN_COMPLETION = 1 } srv_gen_kind;
+
+typedef enum srv_role {
+    SRV_ROLE_SYSTEM = 0, /* "system" and "developer" */
+    SRV_ROLE_USER,
+    SRV_ROLE_ASSISTANT
+} srv_role;
+
+typedef struct srv_message {
+    srv_role role;
+    char *content; /* owned; text parts of an array content are joined */
+} srv_message;
+
+#define SRV_MAX_STOP      4
+#define SRV_MAX_N         16
+#define SRV_MAX_MESSAGES  1024
+#define SRV_MAX_TOP_CHAT  20 /* top_logprobs for chat */
+#define SRV_MAX_TOP_COMPL 5  /* logprobs for completions */
+
+/* A parsed generation request. Strings point into `root` (kept alive here) unless said. */
+typedef struct srv_gen_request {
+    srv_gen_kind kind;
+    json_t *root; /* the parsed body; owned */
+    const char *model;
+    srv_message *messages; /* chat: n_messages entries, owned */
+    size_t n_messages;
+    const char *prompt; /* completions */
+    int64_t max_tokens; /* -1: not given (chat: up to the context; completions: 16) */
+    double temperature; /* default 1.0 */
+    double top_p;       /* default 1.0 */
+    double presence_penalty, frequency_penalty;
+    int has_seed;
+    uint64_t seed;
+    const char *stop[SRV_MAX_STOP];
+    size_t n_stop;
+    int n;            /* choices, 1..SRV_MAX_N */
+    int logprobs;     /* return logprobs of the generated tokens */
+    int top_logprobs; /* alternatives per token, 0..20 */
+    int stream;
+    int include_usage; /* stream_options.include_usage */
+} srv_gen_request;
+
+/* Parses and validates a request body of the given kind into *out (cleared first). On
+ * failure returns non-OK with e filled (status 400, param named) and *out holds nothing to
+ * free; on success release it with srv_gen_request_clear. Never reads past body[len]. */
+lode_status srv_gen_request_parse(srv_gen_kind kind, const char *body, size_t len,
+                                  srv_gen_request *out /* OUT */, srv_error *e);
+void srv_gen_request_clear(srv_gen_request *r);
+
+/* Role name as the API spells it. */
+const char *srv_role_name(srv_role r);
+
+#endif

@@ -1,0 +1,82 @@
+-- 0001_initial.sql: documents, chunks, the FTS5 index over chunk text (external
+-- content, kept in sync by triggers), the ingest-run log and the change sequence.
+-- Times: *_at are Unix seconds (REAL); mtime_ns is nanoseconds since the epoch.
+-- Ids are AUTOINCREMENT: a deleted chunk's id is never reused, so an index keyed by
+-- chunk id (FAISS) cannot confuse an old vector with a new chunk.
+
+CREATE TABLE documents (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    uri         TEXT    NOT NULL UNIQUE,
+    title       TEXT,
+    media_type  TEXT    NOT NULL DEFAULT 'text/plain',
+    sha256      TEXT    NOT NULL CHECK (length(sha256) = 64),
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    mtime_ns    INTEGER NOT NULL DEFAULT 0,
+    ingested_at REAL    NOT NULL
+);
+
+CREATE TABLE chunks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id  INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal      INTEGER NOT NULL CHECK (ordinal >= 0),
+    text         TEXT    NOT NULL,
+    heading_path TEXT    NOT NULL DEFAULT '',
+    char_start   INTEGER NOT NULL CHECK (char_start >= 0),
+    char_end     INTEGER NOT NULL CHECK (char_end >= char_start),
+    token_count  INTEGER NOT NULL DEFAULT 0 CHECK (token_count >= 0),
+    UNIQUE (document_id, ordinal)
+);
+
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, heading_path,
+    content = 'chunks', content_rowid = 'id',
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+-- Chunk text weighs 1, the heading path 2: a section's headings name what it is about.
+INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('rank', 'bm25(1.0, 2.0)');
+
+CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+    INSERT INTO chunks_fts(rowid, text, heading_path)
+    VALUES (new.id, new.text, new.heading_path);
+END;
+CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path)
+    VALUES ('delete', old.id, old.text, old.heading_path);
+END;
+CREATE TRIGGER chunks_au AFTER UPDATE ON chunks BEGIN
+    INSERT INTO chunks_fts(chunks_fts, rowid, text, heading_path)
+    VALUES ('delete', old.id, old.text, old.heading_path);
+    INSERT INTO chunks_fts(rowid, text, heading_path)
+    VALUES (new.id, new.text, new.heading_path);
+END;
+
+CREATE TABLE ingest_runs (
+    id            INTEGER PRIMARY KEY,
+    started_at    REAL    NOT NULL,
+    finished_at   REAL,
+    paths         TEXT    NOT NULL DEFAULT '[]', -- JSON array of the paths given
+    files_seen    INTEGER NOT NULL DEFAULT 0,
+    files_added   INTEGER NOT NULL DEFAULT 0,
+    files_updated INTEGER NOT NULL DEFAULT 0,
+    files_skipped INTEGER NOT NULL DEFAULT 0,
+    files_failed  INTEGER NOT NULL DEFAULT 0,
+    files_pruned  INTEGER NOT NULL DEFAULT 0,
+    bytes         INTEGER NOT NULL DEFAULT 0,
+    status        TEXT    NOT NULL DEFAULT 'running'
+);
+
+-- Every change to documents and chunks, in commit order, written in the same
+-- transaction as the change itself. Consumers (the FAISS index) remember the last seq
+-- they applied and catch up from there. removed_ids/added_ids are JSON arrays of chunk ids.
+CREATE TABLE changes (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    op             TEXT    NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+    document_id    INTEGER NOT NULL,
+    uri            TEXT    NOT NULL,
+    chunks_removed INTEGER NOT NULL DEFAULT 0,
+    chunks_added   INTEGER NOT NULL DEFAULT 0,
+    removed_ids    TEXT    NOT NULL DEFAULT '[]',
+    added_ids      TEXT    NOT NULL DEFAULT '[]',
+    at             REAL    NOT NULL
+);
+CREATE INDEX changes_document ON changes(document_id);

@@ -1,0 +1,864 @@
+/* test_server.c: `lode serve` end to end. Each test starts the real binary on an
+ * ephemeral loopback port (--port 0; the port is read from its first line, then /health is
+ * polled), talks to it with libcurl or raw sockets, and stops it with a signal, checking
+ * that it exits 0. Covers every route, the error objects and statuses, limits, API keys,
+ * the request log, graceful shutdown, and (with the default model present) generation,
+ * streaming, cancellation and the official `openai` Python client. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "retrieval/store.h"
+
+#define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* ---- the server process ------------------------------------------------------------- */
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char dir[64];  /* temporary directory: store, log, key file */
+    char log[128]; /* the server's stderr (request log) */
+    char db[128];
+} server;
+
+static const char *build_dir(void)
+{
+    const char *b = getenv("LODE_BUILD");
+    return b && *b ? b : "build";
+}
+
+__attribute__((unused)) static int have_model(void)
+{
+    return access(MODEL_PATH, R_OK) == 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void make_dir(server *s)
+{
+    snprintf(s->dir, sizeof s->dir, "/tmp/lode-test-server-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    snprintf(s->log, sizeof s->log, "%s/serve.log", s->dir);
+    snprintf(s->db, sizeof s->db, "%s/lode.db", s->dir);
+}
+
+/* Starts build/lode serve with extra arguments (NULL-terminated) on port 0 and waits until
+ * /health answers. s->dir must be made first (make_dir). */
+static void start_args(server *s, const char **extra)
+{
+    char lode[256];
+    snprintf(lode, sizeof lode, "%s/lode", build_dir());
+    const char *argv[48];
+    int n = 0;
+    argv[n++] = lode;
+    argv[n++] = "serve";
+    argv[n++] = "--port";
+    argv[n++] = "0";
+    argv[n++] = "--db";
+    argv[n++] = s->db;
+    argv[n++] = "--shutdown-grace";
+    argv[n++] = "5";
+    for (int i = 0; extra && extra[i] && n < 46; i++) argv[n++] = extra[i];
+    argv[n] = NULL;
+    int out[2];
+    assert_int_equal(pipe(out), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(out[1], 1);
+        if (fd >= 0) dup2(fd, 2);
+        close(out[0]);
+        execv(lode, (char **)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    s->pid = pid;
+    /* The first line says the port: "lode serve: listening on http://127.0.0.1:PORT". */
+    char line[256];
+    size_t len = 0;
+    double t0 = now_s();
+    while (len < sizeof line - 1 && now_s() - t0 < 60) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0) continue;
+        ssize_t r = read(out[0], line + len, 1);
+        if (r <= 0) break;
+        if (line[len] == '\n') break;
+        len += (size_t)r;
+    }
+    line[len] = 0;
+    close(out[0]);
+    const char *colon = strstr(line, "http://") ? strchr(strstr(line, "http://") + 7, ':') : NULL;
+    if (!strstr(line, "listening on") || !colon) {
+        fprintf(stderr, "server did not start; first line: '%s'\n", line);
+        char cmd[200];
+        snprintf(cmd, sizeof cmd, "cat %s >&2", s->log);
+        if (system(cmd)) {
+        }
+        fail();
+    }
+    s->port = atoi(colon + 1);
+    assert_true(s->port > 0);
+}
+
+static void start(server *s, ...)
+{
+    va_list ap;
+    const char *extra[40];
+    int n = 0;
+    va_start(ap, s);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 39) extra[n++] = a;
+    va_end(ap);
+    extra[n] = NULL;
+    make_dir(s);
+    start_args(s, extra);
+}
+
+/* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
+static int stop_sig(server *s, int sig, double timeout_s)
+{
+    kill(s->pid, sig);
+    double t0 = now_s();
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(s->pid, &status, WNOHANG);
+        if (r == s->pid) break;
+        if (now_s() - t0 > timeout_s) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &status, 0);
+            fprintf(stderr, "server did not stop within %.0fs\n", timeout_s);
+            return -1;
+        }
+        usleep(10000);
+    }
+    s->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void cleanup(server *s)
+{
+    if (s->pid) stop_sig(s, SIGKILL, 5);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+    if (system(cmd)) {
+    }
+}
+
+/* Stops the server gracefully, checks exit 0, removes its files. */
+static void stop(server *s)
+{
+    assert_int_equal(stop_sig(s, SIGTERM, 30), 0);
+    cleanup(s);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)n + 1);
+    size_t got = fread(p, 1, (size_t)n, f);
+    p[got] = 0;
+    fclose(f);
+    return p;
+}
+
+/* ---- HTTP with libcurl -------------------------------------------------------------- */
+
+typedef struct resp {
+    long status;
+    char *body;
+    size_t len;
+    char headers[4096];
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    char *nb = realloc(r->body, r->len + sz * n + 1);
+    if (!nb) return 0;
+    r->body = nb;
+    memcpy(r->body + r->len, p, sz * n);
+    r->len += sz * n;
+    r->body[r->len] = 0;
+    return sz * n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    size_t have = strlen(r->headers);
+    size_t add = sz * n;
+    if (have + add < sizeof r->headers) {
+        memcpy(r->headers + have, p, add);
+        r->headers[have + add] = 0;
+    }
+    return sz * n;
+}
+
+/* One request. body NULL: no body. auth NULL: no Authorization header. */
+static resp http(server *s, const char *method, const char *path, const char *body,
+                 const char *auth)
+{
+    resp r = {0};
+    r.body = strdup("");
+    CURL *c = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->port, path);
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, "Content-Type: application/json");
+    char ah[256];
+    if (auth) {
+        snprintf(ah, sizeof ah, "Authorization: Bearer %s", auth);
+        h = curl_slist_append(h, ah);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    if (!strcmp(method, "HEAD")) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) fprintf(stderr, "%s %s: %s\n", method, path, curl_easy_strerror(rc));
+    assert_int_equal(rc, CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static json_t *json_of(const resp *r)
+{
+    json_error_t e;
+    json_t *v = json_loads(r->body, 0, &e);
+    if (!v) fprintf(stderr, "not JSON (%s): %s\n", e.text, r->body);
+    assert_non_null(v);
+    return v;
+}
+
+/* Checks an OpenAI error object: status, that message contains msg_part (may be NULL),
+ * param (NULL: JSON null) and code (NULL: not checked). */
+static void expect_error(resp *r, long status, const char *msg_part, const char *param,
+                         const char *code)
+{
+    if (r->status != status) fprintf(stderr, "want %ld, got %ld: %s\n", status, r->status, r->body);
+    assert_int_equal(r->status, status);
+    json_t *v = json_of(r);
+    json_t *e = json_object_get(v, "error");
+    assert_true(json_is_object(e));
+    const char *m = json_string_value(json_object_get(e, "message"));
+    assert_non_null(m);
+    assert_non_null(json_string_value(json_object_get(e, "type")));
+    if (msg_part && !strstr(m, msg_part)) fprintf(stderr, "message '%s' lacks '%s'\n", m, msg_part);
+    if (msg_part) assert_non_null(strstr(m, msg_part));
+    json_t *p = json_object_get(e, "param");
+    assert_non_null(p);
+    if (param)
+        assert_string_equal(json_string_value(p), param);
+    else
+        assert_true(json_is_null(p));
+    assert_non_null(json_object_get(e, "code"));
+    if (code) assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+    json_decref(v);
+}
+
+static void resp_free(resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* ---- raw sockets, for requests curl would not send (partial, garbage) ---------------- */
+
+static int raw_connect(server *s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)s->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static void raw_send(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0) return; /* the server may close early; the caller checks the answer */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Reads until the peer closes or timeout; returns what came (malloc'd). */
+static char *raw_read_all(int fd, double timeout_s)
+{
+    size_t cap = 65536, len = 0;
+    char *b = malloc(cap);
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s && len < cap - 1) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t r = recv(fd, b + len, cap - 1 - len, 0);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    b[len] = 0;
+    return b;
+}
+
+/* Waits until GET /metrics holds the text (e.g. a counter at a value), up to timeout. */
+static int metrics_has(server *s, const char *text, double timeout_s)
+{
+    double t0 = now_s();
+    do {
+        resp r = http(s, "GET", "/metrics", NULL, NULL);
+        int ok = r.status == 200 && strstr(r.body, text) != NULL;
+        resp_free(&r);
+        if (ok) return 1;
+        usleep(50000);
+    } while (now_s() - t0 < timeout_s);
+    return 0;
+}
+
+/* ---- tests: routes without generation ----------------------------------------------- */
+
+static void test_health_models_metrics(void **state)
+{
+    server s;
+    start(&s, "--quiet", NULL);
+    resp r = http(&s, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "application/json"));
+    json_t *v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "ok");
+    assert_true(json_is_true(json_object_get(v, "store")));
+    json_decref(v);
+    resp_free(&r);
+
+    r = http(&s, "HEAD", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+
+    r = http(&s, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+    assert_true(json_is_array(json_object_get(v, "data")));
+    json_decref(v);
+    resp_free(&r);
+
+    r = http(&s, "GET", "/v1/models/no-such-model", NULL, NULL);
+    expect_error(&r, 404, "no-such-model", "model", "model_not_found");
+    resp_free(&r);
+
+    /* A request is counted once its response is complete, which the client may see a
+     * moment before the server's bookkeeping ends: poll. */
+    assert_true(metrics_has(&s, "lode_http_requests_total{route=\"/health\",status=\"200\"} 2", 5));
+    assert_true(
+        metrics_has(&s, "lode_http_requests_total{route=\"/v1/models/{id}\",status=\"404\"} 1", 5));
+    assert_true(metrics_has(
+        &s, "lode_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"+Inf\"} 1", 5));
+    assert_true(metrics_has(&s, "lode_http_requests_in_flight 1\n", 5));
+    r = http(&s, "GET", "/metrics", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "text/plain"));
+    assert_non_null(strstr(r.body, "lode_tokens_generated_total "));
+    assert_non_null(strstr(r.body, "lode_generation_tokens_per_second "));
+    assert_non_null(strstr(r.body, "lode_store_documents 0"));
+    assert_non_null(strstr(r.body, "lode_store_chunks 0"));
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_routing_errors(void **state)
+{
+    server s;
+    start(&s, "--quiet", NULL);
+    resp r = http(&s, "GET", "/v2/nothing", NULL, NULL);
+    expect_error(&r, 404, "/v2/nothing", NULL, "unknown_url");
+    resp_free(&r);
+    r = http(&s, "DELETE", "/v1/models", NULL, NULL);
+    expect_error(&r, 405, "DELETE", NULL, "method_not_allowed");
+    assert_non_null(strstr(r.headers, "Allow: GET, HEAD"));
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/chat/completions", NULL, NULL);
+    expect_error(&r, 405, NULL, NULL, "method_not_allowed");
+    assert_non_null(strstr(r.headers, "Allow: POST"));
+    resp_free(&r);
+    r = http(&s, "PUT", "/v1/documents", "{}", NULL);
+    expect_error(&r, 405, NULL, NULL, NULL);
+    assert_non_null(strstr(r.headers, "Allow: GET, HEAD, POST"));
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents/3", "{}", NULL);
+    expect_error(&r, 405, NULL, NULL, NULL);
+    assert_non_null(strstr(r.headers, "Allow: GET, HEAD, DELETE"));
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_request_validation(void **state)
+{
+    server s;
+    start(&s, "--quiet", NULL);
+    static const struct {
+        const char *path, *body, *msg, *param;
+    } cases[] = {
+        /* malformed JSON: the position is in the message */
+        {"/v1/chat/completions", "{\"model\": \"m\",\n \"messages\": [}", "line 2, column", NULL},
+        {"/v1/chat/completions", "", "malformed JSON", NULL},
+        {"/v1/completions", "{\"model\":\"m\",\"prompt\":\"x\"} trailing", "byte", NULL},
+        {"/v1/chat/completions", "[1,2]", "must be a JSON object", NULL},
+        /* missing fields */
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+         "missing required parameter 'model'", "model"},
+        {"/v1/chat/completions", "{\"model\":\"m\"}", "'messages'", "messages"},
+        {"/v1/chat/completions", "{\"model\":\"m\",\"messages\":[]}", "at least one", "messages"},
+        {"/v1/chat/completions", "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}",
+         "messages[0].content", "messages[0].content"},
+        {"/v1/completions", "{\"model\":\"m\"}", "'prompt'", "prompt"},
+        /* wrong types and ranges */
+        {"/v1/chat/completions", "{\"model\":5,\"messages\":[]}", "must be a string", "model"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":"
+         "\"9\"}",
+         "must be an integer, got string", "max_tokens"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":"
+         "7}",
+         "between 0 and 2", "temperature"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", "wizard",
+         "messages[0].role"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[1]}",
+         "must be a string", "stop[0]"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":"
+         "\"yes\"}",
+         "boolean", "stream"},
+        {"/v1/chat/completions",
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":0}",
+         "between 1 and 16", "n"},
+        {"/v1/completions", "{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":9}", "between 0 and 5",
+         "logprobs"},
+        {"/v1/completions", "{\"model\":\"m\",\"prompt\":\"x\",\"echo\":true}", "not supported",
+         "echo"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        resp r = http(&s, "POST", cases[i].path, cases[i].body, NULL);
+        expect_error(&r, 400, cases[i].msg, cases[i].param, NULL);
+        resp_free(&r);
+    }
+    /* A malformed body's error has code invalid_json and the position of the fault. */
+    resp r = http(&s, "POST", "/v1/chat/completions", "{\"model\": tru}", NULL);
+    expect_error(&r, 400, "line 1, column", NULL, "invalid_json");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x&k=0", NULL, NULL);
+    expect_error(&r, 400, "'k'", "k", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/documents?limit=abc", NULL, NULL);
+    expect_error(&r, 400, "'limit'", "limit", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_body_limit(void **state)
+{
+    server s;
+    start(&s, "--quiet", "--max-body", "1K", NULL);
+    char big[3000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    /* Decided from Content-Length, before the body is read. */
+    resp r = http(&s, "POST", "/v1/chat/completions", big, NULL);
+    expect_error(&r, 413, "1024", NULL, "request_too_large");
+    resp_free(&r);
+
+    /* A chunked body (no Content-Length) is cut off while it streams in. */
+    int fd = raw_connect(&s);
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+             "chunked\r\nConnection: close\r\n"
+             "Content-Type: application/json\r\n\r\n");
+    raw_send(fd, req, strlen(req));
+    for (int i = 0; i < 4; i++) {
+        char chunk[700];
+        int n = snprintf(chunk, sizeof chunk, "200\r\n");
+        memset(chunk + n, 'b', 512);
+        n += 512;
+        n += snprintf(chunk + n, sizeof chunk - (size_t)n, "\r\n");
+        raw_send(fd, chunk, (size_t)n);
+    }
+    raw_send(fd, "0\r\n\r\n", 5);
+    char *ans = raw_read_all(fd, 10);
+    close(fd);
+    assert_non_null(strstr(ans, "HTTP/1.1 413"));
+    assert_non_null(strstr(ans, "request_too_large"));
+    free(ans);
+
+    /* Under the limit is fine (the body is then judged on its content). */
+    r = http(&s, "POST", "/v1/completions", "{\"model\":\"m\"}", NULL);
+    expect_error(&r, 400, NULL, "prompt", NULL);
+    resp_free(&r);
+    assert_true(metrics_has(&s, "route=\"/v1/completions\",status=\"413\"} 1", 5));
+    stop(&s);
+}
+
+static void test_api_key(void **state)
+{
+    server s;
+    make_dir(&s);
+    char keyfile[160];
+    snprintf(keyfile, sizeof keyfile, "%s/key", s.dir);
+    FILE *f = fopen(keyfile, "w");
+    assert_non_null(f);
+    fputs("sk-lode-secret-4711\n", f);
+    fclose(f);
+    const char *args[] = {"--api-key-file", keyfile, NULL};
+    start_args(&s, args);
+
+    resp r = http(&s, "GET", "/v1/models", NULL, NULL);
+    expect_error(&r, 401, "API key", NULL, "invalid_api_key");
+    assert_non_null(strstr(r.headers, "WWW-Authenticate: Bearer"));
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/models", NULL, "sk-lode-secret-4712");
+    expect_error(&r, 401, NULL, NULL, "invalid_api_key");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/models", NULL, "sk-lode-secret");
+    expect_error(&r, 401, NULL, NULL, NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/chat/completions", "{", NULL);
+    expect_error(&r, 401, NULL, NULL, NULL); /* the key is checked before the body */
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/models", NULL, "sk-lode-secret-4711");
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = http(&s, "GET", "/health", NULL, NULL); /* stays open */
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_true(metrics_has(&s, "route=\"/v1/models\",status=\"401\"} 3", 5));
+    assert_int_equal(stop_sig(&s, SIGTERM, 30), 0);
+    /* One log line per request, with method, path, status, bytes and time; no key. */
+    char *log = read_file(s.log);
+    assert_null(strstr(log, "4711"));
+    assert_null(strstr(log, "4712"));
+    assert_non_null(strstr(log, "GET /v1/models 401 "));
+    assert_non_null(strstr(log, "GET /v1/models 200 "));
+    assert_non_null(strstr(log, "GET /health 200 "));
+    assert_non_null(strstr(log, "ms\n"));
+    free(log);
+    cleanup(&s);
+}
+
+/* Opens a raw request that holds a concurrency slot: headers and half of the body. */
+static int hold_request(server *s, const char *path)
+{
+    int fd = raw_connect(s);
+    char req[256];
+    snprintf(
+        req, sizeof req,
+        "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        "Content-Length: 20\r\n\r\n{\"model\":",
+        path);
+    raw_send(fd, req, strlen(req));
+    return fd;
+}
+
+static void test_concurrency_limit(void **state)
+{
+    server s;
+    start(&s, "--quiet", "--max-concurrent", "1", NULL);
+    int fd = hold_request(&s, "/v1/completions");
+    /* The held request has its slot once the server has its headers. */
+    assert_true(metrics_has(&s, "lode_http_concurrency_used 1", 5));
+    resp r = http(&s, "GET", "/v1/models", NULL, NULL);
+    expect_error(&r, 429, "too many concurrent requests", NULL, "too_many_requests");
+    assert_non_null(strstr(r.headers, "Retry-After: 1"));
+    resp_free(&r);
+    r = http(&s, "GET", "/health", NULL, NULL); /* health never counts */
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    raw_send(fd, " \"m\"}     ", 11); /* completes the body: prompt missing */
+    char *ans = raw_read_all(fd, 2);
+    close(fd);
+    assert_non_null(strstr(ans, "HTTP/1.1 400"));
+    free(ans);
+    assert_true(metrics_has(&s, "lode_http_concurrency_used 0", 5));
+    r = http(&s, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    stop(&s);
+}
+
+static void add_doc(ret_store *st, const char *uri, const char *title, const char *text)
+{
+    ret_doc d = {0};
+    d.uri = uri;
+    d.title = title;
+    d.sha256 = strlen(uri) % 2 ? "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                               : "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    d.size = (int64_t)strlen(text);
+    ret_chunk_in c = {0};
+    c.text = text;
+    c.heading_path = "Guide > Logging";
+    c.char_end = (int64_t)strlen(text);
+    c.token_count = 10;
+    assert_int_equal(ret_store_doc_replace(st, &d, &c, 1, NULL), LODE_OK);
+}
+
+static void test_search_and_documents(void **state)
+{
+    server s;
+    make_dir(&s);
+    ret_store *st = NULL;
+    char err[256];
+    assert_int_equal(ret_store_open(s.db, 0, &st, err, sizeof err), LODE_OK);
+    add_doc(st, "file:///docs/wal.txt", "Write-ahead log",
+            "The write-ahead log lets readers continue while a writer commits.");
+    add_doc(st, "file:///docs/vacuum.txt", "Vacuum",
+            "VACUUM rebuilds the database file, repacking it into a minimal amount of space.");
+    ret_store_close(st);
+    const char *args[] = {"--quiet", NULL};
+    start_args(&s, args);
+
+    resp r = http(&s, "GET", "/v1/search?q=write-ahead%20readers&k=5", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    json_t *data = json_object_get(v, "data");
+    assert_int_equal(json_array_size(data), 1);
+    json_t *h = json_array_get(data, 0);
+    assert_string_equal(json_string_value(json_object_get(h, "uri")), "file:///docs/wal.txt");
+    assert_string_equal(json_string_value(json_object_get(h, "heading_path")), "Guide > Logging");
+    assert_non_null(strstr(json_string_value(json_object_get(h, "snippet")), "[readers]"));
+    assert_true(json_real_value(json_object_get(h, "score")) > 0);
+    json_decref(v);
+    resp_free(&r);
+    /* Search syntax in user text is harmless. */
+    r = http(&s, "GET", "/v1/search?q=%22unbalanced%20(NEAR%20*%3A", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search", NULL, NULL);
+    expect_error(&r, 400, "'q'", "q", NULL);
+    resp_free(&r);
+
+    r = http(&s, "GET", "/v1/documents", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_int_equal(json_integer_value(json_object_get(v, "total")), 2);
+    data = json_object_get(v, "data");
+    assert_int_equal(json_array_size(data), 2);
+    json_int_t id = json_integer_value(json_object_get(json_array_get(data, 1), "id"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(data, 1), "title")),
+                        "Vacuum");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(data, 1), "chunks")), 1);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/documents?limit=1&offset=1", NULL, NULL);
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 1);
+    json_decref(v);
+    resp_free(&r);
+
+    char path[64];
+    snprintf(path, sizeof path, "/v1/documents/%lld", (long long)id);
+    r = http(&s, "GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "uri")), "file:///docs/vacuum.txt");
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "DELETE", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_true(json_is_true(json_object_get(v, "deleted")));
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "DELETE", path, NULL, NULL);
+    expect_error(&r, 404, NULL, "id", "document_not_found");
+    resp_free(&r);
+    r = http(&s, "GET", path, NULL, NULL);
+    expect_error(&r, 404, NULL, "id", "document_not_found");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=vacuum", NULL, NULL);
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 0);
+    json_decref(v);
+    resp_free(&r);
+    assert_true(metrics_has(&s, "lode_store_documents 1\n", 5));
+    stop(&s);
+}
+
+static void test_garbage_input(void **state)
+{
+    server s;
+    start(&s, "--quiet", NULL);
+    static const char *const junk[] = {
+        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 tls hello\r\n\r\n",
+        "GET /health HTTP/9.9\r\n\r\n",
+        "GARBAGE\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "-5\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "99999999999999999999\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "10\r\n\r\n{\"a\":\"\xff\xfe\"}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        "9\r\n\r\n{\"a\":\"\0\"}",
+        "GET /v1/documents/%00%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /v1/search?q=%ff%fe%00&k=99999999999999999999 HTTP/1.1\r\nHost: x\r\nConnection: "
+        "close\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        int fd = raw_connect(&s);
+        size_t n = strlen(junk[i]);
+        if (i == 6) n += 3; /* the body holds a NUL byte */
+        raw_send(fd, junk[i], n);
+        shutdown(fd, SHUT_WR);
+        char *ans = raw_read_all(fd, 3);
+        close(fd);
+        /* Well-formed HTTP with bad content gets an answer (the 4xx ones a 4xx). */
+        if (i >= 5) assert_non_null(strstr(ans, "HTTP/1.1 "));
+        if (i == 5 || i == 6 || i == 8) assert_non_null(strstr(ans, "HTTP/1.1 4"));
+        free(ans);
+    }
+    /* An oversized header block. */
+    int fd = raw_connect(&s);
+    const char *h = "GET /health HTTP/1.1\r\nX-Big: ";
+    raw_send(fd, h, strlen(h));
+    char filler[8192];
+    memset(filler, 'x', sizeof filler);
+    for (int i = 0; i < 16; i++) raw_send(fd, filler, sizeof filler);
+    raw_send(fd, "\r\n\r\n", 4);
+    free(raw_read_all(fd, 3));
+    close(fd);
+    /* A client that connects and vanishes mid-request. */
+    fd = hold_request(&s, "/v1/chat/completions");
+    close(fd);
+    resp r = http(&s, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_graceful_shutdown(void **state)
+{
+    server s;
+    start(&s, NULL);
+    int fd = hold_request(&s, "/v1/completions");
+    assert_true(metrics_has(&s, "lode_http_concurrency_used 1", 5));
+    kill(s.pid, SIGTERM);
+    usleep(300000);
+    /* No new connections are accepted... */
+    int nfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)s.port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(connect(nfd, (struct sockaddr *)&a, sizeof a) != 0);
+    close(nfd);
+    /* ...but the request in flight is answered. */
+    raw_send(fd, " \"m\"}     ", 11);
+    char *ans = raw_read_all(fd, 5);
+    close(fd);
+    assert_non_null(strstr(ans, "HTTP/1.1 400"));
+    free(ans);
+    int status = 0;
+    double t0 = now_s();
+    while (waitpid(s.pid, &status, WNOHANG) == 0 && now_s() - t0 < 10) usleep(10000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    s.pid = 0;
+    char *log = read_file(s.log);
+    assert_non_null(strstr(log, "SIGTERM received"));
+    assert_non_null(strstr(log, "POST /v1/completions 400"));
+    free(log);
+    cleanup(&s);
+}
+
+static void test_bad_options(void **state)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s/lode serve --port 70000 2>/dev/null", build_dir());
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s/lode serve --max-body 12Q 2>/dev/null", build_dir());
+    rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "%s/lode serve --api-key-file /nonexistent/key 2>/dev/null",
+             build_dir());
+    rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    /* The port is taken: a clear failure, exit 1. */
+    server s;
+    start(&s, "--quiet", NULL);
+    char port[16];
+    snprintf(port, sizeof port, "%d", s.port);
+    snprintf(cmd, sizeof cmd, "%s/lode serve --db %s --port %s 2>&1 | grep -q 'cannot listen'",
+             build_dir(), s.db, port);
+    rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    stop(&s);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_ALL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_models_metrics),
+        cmocka_unit_test(test_routing_errors),
+        cmocka_unit_test(test_request_validation),
+        cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_api_key),
+        cmocka_unit_test(test_concurrency_limit),
+        cmocka_unit_test(test_search_and_documents),
+        cmocka_unit_test(test_garbage_input),
+        cmocka_unit_test(test_graceful_shutdown),
+        cmocka_unit_test(test_bad_options),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
