@@ -51,7 +51,12 @@ static double rel_l2(const float *got, const double *ref, size_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-#define CK(call) assert_int_equal((call), LODE_OK)
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        lode_status st_ = (call);                                                                  \
+        if (st_) printf("%s: %s\n", #call, krn_cuda_errmsg());                                     \
+        assert_int_equal(st_, LODE_OK);                                                            \
+    } while (0)
 
 static void *dev_put(const void *h, size_t n)
 {
@@ -1084,10 +1089,12 @@ static void test_model(void **state)
         }
         e = rel_l2(lg, ref, (size_t)c.vocab); /* logits of the last step, sequence 0 */
         worst = e;
-        printf("model %s decode (20 graph steps, batch 2): last logits rel L2 %.2e (bound 2e-3); "
+        /* Q6_K sub-block scales are rounded to half on the GPU (see gemv_bound) */
+        double dbound = wt == LODE_Q6_K ? 1e-2 : 2e-3;
+        printf("model %s decode (20 graph steps, batch 2): last logits rel L2 %.2e (bound %.0e); "
                "greedy choices matching the reference argmax: %d/20\n",
-               lode_dtype_name(wt), worst, agree);
-        assert_true(worst < 2e-3);
+               lode_dtype_name(wt), worst, dbound, agree);
+        assert_true(worst < dbound);
         assert_true(agree >= 19);
         assert_int_equal(eng_cuda_seq_len(m, 0), 65);
         free(lg);

@@ -88,18 +88,46 @@ __global__ void __launch_bounds__(KRN_CUDA_ATTN_SPLIT)
     }
     __syncthreads();
 
-    for (int o = tid * 4; o < G * HD; o += S * 4) {
-        int g = o / HD, d = o % HD;
-        float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-        for (int t = 0; t < n; t++) {
-            float p = sc[g][t];
-            uint2 w = *(const uint2 *)(vc + rowi[t] * HD + d);
-            float2 v01 = __half22float2(*(const __half2 *)&w.x);
-            float2 v23 = __half22float2(*(const __half2 *)&w.y);
-            a0 += p * v01.x, a1 += p * v01.y, a2 += p * v23.x, a3 += p * v23.y;
+    /* P V: warp w takes tokens w, w+4, ...; lane covers HD/32 dims of every head */
+    constexpr int DPL = HD / 32;
+    const int lane = tid & 31, wp = tid >> 5;
+    float a[MAXG][DPL];
+#pragma unroll
+    for (int g = 0; g < MAXG; g++)
+#pragma unroll
+        for (int i = 0; i < DPL; i++) a[g][i] = 0.f;
+#pragma unroll 4
+    for (int t = wp; t < n; t += S / 32) {
+        const __half *vp = vc + rowi[t] * HD + lane * DPL;
+        float v[DPL];
+        if constexpr (DPL == 4) {
+            uint2 w2 = *(const uint2 *)vp;
+            float2 v01 = __half22float2(*(const __half2 *)&w2.x);
+            float2 v23 = __half22float2(*(const __half2 *)&w2.y);
+            v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
+        } else {
+            float2 v01 = __half22float2(*(const __half2 *)vp);
+            v[0] = v01.x, v[1] = v01.y;
         }
+#pragma unroll
+        for (int g = 0; g < MAXG; g++) {
+            if (g >= G) break;
+            float pg = sc[g][t];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) a[g][i] += pg * v[i];
+        }
+    }
+    __shared__ float part[(S / 32) * MAXG * HD]; /* the warps' partial sums */
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int i = 0; i < DPL; i++) part[(wp * G + g) * HD + lane * DPL + i] = a[g][i];
+    __syncthreads();
+    for (int o = tid; o < G * HD; o += S) {
+        int g = o / HD, d = o % HD;
+        float v = part[(0 * G + g) * HD + d] + part[(1 * G + g) * HD + d] +
+                  part[(2 * G + g) * HD + d] + part[(3 * G + g) * HD + d];
         int64_t i = ((int64_t)b * H + kvh * G + g) * n_split + sp;
-        *(float4 *)(acc + i * HD + d) = make_float4(a0, a1, a2, a3);
+        acc[i * HD + d] = v;
     }
 }
 

@@ -168,8 +168,22 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
 #pragma unroll
     for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
 
+    /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
+     * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
+    constexpr int UNR = BT >= 8 ? 2 : 4;
+    typename U::Raw raw[UNR][R];
     for (int64_t c0 = 0; c0 < p.nu; c0 += CU) {
         const int cu = (int)LODE_MIN((int64_t)CU, p.nu - c0);
+        auto load_group = [&](int u0) {
+#pragma unroll
+            for (int j = 0; j < UNR; j++) {
+                int uu = LODE_MIN(u0 + 32 * j, cu - 1);
+#pragma unroll
+                for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
+            }
+        };
+        /* the first weights are on their way while x is staged */
+        if (lane < cu) load_group(lane);
         float4 *xs4 = (float4 *)xs;
         for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
             int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
@@ -192,18 +206,12 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
             __syncthreads();
         }
 
-        for (int u = lane; u < cu; u += 64) {
-            typename U::Raw raw[2][R];
-            const bool two = u + 32 < cu;
+        for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
+            if (u0 != lane) load_group(u0);
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                raw[0][r] = U::load(p.w, rowi[r] * p.nu + c0 + u);
-                raw[1][r] = U::load(p.w, rowi[r] * p.nu + c0 + (two ? u + 32 : u));
-            }
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                if (h == 1 && !two) break;
-                const int uu = u + 32 * h;
+            for (int h = 0; h < UNR; h++) {
+                const int uu = u0 + 32 * h;
+                if (uu >= cu) break;
                 float wv[R][N];
 #pragma unroll
                 for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
@@ -319,6 +327,14 @@ extern "C" lode_status krn_cuda_prepare(void)
 
 extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
 {
+    static thread_local int prepared = -1;
+    int dev = 0;
+    CU_TRY(cudaGetDevice(&dev));
+    if (prepared != dev) {
+        lode_status st = krn_cuda_prepare();
+        if (st) return st;
+        prepared = dev;
+    }
     const krn_cuda_mat *w = a->w;
     if (!w || !w->fmt || a->batch < 1 || a->batch > KRN_CUDA_MAX_BATCH || !a->y)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad arguments");
