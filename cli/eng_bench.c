@@ -66,14 +66,23 @@ __attribute__((unused)) static float median(float *v, int n)
     return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
 }
 
+#if LODE_CUDA
+static void print_prof(void *arg, const char *op, int count, float ms)
+{
+    const char *tag = arg;
+    printf("PROFILE %s %-36s x%-3d %8.3f ms\n", tag, op, count, ms);
+}
+#endif
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: lode bench [--shape smollm2-135m|llama3.2-1b|llama3-8b] [--type bf16|f16|q4_0|"
                "q4_1|q8_0|q4_K|q6_K]\n"
                "                  [--prefill 512,2048] [--batch 1,16] [--steps 128] [--reps 5]\n"
-               "                  [--prompt 128] [--backend cuda] [--json FILE]\n"
+               "                  [--prompt 128] [--profile] [--backend cuda] [--json FILE]\n"
                "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
-               "and the decode's weight-read GB/s against the measured device copy bandwidth.\n");
+               "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
+               "--profile adds the time of each op of one eager decode step.\n");
 }
 
 #if LODE_CUDA
@@ -109,12 +118,16 @@ static int bench(int argc, char **argv)
 {
     const char *shape_name = "smollm2-135m", *type_name = "q4_1", *json = NULL, *backend = "cuda";
     int prefill[8] = {512, 2048}, np = 2, batch[8] = {1, 16}, nb = 2, steps = 128, reps = 5;
-    int prompt = 128;
+    int prompt = 128, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return CLI_OK;
+        }
+        if (!strcmp(a, "--profile")) {
+            profile = 1;
+            continue;
         }
         if (!v) {
             usage(stderr);
@@ -262,6 +275,12 @@ static int bench(int argc, char **argv)
                 fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(m));
                 goto done;
             }
+        }
+        if (profile) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "%s/%s/b%d", sh->name, lode_dtype_name(type), B);
+            if ((st = eng_cuda_profile(m, B, print_prof, tag)))
+                fprintf(stderr, "bench: profile: %s\n", eng_cuda_errmsg(m));
         }
         float ms = median(times, reps);
         double step_s = ms * 1e-3 / steps, gbs = wbytes / step_s / 1e9;

@@ -65,7 +65,18 @@ struct eng_cuda_model {
     int hist_batch;
     graph g[MAX_GRAPHS];
     int ng;
+    /* per-op timing of an eager decode step (eng_cuda_profile) */
+    void **pev;
+    const char **pname;
+    int pn, pcap, prof;
 };
+
+/* Records an event after an op when profiling (not during graph capture). */
+static void prof_mark(eng_cuda_model *m, const char *name)
+{
+    if (!m->prof || m->pn >= m->pcap) return;
+    if (!krn_cuda_event_record(m->pev[m->pn], m->stream)) m->pname[m->pn++] = name;
+}
 
 static char create_err[256];
 
@@ -234,6 +245,9 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
                     m->d_pf,   m->d_hist,   m->d_step,   m->d_step_pf, m->bt};
     for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) krn_cuda_free(bufs[i]);
     krn_cuda_host_free(m->h_stage);
+    for (int i = 0; i < m->pcap; i++) krn_cuda_event_destroy(m->pev[i]);
+    lode_free(m->pev);
+    lode_free(m->pname);
     krn_cuda_event_destroy(m->ev[0]);
     krn_cuda_event_destroy(m->ev[1]);
     krn_cuda_blas_destroy(m->blas);
@@ -674,7 +688,9 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
     const eng_cuda_config *c = &m->c;
     const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     void *s = m->stream;
+    prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, m->d_tokens, batch, m->x, s), "embed");
+    prof_mark(m, "embed");
     krn_cuda_attn_parts parts = {m->acc, m->ml, m->d_seqlen, H, hd, m->nsplit};
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
@@ -705,8 +721,10 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
             g.w = &L->v;
             TRY(m, krn_cuda_gemv(&g, s), "gemv v");
         }
+        prof_mark(m, "gemv qkv (+norm, rope, kv write)");
         TRY(m, krn_cuda_attn_decode(&a, m->q32, batch, m->d_seqlen, m->nsplit, m->acc, m->ml, s),
             "attention");
+        prof_mark(m, "attention decode");
         memset(&g, 0, sizeof g);
         g.batch = batch;
         g.w = &L->o;
@@ -716,6 +734,7 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
         g.y = m->x;
         g.ldy = c->dim;
         TRY(m, krn_cuda_gemv(&g, s), "gemv o");
+        prof_mark(m, "gemv o (+split combine, residual)");
         g.w = &gv;
         g.xmode = KRN_X_RMSNORM;
         g.x = m->x;
@@ -732,6 +751,7 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
             g.y = m->gu + c->ff;
             TRY(m, krn_cuda_gemv(&g, s), "gemv up");
         }
+        prof_mark(m, "gemv gate/up (+norm)");
         g.w = &L->down;
         g.xmode = KRN_X_SWIGLU;
         g.x = m->gu;
@@ -740,6 +760,7 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
         g.y = m->x;
         g.ldy = c->dim;
         TRY(m, krn_cuda_gemv(&g, s), "gemv down");
+        prof_mark(m, "gemv down (+swiglu, residual)");
     }
     krn_cuda_gemv_args g;
     memset(&g, 0, sizeof g);
@@ -754,12 +775,15 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
     g.y = m->logits;
     g.ldy = c->vocab;
     TRY(m, krn_cuda_gemv(&g, s), "head");
+    prof_mark(m, "head (+norm)");
     krn_cuda_sample_cfg sc = sample_cfg(smp, m->d_step);
     TRY(m, krn_cuda_sample(m->logits, batch, c->vocab, &sc, m->d_chosen, m->lp, s), "sample");
+    prof_mark(m, "sample");
     TRY(m,
         krn_cuda_decode_advance(batch, m->d_chosen, m->d_tokens, m->d_pos, m->d_seqlen, m->d_slot,
                                 m->bt, m->maxb, m->d_hist, HIST_ROWS, c->max_seqs, m->d_step, s),
         "advance");
+    prof_mark(m, "advance");
     return LODE_OK;
 }
 
@@ -809,6 +833,51 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     for (int b = 0; b < batch; b++) m->len[b]++;
     if (m->hist_batch != batch) m->hist_batch = batch;
     m->steps_total++;
+    return LODE_OK;
+}
+
+lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready || batch <= 0 || batch > c->max_seqs)
+        return fail(m, LODE_ERR_INVALID, "profile: bad batch or model not ready");
+    for (int b = 0; b < batch; b++)
+        if (m->len[b] <= 0 || m->len[b] + 1 >= c->max_ctx)
+            return fail(m, LODE_ERR_INVALID, "profile: sequences must be prefilled with room left");
+    if (!m->pev) {
+        int cap = 8 * c->n_layer + 16;
+        m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
+        m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
+        if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
+        for (int i = 0; i < cap; i++) TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
+        m->pcap = cap;
+    }
+    m->pn = 0;
+    m->prof = 1;
+    lode_status st = decode_step(m, batch, NULL);
+    m->prof = 0;
+    if (st) return st;
+    TRY(m, krn_cuda_stream_sync(m->stream), "profile");
+    for (int b = 0; b < batch; b++) m->len[b]++;
+    m->hist_batch = batch;
+    m->steps_total++;
+    /* sum the time of each op name over the layers, in order of first appearance */
+    for (int i = 1; i < m->pn; i++) {
+        int first = 1;
+        for (int j = 1; j < i; j++)
+            if (!strcmp(m->pname[j], m->pname[i])) first = 0;
+        if (!first) continue;
+        float tot = 0;
+        int n = 0;
+        for (int j = i; j < m->pn; j++) {
+            if (strcmp(m->pname[j], m->pname[i])) continue;
+            float ms = 0;
+            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms)) return fail(m, LODE_ERR_CUDA, "event");
+            tot += ms;
+            n++;
+        }
+        fn(arg, m->pname[i], n, tot);
+    }
     return LODE_OK;
 }
 
@@ -901,6 +970,51 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
 {
     return LODE_ERR_UNSUPPORTED;
 }
+lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready || batch <= 0 || batch > c->max_seqs)
+        return fail(m, LODE_ERR_INVALID, "profile: bad batch or model not ready");
+    for (int b = 0; b < batch; b++)
+        if (m->len[b] <= 0 || m->len[b] + 1 >= c->max_ctx)
+            return fail(m, LODE_ERR_INVALID, "profile: sequences must be prefilled with room left");
+    if (!m->pev) {
+        int cap = 8 * c->n_layer + 16;
+        m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
+        m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
+        if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
+        for (int i = 0; i < cap; i++) TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
+        m->pcap = cap;
+    }
+    m->pn = 0;
+    m->prof = 1;
+    lode_status st = decode_step(m, batch, NULL);
+    m->prof = 0;
+    if (st) return st;
+    TRY(m, krn_cuda_stream_sync(m->stream), "profile");
+    for (int b = 0; b < batch; b++) m->len[b]++;
+    m->hist_batch = batch;
+    m->steps_total++;
+    /* sum the time of each op name over the layers, in order of first appearance */
+    for (int i = 1; i < m->pn; i++) {
+        int first = 1;
+        for (int j = 1; j < i; j++)
+            if (!strcmp(m->pname[j], m->pname[i])) first = 0;
+        if (!first) continue;
+        float tot = 0;
+        int n = 0;
+        for (int j = i; j < m->pn; j++) {
+            if (strcmp(m->pname[j], m->pname[i])) continue;
+            float ms = 0;
+            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms)) return fail(m, LODE_ERR_CUDA, "event");
+            tot += ms;
+            n++;
+        }
+        fn(arg, m->pname[i], n, tot);
+    }
+    return LODE_OK;
+}
+
 lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
 {
     return LODE_ERR_UNSUPPORTED;
@@ -918,6 +1032,10 @@ lode_status eng_cuda_elapsed_ms(eng_cuda_model *m, float *ms)
     return LODE_ERR_UNSUPPORTED;
 }
 lode_status eng_cuda_sync(eng_cuda_model *m)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
 {
     return LODE_ERR_UNSUPPORTED;
 }

@@ -111,4 +111,10 @@ lode_status eng_cuda_mark(eng_cuda_model *m);
 lode_status eng_cuda_elapsed_ms(eng_cuda_model *m, float *ms /* OUT */);
 lode_status eng_cuda_sync(eng_cuda_model *m);
 
+/* Runs one decode step of sequences 0..batch-1 eagerly with an event after each op and
+ * calls fn(arg, op, count, total_ms) per op name (summed over layers), in step order. The
+ * step counts as a real step (the sequences advance). */
+typedef void (*eng_cuda_prof_fn)(void *arg, const char *op, int count, float total_ms);
+lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg);
+
 #endif

@@ -129,6 +129,9 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
     const int CU = p.cu;
     float *xsum = xs + BT * CU * N;
     float *aux = xsum + BT * CU;
+    /* quantized layouts: x as int8 words [BT][CU][8], then the half sums [BT][CU][2] and the
+     * scales [BT][CU] of x, all inside the float area */
+    float *qsum = xs + BT * CU * 8;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t K = p.w.cols, rows = p.w.rows;
     const int64_t row_base = ((int64_t)blockIdx.x * WARPS + warp) * R;
@@ -185,26 +188,47 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
         /* the first weights are on their way while x is staged */
         if (lane < cu) load_group(lane);
         float4 *xs4 = (float4 *)xs;
-        for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
-            int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
-            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
-            xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+        if constexpr (QUANT) {
+            /* x as int8 with one scale per 32 (8 threads a unit), and the sums of each half */
+            const int total = BT * cu * NC;
+            for (int base = 0; base < total; base += WARPS * 32) {
+                const int f = base + tid;
+                const bool act = f < total;
+                int b = 0, u = 0, c = 0;
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (act) {
+                    b = f / (cu * NC);
+                    int rr = f % (cu * NC);
+                    u = rr / NC, c = rr % NC;
+                    if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                }
+                float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+                const float id = am > 0.f ? 127.f / am : 0.f;
+                int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+                int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+                int qs = q0 + q1 + q2 + q3;
+                qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+                qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+                if (act) {
+                    int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
+                    int h = (c >> 2) ^ ((u >> 2) & 1);
+                    ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
+                    if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
+                    if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
+                }
+            }
+        } else {
+            for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
+                int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+            }
         }
         __syncthreads();
-        if constexpr (FMT == FMT_Q4M) {
-            for (int i = tid; i < BT * cu; i += WARPS * 32) {
-                int b = i / cu, u = i % cu;
-                float s = 0.f;
-#pragma unroll
-                for (int c = 0; c < NC; c++) {
-                    float4 v = xs4[b * CU * NC + u * NC + c];
-                    s += v.x + v.y + v.z + v.w;
-                }
-                xsum[b * CU + u] = s;
-            }
-            __syncthreads();
-        }
 
         for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
             if (u0 != lane) load_group(u0);
@@ -212,37 +236,63 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
             for (int h = 0; h < UNR; h++) {
                 const int uu = u0 + 32 * h;
                 if (uu >= cu) break;
-                float wv[R][N];
-#pragma unroll
-                for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
-#pragma unroll
-                for (int b = 0; b < BT; b++) {
-                    float plo[R], phi[R];
-#pragma unroll
-                    for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
-#pragma unroll
-                    for (int c = 0; c < NC; c++) {
-                        float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
-#pragma unroll
-                        for (int r = 0; r < R; r++) {
-                            float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
-                                      wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
-                            if (c < NC / 2)
-                                plo[r] += t;
-                            else
-                                phi[r] += t;
-                        }
-                    }
+                if constexpr (QUANT) {
+                    int lo[R][4], hi[R][4];
+                    float2 sc[R];
+                    float mo[R];
 #pragma unroll
                     for (int r = 0; r < R; r++) {
-                        if constexpr (QUANT) {
-                            float2 s = U::scales(raw[h][r]);
-                            float a = plo[r] * s.x + phi[r] * s.y;
-                            if constexpr (FMT == FMT_Q4M) a += U::moff(raw[h][r]) * xsum[b * CU + uu];
-                            acc[b][r] += a;
-                        } else {
-                            acc[b][r] += plo[r] + phi[r];
+                        U::decode_i8(raw[h][r], lo[r], hi[r]);
+                        sc[r] = U::scales(raw[h][r]);
+                        mo[r] = U::moff(raw[h][r]);
+                    }
+                    const int hsw = (uu >> 2) & 1;
+#pragma unroll
+                    for (int b = 0; b < BT; b++) {
+                        const int *xw = (const int *)xs + (b * CU + uu) * 8;
+                        int4 x0 = *(const int4 *)(xw + 4 * hsw), x1 = *(const int4 *)(xw + 4 * (hsw ^ 1));
+                        float2 sx = *(const float2 *)(qsum + (b * CU + uu) * 2);
+                        float dx = qsum[2 * BT * CU + b * CU + uu];
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            int dl = __dp4a(lo[r][0], x0.x, 0);
+                            dl = __dp4a(lo[r][1], x0.y, dl);
+                            dl = __dp4a(lo[r][2], x0.z, dl);
+                            dl = __dp4a(lo[r][3], x0.w, dl);
+                            int dh = __dp4a(hi[r][0], x1.x, 0);
+                            dh = __dp4a(hi[r][1], x1.y, dh);
+                            dh = __dp4a(hi[r][2], x1.z, dh);
+                            dh = __dp4a(hi[r][3], x1.w, dh);
+                            float a = sc[r].x * ((float)dl - U::OFF * sx.x) +
+                                      sc[r].y * ((float)dh - U::OFF * sx.y);
+                            if constexpr (FMT == FMT_Q4M) a += mo[r] * (sx.x + sx.y);
+                            acc[b][r] += dx * a;
                         }
+                    }
+                } else {
+                    float wv[R][N];
+#pragma unroll
+                    for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+#pragma unroll
+                    for (int b = 0; b < BT; b++) {
+                        float plo[R], phi[R];
+#pragma unroll
+                        for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
+#pragma unroll
+                        for (int c = 0; c < NC; c++) {
+                            float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
+#pragma unroll
+                            for (int r = 0; r < R; r++) {
+                                float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
+                                          wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
+                                if (c < NC / 2)
+                                    plo[r] += t;
+                                else
+                                    phi[r] += t;
+                            }
+                        }
+#pragma unroll
+                        for (int r = 0; r < R; r++) acc[b][r] += plo[r] + phi[r];
                     }
                 }
             }

@@ -36,6 +36,17 @@ __device__ __forceinline__ void decode_nib(const uint4 q, float off, float *v)
     }
 }
 
+/* The nibbles of a 4-bit unit as bytes: lo[i] holds elements 4i..4i+3, hi[i] 16+4i.. */
+__device__ __forceinline__ void nib_i8(const uint4 q, int *lo, int *hi)
+{
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        lo[i] = (int)(w[i] & 0x0F0F0F0Fu);
+        hi[i] = (int)((w[i] >> 4) & 0x0F0F0F0Fu);
+    }
+}
+
 template <> struct Unit<FMT_F32> {
     static constexpr int N = 4;
     struct Raw {
@@ -111,6 +122,11 @@ template <> struct Unit<FMT_Q4> {
     {
         decode_nib(r.a, 8.f, v);
     }
+    static constexpr int OFF = 8;
+    __device__ static void decode_i8(const Raw &r, int *lo, int *hi)
+    {
+        nib_i8(r.a, lo, hi);
+    }
     __device__ static float2 scales(const Raw &r)
     {
         float d = __half2float(r.d);
@@ -138,6 +154,11 @@ template <> struct Unit<FMT_Q4M> {
     __device__ static void decode(const Raw &r, float *v)
     {
         decode_nib(r.a, 0.f, v);
+    }
+    static constexpr int OFF = 0;
+    __device__ static void decode_i8(const Raw &r, int *lo, int *hi)
+    {
+        nib_i8(r.a, lo, hi);
     }
     __device__ static float2 scales(const Raw &r)
     {
@@ -175,6 +196,12 @@ template <> struct Unit<FMT_Q8> {
             v[4 * i + 2] = byte_f<2>(x, 128.f);
             v[4 * i + 3] = byte_f<3>(x, 128.f);
         }
+    }
+    static constexpr int OFF = 0;
+    __device__ static void decode_i8(const Raw &r, int *lo, int *hi)
+    {
+        lo[0] = (int)r.a.x, lo[1] = (int)r.a.y, lo[2] = (int)r.a.z, lo[3] = (int)r.a.w;
+        hi[0] = (int)r.b.x, hi[1] = (int)r.b.y, hi[2] = (int)r.b.z, hi[3] = (int)r.b.w;
     }
     __device__ static float2 scales(const Raw &r)
     {
@@ -226,6 +253,18 @@ template <> struct Unit<FMT_Q6> {
     __device__ static float2 scales(const Raw &r)
     {
         return __half22float2(r.s);
+    }
+    static constexpr int OFF = 32;
+    __device__ static void decode_i8(const Raw &r, int *lo, int *hi)
+    {
+        const uint32_t w[4] = {r.a.x, r.a.y, r.a.z, r.a.w};
+        const uint32_t hw[2] = {r.h.x, r.h.y};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = (int)((w[i] & 0x0F0F0F0Fu) | (((hw[i & 1] >> (2 * (i >> 1))) & 0x03030303u) << 4));
+            hi[i] = (int)(((w[i] >> 4) & 0x0F0F0F0Fu) |
+                          (((hw[i & 1] >> (4 + 2 * (i >> 1))) & 0x03030303u) << 4));
+        }
     }
     __device__ static float moff(const Raw &r)
     {
