@@ -155,7 +155,7 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
     const size_t S = (size_t)c->max_seqs, P = (size_t)c->max_prefill;
     const size_t T = LODE_MAX(S, P);
     m->maxb = (c->max_ctx + KRN_CUDA_KV_BLOCK - 1) / KRN_CUDA_KV_BLOCK;
-    m->nsplit = (c->max_ctx + KRN_CUDA_ATTN_SPLIT - 1) / KRN_CUDA_ATTN_SPLIT;
+    m->nsplit = LODE_MIN(KRN_CUDA_ATTN_SPLITS, (c->max_ctx + 31) / 32);
     size_t nblocks = S * (size_t)m->maxb;
     size_t kv_bytes = nblocks * KV * KRN_CUDA_KV_BLOCK * hd * 2;
     for (int l = 0; l < c->n_layer; l++) {

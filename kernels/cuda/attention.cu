@@ -2,9 +2,11 @@
  * attention.cu: causal grouped-query attention over lode's paged f16 KV cache.
  *
  * Decode (one query token a sequence) is split along the sequence (flash-decoding): a block
- * per (sequence, KV head, 128-token split) scores its tokens for all the query heads that
- * share the KV head, so each key and value is read once; the splits' partial sums are
- * combined by the next GEMV's input stage (KRN_X_ATTN) or by krn_cuda_attn_combine.
+ * per (sequence, KV head, split) scores its tokens for all the query heads that share the
+ * KV head, so each key and value is read once; a sequence is cut into at most n_split
+ * pieces of a multiple of 32 tokens (krn_attn_split_len), so short sequences still spread
+ * over many blocks. The splits' partial sums are combined by the next GEMV's input stage
+ * (KRN_X_ATTN) or by krn_cuda_attn_combine.
  *
  * Prefill is FlashAttention-2 style on tensor cores: a block of 4 warps takes 64 queries of
  * one head, walks the 64-key tiles up to the causal limit with K and V^T staged in shared
@@ -16,8 +18,8 @@
 
 #define MAXG 8 /* query heads per KV head */
 
-static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c,
-                                                    const int32_t *bt, int64_t pos, int kvh)
+static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
+                                                    int64_t pos, int kvh)
 {
     int32_t blk = bt[pos / KRN_CUDA_KV_BLOCK];
     return ((int64_t)blk * c.n_kv_head + kvh) * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
@@ -25,109 +27,145 @@ static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c,
 
 /* ---- decode ------------------------------------------------------------------------------- */
 
+/* Block (split sp, KV head, sequence b) of 128 threads walks its piece of the sequence in
+ * tiles of 32 tokens: 4 threads score a token (a quarter of the head dims each, for the G
+ * query heads of the KV head), warp g keeps the online softmax of head g, and warp w
+ * accumulates P V over tokens w, w+4, ... of the tile. */
 template <int HD>
-__global__ void __launch_bounds__(KRN_CUDA_ATTN_SPLIT)
+__global__ void __launch_bounds__(128)
     attn_decode_kernel(krn_cuda_attn_cfg c, const float *q, const int32_t *seq_len, int n_split,
                        float *acc, float *ml)
 {
-    constexpr int S = KRN_CUDA_ATTN_SPLIT;
+    constexpr int TT = 32, QD = HD / 4, DPL = HD / 32;
     __shared__ float qs[MAXG][HD];
-    __shared__ float sc[MAXG][S];
-    __shared__ int64_t rowi[S];
-    __shared__ float red[32];
+    __shared__ float sc[MAXG][TT];
+    __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
+    __shared__ int64_t rowi[TT];
+    __shared__ float part[4 * MAXG * HD];
     const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
+    const int lane = tid & 31, wp = tid >> 5;
     const int G = c.n_head / c.n_kv_head, H = c.n_head;
     const int seq = seq_len[b];
-    const int t0 = sp * S;
+    const int len = krn_attn_split_len(seq, n_split);
+    const int t0 = sp * len, t1 = min(seq, t0 + len);
     if (t0 >= seq) return;
-    const int n = min(S, seq - t0);
     const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
     const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
 
-    for (int i = tid; i < G * HD; i += S) {
+    for (int i = tid; i < G * HD; i += 128) {
         int g = i / HD, d = i % HD;
         qs[g][d] = q[((int64_t)b * H + kvh * G + g) * HD + d] * c.scale;
     }
-    if (tid < n) rowi[tid] = cache_row(c, bt, t0 + tid, kvh);
-    __syncthreads();
-
-    float s[MAXG];
-#pragma unroll
-    for (int g = 0; g < MAXG; g++) s[g] = 0.f;
-    if (tid < n) {
-        const uint4 *kp = (const uint4 *)(kc + rowi[tid] * HD);
-#pragma unroll 4
-        for (int d8 = 0; d8 < HD / 8; d8++) {
-            uint4 w = kp[d8];
-            const __half2 *h2 = (const __half2 *)&w;
-            float kv[8];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float2 f = __half22float2(h2[e]);
-                kv[2 * e] = f.x, kv[2 * e + 1] = f.y;
-            }
-#pragma unroll
-            for (int g = 0; g < MAXG; g++) {
-                if (g >= G) break;
-#pragma unroll
-                for (int e = 0; e < 8; e++) s[g] += qs[g][8 * d8 + e] * kv[e];
-            }
-        }
-    }
-    for (int g = 0; g < G; g++) {
-        float v = tid < n ? s[g] : -INFINITY;
-        float mx = block_max(v, red);
-        float p = tid < n ? __expf(v - mx) : 0.f;
-        float l = block_sum(p, red);
-        sc[g][tid] = p;
-        if (tid == 0) {
-            int64_t i = ((int64_t)b * H + kvh * G + g) * n_split + sp;
-            ml[2 * i] = mx;
-            ml[2 * i + 1] = l;
-        }
-    }
-    __syncthreads();
-
-    /* P V: warp w takes tokens w, w+4, ...; lane covers HD/32 dims of every head */
-    constexpr int DPL = HD / 32;
-    const int lane = tid & 31, wp = tid >> 5;
+    if (tid < MAXG) mrun[tid] = -INFINITY, lrun[tid] = 0.f;
     float a[MAXG][DPL];
 #pragma unroll
     for (int g = 0; g < MAXG; g++)
 #pragma unroll
         for (int i = 0; i < DPL; i++) a[g][i] = 0.f;
-#pragma unroll 4
-    for (int t = wp; t < n; t += S / 32) {
-        const __half *vp = vc + rowi[t] * HD + lane * DPL;
-        float v[DPL];
-        if constexpr (DPL == 4) {
-            uint2 w2 = *(const uint2 *)vp;
-            float2 v01 = __half22float2(*(const __half2 *)&w2.x);
-            float2 v23 = __half22float2(*(const __half2 *)&w2.y);
-            v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
-        } else {
-            float2 v01 = __half22float2(*(const __half2 *)vp);
-            v[0] = v01.x, v[1] = v01.y;
+
+    for (int tt = t0; tt < t1; tt += TT) {
+        const int n = min(TT, t1 - tt);
+        __syncthreads(); /* previous tile done with rowi / sc; qs and mrun visible */
+        if (tid < n) rowi[tid] = cache_row(c, bt, tt + tid, kvh);
+        __syncthreads();
+        /* scores: token tid/4, dims (tid%4)*QD .. */
+        {
+            const int t = tid >> 2, qq = tid & 3;
+            float s[MAXG];
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) s[g] = 0.f;
+            if (t < n) {
+                const uint4 *kp = (const uint4 *)(kc + rowi[t] * HD + qq * QD);
+                uint4 w[QD / 8];
+#pragma unroll
+                for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
+#pragma unroll
+                for (int d8 = 0; d8 < QD / 8; d8++) {
+                    const __half2 *h2 = (const __half2 *)&w[d8];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float2 f = __half22float2(h2[e]);
+                        const int d = qq * QD + 8 * d8 + 2 * e;
+#pragma unroll
+                        for (int g = 0; g < MAXG; g++) {
+                            if (g >= G) break;
+                            s[g] += qs[g][d] * f.x + qs[g][d + 1] * f.y;
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g >= G) break;
+                float v = s[g];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                if (qq == 0) sc[g][t] = t < n ? v : -INFINITY;
+            }
         }
+        __syncthreads();
+        /* online softmax: warp g for head g */
+        for (int g = wp; g < G; g += 4) {
+            float v = sc[g][lane];
+            float mx = warp_max(v);
+            float mnew = fmaxf(mrun[g], mx);
+            float p = lane < n ? __expf(v - mnew) : 0.f;
+            float l = warp_sum(p);
+            sc[g][lane] = p;
+            if (lane == 0) {
+                float al = __expf(mrun[g] - mnew);
+                alpha[g] = al;
+                lrun[g] = lrun[g] * al + l;
+                mrun[g] = mnew;
+            }
+        }
+        __syncthreads();
+        /* P V */
 #pragma unroll
         for (int g = 0; g < MAXG; g++) {
             if (g >= G) break;
-            float pg = sc[g][t];
+            float al = alpha[g];
 #pragma unroll
-            for (int i = 0; i < DPL; i++) a[g][i] += pg * v[i];
+            for (int i = 0; i < DPL; i++) a[g][i] *= al;
+        }
+#pragma unroll
+        for (int t = wp; t < TT; t += 4) {
+            if (t >= n) break;
+            const __half *vp = vc + rowi[t] * HD + lane * DPL;
+            float v[DPL];
+            if constexpr (DPL == 4) {
+                uint2 w2 = *(const uint2 *)vp;
+                float2 v01 = __half22float2(*(const __half2 *)&w2.x);
+                float2 v23 = __half22float2(*(const __half2 *)&w2.y);
+                v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
+            } else {
+                float2 v01 = __half22float2(*(const __half2 *)vp);
+                v[0] = v01.x, v[1] = v01.y;
+            }
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g >= G) break;
+                float pg = sc[g][t];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) a[g][i] += pg * v[i];
+            }
         }
     }
-    __shared__ float part[(S / 32) * MAXG * HD]; /* the warps' partial sums */
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int i = 0; i < DPL; i++) part[(wp * G + g) * HD + lane * DPL + i] = a[g][i];
     __syncthreads();
-    for (int o = tid; o < G * HD; o += S) {
+    for (int o = tid; o < G * HD; o += 128) {
         int g = o / HD, d = o % HD;
         float v = part[(0 * G + g) * HD + d] + part[(1 * G + g) * HD + d] +
                   part[(2 * G + g) * HD + d] + part[(3 * G + g) * HD + d];
         int64_t i = ((int64_t)b * H + kvh * G + g) * n_split + sp;
         acc[i * HD + d] = v;
+    }
+    if (tid < G) {
+        int64_t i = ((int64_t)b * H + kvh * G + tid) * n_split + sp;
+        ml[2 * i] = mrun[tid];
+        ml[2 * i + 1] = lrun[tid];
     }
 }
 
@@ -141,9 +179,9 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
     dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
     if (c->head_dim == 64)
-        attn_decode_kernel<64><<<grid, KRN_CUDA_ATTN_SPLIT, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        attn_decode_kernel<64><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
     else if (c->head_dim == 128)
-        attn_decode_kernel<128><<<grid, KRN_CUDA_ATTN_SPLIT, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        attn_decode_kernel<128><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
     else
         return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_decode: head_dim must be 64 or 128");
     CU_LAUNCHED("attn_decode");
@@ -153,7 +191,7 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
 __global__ void attn_combine_kernel(krn_cuda_attn_parts p, float *out)
 {
     int bh = blockIdx.x, b = bh / p.n_head;
-    int ns = (int)cdiv(p.seq_len[b], KRN_CUDA_ATTN_SPLIT);
+    int ns = (int)cdiv(p.seq_len[b], krn_attn_split_len(p.seq_len[b], p.n_split));
     const float *ml = p.ml + (int64_t)bh * p.n_split * 2;
     float mx = -INFINITY, den = 0.f;
     for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
@@ -176,7 +214,8 @@ extern "C" lode_status krn_cuda_attn_combine(const krn_cuda_attn_parts *p, int b
 
 /* ---- prefill ------------------------------------------------------------------------------ */
 
-static __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+static __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0,
+                                                uint32_t b1)
 {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
                  "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -271,7 +310,8 @@ __global__ void __launch_bounds__(128)
         for (int i = 0; i < 2; i++) {
             float mx = -INFINITY;
 #pragma unroll
-            for (int nt = 0; nt < BK / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            for (int nt = 0; nt < BK / 8; nt++)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             float mnew = fmaxf(mrow[i], mx);
@@ -291,7 +331,8 @@ __global__ void __launch_bounds__(128)
         }
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ks++) {
-            uint32_t a[4] = {pack_h2(s[2 * ks][0], s[2 * ks][1]), pack_h2(s[2 * ks][2], s[2 * ks][3]),
+            uint32_t a[4] = {pack_h2(s[2 * ks][0], s[2 * ks][1]),
+                             pack_h2(s[2 * ks][2], s[2 * ks][3]),
                              pack_h2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
                              pack_h2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
 #pragma unroll
@@ -320,7 +361,8 @@ __global__ void __launch_bounds__(128)
             if (OUT_F16)
                 *(__half2 *)((__half *)out + row * ld + col) = __floats2half2_rn(v0, v1);
             else
-                *(__nv_bfloat162 *)((__nv_bfloat16 *)out + row * ld + col) = __floats2bfloat162_rn(v0, v1);
+                *(__nv_bfloat162 *)((__nv_bfloat16 *)out + row * ld + col) =
+                    __floats2bfloat162_rn(v0, v1);
         }
     }
 }

@@ -107,4 +107,13 @@ __host__ __device__ static inline unsigned cdiv(int64_t a, int64_t b)
     return (unsigned)((a + b - 1) / b);
 }
 
+/* Tokens in each decode-attention split of a sequence of seq tokens cut into at most
+ * n_split pieces: a multiple of 32, at least 32. */
+__host__ __device__ static inline int krn_attn_split_len(int seq, int n_split)
+{
+    int per = (seq + n_split - 1) / n_split;
+    per = (per + 31) / 32 * 32;
+    return per < 32 ? 32 : per;
+}
+
 #endif

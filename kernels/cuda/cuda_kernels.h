@@ -27,7 +27,7 @@ extern "C" {
 
 #define KRN_CUDA_KV_BLOCK     16 /* tokens per KV cache block */
 #define KRN_CUDA_MAX_BATCH    16 /* rows the GEMV handles at once */
-#define KRN_CUDA_ATTN_SPLIT   128 /* tokens per decode-attention split */
+#define KRN_CUDA_ATTN_SPLITS  16 /* decode attention: pieces a sequence is cut into, at most */
 #define KRN_CUDA_MAX_HEAD_DIM 128
 
 /* ---- device, memory, streams, graphs ------------------------------------------------- */
@@ -210,9 +210,9 @@ typedef struct krn_cuda_attn_cfg {
 } krn_cuda_attn_cfg;
 
 /* Decode: one query token per sequence b < batch: q f32 [batch][H][hd] (RoPE applied),
- * keys 0..seq_len[b]-1 of sequence b, split along the sequence in KRN_CUDA_ATTN_SPLIT-token
- * pieces (n_split of them, enough for the longest sequence). Writes parts->acc/ml (non-const
- * through the pointers given here). */
+ * keys 0..seq_len[b]-1 of sequence b, split along the sequence into at most n_split pieces
+ * (each a multiple of 32 tokens). Writes acc [batch][H][n_split][hd] and ml
+ * [batch][H][n_split][2] of the splits used, the input of krn_cuda_attn_combine / KRN_X_ATTN. */
 lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const float *q, int batch,
                                  const int32_t *seq_len, int n_split, float *acc, float *ml,
                                  void *stream);

@@ -16,12 +16,13 @@
  */
 #include "kernels/cuda/unit.cuh"
 
-namespace {
+namespace
+{
 
 constexpr int WARPS = 8;
-constexpr int R = 2;                  /* rows per warp; even, so RoPE pairs stay in one warp */
-constexpr int SMEM_FLOATS = 24576;    /* 96 KB of shared memory a block at most */
-constexpr int AUX_PER_ROW = 128;      /* floats of per-row scratch (RMS, attention weights) */
+constexpr int R = 2;               /* rows per warp; even, so RoPE pairs stay in one warp */
+constexpr int SMEM_FLOATS = 24576; /* 96 KB of shared memory a block at most */
+constexpr int AUX_PER_ROW = 128;   /* floats of per-row scratch (RMS, attention weights) */
 
 struct GemvP {
     krn_cuda_mat w;
@@ -67,7 +68,7 @@ __device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const
     case KRN_X_ATTN: {
         const krn_cuda_attn_parts &a = p.attn;
         int h = (int)(k / a.head_dim), d = (int)(k % a.head_dim);
-        int ns = (int)cdiv(a.seq_len[b], KRN_CUDA_ATTN_SPLIT);
+        int ns = (int)cdiv(a.seq_len[b], krn_attn_split_len(a.seq_len[b], a.n_split));
         int bh = b * a.n_head + h;
         float mx = aux[2 * bh], inv = aux[2 * bh + 1];
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -118,8 +119,7 @@ __device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, flo
     *(__half2 *)(cache + idx) = __floats2half2_rn(y0, y1);
 }
 
-template <int FMT, int BT>
-__global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
+template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
 {
     typedef Unit<FMT> U;
     constexpr int N = U::N, NC = N / 4;
@@ -134,7 +134,6 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
     float *qsum = xs + BT * CU * 8;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t K = p.w.cols, rows = p.w.rows;
-    const int64_t row_base = ((int64_t)blockIdx.x * WARPS + warp) * R;
 
     if (p.xmode == KRN_X_RMSNORM) {
         for (int b = warp; b < p.batch; b += WARPS) {
@@ -150,7 +149,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
         const krn_cuda_attn_parts &a = p.attn;
         for (int i = tid; i < p.batch * a.n_head; i += WARPS * 32) {
             int b = i / a.n_head;
-            int ns = (int)cdiv(a.seq_len[b], KRN_CUDA_ATTN_SPLIT);
+            int ns = (int)cdiv(a.seq_len[b], krn_attn_split_len(a.seq_len[b], a.n_split));
             const float *ml = a.ml + (int64_t)i * a.n_split * 2;
             float mx = -INFINITY, den = 0.f;
             for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
@@ -161,167 +160,182 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
     }
     __syncthreads();
 
-    float acc[BT][R];
+    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
+    const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
+    const bool one_chunk = p.nu <= CU;
+    bool staged = false;
+    for (int64_t rg = blockIdx.x; rg < nrg; rg += gridDim.x) {
+        const int64_t row_base = (rg * WARPS + warp) * R;
+        float acc[BT][R];
 #pragma unroll
-    for (int b = 0; b < BT; b++)
+        for (int b = 0; b < BT; b++)
 #pragma unroll
-        for (int r = 0; r < R; r++) acc[b][r] = 0.f;
+            for (int r = 0; r < R; r++) acc[b][r] = 0.f;
 
-    int64_t rowi[R];
+        int64_t rowi[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
+        for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
 
-    /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
-     * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
-    constexpr int UNR = BT >= 8 ? 2 : 4;
-    typename U::Raw raw[UNR][R];
-    for (int64_t c0 = 0; c0 < p.nu; c0 += CU) {
-        const int cu = (int)LODE_MIN((int64_t)CU, p.nu - c0);
-        auto load_group = [&](int u0) {
+        /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
+         * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
+        constexpr int UNR = BT >= 8 ? 2 : 4;
+        typename U::Raw raw[UNR][R];
+        for (int64_t c0 = 0; c0 < p.nu; c0 += CU) {
+            const int cu = (int)LODE_MIN((int64_t)CU, p.nu - c0);
+            auto load_group = [&](int u0) {
 #pragma unroll
-            for (int j = 0; j < UNR; j++) {
-                int uu = LODE_MIN(u0 + 32 * j, cu - 1);
+                for (int j = 0; j < UNR; j++) {
+                    int uu = LODE_MIN(u0 + 32 * j, cu - 1);
 #pragma unroll
-                for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
-            }
-        };
-        /* the first weights are on their way while x is staged */
-        if (lane < cu) load_group(lane);
-        float4 *xs4 = (float4 *)xs;
-        if constexpr (QUANT) {
-            /* x as int8 with one scale per 32 (8 threads a unit), and the sums of each half */
-            const int total = BT * cu * NC;
-            for (int base = 0; base < total; base += WARPS * 32) {
-                const int f = base + tid;
-                const bool act = f < total;
-                int b = 0, u = 0, c = 0;
-                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (act) {
-                    b = f / (cu * NC);
-                    int rr = f % (cu * NC);
-                    u = rr / NC, c = rr % NC;
-                    if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                    for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
                 }
-                float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-                am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-                const float id = am > 0.f ? 127.f / am : 0.f;
-                int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-                int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-                int qs = q0 + q1 + q2 + q3;
-                qs += __shfl_xor_sync(0xffffffffu, qs, 1);
-                qs += __shfl_xor_sync(0xffffffffu, qs, 2);
-                if (act) {
-                    int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
-                    int h = (c >> 2) ^ ((u >> 2) & 1);
-                    ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
-                    if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
-                    if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
-                }
-            }
-        } else {
-            for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
-                int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
-                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
-                xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
-            }
-        }
-        __syncthreads();
-
-        for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
-            if (u0 != lane) load_group(u0);
-#pragma unroll
-            for (int h = 0; h < UNR; h++) {
-                const int uu = u0 + 32 * h;
-                if (uu >= cu) break;
+            };
+            /* the first weights are on their way while x is staged */
+            if (lane < cu) load_group(lane);
+            float4 *xs4 = (float4 *)xs;
+            if (!(one_chunk && staged)) {
                 if constexpr (QUANT) {
-                    int lo[R][4], hi[R][4];
-                    float2 sc[R];
-                    float mo[R];
-#pragma unroll
-                    for (int r = 0; r < R; r++) {
-                        U::decode_i8(raw[h][r], lo[r], hi[r]);
-                        sc[r] = U::scales(raw[h][r]);
-                        mo[r] = U::moff(raw[h][r]);
-                    }
-                    const int hsw = (uu >> 2) & 1;
-#pragma unroll
-                    for (int b = 0; b < BT; b++) {
-                        const int *xw = (const int *)xs + (b * CU + uu) * 8;
-                        int4 x0 = *(const int4 *)(xw + 4 * hsw), x1 = *(const int4 *)(xw + 4 * (hsw ^ 1));
-                        float2 sx = *(const float2 *)(qsum + (b * CU + uu) * 2);
-                        float dx = qsum[2 * BT * CU + b * CU + uu];
-#pragma unroll
-                        for (int r = 0; r < R; r++) {
-                            int dl = __dp4a(lo[r][0], x0.x, 0);
-                            dl = __dp4a(lo[r][1], x0.y, dl);
-                            dl = __dp4a(lo[r][2], x0.z, dl);
-                            dl = __dp4a(lo[r][3], x0.w, dl);
-                            int dh = __dp4a(hi[r][0], x1.x, 0);
-                            dh = __dp4a(hi[r][1], x1.y, dh);
-                            dh = __dp4a(hi[r][2], x1.z, dh);
-                            dh = __dp4a(hi[r][3], x1.w, dh);
-                            float a = sc[r].x * ((float)dl - U::OFF * sx.x) +
-                                      sc[r].y * ((float)dh - U::OFF * sx.y);
-                            if constexpr (FMT == FMT_Q4M) a += mo[r] * (sx.x + sx.y);
-                            acc[b][r] += dx * a;
+                    /* x as int8 with one scale per 32 (8 threads a unit), and the sums of each half
+                     */
+                    const int total = BT * cu * NC;
+                    for (int base = 0; base < total; base += WARPS * 32) {
+                        const int f = base + tid;
+                        const bool act = f < total;
+                        int b = 0, u = 0, c = 0;
+                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                        if (act) {
+                            b = f / (cu * NC);
+                            int rr = f % (cu * NC);
+                            u = rr / NC, c = rr % NC;
+                            if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                        }
+                        float am =
+                            fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+                        const float id = am > 0.f ? 127.f / am : 0.f;
+                        int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+                        int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+                        int qs = q0 + q1 + q2 + q3;
+                        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+                        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+                        if (act) {
+                            int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
+                                       ((uint32_t)q3 << 24);
+                            int h = (c >> 2) ^ ((u >> 2) & 1);
+                            ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
+                            if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
+                            if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
                         }
                     }
                 } else {
-                    float wv[R][N];
+                    for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
+                        int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
+                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                        if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                        xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+                    }
+                }
+                __syncthreads();
+                staged = true;
+            }
+
+            for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
+                if (u0 != lane) load_group(u0);
 #pragma unroll
-                    for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+                for (int h = 0; h < UNR; h++) {
+                    const int uu = u0 + 32 * h;
+                    if (uu >= cu) break;
+                    if constexpr (QUANT) {
+                        int lo[R][4], hi[R][4];
+                        float2 sc[R];
+                        float mo[R];
 #pragma unroll
-                    for (int b = 0; b < BT; b++) {
-                        float plo[R], phi[R];
+                        for (int r = 0; r < R; r++) {
+                            U::decode_i8(raw[h][r], lo[r], hi[r]);
+                            sc[r] = U::scales(raw[h][r]);
+                            mo[r] = U::moff(raw[h][r]);
+                        }
+                        const int hsw = (uu >> 2) & 1;
 #pragma unroll
-                        for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
-#pragma unroll
-                        for (int c = 0; c < NC; c++) {
-                            float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
+                        for (int b = 0; b < BT; b++) {
+                            const int *xw = (const int *)xs + (b * CU + uu) * 8;
+                            int4 x0 = *(const int4 *)(xw + 4 * hsw),
+                                 x1 = *(const int4 *)(xw + 4 * (hsw ^ 1));
+                            float2 sx = *(const float2 *)(qsum + (b * CU + uu) * 2);
+                            float dx = qsum[2 * BT * CU + b * CU + uu];
 #pragma unroll
                             for (int r = 0; r < R; r++) {
-                                float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
-                                          wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
-                                if (c < NC / 2)
-                                    plo[r] += t;
-                                else
-                                    phi[r] += t;
+                                int dl = __dp4a(lo[r][0], x0.x, 0);
+                                dl = __dp4a(lo[r][1], x0.y, dl);
+                                dl = __dp4a(lo[r][2], x0.z, dl);
+                                dl = __dp4a(lo[r][3], x0.w, dl);
+                                int dh = __dp4a(hi[r][0], x1.x, 0);
+                                dh = __dp4a(hi[r][1], x1.y, dh);
+                                dh = __dp4a(hi[r][2], x1.z, dh);
+                                dh = __dp4a(hi[r][3], x1.w, dh);
+                                float a = sc[r].x * ((float)dl - U::OFF * sx.x) +
+                                          sc[r].y * ((float)dh - U::OFF * sx.y);
+                                if constexpr (FMT == FMT_Q4M) a += mo[r] * (sx.x + sx.y);
+                                acc[b][r] += dx * a;
                             }
                         }
+                    } else {
+                        float wv[R][N];
 #pragma unroll
-                        for (int r = 0; r < R; r++) acc[b][r] += plo[r] + phi[r];
+                        for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+#pragma unroll
+                        for (int b = 0; b < BT; b++) {
+                            float plo[R], phi[R];
+#pragma unroll
+                            for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
+#pragma unroll
+                            for (int c = 0; c < NC; c++) {
+                                float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
+#pragma unroll
+                                for (int r = 0; r < R; r++) {
+                                    float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
+                                              wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
+                                    if (c < NC / 2)
+                                        plo[r] += t;
+                                    else
+                                        phi[r] += t;
+                                }
+                            }
+#pragma unroll
+                            for (int r = 0; r < R; r++) acc[b][r] += plo[r] + phi[r];
+                        }
                     }
                 }
             }
+            if (!one_chunk) __syncthreads();
         }
-        __syncthreads();
-    }
 
 #pragma unroll
-    for (int b = 0; b < BT; b++)
+        for (int b = 0; b < BT; b++)
 #pragma unroll
-        for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]);
+            for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]);
 
 #pragma unroll
-    for (int b = 0; b < BT; b++) {
-        if (lane != b || b >= p.batch) continue;
-        if (p.ymode == KRN_Y_ROPE_KV) {
+        for (int b = 0; b < BT; b++) {
+            if (lane != b || b >= p.batch) continue;
+            if (p.ymode == KRN_Y_ROPE_KV) {
 #pragma unroll
-            for (int r = 0; r < R; r += 2)
-                if (row_base + r + 1 < rows) store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
-        } else {
+                for (int r = 0; r < R; r += 2)
+                    if (row_base + r + 1 < rows)
+                        store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
+            } else {
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                int64_t n = row_base + r;
-                if (n >= rows) continue;
-                float *dst = p.y + b * p.ldy + n;
-                if (p.ymode == KRN_Y_ADD)
-                    *dst += acc[b][r];
-                else
-                    *dst = acc[b][r];
+                for (int r = 0; r < R; r++) {
+                    int64_t n = row_base + r;
+                    if (n >= rows) continue;
+                    float *dst = p.y + b * p.ldy + n;
+                    if (p.ymode == KRN_Y_ADD)
+                        *dst += acc[b][r];
+                    else
+                        *dst = acc[b][r];
+                }
             }
         }
     }
@@ -337,7 +351,15 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         cu -= cu % 32;
     p.cu = cu;
     size_t smem = (size_t)(BT * cu * N + BT * cu + BT * AUX_PER_ROW) * sizeof(float);
+    /* enough blocks to fill the GPU a few times over, each looping over row groups */
     unsigned blocks = cdiv(p.w.rows, WARPS * R);
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        CU_TRY(cudaGetDevice(&dev));
+        CU_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    if (cu == p.nu) blocks = LODE_MIN(blocks, (unsigned)sms * 8u);
     gemv_kernel<FMT, BT><<<blocks, WARPS * 32, smem, st>>>(p);
     CU_LAUNCHED("gemv");
     return LODE_OK;
@@ -355,11 +377,16 @@ template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)
 template <int FMT> lode_status prepare_fmt()
 {
     const int lim = SMEM_FLOATS * (int)sizeof(float);
-    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
-    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
-    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
-    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
-    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
     return LODE_OK;
 }
 
@@ -370,7 +397,8 @@ extern "C" lode_status krn_cuda_prepare(void)
     lode_status st;
     if ((st = prepare_fmt<FMT_F32>()) || (st = prepare_fmt<FMT_F16>()) ||
         (st = prepare_fmt<FMT_BF16>()) || (st = prepare_fmt<FMT_Q4>()) ||
-        (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) || (st = prepare_fmt<FMT_Q6>()))
+        (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) ||
+        (st = prepare_fmt<FMT_Q6>()))
         return st;
     return LODE_OK;
 }
