@@ -18,6 +18,15 @@
 
 SAN ?= 0
 CUDA ?= 0
+V ?= 0
+# V=1 prints whole command lines; the default prints one short line per step.
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '  %-5s %s\n' $(1) $(2)
+endif
 ENGINE_ONLY ?= 0
 FUZZ_SECONDS ?= 30
 
@@ -111,14 +120,16 @@ $(B)/obj/kernels/cpu/%_avx512.o: XFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(XFLAGS) -c $< -o $@
+	$(call say,CC,$@)
+	$(Q)$(CC) $(CFLAGS_ALL) $(XFLAGS) -c $< -o $@
 
 NVCCFLAGS := -O3 -std=c++17 -I. -lineinfo -Xcompiler -fPIC,-Wall,-Wextra,-Werror \
   -Werror all-warnings --expt-relaxed-constexpr \
   -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
 $(B)/obj/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+	$(call say,NVCC,$@)
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 # ---- products --------------------------------------------------------------------------
 LIB := $(B)/liblode.a
@@ -132,13 +143,16 @@ all: $(LODE) $(LIB) $(SQLEXT)
 
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(LODE): $(CLI_OBJS) $(LIB)
-	$(CC) $(LDFLAGS_SAN) -o $@ $(CLI_OBJS) $(LIB) $(LODE_LIBS) -rdynamic
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $(CLI_OBJS) $(LIB) $(LODE_LIBS) -rdynamic
 
 $(B)/lode_sqlite.so: $(call obj,$(SQLEXT_SRCS)) $(LIB)
-	$(CC) $(LDFLAGS_SAN) -shared -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -shared -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
 
 $(B)/obj/retrieval/sqlext/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
 
@@ -158,7 +172,8 @@ CMOCKA_LIBS := $(or $(call PKG_LIBS,cmocka),-lcmocka)
 
 $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_SAN) -o $@ $< $(TEST_HELPER_OBJS) $(LIB) \
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(TEST_HELPER_OBJS) $(LIB) \
 	  $(if $(filter $(patsubst $(B)/tests/%,tests/%.c,$@),$(ENGINE_TEST_SRCS)),$(ENGINE_LIBS),$(SVC_LIBS)) \
 	  $(CMOCKA_LIBS)
 $(B)/obj/tests/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS) cmocka) $(FAISS_CFLAGS)
@@ -197,12 +212,43 @@ fuzz:
 	done
 	scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
+# ---- benchmarks -------------------------------------------------------------------------
+$(B)/obj/bench/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
+$(B)/bench/bench_ingest: $(B)/obj/bench/bench_ingest.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(SVC_LIBS)
+# Ingest throughput and search latency on the SQLite documentation, into bench/RESULTS.md.
+bench-ingest: deps
+	$(MAKE) -j$$(nproc) $(B)/bench/bench_ingest
+	bench/bench_ingest.sh $(B)/bench/bench_ingest
+
+# Embedding throughput against sentence-transformers (bench/bench_retrieval.sh), into
+# bench/RESULTS.md.
+$(B)/bench/bench_embed: $(B)/obj/bench/bench_embed.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-retrieval
+bench-retrieval:
+	$(MAKE) -j2 $(B)/bench/bench_embed
+	bench/bench_retrieval.sh $(B)/bench/bench_embed
+
 # ---- formatting ------------------------------------------------------------------------
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 format:
 	clang-format -i $(FORMAT_SRCS)
 format-check:
 	@clang-format --dry-run -Werror $(FORMAT_SRCS) && echo "format-check: $(words $(FORMAT_SRCS)) files clean"
+
+# ---- kernel benchmark (bench/bench_kernels.c; appends to bench/RESULTS.md) ------------
+$(B)/bench/bench_kernels: $(B)/obj/bench/bench_kernels.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-kernels
+bench-kernels:
+	$(MAKE) -j2 $(B)/bench/bench_kernels
+	scripts/bench-kernels.sh $(B)/bench/bench_kernels
 
 clean:
 	rm -rf build build-san build-cuda build-engine build-fuzz

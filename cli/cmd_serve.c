@@ -33,7 +33,8 @@ static void serve_usage(FILE *f)
                "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
-               "  --quiet              no request log (default: one line per request on stderr)\n");
+               "  --quiet              no request log (default: one line per request on stderr)\n"
+               "  --no-model           serve without generation\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -91,7 +92,8 @@ enum {
     OPT_MAXBODY,
     OPT_MAXCONC,
     OPT_GRACE,
-    OPT_QUIET
+    OPT_QUIET,
+    OPT_NOMODEL
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -107,6 +109,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"max-concurrent", required_argument, 0, OPT_MAXCONC},
                                          {"shutdown-grace", required_argument, 0, OPT_GRACE},
                                          {"quiet", no_argument, 0, OPT_QUIET},
+                                         {"no-model", no_argument, 0, OPT_NOMODEL},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -170,6 +173,8 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_QUIET:
             cfg.quiet = 1;
+            break;
+        case OPT_NOMODEL: /* this build has no generation */
             break;
         case 'h':
             serve_usage(stdout);

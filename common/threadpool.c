@@ -2,8 +2,10 @@
  * threadpool.c: persistent workers for lode_parallel_for. A region is published by
  * bumping a generation counter; workers spin on it for a short while after each region
  * (decode issues regions back to back) and then sleep on it with a futex, so an idle
- * pool costs no CPU. Tasks are claimed with one atomic add each. The caller waits for
- * the workers the same way: spin, then futex.
+ * pool costs no CPU. Tasks are claimed from a ticket that holds the generation and the
+ * next task index, so a worker that wakes late (descheduled on a busy machine) can never
+ * run a task of the wrong region, and the caller waits only for tasks, not for workers:
+ * if a worker never shows up, the caller simply runs everything itself.
  */
 #include "common/threadpool.h"
 
@@ -12,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -32,16 +35,16 @@ struct lode_pool {
     int started;   /* workers actually started */
     pthread_mutex_t call_mu;
 
-    /* the current region, written by the caller before gen is bumped */
-    lode_pool_fn fn;
-    void *ctx;
-    size_t n_tasks;
+    /* the current region, written by the caller before the ticket and gen move on */
+    _Atomic(lode_pool_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_size_t n_tasks;
 
-    _Alignas(64) atomic_size_t next; /* next unclaimed task */
-    _Alignas(64) atomic_uint gen;    /* futex word: region generation */
-    atomic_int sleepers;             /* workers inside futex_wait on gen */
+    _Alignas(64) _Atomic uint64_t ticket; /* gen << 32 | next unclaimed task */
+    _Alignas(64) atomic_uint gen;         /* futex word: region generation */
+    atomic_int sleepers;                  /* workers inside futex_wait on gen */
     atomic_int stop;
-    _Alignas(64) atomic_int pending; /* workers not yet done with this region */
+    _Alignas(64) atomic_size_t done; /* tasks finished in this region */
     atomic_uint done_gen;            /* futex word: last generation completed */
     atomic_int caller_sleeping;
 };
@@ -58,15 +61,26 @@ static void futex_wake(atomic_uint *w)
     syscall(SYS_futex, (unsigned *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-static void run_tasks(lode_pool *p, int thread)
+/* Runs tasks of region g until none are left or the region is over. The thread that
+ * finishes the last task marks the region done. */
+static void run_tasks(lode_pool *p, unsigned g, int thread)
 {
-    const size_t n = p->n_tasks;
-    lode_pool_fn fn = p->fn;
-    void *ctx = p->ctx;
+    lode_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+    size_t n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
     for (;;) {
-        size_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (t >= n) break;
-        fn(ctx, t, thread);
+        if ((unsigned)(t >> 32) != g || (t & 0xFFFFFFFFu) >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        fn(ctx, (size_t)(t & 0xFFFFFFFFu), thread);
+        if (atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel) + 1 == n) {
+            atomic_store(&p->done_gen, g);
+            if (atomic_load(&p->caller_sleeping)) futex_wake(&p->done_gen);
+            return;
+        }
+        t = atomic_load_explicit(&p->ticket, memory_order_acquire);
     }
 }
 
@@ -97,11 +111,7 @@ static void *worker_main(void *arg)
         }
         seen = g;
         if (atomic_load(&p->stop)) break;
-        run_tasks(p, id);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            atomic_store(&p->done_gen, g);
-            if (atomic_load(&p->caller_sleeping)) futex_wake(&p->done_gen);
-        }
+        run_tasks(p, g, id);
     }
     return NULL;
 }
@@ -112,8 +122,9 @@ lode_status lode_pool_create(int n_threads, lode_pool **out)
     *out = NULL;
     if (n_threads <= 0) n_threads = lode_cpu_count();
     if (n_threads > 1024) n_threads = 1024;
-    lode_pool *p = lode_calloc(1, sizeof *p);
+    lode_pool *p = lode_aligned_alloc(64, sizeof *p); /* the hot atomics are cache-line aligned */
     if (!p) return LODE_ERR_NOMEM;
+    memset(p, 0, sizeof *p);
     p->n = n_threads;
     pthread_mutex_init(&p->call_mu, NULL);
     atomic_init(&p->gen, 0);
@@ -160,7 +171,7 @@ void lode_pool_destroy(lode_pool *p)
     }
     pthread_mutex_destroy(&p->call_mu);
     lode_free(p->th);
-    lode_free(p);
+    lode_aligned_free(p);
 }
 
 int lode_pool_size(const lode_pool *p)
@@ -184,16 +195,22 @@ void lode_parallel_for(lode_pool *p, size_t n_tasks, lode_pool_fn fn, void *ctx)
         run_serial(n_tasks, fn, ctx);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_tasks = n_tasks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
-    unsigned g = atomic_fetch_add(&p->gen, 1) + 1; /* seq_cst: publishes the region */
+    if (n_tasks > 0xFFFFFFFFu) {
+        pthread_mutex_unlock(&p->call_mu);
+        run_serial(n_tasks, fn, ctx);
+        return;
+    }
+    unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
+    atomic_store(&p->gen, g); /* seq_cst: publishes the region, ordered before sleepers */
     if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen);
 
     tls_in_region = 1;
-    run_tasks(p, 0);
+    run_tasks(p, g, 0);
     tls_in_region = 0;
 
     int spins = 0;

@@ -11,6 +11,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 typedef struct cand {
     float logit;
     int32_t id;
@@ -219,15 +223,56 @@ static inline float exp_neg(float x)
     return expf(x);
 }
 
-/* Sum over i < n of e^((x[i] - mx) * scale) (mx the maximum, scale > 0). */
+#if defined(__x86_64__)
+/* The same sum, 8 lanes at a time with AVX2/FMA (chosen at run time): e^v as
+ * 2^round(v log2 e) times a degree-7 polynomial for 2^f, |f| <= 1/2, relative error
+ * ~3e-7. Over a 50k vocabulary libm's expf is most of a token's sampling time. Lanes
+ * below -87 (also -inf) give 0, NaN gives 0. */
+__attribute__((target("avx2,fma"))) static double exp_sum_avx2(const float *x, int32_t n, float mx,
+                                                               float scale, int32_t *done)
+{
+    const __m256 vmx = _mm256_set1_ps(mx), vsc = _mm256_set1_ps(scale);
+    const __m256 lo = _mm256_set1_ps(-87.0f), log2e = _mm256_set1_ps(1.44269504088896341f);
+    __m256 acc = _mm256_setzero_ps();
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx), vsc);
+        __m256 keep = _mm256_cmp_ps(v, lo, _CMP_GE_OQ); /* false for NaN */
+        v = _mm256_max_ps(v, lo);
+        __m256 t = _mm256_mul_ps(v, log2e);
+        __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 f = _mm256_sub_ps(t, r);
+        __m256 p = _mm256_set1_ps(1.5252733804059841e-05f);
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381606e-04f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-03f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-03f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-02f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-01f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-01f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+        __m256i e =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127)), 23);
+        __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+        acc = _mm256_add_ps(acc, _mm256_and_ps(y, keep));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    double sum = 0;
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    *done = i;
+    return sum;
+}
+#endif
+
+/* Sum over i < n of e^((x[i] - mx) * scale) (mx the maximum, scale > 0); NaN counts 0. */
 static double exp_sum(const float *x, int32_t n, float mx, float scale)
 {
-    float acc[8] = {0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += exp_neg((clean(x[i + k]) - mx) * scale);
     double sum = 0;
-    for (int k = 0; k < 8; k++) sum += acc[k];
+    int32_t i = 0;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        sum = exp_sum_avx2(x, n, mx, scale, &i);
+#endif
     for (; i < n; i++) sum += exp_neg((clean(x[i]) - mx) * scale);
     return sum;
 }
@@ -386,14 +431,15 @@ pick:;
     float inv_t = 1.0f / p->temperature;
     for (int32_t i = 0; i < nc; i++) cl[i] = c[i].logit;
     double sum = exp_sum(cl, nc, mx, inv_t);
+    /* the sum may come from the vectorized exp and the walk from libm's: when rounding
+     * leaves r past the walked total, the last token with mass is taken */
     double r = rng_uniform(s->rng) * sum, acc = 0;
     for (int32_t i = 0; i < nc; i++) {
         float e = exp_neg((cl[i] - mx) * inv_t);
+        if (e <= 0) continue;
         acc += e;
-        if (r < acc && e > 0) {
-            tok = c[i].id;
-            break;
-        }
+        tok = c[i].id;
+        if (r < acc) break;
     }
 done:
     if (res) {

@@ -24,7 +24,7 @@
 
 #include "engine/gguf.h"
 
-#define MAX_REGEX 4
+#define MAX_REGEX 6
 
 /* ---- hashing ---------------------------------------------------------------------- */
 static uint64_t hash_bytes(uint64_t h, const char *s, size_t n)
@@ -67,6 +67,28 @@ typedef struct pre_def {
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"     \
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_BLOOM " ?[^(\\s|.,!?…。，、।۔،)]+"
+#define RE_TEKKEN                                                                                  \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?(" \
+    "(?=["                                                                                         \
+    "\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| "                                           \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|"                                    \
+    "\\s+"
+#define RE_GPT4O                                                                                   \
+    "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]" \
+    "|'[vV][eE]|"                                                                                  \
+    "'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*" \
+    "(?:'[sS]|"                                                                                    \
+    "'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| "                              \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|"                                                \
+    "\\s+(?!\\S)|\\s+"
+#define RE_BAILING                                                                                 \
+    "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "            \
+    "?[^\\s\\p{L}\\p{N}]+["                                                                        \
+    "\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"
+#define RE_SEED_CODER                                                                              \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{" \
+    "N}{1}| ?[^"                                                                                   \
+    "\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 static const pre_def PRE_DEFS[] = {
     {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]", NULL}, 0, 0},
@@ -85,6 +107,30 @@ static const pre_def PRE_DEFS[] = {
     {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]", NULL}, 0, 0},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM, NULL}, 0, 0},
     {"viking", {RE_BLOOM, "\\p{N}", NULL}, 0, 0},
+    {"tekken", {RE_TEKKEN, NULL}, 1, 1},
+    {"gpt-4o|llama4", {RE_GPT4O, NULL}, 0, 0},
+    {"bailingmoe", {RE_BAILING, NULL}, 0, 0},
+    {"seed-coder", {RE_SEED_CODER, NULL}, 0, 0},
+    /* the long patterns stay whole, as llama.cpp writes them */
+    // clang-format off
+    {"deepseek-llm",
+     {"[\r\n]",
+      "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+      "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", "[一-龥ࠀ-一가-퟿]+", "\\p{N}+", NULL},
+     0,
+     0},
+    {"deepseek-coder",
+     {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}", NULL},
+     0,
+     0},
+    /* llama.cpp's tables leave '~' out of \p{S}: so does this copy */
+    {"deepseek-v3|hunyuan-dense",
+     {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
+      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|(?:[^\r\n\\p{L}\\p{P}\\p{S}]|~)?[\\p{L}\\p{M}]+| ?(?:(?!~)[\\p{P}\\p{S}])+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+      NULL},
+     0,
+     0},
+    // clang-format on
 };
 
 /* Texts llama.cpp treats as end of generation (and forces to control type). */
@@ -358,7 +404,9 @@ static lode_status compile_pre(eng_vocab *v, const pre_def *pd, char *err, size_
         int ec;
         PCRE2_SIZE eo;
         v->re[i] = pcre2_compile((PCRE2_SPTR)pd->regex[i], PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &ec, &eo, cctx);
+                                 PCRE2_UTF | PCRE2_NO_UTF_CHECK | PCRE2_DOLLAR_ENDONLY |
+                                     (strstr(pd->regex[i], "\\p{") ? PCRE2_UCP : 0),
+                                 &ec, &eo, cctx);
         if (!v->re[i]) {
             st = seterr(err, errlen, LODE_ERR_INTERNAL, "pre-tokenizer regex does not compile: %s",
                         pd->regex[i]);

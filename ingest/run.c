@@ -23,6 +23,9 @@
 #define BATCH_DOCS    256
 #define BATCH_BYTES   ((size_t)8 << 20)
 #define BATCH_SECONDS 0.5
+/* Loaders stay at most this many bytes of files ahead of the writer (a loaded file takes
+ * about twice its size until written). */
+#define MAX_INFLIGHT_BYTES ((int64_t)64 << 20)
 
 typedef struct job {
     const ing_file *f;
@@ -49,6 +52,7 @@ typedef struct pool {
     size_t next;     /* next job a loader takes */
     size_t consumed; /* jobs the writer has finished with */
     size_t window;
+    int64_t inflight; /* bytes of files taken by loaders and not yet consumed */
     int stop;
     const ing_run_opts *o;
     int64_t max_size;
@@ -181,10 +185,15 @@ static void *loader(void *arg)
     pool *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->next < p->n && p->next >= p->consumed + p->window)
+        /* at most a window of files, and of bytes, ahead of the writer (but always the
+         * file the writer waits for) */
+        while (!p->stop && p->next < p->n &&
+               (p->next >= p->consumed + p->window ||
+                (p->inflight >= MAX_INFLIGHT_BYTES && p->next > p->consumed)))
             pthread_cond_wait(&p->work, &p->mu);
         if (p->stop || p->next >= p->n) break;
         job *j = &p->jobs[p->next++];
+        p->inflight += j->f->size;
         pthread_mutex_unlock(&p->mu);
         if (j->need && !(p->o->cancel && *p->o->cancel)) load_job(p, j);
         pthread_mutex_lock(&p->mu);
@@ -201,6 +210,7 @@ typedef struct writer {
     const ing_run_opts *o;
     ing_run_stats *stats;
     int in_txn;
+    job *batch[BATCH_DOCS]; /* documents (or new mtimes) waiting for the next flush */
     size_t batch_docs, batch_bytes;
     int64_t batch_t0;
 } writer;
@@ -216,16 +226,7 @@ static lode_status ensure_txn(writer *w)
     lode_status st = ret_store_begin(w->s);
     if (st) return st;
     w->in_txn = 1;
-    w->batch_docs = w->batch_bytes = 0;
-    w->batch_t0 = lode_now_ns();
     return LODE_OK;
-}
-
-static lode_status commit(writer *w)
-{
-    if (!w->in_txn) return LODE_OK;
-    w->in_txn = 0;
-    return ret_store_commit(w->s);
 }
 
 static const char *base_name(const char *path)
@@ -234,12 +235,67 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
-/* Writes one finished job. Returns a store error that stops the run, else LODE_OK. */
+/* Writes the batch's documents, each atomically, in one transaction, and commits. */
+static lode_status flush(writer *w)
+{
+    ing_run_stats *S = w->stats;
+    lode_status st = LODE_OK;
+    char msg[1200];
+    if (w->batch_docs) {
+        if ((st = ensure_txn(w))) return st;
+        for (size_t i = 0; i < w->batch_docs && !st; i++) {
+            job *j = w->batch[i];
+            if (j->same_hash) { /* content unchanged: only the new mtime */
+                st = ret_store_doc_set_mtime(w->s, j->old.id, j->f->mtime_ns);
+                if (st == LODE_ERR_NOTFOUND) st = LODE_OK; /* deleted meanwhile */
+                continue;
+            }
+            ret_doc d = {
+                .uri = j->f->path,
+                .title = j->doc->title[0] ? j->doc->title : base_name(j->f->path),
+                .media_type = ing_media_mime(j->doc->media),
+                .sha256 = j->sha,
+                .size = j->f->size,
+                .mtime_ns = j->f->mtime_ns,
+            };
+            st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, NULL);
+            if (st == LODE_ERR_INVALID || st == LODE_ERR_UTF8) {
+                /* this document only: its savepoint is undone, the batch goes on */
+                snprintf(msg, sizeof msg, "store refused it: %s", ret_store_errmsg(w->s));
+                S->files_failed++;
+                message(w->o, j->f->path, msg, 1);
+                st = LODE_OK;
+                continue;
+            }
+            if (st) break;
+            if (j->known)
+                S->files_updated++;
+            else
+                S->files_added++;
+            S->chunks += (int64_t)j->n_chunks;
+            if (j->doc->utf8_repairs) {
+                S->files_repaired++;
+                snprintf(msg, sizeof msg, "invalid UTF-8 repaired (%zu bytes replaced by U+FFFD)",
+                         j->doc->utf8_repairs);
+                message(w->o, j->f->path, msg, 0);
+            }
+        }
+        if (st && !ret_store_in_txn(w->s)) w->in_txn = 0; /* SQLite rolled it back */
+        for (size_t i = 0; i < w->batch_docs; i++) job_clear(w->batch[i]);
+        w->batch_docs = w->batch_bytes = 0;
+        if (st) return st;
+    }
+    if (!w->in_txn) return LODE_OK;
+    w->in_txn = 0;
+    return ret_store_commit(w->s);
+}
+
+/* Takes one finished job: counts it, or queues its document for the next flush. Returns a
+ * store error that stops the run, else LODE_OK. */
 static lode_status write_job(writer *w, job *j)
 {
     ing_run_stats *S = w->stats;
     lode_status st = LODE_OK;
-    char msg[320];
     if (!j->need) {
         S->files_unchanged++;
         return LODE_OK;
@@ -248,46 +304,22 @@ static lode_status write_job(writer *w, job *j)
     if (j->st) {
         S->files_failed++;
         message(w->o, j->f->path, j->err, 1);
+        job_clear(j);
         return LODE_OK;
     }
-    if ((st = ensure_txn(w))) return st;
     if (j->same_hash) {
         S->files_unchanged++;
-        if (j->old.mtime_ns != j->f->mtime_ns)
-            st = ret_store_doc_set_mtime(w->s, j->old.id, j->f->mtime_ns);
-        return st == LODE_ERR_NOTFOUND ? LODE_OK : st;
+        job_clear(j);
+        if (j->old.mtime_ns == j->f->mtime_ns) return LODE_OK;
+        /* the new mtime goes with the next batch: the write lock is taken only in flush */
     }
-    ret_doc d = {
-        .uri = j->f->path,
-        .title = j->doc->title[0] ? j->doc->title : base_name(j->f->path),
-        .media_type = ing_media_mime(j->doc->media),
-        .sha256 = j->sha,
-        .size = j->f->size,
-        .mtime_ns = j->f->mtime_ns,
-    };
-    st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, NULL);
-    if (st == LODE_ERR_INVALID || st == LODE_ERR_UTF8) {
-        /* this document only: its savepoint is undone, the batch goes on */
-        snprintf(msg, sizeof msg, "store refused it: %s", ret_store_errmsg(w->s));
-        S->files_failed++;
-        message(w->o, j->f->path, msg, 1);
-        return LODE_OK;
-    }
-    if (st) return st;
-    if (j->known)
-        S->files_updated++;
-    else
-        S->files_added++;
-    S->chunks += (int64_t)j->n_chunks;
-    if (j->doc->utf8_repairs) {
-        S->files_repaired++;
-        snprintf(msg, sizeof msg, "invalid UTF-8 repaired (%zu bytes replaced by U+FFFD)",
-                 j->doc->utf8_repairs);
-        message(w->o, j->f->path, msg, 0);
-    }
-    w->batch_docs++;
+    if (w->batch_docs == 0) w->batch_t0 = lode_now_ns();
+    w->batch[w->batch_docs++] = j;
     w->batch_bytes += j->text_bytes;
-    return LODE_OK;
+    if (w->batch_docs >= BATCH_DOCS || w->batch_bytes >= BATCH_BYTES ||
+        (double)(lode_now_ns() - w->batch_t0) * 1e-9 >= BATCH_SECONDS)
+        st = flush(w);
+    return st;
 }
 
 static lode_status prune(writer *w, const ing_walk_result *wr)
@@ -343,7 +375,11 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
     pool p = {0};
     pthread_t *threads = NULL;
     int n_threads = 0, sync_init = 0;
-    writer w = {.s = s, .o = o, .stats = stats};
+    static const writer w0;
+    writer w = w0;
+    w.s = s;
+    w.o = o;
+    w.stats = stats;
     lode_status st = ing_walk(paths, n, &wo, &wr);
     if (st) return st;
     stats->files_total = (int64_t)wr.n_files;
@@ -414,17 +450,13 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
         struct timespec c0, c1;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
         st = write_job(&w, j);
-        job_clear(j);
         pthread_mutex_lock(&p.mu);
         p.consumed = i + 1;
+        p.inflight -= j->f->size;
         pthread_cond_broadcast(&p.work);
         pthread_mutex_unlock(&p.mu);
         stats->files_done++;
         stats->bytes_done += j->f->size;
-        if (!st && w.in_txn &&
-            (w.batch_docs >= BATCH_DOCS || w.batch_bytes >= BATCH_BYTES ||
-             (double)(lode_now_ns() - w.batch_t0) * 1e-9 >= BATCH_SECONDS))
-            st = commit(&w);
         stats->write_seconds += (double)(lode_now_ns() - tw2) * 1e-9;
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
         stats->write_cpu_seconds +=
@@ -432,10 +464,10 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
         stats->seconds = (double)(lode_now_ns() - t0) * 1e-9;
         if (o->on_progress) o->on_progress(o->ctx, stats);
     }
-    if (!st) st = commit(&w);
+    if (!st) st = flush(&w);
     if (!st && o->prune && !stats->interrupted) {
         st = prune(&w, &wr);
-        if (!st) st = commit(&w);
+        if (!st) st = flush(&w);
     }
 out:
     if (sync_init) {
@@ -448,12 +480,7 @@ out:
         pthread_cond_destroy(&p.work);
         pthread_cond_destroy(&p.done);
     }
-    if (w.in_txn) {
-        if (st)
-            ret_store_rollback(s);
-        else
-            st = commit(&w);
-    }
+    if (w.in_txn && st) ret_store_rollback(s);
     for (size_t i = 0; i < p.n; i++) job_clear(&p.jobs[i]);
     lode_free(p.jobs);
     lode_free(threads);

@@ -11,6 +11,13 @@
  * BM25 order; when they are fewer than k, chunks that contain any term fill the rest, in
  * BM25 order too (their hit says all_terms = 0). Scores are comparable between the two
  * groups (the same BM25 over the same terms), but the order puts complete matches first.
+ *
+ * A word found in more than half of all chunks gets no weight from BM25 (FTS5 clamps its
+ * negative IDF to ~0) but costs time for every chunk it is in; in stores of 1000 chunks or
+ * more such words are left out of the any-term (OR) query when it has other words: "the
+ * write-ahead log" fills up with chunks that have "write-ahead" or "log", not every chunk
+ * with "the". The every-term query keeps all words. A query of such words only is
+ * searched as it is.
  */
 #ifndef LODE_RETRIEVAL_SEARCH_H
 #define LODE_RETRIEVAL_SEARCH_H
@@ -45,7 +52,8 @@ typedef struct ret_hit {
     int64_t chunk_id;
     int64_t document_id;
     double score;             /* -bm25: higher is better */
-    int all_terms;            /* 1 when the chunk matched every term (always 1 when raw) */
+    int all_terms;            /* 1 when the chunk matched every term searched (always 1
+                                 when raw; common words left out do not count) */
     const char *uri;          /* the document's source */
     const char *title;        /* the document's title, "" when it has none */
     const char *heading_path; /* headings above the chunk joined by " > ", or "" */

@@ -334,6 +334,7 @@ void ret_store_close(ret_store *s)
 {
     if (!s) return;
     for (int i = 0; i < RET_STMT_COUNT; i++) sqlite3_finalize(s->stmt[i]);
+    ret_search_state_free(s->search);
     if (s->db) {
         if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(s->db);

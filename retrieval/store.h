@@ -12,6 +12,12 @@
  * function returns a lode_status and leaves the detail in ret_store_errmsg().
  * Strings handed in must be valid UTF-8 (LODE_ERR_UTF8 otherwise), so everything read
  * back out is valid UTF-8 too.
+ *
+ * Change log, for derived indexes: every document write adds one row to the table
+ * `changes` in the same transaction (seq increasing, op insert/update/delete, the
+ * document, and JSON arrays of the chunk ids it removed and added). Chunk ids are never
+ * reused, so an index keyed by chunk id catches up by applying the rows after the last
+ * seq it saw, in order (ret_store_get_counts gives the latest seq).
  */
 #ifndef LODE_RETRIEVAL_STORE_H
 #define LODE_RETRIEVAL_STORE_H

@@ -34,11 +34,26 @@ typedef enum ret_stmt_id {
     RET_STMT_RUN_FINISH,
     RET_STMT_COUNTS,
     RET_STMT_SEARCH,
+    RET_STMT_SEARCH_FTS5,
+    RET_STMT_VOCAB,
+    RET_STMT_DATA_VERSION,
+    RET_STMT_ROW_COUNT,
     RET_STMT_COUNT
 } ret_stmt_id;
 
+/* The FTS5 tokenizer of chunks_fts, as sql/schema.sql declares it: the module and its
+ * arguments (search.c tokenizes query terms with it to look up their counts). */
+#define RET_FTS_TOKENIZER      "porter"
+#define RET_FTS_TOKENIZER_ARGS "unicode61", "remove_diacritics", "2"
+/* The BM25 column weights (text, heading_path), as the schema's rank setting has them. */
+#define RET_FTS_WEIGHTS "1.0, 2.0"
+
+struct ret_search_state; /* search.c's per-handle state */
+void ret_search_state_free(struct ret_search_state *ss);
+
 struct ret_store {
     sqlite3 *db;
+    struct ret_search_state *search; /* NULL until the first search */
     unsigned flags;
     int txn; /* an explicit transaction (ret_store_begin) is open */
     sqlite3_stmt *stmt[RET_STMT_COUNT];

@@ -5,14 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LODE=${LODE_BIN:-build/lode}
 DB=${LODE_DB:-lode.db}
-DOCS=/usr/share/doc/sqlite3-doc
-[ -d "$DOCS" ] || { echo "demo: $DOCS is missing (make deps installs sqlite3-doc)" >&2; exit 1; }
+# sqlite3-doc puts its HTML in /usr/share/doc/sqlite3 (its own doc folder holds only the
+# changelog); take whichever folder has the pages
+DOCS=
+for d in /usr/share/doc/sqlite3 /usr/share/doc/sqlite3-doc; do
+  [ -f "$d/lang_vacuum.html" ] && { DOCS=$d; break; }
+done
+[ -n "$DOCS" ] || { echo "demo: the SQLite documentation is missing (make deps installs sqlite3-doc)" >&2; exit 1; }
 
-echo "== lode ingest $DOCS"
+echo "== lode ingest $DOCS   (into $DB; a second run skips unchanged files)"
 "$LODE" ingest --db "$DB" "$DOCS"
 for q in "write-ahead logging" "how does VACUUM work" "foreign key constraints"; do
   echo; echo "== lode search \"$q\""
   "$LODE" search --db "$DB" -k 3 "$q"
 done
-echo; echo "== sqlite3 $DB \"SELECT count(*) FROM v_chunks\""
+echo; echo "== sqlite3 $DB \"SELECT count(*) FROM v_documents; SELECT count(*) FROM v_chunks\""
 sqlite3 "$DB" "SELECT count(*) AS documents FROM v_documents; SELECT count(*) AS chunks FROM v_chunks;"

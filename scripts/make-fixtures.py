@@ -241,7 +241,9 @@ parse_special off/on. Fields: `tokens`, `scores`, `token_types` (GGUF numbering)
 # trained here (plain pair-count BPE over the fixture texts), written as a vocab-only GGUF
 # once per tokenizer.ggml.pre value and tokenized by llama.cpp.
 
-BPE_PRES = ["gpt-2", "llama-bpe", "qwen2", "default", "falcon", "starcoder"]
+BPE_PRES = ["gpt-2", "llama-bpe", "qwen2", "default", "falcon", "starcoder", "tekken", "gpt-4o",
+            "bailingmoe", "seed-coder", "deepseek-llm", "deepseek-coder", "deepseek-v3", "bloom",
+            "viking"]
 
 
 def byte_alphabet():

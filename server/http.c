@@ -141,6 +141,12 @@ static void queue(srv_conn *c, unsigned status, struct MHD_Response *r, uint64_t
         return;
     }
     add_error_headers(c, r, status);
+    /* The work is done once the answer is queued: free the slot before the client can
+     * see the answer and send its next request. Streams keep theirs until they end. */
+    if (c->holds_slot) {
+        atomic_fetch_sub(&c->srv->slots, 1);
+        c->holds_slot = 0;
+    }
     if (MHD_queue_response(c->mhd, status, r) == MHD_YES) atomic_store(&c->bytes, len);
     MHD_destroy_response(r);
 }
@@ -426,6 +432,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mhd, const ch
         gate(c, &d);
         return MHD_YES;
     }
+    if (*upload_size && c->answered) { /* answered before the body: drop it */
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (*upload_size) {
         if (!c->too_large && lode_buf_append(&c->body, upload, *upload_size) != LODE_OK) {
             c->too_large = 1;
@@ -560,10 +570,19 @@ int srv_port(const srv_server *s)
     return s->port;
 }
 
+/* Idle: no request in progress and no job whose callbacks may still use the server. */
+static int idle(srv_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int jobs = s->jobs.next != &s->jobs;
+    pthread_mutex_unlock(&s->mu);
+    return !jobs && atomic_load(&s->active) == 0;
+}
+
 static int wait_idle(srv_server *s, double seconds)
 {
     int64_t until = lode_now_ns() + (int64_t)(seconds * 1e9);
-    while (atomic_load(&s->active) > 0) {
+    while (!idle(s)) {
         if (lode_now_ns() >= until) return 0;
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -1,10 +1,12 @@
 /*
  * routes_store.c: the store over HTTP: GET /v1/search (BM25 over FTS5), the document
- * routes (list, one, delete; upload in routes_upload.c) and the store's size for
- * /metrics. The store handle is used by one worker at a time (store_mu).
+ * routes (upload, list, one, delete) and the store's size for /metrics. An upload goes
+ * through ingest's loaders and chunker, so it is stored exactly as `lode ingest` would
+ * store the same file. The store handle is used by one worker at a time (store_mu).
  */
 #include "server/srv_int.h"
 
+#include "ingest/ingest.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
 
@@ -12,6 +14,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int srv_has_store(srv_server *s)
 {
@@ -292,7 +295,140 @@ void srv_h_document_delete(srv_conn *c)
     lode_free(uri);
 }
 
+static ing_media media_of(const char *mt)
+{
+    if (!strcmp(mt, "text/plain")) return ING_MEDIA_TEXT;
+    if (!strcmp(mt, "text/markdown")) return ING_MEDIA_MARKDOWN;
+    if (!strcmp(mt, "text/html")) return ING_MEDIA_HTML;
+    return ING_MEDIA_UNKNOWN;
+}
+
 void srv_h_documents_post(srv_conn *c)
 {
-    srv_reply_unavailable(c, "document upload (it needs ingest/)");
+    srv_server *s = c->srv;
+    json_t *root = NULL, *out = NULL;
+    lode_json_err je;
+    ing_doc *doc = NULL;
+    ing_chunk *chunks = NULL;
+    ret_chunk_in *cin = NULL;
+    char *texts = NULL;
+    size_t n_chunks = 0;
+    const char *text = NULL, *uri = NULL, *title = NULL, *mt = NULL;
+    char sha[65], gen_uri[96], err[256] = "", msg[512] = "";
+    srv_error e;
+
+    if (lode_json_parse(c->body.data, c->body.len, &root, &je)) {
+        srv_error_set(&e, LODE_ERR_FORMAT, 400, "invalid_request_error", "invalid_json", NULL, "%s",
+                      je.message);
+        srv_reply_error(c, &e);
+        goto out;
+    }
+    if (!json_is_object(root)) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, NULL,
+                         "the request body must be a JSON object, got %s",
+                         lode_json_type_name(root));
+        goto out;
+    }
+    if (lode_json_get_string(root, "text", NULL, 1, &text, NULL, &je) ||
+        lode_json_get_string(root, "uri", NULL, 0, &uri, NULL, &je) ||
+        lode_json_get_string(root, "title", NULL, 0, &title, NULL, &je) ||
+        lode_json_get_string(root, "media_type", NULL, 0, &mt, NULL, &je)) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
+        goto out;
+    }
+    size_t len = json_string_length(json_object_get(root, "text"));
+    if (len == 0 || (uri && !*uri)) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, len == 0 ? "text" : "uri",
+                         "'%s' must not be empty", len == 0 ? "text" : "uri");
+        goto out;
+    }
+    ing_media media = ING_MEDIA_UNKNOWN;
+    if (mt && (media = media_of(mt)) == ING_MEDIA_UNKNOWN) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "media_type",
+                         "'media_type' must be text/plain, text/markdown or text/html, got "
+                         "'%.60s'",
+                         mt);
+        goto out;
+    }
+    if (!mt && uri) media = ing_media_from_name(uri);
+    if (!srv_need_store(c)) goto out;
+    if (ing_sha256_hex(text, len, sha)) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "cannot hash the text");
+        goto out;
+    }
+    if (!uri) { /* content-addressed: the same text uploaded twice is one document */
+        snprintf(gen_uri, sizeof gen_uri, "upload:sha256:%s", sha);
+        uri = gen_uri;
+    }
+    lode_status st = ing_load(text, len, media, &doc, err, sizeof err);
+    if (st == LODE_OK) st = ing_chunk_doc(doc, NULL, &chunks, &n_chunks);
+    if (st == LODE_ERR_NOMEM) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
+    }
+    if (st || n_chunks == 0) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "unprocessable_document", "text",
+                         "the text cannot be stored: %s", st ? err : "it holds no text");
+        goto out;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < n_chunks; i++) total += chunks[i].end - chunks[i].start + 1;
+    texts = lode_malloc(total);
+    cin = lode_calloc(n_chunks, sizeof *cin);
+    if (!texts || !cin) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
+    }
+    char *o = texts;
+    for (size_t i = 0; i < n_chunks; i++) {
+        size_t n = chunks[i].end - chunks[i].start;
+        memcpy(o, doc->text + chunks[i].start, n);
+        o[n] = 0;
+        cin[i].text = o;
+        cin[i].heading_path = doc->paths[chunks[i].path];
+        cin[i].char_start = (int64_t)chunks[i].char_start;
+        cin[i].char_end = (int64_t)chunks[i].char_end;
+        cin[i].token_count = chunks[i].tokens;
+        o += n + 1;
+    }
+    if (!title || !*title) title = doc->title[0] ? doc->title : uri;
+    ret_doc d = {.uri = uri,
+                 .title = title,
+                 .media_type = ing_media_mime(doc->media),
+                 .sha256 = sha,
+                 .size = (int64_t)len,
+                 .mtime_ns = (int64_t)time(NULL) * 1000000000};
+    ret_doc_info old;
+    int64_t id = 0;
+    const char *what = "created";
+    pthread_mutex_lock(&s->store_mu);
+    st = ret_store_doc_lookup(s->be->store, uri, &old);
+    if (st == LODE_OK && !strcmp(old.sha256, sha)) {
+        what = "unchanged";
+        id = old.id;
+    } else if (st == LODE_OK || st == LODE_ERR_NOTFOUND) {
+        if (st == LODE_OK) what = "updated";
+        st = ret_store_doc_replace(s->be->store, &d, cin, n_chunks, &id);
+    }
+    if (st) snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
+    pthread_mutex_unlock(&s->store_mu);
+    if (st) {
+        srv_reply_store_error(c, st, msg);
+        goto out;
+    }
+    out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
+                    "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256",
+                    sha, "size", (json_int_t)len, "chunks", (json_int_t)n_chunks, "status", what);
+    if (!out) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
+    }
+    srv_reply_json(c, strcmp(what, "created") ? 200 : 201, out);
+out:
+    json_decref(out);
+    json_decref(root);
+    lode_free(texts);
+    lode_free(cin);
+    lode_free(chunks);
+    ing_doc_destroy(doc);
 }

@@ -242,8 +242,34 @@ static void test_html_edge_cases(void **state)
         assert_int_equal(lode_utf8_valid_prefix(d->text, d->len), d->len);
         ing_doc_destroy(d);
     }
-    /* no <title>: the first h1 */
+    /* a page in another declared charset is decoded, not repaired; undeclared bad bytes
+     * are repaired */
     ing_doc *d = NULL;
+    const char *l1 = "<meta http-equiv=\"content-type\" content=\"text/html; charset=ISO-8859-1\">"
+                     "<title>Caf\xe9</title><p>na\xefve \xa9</p>";
+    assert_int_equal(ing_load_html(l1, strlen(l1), &d, NULL, 0), LODE_OK);
+    assert_string_equal(d->title, "Caf\xC3\xA9");
+    assert_string_equal(d->text, "na\xC3\xAFve \xC2\xA9");
+    assert_int_equal(d->utf8_repairs, 0);
+    ing_doc_destroy(d);
+    const char *bad = "<p>bad \xff byte</p>";
+    assert_int_equal(ing_load_html(bad, strlen(bad), &d, NULL, 0), LODE_OK);
+    assert_string_equal(d->text, "bad \xEF\xBF\xBD byte");
+    assert_int_equal(d->utf8_repairs, 1);
+    ing_doc_destroy(d);
+    /* long pages with raw UTF-8 and no declared charset keep all their text, to the end */
+    lode_buf big = LODE_BUF_INIT;
+    for (int i = 0; i < 3000; i++)
+        lode_buf_printf(&big,
+                        "<p>na\xC3\xAFve caf\xC3\xA9 %d \xE2\x80\x94</p>\n<pre>x(c.n)\n</pre>", i);
+    lode_buf_puts(&big, "<p>final marker</p>");
+    assert_int_equal(ing_load_html(big.data, big.len, &d, NULL, 0), LODE_OK);
+    assert_non_null(strstr(d->text, "na\xC3\xAFve caf\xC3\xA9 2999 \xE2\x80\x94"));
+    assert_int_equal(d->len > 12 && !strcmp(d->text + d->len - 12, "final marker"), 1);
+    assert_int_equal(d->n_blocks, 6001);
+    ing_doc_destroy(d);
+    lode_buf_free(&big);
+    /* no <title>: the first h1 */
     const char *h = "<h2>Not this</h2><h1>Real  title</h1><p>x</p>";
     assert_int_equal(ing_load_html(h, strlen(h), &d, NULL, 0), LODE_OK);
     assert_string_equal(d->title, "Real title");

@@ -503,6 +503,56 @@ static void test_matmul_shapes(void **state)
     check_matmul(LODE_F16, 130, 96, 9, 2, 0);
 }
 
+/* several matmuls in one region equal the same matmuls one by one */
+static void test_matmul_multi(void **state)
+{
+    const size_t n_in = 576, n_tok = 3;
+    const lode_dtype wt[3] = {LODE_Q4_1, LODE_Q5_1, LODE_Q4_1};
+    const size_t n_out[3] = {37, 12, 5};
+    lode_pool *pool = NULL;
+    assert_int_equal(lode_pool_create(2, &pool), LODE_OK);
+    float *X = lode_malloc(n_in * n_tok * 4), *row = lode_malloc(n_in * 4);
+    size_t wsz = krn_matmul_wsize(LODE_Q4_1, n_tok, n_in);
+    void *ws = lode_malloc(wsz), *ws2 = lode_malloc(wsz);
+    assert_true(X && row && ws && ws2);
+    fill(X, n_in * n_tok, 1.f);
+    uint8_t *W[3];
+    float *Y[3], *Yr[3];
+    krn_mm mm[3];
+    for (int k = 0; k < 3; k++) {
+        size_t rb = lode_dtype_row_bytes(wt[k], n_in);
+        W[k] = lode_malloc(rb * n_out[k]);
+        Y[k] = lode_malloc(n_out[k] * n_tok * 4);
+        Yr[k] = lode_malloc(n_out[k] * n_tok * 4);
+        assert_true(W[k] && Y[k] && Yr[k]);
+        for (size_t o = 0; o < n_out[k]; o++) {
+            fill(row, n_in, 0.3f);
+            krn_quantize_row(wt[k], row, W[k] + o * rb, n_in);
+        }
+        poison(Y[k], n_out[k] * n_tok);
+        assert_int_equal(krn_matmul(pool, wt[k], W[k], n_out[k], n_in, X, n_in, n_tok, Yr[k],
+                                    n_out[k], ws2, wsz),
+                         LODE_OK);
+        mm[k] = (krn_mm){wt[k], W[k], n_out[k], Y[k], n_out[k]};
+    }
+    assert_int_equal(krn_quantize_acts(pool, LODE_Q4_1, X, n_in, n_tok, n_in, ws, wsz), LODE_OK);
+    assert_int_equal(krn_matmul_q_multi(pool, mm, 3, n_in, ws, 0, n_tok), LODE_OK);
+    for (int k = 0; k < 3; k++) assert_memory_equal(Y[k], Yr[k], n_out[k] * n_tok * 4);
+    /* activations of another type cannot be shared */
+    krn_mm bad[2] = {mm[0], {LODE_Q8_0, W[0], 1, Y[0], 1}};
+    assert_int_equal(krn_matmul_q_multi(pool, bad, 2, n_in, ws, 0, n_tok), LODE_ERR_INVALID);
+    for (int k = 0; k < 3; k++) {
+        lode_free(W[k]);
+        lode_free(Y[k]);
+        lode_free(Yr[k]);
+    }
+    lode_free(X);
+    lode_free(row);
+    lode_free(ws);
+    lode_free(ws2);
+    lode_pool_destroy(pool);
+}
+
 /* vec_dot on quantized activations equals dequantize-both-then-dot within rounding */
 static void test_vec_dot_pairs(void **state)
 {
@@ -806,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot_pairs),
         cmocka_unit_test(test_matmul_types),
         cmocka_unit_test(test_matmul_shapes),
+        cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_row_ops),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention),

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,6 +447,119 @@ static void test_search_hits(void **state)
     ret_store_close(s);
 }
 
+/* In a store of 1000+ chunks, a word in more than half of them is left out of a query
+ * that has other words; alone it is still searched. */
+static void test_common_words_left_out(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    enum { N = 1200 };
+    assert_int_equal(ret_store_begin(s), LODE_OK);
+    for (int i = 0; i < N; i++) {
+        char uri[32], text[96];
+        snprintf(uri, sizeof uri, "file:///c%d", i);
+        /* "the" in every chunk, "often" in 55%, "rare" in 3, "mid" in 40% */
+        snprintf(text, sizeof text, "the %s %s %s filler%d", i % 20 < 11 ? "often" : "x",
+                 i == 5 || i == 13 || i == 300 ? "rare" : "y", i % 10 < 4 ? "mid" : "z", i);
+        put(s, uri, NULL, text);
+    }
+    /* one chunk with "rare" but without "the" */
+    put(s, "file:///norare", NULL, "a rare thing");
+    assert_int_equal(ret_store_commit(s), LODE_OK);
+    ret_hits *h = NULL;
+    ret_search_opts any = {.k = 50, .mode = RET_MATCH_ANY};
+    ret_search_opts all = {.k = 50, .mode = RET_MATCH_ALL};
+    ret_search_opts autom = {.k = 50};
+    /* OR: "the" and "often" are dropped, so only chunks with "rare" */
+    assert_int_equal(ret_search_bm25(s, "the often rare", &any, &h), LODE_OK);
+    assert_int_equal(h->n, 4);
+    ret_hits_free(h);
+    /* AND keeps every word: 5 and 300 have "rare", "often" and "the" */
+    assert_int_equal(ret_search_bm25(s, "the often rare", &all, &h), LODE_OK);
+    assert_int_equal(h->n, 2);
+    ret_hits_free(h);
+    /* AUTO: those two first, then the OR fill-up without the common words */
+    assert_int_equal(ret_search_bm25(s, "the often rare", &autom, &h), LODE_OK);
+    assert_int_equal(h->n, 4);
+    assert_true(h->hit[0].all_terms && h->hit[1].all_terms);
+    assert_false(h->hit[2].all_terms || h->hit[3].all_terms);
+    ret_hits_free(h);
+    /* "mid" (40%) is kept in OR queries */
+    assert_int_equal(ret_search_bm25(s, "mid rare", &any, &h), LODE_OK);
+    assert_int_equal(h->n, 50);
+    ret_hits_free(h);
+    /* only common words: searched as they are */
+    assert_int_equal(ret_search_bm25(s, "the often", &any, &h), LODE_OK);
+    assert_int_equal(h->n, 50);
+    ret_hits_free(h);
+    /* the cached counts follow new commits: after these, "often" is in < 50% */
+    assert_int_equal(ret_store_begin(s), LODE_OK);
+    for (int i = 0; i < 200; i++) {
+        char uri[32];
+        snprintf(uri, sizeof uri, "file:///more%d", i);
+        put(s, uri, NULL, "more words here");
+    }
+    assert_int_equal(ret_store_commit(s), LODE_OK);
+    assert_int_equal(ret_search_bm25(s, "often rare", &any, &h), LODE_OK);
+    assert_int_equal(h->n, 50);
+    ret_hits_free(h);
+    ret_store_close(s);
+}
+
+/* lode_bm25 (the store's ranking function) gives FTS5's bm25 scores and order. */
+static void test_ranking_matches_fts5_bm25(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    static const char *words[] = {"index", "table", "vacuum", "journal", "page",  "cache",
+                                  "write", "log",   "query",  "planner", "btree", "lock"};
+    unsigned seed = 99;
+    for (int i = 0; i < 60; i++) {
+        char uri[32], text[512], heading[64];
+        size_t l = 0;
+        int n = 3 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 60;
+        for (int w = 0; w < n; w++) {
+            seed = seed * 1103515245u + 12345u;
+            l += (size_t)snprintf(text + l, sizeof text - l, "%s ",
+                                  words[(seed >> 16) % LODE_ARRAY_LEN(words)]);
+        }
+        snprintf(uri, sizeof uri, "file:///r%d", i);
+        snprintf(heading, sizeof heading, "Part %d > %s", i % 4, words[i % 5]);
+        put(s, uri, heading, text);
+    }
+    static const char *queries[] = {"index",         "table OR vacuum",          "journal page",
+                                    "\"write log\"", "query OR planner OR lock", "cache btree"};
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(ret_store_sqlite(s),
+                                        "SELECT rowid, -bm25(chunks_fts, 1.0, 2.0) FROM chunks_fts "
+                                        "WHERE chunks_fts MATCH ?1 ORDER BY rank LIMIT 10",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    for (int pass = 0; pass < 2; pass++) /* the second pass uses the cached lengths */
+        for (size_t i = 0; i < LODE_ARRAY_LEN(queries); i++) {
+            ret_hits *h = NULL;
+            ret_search_opts o = {.k = 10, .raw = 1};
+            assert_int_equal(ret_search_bm25(s, queries[i], &o, &h), LODE_OK);
+            sqlite3_bind_text(q, 1, queries[i], -1, SQLITE_STATIC);
+            size_t n = 0;
+            while (sqlite3_step(q) == SQLITE_ROW) {
+                assert_true(n < h->n);
+                double want = sqlite3_column_double(q, 1);
+                assert_true(fabs(h->hit[n].score - want) <= 1e-9 * fabs(want) + 1e-12);
+                /* equal scores may come in either order */
+                if (h->hit[n].chunk_id != sqlite3_column_int64(q, 0))
+                    assert_true(n + 1 < h->n && fabs(h->hit[n + 1].score - want) < 1e-9);
+                n++;
+            }
+            sqlite3_reset(q);
+            assert_int_equal(n, h->n);
+            assert_true(n > 0);
+            ret_hits_free(h);
+        }
+    sqlite3_finalize(q);
+    ret_store_close(s);
+}
+
 static void test_raw_queries(void **state)
 {
     fixture *f = *state;
@@ -693,6 +807,8 @@ static void test_allocation_failures(void **state)
     fixture *f = *state;
     ret_store *s = open_rw(f->db);
     put(s, "file:///base", "Base", "alpha beta gamma");
+    /* the handle's search state is made by the first search and kept until close */
+    assert_int_equal(count_hits(s, "alpha beta"), 1);
     lode_alloc_stats before, after;
     lode_alloc_get_stats(&before);
     int failed = 0, worked = 0;
@@ -880,6 +996,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_store_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_search_hits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_common_words_left_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ranking_matches_fts5_bm25, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_escaping_never_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writer_processes, setup, teardown),

@@ -71,6 +71,39 @@ static void test_greedy_and_logprobs(void **state)
     eng_sampler_destroy(s);
 }
 
+/* Over a vocabulary-sized array (the vectorized exp path), logprobs agree with a double
+ * precision reference; NaN and -inf entries count as probability 0. */
+static void test_logprobs_large(void **state)
+{
+    (void)state;
+    enum { N = 10007 };
+    float *l = malloc(N * sizeof *l);
+    uint32_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 1664525u + 1013904223u;
+        l[i] = (float)(x >> 8) / (float)(1u << 24) * 30.0f - 20.0f;
+    }
+    l[17] = NAN;
+    l[18] = -INFINITY;
+    l[19] = -1e30f;
+    double mx = -1e300, z = 0;
+    for (int i = 0; i < N; i++)
+        if (i < 17 || i > 19) mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < N; i++)
+        if (i < 17 || i > 19) z += exp(l[i] - mx);
+    double lse = mx + log(z), worst = 0;
+    for (int t = 0; t < N; t += 97) {
+        if (t >= 17 && t <= 19) continue;
+        double d = fabs(eng_logprobs(l, N, t, NULL, 0) - (l[t] - lse));
+        worst = d > worst ? d : worst;
+    }
+    printf("largest logprob difference to double precision: %g\n", worst);
+    assert_true(worst < 1e-4);
+    assert_true(isinf(eng_logprobs(l, N, 18, NULL, 0)));
+    assert_true(isinf(eng_logprobs(l, N, 17, NULL, 0)));
+    free(l);
+}
+
 static void test_seed_determinism(void **state)
 {
     (void)state;
@@ -454,6 +487,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_and_logprobs),
+        cmocka_unit_test(test_logprobs_large),
         cmocka_unit_test(test_seed_determinism),
         cmocka_unit_test(test_top_k),
         cmocka_unit_test(test_top_p_small),

@@ -727,6 +727,65 @@ static void test_search_and_documents(void **state)
     json_decref(v);
     resp_free(&r);
     assert_true(metrics_has(&s, "lode_store_documents 1\n", 5));
+
+    /* Upload: Markdown through ingest's loader and chunker, headings kept. */
+    const char *md = "{\"uri\":\"notes/backup.md\",\"title\":\"Backups\",\"text\":"
+                     "\"# Operations\\n\\n## Backup\\n\\nUse the online backup API to copy a "
+                     "live database safely.\\n\"}";
+    r = http(&s, "POST", "/v1/documents", md, NULL);
+    assert_int_equal(r.status, 201);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "created");
+    assert_string_equal(json_string_value(json_object_get(v, "media_type")), "text/markdown");
+    assert_string_equal(json_string_value(json_object_get(v, "title")), "Backups");
+    assert_true(json_integer_value(json_object_get(v, "chunks")) >= 1);
+    assert_int_equal(strlen(json_string_value(json_object_get(v, "sha256"))), 64);
+    json_int_t up = json_integer_value(json_object_get(v, "id"));
+    assert_true(up > 0);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=online%20backup", NULL, NULL);
+    v = json_of(&r);
+    h = json_array_get(json_object_get(v, "data"), 0);
+    assert_non_null(h);
+    assert_int_equal(json_integer_value(json_object_get(h, "document_id")), up);
+    assert_string_equal(json_string_value(json_object_get(h, "heading_path")),
+                        "Operations > Backup");
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", md, NULL); /* the same again: nothing to do */
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "unchanged");
+    assert_int_equal(json_integer_value(json_object_get(v, "id")), up);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents",
+             "{\"uri\":\"notes/backup.md\",\"text\":\"# Operations\\n\\nNew text.\"}", NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "updated");
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"text\":\"Plain words without a name.\"}", NULL);
+    assert_int_equal(r.status, 201);
+    v = json_of(&r);
+    assert_non_null(strstr(json_string_value(json_object_get(v, "uri")), "upload:sha256:"));
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"uri\":\"x\"}", NULL);
+    expect_error(&r, 400, "'text'", "text", NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"text\":7}", NULL);
+    expect_error(&r, 400, "must be a string", "text", NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"text\":\"x\",\"media_type\":\"image/png\"}", NULL);
+    expect_error(&r, 400, "media_type", "media_type", NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"text\":", NULL);
+    expect_error(&r, 400, "malformed JSON", NULL, "invalid_json");
+    resp_free(&r);
+    assert_true(metrics_has(&s, "lode_store_documents 3\n", 5));
     stop(&s);
 }
 
@@ -835,7 +894,8 @@ static void test_bad_options(void **state)
     start(&s, "--quiet", NULL);
     char port[16];
     snprintf(port, sizeof port, "%d", s.port);
-    snprintf(cmd, sizeof cmd, "%s/lode serve --db %s --port %s 2>&1 | grep -q 'cannot listen'",
+    snprintf(cmd, sizeof cmd,
+             "%s/lode serve --no-model --db %s --port %s 2>&1 | grep -q 'cannot listen'",
              build_dir(), s.db, port);
     rc = system(cmd);
     assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);

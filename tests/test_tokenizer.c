@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "engine/chat.h"
 #include "engine/ejson.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
@@ -599,6 +600,83 @@ static void test_bpe_pre_fixtures(void **state)
     free(txt);
 }
 
+/* The prompts of greedy.json and logits.json: the chat ones rendered with the GGUF's own
+ * template by lode's chat module, then tokenized, give llama.cpp's prompt ids; the greedy
+ * continuations decode to llama.cpp's text. */
+static void test_prompts_and_texts(void **state)
+{
+    (void)state;
+    eng_vocab *v = load_vocab();
+    if (!v) skip();
+    eng_gguf *g = NULL;
+    char err[256];
+    assert_int_equal(eng_gguf_open(model_path(), &g, err, sizeof err), LODE_OK);
+    const char *tmpl = NULL;
+    assert_int_equal(eng_gguf_get_str(g, "tokenizer.chat_template", &tmpl, NULL), LODE_OK);
+    eng_chat_template t;
+    assert_int_equal(eng_chat_template_init(&t, tmpl, false, err, sizeof err), LODE_OK);
+    const char *files[] = {"tests/data/smollm2/greedy.json", "tests/data/smollm2/logits.json"};
+    int n_chat = 0, n_text = 0;
+    for (int f = 0; f < 2; f++) {
+        size_t len;
+        char *txt = read_file(files[f], &len);
+        eng_json_doc *doc = NULL;
+        assert_int_equal(eng_json_parse(txt, len, &doc, err, sizeof err), LODE_OK);
+        for (const eng_json *c = eng_json_get(eng_json_root(doc), "cases")->child; c; c = c->next) {
+            const eng_json *prompt = eng_json_get(c, "prompt");
+            assert_non_null(prompt);
+            if (strcmp(eng_json_get_str(c, "kind", ""), "chat") == 0) {
+                /* the user message is what follows "user\n" up to the end of its turn */
+                const char *u = strstr(prompt->str, "<|im_start|>user\n");
+                assert_non_null(u);
+                u += strlen("<|im_start|>user\n");
+                const char *e = strstr(u, "<|im_end|>");
+                assert_non_null(e);
+                char *msg = lode_strndup(u, (size_t)(e - u));
+                eng_chat_msg m = {"user", msg};
+                lode_buf b = LODE_BUF_INIT;
+                assert_int_equal(eng_chat_render(&t, &m, 1, true, &b), LODE_OK);
+                assert_string_equal(b.data, prompt->str);
+                lode_buf_free(&b);
+                lode_free(msg);
+                n_chat++;
+            }
+            eng_token *ids = NULL;
+            size_t n = 0;
+            assert_int_equal(eng_tok_encode_alloc(v, prompt->str, prompt->len,
+                                                  ENG_TOK_ADD_SPECIAL | ENG_TOK_PARSE_SPECIAL, &ids,
+                                                  &n),
+                             LODE_OK);
+            const eng_json *want = eng_json_get(c, "prompt_ids");
+            assert_int_equal(n, want->len);
+            size_t k = 0;
+            for (const eng_json *w = want->child; w; w = w->next, k++)
+                assert_int_equal(ids[k], w->i);
+            lode_free(ids);
+            const eng_json *gen = eng_json_get(c, "ids"), *text = eng_json_get(c, "text");
+            if (gen && text) {
+                eng_token gi[256];
+                size_t ng = 0;
+                for (const eng_json *w = gen->child; w && ng < 256; w = w->next)
+                    gi[ng++] = (eng_token)w->i;
+                lode_buf b = LODE_BUF_INIT;
+                assert_int_equal(eng_tok_decode(v, gi, ng, ENG_TOK_RENDER_SPECIAL, &b), LODE_OK);
+                if (lode_utf8_valid_prefix(b.data, b.len) == b.len) {
+                    assert_string_equal(b.data, text->str);
+                    n_text++;
+                }
+                lode_buf_free(&b);
+            }
+        }
+        eng_json_free(doc);
+        free(txt);
+    }
+    assert_true(n_chat >= 4);
+    assert_true(n_text >= 4);
+    eng_gguf_close(g);
+    eng_vocab_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -607,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_vocab_queries),      cmocka_unit_test(test_encode_nomem),
         cmocka_unit_test(test_bpe_arrays),         cmocka_unit_test(test_spm_arrays),
         cmocka_unit_test(test_spm_fixture),        cmocka_unit_test(test_bpe_pre_fixtures),
+        cmocka_unit_test(test_prompts_and_texts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

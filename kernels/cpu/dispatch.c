@@ -4,6 +4,9 @@
  * its table: the scalar entries first, then whatever the SIMD files provide on top.
  */
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,15 @@ static const krn_ops *active;
 static krn_isa active_isa;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
+#if defined(__x86_64__)
+/* clang's __builtin_cpu_supports does not know "f16c": ask CPUID leaf 1 directly. */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 int krn_isa_supported(krn_isa isa)
 {
 #if defined(__x86_64__)
@@ -22,8 +34,7 @@ int krn_isa_supported(krn_isa isa)
     case KRN_ISA_SCALAR:
         return 1;
     case KRN_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case KRN_ISA_AVX512:
         return krn_isa_supported(KRN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&

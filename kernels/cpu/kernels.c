@@ -167,47 +167,106 @@ static void mm_task(void *ctx, size_t task, int thread)
     }
 }
 
-lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
-                         const void *xq, size_t ldx, size_t n_tok, float *Y, size_t ldy)
+/* Fills j for one matmul (no pool work); LODE_ERR_INVALID on a bad type or shape. */
+static lode_status mm_setup(mm_job *j, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                            const void *xq, size_t ldx, size_t n_tok, float *Y, size_t ldy)
 {
     if (!krn_weight_type_ok(wt) || !shape_ok(wt, n_in) || ldy < n_out) return LODE_ERR_INVALID;
-    if (n_out == 0 || n_tok == 0) return LODE_OK;
     const krn_ops *o = krn_ops_get();
     lode_dtype vt = krn_vec_dot_type(wt);
     if (!shape_ok(vt, n_in)) return LODE_ERR_INVALID;
-    mm_job j;
-    j.tile = o->tile[wt];
-    j.dot = o->dot[wt];
-    j.w = W;
-    j.wstride = lode_dtype_row_bytes(wt, n_in);
-    j.x = xq;
+    j->tile = o->tile[wt];
+    j->dot = o->dot[wt];
+    j->w = W;
+    j->wstride = lode_dtype_row_bytes(wt, n_in);
+    j->x = xq;
     if (is_float_type(wt)) {
         if (ldx < n_in) return LODE_ERR_INVALID;
-        j.xstride = ldx * sizeof(float);
+        j->xstride = ldx * sizeof(float);
     } else {
-        j.xstride = lode_dtype_row_bytes(vt, n_in);
+        j->xstride = lode_dtype_row_bytes(vt, n_in);
     }
-    j.y = Y;
-    j.ldy = ldy;
-    j.n_in = n_in;
-    j.n_out = n_out;
-    j.n_tok = n_tok;
-    int nth = lode_pool_size(pool);
-    /* Token blocks keep a slice of activations in L2 while each 4-row weight tile is
-     * reused across it; row blocks are small enough to balance the threads. */
-    j.tok_chunk = n_tok <= 64 ? n_tok : 64;
-    size_t n_tc = (n_tok + j.tok_chunk - 1) / j.tok_chunk;
-    size_t want = (size_t)nth * (n_tok == 1 ? 8 : 4);
-    size_t per = n_tc >= want ? n_out : (n_out * n_tc + want - 1) / want;
+    j->y = Y;
+    j->ldy = ldy;
+    j->n_in = n_in;
+    j->n_out = n_out;
+    j->n_tok = n_tok;
+    return LODE_OK;
+}
+
+/* Splits j into tasks for nth threads, `share` being its fraction (in 1/1024) of the
+ * rows of the region it runs in; returns the task count. Token blocks keep a slice of
+ * activations in L2 while each 4-row weight tile is reused across it; row blocks are
+ * small enough to balance the threads. */
+static size_t mm_split(mm_job *j, int nth, size_t share)
+{
+    j->tok_chunk = j->n_tok <= 64 ? j->n_tok : 64;
+    size_t n_tc = (j->n_tok + j->tok_chunk - 1) / j->tok_chunk;
+    size_t want = ((size_t)nth * (j->n_tok == 1 ? 8 : 4) * share + 1023) / 1024;
+    if (want < 1) want = 1;
+    size_t per = n_tc >= want ? j->n_out : (j->n_out * n_tc + want - 1) / want;
     if (per < 16) per = 16;
-    if (n_tok > 1 && per > 128) per = 128;
-    j.row_chunk = (per + KRN_TILE - 1) / KRN_TILE * KRN_TILE;
-    j.n_row_chunks = (n_out + j.row_chunk - 1) / j.row_chunk;
-    size_t n_tasks = j.n_row_chunks * n_tc;
+    if (j->n_tok > 1 && per > 128) per = 128;
+    j->row_chunk = (per + KRN_TILE - 1) / KRN_TILE * KRN_TILE;
+    j->n_row_chunks = (j->n_out + j->row_chunk - 1) / j->row_chunk;
+    return j->n_row_chunks * n_tc;
+}
+
+#define MM_MULTI_MAX 8
+
+typedef struct mm_multi {
+    mm_job jobs[MM_MULTI_MAX];
+    size_t first[MM_MULTI_MAX + 1]; /* first task of each job; first[n] = total */
+    size_t n;
+} mm_multi;
+
+static void mm_multi_task(void *ctx, size_t task, int thread)
+{
+    const mm_multi *m = ctx;
+    size_t k = 0;
+    while (task >= m->first[k + 1]) k++;
+    mm_task((void *)&m->jobs[k], task - m->first[k], thread);
+}
+
+lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
+                         const void *xq, size_t ldx, size_t n_tok, float *Y, size_t ldy)
+{
+    mm_job j;
+    lode_status rc = mm_setup(&j, wt, W, n_out, n_in, xq, ldx, n_tok, Y, ldy);
+    if (rc != LODE_OK) return rc;
+    if (n_out == 0 || n_tok == 0) return LODE_OK;
+    int nth = lode_pool_size(pool);
+    size_t n_tasks = mm_split(&j, nth, 1024);
     if (nth == 1)
         for (size_t t = 0; t < n_tasks; t++) mm_task(&j, t, 0);
     else
         lode_parallel_for(pool, n_tasks, mm_task, &j);
+    return LODE_OK;
+}
+
+lode_status krn_matmul_q_multi(lode_pool *pool, const krn_mm *mms, size_t n_mm, size_t n_in,
+                               const void *xq, size_t ldx, size_t n_tok)
+{
+    if (!mms || n_mm == 0 || n_mm > MM_MULTI_MAX) return LODE_ERR_INVALID;
+    mm_multi m;
+    m.n = n_mm;
+    size_t rows = 0;
+    lode_dtype vt = krn_vec_dot_type(mms[0].wt);
+    for (size_t k = 0; k < n_mm; k++) {
+        if (krn_vec_dot_type(mms[k].wt) != vt) return LODE_ERR_INVALID;
+        lode_status rc = mm_setup(&m.jobs[k], mms[k].wt, mms[k].W, mms[k].n_out, n_in, xq, ldx,
+                                  n_tok, mms[k].Y, mms[k].ldy);
+        if (rc != LODE_OK) return rc;
+        rows += mms[k].n_out;
+    }
+    if (rows == 0 || n_tok == 0) return LODE_OK;
+    int nth = lode_pool_size(pool);
+    m.first[0] = 0;
+    for (size_t k = 0; k < n_mm; k++) {
+        size_t share = (m.jobs[k].n_out * 1024 + rows - 1) / rows;
+        m.first[k + 1] = m.first[k] + (m.jobs[k].n_out ? mm_split(&m.jobs[k], nth, share) : 0);
+    }
+    lode_parallel_for(pool, m.first[n_mm], mm_multi_task, &m);
     return LODE_OK;
 }
 

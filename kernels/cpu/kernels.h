@@ -89,6 +89,21 @@ lode_status krn_quantize_acts(lode_pool *pool, lode_dtype wt, const float *X, si
 lode_status krn_matmul_q(lode_pool *pool, lode_dtype wt, const void *W, size_t n_out, size_t n_in,
                          const void *xq, size_t ldx, size_t n_tok, float *Y /* OUT */, size_t ldy);
 
+/* One of several matmuls that share their activations (see krn_matmul_q_multi). */
+typedef struct krn_mm {
+    lode_dtype wt; /* weight type */
+    const void *W; /* n_out rows of n_in elements */
+    size_t n_out;
+    float *Y; /* OUT (n_tok, ldy) */
+    size_t ldy;
+} krn_mm;
+
+/* Runs up to 8 matmuls over the same quantized activations (from krn_quantize_acts;
+ * every weight type must have the same krn_vec_dot_type and the same n_in) in a single
+ * parallel region: Q, K and V, or gate and up, in one go. Same rules as krn_matmul_q. */
+lode_status krn_matmul_q_multi(lode_pool *pool, const krn_mm *mms, size_t n_mm, size_t n_in,
+                               const void *xq, size_t ldx, size_t n_tok);
+
 /* ---- f32 row operations ------------------------------------------------------------ */
 /* y = x / sqrt(mean(x^2) + eps) * w. y may equal x. */
 void krn_rmsnorm(float *y /* OUT */, const float *x, const float *w, size_t n, float eps);

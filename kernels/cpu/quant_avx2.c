@@ -75,7 +75,7 @@ AI __m256i q32(const float *v, float *d_out)
     float amax = _mm_cvtss_f32(m4);
     float d = amax / 127.f;
     *d_out = d;
-    __m256 id = _mm256_set1_ps(d ? 1.f / d : 0.f);
+    __m256 id = _mm256_set1_ps(amax ? 127.f / amax : 0.f); /* as GGML: 127/amax */
     __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, id));
     __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, id));
     __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, id));
@@ -131,8 +131,8 @@ static void aq_q8_K(const float *x, void *y, size_t n)
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float d = _mm_cvtss_f32(m4) / 127.f;
-        __m256 id = _mm256_set1_ps(d ? 1.f / d : 0.f);
+        float amax = _mm_cvtss_f32(m4), d = amax / 127.f;
+        __m256 id = _mm256_set1_ps(amax ? 127.f / amax : 0.f);
         b[i].d = d;
         for (int j = 0; j < QK_K; j += 32) {
             __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + j), id));
@@ -297,6 +297,200 @@ DEFINE_TYPE(q5_0, K_Q5_0)
 DEFINE_TYPE(q5_1, K_Q5_1)
 DEFINE_TYPE(q8_0, K_Q8_0)
 
+/* ---- K-quants x Q8_K ---------------------------------------------------------------- */
+/* Sub-block scales are applied in 16-bit (madd with the broadcast scale), the block's
+ * integer sum stays in int32, and one float multiply-add per 256 elements remains. */
+AI int hsum_i32(__m256i v)
+{
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    return _mm_cvtsi128_si32(t);
+}
+
+/* sum over sub-blocks j of mins[j] * (bsums[2j] + bsums[2j+1]) */
+AI int k4_min_sum(const uint8_t *mins8, const int16_t *bsums)
+{
+    __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);    /* 16 x i16 */
+    __m256i pair = _mm256_madd_epi16(bs, _mm256_set1_epi16(1)); /* 8 x i32 */
+    __m128i m16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mins8));
+    __m256i m32 = _mm256_cvtepi16_epi32(m16);
+    return hsum_i32(_mm256_mullo_epi32(pair, m32));
+}
+
+AI void k4_scales(const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    for (int j = 0; j < 8; j++) krn_get_scale_min_k4(j, q, &sc[j], &mn[j]);
+}
+
+static float dot_q4_K(size_t n, const void *w, const void *x)
+{
+    const block_q4_K *a = w;
+    const block_q8_K *b = x;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (size_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        k4_scales(a[i].scales, sc, mn);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + c * 32));
+            __m256i lo = _mm256_and_si256(q, m4),
+                    hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(b[i].qs + c * 64));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(b[i].qs + c * 64 + 32));
+            __m256i p0 =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * c]));
+            __m256i p1 =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        float d = h2f(a[i].d) * b[i].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc);
+        mins += h2f(a[i].dmin) * b[i].d * (float)k4_min_sum(mn, b[i].bsums);
+    }
+    return hsum8(acc) - mins;
+}
+
+static float dot_q5_K(size_t n, const void *w, const void *x)
+{
+    const block_q5_K *a = w;
+    const block_q8_K *b = x;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (size_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], mn[8];
+        k4_scales(a[i].scales, sc, mn);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)a[i].qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(a[i].qs + c * 32));
+            __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
+            __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(h0, 4));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                         _mm256_slli_epi16(h1, 4));
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(b[i].qs + c * 64));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(b[i].qs + c * 64 + 32));
+            __m256i p0 =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_set1_epi16(sc[2 * c]));
+            __m256i p1 =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), _mm256_set1_epi16(sc[2 * c + 1]));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        float d = h2f(a[i].d) * b[i].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(d), acc);
+        mins += h2f(a[i].dmin) * b[i].d * (float)k4_min_sum(mn, b[i].bsums);
+    }
+    return hsum8(acc) - mins;
+}
+
+/* scale pair for a 32-element chunk covering 16-groups g and g+1 */
+AI __m256i sc_pair(const int8_t *sc, int g)
+{
+    return _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+}
+
+static float dot_q6_K(size_t n, const void *w, const void *x)
+{
+    const block_q6_K *a = w;
+    const block_q8_K *b = x;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t i = 0; i < n / QK_K; i++) {
+        const int8_t *sc = a[i].scales;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = a[i].ql + h * 64, *qhp = a[i].qh + h * 32;
+            const int8_t *xq = b[i].qs + h * 128;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
+            q[1] = _mm256_or_si256(
+                _mm256_and_si256(l1, m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
+            q[2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + k * 32));
+                __m256i p = _mm256_maddubs_epi16(q[k], xv);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sc_pair(sc, h * 8 + k * 2)));
+            }
+        }
+        /* the -32 offset of every weight: 32 * sum_g sc[g] * bsums[g] */
+        __m256i bs = _mm256_loadu_si256((const __m256i *)b[i].bsums);
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+        int off = hsum_i32(_mm256_madd_epi16(bs, sc16));
+        float d = h2f(a[i].d) * b[i].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(
+                                  sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0))),
+                              _mm256_set1_ps(d), acc);
+    }
+    return hsum8(acc);
+}
+
+/* ---- float weights x f32 -------------------------------------------------------------- */
+static float dot_f32w(size_t n, const void *w, const void *x)
+{
+    const float *a = w, *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float dot_f16w(size_t n, const void *w, const void *x)
+{
+    const lode_half *a = w;
+    const float *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                             _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))),
+                             _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += h2f(a[i]) * b[i];
+    return s;
+}
+
+AI __m256 bf16x8(const lode_bf16 *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+static float dot_bf16w(size_t n, const void *w, const void *x)
+{
+    const lode_bf16 *a = w;
+    const float *b = x;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(bf16x8(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(bf16x8(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += lode_bf16_to_float(a[i]) * b[i];
+    return s;
+}
+
 void krn_quant_avx2_init(krn_ops *o);
 void krn_quant_avx2_init(krn_ops *o)
 {
@@ -315,4 +509,10 @@ void krn_quant_avx2_init(krn_ops *o)
     o->tile[LODE_Q5_0] = tile_q5_0;
     o->tile[LODE_Q5_1] = tile_q5_1;
     o->tile[LODE_Q8_0] = tile_q8_0;
+    o->dot[LODE_Q4_K] = dot_q4_K;
+    o->dot[LODE_Q5_K] = dot_q5_K;
+    o->dot[LODE_Q6_K] = dot_q6_K;
+    o->dot[LODE_F32] = dot_f32w;
+    o->dot[LODE_F16] = dot_f16w;
+    o->dot[LODE_BF16] = dot_bf16w;
 }

@@ -1,63 +1,101 @@
 /*
- * quant_avx512.c: AVX-512 VNNI versions of the 32-element block tiles of quant_avx2.c:
- * the same unpacking, with each u8 x s8 block product a single vpdpbusd. Installed only
- * when the CPU has AVX512_VNNI (Cascade Lake and later); otherwise the AVX2 tiles stay.
+ * quant_avx512.c: AVX-512 VNNI tiles for the 32-element block types (Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q8_0 x Q8_0/Q8_1): two blocks per 512-bit register, each block product one
+ * vpdpbusd. Installed only when the CPU has AVX512_VNNI (Cascade Lake and later);
+ * otherwise the AVX2 tiles stay.
  */
 #include <immintrin.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/cpu/kernels_int.h"
 
+/* Every function here may use VNNI (the file is installed only on VNNI CPUs); clang has
+ * no `#pragma GCC target`, so it gets the same through an attribute scope. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512vnni"))), apply_to = function)
+#else
 #pragma GCC target("avx512vnni")
+#endif
 
 #define AI static inline __attribute__((always_inline))
 
-AI float h2f(lode_half h)
-{
-    return _cvtsh_ss(h);
-}
-
-AI float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-AI __m256i nib32(const uint8_t *qs)
-{
-    __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-AI __m256i bits32(const uint8_t *qh4)
-{
-    uint32_t qh;
-    memcpy(&qh, qh4, 4);
-    return _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10));
-}
-
-/* 8 int32 partial sums of u8 a x s8 b */
-AI __m256i dot_us(__m256i a, __m256i b)
-{
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b);
-}
-
-/* 8 int32 partial sums of s8 a x s8 b, given |a| */
-AI __m256i dot_ss(__m256i aabs, __m256i a, __m256i b)
-{
-    return dot_us(aabs, _mm256_sign_epi8(b, a));
-}
-
-/* ---- 32-element block tiles -------------------------------------------------------- */
-/* One tile body for all five types: KIND selects how a weight block is unpacked and
- * whether it carries a min (Q4_1/Q5_1, paired with Q8_1's s = d * sum(q)). */
+/* ---- 32-element block tiles, two blocks per zmm -------------------------------------- */
+/* Weights are made unsigned (nibbles as they are; Q8_0 biased by +128) so each block
+ * product is one vpdpbusd; the bias times the activations' block sums is taken off by
+ * starting the accumulator at -bias * partial sums of x (computed once per token, shared
+ * by all rows). The two half-precision scales (and mins) of a block pair become one
+ * 4-float vector [d0, m0, d1, m1]; multiplied by the activation's [d0, s0, d1, s1] it
+ * gives both the per-block scales (spread to the lanes by a permute) and the min terms. */
 enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
-AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, float *y, size_t ldy,
-               const int NR, const int NT, const int KIND)
+AI __m512i w_pair(const uint8_t *b0, const uint8_t *b1, const int KIND, const int two)
+{
+    if (KIND == K_Q8_0) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(b0 + 2));
+        __m256i b = two ? _mm256_loadu_si256((const __m256i *)(b1 + 2)) : _mm256_set1_epi8(0);
+        __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+        return _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
+    }
+    const size_t qo = KIND == K_Q4_0 ? 2 : KIND == K_Q4_1 ? 4 : KIND == K_Q5_0 ? 6 : 8;
+    __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + qo));
+    __m128i q1 = two ? _mm_loadu_si128((const __m128i *)(b1 + qo)) : _mm_setzero_si128();
+    __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
+    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    if (KIND == K_Q5_0 || KIND == K_Q5_1) {
+        const size_t ho = KIND == K_Q5_0 ? 2 : 4;
+        uint32_t h0, h1 = 0;
+        memcpy(&h0, b0 + ho, 4);
+        if (two) memcpy(&h1, b1 + ho, 4);
+        uint64_t m = (uint64_t)(h0 & 0xFFFF) | (uint64_t)(h1 & 0xFFFF) << 16 |
+                     (uint64_t)(h0 >> 16) << 32 | (uint64_t)(h1 >> 16) << 48;
+        z = _mm512_or_si512(z, _mm512_maskz_mov_epi8((__mmask64)m, _mm512_set1_epi8(0x10)));
+    }
+    return z;
+}
+
+/* [d0, m0, d1, m1] of a weight pair (m = 0 for types without a min) */
+AI __m128 w_scales(const uint8_t *b0, const uint8_t *b1, const int KIND, const int two)
+{
+    const int has_min = KIND == K_Q4_1 || KIND == K_Q5_1;
+    uint32_t a0, a1 = 0;
+    memcpy(&a0, b0, 4);
+    if (two) memcpy(&a1, b1, 4);
+    if (!has_min) {
+        a0 &= 0xFFFF;
+        a1 &= 0xFFFF;
+    }
+    return _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)a1, (int)a0));
+}
+
+AI __m512i x_pair(const uint8_t *x0, const uint8_t *x1, const int KIND, const int two)
+{
+    const int has_min = KIND == K_Q4_1 || KIND == K_Q5_1;
+    const size_t qo = has_min ? 4 : 2;
+    __m256i a = _mm256_loadu_si256((const __m256i *)(x0 + qo));
+    __m256i b = two ? _mm256_loadu_si256((const __m256i *)(x1 + qo)) : _mm256_set1_epi8(0);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+    if (KIND == K_Q8_0) return z;                               /* [x0 lo, x0 hi, x1 lo, x1 hi] */
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)); /* [x0 lo, x1 lo, x0 hi, x1 hi] */
+}
+
+AI __m128 x_scales(const uint8_t *x0, const uint8_t *x1, const int KIND, const int two)
+{
+    const int has_min = KIND == K_Q4_1 || KIND == K_Q5_1;
+    uint32_t a0, a1 = 0;
+    memcpy(&a0, x0, 4);
+    if (two) memcpy(&a1, x1, 4);
+    if (!has_min) {
+        a0 &= 0xFFFF;
+        a1 &= 0xFFFF;
+    }
+    return _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)a1, (int)a0));
+}
+
+AI void pair_step(const uint8_t *w, size_t ws, const uint8_t *x, size_t xs, size_t i,
+                  __m512 acc[4][4], __m128 macc[4][4], const int NR, const int NT, const int KIND,
+                  const int two)
 {
     const size_t wbs = KIND == K_Q4_0   ? sizeof(block_q4_0)
                        : KIND == K_Q4_1 ? sizeof(block_q4_1)
@@ -65,60 +103,63 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
                        : KIND == K_Q5_1 ? sizeof(block_q5_1)
                                         : sizeof(block_q8_0);
     const int has_min = KIND == K_Q4_1 || KIND == K_Q5_1;
-    const int is_signed = !has_min;
     const size_t xbs = has_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
-    __m256 acc[4][4];
-    float mins[4][4];
-    for (int r = 0; r < NR; r++)
-        for (int t = 0; t < NT; t++) {
-            acc[r][t] = _mm256_setzero_ps();
-            mins[r][t] = 0;
-        }
-    const size_t nb = n / 32;
-    for (size_t i = 0; i < nb; i++) {
-        __m256i wq[4], wa[4];
-        float wd[4], wm[4];
+    const int bias = KIND == K_Q4_0 ? 8 : KIND == K_Q5_0 ? 16 : KIND == K_Q8_0 ? 128 : 0;
+    const __m512i perm = KIND == K_Q8_0
+                             ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2)
+                             : _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+    __m512i wq[4];
+    __m128 wsc[4];
+    __m512 wsv[4];
+    for (int r = 0; r < NR; r++) {
+        const uint8_t *b0 = w + r * ws + i * wbs;
+        wq[r] = w_pair(b0, b0 + wbs, KIND, two);
+        wsc[r] = w_scales(b0, b0 + wbs, KIND, two);
+        wsv[r] = _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(wsc[r]));
+    }
+    for (int t = 0; t < NT; t++) {
+        const uint8_t *x0 = x + t * xs + i * xbs;
+        __m512i xq = x_pair(x0, x0 + xbs, KIND, two);
+        __m128 xsc = x_scales(x0, x0 + xbs, KIND, two);
+        __m512 xsv = _mm512_permutexvar_ps(perm, _mm512_castps128_ps512(xsc));
+        __m512i init = _mm512_setzero_si512();
+        if (bias)
+            init =
+                _mm512_sub_epi32(init, _mm512_dpbusd_epi32(init, _mm512_set1_epi8((char)bias), xq));
         for (int r = 0; r < NR; r++) {
-            const uint8_t *bp = (const uint8_t *)w + r * ws + i * wbs;
-            lode_half hd, hm = 0;
-            memcpy(&hd, bp, 2);
-            if (has_min) memcpy(&hm, bp + 2, 2);
-            wd[r] = h2f(hd);
-            wm[r] = has_min ? h2f(hm) : 0.f;
-            __m256i q;
-            if (KIND == K_Q4_0) {
-                q = _mm256_sub_epi8(nib32(bp + 2), _mm256_set1_epi8(8));
-            } else if (KIND == K_Q4_1) {
-                q = nib32(bp + 4);
-            } else if (KIND == K_Q5_0) {
-                q = _mm256_sub_epi8(_mm256_or_si256(nib32(bp + 6), bits32(bp + 2)),
-                                    _mm256_set1_epi8(16));
-            } else if (KIND == K_Q5_1) {
-                q = _mm256_or_si256(nib32(bp + 8), bits32(bp + 4));
-            } else {
-                q = _mm256_loadu_si256((const __m256i *)(bp + 2));
-            }
-            wq[r] = q;
-            wa[r] = is_signed ? _mm256_sign_epi8(q, q) : q;
-        }
-        for (int t = 0; t < NT; t++) {
-            const uint8_t *xp = (const uint8_t *)x + t * xs + i * xbs;
-            lode_half hd, hs = 0;
-            memcpy(&hd, xp, 2);
-            if (has_min) memcpy(&hs, xp + 2, 2);
-            __m256i xq = _mm256_loadu_si256((const __m256i *)(xp + (has_min ? 4 : 2)));
-            __m256 xd = _mm256_set1_ps(h2f(hd));
-            float xsum = has_min ? h2f(hs) : 0.f;
-            for (int r = 0; r < NR; r++) {
-                __m256i p = is_signed ? dot_ss(wa[r], wq[r], xq) : dot_us(wq[r], xq);
-                __m256 sc = _mm256_mul_ps(_mm256_set1_ps(wd[r]), xd);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc[r][t]);
-                if (has_min) mins[r][t] += wm[r] * xsum;
-            }
+            __m512i p = _mm512_dpbusd_epi32(init, wq[r], xq);
+            __m512 px = _mm512_mul_ps(_mm512_cvtepi32_ps(p), xsv);
+            acc[r][t] = _mm512_fmadd_ps(px, wsv[r], acc[r][t]);
+            if (has_min) macc[r][t] = _mm_fmadd_ps(wsc[r], xsc, macc[r][t]);
         }
     }
+}
+
+AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, float *y, size_t ldy,
+               const int NR, const int NT, const int KIND)
+{
+    const int has_min = KIND == K_Q4_1 || KIND == K_Q5_1;
+    __m512 acc[4][4];
+    __m128 macc[4][4];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) {
+            acc[r][t] = _mm512_setzero_ps();
+            macc[r][t] = _mm_setzero_ps();
+        }
+    const size_t nb = n / 32;
+    size_t i = 0;
+    for (; i + 2 <= nb; i += 2) pair_step(w, ws, x, xs, i, acc, macc, NR, NT, KIND, 1);
+    if (i < nb) pair_step(w, ws, x, xs, i, acc, macc, NR, NT, KIND, 0);
     for (int t = 0; t < NT; t++)
-        for (int r = 0; r < NR; r++) y[t * ldy + r] = hsum8(acc[r][t]) + mins[r][t];
+        for (int r = 0; r < NR; r++) {
+            float s = _mm512_reduce_add_ps(acc[r][t]);
+            if (has_min) {
+                __m128 m = macc[r][t];
+                s +=
+                    _mm_cvtss_f32(_mm_shuffle_ps(m, m, 1)) + _mm_cvtss_f32(_mm_shuffle_ps(m, m, 3));
+            }
+            y[t * ldy + r] = s;
+        }
 }
 
 #define TILE_SWITCH(KIND)                                                                          \
@@ -208,3 +249,7 @@ void krn_quant_avx512_init(krn_ops *o)
     o->tile[LODE_Q5_1] = tile_q5_1;
     o->tile[LODE_Q8_0] = tile_q8_0;
 }
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

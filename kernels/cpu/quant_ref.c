@@ -226,7 +226,7 @@ static void q_q8_0(const float *x, void *y, size_t n)
     block_q8_0 *b = y;
     for (size_t i = 0; i < n / 32; i++) {
         const float *v = x + i * 32;
-        float d = amax_of(v, 32) / 127.f, id = d ? 1.f / d : 0.f;
+        float amax = amax_of(v, 32), d = amax / 127.f, id = amax ? 127.f / amax : 0.f;
         b[i].d = F2H(d);
         for (int j = 0; j < 32; j++) b[i].qs[j] = (int8_t)nearest_int(v[j] * id);
     }
@@ -237,7 +237,7 @@ static void q_q8_1(const float *x, void *y, size_t n)
     block_q8_1 *b = y;
     for (size_t i = 0; i < n / 32; i++) {
         const float *v = x + i * 32;
-        float d = amax_of(v, 32) / 127.f, id = d ? 1.f / d : 0.f;
+        float amax = amax_of(v, 32), d = amax / 127.f, id = amax ? 127.f / amax : 0.f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
             int q = nearest_int(v[j] * id);
@@ -254,7 +254,7 @@ static void q_q8_K(const float *x, void *y, size_t n)
     block_q8_K *b = y;
     for (size_t i = 0; i < n / QK_K; i++) {
         const float *v = x + i * QK_K;
-        float d = amax_of(v, QK_K) / 127.f, id = d ? 1.f / d : 0.f;
+        float amax = amax_of(v, QK_K), d = amax / 127.f, id = amax ? 127.f / amax : 0.f;
         b[i].d = d;
         for (int g = 0; g < QK_K / 16; g++) {
             int sum = 0;

@@ -1,0 +1,63 @@
+/*
+ * gemm.h: f32 matrix multiply with a pre-packed weight matrix, for the BERT encoder's
+ * batched projections (hundreds to thousands of token rows against the same weights).
+ * krn_matmul (kernels.h) computes each output from dot products of rows, which suits
+ * decoding a few tokens; with many rows a register-blocked kernel over packed weight
+ * panels does several times the work per load: on this project's 2-core AVX-512 box the
+ * 1536x384 projection of 2048 rows ran 3.9x (1 thread) to 6.2x (2 threads) faster than
+ * krn_matmul (make bench-retrieval, bench/RESULTS.md). Weights are packed once at load.
+ *
+ * Variants: AVX-512 (8x32 register tile), AVX2+FMA (6x16), portable C (4x16), chosen at
+ * pack time from the CPU (LODE_KERNELS=scalar|avx2|avx512 forces one, as for kernels.h).
+ */
+#ifndef LODE_KERNELS_CPU_GEMM_H
+#define LODE_KERNELS_CPU_GEMM_H
+
+#include <stddef.h>
+
+#include "common/lode.h"
+#include "common/threadpool.h"
+
+/* A weight matrix W (n_out rows of n_in floats) in panels of nr output columns:
+ * data[(p * n_in + k) * nr + j] = W[p * nr + j][k], zero past n_out. */
+typedef struct krn_packed {
+    float *data; /* owned, 64-byte aligned */
+    size_t n_out, n_in;
+    int nr, mr; /* panel width and register tile height of the variant */
+    int isa;    /* 0 portable, 1 avx2, 2 avx512 */
+} krn_packed;
+
+/* Packs W (row-major, n_out x n_in) for krn_gemm_packed. isa < 0 picks the best the CPU
+ * (or LODE_KERNELS) allows; 0, 1, 2 force portable, AVX2, AVX-512 (UNSUPPORTED when the
+ * CPU lacks it). Returns NOMEM or OK; free with krn_packed_free. */
+lode_status krn_pack(const float *W, size_t n_out, size_t n_in, int isa, krn_packed *out /* OUT */);
+void krn_packed_free(krn_packed *p);
+
+/* The best variant the CPU (or LODE_KERNELS) allows: 0, 1 or 2 as above. */
+int krn_gemm_isa(void);
+/* Floats of packed data for an n_out x n_in matrix in variant isa (0..2). */
+size_t krn_pack_size(size_t n_out, size_t n_in, int isa);
+/* Packs without allocating into dst (krn_pack_size floats, 64-byte aligned), for
+ * matrices that change per call (attention's keys and values). Element (o, k) of W is
+ * W[o * so + k * sk], so a transposed or strided source packs directly. out->data
+ * points at dst and must not be passed to krn_packed_free. */
+void krn_pack_into(const float *W, size_t so, size_t sk, size_t n_out, size_t n_in, int isa,
+                   float *dst, krn_packed *out /* OUT */);
+
+/* Y[t][o] = sum_k X[t][k] * W[o][k] (+ bias[o] when bias is not NULL) for t < n_tok,
+ * o < n_out. X rows ldx floats apart, Y rows ldy apart. Runs on pool (NULL: the calling
+ * thread), parallel over blocks of rows and panels. Allocates nothing. */
+void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_t ldx, size_t n_tok,
+                     float *Y /* OUT */, size_t ldy, const float *bias);
+
+/* The register-tile kernels behind krn_gemm_packed (one per ISA file): rows a[0..MR) of
+ * the activations (pointers may repeat to pad a short tile), one packed panel b (k x nr),
+ * outputs c[i][0..n) for i < m; bias (nr floats of this panel, or NULL) added. */
+void krn_gemm_tile_ref(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                       size_t n, const float *bias);
+void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *const *c, size_t m,
+                        size_t n, const float *bias);
+void krn_gemm_tile_avx512(size_t k, const float *const *a, const float *b, float *const *c,
+                          size_t m, size_t n, const float *bias);
+
+#endif

@@ -1,0 +1,178 @@
+/* test_encoder_kernels.c: the encoder's kernels against double-precision references on
+ * random inputs: the packed GEMM in every variant the CPU has (odd shapes, bias, strided
+ * rows, poisoned outputs), LayerNorm, GELU and full attention.
+ * lode-test: engine */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/lode.h"
+#include "common/threadpool.h"
+#include "kernels/cpu/encoder.h"
+#include "kernels/cpu/gemm.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static float *rand_buf(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+
+/* relative L2 error of y against the double reference r */
+static double rel_err(const float *y, const double *r, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (y[i] - r[i]) * (y[i] - r[i]);
+        den += r[i] * r[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static void test_gemm_variants(void **state)
+{
+    static const size_t shapes[][3] = {{1, 1, 1},       {7, 33, 5},      {13, 100, 384},
+                                       {64, 1536, 384}, {70, 384, 1536}, {9, 17, 3}};
+    lode_pool *pool = NULL;
+    assert_int_equal(lode_pool_create(2, &pool), LODE_OK);
+    int tested = 0;
+    for (int isa = 0; isa <= 2; isa++) {
+        krn_packed P;
+        for (size_t s = 0; s < LODE_ARRAY_LEN(shapes); s++) {
+            size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldx = K + 3, ldy = N + 5;
+            float *W = rand_buf(N * K), *X = rand_buf(M * ldx), *b = rand_buf(N);
+            float *Y = malloc(M * ldy * sizeof *Y);
+            double *R = malloc(M * N * sizeof *R);
+            lode_status st = krn_pack(W, N, K, isa, &P);
+            if (st == LODE_ERR_UNSUPPORTED) {
+                free(W), free(X), free(b), free(Y), free(R);
+                break;
+            }
+            assert_int_equal(st, LODE_OK);
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                for (size_t i = 0; i < M * ldy; i++) Y[i] = NAN; /* poison */
+                krn_gemm_packed(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL);
+                float *Yc = malloc(M * N * sizeof *Yc);
+                for (size_t t = 0; t < M; t++)
+                    for (size_t o = 0; o < N; o++) {
+                        double acc = with_bias ? b[o] : 0;
+                        for (size_t k = 0; k < K; k++) acc += (double)X[t * ldx + k] * W[o * K + k];
+                        R[t * N + o] = acc;
+                        Yc[t * N + o] = Y[t * ldy + o];
+                    }
+                double e = rel_err(Yc, R, M * N);
+                if (!(e < 1e-5)) fail_msg("isa %d shape %zux%zux%zu: rel err %g", isa, M, N, K, e);
+                /* the padding columns of each row are untouched */
+                for (size_t t = 0; t < M; t++)
+                    for (size_t o = N; o < ldy; o++) assert_true(isnan(Y[t * ldy + o]));
+                free(Yc);
+            }
+            krn_packed_free(&P);
+            free(W), free(X), free(b), free(Y), free(R);
+            tested++;
+        }
+    }
+    assert_true(tested >= (int)LODE_ARRAY_LEN(shapes)); /* the portable variant at least */
+    lode_pool_destroy(pool);
+}
+
+static void test_layernorm_gelu(void **state)
+{
+    const size_t n = 384;
+    float *x = rand_buf(n), *w = rand_buf(n), *b = rand_buf(n), *r = rand_buf(n);
+    float y[384];
+    double ref[384];
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * 50 + 1000; /* large offset: two-pass variance */
+    double mean = 0, var = 0;
+    for (size_t i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (size_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var /= n;
+    for (size_t i = 0; i < n; i++) ref[i] = (x[i] - mean) / sqrt(var + 1e-12) * w[i] + b[i];
+    krn_layernorm(y, x, w, b, n, 1e-12f);
+    assert_true(rel_err(y, ref, n) < 1e-5);
+    /* residual + bias + LayerNorm */
+    float xr[384];
+    memcpy(xr, x, sizeof xr);
+    for (size_t i = 0; i < n; i++) xr[i] = x[i] - r[i] - b[i];
+    krn_add_bias_layernorm(xr, r, b, w, b, n, 1e-12f);
+    assert_true(rel_err(xr, ref, n) < 1e-4);
+    /* GELU with erf, over a wide range */
+    float g[2001];
+    double gr[2001];
+    for (int i = 0; i <= 2000; i++) {
+        double u = (i - 1000) / 100.0;
+        g[i] = (float)u;
+        gr[i] = 0.5 * u * (1 + erf(u / sqrt(2.0)));
+    }
+    krn_bias_gelu(g, NULL, 2001);
+    for (int i = 0; i <= 2000; i++)
+        if (fabs(g[i] - gr[i]) > 2e-6 * (1 + fabs(gr[i])))
+            fail_msg("gelu(%g) = %g, want %g", (i - 1000) / 100.0, g[i], gr[i]);
+    free(x), free(w), free(b), free(r);
+}
+
+static void test_attention(void **state)
+{
+    const size_t hd = 32, stride = 3 * 384;
+    size_t lens[] = {1, 2, 17, 256};
+    for (size_t c = 0; c < LODE_ARRAY_LEN(lens); c++) {
+        size_t n = lens[c];
+        float *qkv = rand_buf(n * stride);
+        for (size_t i = 0; i < n * stride; i++) qkv[i] *= 4;
+        float *out = malloc(n * 384 * sizeof *out);
+        float *scratch = lode_aligned_alloc(64, krn_attention_scratch(n, hd) * sizeof(float));
+        for (size_t i = 0; i < n * 384; i++) out[i] = NAN;
+        float scale = 1.0f / sqrtf((float)hd);
+        krn_attention_full(qkv, qkv + 384, qkv + 768, stride, n, hd, scale, out, 384, scratch);
+        double *ref = malloc(n * hd * sizeof *ref), *p = malloc(n * sizeof *p);
+        float *got = malloc(n * hd * sizeof *got);
+        for (size_t i = 0; i < n; i++) {
+            double mx = -1e300, sum = 0;
+            for (size_t j = 0; j < n; j++) {
+                double s = 0;
+                for (size_t d = 0; d < hd; d++)
+                    s += (double)qkv[i * stride + d] * qkv[j * stride + 384 + d];
+                p[j] = s * scale;
+                if (p[j] > mx) mx = p[j];
+            }
+            for (size_t j = 0; j < n; j++) sum += p[j] = exp(p[j] - mx);
+            for (size_t d = 0; d < hd; d++) {
+                double o = 0;
+                for (size_t j = 0; j < n; j++) o += p[j] / sum * qkv[j * stride + 768 + d];
+                ref[i * hd + d] = o;
+                got[i * hd + d] = out[i * 384 + d];
+            }
+            assert_true(isnan(out[i * 384 + hd])); /* other heads' columns untouched */
+        }
+        double e = rel_err(got, ref, n * hd);
+        if (!(e < 1e-5)) fail_msg("attention over %zu tokens: rel err %g", n, e);
+        free(qkv), free(out), free(ref), free(p), free(got);
+        lode_aligned_free(scratch);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_variants),
+        cmocka_unit_test(test_layernorm_gelu),
+        cmocka_unit_test(test_attention),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
