@@ -76,13 +76,14 @@ static void print_prof(void *arg, const char *op, int count, float ms)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: lode bench [--shape smollm2-135m|llama3.2-1b|llama3-8b] [--type bf16|f16|q4_0|"
-               "q4_1|q8_0|q4_K|q6_K]\n"
-               "                  [--prefill 512,2048] [--batch 1,16] [--steps 128] [--reps 5]\n"
-               "                  [--prompt 128] [--profile] [--backend cuda] [--json FILE]\n"
-               "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
-               "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
-               "--profile adds the time of each op of one eager decode step.\n");
+    fprintf(f,
+            "usage: lode bench [--shape smollm2-135m|llama3.2-1b|llama3-8b] [--type bf16|f16|q4_0|"
+            "q4_1|q8_0|q4_K|q6_K]\n"
+            "                  [--prefill 512,2048] [--batch 1,16] [--steps 128] [--reps 5]\n"
+            "                  [--prompt 128] [--profile] [--backend cuda] [--json FILE]\n"
+            "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
+            "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
+            "--profile adds the time of each op of one eager decode step.\n");
 }
 
 #if LODE_CUDA
@@ -194,9 +195,20 @@ static int bench(int argc, char **argv)
     int maxp = prompt + 16, maxb = 1;
     for (int i = 0; i < np; i++) maxp = LODE_MAX(maxp, prefill[i]);
     for (int i = 0; i < nb; i++) maxb = LODE_MAX(maxb, batch[i]);
-    eng_cuda_config c = {sh->n_layer, sh->dim, sh->n_head, sh->n_kv_head, sh->dim / sh->n_head,
-                         sh->ff, sh->vocab, 1e-5f, sh->theta, NULL, sh->tied,
-                         LODE_MAX(maxp + 1, prompt + steps + 8) + 16, maxb, maxp};
+    eng_cuda_config c = {sh->n_layer,
+                         sh->dim,
+                         sh->n_head,
+                         sh->n_kv_head,
+                         sh->dim / sh->n_head,
+                         sh->ff,
+                         sh->vocab,
+                         1e-5f,
+                         sh->theta,
+                         NULL,
+                         sh->tied,
+                         LODE_MAX(maxp + 1, prompt + steps + 8) + 16,
+                         maxb,
+                         maxp};
     eng_cuda_model *m = NULL;
     int rc = CLI_FAILED;
     FILE *jf = NULL;
@@ -239,10 +251,11 @@ static int bench(int argc, char **argv)
         printf("RESULT %s %s prefill%d tok_s %.1f ms %.2f\n", sh->name, lode_dtype_name(type), L,
                L / (ms * 1e-3), ms);
         if (jf)
-            fprintf(jf,
-                    "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"prefill\",\"n\":%d,"
-                    "\"tok_s\":%.1f,\"ms\":%.3f}\n",
-                    di.name, sh->name, lode_dtype_name(type), L, L / (ms * 1e-3), ms);
+            fprintf(
+                jf,
+                "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"prefill\",\"n\":%d,"
+                "\"tok_s\":%.1f,\"ms\":%.3f}\n",
+                di.name, sh->name, lode_dtype_name(type), L, L / (ms * 1e-3), ms);
     }
     for (int bi = 0; bi < nb; bi++) {
         int B = batch[bi];
@@ -286,11 +299,12 @@ static int bench(int argc, char **argv)
         double step_s = ms * 1e-3 / steps, gbs = wbytes / step_s / 1e9;
         printf("RESULT %s %s decode_b%d tok_s %.1f ms_step %.4f weight_GBps %.0f copy_frac %.3f "
                "(first tokens %d %d %d)\n",
-               sh->name, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs, gbs * 1e9 / copy_bw,
-               out[0], out[B], out[2 * B]);
+               sh->name, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
+               gbs * 1e9 / copy_bw, out[0], out[B], out[2 * B]);
         if (jf)
             fprintf(jf,
-                    "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"decode\",\"batch\":%d,"
+                    "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"decode\","
+                    "\"batch\":%d,"
                     "\"tok_s\":%.1f,\"ms_step\":%.4f,\"weight_GBps\":%.1f,\"copy_GBps\":%.1f,"
                     "\"copy_frac\":%.4f,\"weights_GB\":%.4f}\n",
                     di.name, sh->name, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,

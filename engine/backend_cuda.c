@@ -21,7 +21,7 @@
 #define MAX_GRAPHS 8
 
 typedef struct layer {
-    krn_cuda_mat qkv; /* [q | k | v] rows, or only the leading parts whose type matched */
+    krn_cuda_mat qkv;  /* [q | k | v] rows, or only the leading parts whose type matched */
     krn_cuda_mat k, v; /* separate when their type differs from q's */
     krn_cuda_mat o;
     krn_cuda_mat gu; /* [gate | up], or gate alone */
@@ -29,7 +29,7 @@ typedef struct layer {
     krn_cuda_mat down;
     float *attn_norm, *ffn_norm;
     int k_fused, v_fused, up_fused;
-    unsigned set; /* bit per eng_cuda_wkind */
+    unsigned set;  /* bit per eng_cuda_wkind */
     void *kc, *vc; /* f16 [n_blocks][KV][KV_BLOCK][hd] */
 } layer;
 
@@ -146,8 +146,8 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
         goto out;
     }
     if ((st = krn_cuda_stream_create(&m->stream)) ||
-        (st = krn_cuda_blas_create(&m->blas, m->stream)) || (st = krn_cuda_event_create(&m->ev[0])) ||
-        (st = krn_cuda_event_create(&m->ev[1]))) {
+        (st = krn_cuda_blas_create(&m->blas, m->stream)) ||
+        (st = krn_cuda_event_create(&m->ev[0])) || (st = krn_cuda_event_create(&m->ev[1]))) {
         fail(m, st, "CUDA stream/cuBLAS");
         goto out;
     }
@@ -165,12 +165,14 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
     size_t wmax = (size_t)LODE_MAX(LODE_MAX(c->dim, c->ff), H * hd);
     if ((st = dmalloc(m, &m->x, T * c->dim * 4)) ||
         (st = dmalloc(m, &m->qkv, P * qkv_rows(c) * 4)) ||
-        (st = dmalloc(m, &m->q32, S * H * hd * 4)) || (st = dmalloc(m, &m->gu, T * 2 * c->ff * 4)) ||
+        (st = dmalloc(m, &m->q32, S * H * hd * 4)) ||
+        (st = dmalloc(m, &m->gu, T * 2 * c->ff * 4)) ||
         (st = dmalloc(m, &m->logits, S * c->vocab * 4)) ||
         (st = dmalloc(m, &m->acc, S * H * m->nsplit * hd * 4)) ||
         (st = dmalloc(m, &m->ml, S * H * m->nsplit * 2 * 4)) ||
         (st = dmalloc(m, &m->inv_freq, (size_t)hd / 2 * 4)) || (st = dmalloc(m, &m->lp, S * 4)) ||
-        (st = dmalloc(m, &m->qh, P * H * hd * 2)) || (st = dmalloc(m, &m->attn_out, P * H * hd * 2)) ||
+        (st = dmalloc(m, &m->qh, P * H * hd * 2)) ||
+        (st = dmalloc(m, &m->attn_out, P * H * hd * 2)) ||
         (st = dmalloc(m, &m->act, P * wmax * 2)) || (st = dmalloc(m, &m->d_tokens, S * 4)) ||
         (st = dmalloc(m, &m->d_pos, S * 4)) || (st = dmalloc(m, &m->d_slot, S * 4)) ||
         (st = dmalloc(m, &m->d_seqlen, S * 4)) || (st = dmalloc(m, &m->d_chosen, S * 4)) ||
@@ -239,10 +241,10 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
     krn_cuda_mat_free(&m->tok_embd);
     krn_cuda_mat_free(&m->output);
     krn_cuda_free(m->output_norm);
-    void *bufs[] = {m->x,      m->qkv,      m->q32,      m->gu,       m->logits,   m->acc,
-                    m->ml,     m->inv_freq, m->lp,       m->qh,       m->attn_out, m->act,
-                    m->scratch, m->d_tokens, m->d_pos,   m->d_slot,   m->d_seqlen, m->d_chosen,
-                    m->d_pf,   m->d_hist,   m->d_step,   m->d_step_pf, m->bt};
+    void *bufs[] = {m->x,       m->qkv,      m->q32,    m->gu,        m->logits,   m->acc,
+                    m->ml,      m->inv_freq, m->lp,     m->qh,        m->attn_out, m->act,
+                    m->scratch, m->d_tokens, m->d_pos,  m->d_slot,    m->d_seqlen, m->d_chosen,
+                    m->d_pf,    m->d_hist,   m->d_step, m->d_step_pf, m->bt};
     for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) krn_cuda_free(bufs[i]);
     krn_cuda_host_free(m->h_stage);
     for (int i = 0; i < m->pcap; i++) krn_cuda_event_destroy(m->pev[i]);
@@ -262,7 +264,8 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
 
 static void wshape(const eng_cuda_config *c, eng_cuda_wkind k, int64_t *rows, int64_t *cols)
 {
-    int64_t D = c->dim, Q = (int64_t)c->n_head * c->head_dim, KVd = (int64_t)c->n_kv_head * c->head_dim;
+    int64_t D = c->dim, Q = (int64_t)c->n_head * c->head_dim,
+            KVd = (int64_t)c->n_kv_head * c->head_dim;
     *cols = D;
     switch (k) {
     case ENG_CW_TOK_EMBD:
@@ -299,7 +302,8 @@ static lode_status put_mat(eng_cuda_model *m, krn_cuda_mat *mat, int dtype, int6
                            int64_t cols, int64_t row0, int64_t nrows, const void *data)
 {
     lode_status st;
-    if (!mat->fmt && (st = krn_cuda_mat_alloc(mat, dtype, rows, cols))) return fail(m, st, "weight");
+    if (!mat->fmt && (st = krn_cuda_mat_alloc(mat, dtype, rows, cols)))
+        return fail(m, st, "weight");
     if (mat->dtype != dtype) return fail(m, LODE_ERR_INTERNAL, "weight type mismatch");
     cols = mat->cols;
     void *tmp = NULL;
@@ -462,7 +466,8 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
     size_t scratch = 0;
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
-        if ((L->set & need) != need) return fail(m, LODE_ERR_INVALID, "CUDA model: a layer weight is missing");
+        if ((L->set & need) != need)
+            return fail(m, LODE_ERR_INVALID, "CUDA model: a layer weight is missing");
         const krn_cuda_mat *ms[] = {&L->qkv, &L->k, &L->v, &L->o, &L->gu, &L->up, &L->down};
         for (size_t i = 0; i < LODE_ARRAY_LEN(ms); i++) {
             if (!ms[i]->fmt) continue;
@@ -594,9 +599,12 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
         krn_cuda_rope r = rope_for(m, L, pos, slot);
         krn_cuda_attn_cfg a = attn_for(m, L, m->bt + (size_t)seq * m->maxb);
         TRY(m, krn_cuda_rmsnorm(m->x, L->attn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
-        TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, n, m->qkv, QR, 0, m->scratch, s), "gemm qkv");
+        TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, n, m->qkv, QR, 0, m->scratch, s),
+            "gemm qkv");
         if (!L->k_fused)
-            TRY(m, krn_cuda_gemm(m->blas, &L->k, m->act, f16, n, m->qkv + H * hd, QR, 0, m->scratch, s),
+            TRY(m,
+                krn_cuda_gemm(m->blas, &L->k, m->act, f16, n, m->qkv + H * hd, QR, 0, m->scratch,
+                              s),
                 "gemm k");
         if (!L->v_fused)
             TRY(m,
@@ -611,7 +619,9 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
         TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, n, m->gu, 2 * c->ff, 0, m->scratch, s),
             "gemm gate/up");
         if (!L->up_fused)
-            TRY(m, krn_cuda_gemm(m->blas, &L->up, m->act, f16, n, m->gu + c->ff, 2 * c->ff, 0, m->scratch, s),
+            TRY(m,
+                krn_cuda_gemm(m->blas, &L->up, m->act, f16, n, m->gu + c->ff, 2 * c->ff, 0,
+                              m->scratch, s),
                 "gemm up");
         TRY(m, krn_cuda_swiglu(m->gu, n, c->ff, m->act, at, s), "swiglu");
         TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, n, m->x, c->dim, 1, m->scratch, s),
@@ -630,10 +640,12 @@ lode_status eng_cuda_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, 
 {
     const eng_cuda_config *c = &m->c;
     if (!m->ready) return fail(m, LODE_ERR_INVALID, "prefill: model not ready");
-    if (seq < 0 || seq >= c->max_seqs || n <= 0) return fail(m, LODE_ERR_INVALID, "prefill: bad sequence");
+    if (seq < 0 || seq >= c->max_seqs || n <= 0)
+        return fail(m, LODE_ERR_INVALID, "prefill: bad sequence");
     if (m->len[seq] + n >= c->max_ctx) return fail(m, LODE_ERR_RANGE, "prefill: context full");
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab) return fail(m, LODE_ERR_RANGE, "prefill: token id");
+        if (tokens[i] < 0 || tokens[i] >= c->vocab)
+            return fail(m, LODE_ERR_RANGE, "prefill: token id");
     void *s = m->stream;
     TRY(m, krn_cuda_stream_sync(s), "prefill");
     for (int done = 0; done < n;) {
@@ -872,7 +884,8 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
         for (int j = i; j < m->pn; j++) {
             if (strcmp(m->pname[j], m->pname[i])) continue;
             float ms = 0;
-            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms)) return fail(m, LODE_ERR_CUDA, "event");
+            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms))
+                return fail(m, LODE_ERR_CUDA, "event");
             tot += ms;
             n++;
         }
@@ -890,10 +903,13 @@ lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, flo
     for (int i = 0; i < steps; i++) {
         uint64_t st = m->steps_total - (uint64_t)steps + (uint64_t)i;
         int row = (int)(st % HIST_ROWS);
-        TRY(m, krn_cuda_d2h(out + (size_t)i * B, m->d_hist + (size_t)row * S, (size_t)B * 4, m->stream),
+        TRY(m,
+            krn_cuda_d2h(out + (size_t)i * B, m->d_hist + (size_t)row * S, (size_t)B * 4,
+                         m->stream),
             "read tokens");
     }
-    if (logits) TRY(m, krn_cuda_d2h(logits, m->logits, (size_t)B * c->vocab * 4, m->stream), "logits");
+    if (logits)
+        TRY(m, krn_cuda_d2h(logits, m->logits, (size_t)B * c->vocab * 4, m->stream), "logits");
     TRY(m, krn_cuda_stream_sync(m->stream), "read tokens");
     return LODE_OK;
 }
@@ -933,9 +949,7 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
     *out = NULL;
     return LODE_ERR_UNSUPPORTED;
 }
-void eng_cuda_model_destroy(eng_cuda_model *m)
-{
-}
+void eng_cuda_model_destroy(eng_cuda_model *m) {}
 const char *eng_cuda_errmsg(const eng_cuda_model *m)
 {
     return no_cuda;
@@ -1006,7 +1020,8 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
         for (int j = i; j < m->pn; j++) {
             if (strcmp(m->pname[j], m->pname[i])) continue;
             float ms = 0;
-            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms)) return fail(m, LODE_ERR_CUDA, "event");
+            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms))
+                return fail(m, LODE_ERR_CUDA, "event");
             tot += ms;
             n++;
         }

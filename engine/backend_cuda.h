@@ -22,10 +22,10 @@ typedef struct eng_cuda_config {
     float eps;        /* RMSNorm epsilon */
     float rope_theta; /* RoPE base; rotation of interleaved pairs (GGUF llama layout) */
     const float *rope_freq_factors; /* NULL, or head_dim/2 divisors of the frequencies */
-    int tied;         /* output head is the token embedding */
-    int max_ctx;      /* tokens a sequence may hold */
-    int max_seqs;     /* sequences held at once = largest decode batch (<= 16) */
-    int max_prefill;  /* prompt tokens one prefill pass takes (longer prompts are chunked) */
+    int tied;                       /* output head is the token embedding */
+    int max_ctx;                    /* tokens a sequence may hold */
+    int max_seqs;                   /* sequences held at once = largest decode batch (<= 16) */
+    int max_prefill; /* prompt tokens one prefill pass takes (longer prompts are chunked) */
 } eng_cuda_config;
 
 typedef struct eng_cuda_model eng_cuda_model;

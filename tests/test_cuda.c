@@ -309,7 +309,8 @@ static void test_gemv_types(void **state)
                     for (int64_t k = 0; k < cols; k++) s += w[r * cols + k] * x[b * cols + k];
                     ref[b * rows + r] = s;
                 }
-            float *dx = dev_put(x, sizeof(float) * B * cols), *dy = dev_poison(sizeof(float) * B * rows);
+            float *dx = dev_put(x, sizeof(float) * B * cols),
+                  *dy = dev_poison(sizeof(float) * B * rows);
             krn_cuda_gemv_args a = {0};
             a.w = &m;
             a.batch = B;
@@ -380,7 +381,8 @@ static void gemv_fused(int wt)
                 ref[b * rows + r] = s + (mode == 0 ? y0[b * rows + r] : 0);
             }
         }
-        float *dy = mode == 0 ? dev_put(y0, sizeof(float) * B * rows) : dev_poison(sizeof(float) * B * rows);
+        float *dy = mode == 0 ? dev_put(y0, sizeof(float) * B * rows)
+                              : dev_poison(sizeof(float) * B * rows);
         krn_cuda_gemv_args a = {0};
         a.w = &m;
         a.batch = B;
@@ -427,9 +429,9 @@ static void test_gemv_fused(void **state)
 
 typedef struct kvfix {
     int H, KV, hd, nseq, maxb, nblocks;
-    int32_t *bt;      /* host [nseq][maxb], a shuffled assignment of blocks */
-    float *k, *v;     /* host logical [nseq][maxb*16][KV][hd] (f16-rounded) */
-    void *dk, *dv;    /* device paged caches */
+    int32_t *bt;   /* host [nseq][maxb], a shuffled assignment of blocks */
+    float *k, *v;  /* host logical [nseq][maxb*16][KV][hd] (f16-rounded) */
+    void *dk, *dv; /* device paged caches */
     int32_t *dbt;
 } kvfix;
 
@@ -534,7 +536,8 @@ static void test_attn_decode(void **state)
         float *q = malloc(sizeof(float) * B * H * hd), *out = malloc(sizeof(float) * B * H * hd);
         double *ref = malloc(sizeof(double) * B * H * hd);
         fill(q, (size_t)B * H * hd, 1.f);
-        for (int b = 0; b < B; b++) attn_ref(&f, b, q + (size_t)b * H * hd, lens[b], ref + (size_t)b * H * hd);
+        for (int b = 0; b < B; b++)
+            attn_ref(&f, b, q + (size_t)b * H * hd, lens[b], ref + (size_t)b * H * hd);
         float *dq = dev_put(q, sizeof(float) * B * H * hd);
         int32_t *dl = dev_put(lens, sizeof lens);
         float *acc = dev_poison(sizeof(float) * B * H * nsplit * hd);
@@ -599,8 +602,10 @@ static void test_attn_prefill(void **state)
                 qh[i] = lode_float_to_half(qf[i]);
             }
             double *ref = malloc(sizeof(double) * n * H * hd);
-            for (int i = 0; i < n; i++) attn_ref(&f, 0, qf + (size_t)i * H * hd, pos0 + i + 1, ref + (size_t)i * H * hd);
-            void *dq = dev_put(qh, 2 * (size_t)n * H * hd), *dout = dev_poison(2 * (size_t)n * H * hd);
+            for (int i = 0; i < n; i++)
+                attn_ref(&f, 0, qf + (size_t)i * H * hd, pos0 + i + 1, ref + (size_t)i * H * hd);
+            void *dq = dev_put(qh, 2 * (size_t)n * H * hd),
+                 *dout = dev_poison(2 * (size_t)n * H * hd);
             krn_cuda_attn_cfg c = attn_cfg(&f, 0);
             for (int of16 = 0; of16 < 2; of16++) {
                 CK(krn_cuda_attn_prefill(&c, dq, n, pos0, dout, of16, NULL));
@@ -611,8 +616,8 @@ static void test_attn_prefill(void **state)
                     of[i] = of16 ? lode_half_to_float(o[i]) : lode_bf16_to_float(o[i]);
                 double e = rel_l2(of, ref, (size_t)n * H * hd);
                 double bound = of16 ? 2e-3 : 8e-3; /* P in f16; bf16 output rounding */
-                printf("attention prefill hd %d pos0 %d n %d out %s: rel L2 %.2e (bound %.0e)\n", hd,
-                       pos0, n, of16 ? "f16" : "bf16", e, bound);
+                printf("attention prefill hd %d pos0 %d n %d out %s: rel L2 %.2e (bound %.0e)\n",
+                       hd, pos0, n, of16 ? "f16" : "bf16", e, bound);
                 assert_true(e < bound);
                 free(o);
                 free(of);
@@ -675,7 +680,8 @@ static void test_rope_kv(void **state)
             for (int d = 0; d < hd; d++) {
                 size_t pi = (((size_t)(slot[i] / 16) * KV + h) * 16 + slot[i] % 16) * hd + d;
                 maxe = fmax(maxe, fabs(lode_half_to_float(kc[pi]) - ref[H * hd + h * hd + d]));
-                maxe = fmax(maxe, fabs(lode_half_to_float(vc[pi]) - ref[(H + KV) * hd + h * hd + d]));
+                maxe =
+                    fmax(maxe, fabs(lode_half_to_float(vc[pi]) - ref[(H + KV) * hd + h * hd + d]));
             }
     }
     printf("rope_kv: max abs error %.2e (bound 2e-3, f16 outputs)\n", maxe);
@@ -706,7 +712,8 @@ static void test_rope_kv(void **state)
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < W; j++) ref[j] = qkv[(size_t)i * W + j];
         for (int h = 0; h < H + KV; h++) rope_ref(ref + h * hd, pos[i], hd, inv);
-        for (int j = 0; j < H * hd; j++) maxe = fmax(maxe, fabs(yq[(size_t)i * H * hd + j] - ref[j]));
+        for (int j = 0; j < H * hd; j++)
+            maxe = fmax(maxe, fabs(yq[(size_t)i * H * hd + j] - ref[j]));
         for (int h = 0; h < KV; h++)
             for (int d = 0; d < hd; d++) {
                 size_t pi = (((size_t)(slot[i] / 16) * KV + h) * 16 + slot[i] % 16) * hd + d;
@@ -748,7 +755,8 @@ static void test_norm_swiglu_embed(void **state)
     for (int r = 0; r < rows; r++) {
         double ss = 0;
         for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
-        for (int i = 0; i < dim; i++) ref[r * dim + i] = x[r * dim + i] / sqrt(ss / dim + 1e-5) * w[i];
+        for (int i = 0; i < dim; i++)
+            ref[r * dim + i] = x[r * dim + i] / sqrt(ss / dim + 1e-5) * w[i];
     }
     double e = rel_l2(out, ref, (size_t)rows * dim);
     printf("rmsnorm: rel L2 %.2e (bound 1e-5)\n", e);
@@ -756,7 +764,8 @@ static void test_norm_swiglu_embed(void **state)
     CK(krn_cuda_swiglu(dx, rows, ff, dout, LODE_F32, NULL));
     get(out, dout, sizeof(float) * rows * ff);
     for (int r = 0; r < rows; r++)
-        for (int j = 0; j < ff; j++) ref[r * ff + j] = silu_d(x[r * 2 * ff + j]) * x[r * 2 * ff + ff + j];
+        for (int j = 0; j < ff; j++)
+            ref[r * ff + j] = silu_d(x[r * 2 * ff + j]) * x[r * 2 * ff + ff + j];
     e = rel_l2(out, ref, (size_t)rows * ff);
     printf("swiglu: rel L2 %.2e (bound 1e-5)\n", e);
     assert_true(e < 1e-5);
@@ -818,8 +827,8 @@ static void test_gemm(void **state)
         get(y, dy, sizeof(float) * M * rows);
         double e = rel_l2(y, ref, (size_t)(M * rows));
         double bound = (t == LODE_BF16 || t == LODE_F16) ? 1e-5 : 5e-3; /* bf16 dequantization */
-        printf("gemm %-5s m %d (accumulate): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t), (int)M,
-               e, bound);
+        printf("gemm %-5s m %d (accumulate): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t),
+               (int)M, e, bound);
         assert_true(e < bound);
         krn_cuda_free(dx);
         krn_cuda_free(dy);
@@ -889,8 +898,8 @@ static void test_sampling(void **state)
             assert_true(t >= 0 && t < 4);
             cnt[k][t]++;
         }
-    printf("sampling counts of 3000 (p .1 .2 .3 .4): %d %d %d %d; top_k 3: %d %d %d %d\n", cnt[0][0],
-           cnt[0][1], cnt[0][2], cnt[0][3], cnt[1][0], cnt[1][1], cnt[1][2], cnt[1][3]);
+    printf("sampling counts of 3000 (p .1 .2 .3 .4): %d %d %d %d; top_k 3: %d %d %d %d\n",
+           cnt[0][0], cnt[0][1], cnt[0][2], cnt[0][3], cnt[1][0], cnt[1][1], cnt[1][2], cnt[1][3]);
     for (int i = 0; i < 4; i++) {
         double p = 0.1 * (i + 1), sd = sqrt(N * p * (1 - p));
         assert_true(fabs(cnt[0][i] - N * p) < 5 * sd);
@@ -911,9 +920,9 @@ static void test_sampling(void **state)
 
 typedef struct refm {
     eng_cuda_config c;
-    double *emb, *out, *onorm;         /* dequantized */
+    double *emb, *out, *onorm; /* dequantized */
     double **q, **k, **v, **o, **g, **u, **dn, **an, **fn;
-    double *kc, *vc;                    /* [ctx][KV*hd] */
+    double *kc, *vc; /* [ctx][KV*hd] */
 } refm;
 
 static double *deq_copy(int t, const void *h, size_t n)
@@ -953,7 +962,8 @@ static void ref_step(refm *r, int tok, int pos, double *logits)
     for (int i = 0; i < hd / 2; i++) inv[i] = (float)pow((double)c->rope_theta, -2.0 * i / hd);
     memcpy(x, r->emb + (size_t)tok * D, sizeof(double) * D);
     for (int l = 0; l < c->n_layer; l++) {
-        double *kc = r->kc + (size_t)l * c->max_ctx * KV * hd, *vc = r->vc + (size_t)l * c->max_ctx * KV * hd;
+        double *kc = r->kc + (size_t)l * c->max_ctx * KV * hd,
+               *vc = r->vc + (size_t)l * c->max_ctx * KV * hd;
         rms(x, r->an[l], D, c->eps, h);
         matvec(r->q[l], h, H * hd, D, q);
         matvec(r->k[l], h, KV * hd, D, kc + (size_t)pos * KV * hd);
@@ -965,7 +975,8 @@ static void ref_step(refm *r, int tok, int pos, double *logits)
             double mx = -INFINITY, s = 0;
             for (int j = 0; j <= pos; j++) {
                 double d = 0;
-                for (int e = 0; e < hd; e++) d += q[hh * hd + e] * kc[((size_t)j * KV + kh) * hd + e];
+                for (int e = 0; e < hd; e++)
+                    d += q[hh * hd + e] * kc[((size_t)j * KV + kh) * hd + e];
                 p[j] = d / sqrt((double)hd);
                 mx = fmax(mx, p[j]);
             }
@@ -1019,7 +1030,7 @@ static void test_model(void **state)
         r.fn = calloc(L, sizeof(double *));
         r.kc = calloc((size_t)L * c.max_ctx * c.n_kv_head * c.head_dim, sizeof(double));
         r.vc = calloc((size_t)L * c.max_ctx * c.n_kv_head * c.head_dim, sizeof(double));
-#define PUT(kind, layer, t, rows, cols, dst, scale)                                                 \
+#define PUT(kind, layer, t, rows, cols, dst, scale)                                                \
     do {                                                                                           \
         size_t nb_;                                                                                \
         void *h_ = ggml_random((t), (rows), (cols), &nb_);                                         \
@@ -1027,7 +1038,7 @@ static void test_model(void **state)
             for (int i_ = 0; i_ < (rows) * (cols); i_++) ((float *)h_)[i_] = 1.f + 0.2f * frand(); \
         else if ((t) == LODE_BF16)                                                                 \
             for (int i_ = 0; i_ < (rows) * (cols); i_++)                                           \
-                ((uint16_t *)h_)[i_] = lode_float_to_bf16((scale) * frand());                      \
+                ((uint16_t *)h_)[i_] = lode_float_to_bf16((scale)*frand());                        \
         st = eng_cuda_model_set_weight(m, (kind), (layer), (t), h_, nb_);                          \
         if (st) printf("set_weight: %s\n", eng_cuda_errmsg(m));                                    \
         assert_int_equal(st, LODE_OK);                                                             \
@@ -1121,10 +1132,10 @@ static void test_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemv_types),   cmocka_unit_test(test_gemv_fused),
-        cmocka_unit_test(test_attn_decode),  cmocka_unit_test(test_attn_prefill),
-        cmocka_unit_test(test_rope_kv),      cmocka_unit_test(test_norm_swiglu_embed),
-        cmocka_unit_test(test_gemm),         cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_gemv_types),  cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_attn_decode), cmocka_unit_test(test_attn_prefill),
+        cmocka_unit_test(test_rope_kv),     cmocka_unit_test(test_norm_swiglu_embed),
+        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -128,18 +128,18 @@ typedef enum krn_cuda_ymode {
 /* RoPE and KV cache destination for KRN_Y_ROPE_KV (and krn_cuda_rope_kv). */
 typedef struct krn_cuda_rope {
     int n_head, n_kv_head, head_dim;
-    const float *inv_freq; /* device, head_dim/2 frequencies (theta^(-2i/d), scaled) */
-    const int32_t *pos;    /* device, position of each row */
-    const int32_t *slot;   /* device, KV cache slot of each row: block*KV_BLOCK + offset;
-                              a negative slot skips the KV write */
+    const float *inv_freq;   /* device, head_dim/2 frequencies (theta^(-2i/d), scaled) */
+    const int32_t *pos;      /* device, position of each row */
+    const int32_t *slot;     /* device, KV cache slot of each row: block*KV_BLOCK + offset;
+                                a negative slot skips the KV write */
     void *k_cache, *v_cache; /* f16 [n_blocks][n_kv_head][KV_BLOCK][head_dim] */
     int row0;                /* index of W's first row within [q | k | v] (split matrices) */
 } krn_cuda_rope;
 
 /* Attention splits read by KRN_X_ATTN (written by krn_cuda_attn_decode). */
 typedef struct krn_cuda_attn_parts {
-    const float *acc;      /* [batch][n_head][n_split][head_dim], unnormalized */
-    const float *ml;       /* [batch][n_head][n_split][2]: running max, sum of exp */
+    const float *acc;       /* [batch][n_head][n_split][head_dim], unnormalized */
+    const float *ml;        /* [batch][n_head][n_split][2]: running max, sum of exp */
     const int32_t *seq_len; /* device, tokens in each sequence (selects the splits used) */
     int n_head, head_dim, n_split;
 } krn_cuda_attn_parts;

@@ -15,7 +15,8 @@ __global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int di
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_sum(ss, red);
     float s = rsqrtf(ss / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) store_as(out, out_type, r * dim + i, xr[i] * s * w[i]);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        store_as(out, out_type, r * dim + i, xr[i] * s * w[i]);
 }
 
 extern "C" lode_status krn_cuda_rmsnorm(const float *x, const float *w, float eps, int64_t rows,
@@ -89,7 +90,8 @@ extern "C" lode_status krn_cuda_rope_kv(const float *qkv, int64_t n, const krn_c
     if (n <= 0) return LODE_OK;
     if (rope->head_dim % 2) return krn_cuda_fail_msg(LODE_ERR_INVALID, "rope: odd head_dim");
     int64_t pairs = (int64_t)(rope->n_head + 2 * rope->n_kv_head) * rope->head_dim / 2;
-    rope_kv_kernel<<<cdiv(n * pairs, 256), 256, 0, STREAM(stream)>>>(qkv, n, *rope, (__half *)q_out);
+    rope_kv_kernel<<<cdiv(n * pairs, 256), 256, 0, STREAM(stream)>>>(qkv, n, *rope,
+                                                                     (__half *)q_out);
     CU_LAUNCHED("rope_kv");
     return LODE_OK;
 }

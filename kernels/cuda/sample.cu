@@ -209,9 +209,9 @@ __global__ void advance_kernel(int batch, const int32_t *chosen, int32_t *tokens
         seq_len[b] = p + 1;
         int blk = p / KRN_CUDA_KV_BLOCK;
         /* past the table: no slot, the KV write is skipped */
-        slot[b] = blk < max_blocks
-                      ? bt[(int64_t)b * max_blocks + blk] * KRN_CUDA_KV_BLOCK + p % KRN_CUDA_KV_BLOCK
-                      : -1;
+        slot[b] = blk < max_blocks ? bt[(int64_t)b * max_blocks + blk] * KRN_CUDA_KV_BLOCK +
+                                         p % KRN_CUDA_KV_BLOCK
+                                   : -1;
     }
     __syncthreads();
     if (b == 0) *step = s + 1;

@@ -237,7 +237,8 @@ template <> struct Unit<FMT_Q6> {
         const uint32_t hw[2] = {r.h.x, r.h.y};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            uint32_t lo = (w[i] & 0x0F0F0F0Fu) | (((hw[i & 1] >> (2 * (i >> 1))) & 0x03030303u) << 4);
+            uint32_t lo =
+                (w[i] & 0x0F0F0F0Fu) | (((hw[i & 1] >> (2 * (i >> 1))) & 0x03030303u) << 4);
             uint32_t hi = ((w[i] >> 4) & 0x0F0F0F0Fu) |
                           (((hw[i & 1] >> (4 + 2 * (i >> 1))) & 0x03030303u) << 4);
             v[4 * i + 0] = byte_f<0>(lo, 32.f);
@@ -261,7 +262,8 @@ template <> struct Unit<FMT_Q6> {
         const uint32_t hw[2] = {r.h.x, r.h.y};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            lo[i] = (int)((w[i] & 0x0F0F0F0Fu) | (((hw[i & 1] >> (2 * (i >> 1))) & 0x03030303u) << 4));
+            lo[i] =
+                (int)((w[i] & 0x0F0F0F0Fu) | (((hw[i & 1] >> (2 * (i >> 1))) & 0x03030303u) << 4));
             hi[i] = (int)(((w[i] >> 4) & 0x0F0F0F0Fu) |
                           (((hw[i & 1] >> (4 + 2 * (i >> 1))) & 0x03030303u) << 4));
         }
@@ -277,8 +279,8 @@ template <int FMT> struct IsQuant {
 };
 
 /* Fully dequantized values of unit u (global unit index) into v[Unit<FMT>::N]. */
-template <int FMT> __device__ __forceinline__ void unit_values(const krn_cuda_mat &m, int64_t u,
-                                                              float *v)
+template <int FMT>
+__device__ __forceinline__ void unit_values(const krn_cuda_mat &m, int64_t u, float *v)
 {
     typedef Unit<FMT> U;
     typename U::Raw r = U::load(m, u);

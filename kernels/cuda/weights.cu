@@ -66,7 +66,8 @@ extern "C" lode_status krn_cuda_mat_alloc(krn_cuda_mat *m, int dtype, int64_t ro
     int ue = unit_elems(fmt);
     size_t be = lode_dtype_block_elems(dtype);
     if (rows <= 0 || cols <= 0 || cols % ue || cols % (int64_t)be)
-        return krn_cuda_fail_msg(LODE_ERR_INVALID, "CUDA: matrix columns not a multiple of the block");
+        return krn_cuda_fail_msg(LODE_ERR_INVALID,
+                                 "CUDA: matrix columns not a multiple of the block");
     m->dtype = dtype;
     m->fmt = fmt;
     m->rows = rows;
@@ -101,7 +102,8 @@ extern "C" size_t krn_cuda_mat_bytes(const krn_cuda_mat *m)
     if (!m->fmt) return 0;
     if (m->fmt <= FMT_BF16) return (size_t)m->rows * m->cols * (m->fmt == FMT_F32 ? 4 : 2);
     size_t units = (size_t)m->rows * (size_t)(m->cols / 32);
-    return units * (q_bytes_per_unit(m->fmt) + s_bytes_per_unit(m->fmt) + (m->fmt == FMT_Q6 ? 8 : 0));
+    return units *
+           (q_bytes_per_unit(m->fmt) + s_bytes_per_unit(m->fmt) + (m->fmt == FMT_Q6 ? 8 : 0));
 }
 
 /* ---- repacking from GGML blocks --------------------------------------------------------- */
@@ -303,7 +305,8 @@ __global__ void random_kernel(krn_cuda_mat m, uint64_t seed, float scale, int64_
     }
 }
 
-extern "C" lode_status krn_cuda_mat_random(krn_cuda_mat *m, uint64_t seed, float scale, void *stream)
+extern "C" lode_status krn_cuda_mat_random(krn_cuda_mat *m, uint64_t seed, float scale,
+                                           void *stream)
 {
     if (!m->fmt) return krn_cuda_fail_msg(LODE_ERR_INVALID, "CUDA: matrix not allocated");
     int64_t n = m->fmt <= FMT_BF16 ? m->rows * m->cols : m->rows * (m->cols / 32);
@@ -349,8 +352,7 @@ extern "C" lode_status krn_cuda_mat_dequant(const krn_cuda_mat *m, int64_t row0,
     return LODE_OK;
 }
 
-template <int FMT>
-__global__ void embed_kernel(krn_cuda_mat m, const int32_t *tokens, float *out)
+template <int FMT> __global__ void embed_kernel(krn_cuda_mat m, const int32_t *tokens, float *out)
 {
     constexpr int N = Unit<FMT>::N;
     int64_t t = blockIdx.x;
