@@ -6,6 +6,7 @@
  * (decode) or a synchronized host clock (prefill), after a warm-up, as medians of --reps runs.
  */
 #include "cli/cli.h"
+#include "cli/eng_shapes.h"
 #include "common/lode.h"
 #include "engine/backend_cuda.h"
 #include "kernels/quant.h"
@@ -17,19 +18,6 @@
 #if LODE_CUDA
 #include "kernels/cuda/cuda_kernels.h"
 #endif
-
-typedef struct shape {
-    const char *name;
-    int dim, ff, n_layer, n_head, n_kv_head, vocab, tied;
-    float theta;
-} shape;
-
-/* The shapes of the peers' models (HF configs of SmolLM2-135M, Llama-3.2-1B, Llama-3-8B). */
-static const shape shapes[] = {
-    {"smollm2-135m", 576, 1536, 30, 9, 3, 49152, 1, 100000.f},
-    {"llama3.2-1b", 2048, 8192, 16, 32, 8, 128256, 1, 500000.f},
-    {"llama3-8b", 4096, 14336, 32, 32, 8, 128256, 0, 500000.f},
-};
 
 static int parse_type(const char *s)
 {
@@ -81,6 +69,9 @@ static void usage(FILE *f)
             "q4_1|q8_0|q4_K|q6_K]\n"
             "                  [--prefill 512,2048] [--batch 1,16] [--steps 128] [--reps 5]\n"
             "                  [--prompt 128] [--profile] [--backend cuda] [--json FILE]\n"
+               "       lode bench --model FILE.gguf [...]   the same on a model file\n"
+               "       lode bench --model FILE.gguf --generate IDS [--steps N] [--logits-out FILE]\n"
+               "                  greedy tokens after the ids, and each chosen token's logits (f32)\n"
             "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
             "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
             "--profile adds the time of each op of one eager decode step.\n");
@@ -120,6 +111,7 @@ static int bench(int argc, char **argv)
     const char *shape_name = "smollm2-135m", *type_name = "q4_1", *json = NULL, *backend = "cuda";
     int prefill[8] = {512, 2048}, np = 2, batch[8] = {1, 16}, nb = 2, steps = 128, reps = 5;
     int prompt = 128, profile = 0;
+    const char *model_path = NULL, *gen_ids = NULL, *logits_out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -153,15 +145,20 @@ static int bench(int argc, char **argv)
             reps = atoi(v);
         else if (!strcmp(a, "--prompt"))
             prompt = atoi(v);
+        else if (!strcmp(a, "--model"))
+            model_path = v;
+        else if (!strcmp(a, "--generate"))
+            gen_ids = v;
+        else if (!strcmp(a, "--logits-out"))
+            logits_out = v;
         else {
             usage(stderr);
             return CLI_USAGE;
         }
     }
-    const shape *sh = NULL;
-    for (size_t i = 0; i < LODE_ARRAY_LEN(shapes); i++)
-        if (!strcmp(shapes[i].name, shape_name)) sh = &shapes[i];
+    const eng_shape *sh = eng_shape_find(shape_name);
     int type = parse_type(type_name);
+    if (model_path) sh = &eng_shapes[0]; /* sizes come from the file */
     if (!sh || type < 0 || np < 0 || nb < 0 || steps <= 0 || steps > 4096 || reps <= 0 ||
         reps > 100 || prompt <= 0 || prompt > 4096) {
         fprintf(stderr, "bench: bad shape, type or numbers\n");
@@ -179,6 +176,9 @@ static int bench(int argc, char **argv)
     }
 #if !LODE_CUDA
     (void)json;
+    (void)gen_ids;
+    (void)logits_out;
+    (void)profile;
     fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(NULL));
     return CLI_FAILED;
 #else
@@ -195,36 +195,71 @@ static int bench(int argc, char **argv)
     int maxp = prompt + 16, maxb = 1;
     for (int i = 0; i < np; i++) maxp = LODE_MAX(maxp, prefill[i]);
     for (int i = 0; i < nb; i++) maxb = LODE_MAX(maxb, batch[i]);
-    eng_cuda_config c = {sh->n_layer,
-                         sh->dim,
-                         sh->n_head,
-                         sh->n_kv_head,
-                         sh->dim / sh->n_head,
-                         sh->ff,
-                         sh->vocab,
-                         1e-5f,
-                         sh->theta,
-                         NULL,
-                         sh->tied,
-                         LODE_MAX(maxp + 1, prompt + steps + 8) + 16,
-                         maxb,
-                         maxp};
+    int32_t gen[4096];
+    int ngen = gen_ids ? parse_list(gen_ids, gen, 4096) : 0;
+    if (gen_ids && ngen <= 0) {
+        fprintf(stderr, "bench: --generate wants token ids a,b,c\n");
+        return CLI_USAGE;
+    }
+    int max_ctx = LODE_MAX(maxp + 1, prompt + steps + 8) + 16 + ngen;
+    eng_cuda_config c = {sh->n_layer, sh->dim, sh->n_head, sh->n_kv_head, sh->dim / sh->n_head,
+                         sh->ff, sh->vocab, 1e-5f, sh->theta, NULL, sh->tied, max_ctx, maxb, maxp};
     eng_cuda_model *m = NULL;
     int rc = CLI_FAILED;
     FILE *jf = NULL;
     int32_t *toks = NULL, *out = NULL;
     float *times = NULL;
-    lode_status st = eng_cuda_model_create(&c, 0, &m);
-    if (st) {
-        fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(NULL));
-        goto done;
+    lode_status st;
+    if (model_path) {
+        char err[512];
+        if ((st = eng_cuda_model_from_gguf(model_path, max_ctx, maxb, maxp, 0, &m, err, sizeof err))) {
+            fprintf(stderr, "bench: %s\n", err);
+            goto done;
+        }
+        c = *eng_cuda_model_config(m);
+    } else {
+        if ((st = eng_cuda_model_create(&c, 0, &m))) {
+            fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(NULL));
+            goto done;
+        }
+        if ((st = eng_cuda_model_random(m, type, 1))) {
+            fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(m));
+            goto done;
+        }
     }
-    if ((st = eng_cuda_model_random(m, type, 1))) {
-        fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(m));
+    if (gen_ids) {
+        /* greedy generation from the given ids; logits of every chosen token to a file */
+        FILE *lf = logits_out ? fopen(logits_out, "wb") : NULL;
+        float *lg = lode_malloc(sizeof(float) * (size_t)c.vocab);
+        int32_t t = 0;
+        if (!lg || (logits_out && !lf)) {
+            fprintf(stderr, "bench: cannot write %s\n", logits_out ? logits_out : "");
+            if (lf) fclose(lf);
+            lode_free(lg);
+            goto done;
+        }
+        st = eng_cuda_prefill(m, 0, gen, ngen, NULL, &t, lg);
+        printf("GENERATED");
+        for (int s2 = 0; !st && s2 < steps; s2++) {
+            printf(" %d", t);
+            if (lf && fwrite(lg, sizeof(float), (size_t)c.vocab, lf) != (size_t)c.vocab) st = LODE_ERR_IO;
+            if (s2 + 1 < steps && !st && !(st = eng_cuda_decode(m, 1, NULL)))
+                st = eng_cuda_read_tokens(m, 1, &t, lg);
+        }
+        printf("\n");
+        if (lf) fclose(lf);
+        lode_free(lg);
+        if (st) {
+            fprintf(stderr, "bench: %s\n", eng_cuda_errmsg(m));
+            goto done;
+        }
+        rc = CLI_OK;
         goto done;
     }
     size_t wbytes = eng_cuda_model_weight_bytes(m);
-    printf("bench: %s %s on %s (%d SMs): weights %.3f GB, device copy %.0f GB/s\n", sh->name,
+    if (model_path) sh = NULL;
+    const char *sname = sh ? sh->name : model_path;
+    printf("bench: %s %s on %s (%d SMs): weights %.3f GB, device copy %.0f GB/s\n", sname,
            lode_dtype_name(type), di.name, di.sm_count, wbytes / 1e9, copy_bw / 1e9);
     if (json && !(jf = fopen(json, "a"))) {
         fprintf(stderr, "bench: cannot open %s\n", json);
@@ -234,7 +269,7 @@ static int bench(int argc, char **argv)
     out = lode_malloc(sizeof(int32_t) * (size_t)steps * maxb);
     times = lode_malloc(sizeof(float) * (size_t)reps);
     if (!toks || !out || !times) goto done;
-    for (int i = 0; i < maxp; i++) toks[i] = (int32_t)((i * 7919u + 13u) % (unsigned)sh->vocab);
+    for (int i = 0; i < maxp; i++) toks[i] = (int32_t)((i * 7919u + 13u) % (unsigned)c.vocab);
 
     for (int pi = 0; pi < np; pi++) {
         int L = prefill[pi];
@@ -248,14 +283,14 @@ static int bench(int argc, char **argv)
             if (r >= 0) times[r] = (float)((lode_now_ns() - t0) / 1e6);
         }
         float ms = median(times, reps);
-        printf("RESULT %s %s prefill%d tok_s %.1f ms %.2f\n", sh->name, lode_dtype_name(type), L,
+        printf("RESULT %s %s prefill%d tok_s %.1f ms %.2f\n", sname, lode_dtype_name(type), L,
                L / (ms * 1e-3), ms);
         if (jf)
             fprintf(
                 jf,
                 "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"prefill\",\"n\":%d,"
                 "\"tok_s\":%.1f,\"ms\":%.3f}\n",
-                di.name, sh->name, lode_dtype_name(type), L, L / (ms * 1e-3), ms);
+                di.name, sname, lode_dtype_name(type), L, L / (ms * 1e-3), ms);
     }
     for (int bi = 0; bi < nb; bi++) {
         int B = batch[bi];
@@ -291,7 +326,7 @@ static int bench(int argc, char **argv)
         }
         if (profile) {
             char tag[64];
-            snprintf(tag, sizeof tag, "%s/%s/b%d", sh->name, lode_dtype_name(type), B);
+            snprintf(tag, sizeof tag, "%s/%s/b%d", sname, lode_dtype_name(type), B);
             if ((st = eng_cuda_profile(m, B, print_prof, tag)))
                 fprintf(stderr, "bench: profile: %s\n", eng_cuda_errmsg(m));
         }
@@ -299,7 +334,7 @@ static int bench(int argc, char **argv)
         double step_s = ms * 1e-3 / steps, gbs = wbytes / step_s / 1e9;
         printf("RESULT %s %s decode_b%d tok_s %.1f ms_step %.4f weight_GBps %.0f copy_frac %.3f "
                "(first tokens %d %d %d)\n",
-               sh->name, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
+               sname, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
                gbs * 1e9 / copy_bw, out[0], out[B], out[2 * B]);
         if (jf)
             fprintf(jf,
@@ -307,7 +342,7 @@ static int bench(int argc, char **argv)
                     "\"batch\":%d,"
                     "\"tok_s\":%.1f,\"ms_step\":%.4f,\"weight_GBps\":%.1f,\"copy_GBps\":%.1f,"
                     "\"copy_frac\":%.4f,\"weights_GB\":%.4f}\n",
-                    di.name, sh->name, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
+                    di.name, sname, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
                     copy_bw / 1e9, gbs * 1e9 / copy_bw, wbytes / 1e9);
     }
     rc = CLI_OK;

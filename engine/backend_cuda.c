@@ -7,6 +7,8 @@
  */
 #include "engine/backend_cuda.h"
 
+#include "engine/gguf.h"
+
 #include "kernels/quant.h"
 
 #include <math.h>
@@ -412,6 +414,83 @@ lode_status eng_cuda_model_set_weight(eng_cuda_model *m, eng_cuda_wkind kind, in
     else
         m->gset |= 1u << kind;
     return LODE_OK;
+}
+
+const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m)
+{
+    return &m->c;
+}
+
+lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
+                                     int device, eng_cuda_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    eng_gguf *g = NULL;
+    eng_cuda_model *m = NULL;
+    lode_status st = eng_gguf_open(path, &g, err, errlen);
+    if (st) return st;
+    const char *arch = NULL;
+    uint32_t D = 0, L = 0, F = 0, H = 0, KV = 0;
+    float theta = 10000.f, eps = 1e-5f;
+    if (eng_gguf_get_str(g, "general.architecture", &arch, NULL) || strcmp(arch, "llama")) {
+        st = lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED, "%s: not a llama GGUF", path);
+        goto out;
+    }
+    if (eng_gguf_get_u32(g, "llama.embedding_length", &D) || eng_gguf_get_u32(g, "llama.block_count", &L) ||
+        eng_gguf_get_u32(g, "llama.feed_forward_length", &F) ||
+        eng_gguf_get_u32(g, "llama.attention.head_count", &H)) {
+        st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: llama.* sizes missing", path);
+        goto out;
+    }
+    if (eng_gguf_get_u32(g, "llama.attention.head_count_kv", &KV)) KV = H;
+    eng_gguf_get_f32(g, "llama.rope.freq_base", &theta);
+    eng_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &eps);
+    const eng_gguf_tensor *emb = eng_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2 || H == 0 || D % H) {
+        st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: token_embd.weight missing or bad heads", path);
+        goto out;
+    }
+    const eng_gguf_tensor *outw = eng_gguf_find_tensor(g, "output.weight");
+    eng_cuda_config c = {(int)L,     (int)D,     (int)H,  (int)KV,  (int)(D / H), (int)F,
+                         (int)emb->ne[1], eps, theta,  NULL,     outw == NULL,  max_ctx,
+                         max_seqs,   max_prefill};
+    if ((st = eng_cuda_model_create(&c, device, &m))) {
+        lode_seterr(err, errlen, st, "%s", eng_cuda_errmsg(NULL));
+        goto out;
+    }
+    static const char *const names[ENG_CW_COUNT] = {
+        "token_embd", "output_norm", "output",      "attn_norm", "attn_q",  "attn_k",
+        "attn_v",     "attn_output", "ffn_norm",    "ffn_gate",  "ffn_up",  "ffn_down"};
+    for (int k = 0; k < ENG_CW_COUNT; k++) {
+        int per = k >= ENG_CW_ATTN_NORM;
+        if (k == ENG_CW_OUTPUT && !outw) continue;
+        for (int l = 0; l < (per ? (int)L : 1); l++) {
+            char nm[96];
+            if (per)
+                snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, names[k]);
+            else
+                snprintf(nm, sizeof nm, "%s.weight", names[k]);
+            const eng_gguf_tensor *t = eng_gguf_find_tensor(g, nm);
+            if (!t) {
+                st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: tensor %s missing", path, nm);
+                goto out;
+            }
+            if ((st = eng_cuda_model_set_weight(m, (eng_cuda_wkind)k, l, t->type, t->data, t->nbytes))) {
+                lode_seterr(err, errlen, st, "%s: %s", nm, eng_cuda_errmsg(m));
+                goto out;
+            }
+        }
+    }
+    if ((st = eng_cuda_model_ready(m))) {
+        lode_seterr(err, errlen, st, "%s", eng_cuda_errmsg(m));
+        goto out;
+    }
+    *out = m;
+    m = NULL;
+out:
+    eng_cuda_model_destroy(m);
+    eng_gguf_close(g);
+    return st;
 }
 
 lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
@@ -963,6 +1042,16 @@ lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
 {
     return LODE_ERR_UNSUPPORTED;
 }
+lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
+                                     int device, eng_cuda_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED, "%s", no_cuda);
+}
+const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m)
+{
+    return NULL;
+}
 lode_status eng_cuda_model_ready(eng_cuda_model *m)
 {
     return LODE_ERR_UNSUPPORTED;
@@ -984,52 +1073,6 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
 {
     return LODE_ERR_UNSUPPORTED;
 }
-lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
-{
-    const eng_cuda_config *c = &m->c;
-    if (!m->ready || batch <= 0 || batch > c->max_seqs)
-        return fail(m, LODE_ERR_INVALID, "profile: bad batch or model not ready");
-    for (int b = 0; b < batch; b++)
-        if (m->len[b] <= 0 || m->len[b] + 1 >= c->max_ctx)
-            return fail(m, LODE_ERR_INVALID, "profile: sequences must be prefilled with room left");
-    if (!m->pev) {
-        int cap = 8 * c->n_layer + 16;
-        m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
-        m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
-        if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
-        for (int i = 0; i < cap; i++) TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
-        m->pcap = cap;
-    }
-    m->pn = 0;
-    m->prof = 1;
-    lode_status st = decode_step(m, batch, NULL);
-    m->prof = 0;
-    if (st) return st;
-    TRY(m, krn_cuda_stream_sync(m->stream), "profile");
-    for (int b = 0; b < batch; b++) m->len[b]++;
-    m->hist_batch = batch;
-    m->steps_total++;
-    /* sum the time of each op name over the layers, in order of first appearance */
-    for (int i = 1; i < m->pn; i++) {
-        int first = 1;
-        for (int j = 1; j < i; j++)
-            if (!strcmp(m->pname[j], m->pname[i])) first = 0;
-        if (!first) continue;
-        float tot = 0;
-        int n = 0;
-        for (int j = i; j < m->pn; j++) {
-            if (strcmp(m->pname[j], m->pname[i])) continue;
-            float ms = 0;
-            if (krn_cuda_event_ms(m->pev[j - 1], m->pev[j], &ms))
-                return fail(m, LODE_ERR_CUDA, "event");
-            tot += ms;
-            n++;
-        }
-        fn(arg, m->pname[i], n, tot);
-    }
-    return LODE_OK;
-}
-
 lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
 {
     return LODE_ERR_UNSUPPORTED;

@@ -76,6 +76,15 @@ lode_status eng_cuda_model_set_weight(eng_cuda_model *m, eng_cuda_wkind kind, in
 /* Fills every weight with reproducible random values of `dtype` (matrices) and f32 norms
  * near 1, directly on the GPU: for benchmarks on real shapes without a file. */
 lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed);
+/* Creates the model from a GGUF llama file (general.architecture "llama"): configuration
+ * from its llama.* keys, weights uploaded from the mapping. max_* as in eng_cuda_config.
+ * On failure err receives the reason. */
+lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
+                                     int device, eng_cuda_model **out /* OUT */, char *err,
+                                     size_t errlen);
+/* The configuration the model was created with. */
+const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m);
+
 /* Checks that every weight is set; builds what depends on them. Call before running. */
 lode_status eng_cuda_model_ready(eng_cuda_model *m);
 /* Bytes of weights one decode step reads (all layers, the head, norms). */

@@ -55,3 +55,8 @@ target("smollm2-135m q4_1 b1 decode >= 3000 tok/s", r and r["tok_s"] >= 3000 if 
 r, h = get(bench, shape="llama3-8b", type="bf16", metric="prefill", n=2048), get(hf, shape="llama3-8b", metric="prefill", n=2048)
 target("llama3-8b bf16 prefill@2048 >= HF eager", r["tok_s"] >= h["tok_s"] if r and h else None,
        f"{r['tok_s']:.0f} vs {h['tok_s']:.0f} tok/s" if r and h else "not run")
+p = os.path.join(d, "hf_compare.json")
+if os.path.exists(p):
+    h = json.load(open(p))
+    print(f"HF comparison ({h['shape']} {h['type']}, {len(h['prompts'])} prompts x {h['prompts'][0]['steps']} greedy tokens): "
+          f"top-1 agreement {100*h['top1_agree']:.1f}%, max relative logit error {h['max_rel_logit_err']:.3e}")

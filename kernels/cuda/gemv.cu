@@ -38,6 +38,7 @@ struct GemvP {
     krn_cuda_rope rope;
     int cu;     /* units per chunk */
     int64_t nu; /* units per row */
+    int ks;     /* the K range is split over gridDim.y blocks (KRN_Y_ADD only: atomic adds) */
 };
 
 template <int NC> __device__ __forceinline__ int swz(int u)
@@ -162,7 +163,8 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
 
     /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
     const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
-    const bool one_chunk = p.nu <= CU;
+    const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
+    const bool one_chunk = u_end - u_begin <= CU;
     bool staged = false;
     for (int64_t rg = blockIdx.x; rg < nrg; rg += gridDim.x) {
         const int64_t row_base = (rg * WARPS + warp) * R;
@@ -359,8 +361,16 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         CU_TRY(cudaGetDevice(&dev));
         CU_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     }
-    if (cu == p.nu) blocks = LODE_MIN(blocks, (unsigned)sms * 8u);
-    gemv_kernel<FMT, BT><<<blocks, WARPS * 32, smem, st>>>(p);
+    /* few rows (o and down projections): split K so that every SM has several blocks; the
+     * partial sums meet in atomic adds onto the residual */
+    p.ks = 1;
+    if (p.ymode == KRN_Y_ADD && blocks < (unsigned)sms * 4u) {
+        int64_t ks = ((int64_t)sms * 4 + blocks - 1) / blocks;
+        ks = LODE_MIN(ks, LODE_MIN((int64_t)8, p.nu / 64));
+        p.ks = (int)LODE_MAX(ks, (int64_t)1);
+    }
+    if ((p.nu + p.ks - 1) / p.ks <= cu) blocks = LODE_MIN(blocks, (unsigned)(sms * 8 / p.ks + 1));
+    gemv_kernel<FMT, BT><<<dim3(blocks, (unsigned)p.ks), WARPS * 32, smem, st>>>(p);
     CU_LAUNCHED("gemv");
     return LODE_OK;
 }
