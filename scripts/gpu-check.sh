@@ -26,13 +26,14 @@ git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt" || true
 # ---- build ----------------------------------------------------------------------------
 LODE=build-cuda/lode
 TEST=build-cuda/tests/test_cuda
+TEST2=build-cuda/tests/test_cuda_synth
 if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
   log "using prebuilt binaries"
-  LODE=prebuilt/lode TEST=prebuilt/test_cuda
+  LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth
 else
   log "building"
   if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
-  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda >"$OUT/build.log" 2>&1 \
+  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth >"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
 fi
 
@@ -40,6 +41,8 @@ fi
 log "CUDA tests"
 CMOCKA_MESSAGE_OUTPUT=stdout timeout 600 "$TEST" 2>&1 | tee "$OUT/test_cuda.log"
 TEST_RC=${PIPESTATUS[0]}
+LODE_BUILD=$(dirname "$LODE") CMOCKA_MESSAGE_OUTPUT=stdout timeout 300 "$TEST2" 2>&1 | tee -a "$OUT/test_cuda.log"
+[ "${PIPESTATUS[0]}" = 0 ] || TEST_RC=1
 
 # ---- benchmarks -----------------------------------------------------------------------
 rm -f "$OUT/bench.jsonl" "$OUT/hf_eager.jsonl"
