@@ -182,8 +182,8 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
          * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
         constexpr int UNR = BT >= 8 ? 2 : 4;
         typename U::Raw raw[UNR][R];
-        for (int64_t c0 = 0; c0 < p.nu; c0 += CU) {
-            const int cu = (int)LODE_MIN((int64_t)CU, p.nu - c0);
+        for (int64_t c0 = u_begin; c0 < u_end; c0 += CU) {
+            const int cu = (int)LODE_MIN((int64_t)CU, u_end - c0);
             auto load_group = [&](int u0) {
 #pragma unroll
                 for (int j = 0; j < UNR; j++) {
