@@ -117,6 +117,8 @@ $(B)/obj/orchestrate/%.o $(B)/obj/server/%.o $(B)/obj/cli/%.o $(B)/obj/tests/%.o
 # chosen at run time (kernels/cpu/dispatch.c); everything else stays portable x86-64.
 $(B)/obj/kernels/cpu/%_avx2.o: XFLAGS += -mavx2 -mfma -mf16c
 $(B)/obj/kernels/cpu/%_avx512.o: XFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+# quant_avx512.c asks for VNNI with `#pragma GCC target`, which clang (make fuzz) ignores
+$(B)/obj/kernels/cpu/quant_avx512.o: XFLAGS += -mavx512vnni
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -254,3 +256,12 @@ clean:
 	rm -rf build build-san build-cuda build-engine build-fuzz
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- engine benchmark (bench/bench_engine.c against llama.cpp; appends to bench/RESULTS.md)
+$(B)/bench/bench_engine: $(B)/obj/bench/bench_engine.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-engine
+bench-engine:
+	$(MAKE) -j2 $(B)/bench/bench_engine
+	bench/bench_engine.sh $(B)/bench/bench_engine

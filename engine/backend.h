@@ -110,6 +110,11 @@ typedef struct eng_backend_ops {
      * prefix blocks). */
     void (*kv_copy_block)(eng_backend *be, eng_kv *kv, int32_t dst, int32_t src);
 
+    /* Prepares scratch for steps of up to max_tokens rows whose widest row (matmul input
+     * or logits norm) is max_width floats, so that steps allocate nothing. Called once
+     * by a runtime before its first step. */
+    lode_status (*reserve)(eng_backend *be, int max_tokens, int max_width);
+
     /* ---- a forward step ---- */
     /* Called first in every step: makes the batch's tokens, positions and block tables
      * available to the ops below (which receive the same host pointer). The batch must
@@ -169,6 +174,8 @@ void eng_backend_destroy(eng_backend *be); /* accepts NULL */
 /* The implementations (backend_cpu.c, backend_cuda.c). */
 lode_status eng_backend_cpu_create(const eng_backend_opts *o, eng_backend **out /* OUT */,
                                    char *err, size_t errlen);
+/* Threads of a CPU backend (for reports); 1 for any other backend. */
+int eng_backend_cpu_threads(const eng_backend *be);
 #ifdef LODE_CUDA
 lode_status eng_backend_cuda_create(const eng_backend_opts *o, eng_backend **out /* OUT */,
                                     char *err, size_t errlen);

@@ -12,10 +12,10 @@
 
 /* The search statement; ?1 the FTS5 query, ?2..?5 snippet() arguments, ?6 the limit.
  * FTS5 consumes ORDER BY rank, so rows stream out best first and the snippet is made
- * only for the rows returned. LODE ranks with lode_bm25 (below) through rank MATCH;
- * FTS5 is the fallback when lode_bm25 cannot be registered: FTS5's bm25 with the
- * schema's weights. Tried and slower on the SQLite documentation: choosing the top k by
- * ORDER BY lode_bm25(...) in SQL and reading their snippets in a second pass (p50 2.8 ms
+ * only for the rows returned. SEARCH_LODE_SQL ranks with lode_bm25 (below) through rank
+ * MATCH; SEARCH_FTS5_SQL is the fallback when lode_bm25 cannot be registered: FTS5's
+ * bm25 with the schema's weights. Tried and slower on the SQLite documentation: choosing the top k
+ * by ORDER BY lode_bm25(...) in SQL and reading their snippets in a second pass (p50 2.8 ms
  * against 1.2 ms; the second pass evaluates the query again), and one query ordering by
  * lode_bm25(...) directly (a snippet for every match). */
 #define SEARCH_SELECT                                                                              \

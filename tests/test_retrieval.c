@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "retrieval/search.h"
 #include "retrieval/store_int.h"
 
@@ -919,7 +921,15 @@ static void test_examples_all_run(void **state)
 }
 
 /* Runs `lode ARGS...` with stdout to a file; returns its exit status, or -1. */
+static int run_lode_in(const char *in, const char *out, const char *const *args);
+
 static int run_lode(const char *out, const char *const *args)
+{
+    return run_lode_in(NULL, out, args);
+}
+
+/* The same with stdin from the file in (when not NULL). */
+static int run_lode_in(const char *in, const char *out, const char *const *args)
 {
     const char *b = getenv("LODE_BUILD");
     char bin[256];
@@ -930,6 +940,7 @@ static int run_lode(const char *out, const char *const *args)
     if (pid == 0) {
         FILE *fo = freopen(out, "w", stdout);
         if (!fo) _exit(127);
+        if (in && !freopen(in, "r", stdin)) _exit(127);
         char *argv[16];
         int i = 0;
         argv[i++] = bin;
@@ -980,6 +991,59 @@ static void test_cli_sql_is_read_only(void **state)
     assert_non_null(strstr(js, "<mark>write</mark>"));
 }
 
+/* lode search's plain output (no terminal: no colour codes) and lode sql's JSON and
+ * script modes. */
+static void test_cli_output(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    populate_for_examples(s);
+    ret_store_close(s);
+    char out[160];
+    snprintf(out, sizeof out, "%s/out.txt", f->dir);
+    const char *search[] = {"search", "--db", f->db, "write", "ahead", NULL};
+    int rc = run_lode(out, search);
+    if (rc == -2) {
+        printf("lode binary not built (make tests builds it); skipping\n");
+        skip();
+    }
+    assert_int_equal(rc, 0);
+    char *text = read_file(out);
+    assert_non_null(strstr(text, " 1. Write-Ahead Logging"));
+    assert_non_null(strstr(text, "> WAL > Overview"));
+    assert_null(strchr(text, '\x1b'));
+    const char *bad[] = {"search", "--db", f->db, "--raw", "write AND", NULL};
+    assert_int_equal(run_lode(out, bad), 2);
+    const char *nok[] = {"search", "--db", f->db, "-k", "0", "x", NULL};
+    assert_int_equal(run_lode(out, nok), 2);
+
+    const char *js[] = {
+        "sql", "--db", f->db, "--json", "SELECT uri, size, NULL AS n FROM documents ORDER BY uri",
+        NULL};
+    assert_int_equal(run_lode(out, js), 0);
+    json_error_t jerr;
+    json_t *arr = json_loads(read_file(out), 0, &jerr);
+    assert_non_null(arr);
+    assert_int_equal(json_array_size(arr), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "uri")),
+                        "file:///docs/other.txt");
+    assert_true(json_is_integer(json_object_get(json_array_get(arr, 1), "size")));
+    assert_true(json_is_null(json_object_get(json_array_get(arr, 1), "n")));
+    json_decref(arr);
+
+    /* a script on stdin: the examples file runs whole, dot-commands and all */
+    const char *script[] = {"sql", "--db", f->db, NULL};
+    assert_int_equal(run_lode_in("sql/examples.sql", out, script), 0);
+    assert_non_null(strstr(read_file(out), "Write-Ahead Logging"));
+    char in[160];
+    snprintf(in, sizeof in, "%s/in.sql", f->dir);
+    FILE *fp = fopen(in, "w");
+    assert_non_null(fp);
+    fputs("SELECT 1;\nDELETE FROM chunks;\nSELECT 2;\n", fp);
+    fclose(fp);
+    assert_int_equal(run_lode_in(in, out, script), 1); /* a script stops at the refusal */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1005,6 +1069,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allocation_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_examples_all_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_sql_is_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cli_output, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

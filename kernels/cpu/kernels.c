@@ -422,6 +422,10 @@ static void attn_task(void *ctx, size_t task, int thread)
         const lode_half *kb = a->k_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
         const lode_half *vb = a->v_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
         int ns = (int)LODE_MIN((int64_t)KRN_KV_BLOCK, last - b0 + 1);
+        if (o->attn_block && hd % 16 == 0) {
+            o->attn_block(q, kb, vb, hd, ns, a->scale, &m, &l, acc);
+            continue;
+        }
         float bm = -INFINITY;
         for (int s = 0; s < ns; s++) {
             sc[s] = o->dot_f16_f32(kb + (size_t)s * hd, q, hd) * a->scale;

@@ -33,6 +33,12 @@ typedef struct krn_ops {
     void (*scale)(float *x, float s, size_t n);
     void (*f16_to_f32)(const lode_half *x, float *y, size_t n);
     void (*f32_to_f16)(const float *x, lode_half *y, size_t n);
+    /* One block of ns <= KRN_KV_BLOCK keys of online-softmax attention for one query:
+     * scores q.k * scale, running max *m and sum *l, acc (head_dim) += p * v, rescaled
+     * when the max grows. Optional (NULL: kernels.c composes it from dot and axpy);
+     * only called for head_dim a multiple of 16. */
+    void (*attn_block)(const float *q, const lode_half *k, const lode_half *v, size_t hd, int ns,
+                       float scale, float *m, float *l, float *acc);
 } krn_ops;
 
 /* The active table (never NULL after krn_ops_get). */

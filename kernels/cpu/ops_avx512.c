@@ -4,6 +4,7 @@
  * of the AVX-512 table, which starts from the AVX2 one.
  */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels/cpu/kernels_int.h"
 
@@ -91,6 +92,64 @@ static void z_f32_to_f16(const float *x, lode_half *y, size_t n)
     }
 }
 
+/* exp(x) on 16 lanes, x clamped to [-87, 88]: 2^(x log2 e) as an integer power of two
+ * times a degree-6 polynomial of the fraction (relative error ~2e-7). */
+static inline __m512 exp16(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.f));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, fi);
+    __m512 p = _mm512_set1_ps(1.5353362e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6184197e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503324e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, fi);
+}
+
+static void z_attn_block(const float *q, const lode_half *k, const lode_half *v, size_t hd, int ns,
+                         float scale, float *m, float *l, float *acc)
+{
+    float sc[KRN_KV_BLOCK];
+    for (int s = 0; s < ns; s++) {
+        const lode_half *ks = k + (size_t)s * hd;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        size_t d = 0;
+        for (; d + 32 <= hd; d += 32) {
+            a0 = _mm512_fmadd_ps(load_h16(ks + d), _mm512_loadu_ps(q + d), a0);
+            a1 = _mm512_fmadd_ps(load_h16(ks + d + 16), _mm512_loadu_ps(q + d + 16), a1);
+        }
+        if (d < hd) a0 = _mm512_fmadd_ps(load_h16(ks + d), _mm512_loadu_ps(q + d), a0);
+        sc[s] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+    __mmask16 live = (__mmask16)((1u << ns) - 1u);
+    __m512 s16 = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, sc), _mm512_set1_ps(scale));
+    float bm = _mm512_mask_reduce_max_ps(live, s16);
+    if (bm > *m) {
+        float c = expf(*m - bm); /* 0 on the first block */
+        if (*l > 0) {
+            __m512 vc = _mm512_set1_ps(c);
+            for (size_t d = 0; d < hd; d += 16)
+                _mm512_storeu_ps(acc + d, _mm512_mul_ps(_mm512_loadu_ps(acc + d), vc));
+        }
+        *l *= c;
+        *m = bm;
+    }
+    __m512 p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(s16, _mm512_set1_ps(*m))));
+    *l += _mm512_reduce_add_ps(p);
+    _mm512_storeu_ps(sc, p);
+    for (size_t d = 0; d < hd; d += 16) {
+        __m512 a = _mm512_loadu_ps(acc + d);
+        for (int s = 0; s < ns; s++)
+            a = _mm512_fmadd_ps(_mm512_set1_ps(sc[s]), load_h16(v + (size_t)s * hd + d), a);
+        _mm512_storeu_ps(acc + d, a);
+    }
+}
+
 void krn_quant_avx512_init(krn_ops *o);
 
 void krn_ops_init_avx512(krn_ops *o)
@@ -101,5 +160,6 @@ void krn_ops_init_avx512(krn_ops *o)
     o->sumsq = z_sumsq;
     o->f16_to_f32 = z_f16_to_f32;
     o->f32_to_f16 = z_f32_to_f16;
+    o->attn_block = z_attn_block;
     krn_quant_avx512_init(o);
 }

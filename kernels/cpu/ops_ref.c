@@ -70,6 +70,7 @@ void krn_quant_ref_init(krn_ops *o);
 void krn_ops_init_scalar(krn_ops *o)
 {
     krn_quant_ref_init(o);
+    o->attn_block = NULL;
     o->dot_f16_f32 = r_dot_f16_f32;
     o->axpy_f16 = r_axpy_f16;
     o->dot_f32 = r_dot_f32;

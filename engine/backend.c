@@ -1,0 +1,34 @@
+/* backend.c: picks a compute backend by name; the ops themselves live in backend_*.c. */
+#include "engine/backend.h"
+
+#include <string.h>
+
+lode_status eng_backend_create(const char *name, const eng_backend_opts *o, eng_backend **out,
+                               char *err, size_t errlen)
+{
+    *out = NULL;
+    eng_backend_opts def = {0, 0};
+    if (!o) o = &def;
+    if (!name || !*name || !strcmp(name, "auto")) {
+#ifdef LODE_CUDA
+        if (eng_backend_cuda_available()) return eng_backend_cuda_create(o, out, err, errlen);
+#endif
+        return eng_backend_cpu_create(o, out, err, errlen);
+    }
+    if (!strcmp(name, "cpu")) return eng_backend_cpu_create(o, out, err, errlen);
+    if (!strcmp(name, "cuda")) {
+#ifdef LODE_CUDA
+        return eng_backend_cuda_create(o, out, err, errlen);
+#else
+        return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
+                           "backend 'cuda' is not built in (build with make CUDA=1)");
+#endif
+    }
+    return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED, "unknown backend '%s' (cpu, cuda, auto)",
+                       name);
+}
+
+void eng_backend_destroy(eng_backend *be)
+{
+    if (be) be->ops->destroy(be);
+}

@@ -1,0 +1,170 @@
+/*
+ * engine.h: lode's inference engine, the API the rest of lode uses. A model is loaded
+ * from a GGUF file onto a backend (cpu, cuda); generation requests are submitted with
+ * callbacks and run asynchronously on the engine's worker thread, which owns the model's
+ * runtime (activations, KV cache). eng_generate wraps submit/wait for the CLI and tests.
+ *
+ * Threads: eng_submit, eng_cancel, the tokenizer functions and eng_model_info may be
+ * called from any thread. Callbacks run on the worker thread and must not call
+ * eng_model_free; they may call eng_cancel and eng_submit.
+ */
+#ifndef LODE_ENGINE_ENGINE_H
+#define LODE_ENGINE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/lode.h"
+
+typedef struct eng_model eng_model;
+
+/* The default generation model, relative to the working directory; LODE_MODEL
+ * overrides it in eng_default_model_path. */
+#define ENG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+/* $LODE_MODEL when set and not empty, else ENG_DEFAULT_MODEL. Never NULL. */
+const char *eng_default_model_path(void);
+
+typedef struct eng_model_opts {
+    const char *backend; /* "cpu", "cuda", NULL/"auto" */
+    int n_threads;       /* CPU threads; <= 0: every CPU the process may use */
+    int n_ctx;           /* context window in tokens; <= 0: min(trained context, 4096) */
+    int n_batch;         /* most prompt tokens per forward step; <= 0: 512 */
+    int device;          /* GPU ordinal */
+} eng_model_opts;
+
+/* Loads the GGUF at path (validated completely first) onto a backend and starts the
+ * worker thread. Returns LODE_OK and *out (free with eng_model_free), or a status with a
+ * message in err naming the problem (bad file, unsupported architecture or tokenizer,
+ * no memory). opts may be NULL. */
+lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model **out /* OUT */,
+                           char *err, size_t errlen);
+/* Cancels every request (their on_done runs with LODE_ERR_CANCELLED), stops the worker
+ * and frees everything. Accepts NULL. */
+void eng_model_free(eng_model *m);
+
+typedef struct eng_model_info {
+    const char *name;          /* general.name or the file name */
+    const char *arch;          /* general.architecture */
+    const char *backend;       /* "cpu", "cuda" */
+    const char *chat_template; /* tokenizer.chat_template or NULL */
+    int n_vocab;
+    int n_ctx;       /* the window requests share */
+    int n_ctx_train; /* the model's trained context */
+    int n_layer, dim, n_head, n_head_kv;
+    int n_threads;
+    int32_t bos, eos, eot; /* -1 when absent */
+} eng_model_info;
+/* Strings point into the model and live as long as it. */
+void eng_model_info_get(const eng_model *m, eng_model_info *out /* OUT */);
+
+/* ---- tokens ------------------------------------------------------------------------ */
+/* Tokenizes text[0..len) (add_special: BOS as the model wants; parse_special: control
+ * tokens written in the text become tokens). *out (free with lode_free) holds *n ids. */
+lode_status eng_tokenize(const eng_model *m, const char *text, size_t len, int add_special,
+                         int parse_special, int32_t **out /* OUT */, size_t *n /* OUT */);
+/* Appends the text of tokens (control tokens rendered when render_special) to out. */
+lode_status eng_detokenize(const eng_model *m, const int32_t *toks, size_t n, int render_special,
+                           lode_buf *out);
+/* 1 when the token ends generation (EOS, end of turn). */
+int eng_token_is_eog(const eng_model *m, int32_t tok);
+/* Renders a conversation with the model's chat template (ChatML, Llama 2/3 styles) and
+ * appends it to out; add_generation_prompt opens the assistant's turn. roles[i] is
+ * "system", "user" or "assistant". LODE_ERR_UNSUPPORTED when the template is unknown. */
+lode_status eng_chat_apply(const eng_model *m, const char *const *roles,
+                           const char *const *contents, size_t n, int add_generation_prompt,
+                           lode_buf *out);
+
+/* ---- requests ---------------------------------------------------------------------- */
+typedef struct eng_sampling {
+    float temperature;    /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* tokens the penalties look back over; 0: 64 */
+    float presence_penalty;
+    float frequency_penalty;
+    uint64_t seed; /* same seed, same output */
+} eng_sampling;
+/* Greedy, no penalties. */
+void eng_sampling_default(eng_sampling *s /* OUT */);
+
+typedef enum eng_finish {
+    ENG_FINISH_NONE = 0,
+    ENG_FINISH_LENGTH,    /* max_tokens or the context window reached */
+    ENG_FINISH_EOG,       /* the model ended its turn */
+    ENG_FINISH_STOP,      /* a stop string matched (it is not emitted) */
+    ENG_FINISH_CANCELLED, /* eng_cancel or on_token asked to stop */
+    ENG_FINISH_ERROR
+} eng_finish;
+const char *eng_finish_name(eng_finish f);
+
+typedef struct eng_stats {
+    int prompt_tokens;
+    int generated;
+    double queue_ms;   /* submit to start */
+    double prefill_ms; /* the prompt's forward steps */
+    double decode_ms;  /* everything after the first token */
+    double ttft_ms;    /* submit to the first token */
+} eng_stats;
+
+/* Called for every generated token on the worker thread. piece/len is the text that
+ * became final with this token: complete UTF-8, possibly empty (text held back while it
+ * could still become a stop string or an incomplete character) or holding text of
+ * earlier tokens. logprob is log p(token) under the model (before sampling transforms);
+ * 0 unless want_logprobs. Return nonzero to stop (finish CANCELLED). */
+typedef int (*eng_on_token)(void *user, int32_t token, const char *piece, size_t len,
+                            float logprob);
+/* Called once per request, last, on the worker thread (or in eng_submit's caller when
+ * the request is refused there: then eng_submit returns the error and does not call it).
+ * st is LODE_OK unless finish is ERROR or CANCELLED. */
+typedef void (*eng_on_done)(void *user, lode_status st, eng_finish finish, const eng_stats *stats);
+/* With want_prompt_logprobs: called once after the prompt, before the first token, with
+ * logprobs[i] = log p(prompt[i+1] | prompt[0..i]) for i < n = n_prompt - 1. */
+typedef void (*eng_on_prompt_logprobs)(void *user, const float *logprobs, int n);
+
+typedef struct eng_request {
+    const int32_t *prompt; /* copied by eng_submit */
+    int n_prompt;          /* >= 1 */
+    eng_sampling sampling;
+    int max_tokens;           /* <= 0: until EOG or the context is full */
+    const char *const *stop;  /* stop strings (copied) */
+    int n_stop;               /* <= 16 */
+    int want_logprobs;        /* per generated token */
+    int want_prompt_logprobs; /* see eng_on_prompt_logprobs */
+    eng_on_token on_token;
+    eng_on_prompt_logprobs on_prompt_logprobs;
+    eng_on_done on_done;
+    void *user;
+} eng_request;
+
+/* Queues a request; *id (may be NULL) identifies it for eng_cancel. Returns LODE_OK, or
+ * LODE_ERR_INVALID (empty prompt, bad token ids, too many stop strings), LODE_ERR_RANGE
+ * (the prompt does not fit the context), LODE_ERR_NOMEM; on error no callback runs. */
+lode_status eng_submit(eng_model *m, const eng_request *r, uint64_t *id /* OUT */);
+/* Asks a queued or running request to stop; its on_done reports CANCELLED. Returns
+ * LODE_ERR_NOTFOUND when it already finished or never existed. */
+lode_status eng_cancel(eng_model *m, uint64_t id);
+
+/* What eng_generate collects; free with eng_output_free. */
+typedef struct eng_output {
+    int32_t *tokens; /* (n_tokens) */
+    float *logprobs; /* (n_tokens) when want_logprobs, else NULL */
+    int n_tokens;
+    char *text; /* NUL-terminated, the emitted pieces (without a matched stop string) */
+    size_t text_len;
+    float *prompt_logprobs; /* (n_prompt - 1) when want_prompt_logprobs, else NULL */
+    int n_prompt_logprobs;
+    eng_finish finish;
+    eng_stats stats;
+} eng_output;
+
+/* Submits r and waits for it. r's own callbacks still run (for streaming). Returns the
+ * request's status; out (may be NULL) receives the results either way. */
+lode_status eng_generate(eng_model *m, const eng_request *r, eng_output *out /* OUT */);
+void eng_output_free(eng_output *o); /* frees the arrays, keeps the struct; accepts NULL */
+
+/* The last detailed message of a failed call on this model. */
+const char *eng_errmsg(const eng_model *m);
+
+#endif
