@@ -69,9 +69,9 @@ static void usage(FILE *f)
             "q4_1|q8_0|q4_K|q6_K]\n"
             "                  [--prefill 512,2048] [--batch 1,16] [--steps 128] [--reps 5]\n"
             "                  [--prompt 128] [--profile] [--backend cuda] [--json FILE]\n"
-               "       lode bench --model FILE.gguf [...]   the same on a model file\n"
-               "       lode bench --model FILE.gguf --generate IDS [--steps N] [--logits-out FILE]\n"
-               "                  greedy tokens after the ids, and each chosen token's logits (f32)\n"
+            "       lode bench --model FILE.gguf [...]   the same on a model file\n"
+            "       lode bench --model FILE.gguf --generate IDS [--steps N] [--logits-out FILE]\n"
+            "                  greedy tokens after the ids, and each chosen token's logits (f32)\n"
             "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
             "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
             "--profile adds the time of each op of one eager decode step.\n");
@@ -202,8 +202,9 @@ static int bench(int argc, char **argv)
         return CLI_USAGE;
     }
     int max_ctx = LODE_MAX(maxp + 1, prompt + steps + 8) + 16 + ngen;
-    eng_cuda_config c = {sh->n_layer, sh->dim, sh->n_head, sh->n_kv_head, sh->dim / sh->n_head,
-                         sh->ff, sh->vocab, 1e-5f, sh->theta, NULL, sh->tied, max_ctx, maxb, maxp};
+    eng_cuda_config c = {sh->n_layer, sh->dim,   sh->n_head, sh->n_kv_head, sh->dim / sh->n_head,
+                         sh->ff,      sh->vocab, 1e-5f,      sh->theta,     NULL,
+                         sh->tied,    max_ctx,   maxb,       maxp};
     eng_cuda_model *m = NULL;
     int rc = CLI_FAILED;
     FILE *jf = NULL;
@@ -212,7 +213,8 @@ static int bench(int argc, char **argv)
     lode_status st;
     if (model_path) {
         char err[512];
-        if ((st = eng_cuda_model_from_gguf(model_path, max_ctx, maxb, maxp, 0, &m, err, sizeof err))) {
+        if ((st = eng_cuda_model_from_gguf(model_path, max_ctx, maxb, maxp, 0, &m, err,
+                                           sizeof err))) {
             fprintf(stderr, "bench: %s\n", err);
             goto done;
         }
@@ -242,7 +244,8 @@ static int bench(int argc, char **argv)
         printf("GENERATED");
         for (int s2 = 0; !st && s2 < steps; s2++) {
             printf(" %d", t);
-            if (lf && fwrite(lg, sizeof(float), (size_t)c.vocab, lf) != (size_t)c.vocab) st = LODE_ERR_IO;
+            if (lf && fwrite(lg, sizeof(float), (size_t)c.vocab, lf) != (size_t)c.vocab)
+                st = LODE_ERR_IO;
             if (s2 + 1 < steps && !st && !(st = eng_cuda_decode(m, 1, NULL)))
                 st = eng_cuda_read_tokens(m, 1, &t, lg);
         }
@@ -334,8 +337,8 @@ static int bench(int argc, char **argv)
         double step_s = ms * 1e-3 / steps, gbs = wbytes / step_s / 1e9;
         printf("RESULT %s %s decode_b%d tok_s %.1f ms_step %.4f weight_GBps %.0f copy_frac %.3f "
                "(first tokens %d %d %d)\n",
-               sname, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs,
-               gbs * 1e9 / copy_bw, out[0], out[B], out[2 * B]);
+               sname, lode_dtype_name(type), B, B / step_s, step_s * 1e3, gbs, gbs * 1e9 / copy_bw,
+               out[0], out[B], out[2 * B]);
         if (jf)
             fprintf(jf,
                     "{\"gpu\":\"%s\",\"shape\":\"%s\",\"type\":\"%s\",\"metric\":\"decode\","

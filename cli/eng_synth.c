@@ -23,7 +23,7 @@ typedef struct synth {
     int type;
     uint64_t seed;
     int64_t n_t;
-    int kind[512];  /* per tensor: 0 matrix, 1 norm */
+    int kind[512]; /* per tensor: 0 matrix, 1 norm */
     int64_t rows[512], cols[512];
     char names[512][64];
 } synth;
@@ -50,7 +50,8 @@ static float value(const synth *s, int64_t t, uint64_t e)
     if (s->kind[t])
         v = 1.f + 0.2f * (unif(h) - 0.5f);
     else
-        v = 0.02f * 1.7320508f * (unif(h) + unif(mix(h ^ 1)) + unif(mix(h ^ 2)) + unif(mix(h ^ 3)) - 2.f);
+        v = 0.02f * 1.7320508f *
+            (unif(h) + unif(mix(h ^ 1)) + unif(mix(h ^ 2)) + unif(mix(h ^ 3)) - 2.f);
     return lode_bf16_to_float(lode_float_to_bf16(v));
 }
 
@@ -143,7 +144,8 @@ static int byte_sym(int b, char *out)
     } else {
         int n = 0;
         for (int x = 0; x < b; x++)
-            if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF))) n++;
+            if (!((x >= '!' && x <= '~') || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE && x <= 0xFF)))
+                n++;
         cp = 256 + n;
     }
     if (cp < 0x80) {
@@ -238,10 +240,10 @@ static const char *hf_name(const synth *s, int64_t t, char *buf, size_t n)
     if (!strcmp(g, "output.weight")) return "lm_head.weight";
     if (sscanf(g, "blk.%d.%47[^.]", &l, part) != 2) return NULL;
     static const char *const map[][2] = {
-        {"attn_norm", "input_layernorm"},   {"ffn_norm", "post_attention_layernorm"},
-        {"attn_q", "self_attn.q_proj"},     {"attn_k", "self_attn.k_proj"},
-        {"attn_v", "self_attn.v_proj"},     {"attn_output", "self_attn.o_proj"},
-        {"ffn_gate", "mlp.gate_proj"},      {"ffn_up", "mlp.up_proj"},
+        {"attn_norm", "input_layernorm"}, {"ffn_norm", "post_attention_layernorm"},
+        {"attn_q", "self_attn.q_proj"},   {"attn_k", "self_attn.k_proj"},
+        {"attn_v", "self_attn.v_proj"},   {"attn_output", "self_attn.o_proj"},
+        {"ffn_gate", "mlp.gate_proj"},    {"ffn_up", "mlp.up_proj"},
         {"ffn_down", "mlp.down_proj"}};
     for (size_t i = 0; i < LODE_ARRAY_LEN(map); i++)
         if (!strcmp(part, map[i][0])) {
@@ -276,15 +278,16 @@ static lode_status write_hf(const synth *s, const char *dir, int bos, int eos)
     for (int64_t t = 0; t < s->n_t; t++) {
         uint64_t nbytes = (uint64_t)s->rows[t] * s->cols[t] * 2;
         if (s->kind[t])
-            lode_buf_printf(&hdr, "\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]},",
-                            hf_name(s, t, nb, sizeof nb), dt, (long long)s->cols[t],
-                            (unsigned long long)off, (unsigned long long)(off + nbytes));
+            lode_buf_printf(
+                &hdr, "\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]},",
+                hf_name(s, t, nb, sizeof nb), dt, (long long)s->cols[t], (unsigned long long)off,
+                (unsigned long long)(off + nbytes));
         else
-            lode_buf_printf(&hdr,
-                            "\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]},",
-                            hf_name(s, t, nb, sizeof nb), dt, (long long)s->rows[t],
-                            (long long)s->cols[t], (unsigned long long)off,
-                            (unsigned long long)(off + nbytes));
+            lode_buf_printf(
+                &hdr,
+                "\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]},",
+                hf_name(s, t, nb, sizeof nb), dt, (long long)s->rows[t], (long long)s->cols[t],
+                (unsigned long long)off, (unsigned long long)(off + nbytes));
         off += nbytes;
     }
     if ((st = lode_buf_puts(&hdr, "\"__metadata__\":{\"format\":\"pt\"}}"))) goto out;
@@ -320,17 +323,18 @@ static lode_status write_hf(const synth *s, const char *dir, int bos, int eos)
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (!(f = fopen(path, "w"))) goto io;
     const eng_shape *sh = s->sh;
-    fprintf(f,
-            "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
-            "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
-            "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
-            "  \"vocab_size\": %d,\n  \"tie_word_embeddings\": %s,\n  \"rope_theta\": %.1f,\n"
-            "  \"rms_norm_eps\": 1e-05,\n  \"hidden_act\": \"silu\",\n"
-            "  \"max_position_embeddings\": 8192,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
-            "  \"torch_dtype\": \"%s\"\n}\n",
-            sh->dim, sh->ff, sh->n_layer, sh->n_head, sh->n_kv_head, sh->dim / sh->n_head, sh->vocab,
-            sh->tied ? "true" : "false", sh->theta, bos, eos,
-            s->type == LODE_F16 ? "float16" : "bfloat16");
+    fprintf(
+        f,
+        "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+        "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+        "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
+        "  \"vocab_size\": %d,\n  \"tie_word_embeddings\": %s,\n  \"rope_theta\": %.1f,\n"
+        "  \"rms_norm_eps\": 1e-05,\n  \"hidden_act\": \"silu\",\n"
+        "  \"max_position_embeddings\": 8192,\n  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n"
+        "  \"torch_dtype\": \"%s\"\n}\n",
+        sh->dim, sh->ff, sh->n_layer, sh->n_head, sh->n_kv_head, sh->dim / sh->n_head, sh->vocab,
+        sh->tied ? "true" : "false", sh->theta, bos, eos,
+        s->type == LODE_F16 ? "float16" : "bfloat16");
     if (fclose(f)) {
         f = NULL;
         goto io;
@@ -371,11 +375,13 @@ static int synth_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf("usage: lode synth --shape smollm2-135m|llama3.2-1b|llama3-8b [--type bf16|f16|f32|"
-                   "q4_0|q4_1|q8_0|q4_K|q6_K]\n"
-                   "                  [--seed N] -o FILE.gguf [--hf DIR]\n"
-                   "A GGUF llama model of the shape with reproducible random weights and a synthetic\n"
-                   "tokenizer; --hf DIR also writes them as safetensors + config.json (float types).\n");
+            printf(
+                "usage: lode synth --shape smollm2-135m|llama3.2-1b|llama3-8b [--type bf16|f16|f32|"
+                "q4_0|q4_1|q8_0|q4_K|q6_K]\n"
+                "                  [--seed N] -o FILE.gguf [--hf DIR]\n"
+                "A GGUF llama model of the shape with reproducible random weights and a synthetic\n"
+                "tokenizer; --hf DIR also writes them as safetensors + config.json (float "
+                "types).\n");
             return CLI_OK;
         }
         if (!v) {
@@ -419,7 +425,8 @@ static int synth_main(int argc, char **argv)
     s->type = type;
     s->seed = seed;
     const int D = sh->dim, hd = sh->dim / sh->n_head, Q = sh->n_head * hd, KVd = sh->n_kv_head * hd;
-    if (lode_dtype_row_bytes(type, (size_t)D) == 0 || lode_dtype_row_bytes(type, (size_t)sh->ff) == 0) {
+    if (lode_dtype_row_bytes(type, (size_t)D) == 0 ||
+        lode_dtype_row_bytes(type, (size_t)sh->ff) == 0) {
         fprintf(stderr, "synth: %s rows of %d or %d are not whole blocks\n", type_name, D, sh->ff);
         goto done;
     }
@@ -464,7 +471,8 @@ static int synth_main(int argc, char **argv)
         (st = eng_gguf_w_u32(w, "llama.vocab_size", (uint32_t)sh->vocab)) ||
         (st = eng_gguf_w_str(w, "tokenizer.ggml.model", "gpt2")) ||
         (st = eng_gguf_w_str(w, "tokenizer.ggml.pre", sh->pre)) ||
-        (st = eng_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n_tok)) ||
+        (st = eng_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok,
+                                 (uint64_t)v.n_tok)) ||
         (st = eng_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", v.types, (uint64_t)v.n_tok)) ||
         (st = eng_gguf_w_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges,
                                  (uint64_t)v.n_merges)) ||
@@ -476,8 +484,8 @@ static int synth_main(int argc, char **argv)
         goto fail;
     for (int64_t t = 0; t < s->n_t; t++) {
         uint64_t ne[2] = {(uint64_t)s->cols[t], (uint64_t)s->rows[t]};
-        if ((st = eng_gguf_w_tensor(w, s->names[t], s->kind[t] ? LODE_F32 : type, s->kind[t] ? 1 : 2,
-                                    ne, NULL)))
+        if ((st = eng_gguf_w_tensor(w, s->names[t], s->kind[t] ? LODE_F32 : type,
+                                    s->kind[t] ? 1 : 2, ne, NULL)))
             goto fail;
     }
     if ((st = eng_gguf_writer_save(w, out, fill, s))) goto fail;
@@ -491,7 +499,8 @@ static int synth_main(int argc, char **argv)
     rc = CLI_OK;
     goto done;
 fail:
-    fprintf(stderr, "synth: %s%s%s\n", lode_strerror(st), w ? ": " : "", w ? eng_gguf_writer_errmsg(w) : "");
+    fprintf(stderr, "synth: %s%s%s\n", lode_strerror(st), w ? ": " : "",
+            w ? eng_gguf_writer_errmsg(w) : "");
 done:
     eng_gguf_writer_destroy(w);
     vocab_free(&v);
@@ -499,4 +508,5 @@ done:
     return rc;
 }
 
-LODE_CLI_COMMAND(synth, "synth", "write a GGUF model of a named shape with random weights", synth_main)
+LODE_CLI_COMMAND(synth, "synth", "write a GGUF model of a named shape with random weights",
+                 synth_main)

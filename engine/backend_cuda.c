@@ -436,7 +436,8 @@ lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs
         st = lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED, "%s: not a llama GGUF", path);
         goto out;
     }
-    if (eng_gguf_get_u32(g, "llama.embedding_length", &D) || eng_gguf_get_u32(g, "llama.block_count", &L) ||
+    if (eng_gguf_get_u32(g, "llama.embedding_length", &D) ||
+        eng_gguf_get_u32(g, "llama.block_count", &L) ||
         eng_gguf_get_u32(g, "llama.feed_forward_length", &F) ||
         eng_gguf_get_u32(g, "llama.attention.head_count", &H)) {
         st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: llama.* sizes missing", path);
@@ -447,20 +448,21 @@ lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs
     eng_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &eps);
     const eng_gguf_tensor *emb = eng_gguf_find_tensor(g, "token_embd.weight");
     if (!emb || emb->n_dims != 2 || H == 0 || D % H) {
-        st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: token_embd.weight missing or bad heads", path);
+        st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: token_embd.weight missing or bad heads",
+                         path);
         goto out;
     }
     const eng_gguf_tensor *outw = eng_gguf_find_tensor(g, "output.weight");
-    eng_cuda_config c = {(int)L,     (int)D,     (int)H,  (int)KV,  (int)(D / H), (int)F,
-                         (int)emb->ne[1], eps, theta,  NULL,     outw == NULL,  max_ctx,
-                         max_seqs,   max_prefill};
+    eng_cuda_config c = {(int)L,       (int)D,          (int)H,   (int)KV,    (int)(D / H),
+                         (int)F,       (int)emb->ne[1], eps,      theta,      NULL,
+                         outw == NULL, max_ctx,         max_seqs, max_prefill};
     if ((st = eng_cuda_model_create(&c, device, &m))) {
         lode_seterr(err, errlen, st, "%s", eng_cuda_errmsg(NULL));
         goto out;
     }
     static const char *const names[ENG_CW_COUNT] = {
-        "token_embd", "output_norm", "output",      "attn_norm", "attn_q",  "attn_k",
-        "attn_v",     "attn_output", "ffn_norm",    "ffn_gate",  "ffn_up",  "ffn_down"};
+        "token_embd", "output_norm", "output",   "attn_norm", "attn_q", "attn_k",
+        "attn_v",     "attn_output", "ffn_norm", "ffn_gate",  "ffn_up", "ffn_down"};
     for (int k = 0; k < ENG_CW_COUNT; k++) {
         int per = k >= ENG_CW_ATTN_NORM;
         if (k == ENG_CW_OUTPUT && !outw) continue;
@@ -475,7 +477,8 @@ lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs
                 st = lode_seterr(err, errlen, LODE_ERR_FORMAT, "%s: tensor %s missing", path, nm);
                 goto out;
             }
-            if ((st = eng_cuda_model_set_weight(m, (eng_cuda_wkind)k, l, t->type, t->data, t->nbytes))) {
+            if ((st = eng_cuda_model_set_weight(m, (eng_cuda_wkind)k, l, t->type, t->data,
+                                                t->nbytes))) {
                 lode_seterr(err, errlen, st, "%s: %s", nm, eng_cuda_errmsg(m));
                 goto out;
             }

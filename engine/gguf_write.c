@@ -189,11 +189,12 @@ lode_status eng_gguf_writer_save(eng_gguf_writer *w, const char *path, eng_gguf_
     void *piece = NULL;
     /* general.alignment first when not the default, so readers see it */
     uint64_t n_kv = w->n_kv + (w->align != 32);
-    if ((st = put_u32(&h, GGUF_MAGIC)) || (st = put_u32(&h, 3)) || (st = put_u64(&h, (uint64_t)w->n_t)) ||
-        (st = put_u64(&h, n_kv)))
+    if ((st = put_u32(&h, GGUF_MAGIC)) || (st = put_u32(&h, 3)) ||
+        (st = put_u64(&h, (uint64_t)w->n_t)) || (st = put_u64(&h, n_kv)))
         goto out;
     if (w->align != 32) {
-        if ((st = put_str(&h, "general.alignment")) || (st = put_u32(&h, 4)) || (st = put_u32(&h, w->align)))
+        if ((st = put_str(&h, "general.alignment")) || (st = put_u32(&h, 4)) ||
+            (st = put_u32(&h, w->align)))
             goto out;
     }
     if (w->kv.len && (st = put(&h, w->kv.data, w->kv.len))) goto out;
@@ -253,7 +254,8 @@ lode_status eng_gguf_writer_save(eng_gguf_writer *w, const char *path, eng_gguf_
     f = NULL;
     goto out;
 io:
-    st = lode_seterr(w->err, sizeof w->err, LODE_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    st = lode_seterr(w->err, sizeof w->err, LODE_ERR_IO, "%s: write failed: %s", path,
+                     strerror(errno));
 out:
     if (f) fclose(f);
     lode_free(piece);

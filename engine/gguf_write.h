@@ -29,7 +29,8 @@ lode_status eng_gguf_w_i32(eng_gguf_writer *w, const char *key, int32_t v);
 lode_status eng_gguf_w_f32(eng_gguf_writer *w, const char *key, float v);
 lode_status eng_gguf_w_bool(eng_gguf_writer *w, const char *key, int v);
 lode_status eng_gguf_w_str(eng_gguf_writer *w, const char *key, const char *v);
-lode_status eng_gguf_w_arr_str(eng_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
+lode_status eng_gguf_w_arr_str(eng_gguf_writer *w, const char *key, const char *const *v,
+                               uint64_t n);
 lode_status eng_gguf_w_arr_i32(eng_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
 lode_status eng_gguf_w_arr_f32(eng_gguf_writer *w, const char *key, const float *v, uint64_t n);
 

@@ -101,7 +101,8 @@ static uint16_t *st_tensor(const char *path, const char *name, size_t *n)
     snprintf(key, sizeof key, "\"%s\"", name);
     char *p = strstr(h, key);
     unsigned long long b = 0, e = 0;
-    if (!p || !(p = strstr(p, "data_offsets")) || sscanf(p, "data_offsets\":[%llu,%llu]", &b, &e) != 2)
+    if (!p || !(p = strstr(p, "data_offsets")) ||
+        sscanf(p, "data_offsets\":[%llu,%llu]", &b, &e) != 2)
         return NULL;
     uint16_t *d = malloc(e - b);
     fseek(f, (long)(8 + hl + b), SEEK_SET);
