@@ -1018,6 +1018,496 @@ lode_status eng_cuda_sync(eng_cuda_model *m)
     return LODE_OK;
 }
 
+/* ==== the generic backend (engine/backend.h) on the same kernels ============================
+ * The engine's model code drives this op by op with f32 activations; it is correct for any
+ * batch of sequences (prefill chunks and decode tokens mixed) but neither fused nor
+ * graph-captured: eng_cuda_model above is the fast decoder. Attention runs every query
+ * token through the split decode kernel with its own causal length and block table. */
+
+#include "engine/backend.h"
+
+typedef struct cuda_be {
+    eng_backend base; /* first: the engine sees an eng_backend */
+    void *stream;
+    krn_cuda_blas *blas;
+    lode_status st;
+    int32_t *d_i32; /* tokens | pos | slot | seq_len | out_rows | block tables [n][maxb] */
+    size_t cap_i32;
+    int32_t *h_i32; /* pinned staging of the same */
+    size_t cap_h;
+    int n_tok, maxb, max_len;
+    void *scratch;
+    size_t cap_scratch;
+    float *acc;
+    size_t cap_acc;
+} cuda_be;
+
+struct eng_kv {
+    eng_kv_desc d;
+    void **k, **v;
+};
+
+#define BE(be) ((cuda_be *)(be))
+
+static void be_fail(cuda_be *c, lode_status st, const char *what)
+{
+    if (c->st) return;
+    c->st = st;
+    lode_seterr(c->base.err, sizeof c->base.err, st, "%s: %s", what, krn_cuda_errmsg());
+}
+
+#define BT(c, call, what)                                                                          \
+    do {                                                                                           \
+        if (!(c)->st) {                                                                            \
+            lode_status s_ = (call);                                                               \
+            if (s_) be_fail((c), s_, (what));                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Grows a device buffer (rare: on the first batches of a larger size). */
+static int ensure(cuda_be *c, void **p, size_t *cap, size_t need)
+{
+    if (need <= *cap) return 1;
+    krn_cuda_stream_sync(c->stream);
+    krn_cuda_free(*p);
+    *p = NULL;
+    *cap = 0;
+    lode_status st = krn_cuda_malloc(p, need);
+    if (st) {
+        be_fail(c, st, "GPU scratch");
+        return 0;
+    }
+    *cap = need;
+    return 1;
+}
+
+static void be_destroy(eng_backend *b)
+{
+    cuda_be *c = BE(b);
+    if (c->stream) krn_cuda_stream_sync(c->stream);
+    krn_cuda_free(c->d_i32);
+    krn_cuda_host_free(c->h_i32);
+    krn_cuda_free(c->scratch);
+    krn_cuda_free(c->acc);
+    krn_cuda_blas_destroy(c->blas);
+    krn_cuda_stream_destroy(c->stream);
+    lode_free(c);
+}
+
+static void *be_alloc(eng_backend *b, size_t n)
+{
+    void *p = NULL;
+    if (krn_cuda_malloc(&p, n ? n : 16)) return NULL;
+    if (krn_cuda_memset(p, 0, n ? n : 16, BE(b)->stream) || krn_cuda_stream_sync(BE(b)->stream)) {
+        krn_cuda_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void be_free(eng_backend *b, void *p)
+{
+    if (p) krn_cuda_stream_sync(BE(b)->stream);
+    krn_cuda_free(p);
+}
+
+static lode_status be_upload(eng_backend *b, void *dst, const void *src, size_t n)
+{
+    cuda_be *c = BE(b);
+    lode_status st = krn_cuda_h2d(dst, src, n, c->stream);
+    if (!st) st = krn_cuda_stream_sync(c->stream);
+    if (st) lode_seterr(b->err, sizeof b->err, st, "upload: %s", krn_cuda_errmsg());
+    return st;
+}
+
+static lode_status be_download(eng_backend *b, void *dst, const void *src, size_t n)
+{
+    cuda_be *c = BE(b);
+    lode_status st = krn_cuda_d2h(dst, src, n, c->stream);
+    if (!st) st = krn_cuda_stream_sync(c->stream);
+    if (st) lode_seterr(b->err, sizeof b->err, st, "download: %s", krn_cuda_errmsg());
+    return st;
+}
+
+/* 1-D F32 tensors (norms, biases) become a device float array; matrices a krn_cuda_mat. */
+static int is_vec(const eng_weight *w)
+{
+    return w->n_out == 1 && w->type == LODE_F32;
+}
+
+static lode_status be_weight_load(eng_backend *b, const eng_gguf_tensor *t, eng_weight *out)
+{
+    cuda_be *c = BE(b);
+    memset(out, 0, sizeof *out);
+    out->type = (lode_dtype)t->type;
+    out->n_in = (int64_t)t->ne[0];
+    out->n_out = (int64_t)(t->ne[1] * t->ne[2] * t->ne[3]);
+    out->data = t->data;
+    out->nbytes = (size_t)t->nbytes;
+    lode_status st;
+    if (is_vec(out)) {
+        void *d = NULL;
+        if ((st = krn_cuda_malloc(&d, out->nbytes)) || (st = be_upload(b, d, t->data, out->nbytes))) {
+            krn_cuda_free(d);
+            return lode_seterr(b->err, sizeof b->err, st, "%s: %s", t->name, krn_cuda_errmsg());
+        }
+        out->priv = d;
+        return LODE_OK;
+    }
+    krn_cuda_mat *m = lode_calloc(1, sizeof *m);
+    void *tmp = NULL;
+    if (!m) return LODE_ERR_NOMEM;
+    if ((st = krn_cuda_mat_alloc(m, t->type, out->n_out, out->n_in)) ||
+        (st = krn_cuda_malloc(&tmp, out->nbytes)) ||
+        (st = krn_cuda_mat_upload(m, 0, out->n_out, t->data, tmp, c->stream)) ||
+        (st = krn_cuda_stream_sync(c->stream))) {
+        lode_seterr(b->err, sizeof b->err, st, "%s (%s): %s", t->name, lode_dtype_name(t->type),
+                    krn_cuda_errmsg());
+        krn_cuda_free(tmp);
+        krn_cuda_mat_free(m);
+        lode_free(m);
+        return st;
+    }
+    krn_cuda_free(tmp);
+    out->priv = m;
+    return LODE_OK;
+}
+
+static void be_weight_free(eng_backend *b, eng_weight *w)
+{
+    if (!w->priv) return;
+    krn_cuda_stream_sync(BE(b)->stream);
+    if (is_vec(w)) {
+        krn_cuda_free(w->priv);
+    } else {
+        krn_cuda_mat_free(w->priv);
+        lode_free(w->priv);
+    }
+    w->priv = NULL;
+}
+
+static void be_kv_destroy(eng_backend *b, eng_kv *kv)
+{
+    if (!kv) return;
+    krn_cuda_stream_sync(BE(b)->stream);
+    for (int l = 0; l < kv->d.n_layer; l++) {
+        if (kv->k) krn_cuda_free(kv->k[l]);
+        if (kv->v) krn_cuda_free(kv->v[l]);
+    }
+    lode_free(kv->k);
+    lode_free(kv->v);
+    lode_free(kv);
+}
+
+static size_t kv_block_bytes(const eng_kv_desc *d)
+{
+    return (size_t)d->n_kv_head * ENG_KV_BLOCK * d->head_dim * 2;
+}
+
+static lode_status be_kv_create(eng_backend *b, const eng_kv_desc *d, eng_kv **out)
+{
+    *out = NULL;
+    eng_kv *kv = lode_calloc(1, sizeof *kv);
+    if (!kv) return LODE_ERR_NOMEM;
+    kv->d = *d;
+    kv->k = lode_calloc((size_t)d->n_layer, sizeof *kv->k);
+    kv->v = lode_calloc((size_t)d->n_layer, sizeof *kv->v);
+    if (!kv->k || !kv->v) {
+        be_kv_destroy(b, kv);
+        return LODE_ERR_NOMEM;
+    }
+    size_t n = kv_block_bytes(d) * (size_t)d->n_blocks;
+    for (int l = 0; l < d->n_layer; l++) {
+        if (!(kv->k[l] = be_alloc(b, n)) || !(kv->v[l] = be_alloc(b, n))) {
+            be_kv_destroy(b, kv);
+            return lode_seterr(b->err, sizeof b->err, LODE_ERR_NOMEM, "KV cache: %s", krn_cuda_errmsg());
+        }
+    }
+    *out = kv;
+    return LODE_OK;
+}
+
+static void be_kv_copy_block(eng_backend *b, eng_kv *kv, int32_t dst, int32_t src)
+{
+    cuda_be *c = BE(b);
+    size_t bb = kv_block_bytes(&kv->d);
+    for (int l = 0; l < kv->d.n_layer; l++) {
+        BT(c, krn_cuda_d2d((char *)kv->k[l] + (size_t)dst * bb, (char *)kv->k[l] + (size_t)src * bb, bb, c->stream), "kv copy");
+        BT(c, krn_cuda_d2d((char *)kv->v[l] + (size_t)dst * bb, (char *)kv->v[l] + (size_t)src * bb, bb, c->stream), "kv copy");
+    }
+}
+
+/* offsets into the int arrays of a batch */
+#define I_TOK(c)  (0)
+#define I_POS(c)  ((c)->n_tok)
+#define I_SLOT(c) (2 * (c)->n_tok)
+#define I_LEN(c)  (3 * (c)->n_tok)
+#define I_ROWS(c) (4 * (c)->n_tok)
+#define I_BT(c)   (5 * (c)->n_tok)
+
+static lode_status be_batch_begin(eng_backend *b, const eng_batch *bt)
+{
+    cuda_be *c = BE(b);
+    lode_status st = c->st;
+    c->st = LODE_OK;
+    if (st) krn_cuda_stream_sync(c->stream);
+    int n = bt->n_tokens, maxb = 1, max_len = 1;
+    for (int s = 0; s < bt->n_seqs; s++) maxb = LODE_MAX(maxb, bt->seqs[s].n_blocks);
+    size_t need = (size_t)n * (5 + (size_t)maxb);
+    if (need > c->cap_h) {
+        krn_cuda_stream_sync(c->stream);
+        krn_cuda_host_free(c->h_i32);
+        c->h_i32 = NULL;
+        c->cap_h = 0;
+        if ((st = krn_cuda_host_alloc((void **)&c->h_i32, need * 4)))
+            return lode_seterr(b->err, sizeof b->err, st, "pinned memory");
+        c->cap_h = need;
+    }
+    if (!ensure(c, (void **)&c->d_i32, &c->cap_i32, need * 4)) return c->st;
+    krn_cuda_stream_sync(c->stream); /* the staging may still feed the last batch */
+    c->n_tok = n;
+    c->maxb = maxb;
+    int32_t *h = c->h_i32;
+    for (int s = 0; s < bt->n_seqs; s++) {
+        const eng_batch_seq *q = &bt->seqs[s];
+        for (int i = 0; i < q->n_tokens; i++) {
+            int t = q->first + i;
+            int32_t p = bt->pos[t];
+            h[I_TOK(c) + t] = bt->tokens[t];
+            h[I_POS(c) + t] = p;
+            int blk = p / ENG_KV_BLOCK;
+            h[I_SLOT(c) + t] = blk < q->n_blocks ? q->block_table[blk] * ENG_KV_BLOCK + p % ENG_KV_BLOCK : -1;
+            h[I_LEN(c) + t] = p + 1;
+            max_len = LODE_MAX(max_len, p + 1);
+            int32_t *row = h + I_BT(c) + (size_t)t * maxb;
+            memcpy(row, q->block_table, sizeof(int32_t) * (size_t)q->n_blocks);
+            for (int k = q->n_blocks; k < maxb; k++) row[k] = 0;
+        }
+    }
+    for (int i = 0; i < bt->n_out; i++) h[I_ROWS(c) + i] = bt->out_rows[i];
+    c->max_len = max_len;
+    if ((st = krn_cuda_h2d(c->d_i32, h, need * 4, c->stream)))
+        return lode_seterr(b->err, sizeof b->err, st, "batch upload: %s", krn_cuda_errmsg());
+    return LODE_OK;
+}
+
+static void be_embed(eng_backend *b, const eng_weight *table, const eng_batch *bt, float *x)
+{
+    cuda_be *c = BE(b);
+    BT(c, krn_cuda_embed(table->priv, c->d_i32 + I_TOK(c), bt->n_tokens, x, c->stream), "embed");
+}
+
+static void be_rmsnorm(eng_backend *b, float *y, const float *x, const eng_weight *w, int n_rows,
+                       int dim, float eps)
+{
+    cuda_be *c = BE(b);
+    BT(c, krn_cuda_rmsnorm(x, w->priv, eps, n_rows, dim, y, LODE_F32, c->stream), "rmsnorm");
+}
+
+static void be_add_rmsnorm(eng_backend *b, float *y, float *x, const float *r, const eng_weight *w,
+                           int n_rows, int dim, float eps)
+{
+    cuda_be *c = BE(b);
+    BT(c, krn_cuda_add_rmsnorm(y, x, r, w->priv, n_rows, dim, eps, c->stream), "add_rmsnorm");
+}
+
+static void be_matmul(eng_backend *b, int n, const eng_weight *const *ws, const float *x, int n_rows,
+                      float *const *ys, const eng_weight *const *biases)
+{
+    cuda_be *c = BE(b);
+    if (n_rows <= 0) return;
+    int64_t n_in = ws[0]->n_in;
+    if (n_rows <= KRN_CUDA_MAX_BATCH && n_in % 4 == 0 && !((uintptr_t)x & 15)) {
+        for (int i = 0; i < n; i++) {
+            krn_cuda_gemv_args a;
+            memset(&a, 0, sizeof a);
+            a.w = ws[i]->priv;
+            a.batch = n_rows;
+            a.x = x;
+            a.ldx = n_in;
+            a.y = ys[i];
+            a.ldy = ws[i]->n_out;
+            BT(c, krn_cuda_gemv(&a, c->stream), "matmul (gemv)");
+        }
+    } else {
+        size_t xb = (size_t)n_rows * n_in * 2, wsz = 0;
+        for (int i = 0; i < n; i++) wsz = LODE_MAX(wsz, krn_cuda_gemm_scratch_bytes(ws[i]->priv));
+        if (!ensure(c, &c->scratch, &c->cap_scratch, xb + wsz + 256)) return;
+        BT(c, krn_cuda_convert(x, LODE_F32, c->scratch, LODE_BF16, (int64_t)n_rows * n_in, c->stream),
+           "matmul (convert)");
+        void *wscr = (char *)c->scratch + (xb + 255) / 256 * 256;
+        for (int i = 0; i < n; i++)
+            BT(c,
+               krn_cuda_gemm(c->blas, ws[i]->priv, c->scratch, 0, n_rows, ys[i], ws[i]->n_out, 0, wscr,
+                             c->stream),
+               "matmul (gemm)");
+    }
+    if (biases)
+        for (int i = 0; i < n; i++)
+            if (biases[i] && biases[i]->priv)
+                BT(c, krn_cuda_add_bias(ys[i], biases[i]->priv, n_rows, ws[i]->n_out, c->stream), "bias");
+}
+
+static void be_rope(eng_backend *b, float *x, int n_head, int head_dim, const eng_batch *bt,
+                    const eng_rope *r)
+{
+    cuda_be *c = BE(b);
+    BT(c,
+       krn_cuda_rope_f32(x, bt->n_tokens, n_head, head_dim, c->d_i32 + I_POS(c), r->base, r->freq_scale,
+                         r->freq_factors, r->n_rot, r->neox, c->stream),
+       "rope");
+}
+
+static void be_kv_store(eng_backend *b, eng_kv *kv, int layer, const float *k, const float *v,
+                        const eng_batch *bt)
+{
+    cuda_be *c = BE(b);
+    BT(c,
+       krn_cuda_kv_store(kv->k[layer], kv->v[layer], k, v, bt->n_tokens, kv->d.n_kv_head, kv->d.head_dim,
+                         c->d_i32 + I_SLOT(c), c->stream),
+       "kv_store");
+}
+
+static void be_attention(eng_backend *b, eng_kv *kv, int layer, const float *q, int n_head,
+                         const eng_batch *bt, float scale, float *out)
+{
+    cuda_be *c = BE(b);
+    int n = bt->n_tokens, hd = kv->d.head_dim;
+    int ns = LODE_MIN(KRN_CUDA_ATTN_SPLITS, (c->max_len + 31) / 32);
+    size_t accn = (size_t)n * n_head * ns * (hd + 2);
+    if (!ensure(c, (void **)&c->acc, &c->cap_acc, accn * 4)) return;
+    float *acc = c->acc, *ml = c->acc + (size_t)n * n_head * ns * hd;
+    krn_cuda_attn_cfg a;
+    memset(&a, 0, sizeof a);
+    a.n_head = n_head;
+    a.n_kv_head = kv->d.n_kv_head;
+    a.head_dim = hd;
+    a.scale = scale;
+    a.k_cache = kv->k[layer];
+    a.v_cache = kv->v[layer];
+    a.block_table = c->d_i32 + I_BT(c);
+    a.max_blocks = c->maxb;
+    const int32_t *len = c->d_i32 + I_LEN(c);
+    BT(c, krn_cuda_attn_decode(&a, q, n, len, ns, acc, ml, c->stream), "attention");
+    krn_cuda_attn_parts p = {acc, ml, len, n_head, hd, ns};
+    BT(c, krn_cuda_attn_combine(&p, n, out, c->stream), "attention combine");
+}
+
+static void be_swiglu(eng_backend *b, float *y, const float *g, const float *u, size_t n)
+{
+    cuda_be *c = BE(b);
+    BT(c, krn_cuda_swiglu2(y, g, u, (int64_t)n, c->stream), "swiglu");
+}
+
+static void be_add(eng_backend *b, float *y, const float *a, const float *x, size_t n)
+{
+    cuda_be *c = BE(b);
+    BT(c, krn_cuda_add(y, a, x, (int64_t)n, c->stream), "add");
+}
+
+static void be_logits(eng_backend *b, const eng_weight *out, const eng_weight *norm_w, const float *x,
+                      int dim, float eps, const eng_batch *bt, float *logits)
+{
+    cuda_be *c = BE(b);
+    int n = bt->n_out;
+    if (n <= 0) return;
+    if (!ensure(c, &c->scratch, &c->cap_scratch, (size_t)n * dim * 4 + 256)) return;
+    BT(c, krn_cuda_gather_rows(c->scratch, x, c->d_i32 + I_ROWS(c), n, dim, c->stream), "logits rows");
+    for (int r0 = 0; r0 < n; r0 += KRN_CUDA_MAX_BATCH) {
+        krn_cuda_gemv_args a;
+        memset(&a, 0, sizeof a);
+        a.w = out->priv;
+        a.batch = LODE_MIN(KRN_CUDA_MAX_BATCH, n - r0);
+        a.xmode = KRN_X_RMSNORM;
+        a.x = (const float *)c->scratch + (size_t)r0 * dim;
+        a.ldx = dim;
+        a.norm_w = norm_w->priv;
+        a.eps = eps;
+        a.y = logits + (size_t)r0 * out->n_out;
+        a.ldy = out->n_out;
+        BT(c, krn_cuda_gemv(&a, c->stream), "logits");
+    }
+}
+
+static lode_status be_sync(eng_backend *b)
+{
+    cuda_be *c = BE(b);
+    lode_status st = krn_cuda_stream_sync(c->stream);
+    if (st) be_fail(c, st, "sync");
+    st = c->st;
+    c->st = LODE_OK;
+    return st;
+}
+
+/* Sizes the activation scratch; the dequantization scratch of the largest quantized matrix
+ * and the attention partials grow on the first batches that need them. */
+static lode_status be_reserve(eng_backend *b, int max_tokens, int max_width)
+{
+    cuda_be *c = BE(b);
+    size_t need = (size_t)max_tokens * (size_t)max_width * 4 + 256;
+    if (!ensure(c, &c->scratch, &c->cap_scratch, need)) {
+        lode_status st = c->st;
+        c->st = LODE_OK;
+        return st;
+    }
+    return LODE_OK;
+}
+
+static const eng_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = be_destroy,
+    .alloc = be_alloc,
+    .free = be_free,
+    .upload = be_upload,
+    .download = be_download,
+    .weight_load = be_weight_load,
+    .weight_free = be_weight_free,
+    .kv_create = be_kv_create,
+    .kv_destroy = be_kv_destroy,
+    .kv_copy_block = be_kv_copy_block,
+    .reserve = be_reserve,
+    .batch_begin = be_batch_begin,
+    .embed = be_embed,
+    .rmsnorm = be_rmsnorm,
+    .add_rmsnorm = be_add_rmsnorm,
+    .matmul = be_matmul,
+    .rope = be_rope,
+    .kv_store = be_kv_store,
+    .attention = be_attention,
+    .swiglu = be_swiglu,
+    .add = be_add,
+    .logits = be_logits,
+    .sync = be_sync,
+};
+
+int eng_backend_cuda_available(void)
+{
+    return krn_cuda_device_count() > 0;
+}
+
+lode_status eng_backend_cuda_create(const eng_backend_opts *o, eng_backend **out, char *err,
+                                    size_t errlen)
+{
+    *out = NULL;
+    int dev = o ? o->device : 0;
+    krn_cuda_devinfo di;
+    if (krn_cuda_device_count() <= dev)
+        return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED, "no CUDA GPU %d", dev);
+    lode_status st = krn_cuda_device_info(dev, &di);
+    if (!st) st = krn_cuda_prepare();
+    if (st) return lode_seterr(err, errlen, st, "CUDA: %s", krn_cuda_errmsg());
+    cuda_be *c = lode_calloc(1, sizeof *c);
+    if (!c) return LODE_ERR_NOMEM;
+    c->base.ops = &cuda_ops;
+    if ((st = krn_cuda_stream_create(&c->stream)) || (st = krn_cuda_blas_create(&c->blas, c->stream))) {
+        lode_seterr(err, errlen, st, "CUDA: %s", krn_cuda_errmsg());
+        be_destroy(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return LODE_OK;
+}
+
 #else /* no CUDA in this build */
 
 static const char no_cuda[] = "this lode was built without CUDA (make CUDA=1)";

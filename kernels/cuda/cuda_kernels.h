@@ -199,6 +199,30 @@ lode_status krn_cuda_rope_kv(const float *qkv, int64_t n, const krn_cuda_rope *r
 lode_status krn_cuda_convert(const void *src, int src_type, void *dst, int dst_type, int64_t n,
                              void *stream);
 
+/* ---- the generic backend's elementwise ops (ops.cu), f32 rows ------------------------- */
+
+/* x += r; y = rmsnorm(x) * w, rows of dim. */
+lode_status krn_cuda_add_rmsnorm(float *y, float *x, const float *r, const float *w, int64_t rows,
+                                 int dim, float eps, void *stream);
+/* In-place RoPE of n_tok rows of n_head heads (row stride n_head*head_dim) at positions pos
+ * (device): the first n_rot dims, adjacent pairs or NeoX halves, frequencies
+ * base^(-2k/n_rot) * freq_scale / freq_factors[k] (freq_factors device or NULL). */
+lode_status krn_cuda_rope_f32(float *x, int64_t n_tok, int n_head, int head_dim, const int32_t *pos,
+                              float base, float freq_scale, const float *freq_factors, int n_rot,
+                              int neox, void *stream);
+/* K/V rows f32 [n_tok][n_kv_head*head_dim] into the paged f16 caches at slot[t] (device). */
+lode_status krn_cuda_kv_store(void *k_cache, void *v_cache, const float *k, const float *v,
+                              int64_t n_tok, int n_kv_head, int head_dim, const int32_t *slot,
+                              void *stream);
+lode_status krn_cuda_add(float *y, const float *a, const float *b, int64_t n, void *stream);
+/* y = silu(g) * u */
+lode_status krn_cuda_swiglu2(float *y, const float *g, const float *u, int64_t n, void *stream);
+/* y[r][c] += bias[c] */
+lode_status krn_cuda_add_bias(float *y, const float *bias, int64_t rows, int64_t cols, void *stream);
+/* dst[i] = src row rows[i] (device), n rows of cols */
+lode_status krn_cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n,
+                                 int64_t cols, void *stream);
+
 /* ---- attention ------------------------------------------------------------------------- */
 
 typedef struct krn_cuda_attn_cfg {
