@@ -935,3 +935,106 @@ lode_status ret_store_get_counts(ret_store *s, ret_store_counts *out)
     sqlite3_reset(q);
     return st;
 }
+
+/* ---- change log --------------------------------------------------------------------- */
+/* Parses a JSON array of integers as lode writes it ("[]", "[1,2,3]") into a new array. */
+static lode_status parse_ids(const char *t, int64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!t || *t++ != '[') return LODE_ERR_FORMAT;
+    size_t cap = 0;
+    int64_t *v = NULL;
+    while (*t && *t != ']') {
+        char *end = NULL;
+        long long x = strtoll(t, &end, 10);
+        if (end == t || (*end != ',' && *end != ']')) goto bad;
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            int64_t *nv = lode_realloc(v, ncap * sizeof *nv);
+            if (!nv) {
+                lode_free(v);
+                *n = 0;
+                return LODE_ERR_NOMEM;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[(*n)++] = (int64_t)x;
+        t = *end == ',' ? end + 1 : end;
+    }
+    if (*t != ']' || t[1]) goto bad;
+    *out = v;
+    return LODE_OK;
+bad:
+    lode_free(v);
+    *n = 0;
+    return LODE_ERR_FORMAT;
+}
+
+void ret_changes_free(ret_change *v, size_t n)
+{
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) {
+        lode_free(v[i].removed);
+        lode_free(v[i].added);
+    }
+    lode_free(v);
+}
+
+lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_change **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (max == 0) max = 1000;
+    if (max > 100000) max = 100000;
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHANGES,
+                                     "SELECT seq, op, document_id, removed_ids, added_ids "
+                                     "FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    if (!q) return stmt_failed(s);
+    sqlite3_bind_int64(q, 1, after);
+    sqlite3_bind_int64(q, 2, (int64_t)max);
+    ret_change *v = lode_calloc(max, sizeof *v);
+    size_t cnt = 0;
+    lode_status st = LODE_OK;
+    int rc = SQLITE_DONE;
+    if (!v) {
+        st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory for changes");
+        goto out;
+    }
+    while (cnt < max && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        ret_change *c = &v[cnt++];
+        c->seq = sqlite3_column_int64(q, 0);
+        const char *op = (const char *)sqlite3_column_text(q, 1);
+        c->op = op && !strcmp(op, "insert")   ? 'i'
+                : op && !strcmp(op, "update") ? 'u'
+                : op && !strcmp(op, "delete") ? 'd'
+                                              : 0;
+        c->document_id = sqlite3_column_int64(q, 2);
+        if (!c->op ||
+            (st = parse_ids((const char *)sqlite3_column_text(q, 3), &c->removed, &c->n_removed)) ||
+            (st = parse_ids((const char *)sqlite3_column_text(q, 4), &c->added, &c->n_added))) {
+            if (st == LODE_OK || st == LODE_ERR_FORMAT)
+                st = lode_seterr(s->err, sizeof s->err, LODE_ERR_FORMAT,
+                                 "change %lld is malformed (op or chunk id list)",
+                                 (long long)c->seq);
+            else
+                st = lode_seterr(s->err, sizeof s->err, st, "out of memory for changes");
+            goto out;
+        }
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) st = ret_store_dberr(s, rc, "reading changes");
+out:
+    sqlite3_reset(q);
+    if (st) {
+        ret_changes_free(v, cnt);
+        return st;
+    }
+    if (cnt == 0) {
+        lode_free(v);
+        v = NULL;
+    }
+    *out = v;
+    *n = cnt;
+    return LODE_OK;
+}

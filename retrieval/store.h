@@ -17,7 +17,8 @@
  * `changes` in the same transaction (seq increasing, op insert/update/delete, the
  * document, and JSON arrays of the chunk ids it removed and added). Chunk ids are never
  * reused, so an index keyed by chunk id catches up by applying the rows after the last
- * seq it saw, in order (ret_store_get_counts gives the latest seq).
+ * seq it saw, in order (ret_store_changes reads them; ret_store_get_counts gives the
+ * latest seq).
  */
 #ifndef LODE_RETRIEVAL_STORE_H
 #define LODE_RETRIEVAL_STORE_H
@@ -156,6 +157,26 @@ typedef struct ret_store_counts {
     int64_t change_seq; /* the latest change's sequence number, 0 when none */
 } ret_store_counts;
 lode_status ret_store_get_counts(ret_store *s, ret_store_counts *out /* OUT */);
+
+/* ---- change log -------------------------------------------------------------------- */
+/* One row of the change log (see the top of this file). */
+typedef struct ret_change {
+    int64_t seq;
+    char op; /* 'i' insert, 'u' update, 'd' delete */
+    int64_t document_id;
+    int64_t *removed; /* (n_removed) chunk ids the change deleted */
+    size_t n_removed;
+    int64_t *added; /* (n_added) chunk ids it inserted */
+    size_t n_added;
+} ret_change;
+
+/* The changes with seq > after, oldest first, at most max of them (0: 1000; at most
+ * 100000). On
+ * success *out holds *n changes, freed with ret_changes_free(*out, *n); *n == 0 means
+ * caught up. LODE_ERR_FORMAT when a row does not hold what lode writes there. */
+lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_change **out /* OUT */,
+                              size_t *n /* OUT */);
+void ret_changes_free(ret_change *v, size_t n);
 
 /* Converts a SQLite result code to a lode_status (SQLITE_BUSY -> LODE_ERR_BUSY, ...). */
 lode_status ret_status_from_sqlite(int rc);

@@ -19,5 +19,7 @@ for q in "write-ahead logging" "how does VACUUM work" "foreign key constraints";
   echo; echo "== lode search \"$q\""
   "$LODE" search --db "$DB" -k 3 "$q"
 done
-echo; echo "== sqlite3 $DB \"SELECT count(*) FROM v_documents; SELECT count(*) FROM v_chunks\""
-sqlite3 "$DB" "SELECT count(*) AS documents FROM v_documents; SELECT count(*) AS chunks FROM v_chunks;"
+q="SELECT (SELECT count(*) FROM v_documents) AS documents, (SELECT count(*) FROM v_chunks) AS chunks"
+echo; echo "== sqlite3 $DB \"$q\""
+sqlite3 -header -column "$DB" "$q"
+echo; echo "More: $LODE search --db $DB \"your words\", $LODE sql --db $DB, sqlite3 $DB < sql/examples.sql"

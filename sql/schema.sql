@@ -1,4 +1,4 @@
--- schema.sql: lode's whole current store schema (version 3), for reading.
+-- schema.sql: lode's whole current store schema (version 4), for reading.
 -- A new store is made from this file; an older store is brought here by
 -- sql/migrations/NNNN_*.sql in order. A test checks that both give the same schema.
 -- PRAGMA user_version holds the schema version.
@@ -82,6 +82,17 @@ CREATE TABLE changes (
     at             REAL    NOT NULL
 );
 CREATE INDEX changes_document ON changes(document_id);
+
+-- Chunk embeddings (0004_vectors.sql): the source of truth for the FAISS index. vec is
+-- dim little-endian float32 values, L2-normalized; model and dim travel with each vector.
+CREATE TABLE vectors (
+    chunk_id INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+    model    TEXT    NOT NULL,
+    dim      INTEGER NOT NULL CHECK (dim > 0),
+    vec      BLOB    NOT NULL CHECK (length(vec) = 4 * dim),
+    PRIMARY KEY (chunk_id, model)
+) WITHOUT ROWID;
+CREATE INDEX vectors_model ON vectors(model);
 
 CREATE VIEW v_documents AS
 SELECT d.id, d.uri, d.title, d.media_type, d.size, d.sha256,

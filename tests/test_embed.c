@@ -122,7 +122,7 @@ static void test_reference_one_thread(void **state)
     static float out[MAX_N * 384];
     eng_bert_opts o = {1, 0, 0};
     double worst = check_against_reference(&o, out);
-    printf("1 thread, one batch: worst cosine %.7f\n", worst);
+    printf("1 thread, one batch: worst cosine %.7f (1 - cos = %.1e)\n", worst, 1 - worst);
 }
 
 static void test_reference_two_threads_small_batches(void **state)
@@ -134,7 +134,7 @@ static void test_reference_two_threads_small_batches(void **state)
     /* 256-token batches: the long text fills one alone, the rest split across many */
     eng_bert_opts o = {2, 0, 256};
     double worst = check_against_reference(&o, out);
-    printf("2 threads, 256-token batches: worst cosine %.7f\n", worst);
+    printf("2 threads, 256-token batches: worst cosine %.7f (1 - cos = %.1e)\n", worst, 1 - worst);
     /* batching and threads change nothing beyond float reassociation */
     for (int i = 0; i < 60 * 384; i++)
         if (fabsf(out[i] - out1[i]) > 1e-5f) fail_msg("element %d: %g vs %g", i, out[i], out1[i]);

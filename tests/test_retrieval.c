@@ -240,6 +240,55 @@ static void test_change_sequence(void **state)
     ret_store_close(s);
 }
 
+/* The change log read back through ret_store_changes: what a derived index replays. */
+static void test_change_log_api(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    ret_change *v = NULL;
+    size_t n = 9;
+    assert_int_equal(ret_store_changes(s, 0, 0, &v, &n), LODE_OK);
+    assert_int_equal(n, 0);
+    assert_null(v);
+    ret_doc d = {"file:///a", NULL, NULL, SHA_A, 1, 0};
+    ret_chunk_in c[3] = {{"one", NULL, 0, 3, 1}, {"two", NULL, 3, 6, 1}, {"six", NULL, 6, 9, 1}};
+    assert_int_equal(ret_store_doc_replace(s, &d, c, 3, NULL), LODE_OK); /* insert */
+    assert_int_equal(ret_store_doc_replace(s, &d, c, 1, NULL), LODE_OK); /* update */
+    put(s, "file:///b", NULL, "bee");
+    assert_int_equal(ret_store_doc_delete(s, "file:///a"), LODE_OK);
+    assert_int_equal(ret_store_changes(s, 0, 0, &v, &n), LODE_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(v[0].op, 'i');
+    assert_int_equal(v[0].n_removed, 0);
+    assert_int_equal(v[0].n_added, 3);
+    assert_int_equal(v[1].op, 'u');
+    assert_int_equal(v[1].n_removed, 3);
+    assert_memory_equal(v[1].removed, v[0].added, 3 * sizeof(int64_t));
+    assert_int_equal(v[1].n_added, 1);
+    assert_true(v[1].added[0] > v[0].added[2]); /* ids are never reused */
+    assert_int_equal(v[2].op, 'i');
+    assert_int_equal(v[3].op, 'd');
+    assert_int_equal(v[3].n_removed, 1);
+    assert_int_equal(v[3].removed[0], v[1].added[0]);
+    assert_int_equal(v[3].document_id, v[0].document_id);
+    for (size_t i = 1; i < n; i++) assert_true(v[i].seq > v[i - 1].seq);
+    int64_t second = v[1].seq;
+    ret_changes_free(v, n);
+    /* paging: after a seq, at most max */
+    assert_int_equal(ret_store_changes(s, second, 1, &v, &n), LODE_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].op, 'i');
+    ret_changes_free(v, n);
+    /* a row changed by hand into nonsense is reported, not trusted */
+    assert_int_equal(sqlite3_exec(ret_store_sqlite(s),
+                                  "UPDATE changes SET added_ids = '[1,x]' WHERE seq = 1", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(ret_store_changes(s, 0, 0, &v, &n), LODE_ERR_FORMAT);
+    assert_non_null(strstr(ret_store_errmsg(s), "malformed"));
+    ret_store_close(s);
+}
+
 static void test_explicit_transactions(void **state)
 {
     fixture *f = *state;
@@ -1052,6 +1101,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fts_follows_replace_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_change_sequence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_log_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_explicit_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doc_uris_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_runs, setup, teardown),

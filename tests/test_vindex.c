@@ -14,7 +14,10 @@
 #include <unistd.h>
 
 #include "common/lode.h"
+#include "retrieval/store.h"
 #include "retrieval/vindex.h"
+
+#include <sqlite3.h>
 
 static uint64_t rng = 88172645463325252ULL;
 
@@ -301,12 +304,55 @@ static void test_errors(void **state)
     ret_vindex_destroy(v);
 }
 
+static int exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* The store's vectors table (migration 0004): shape checks and cascade with its chunk. */
+static void test_vectors_table(void **state)
+{
+    char dir[] = "/tmp/lode-vtab-XXXXXX", path[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.db", dir);
+    ret_store *s = NULL;
+    assert_int_equal(ret_store_open(path, 0, &s, err, sizeof err), LODE_OK);
+    assert_true(ret_store_schema_version() >= 4);
+    sqlite3 *db = ret_store_sqlite(s);
+    assert_int_equal(exec(db,
+                          "INSERT INTO documents(uri, sha256, size, ingested_at) VALUES "
+                          "('a', printf('%064d', 0), 1, 0);"
+                          "INSERT INTO chunks(document_id, ordinal, text, char_start, char_end)"
+                          " VALUES (1, 0, 'x', 0, 1);"
+                          "INSERT INTO chunks_fts(rowid, text, heading_path) VALUES (1, 'x', '');"),
+                     SQLITE_OK);
+    assert_int_equal(exec(db, "INSERT INTO vectors VALUES (1, 'm', 2, zeroblob(8))"), SQLITE_OK);
+    /* a blob of the wrong size, and a second vector of the same model, are refused */
+    assert_int_not_equal(exec(db, "INSERT INTO vectors VALUES (1, 'n', 2, zeroblob(7))"),
+                         SQLITE_OK);
+    assert_int_not_equal(exec(db, "INSERT INTO vectors VALUES (1, 'm', 2, zeroblob(8))"),
+                         SQLITE_OK);
+    assert_int_equal(exec(db, "INSERT INTO vectors VALUES (1, 'other-model', 1, zeroblob(4))"),
+                     SQLITE_OK);
+    assert_int_equal(exec(db, "DELETE FROM chunks WHERE id = 1"), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM vectors", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0); /* gone with their chunk */
+    sqlite3_finalize(st);
+    ret_store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flat_exact),  cmocka_unit_test(test_remove_replace),
         cmocka_unit_test(test_hnsw_recall), cmocka_unit_test(test_ivf_factory),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),      cmocka_unit_test(test_vectors_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,6 +37,12 @@ void krn_add_bias_layernorm(float *x, const float *r, const float *bias, const f
 
 void krn_bias_gelu(float *x, const float *bias, size_t n)
 {
+    if (krn_gemm_isa() == 2) {
+        if (bias)
+            for (size_t i = 0; i < n; i++) x[i] += bias[i];
+        krn_gelu_avx512(x, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float u = x[i] + (bias ? bias[i] : 0.0f);
         x[i] = 0.5f * u * (1.0f + erff(u * 0.70710678118654752f));
@@ -75,9 +81,13 @@ void krn_attention_full(const float *q, const float *k, const float *v, size_t s
         float *r = s + i * n_tok;
         float mx = -INFINITY, sum = 0;
         for (size_t j = 0; j < n_tok; j++) mx = r[j] > mx ? r[j] : mx;
-        for (size_t j = 0; j < n_tok; j++) {
-            r[j] = expf((r[j] - mx) * scale);
-            sum += r[j];
+        if (isa == 2) {
+            sum = krn_exp_sum_avx512(r, n_tok, mx, scale);
+        } else {
+            for (size_t j = 0; j < n_tok; j++) {
+                r[j] = expf((r[j] - mx) * scale);
+                sum += r[j];
+            }
         }
         float inv = 1.0f / sum;
         for (size_t j = 0; j < n_tok; j++) r[j] *= inv;

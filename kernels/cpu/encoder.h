@@ -30,4 +30,9 @@ void krn_attention_full(const float *q, const float *k, const float *v, size_t s
                         size_t head_dim, float scale, float *out /* OUT */, size_t out_stride,
                         float *scratch);
 
+/* AVX-512 loops behind the functions above (encoder_avx512.c); call only when
+ * krn_gemm_isa() == 2. x[i] = exp((x[i] - sub) * scale), returning their sum; x = gelu(x). */
+float krn_exp_sum_avx512(float *x, size_t n, float sub, float scale);
+void krn_gelu_avx512(float *x, size_t n);
+
 #endif
