@@ -1147,7 +1147,8 @@ static lode_status be_weight_load(eng_backend *b, const eng_gguf_tensor *t, eng_
     lode_status st;
     if (is_vec(out)) {
         void *d = NULL;
-        if ((st = krn_cuda_malloc(&d, out->nbytes)) || (st = be_upload(b, d, t->data, out->nbytes))) {
+        if ((st = krn_cuda_malloc(&d, out->nbytes)) ||
+            (st = be_upload(b, d, t->data, out->nbytes))) {
             krn_cuda_free(d);
             return lode_seterr(b->err, sizeof b->err, st, "%s: %s", t->name, krn_cuda_errmsg());
         }
@@ -1220,7 +1221,8 @@ static lode_status be_kv_create(eng_backend *b, const eng_kv_desc *d, eng_kv **o
     for (int l = 0; l < d->n_layer; l++) {
         if (!(kv->k[l] = be_alloc(b, n)) || !(kv->v[l] = be_alloc(b, n))) {
             be_kv_destroy(b, kv);
-            return lode_seterr(b->err, sizeof b->err, LODE_ERR_NOMEM, "KV cache: %s", krn_cuda_errmsg());
+            return lode_seterr(b->err, sizeof b->err, LODE_ERR_NOMEM, "KV cache: %s",
+                               krn_cuda_errmsg());
         }
     }
     *out = kv;
@@ -1232,8 +1234,14 @@ static void be_kv_copy_block(eng_backend *b, eng_kv *kv, int32_t dst, int32_t sr
     cuda_be *c = BE(b);
     size_t bb = kv_block_bytes(&kv->d);
     for (int l = 0; l < kv->d.n_layer; l++) {
-        BT(c, krn_cuda_d2d((char *)kv->k[l] + (size_t)dst * bb, (char *)kv->k[l] + (size_t)src * bb, bb, c->stream), "kv copy");
-        BT(c, krn_cuda_d2d((char *)kv->v[l] + (size_t)dst * bb, (char *)kv->v[l] + (size_t)src * bb, bb, c->stream), "kv copy");
+        BT(c,
+           krn_cuda_d2d((char *)kv->k[l] + (size_t)dst * bb, (char *)kv->k[l] + (size_t)src * bb,
+                        bb, c->stream),
+           "kv copy");
+        BT(c,
+           krn_cuda_d2d((char *)kv->v[l] + (size_t)dst * bb, (char *)kv->v[l] + (size_t)src * bb,
+                        bb, c->stream),
+           "kv copy");
     }
 }
 
@@ -1276,7 +1284,8 @@ static lode_status be_batch_begin(eng_backend *b, const eng_batch *bt)
             h[I_TOK(c) + t] = bt->tokens[t];
             h[I_POS(c) + t] = p;
             int blk = p / ENG_KV_BLOCK;
-            h[I_SLOT(c) + t] = blk < q->n_blocks ? q->block_table[blk] * ENG_KV_BLOCK + p % ENG_KV_BLOCK : -1;
+            h[I_SLOT(c) + t] =
+                blk < q->n_blocks ? q->block_table[blk] * ENG_KV_BLOCK + p % ENG_KV_BLOCK : -1;
             h[I_LEN(c) + t] = p + 1;
             max_len = LODE_MAX(max_len, p + 1);
             int32_t *row = h + I_BT(c) + (size_t)t * maxb;
@@ -1311,8 +1320,8 @@ static void be_add_rmsnorm(eng_backend *b, float *y, float *x, const float *r, c
     BT(c, krn_cuda_add_rmsnorm(y, x, r, w->priv, n_rows, dim, eps, c->stream), "add_rmsnorm");
 }
 
-static void be_matmul(eng_backend *b, int n, const eng_weight *const *ws, const float *x, int n_rows,
-                      float *const *ys, const eng_weight *const *biases)
+static void be_matmul(eng_backend *b, int n, const eng_weight *const *ws, const float *x,
+                      int n_rows, float *const *ys, const eng_weight *const *biases)
 {
     cuda_be *c = BE(b);
     if (n_rows <= 0) return;
@@ -1333,19 +1342,21 @@ static void be_matmul(eng_backend *b, int n, const eng_weight *const *ws, const 
         size_t xb = (size_t)n_rows * n_in * 2, wsz = 0;
         for (int i = 0; i < n; i++) wsz = LODE_MAX(wsz, krn_cuda_gemm_scratch_bytes(ws[i]->priv));
         if (!ensure(c, &c->scratch, &c->cap_scratch, xb + wsz + 256)) return;
-        BT(c, krn_cuda_convert(x, LODE_F32, c->scratch, LODE_BF16, (int64_t)n_rows * n_in, c->stream),
+        BT(c,
+           krn_cuda_convert(x, LODE_F32, c->scratch, LODE_BF16, (int64_t)n_rows * n_in, c->stream),
            "matmul (convert)");
         void *wscr = (char *)c->scratch + (xb + 255) / 256 * 256;
         for (int i = 0; i < n; i++)
             BT(c,
-               krn_cuda_gemm(c->blas, ws[i]->priv, c->scratch, 0, n_rows, ys[i], ws[i]->n_out, 0, wscr,
-                             c->stream),
+               krn_cuda_gemm(c->blas, ws[i]->priv, c->scratch, 0, n_rows, ys[i], ws[i]->n_out, 0,
+                             wscr, c->stream),
                "matmul (gemm)");
     }
     if (biases)
         for (int i = 0; i < n; i++)
             if (biases[i] && biases[i]->priv)
-                BT(c, krn_cuda_add_bias(ys[i], biases[i]->priv, n_rows, ws[i]->n_out, c->stream), "bias");
+                BT(c, krn_cuda_add_bias(ys[i], biases[i]->priv, n_rows, ws[i]->n_out, c->stream),
+                   "bias");
 }
 
 static void be_rope(eng_backend *b, float *x, int n_head, int head_dim, const eng_batch *bt,
@@ -1353,8 +1364,8 @@ static void be_rope(eng_backend *b, float *x, int n_head, int head_dim, const en
 {
     cuda_be *c = BE(b);
     BT(c,
-       krn_cuda_rope_f32(x, bt->n_tokens, n_head, head_dim, c->d_i32 + I_POS(c), r->base, r->freq_scale,
-                         r->freq_factors, r->n_rot, r->neox, c->stream),
+       krn_cuda_rope_f32(x, bt->n_tokens, n_head, head_dim, c->d_i32 + I_POS(c), r->base,
+                         r->freq_scale, r->freq_factors, r->n_rot, r->neox, c->stream),
        "rope");
 }
 
@@ -1363,8 +1374,8 @@ static void be_kv_store(eng_backend *b, eng_kv *kv, int layer, const float *k, c
 {
     cuda_be *c = BE(b);
     BT(c,
-       krn_cuda_kv_store(kv->k[layer], kv->v[layer], k, v, bt->n_tokens, kv->d.n_kv_head, kv->d.head_dim,
-                         c->d_i32 + I_SLOT(c), c->stream),
+       krn_cuda_kv_store(kv->k[layer], kv->v[layer], k, v, bt->n_tokens, kv->d.n_kv_head,
+                         kv->d.head_dim, c->d_i32 + I_SLOT(c), c->stream),
        "kv_store");
 }
 
@@ -1405,14 +1416,15 @@ static void be_add(eng_backend *b, float *y, const float *a, const float *x, siz
     BT(c, krn_cuda_add(y, a, x, (int64_t)n, c->stream), "add");
 }
 
-static void be_logits(eng_backend *b, const eng_weight *out, const eng_weight *norm_w, const float *x,
-                      int dim, float eps, const eng_batch *bt, float *logits)
+static void be_logits(eng_backend *b, const eng_weight *out, const eng_weight *norm_w,
+                      const float *x, int dim, float eps, const eng_batch *bt, float *logits)
 {
     cuda_be *c = BE(b);
     int n = bt->n_out;
     if (n <= 0) return;
     if (!ensure(c, &c->scratch, &c->cap_scratch, (size_t)n * dim * 4 + 256)) return;
-    BT(c, krn_cuda_gather_rows(c->scratch, x, c->d_i32 + I_ROWS(c), n, dim, c->stream), "logits rows");
+    BT(c, krn_cuda_gather_rows(c->scratch, x, c->d_i32 + I_ROWS(c), n, dim, c->stream),
+       "logits rows");
     for (int r0 = 0; r0 < n; r0 += KRN_CUDA_MAX_BATCH) {
         krn_cuda_gemv_args a;
         memset(&a, 0, sizeof a);
@@ -1499,7 +1511,8 @@ lode_status eng_backend_cuda_create(const eng_backend_opts *o, eng_backend **out
     cuda_be *c = lode_calloc(1, sizeof *c);
     if (!c) return LODE_ERR_NOMEM;
     c->base.ops = &cuda_ops;
-    if ((st = krn_cuda_stream_create(&c->stream)) || (st = krn_cuda_blas_create(&c->blas, c->stream))) {
+    if ((st = krn_cuda_stream_create(&c->stream)) ||
+        (st = krn_cuda_blas_create(&c->blas, c->stream))) {
         lode_seterr(err, errlen, st, "CUDA: %s", krn_cuda_errmsg());
         be_destroy(&c->base);
         return st;

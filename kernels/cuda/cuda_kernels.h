@@ -218,7 +218,8 @@ lode_status krn_cuda_add(float *y, const float *a, const float *b, int64_t n, vo
 /* y = silu(g) * u */
 lode_status krn_cuda_swiglu2(float *y, const float *g, const float *u, int64_t n, void *stream);
 /* y[r][c] += bias[c] */
-lode_status krn_cuda_add_bias(float *y, const float *bias, int64_t rows, int64_t cols, void *stream);
+lode_status krn_cuda_add_bias(float *y, const float *bias, int64_t rows, int64_t cols,
+                              void *stream);
 /* dst[i] = src row rows[i] (device), n rows of cols */
 lode_status krn_cuda_gather_rows(float *dst, const float *src, const int32_t *rows, int64_t n,
                                  int64_t cols, void *stream);

@@ -61,8 +61,8 @@ extern "C" lode_status krn_cuda_rope_f32(float *x, int64_t n_tok, int n_head, in
     if (n_rot <= 0 || n_rot > head_dim || n_rot % 2)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "rope: bad n_rot");
     int64_t n = n_tok * n_head * (n_rot / 2);
-    rope_f32_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>(x, n_tok, n_head, head_dim, pos, base,
-                                                               freq_scale, freq_factors, n_rot, neox);
+    rope_f32_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>(
+        x, n_tok, n_head, head_dim, pos, base, freq_scale, freq_factors, n_rot, neox);
     CU_LAUNCHED("rope_f32");
     return LODE_OK;
 }
@@ -77,22 +77,22 @@ __global__ void kv_store_kernel(__half *kc, __half *vc, const float *k, const fl
     int32_t s = slot[t];
     if (s < 0) return;
     int h = (int)(j / hd), d = (int)(j % hd);
-    int64_t idx = (((int64_t)(s / KRN_CUDA_KV_BLOCK) * KV + h) * KRN_CUDA_KV_BLOCK +
-                   s % KRN_CUDA_KV_BLOCK) *
-                      hd +
-                  d;
+    int64_t idx =
+        (((int64_t)(s / KRN_CUDA_KV_BLOCK) * KV + h) * KRN_CUDA_KV_BLOCK + s % KRN_CUDA_KV_BLOCK) *
+            hd +
+        d;
     kc[idx] = __float2half(k[i]);
     vc[idx] = __float2half(v[i]);
 }
 
 extern "C" lode_status krn_cuda_kv_store(void *k_cache, void *v_cache, const float *k,
-                                         const float *v, int64_t n_tok, int n_kv_head,
-                                         int head_dim, const int32_t *slot, void *stream)
+                                         const float *v, int64_t n_tok, int n_kv_head, int head_dim,
+                                         const int32_t *slot, void *stream)
 {
     if (n_tok <= 0) return LODE_OK;
     int64_t n = n_tok * n_kv_head * head_dim;
-    kv_store_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>((__half *)k_cache, (__half *)v_cache, k,
-                                                               v, n_tok, n_kv_head, head_dim, slot);
+    kv_store_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>(
+        (__half *)k_cache, (__half *)v_cache, k, v, n_tok, n_kv_head, head_dim, slot);
     CU_LAUNCHED("kv_store");
     return LODE_OK;
 }
@@ -104,7 +104,8 @@ __global__ void binary_kernel(float *y, const float *a, const float *b, int64_t 
     y[i] = op ? silu(a[i]) * b[i] : a[i] + b[i];
 }
 
-extern "C" lode_status krn_cuda_add(float *y, const float *a, const float *b, int64_t n, void *stream)
+extern "C" lode_status krn_cuda_add(float *y, const float *a, const float *b, int64_t n,
+                                    void *stream)
 {
     if (n <= 0) return LODE_OK;
     binary_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>(y, a, b, n, 0);
