@@ -1369,17 +1369,17 @@ static void be_rope(eng_backend *b, float *x, int n_head, int head_dim, const en
        "rope");
 }
 
-static void be_kv_store(eng_backend *b, eng_kv *kv, int layer, const float *k, const float *v,
+static void be_kv_store(eng_backend *b, eng_kv *kv, int li, const float *k, const float *v,
                         const eng_batch *bt)
 {
     cuda_be *c = BE(b);
     BT(c,
-       krn_cuda_kv_store(kv->k[layer], kv->v[layer], k, v, bt->n_tokens, kv->d.n_kv_head,
+       krn_cuda_kv_store(kv->k[li], kv->v[li], k, v, bt->n_tokens, kv->d.n_kv_head,
                          kv->d.head_dim, c->d_i32 + I_SLOT(c), c->stream),
        "kv_store");
 }
 
-static void be_attention(eng_backend *b, eng_kv *kv, int layer, const float *q, int n_head,
+static void be_attention(eng_backend *b, eng_kv *kv, int li, const float *q, int n_head,
                          const eng_batch *bt, float scale, float *out)
 {
     cuda_be *c = BE(b);
@@ -1394,8 +1394,8 @@ static void be_attention(eng_backend *b, eng_kv *kv, int layer, const float *q, 
     a.n_kv_head = kv->d.n_kv_head;
     a.head_dim = hd;
     a.scale = scale;
-    a.k_cache = kv->k[layer];
-    a.v_cache = kv->v[layer];
+    a.k_cache = kv->k[li];
+    a.v_cache = kv->v[li];
     a.block_table = c->d_i32 + I_BT(c);
     a.max_blocks = c->maxb;
     const int32_t *len = c->d_i32 + I_LEN(c);
