@@ -143,7 +143,7 @@ int main(int argc, char **argv)
     const char *roots[] = {docs};
     double *wall = calloc((size_t)runs, sizeof *wall);
     ing_run_stats S = {0};
-    double cpu = 0, write_s = 0;
+    double cpu = 0, write_s = 0, write_cpu = 0;
     int rc = 1;
     fprintf(stderr, "bench_ingest: ingesting %s %d times\n", docs, runs);
     for (int r = 0; r < runs; r++) {
@@ -170,6 +170,7 @@ int main(int argc, char **argv)
         if (r == runs / 2 || runs == 1) {
             cpu = c1 - c0;
             write_s = S.write_seconds;
+            write_cpu = S.write_cpu_seconds;
         }
         fprintf(stderr, "  run %d: %.2f s, %.1f MB/s\n", r + 1, S.seconds,
                 (double)S.bytes_read / 1e6 / S.seconds);
@@ -253,6 +254,13 @@ int main(int argc, char **argv)
     printf("  - median run: %.2f s = **%.1f MB/s**, %.0f documents/s (best %.2f s = %.1f MB/s); "
            "%.2f s of process CPU (%.1f MB per CPU-second), writer %.2f s in the store\n",
            med, mb / med, (double)S.files_added / med, best, mb / best, cpu, mb / cpu, write_s);
+    /* what two idle cores would give: the loaders' CPU spread over both, unless the
+     * single writer thread needs longer */
+    double bound = cpu / 2 > write_cpu ? cpu / 2 : write_cpu;
+    printf("  - CPU: writer thread %.2f s, loaders and the rest %.2f s; on 2 idle cores the "
+           "run could take max(CPU/2, writer) = %.2f s = %.1f MB/s (an estimate, not a "
+           "measurement)\n",
+           write_cpu, cpu - write_cpu, bound, mb / bound);
     printf("  - rerun, nothing changed: %.3f s (size and mtime); with --rehash %.2f s "
            "(%.1f MB/s hashed)\n",
            S2.seconds, S3.seconds, (double)S3.bytes_read / 1e6 / S3.seconds);

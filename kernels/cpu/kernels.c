@@ -136,6 +136,7 @@ lode_status krn_quantize_acts(lode_pool *pool, lode_dtype wt, const float *X, si
 
 typedef struct mm_job {
     krn_tile_fn tile;
+    krn_tile_fn panel;
     krn_dot_fn dot;
     const char *w;
     size_t wstride;
@@ -152,6 +153,13 @@ static void mm_task(void *ctx, size_t task, int thread)
     size_t rc = task % j->n_row_chunks, tc = task / j->n_row_chunks;
     size_t r0 = rc * j->row_chunk, r1 = LODE_MIN(j->n_out, r0 + j->row_chunk);
     size_t t0 = tc * j->tok_chunk, t1 = LODE_MIN(j->n_tok, t0 + j->tok_chunk);
+    if (j->panel) {
+        for (size_t t = t0; t < t1; t += KRN_TILE)
+            j->panel(j->n_in, j->w + r0 * j->wstride, j->wstride, r1 - r0, j->x + t * j->xstride,
+                     j->xstride, LODE_MIN((size_t)KRN_TILE, t1 - t), j->y + t * j->ldy + r0,
+                     j->ldy);
+        return;
+    }
     for (size_t r = r0; r < r1; r += KRN_TILE) {
         size_t nr = LODE_MIN((size_t)KRN_TILE, r1 - r);
         for (size_t t = t0; t < t1; t += KRN_TILE) {
@@ -176,6 +184,7 @@ static lode_status mm_setup(mm_job *j, lode_dtype wt, const void *W, size_t n_ou
     lode_dtype vt = krn_vec_dot_type(wt);
     if (!shape_ok(vt, n_in)) return LODE_ERR_INVALID;
     j->tile = o->tile[wt];
+    j->panel = o->panel[wt];
     j->dot = o->dot[wt];
     j->w = W;
     j->wstride = lode_dtype_row_bytes(wt, n_in);

@@ -23,6 +23,8 @@ typedef struct krn_ops {
     krn_quant_fn quant[LODE_DTYPE_MAX];
     krn_dot_fn dot[LODE_DTYPE_MAX]; /* weight type x krn_vec_dot_type */
     krn_tile_fn tile[LODE_DTYPE_MAX];
+    /* optional: like tile but any number of rows (nt <= 4), activation work shared */
+    krn_tile_fn panel[LODE_DTYPE_MAX];
     float (*dot_f16_f32)(const lode_half *x, const float *y, size_t n);
     void (*axpy_f16)(float *acc, float a, const lode_half *v, size_t n); /* acc += a*v */
     float (*dot_f32)(const float *x, const float *y, size_t n);

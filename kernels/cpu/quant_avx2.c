@@ -174,7 +174,9 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
     const size_t xbs = has_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
     __m256 acc[4][4];
     float mins[4][4];
+#pragma GCC unroll 4
     for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             acc[r][t] = _mm256_setzero_ps();
             mins[r][t] = 0;
@@ -183,6 +185,7 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
     for (size_t i = 0; i < nb; i++) {
         __m256i wq[4], wa[4];
         float wd[4], wm[4];
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
             const uint8_t *bp = (const uint8_t *)w + r * ws + i * wbs;
             lode_half hd, hm = 0;
@@ -206,6 +209,7 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
             wq[r] = q;
             wa[r] = is_signed ? _mm256_sign_epi8(q, q) : q;
         }
+#pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             const uint8_t *xp = (const uint8_t *)x + t * xs + i * xbs;
             lode_half hd, hs = 0;
@@ -214,6 +218,7 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
             __m256i xq = _mm256_loadu_si256((const __m256i *)(xp + (has_min ? 4 : 2)));
             __m256 xd = _mm256_set1_ps(h2f(hd));
             float xsum = has_min ? h2f(hs) : 0.f;
+#pragma GCC unroll 4
             for (int r = 0; r < NR; r++) {
                 __m256i p = is_signed ? dot_ss(wa[r], wq[r], xq) : dot_us(wq[r], xq);
                 __m256 sc = _mm256_mul_ps(_mm256_set1_ps(wd[r]), xd);
@@ -222,7 +227,9 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
             }
         }
     }
+#pragma GCC unroll 4
     for (int t = 0; t < NT; t++)
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++) y[t * ldy + r] = hsum8(acc[r][t]) + mins[r][t];
 }
 

@@ -725,5 +725,5 @@ void krn_quant_ref_init(krn_ops *o)
     o->dot[LODE_Q4_K] = dot_q4_K;
     o->dot[LODE_Q5_K] = dot_q5_K;
     o->dot[LODE_Q6_K] = dot_q6_K;
-    for (int t = 0; t < LODE_DTYPE_MAX; t++) o->tile[t] = NULL;
+    for (int t = 0; t < LODE_DTYPE_MAX; t++) o->tile[t] = o->panel[t] = NULL;
 }
