@@ -333,7 +333,9 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                     int64_t n = row_base + r;
                     if (n >= rows) continue;
                     float *dst = p.y + b * p.ldy + n;
-                    if (p.ymode == KRN_Y_ADD)
+                    if (p.ks > 1)
+                        atomicAdd(dst, acc[b][r]); /* K splits meet here (KRN_Y_ADD only) */
+                    else if (p.ymode == KRN_Y_ADD)
                         *dst += acc[b][r];
                     else
                         *dst = acc[b][r];
