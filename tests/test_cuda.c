@@ -1084,10 +1084,13 @@ static void test_model(void **state)
         int best = 0;
         for (int i = 1; i < c.vocab; i++)
             if (ref[i] > ref[best]) best = i;
-        printf("model %s prefill logits vs CPU reference: rel L2 %.2e (bound 3e-2, bf16 "
+        /* prefill GEMMs read bf16 activations and, for quantized models, weights dequantized
+         * to bf16: 8-bit mantissas, amplified by the random 2-layer model */
+        double pbound = wt == LODE_BF16 ? 3e-2 : 1e-1;
+        printf("model %s prefill logits vs CPU reference: rel L2 %.2e (bound %.0e, bf16 "
                "activations); next %d, reference argmax %d\n",
-               lode_dtype_name(wt), e, next, best);
-        assert_true(e < 3e-2);
+               lode_dtype_name(wt), e, pbound, next, best);
+        assert_true(e < pbound);
         /* a second sequence with a short prompt, then 20 graph decode steps of both */
         int32_t p2[3] = {1, 2, 3}, n2;
         assert_int_equal(eng_cuda_prefill(m, 1, p2, 3, NULL, &n2, NULL), LODE_OK);
