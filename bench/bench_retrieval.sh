@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-build/bench/bench_embed}
 MODEL=${LODE_EMBED_MODEL:-models/all-MiniLM-L6-v2}
-N=${LODE_BENCH_CHUNKS:-256}
+N=${LODE_BENCH_CHUNKS:-64}
 OUT=$(mktemp)
 CHUNKS=$(mktemp)
 trap 'rm -f "$OUT" "$OUT.new" "$CHUNKS"' EXIT
@@ -18,6 +18,7 @@ PY=.cache/venv-st/bin/python
   echo "### Embedding throughput, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine kernels common || echo '+local changes')"
   echo
   echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")."
+  echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (compare rows of one run only)."
   echo "Model $(basename "$MODEL"), $N chunks of about 1000 characters of the SQLite documentation"
   echo "($(wc -w <"$CHUNKS") words), best of 2 runs after a warm-up."
   echo

@@ -7,6 +7,7 @@
 #include "common/lode.h"
 #include "server/server.h"
 #include "server/srv_int.h"
+#include "engine/engine.h"
 #include "retrieval/store.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void serve_usage(FILE *f)
 {
@@ -23,7 +25,11 @@ static void serve_usage(FILE *f)
                "/v1/models), search and documents (/v1/search, /v1/documents), /health and\n"
                "/metrics. Stops gracefully on SIGINT or SIGTERM.\n\n"
                "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
-               "  --model PATH         generation model, GGUF (default $LODE_MODEL)\n"
+               "  --model PATH         generation model, GGUF (default $LODE_MODEL or\n"
+               "                       " ENG_DEFAULT_MODEL ")\n"
+               "  --no-model           serve without generation (search and documents only)\n"
+               "  --engine-threads N   CPU threads of the engine (default: all)\n"
+               "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
                "  --port N             port (default 8080; 0 picks a free one)\n"
                "  --threads N          HTTP worker threads (default 4)\n"
@@ -33,8 +39,7 @@ static void serve_usage(FILE *f)
                "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
-               "  --quiet              no request log (default: one line per request on stderr)\n"
-               "  --no-model           serve without generation\n");
+               "  --quiet              no request log (default: one line per request on stderr)\n");
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -93,7 +98,9 @@ enum {
     OPT_MAXCONC,
     OPT_GRACE,
     OPT_QUIET,
-    OPT_NOMODEL
+    OPT_NOMODEL,
+    OPT_ETHREADS,
+    OPT_CTX
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -110,11 +117,16 @@ static int cmd_serve(int argc, char **argv)
                                          {"shutdown-grace", required_argument, 0, OPT_GRACE},
                                          {"quiet", no_argument, 0, OPT_QUIET},
                                          {"no-model", no_argument, 0, OPT_NOMODEL},
+                                         {"engine-threads", required_argument, 0, OPT_ETHREADS},
+                                         {"ctx", required_argument, 0, OPT_CTX},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
     struct srv_backends be = {0};
-    const char *db = cli_default_db(), *model = getenv("LODE_MODEL"), *key_file = NULL;
+    const char *db = cli_default_db(), *model = NULL, *key_file = NULL;
+    int no_model = 0;
+    eng_model_opts mopts = {0};
+    char model_id[128] = "";
     char *key = NULL;
     const char *env_key = getenv("LODE_API_KEY");
     int rc = CLI_USAGE, o;
@@ -174,7 +186,20 @@ static int cmd_serve(int argc, char **argv)
         case OPT_QUIET:
             cfg.quiet = 1;
             break;
-        case OPT_NOMODEL: /* this build has no generation */
+        case OPT_NOMODEL:
+            no_model = 1;
+            break;
+        case OPT_ETHREADS:
+            if (parse_int(optarg, 1, 1024, &mopts.n_threads)) {
+                fprintf(stderr, "lode serve: --engine-threads must be 1..1024\n");
+                goto out;
+            }
+            break;
+        case OPT_CTX:
+            if (parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {
+                fprintf(stderr, "lode serve: --ctx must be 16..1048576\n");
+                goto out;
+            }
             break;
         case 'h':
             serve_usage(stdout);
@@ -199,7 +224,6 @@ static int cmd_serve(int argc, char **argv)
         key = lode_strdup(env_key);
     }
     cfg.api_key = key;
-    (void)model;
 
     /* Signals are taken by sigwait below; every thread started from here inherits the
      * mask, so none of them is interrupted. */
@@ -216,13 +240,34 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "lode serve: cannot open the store '%s': %s\n", db, err);
         goto out;
     }
+    if (!no_model) {
+        /* The default model is optional (the server then only searches); a named one
+         * must load. */
+        const char *path = model ? model : eng_default_model_path();
+        struct stat sb;
+        if (!model && !getenv("LODE_MODEL") && stat(path, &sb) != 0) {
+            fprintf(stderr, "lode serve: no model at %s; serving without generation\n", path);
+        } else if (eng_model_load(path, &mopts, &be.model, err, sizeof err)) {
+            fprintf(stderr, "lode serve: cannot load the model '%s': %s\n", path, err);
+            goto out;
+        } else {
+            const char *base = strrchr(path, '/');
+            base = base ? base + 1 : path;
+            size_t n = strlen(base);
+            if (n > 5 && !strcmp(base + n - 5, ".gguf")) n -= 5;
+            snprintf(model_id, sizeof model_id, "%.*s", (int)n, base);
+            be.model_id = model_id;
+            be.created = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
+        }
+    }
     srv = srv_create(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "lode serve: %s\n", err);
         goto out;
     }
-    printf("lode serve: listening on http://%s:%d%s\n",
+    printf("lode serve: listening on http://%s:%d%s%s%s\n",
            cfg.host && *cfg.host ? cfg.host : "127.0.0.1", srv_port(srv),
+           be.model_id ? ", model " : "", be.model_id ? be.model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
     int sig = 0;
@@ -230,10 +275,14 @@ static int cmd_serve(int argc, char **argv)
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);
+    /* The engine goes first: its last callbacks may still touch the server. */
+    eng_model_free(be.model);
+    be.model = NULL;
     fprintf(stderr, "lode serve: stopped\n");
     rc = CLI_OK;
 out:
     srv_destroy(srv);
+    eng_model_free(be.model);
     ret_store_close(be.store);
     lode_free(key);
     return rc;

@@ -48,6 +48,7 @@ typedef struct chunker {
     ing_token_counter count;
     void *ctx;
     size_t target, overlap;
+    size_t span; /* the most bytes of new text one chunk looks at */
     ing_chunk *out;
     size_t n, cap;
     size_t cb, cc; /* byte and code point position of the last offset conversion */
@@ -70,47 +71,77 @@ static size_t skip_ws(const chunker *c, size_t p, size_t end)
 }
 
 /* End of the sentence (or code line) that starts at s, within [s, end). */
+/* End of the sentence (or code line) that starts at s, within [s, end). No further than
+ * c->span bytes: past that, the last word break before it (a sentence that long is cut
+ * at words anyway, and looking further made long paragraphs quadratic). */
 static size_t sentence_end(const chunker *c, size_t s, size_t end, int code)
 {
     const char *t = c->t;
+    size_t lim = end - s > c->span ? s + c->span : end;
     if (code) {
-        const char *nl = memchr(t + s, '\n', end - s);
-        return nl ? (size_t)(nl - t) : end;
+        const char *nl = memchr(t + s, '\n', lim - s);
+        if (nl) return (size_t)(nl - t);
+    } else {
+        for (size_t i = s; i < lim; i++) {
+            if (t[i] != '.' && t[i] != '!' && t[i] != '?') continue;
+            size_t j = i + 1;
+            while (j < end && (t[j] == '"' || t[j] == '\'' || t[j] == ')' || t[j] == ']')) j++;
+            if (j == end || ws(t[j])) return j;
+        }
     }
-    for (size_t i = s; i < end; i++) {
-        if (t[i] != '.' && t[i] != '!' && t[i] != '?') continue;
-        size_t j = i + 1;
-        while (j < end && (t[j] == '"' || t[j] == '\'' || t[j] == ')' || t[j] == ']')) j++;
-        if (j == end || ws(t[j])) return j;
-    }
-    return end;
+    if (lim == end) return end;
+    size_t k = lim;
+    while (k > s && !ws(t[k])) k--;
+    return k > s ? k : lim; /* one word longer than the span: cut by hard_cut later */
 }
 
+/* End of the word at s, looking at most c->span bytes ahead. */
 static size_t word_end(const chunker *c, size_t s, size_t end)
 {
-    while (s < end && !ws(c->t[s])) s++;
+    size_t lim = end - s > c->span ? s + c->span : end;
+    while (s < lim && !ws(c->t[s])) s++;
     return s;
 }
 
-/* The longest prefix of [s, end) (at least one code point) that fits the budget. */
+static int inside_cp(const chunker *c, size_t i, size_t end)
+{
+    return i < end && ((unsigned char)c->t[i] & 0xC0) == 0x80;
+}
+
+/* The longest prefix of [s, end) (at least one code point) that fits the budget: grown by
+ * doubling, then bisected, so it costs about the length of the answer (bisecting the whole
+ * span made a megabyte of punctuation take seconds). */
 static size_t hard_cut(chunker *c, size_t s, size_t end, size_t budget)
 {
-    size_t lo = s + 1, hi = end; /* answer in [lo, hi] */
-    while (lo < end && ((unsigned char)c->t[lo] & 0xC0) == 0x80) lo++;
-    if (tok(c, s, lo) > budget) return lo;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo + 1) / 2;
-        while (mid < end && ((unsigned char)c->t[mid] & 0xC0) == 0x80) mid++;
-        if (mid > hi) mid = hi;
-        if (mid <= lo) break;
-        if (tok(c, s, mid) <= budget)
-            lo = mid;
-        else {
-            hi = mid - 1;
-            while (hi > lo && ((unsigned char)c->t[hi] & 0xC0) == 0x80) hi--;
+    size_t ok = s + 1;
+    while (inside_cp(c, ok, end)) ok++;
+    if (ok >= end || tok(c, s, ok) > budget) return ok;
+    size_t bad = end + 1, step = 64;
+    while (bad > end) {
+        size_t next = ok + step < end ? ok + step : end;
+        while (inside_cp(c, next, end)) next++;
+        if (tok(c, s, next) <= budget) {
+            ok = next;
+            if (next >= end) return end;
+            step *= 2;
+        } else {
+            bad = next;
         }
     }
-    return lo;
+    while (bad > ok + 1) {
+        size_t mid = ok + (bad - ok) / 2, m = mid;
+        while (m > ok && inside_cp(c, m, end)) m--;
+        if (m == ok) {
+            m = mid;
+            while (m < bad && inside_cp(c, m, end)) m++;
+            if (m >= bad) break;
+        }
+        if (tok(c, s, m) <= budget)
+            ok = m;
+        else
+            bad = m;
+    }
+    return ok;
 }
 
 static size_t char_pos(chunker *c, size_t b)
@@ -162,7 +193,9 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
         int done = 0;
         while (!done && bi < b1) {
             size_t bs = LODE_MAX(cur, bl[bi].start), be = bl[bi].end;
-            size_t t = tok(c, bs, be);
+            /* a block longer than the span cannot fit: not counted whole, it goes to the
+             * sentence cut */
+            size_t t = be - bs > c->span ? (size_t)-1 / 2 : tok(c, bs, be);
             if (used + t <= budget) {
                 used += t;
                 end = be;
@@ -178,7 +211,7 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
             while (s < be) {
                 size_t se = sentence_end(c, s, be, code);
                 t = tok(c, s, se);
-                if (used + t <= budget) {
+                if (used + t <= budget && se - pos <= c->span) {
                     used += t;
                     end = se;
                     s = skip_ws(c, se, be);
@@ -190,7 +223,7 @@ static lode_status chunk_section(chunker *c, size_t b0, size_t b1, size_t path)
                 while (w < se) {
                     size_t we = word_end(c, w, se);
                     t = tok(c, w, we);
-                    if (used + t <= budget) {
+                    if (used + t <= budget && we - pos <= c->span) {
                         used += t;
                         end = we;
                         w = skip_ws(c, we, se);
@@ -241,6 +274,9 @@ lode_status ing_chunk_doc(const ing_doc *doc, const ing_chunk_opts *opts, ing_ch
     if (overlap > target / 2) overlap = target / 2;
     c.target = (size_t)target;
     c.overlap = (size_t)overlap;
+    /* 32 bytes a token is far beyond any text's average (about 5), so only chunks of
+     * whitespace-heavy code get cut short by it */
+    c.span = LODE_MAX((size_t)4096, c.target * 32);
     *out = NULL;
     *n = 0;
     lode_status st = LODE_OK;

@@ -128,10 +128,15 @@ static lode_status push_path(docb *b, const char *path)
     }
     /* consecutive headings often give the same path back: reuse it */
     if (!strcmp(b->paths[b->path], path)) return LODE_OK;
-    char *s = lode_strdup(path);
+    /* a document of nothing but deep headings would otherwise keep a long path per
+     * heading: past the bound, later headings keep the path they are under */
+    size_t n = strlen(path);
+    if (b->path_bytes + n > DOCB_MAX_PATH_BYTES) return LODE_OK;
+    char *s = lode_strndup(path, n);
     if (!s) return LODE_ERR_NOMEM;
     b->paths[b->n_paths] = s;
     b->path = b->n_paths++;
+    b->path_bytes += n + 1;
     return LODE_OK;
 }
 

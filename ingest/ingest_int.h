@@ -8,7 +8,8 @@
 
 #include "ingest/ingest.h"
 
-#define DOCB_MAX_HEADING 256 /* bytes of one heading kept in a path */
+#define DOCB_MAX_HEADING    256               /* bytes of one heading kept in a path */
+#define DOCB_MAX_PATH_BYTES ((size_t)8 << 20) /* bytes of all of a document's paths */
 
 typedef struct docb {
     lode_buf text;  /* the document's normalized text so far */
@@ -25,6 +26,7 @@ typedef struct docb {
     size_t n_blocks, cap_blocks;
     char **paths;
     size_t n_paths, cap_paths;
+    size_t path_bytes;
     size_t repairs;
     lode_status st; /* first error; later calls do nothing */
 } docb;

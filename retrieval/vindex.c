@@ -7,8 +7,10 @@
  * is rebuilt from its own stored vectors (reconstruct).
  *
  * File format (little-endian): "LODEVIX1", u32 version 1, u32 dim, u32 flags (1: the
- * approximate index), u32 zero, i64 change_seq, i64 n_labels, then n_labels i64 ids (-1
- * for dead labels), then FAISS's own serialization of the index (faiss_write_index).
+ * approximate index), u32 zero, i64 change_seq, i64 n_labels, i64 faiss_bytes, then
+ * n_labels i64 ids (-1 for dead labels), then faiss_bytes of FAISS's own serialization of
+ * the index (faiss_write_index). The sizes are checked before FAISS reads anything, so a
+ * truncated file is refused here (FAISS 1.7.3 leaks memory on a short read).
  */
 #include "retrieval/vindex.h"
 
@@ -16,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <faiss/c_api/AutoTune_c.h>
@@ -405,16 +408,23 @@ lode_status ret_vindex_save(ret_vindex *v, const char *path, int64_t change_seq)
         goto out;
     }
     uint32_t hdr[4] = {FILE_VERSION, (uint32_t)v->dim, v->approx ? 1u : 0u, 0};
+    int64_t fbytes = 0;
     int ok = fwrite(FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, 4, 4, f) == 4 &&
              fwrite(&change_seq, 8, 1, f) == 1 && fwrite(&v->n_labels, 8, 1, f) == 1 &&
+             fwrite(&fbytes, 8, 1, f) == 1 &&
              fwrite(v->label_id, 8, (size_t)v->n_labels, f) == (size_t)v->n_labels;
+    long start = ok ? ftell(f) : -1;
     if (ok && faiss_write_index(v->index, f)) {
         rc = faiss_err(v, "cannot write the index");
         fclose(f);
         unlink(tmp);
         goto out;
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    long end = ok ? ftell(f) : -1;
+    fbytes = end - start;
+    /* the FAISS part's length goes into the header once known (offset 40) */
+    ok = ok && start > 0 && end > start && fseek(f, 40, SEEK_SET) == 0 &&
+         fwrite(&fbytes, 8, 1, f) == 1 && fflush(f) == 0 && fsync(fileno(f)) == 0;
     if (fclose(f) != 0) ok = 0;
     if (!ok) {
         rc = lode_seterr(v->err, sizeof v->err, LODE_ERR_IO, "vindex: cannot write %s: %s", tmp,
@@ -444,9 +454,10 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
                            "vindex: cannot open %s: %s", path, strerror(errno));
     char magic[8];
     uint32_t hdr[4];
-    int64_t seq, n;
+    int64_t seq, n, fbytes;
     if (fread(magic, 1, 8, f) != 8 || memcmp(magic, FILE_MAGIC, 8) != 0 ||
-        fread(hdr, 4, 4, f) != 4 || fread(&seq, 8, 1, f) != 1 || fread(&n, 8, 1, f) != 1) {
+        fread(hdr, 4, 4, f) != 4 || fread(&seq, 8, 1, f) != 1 || fread(&n, 8, 1, f) != 1 ||
+        fread(&fbytes, 8, 1, f) != 1) {
         rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s is not a lode vector index",
                          path);
         goto out;
@@ -463,8 +474,10 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
                          o ? o->dim : 0);
         goto out;
     }
-    if (n < 0 || n > ((int64_t)1 << 40)) {
-        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s is damaged (label count)", path);
+    struct stat sb;
+    if (n < 0 || n > ((int64_t)1 << 40) || fbytes <= 0 || fstat(fileno(f), &sb) != 0 ||
+        (int64_t)sb.st_size != 48 + 8 * n + fbytes) {
+        rc = lode_seterr(err, errlen, LODE_ERR_FORMAT, "vindex: %s is damaged or truncated", path);
         goto out;
     }
     if (!(v = alloc_vindex(o))) {

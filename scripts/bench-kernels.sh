@@ -10,7 +10,7 @@ trap 'rm -f "$OUT" "$OUT.new"' EXIT
 {
   echo "### $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- kernels common || echo '+local changes')"
   echo
-  echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")."
+  echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"). Load average when it started: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; figures under load are lower bounds)."
   echo
   "$BIN" "$@"
   echo

@@ -1,19 +1,570 @@
 /*
  * routes_gen.c: the OpenAI generation routes, /v1/chat/completions and /v1/completions,
- * plus /v1/embeddings and /v1/ask.
+ * on the engine's asynchronous requests. A request becomes a job of n choices, each one
+ * engine request. Without streaming the connection is suspended until the last choice
+ * ends (srv_defer/srv_deliver); with stream: true every token becomes a server-sent event
+ * on a srv_stream, ending in `data: [DONE]`. A client that goes away cancels its choices
+ * (the stream's close hook calls eng_cancel); shutdown cancels every job still running.
+ * /v1/embeddings and /v1/ask answer 501 until the engine has an embedding model and the
+ * RAG answer path exists.
  */
 #include "server/srv_int.h"
 
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct gen_job gen_job;
+
+typedef struct gen_choice {
+    gen_job *job;
+    int index;
+    uint64_t eng_id;
+    int submitted;
+    int done;
+    int n_tokens;
+    lode_buf text; /* without streaming: the answer so far */
+    json_t *lp;    /* without streaming, with logprobs: chat content[] or completions tokens[] */
+    json_t *lp_values;  /* completions: token_logprobs[] */
+    json_t *lp_offsets; /* completions: text_offset[] */
+    eng_finish finish;
+    lode_status st;
+    eng_stats stats;
+} gen_choice;
+
+struct gen_job {
+    srv_server *srv;
+    eng_model *model;
+    srv_conn *conn;  /* NULL once the request ended (under mu) */
+    atomic_int refs; /* the connection's, plus one per submitted choice */
+    pthread_mutex_t mu;
+    srv_gen_kind kind;
+    int stream, include_usage, logprobs;
+    char id[48];
+    int64_t created;
+    char model_id[128];
+    int n_choices, remaining;
+    gen_choice *choices;
+    int n_prompt;
+    srv_stream *out;
+    srv_job_link link;
+    int linked;
+    int shutdown_cancel; /* cancelled by the server's shutdown */
+    int refused;         /* answered with an error at submit: callbacks stay silent */
+};
+
+static void job_release(gen_job *j)
+{
+    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    for (int i = 0; i < j->n_choices; i++) {
+        lode_buf_free(&j->choices[i].text);
+        json_decref(j->choices[i].lp);
+        json_decref(j->choices[i].lp_values);
+        json_decref(j->choices[i].lp_offsets);
+    }
+    lode_free(j->choices);
+    srv_stream_release(j->out);
+    pthread_mutex_destroy(&j->mu);
+    lode_free(j);
+}
+
+/* Cancels every choice still running. Never holds mu while calling the engine. */
+static void job_cancel(gen_job *j)
+{
+    uint64_t ids[SRV_MAX_N];
+    int n = 0;
+    pthread_mutex_lock(&j->mu);
+    for (int i = 0; i < j->n_choices; i++)
+        if (j->choices[i].submitted && !j->choices[i].done) ids[n++] = j->choices[i].eng_id;
+    pthread_mutex_unlock(&j->mu);
+    for (int i = 0; i < n; i++) eng_cancel(j->model, ids[i]);
+}
+
+static void job_cancel_shutdown(void *arg)
+{
+    gen_job *j = arg;
+    j->shutdown_cancel = 1;
+    job_cancel(j);
+}
+
+static void job_client_gone(void *arg)
+{
+    job_cancel(arg);
+}
+
+/* The connection ended (its response is complete, or the client went away). */
+static void job_conn_done(void *arg, int client_gone)
+{
+    gen_job *j = arg;
+    pthread_mutex_lock(&j->mu);
+    j->conn = NULL;
+    pthread_mutex_unlock(&j->mu);
+    if (client_gone) job_cancel(j);
+    job_release(j);
+}
+
+static const char *finish_reason(eng_finish f)
+{
+    switch (f) {
+    case ENG_FINISH_LENGTH:
+        return "length";
+    case ENG_FINISH_EOG:
+    case ENG_FINISH_STOP:
+        return "stop";
+    case ENG_FINISH_CANCELLED:
+        return "cancelled";
+    default:
+        return "error";
+    }
+}
+
+static json_t *usage_json(gen_job *j)
+{
+    int completion = 0;
+    for (int i = 0; i < j->n_choices; i++) completion += j->choices[i].n_tokens;
+    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->n_prompt, "completion_tokens",
+                     completion, "total_tokens", j->n_prompt + completion);
+}
+
+/* The token's own text for logprobs (it may differ from the streamed piece, which can hold
+ * text back for stop strings or incomplete characters). */
+static json_t *token_text(gen_job *j, int32_t tok)
+{
+    lode_buf b = LODE_BUF_INIT;
+    json_t *s = NULL;
+    if (eng_detokenize(j->model, &tok, 1, 0, &b) == LODE_OK) {
+        size_t ok = lode_utf8_valid_prefix(b.data ? b.data : "", b.len);
+        s = json_stringn(b.data ? b.data : "", ok);
+    }
+    lode_buf_free(&b);
+    return s ? s : json_string("");
+}
+
+static json_t *chat_lp_entry(gen_job *j, int32_t tok, float lp)
+{
+    json_t *t = token_text(j, tok);
+    json_t *bytes = json_array();
+    const char *p = json_string_value(t);
+    for (size_t i = 0; p && bytes && i < json_string_length(t); i++)
+        json_array_append_new(bytes, json_integer((unsigned char)p[i]));
+    return json_pack("{s:o, s:f, s:o, s:[]}", "token", t, "logprob", (double)lp, "bytes",
+                     bytes ? bytes : json_null(), "top_logprobs");
+}
+
+static json_t *chunk_base(gen_job *j)
+{
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", j->id, "object",
+                     j->kind == SRV_GEN_CHAT ? "chat.completion.chunk" : "text_completion",
+                     "created", (json_int_t)j->created, "model", j->model_id);
+}
+
+/* Writes one server-sent event holding v (taken). Returns the stream's status. */
+static lode_status sse_send(gen_job *j, json_t *v)
+{
+    lode_buf b = LODE_BUF_INIT;
+    lode_status st = v ? LODE_OK : LODE_ERR_NOMEM;
+    if (!st) st = lode_buf_puts(&b, "data: ");
+    if (!st) st = lode_json_append(&b, v);
+    if (!st) st = lode_buf_puts(&b, "\n\n");
+    if (!st) st = srv_stream_write(j->out, b.data, b.len);
+    lode_buf_free(&b);
+    json_decref(v);
+    return st;
+}
+
+/* A chunk for one choice: delta text (may be NULL), logprobs entry (taken, may be NULL),
+ * finish reason (NULL while running). */
+static json_t *choice_chunk(gen_job *j, int index, const char *text, size_t len, json_t *lp,
+                            const char *finish, int with_role)
+{
+    json_t *c = chunk_base(j);
+    json_t *ch;
+    json_t *lpo = json_null();
+    if (j->kind == SRV_GEN_CHAT) {
+        json_t *delta = json_object();
+        if (with_role) json_object_set_new(delta, "role", json_string("assistant"));
+        if (text) json_object_set_new(delta, "content", json_stringn(text, len));
+        if (lp) {
+            json_decref(lpo);
+            lpo = json_pack("{s:[o]}", "content", lp);
+        }
+        ch = json_pack("{s:i, s:o, s:o, s:o}", "index", index, "delta", delta, "logprobs", lpo,
+                       "finish_reason", finish ? json_string(finish) : json_null());
+    } else {
+        if (lp) {
+            json_decref(lpo);
+            lpo = lp; /* already the completions shape */
+        }
+        ch = json_pack("{s:i, s:s%, s:o, s:o}", "index", index, "text", text ? text : "",
+                       text ? len : 0, "logprobs", lpo, "finish_reason",
+                       finish ? json_string(finish) : json_null());
+    }
+    if (c && ch) {
+        json_object_set_new(c, "choices", json_pack("[o]", ch));
+        return c;
+    }
+    json_decref(c);
+    json_decref(ch);
+    return NULL;
+}
+
+static int on_token(void *user, int32_t tok, const char *piece, size_t len, float logprob)
+{
+    gen_choice *c = user;
+    gen_job *j = c->job;
+    c->n_tokens++;
+    pthread_mutex_lock(&j->mu);
+    int refused = j->refused;
+    pthread_mutex_unlock(&j->mu);
+    if (refused) return 1;
+    if (j->stream) {
+        json_t *lp = NULL;
+        if (j->logprobs) {
+            if (j->kind == SRV_GEN_CHAT) {
+                lp = chat_lp_entry(j, tok, logprob);
+            } else {
+                json_t *t = token_text(j, tok);
+                lp = json_pack("{s:[o], s:[f], s:n, s:[i]}", "tokens", t, "token_logprobs",
+                               (double)logprob, "top_logprobs", "text_offset", 0);
+            }
+        } else if (len == 0) {
+            return 0; /* nothing to say yet */
+        }
+        return sse_send(j, choice_chunk(j, c->index, piece, len, lp, NULL, 0)) != LODE_OK;
+    }
+    if (lode_buf_append(&c->text, piece, len)) return 1;
+    if (j->logprobs) {
+        if (j->kind == SRV_GEN_CHAT) {
+            json_array_append_new(c->lp, chat_lp_entry(j, tok, logprob));
+        } else {
+            json_array_append_new(c->lp, token_text(j, tok));
+            json_array_append_new(c->lp_values, json_real(logprob));
+            json_array_append_new(c->lp_offsets, json_integer((json_int_t)(c->text.len - len)));
+        }
+    }
+    return 0;
+}
+
+static json_t *final_response(gen_job *j)
+{
+    json_t *choices = json_array();
+    for (int i = 0; choices && i < j->n_choices; i++) {
+        gen_choice *c = &j->choices[i];
+        const char *text = c->text.data ? c->text.data : "";
+        json_t *lp = json_null(), *ch;
+        if (j->logprobs && j->kind == SRV_GEN_CHAT) {
+            json_decref(lp);
+            lp = json_pack("{s:O}", "content", c->lp);
+        } else if (j->logprobs) {
+            json_decref(lp);
+            lp = json_pack("{s:O, s:O, s:n, s:O}", "tokens", c->lp, "token_logprobs", c->lp_values,
+                           "top_logprobs", "text_offset", c->lp_offsets);
+        }
+        if (j->kind == SRV_GEN_CHAT)
+            ch = json_pack("{s:i, s:{s:s, s:s%}, s:o, s:s}", "index", i, "message", "role",
+                           "assistant", "content", text, c->text.len, "logprobs", lp,
+                           "finish_reason", finish_reason(c->finish));
+        else
+            ch = json_pack("{s:i, s:s%, s:o, s:s}", "index", i, "text", text, c->text.len,
+                           "logprobs", lp, "finish_reason", finish_reason(c->finish));
+        if (!ch || json_array_append_new(choices, ch)) {
+            json_decref(choices);
+            choices = NULL;
+        }
+    }
+    if (!choices) return NULL;
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:n}", "id", j->id, "object",
+                     j->kind == SRV_GEN_CHAT ? "chat.completion" : "text_completion", "created",
+                     (json_int_t)j->created, "model", j->model_id, "choices", choices, "usage",
+                     usage_json(j), "system_fingerprint");
+}
+
+static void on_done(void *user, lode_status st, eng_finish finish, const eng_stats *stats)
+{
+    gen_choice *c = user;
+    gen_job *j = c->job;
+    srv_metrics_generation(&j->srv->m, c->index == 0 ? stats->prompt_tokens : 0, stats->generated,
+                           stats->prefill_ms / 1e3, stats->decode_ms / 1e3,
+                           finish == ENG_FINISH_CANCELLED, finish == ENG_FINISH_ERROR);
+    pthread_mutex_lock(&j->mu);
+    c->done = 1;
+    c->st = st;
+    c->finish = finish;
+    c->stats = *stats;
+    int last = --j->remaining == 0;
+    srv_conn *conn = j->conn;
+    int refused = j->refused;
+    pthread_mutex_unlock(&j->mu);
+
+    if (refused) {
+        /* the request was answered at submit */
+    } else if (j->stream) {
+        if (finish == ENG_FINISH_ERROR) {
+            srv_error e;
+            srv_error_set(&e, st, 500, "server_error", NULL, NULL, "generation failed: %s",
+                          lode_strerror(st));
+            lode_buf b = LODE_BUF_INIT;
+            if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(&e, &b) &&
+                !lode_buf_puts(&b, "\n\n"))
+                srv_stream_write(j->out, b.data, b.len);
+            lode_buf_free(&b);
+        } else {
+            sse_send(j, choice_chunk(j, c->index, NULL, 0, NULL, finish_reason(finish), 0));
+        }
+        if (last) {
+            if (j->include_usage) {
+                json_t *u = chunk_base(j);
+                if (u) {
+                    json_object_set_new(u, "choices", json_array());
+                    json_object_set_new(u, "usage", usage_json(j));
+                }
+                sse_send(j, u);
+            }
+            srv_stream_write(j->out, "data: [DONE]\n\n", 14);
+            srv_stream_finish(j->out);
+        }
+    } else if (last && conn) {
+        int failed = 0, cancelled = 0;
+        for (int i = 0; i < j->n_choices; i++) {
+            if (j->choices[i].finish == ENG_FINISH_ERROR) failed = 1;
+            if (j->choices[i].finish == ENG_FINISH_CANCELLED) cancelled = 1;
+        }
+        srv_error e;
+        if (failed) {
+            srv_error_set(&e, LODE_ERR_INTERNAL, 500, "server_error", NULL, NULL,
+                          "generation failed: %s", lode_strerror(st));
+            srv_deliver_error(conn, &e);
+        } else if (cancelled && j->shutdown_cancel) {
+            srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
+                          "the server shut down before the answer was complete");
+            srv_deliver_error(conn, &e);
+        } else {
+            json_t *v = final_response(j);
+            if (v) {
+                srv_deliver_json(conn, 200, v);
+            } else {
+                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
+                srv_deliver_error(conn, &e);
+            }
+            json_decref(v);
+        }
+    }
+    if (last && j->linked) srv_job_remove(j->srv, &j->link);
+    job_release(j);
+}
+
+/* Renders the prompt and tokenizes it. Returns a status with e filled on failure. */
+static lode_status build_prompt(eng_model *m, const srv_gen_request *r, int32_t **toks, size_t *n,
+                                srv_error *e)
+{
+    lode_status st;
+    if (r->kind == SRV_GEN_COMPLETION) {
+        st = eng_tokenize(m, r->prompt, strlen(r->prompt), 1, 0, toks, n);
+    } else {
+        const char *roles[SRV_MAX_MESSAGES];
+        const char *contents[SRV_MAX_MESSAGES];
+        for (size_t i = 0; i < r->n_messages; i++) {
+            roles[i] = srv_role_name(r->messages[i].role);
+            contents[i] = r->messages[i].content;
+        }
+        lode_buf b = LODE_BUF_INIT;
+        st = eng_chat_apply(m, roles, contents, r->n_messages, 1, &b);
+        if (st == LODE_ERR_UNSUPPORTED) {
+            lode_buf_free(&b);
+            return srv_error_set(e, st, 400, "invalid_request_error", "unsupported_template",
+                                 "messages",
+                                 "the model's chat template is not supported; use "
+                                 "/v1/completions");
+        }
+        if (!st) st = eng_tokenize(m, b.data ? b.data : "", b.len, 1, 1, toks, n);
+        lode_buf_free(&b);
+    }
+    if (st)
+        return srv_error_set(e, st, st == LODE_ERR_NOMEM ? 500 : 400,
+                             st == LODE_ERR_NOMEM ? "server_error" : "invalid_request_error", NULL,
+                             r->kind == SRV_GEN_CHAT ? "messages" : "prompt",
+                             "cannot tokenize the prompt: %s", lode_strerror(st));
+    if (*n == 0)
+        return srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL,
+                             r->kind == SRV_GEN_CHAT ? "messages" : "prompt",
+                             "the prompt is empty");
+    return LODE_OK;
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t s = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &s, sizeof s) != sizeof s) s = 0;
+        close(fd);
+    }
+    return s ^ (uint64_t)lode_now_ns();
+}
+
 static void generate(srv_conn *c, srv_gen_kind kind)
 {
+    srv_server *s = c->srv;
     srv_gen_request req;
     srv_error e;
+    int32_t *toks = NULL;
+    size_t n_toks = 0;
+    gen_job *j = NULL;
     if (srv_gen_request_parse(kind, c->body.data, c->body.len, &req, &e)) {
         srv_reply_error(c, &e);
         return;
     }
+    eng_model *m = s->be ? s->be->model : NULL;
+    if (!m || !srv_model_matches(s, req.model)) {
+        srv_reply_errorf(c, 404, "invalid_request_error", "model_not_found", "model",
+                         "the model '%.100s' does not exist%s%s", req.model,
+                         m ? "; this server has " : " (no model is loaded)",
+                         m ? s->be->model_id : "");
+        goto out;
+    }
+    if (req.top_logprobs > 0) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "unsupported_parameter",
+                         kind == SRV_GEN_CHAT ? "top_logprobs" : "logprobs",
+                         "alternatives per token are not supported: lode returns the logprob "
+                         "of each chosen token (%s)",
+                         kind == SRV_GEN_CHAT ? "top_logprobs must be 0" : "logprobs must be 0");
+        goto out;
+    }
+    if (build_prompt(m, &req, &toks, &n_toks, &e)) {
+        srv_reply_error(c, &e);
+        goto out;
+    }
+    eng_model_info info;
+    eng_model_info_get(m, &info);
+    int64_t want = req.max_tokens > 0 ? req.max_tokens : 1;
+    if ((int64_t)n_toks + want > info.n_ctx) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "context_length_exceeded",
+                         kind == SRV_GEN_CHAT ? "messages" : "prompt",
+                         "this model's maximum context length is %d tokens, but %lld were "
+                         "requested (%zu in the prompt, %lld for the completion)",
+                         info.n_ctx, (long long)n_toks + (long long)want, n_toks, (long long)want);
+        goto out;
+    }
+
+    j = lode_calloc(1, sizeof *j);
+    if (!j || !(j->choices = lode_calloc((size_t)req.n, sizeof *j->choices))) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        lode_free(j);
+        j = NULL;
+        goto out;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    atomic_init(&j->refs, 1); /* the connection's */
+    j->srv = s;
+    j->model = m;
+    j->conn = c;
+    j->kind = kind;
+    j->stream = req.stream;
+    j->include_usage = req.include_usage;
+    j->logprobs = req.logprobs;
+    j->n_choices = req.n;
+    j->n_prompt = (int)n_toks;
+    j->created = (int64_t)time(NULL);
+    snprintf(j->model_id, sizeof j->model_id, "%s", s->be->model_id);
+    snprintf(j->id, sizeof j->id, "%s-%016llx", kind == SRV_GEN_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)random_seed());
+    for (int i = 0; i < req.n; i++) {
+        gen_choice *ch = &j->choices[i];
+        ch->job = j;
+        ch->index = i;
+        ch->text.max = (size_t)64 << 20;
+        if (req.logprobs && !req.stream) {
+            ch->lp = json_array();
+            ch->lp_values = json_array();
+            ch->lp_offsets = json_array();
+        }
+    }
+    c->job = j;
+    c->job_release = job_conn_done;
+    if (req.stream) {
+        if (!(j->out = srv_stream_create(0))) {
+            srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+            goto out;
+        }
+        srv_stream_on_close(j->out, job_client_gone, j);
+        if (kind == SRV_GEN_CHAT) /* the first chunk opens the assistant's message */
+            for (int i = 0; i < req.n; i++) sse_send(j, choice_chunk(j, i, "", 0, NULL, NULL, 1));
+    } else {
+        srv_defer(c);
+    }
+
+    eng_request er;
+    memset(&er, 0, sizeof er);
+    er.prompt = toks;
+    er.n_prompt = (int)n_toks;
+    eng_sampling_default(&er.sampling);
+    er.sampling.temperature = (float)req.temperature;
+    er.sampling.top_p = (float)req.top_p;
+    er.sampling.presence_penalty = (float)req.presence_penalty;
+    er.sampling.frequency_penalty = (float)req.frequency_penalty;
+    er.max_tokens = req.max_tokens > 0 ? (int)req.max_tokens : 0;
+    er.stop = req.stop;
+    er.n_stop = (int)req.n_stop;
+    er.want_logprobs = req.logprobs;
+    er.on_token = on_token;
+    er.on_done = on_done;
+    uint64_t seed = req.has_seed ? req.seed : random_seed();
+    j->remaining = req.n;
+    /* Listed before any choice runs, so the last on_done always finds it to remove. */
+    j->link.cancel = job_cancel_shutdown;
+    j->link.arg = j;
+    srv_job_add(s, &j->link);
+    j->linked = 1;
+    lode_status st = LODE_OK;
+    int submitted = 0;
+    for (int i = 0; i < req.n; i++) {
+        uint64_t id = 0;
+        er.sampling.seed = seed + (uint64_t)i;
+        er.user = &j->choices[i];
+        atomic_fetch_add(&j->refs, 1);
+        if ((st = eng_submit(m, &er, &id))) {
+            atomic_fetch_sub(&j->refs, 1);
+            break;
+        }
+        pthread_mutex_lock(&j->mu);
+        j->choices[i].eng_id = id;
+        j->choices[i].submitted = 1;
+        pthread_mutex_unlock(&j->mu);
+        submitted++;
+    }
+    if (st) {
+        /* Refused: answer with the reason now; choices already queued are cancelled and
+         * their callbacks write nothing (refused). */
+        int status = st == LODE_ERR_RANGE || st == LODE_ERR_INVALID ? 400
+                     : st == LODE_ERR_BUSY                          ? 429
+                                                                    : 500;
+        srv_error_set(&e, st, status, status == 500 ? "server_error" : "invalid_request_error",
+                      st == LODE_ERR_RANGE ? "context_length_exceeded" : NULL, NULL,
+                      "the engine refused the request: %s", eng_errmsg(m));
+        pthread_mutex_lock(&j->mu);
+        j->refused = 1;
+        j->remaining -= req.n - submitted;
+        int nothing_left = j->remaining == 0;
+        pthread_mutex_unlock(&j->mu);
+        if (nothing_left) srv_job_remove(s, &j->link);
+        job_cancel(j);
+        if (req.stream)
+            srv_reply_error(c, &e);
+        else
+            srv_deliver_error(c, &e);
+        goto out;
+    }
+    if (req.stream && srv_stream_start(c, j->out, "text/event-stream") != LODE_OK) {
+        job_cancel(j);
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+    }
+out:
+    lode_free(toks);
     srv_gen_request_clear(&req);
-    srv_reply_unavailable(c, "text generation");
 }
 
 void srv_h_chat(srv_conn *c)

@@ -72,10 +72,12 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b);
 /* ---- the backends the server is lent --------------------------------------------------- */
 /* Filled by the caller of srv_create (cli/cmd_serve.c). */
 struct ret_store;
+struct eng_model;
 struct srv_backends {
     const char *model_id;    /* the name /v1/models reports; NULL when no model is loaded */
     int64_t created;         /* model file mtime, for /v1/models */
     struct ret_store *store; /* NULL: no store; used under srv_server.store_mu */
+    struct eng_model *model; /* NULL: no generation */
 };
 
 /* ---- server ------------------------------------------------------------------------ */

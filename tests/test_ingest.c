@@ -269,6 +269,21 @@ static void test_html_edge_cases(void **state)
     assert_int_equal(d->n_blocks, 6001);
     ing_doc_destroy(d);
     lode_buf_free(&big);
+    /* a page of nothing but deep headings keeps its heading paths bounded */
+    lode_buf hb = LODE_BUF_INIT;
+    for (int l = 1; l <= 5; l++) {
+        lode_buf_printf(&hb, "<h%d>", l);
+        for (int i = 0; i < 300; i++) lode_buf_putc(&hb, (char)('A' + l));
+        lode_buf_printf(&hb, "</h%d>", l);
+    }
+    for (int i = 0; i < 40000; i++) lode_buf_printf(&hb, "<h6>%d</h6>", i);
+    assert_int_equal(ing_load_html(hb.data, hb.len, &d, NULL, 0), LODE_OK);
+    size_t path_bytes = 0;
+    for (size_t i = 0; i < d->n_paths; i++) path_bytes += strlen(d->paths[i]) + 1;
+    assert_true(path_bytes <= ((size_t)8 << 20) + 4096);
+    assert_int_equal(d->n_blocks, 40005);
+    ing_doc_destroy(d);
+    lode_buf_free(&hb);
     /* no <title>: the first h1 */
     const char *h = "<h2>Not this</h2><h1>Real  title</h1><p>x</p>";
     assert_int_equal(ing_load_html(h, strlen(h), &d, NULL, 0), LODE_OK);
@@ -513,6 +528,29 @@ static void test_chunker_long_inputs(void **state)
     assert_int_equal(total, d->len);
     lode_free(c);
     ing_doc_destroy(d);
+    /* megabytes in one paragraph (a text file without blank lines), one sentence, or one
+     * word: linear time (each used to rescan the rest of the paragraph for every chunk) */
+    static const char *const units[] = {"word ", "word word. ", "abcdefgh"};
+    for (size_t u = 0; u < LODE_ARRAY_LEN(units); u++) {
+        lode_buf_reset(&t);
+        while (t.len < (4u << 20)) lode_buf_puts(&t, units[u]);
+        double t0 = lode_now_s();
+        assert_int_equal(ing_load_text(t.data, t.len, &d, NULL, 0), LODE_OK);
+        c = NULL;
+        n = 0;
+        assert_int_equal(ing_chunk_doc(d, NULL, &c, &n), LODE_OK);
+        size_t covered = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_true(c[i].tokens <= ING_CHUNK_TARGET_DEFAULT);
+            assert_true(c[i].start <= covered && c[i].end > covered);
+            covered = c[i].end;
+        }
+        assert_int_equal(covered, d->len);
+        print_message("%zu MB of '%s': %zu chunks in %.2f s\n", t.len >> 20, units[u], n,
+                      lode_now_s() - t0);
+        lode_free(c);
+        ing_doc_destroy(d);
+    }
     /* sentences: a long paragraph is cut after a sentence end when one is near */
     lode_buf_reset(&t);
     for (int i = 0; i < 200; i++) lode_buf_puts(&t, "This is one short sentence. ");

@@ -47,7 +47,7 @@ static const char *build_dir(void)
     return b && *b ? b : "build";
 }
 
-__attribute__((unused)) static int have_model(void)
+static int have_model(void)
 {
     return access(MODEL_PATH, R_OK) == 0;
 }
@@ -83,7 +83,12 @@ static void start_args(server *s, const char **extra)
     argv[n++] = s->db;
     argv[n++] = "--shutdown-grace";
     argv[n++] = "5";
-    for (int i = 0; extra && extra[i] && n < 46; i++) argv[n++] = extra[i];
+    int has_model = 0;
+    for (int i = 0; extra && extra[i] && n < 45; i++) {
+        if (!strcmp(extra[i], "--model")) has_model = 1;
+        argv[n++] = extra[i];
+    }
+    if (!has_model) argv[n++] = "--no-model"; /* routes without generation start faster */
     argv[n] = NULL;
     int out[2];
     assert_int_equal(pipe(out), 0);
@@ -902,10 +907,425 @@ static void test_bad_options(void **state)
     stop(&s);
 }
 
+/* ---- tests: generation on the real model --------------------------------------------- */
+
+#define NEED_MODEL()                                                                               \
+    do {                                                                                           \
+        if (!have_model()) {                                                                       \
+            printf("skipped: %s is missing (make model)\n", MODEL_PATH);                           \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static const char *served_model(server *s)
+{
+    static char id[128];
+    resp r = http(s, "GET", "/v1/models", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    json_t *d = json_array_get(json_object_get(v, "data"), 0);
+    assert_non_null(d);
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(d, "id")));
+    json_decref(v);
+    resp_free(&r);
+    return id;
+}
+
+static void test_chat_completion(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, NULL);
+    const char *model = served_model(&s);
+    assert_string_equal(model, "SmolLM2-135M-Instruct.Q4_1");
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+             "{\"role\":\"user\",\"content\":\"What is the capital of France?\"}],"
+             "\"max_tokens\":8,\"temperature\":0}",
+             model);
+    resp r = http(&s, "POST", "/v1/chat/completions", body, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "chat.completion");
+    assert_non_null(strstr(json_string_value(json_object_get(v, "id")), "chatcmpl-"));
+    assert_string_equal(json_string_value(json_object_get(v, "model")), model);
+    json_t *c0 = json_array_get(json_object_get(v, "choices"), 0);
+    json_t *msg = json_object_get(c0, "message");
+    assert_string_equal(json_string_value(json_object_get(msg, "role")), "assistant");
+    const char *content = json_string_value(json_object_get(msg, "content"));
+    assert_non_null(content);
+    assert_true(strlen(content) > 0);
+    const char *fin = json_string_value(json_object_get(c0, "finish_reason"));
+    assert_true(!strcmp(fin, "stop") || !strcmp(fin, "length"));
+    json_t *u = json_object_get(v, "usage");
+    json_int_t pt = json_integer_value(json_object_get(u, "prompt_tokens"));
+    json_int_t ct = json_integer_value(json_object_get(u, "completion_tokens"));
+    assert_true(pt > 10);
+    assert_true(ct >= 1 && ct <= 8);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), pt + ct);
+    char *first = strdup(content);
+    json_decref(v);
+    resp_free(&r);
+    /* Greedy decoding is deterministic: the same request gives the same answer. */
+    r = http(&s, "POST", "/v1/chat/completions", body, NULL);
+    v = json_of(&r);
+    c0 = json_array_get(json_object_get(v, "choices"), 0);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(c0, "message"), "content")), first);
+    json_decref(v);
+    resp_free(&r);
+    free(first);
+
+    /* n = 2 with logprobs: two choices, a logprob <= 0 per generated token. */
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hi.\"}],"
+             "\"max_tokens\":4,\"n\":2,\"temperature\":0.9,\"seed\":11,\"logprobs\":true}",
+             model);
+    r = http(&s, "POST", "/v1/chat/completions", body, NULL);
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    json_t *choices = json_object_get(v, "choices");
+    assert_int_equal(json_array_size(choices), 2);
+    json_int_t total = 0;
+    for (size_t i = 0; i < 2; i++) {
+        json_t *c = json_array_get(choices, i);
+        assert_int_equal(json_integer_value(json_object_get(c, "index")), (json_int_t)i);
+        json_t *lp = json_object_get(json_object_get(c, "logprobs"), "content");
+        assert_true(json_array_size(lp) >= 1);
+        total += (json_int_t)json_array_size(lp);
+        for (size_t k = 0; k < json_array_size(lp); k++) {
+            json_t *e = json_array_get(lp, k);
+            assert_true(json_is_string(json_object_get(e, "token")));
+            assert_true(json_real_value(json_object_get(e, "logprob")) <= 0.0);
+            assert_true(json_is_array(json_object_get(e, "bytes")));
+        }
+    }
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens")),
+        total);
+    json_decref(v);
+    resp_free(&r);
+    assert_true(metrics_has(&s, "lode_generation_requests_total 4", 5));
+    r = http(&s, "GET", "/metrics", NULL, NULL);
+    assert_null(strstr(r.body, "lode_tokens_generated_total 0\n"));
+    assert_null(strstr(r.body, "lode_generation_tokens_per_second 0.000"));
+    resp_free(&r);
+    stop(&s);
+}
+
+static char *completion_text(server *s, const char *model, const char *prompt, int max_tokens,
+                             const char *extra, json_t **out)
+{
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0%s}", model,
+             prompt, max_tokens, extra ? extra : "");
+    resp r = http(s, "POST", "/v1/completions", body, NULL);
+    if (r.status != 200) fprintf(stderr, "%s\n", r.body);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    resp_free(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "text_completion");
+    json_t *c0 = json_array_get(json_object_get(v, "choices"), 0);
+    char *t = strdup(json_string_value(json_object_get(c0, "text")));
+    if (out)
+        *out = v;
+    else
+        json_decref(v);
+    return t;
+}
+
+static void test_completions_stop_logprobs(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, NULL);
+    const char *model = served_model(&s);
+    json_t *v;
+    char *full = completion_text(&s, model, "1, 2, 3, 4, 5,", 12, ", \"logprobs\":0", &v);
+    json_t *c0 = json_array_get(json_object_get(v, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "length");
+    json_int_t ct =
+        json_integer_value(json_object_get(json_object_get(v, "usage"), "completion_tokens"));
+    assert_int_equal(ct, 12);
+    json_t *lp = json_object_get(c0, "logprobs");
+    assert_int_equal(json_array_size(json_object_get(lp, "tokens")), 12);
+    assert_int_equal(json_array_size(json_object_get(lp, "token_logprobs")), 12);
+    assert_int_equal(json_array_size(json_object_get(lp, "text_offset")), 12);
+    json_decref(v);
+    /* Stop at the second comma of the greedy continuation: the text ends before it. */
+    const char *comma = strchr(full, ',');
+    assert_non_null(comma);
+    comma = strchr(comma + 1, ',');
+    if (comma) {
+        char *cut =
+            completion_text(&s, model, "1, 2, 3, 4, 5,", 12, ", \"stop\":[\",\", \"zzz\"]", &v);
+        const char *first = strchr(full, ',');
+        assert_int_equal(strlen(cut), (size_t)(first - full));
+        assert_memory_equal(cut, full, strlen(cut));
+        c0 = json_array_get(json_object_get(v, "choices"), 0);
+        assert_string_equal(json_string_value(json_object_get(c0, "finish_reason")), "stop");
+        json_decref(v);
+        free(cut);
+    }
+    free(full);
+    stop(&s);
+}
+
+/* Parses a server-sent-event body: the JSON of every `data:` event, and whether [DONE]
+ * came last. */
+static json_t *parse_sse(const char *body, int *done_last)
+{
+    json_t *events = json_array();
+    *done_last = 0;
+    const char *p = body;
+    while ((p = strstr(p, "data: "))) {
+        p += 6;
+        const char *end = strstr(p, "\n\n");
+        assert_non_null(end);
+        if (!strncmp(p, "[DONE]", 6)) {
+            *done_last = end[2] == 0;
+        } else {
+            json_error_t e;
+            json_t *v = json_loadb(p, (size_t)(end - p), 0, &e);
+            if (!v) fprintf(stderr, "bad event: %.*s\n", (int)(end - p), p);
+            assert_non_null(v);
+            json_array_append_new(events, v);
+        }
+        p = end + 2;
+    }
+    return events;
+}
+
+static void test_streaming(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, NULL);
+    const char *model = served_model(&s);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Name three "
+             "colours.\"}],\"max_tokens\":10,\"temperature\":0%%s}",
+             model);
+    char plain[600], streamed[600];
+    snprintf(plain, sizeof plain, body, "");
+    snprintf(streamed, sizeof streamed, body,
+             ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    resp r = http(&s, "POST", "/v1/chat/completions", plain, NULL);
+    json_t *v = json_of(&r);
+    const char *want = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(v, "choices"), 0), "message"), "content"));
+    char *expect = strdup(want);
+    json_decref(v);
+    resp_free(&r);
+
+    r = http(&s, "POST", "/v1/chat/completions", streamed, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "text/event-stream"));
+    int done_last;
+    json_t *ev = parse_sse(r.body, &done_last);
+    assert_true(done_last);
+    assert_true(json_array_size(ev) >= 3);
+    char text[600] = "";
+    int finishes = 0, usage = 0;
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        assert_string_equal(json_string_value(json_object_get(e, "object")),
+                            "chat.completion.chunk");
+        json_t *ch = json_array_get(json_object_get(e, "choices"), 0);
+        if (json_object_get(e, "usage")) {
+            usage = 1;
+            assert_int_equal(json_array_size(json_object_get(e, "choices")), 0);
+            assert_true(i == json_array_size(ev) - 1);
+            continue;
+        }
+        json_t *delta = json_object_get(ch, "delta");
+        if (i == 0)
+            assert_string_equal(json_string_value(json_object_get(delta, "role")), "assistant");
+        const char *piece = json_string_value(json_object_get(delta, "content"));
+        if (piece) strncat(text, piece, sizeof text - strlen(text) - 1);
+        if (json_is_string(json_object_get(ch, "finish_reason"))) finishes++;
+    }
+    assert_int_equal(finishes, 1);
+    assert_true(usage);
+    assert_string_equal(text, expect);
+    json_decref(ev);
+    resp_free(&r);
+    free(expect);
+
+    /* Completions stream too, and stream errors come before the stream starts. */
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"prompt\":\"Hello\",\"max_tokens\":3,\"stream\":true}", model);
+    r = http(&s, "POST", "/v1/completions", body, NULL);
+    assert_int_equal(r.status, 200);
+    ev = parse_sse(r.body, &done_last);
+    assert_true(done_last);
+    assert_true(json_array_size(ev) >= 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 0), "object")),
+                        "text_completion");
+    json_decref(ev);
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_generation_errors(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, "--ctx", "64", NULL);
+    const char *model = served_model(&s);
+    resp r =
+        http(&s, "POST", "/v1/chat/completions",
+             "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", NULL);
+    expect_error(&r, 404, "gpt-4", "model", "model_not_found");
+    resp_free(&r);
+    char body[4096];
+    int n = snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"", model);
+    for (int i = 0; i < 100; i++) n += snprintf(body + n, sizeof body - (size_t)n, "word%d ", i);
+    snprintf(body + n, sizeof body - (size_t)n, "\",\"max_tokens\":4}");
+    r = http(&s, "POST", "/v1/completions", body, NULL);
+    expect_error(&r, 400, "maximum context length is 64", "prompt", "context_length_exceeded");
+    resp_free(&r);
+    /* A prompt that fits but leaves no room for max_tokens is refused the same way. */
+    snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"Hi\",\"max_tokens\":100}", model);
+    r = http(&s, "POST", "/v1/completions", body, NULL);
+    expect_error(&r, 400, NULL, "prompt", "context_length_exceeded");
+    resp_free(&r);
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+             "\"logprobs\":true,\"top_logprobs\":2}",
+             model);
+    r = http(&s, "POST", "/v1/chat/completions", body, NULL);
+    expect_error(&r, 400, "not supported", "top_logprobs", NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/embeddings", "{\"model\":\"x\",\"input\":\"hi\"}", NULL);
+    expect_error(&r, 501, "not available in this build", NULL, "not_available");
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/ask", "{\"question\":\"hi\"}", NULL);
+    expect_error(&r, 501, "not available in this build", NULL, "not_available");
+    resp_free(&r);
+    stop(&s);
+}
+
+/* Starts a long streamed completion on a raw socket and reads until the first token. */
+static int start_long_stream(server *s, const char *model)
+{
+    int fd = raw_connect(s);
+    char body[256], req[512];
+    int bl = snprintf(body, sizeof body,
+                      "{\"model\":\"%s\",\"prompt\":\"1, 2, 3, 4,\",\"max_tokens\":1500,"
+                      "\"temperature\":0,\"stream\":true}",
+                      model);
+    int rl = snprintf(req, sizeof req,
+                      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                      bl, body);
+    raw_send(fd, req, (size_t)rl);
+    char buf[8192];
+    size_t len = 0;
+    double t0 = now_s();
+    while (now_s() - t0 < 60 && len < sizeof buf - 1) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+        buf[len] = 0;
+        if (strstr(buf, "\"text\":\"") && strstr(buf, "data: ")) break;
+    }
+    if (!strstr(buf, "HTTP/1.1 200") || !strstr(buf, "data: {"))
+        fprintf(stderr, "long stream did not start; got: %s\n", buf);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "data: {"));
+    return fd;
+}
+
+static void test_cancel_on_disconnect(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, "--max-concurrent", "1", NULL);
+    const char *model = served_model(&s);
+    int fd = start_long_stream(&s, model);
+    /* While it runs, a second request is over the limit. */
+    char body[256];
+    snprintf(body, sizeof body, "{\"model\":\"%s\",\"prompt\":\"Hi\",\"max_tokens\":2}", model);
+    resp r = http(&s, "POST", "/v1/completions", body, NULL);
+    expect_error(&r, 429, NULL, NULL, "too_many_requests");
+    resp_free(&r);
+    assert_true(metrics_has(&s, "lode_generation_active 1", 5));
+    /* The client goes away mid-stream: the generation is cancelled, the slot freed. */
+    close(fd);
+    assert_true(metrics_has(&s, "lode_generation_cancelled_total 1", 30));
+    assert_true(metrics_has(&s, "lode_generation_active 0", 5));
+    assert_true(metrics_has(&s, "lode_http_concurrency_used 0", 5));
+    r = http(&s, "POST", "/v1/completions", body, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = http(&s, "GET", "/health", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    stop(&s);
+}
+
+static void test_shutdown_cancels_generation(void **state)
+{
+    NEED_MODEL();
+    server s;
+    make_dir(&s);
+    const char *args[] = {"--quiet", "--model", MODEL_PATH, "--shutdown-grace", "1", NULL};
+    start_args(&s, args);
+    const char *model = served_model(&s);
+    int fd = start_long_stream(&s, model);
+    kill(s.pid, SIGTERM);
+    /* The stream ends properly: a finish chunk, then [DONE]; the server exits 0. */
+    char *rest = raw_read_all(fd, 30);
+    close(fd);
+    assert_non_null(strstr(rest, "\"finish_reason\":\"cancelled\""));
+    assert_non_null(strstr(rest, "data: [DONE]"));
+    free(rest);
+    int status = 0;
+    double t0 = now_s();
+    while (waitpid(s.pid, &status, WNOHANG) == 0 && now_s() - t0 < 30) usleep(10000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    s.pid = 0;
+    cleanup(&s);
+}
+
+static void test_openai_client(void **state)
+{
+    NEED_MODEL();
+    const char *venv = ".cache/venv-openai";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             "test -x %s/bin/python && %s/bin/python -c 'import openai' 2>/dev/null || "
+             "{ python3 -m venv %s && %s/bin/pip install -q openai; } >/dev/null 2>&1",
+             venv, venv, venv, venv);
+    if (system(cmd) != 0) {
+        printf("skipped: pip could not install the openai package into %s\n", venv);
+        skip();
+    }
+    server s;
+    make_dir(&s);
+    const char *args[] = {"--model", MODEL_PATH, "--api-key", "sk-compat", NULL};
+    start_args(&s, args);
+    snprintf(cmd, sizeof cmd,
+             "%s/bin/python scripts/openai-compat.py http://127.0.0.1:%d/v1 sk-compat", venv,
+             s.port);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc));
+    assert_int_equal(WEXITSTATUS(rc), 0);
+    stop(&s);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_ALL);
+    if (getenv("LODE_TEST_FILTER")) cmocka_set_test_filter(getenv("LODE_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_models_metrics),
         cmocka_unit_test(test_routing_errors),
@@ -917,6 +1337,13 @@ int main(void)
         cmocka_unit_test(test_garbage_input),
         cmocka_unit_test(test_graceful_shutdown),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_chat_completion),
+        cmocka_unit_test(test_completions_stop_logprobs),
+        cmocka_unit_test(test_streaming),
+        cmocka_unit_test(test_generation_errors),
+        cmocka_unit_test(test_cancel_on_disconnect),
+        cmocka_unit_test(test_shutdown_cancels_generation),
+        cmocka_unit_test(test_openai_client),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
