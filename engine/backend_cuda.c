@@ -1374,8 +1374,8 @@ static void be_kv_store(eng_backend *b, eng_kv *kv, int li, const float *k, cons
 {
     cuda_be *c = BE(b);
     BT(c,
-       krn_cuda_kv_store(kv->k[li], kv->v[li], k, v, bt->n_tokens, kv->d.n_kv_head,
-                         kv->d.head_dim, c->d_i32 + I_SLOT(c), c->stream),
+       krn_cuda_kv_store(kv->k[li], kv->v[li], k, v, bt->n_tokens, kv->d.n_kv_head, kv->d.head_dim,
+                         c->d_i32 + I_SLOT(c), c->stream),
        "kv_store");
 }
 
