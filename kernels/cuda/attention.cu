@@ -1,0 +1,396 @@
+/*
+ * attention.cu: causal grouped-query attention over lode's paged f16 KV cache.
+ *
+ * Decode (one query token a sequence) is split along the sequence (flash-decoding): a block
+ * per (sequence, KV head, split) scores its tokens for all the query heads that share the
+ * KV head, so each key and value is read once; a sequence is cut into at most n_split
+ * pieces of a multiple of 32 tokens (krn_attn_split_len), so short sequences still spread
+ * over many blocks. The splits' partial sums are combined by the next GEMV's input stage
+ * (KRN_X_ATTN) or by krn_cuda_attn_combine.
+ *
+ * Prefill is FlashAttention-2 style on tensor cores: a block of 4 warps takes 64 queries of
+ * one head, walks the 64-key tiles up to the causal limit with K and V^T staged in shared
+ * memory, computes S = Q K^T and O += P V with mma.sync m16n8k16 (f16 in, f32 accumulate) and
+ * keeps the softmax online in registers. Keys are found through the block table, so prefill
+ * of a later chunk attends to everything already cached.
+ */
+#include "kernels/cuda/common.cuh"
+
+#define MAXG 8 /* query heads per KV head */
+
+static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
+                                                    int64_t pos, int kvh)
+{
+    int32_t blk = bt[pos / KRN_CUDA_KV_BLOCK];
+    return ((int64_t)blk * c.n_kv_head + kvh) * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
+}
+
+/* ---- decode ------------------------------------------------------------------------------- */
+
+/* Block (split sp, KV head, sequence b) of 128 threads walks its piece of the sequence in
+ * tiles of 32 tokens: 4 threads score a token (a quarter of the head dims each, for the G
+ * query heads of the KV head), warp g keeps the online softmax of head g, and warp w
+ * accumulates P V over tokens w, w+4, ... of the tile. */
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attn_decode_kernel(krn_cuda_attn_cfg c, const float *q, const int32_t *seq_len, int n_split,
+                       float *acc, float *ml)
+{
+    constexpr int TT = 32, QD = HD / 4, DPL = HD / 32;
+    __shared__ float qs[MAXG][HD];
+    __shared__ float sc[MAXG][TT];
+    __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
+    __shared__ int64_t rowi[TT];
+    __shared__ float part[4 * MAXG * HD];
+    const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
+    const int lane = tid & 31, wp = tid >> 5;
+    const int G = c.n_head / c.n_kv_head, H = c.n_head;
+    const int seq = seq_len[b];
+    const int len = krn_attn_split_len(seq, n_split);
+    const int t0 = sp * len, t1 = min(seq, t0 + len);
+    if (t0 >= seq) return;
+    const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
+    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
+
+    for (int i = tid; i < G * HD; i += 128) {
+        int g = i / HD, d = i % HD;
+        qs[g][d] = q[((int64_t)b * H + kvh * G + g) * HD + d] * c.scale;
+    }
+    if (tid < MAXG) mrun[tid] = -INFINITY, lrun[tid] = 0.f;
+    float a[MAXG][DPL];
+#pragma unroll
+    for (int g = 0; g < MAXG; g++)
+#pragma unroll
+        for (int i = 0; i < DPL; i++) a[g][i] = 0.f;
+
+    for (int tt = t0; tt < t1; tt += TT) {
+        const int n = min(TT, t1 - tt);
+        __syncthreads(); /* previous tile done with rowi / sc; qs and mrun visible */
+        if (tid < n) rowi[tid] = cache_row(c, bt, tt + tid, kvh);
+        __syncthreads();
+        /* scores: token tid/4, dims (tid%4)*QD .. */
+        {
+            const int t = tid >> 2, qq = tid & 3;
+            float s[MAXG];
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) s[g] = 0.f;
+            if (t < n) {
+                const uint4 *kp = (const uint4 *)(kc + rowi[t] * HD + qq * QD);
+                uint4 w[QD / 8];
+#pragma unroll
+                for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
+#pragma unroll
+                for (int d8 = 0; d8 < QD / 8; d8++) {
+                    const __half2 *h2 = (const __half2 *)&w[d8];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float2 f = __half22float2(h2[e]);
+                        const int d = qq * QD + 8 * d8 + 2 * e;
+#pragma unroll
+                        for (int g = 0; g < MAXG; g++) {
+                            if (g >= G) break;
+                            s[g] += qs[g][d] * f.x + qs[g][d + 1] * f.y;
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g >= G) break;
+                float v = s[g];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                if (qq == 0) sc[g][t] = t < n ? v : -INFINITY;
+            }
+        }
+        __syncthreads();
+        /* online softmax: warp g for head g */
+        for (int g = wp; g < G; g += 4) {
+            float v = sc[g][lane];
+            float mx = warp_max(v);
+            float mnew = fmaxf(mrun[g], mx);
+            float p = lane < n ? __expf(v - mnew) : 0.f;
+            float l = warp_sum(p);
+            sc[g][lane] = p;
+            if (lane == 0) {
+                float al = __expf(mrun[g] - mnew);
+                alpha[g] = al;
+                lrun[g] = lrun[g] * al + l;
+                mrun[g] = mnew;
+            }
+        }
+        __syncthreads();
+        /* P V */
+#pragma unroll
+        for (int g = 0; g < MAXG; g++) {
+            if (g >= G) break;
+            float al = alpha[g];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) a[g][i] *= al;
+        }
+#pragma unroll
+        for (int t = wp; t < TT; t += 4) {
+            if (t >= n) break;
+            const __half *vp = vc + rowi[t] * HD + lane * DPL;
+            float v[DPL];
+            if constexpr (DPL == 4) {
+                uint2 w2 = *(const uint2 *)vp;
+                float2 v01 = __half22float2(*(const __half2 *)&w2.x);
+                float2 v23 = __half22float2(*(const __half2 *)&w2.y);
+                v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
+            } else {
+                float2 v01 = __half22float2(*(const __half2 *)vp);
+                v[0] = v01.x, v[1] = v01.y;
+            }
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g >= G) break;
+                float pg = sc[g][t];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) a[g][i] += pg * v[i];
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int i = 0; i < DPL; i++) part[(wp * G + g) * HD + lane * DPL + i] = a[g][i];
+    __syncthreads();
+    for (int o = tid; o < G * HD; o += 128) {
+        int g = o / HD, d = o % HD;
+        float v = part[(0 * G + g) * HD + d] + part[(1 * G + g) * HD + d] +
+                  part[(2 * G + g) * HD + d] + part[(3 * G + g) * HD + d];
+        int64_t i = ((int64_t)b * H + kvh * G + g) * n_split + sp;
+        acc[i * HD + d] = v;
+    }
+    if (tid < G) {
+        int64_t i = ((int64_t)b * H + kvh * G + tid) * n_split + sp;
+        ml[2 * i] = mrun[tid];
+        ml[2 * i + 1] = lrun[tid];
+    }
+}
+
+extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const float *q, int batch,
+                                            const int32_t *seq_len, int n_split, float *acc,
+                                            float *ml, void *stream)
+{
+    if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || c->n_head / c->n_kv_head > MAXG ||
+        batch <= 0 || n_split <= 0)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_decode: bad heads or batch");
+    dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
+    cudaStream_t st = STREAM(stream);
+    if (c->head_dim == 64)
+        attn_decode_kernel<64><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+    else if (c->head_dim == 128)
+        attn_decode_kernel<128><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+    else
+        return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_decode: head_dim must be 64 or 128");
+    CU_LAUNCHED("attn_decode");
+    return LODE_OK;
+}
+
+__global__ void attn_combine_kernel(krn_cuda_attn_parts p, float *out)
+{
+    int bh = blockIdx.x, b = bh / p.n_head;
+    int ns = (int)cdiv(p.seq_len[b], krn_attn_split_len(p.seq_len[b], p.n_split));
+    const float *ml = p.ml + (int64_t)bh * p.n_split * 2;
+    float mx = -INFINITY, den = 0.f;
+    for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
+    for (int s = 0; s < ns; s++) den += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+    for (int d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+        float v = 0.f;
+        for (int s = 0; s < ns; s++)
+            v += __expf(ml[2 * s] - mx) * p.acc[((int64_t)bh * p.n_split + s) * p.head_dim + d];
+        out[(int64_t)bh * p.head_dim + d] = den > 0.f ? v / den : 0.f;
+    }
+}
+
+extern "C" lode_status krn_cuda_attn_combine(const krn_cuda_attn_parts *p, int batch, float *out,
+                                             void *stream)
+{
+    attn_combine_kernel<<<(unsigned)(batch * p->n_head), 128, 0, STREAM(stream)>>>(*p, out);
+    CU_LAUNCHED("attn_combine");
+    return LODE_OK;
+}
+
+/* ---- prefill ------------------------------------------------------------------------------ */
+
+static __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
+{
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(uint32_t *)&h;
+}
+
+static __device__ __forceinline__ uint32_t ld32(const __half *p)
+{
+    return *(const uint32_t *)p;
+}
+
+template <int HD, bool OUT_F16>
+__global__ void __launch_bounds__(128)
+    attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out)
+{
+    constexpr int BQ = 64, BK = 64, KP = HD + 8, VP = BK + 8;
+    __shared__ __align__(16) __half Ks[BK][KP];
+    __shared__ __align__(16) __half Vt[HD][VP];
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int h = blockIdx.y, H = c.n_head, kvh = h / (H / c.n_kv_head);
+    const int64_t qt = blockIdx.x;
+    const int64_t r0 = qt * BQ + w * 16 + g, r1 = r0 + 8;
+    const float sl2 = c.scale * 1.4426950408889634f;
+    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
+
+    uint32_t qf[HD / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        const __half *q0 = q + (r0 * H + h) * HD + kk * 16 + 2 * t;
+        const __half *q1 = q + (r1 * H + h) * HD + kk * 16 + 2 * t;
+        qf[kk][0] = r0 < n ? ld32(q0) : 0u;
+        qf[kk][1] = r1 < n ? ld32(q1) : 0u;
+        qf[kk][2] = r0 < n ? ld32(q0 + 8) : 0u;
+        qf[kk][3] = r1 < n ? ld32(q1 + 8) : 0u;
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+
+    const int64_t kv_len = pos0 + n;
+    const int64_t q_last = LODE_MIN(qt * BQ + BQ - 1, n - 1);
+    const int64_t kv_end = pos0 + q_last + 1;
+    const int ntiles = (int)cdiv(kv_end, BK);
+
+    for (int kt = 0; kt < ntiles; kt++) {
+        __syncthreads();
+        for (int i = tid; i < BK * HD / 8; i += 128) {
+            int key = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
+            int64_t j = (int64_t)kt * BK + key;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (j < kv_len) {
+                int64_t row = cache_row(c, c.block_table, j, kvh);
+                kv = *(const uint4 *)(kc + row * HD + c8);
+                vv = *(const uint4 *)(vc + row * HD + c8);
+            }
+            *(uint4 *)&Ks[key][c8] = kv;
+            const __half *vh = (const __half *)&vv;
+#pragma unroll
+            for (int e = 0; e < 8; e++) Vt[c8 + e][key] = vh[e];
+        }
+        __syncthreads();
+
+        float s[BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const __half *kp = &Ks[nt * 8 + g][kk * 16 + 2 * t];
+                mma16816(s[nt], qf[kk], ld32(kp), ld32(kp + 8));
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int64_t row = e < 2 ? r0 : r1;
+                int64_t col = (int64_t)kt * BK + nt * 8 + 2 * t + (e & 1);
+                float v = s[nt][e] * sl2;
+                s[nt][e] = col > pos0 + row ? -INFINITY : v;
+            }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++)
+                mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float mnew = fmaxf(mrow[i], mx);
+            float muse = mnew == -INFINITY ? 0.f : mnew;
+            float alpha = exp2f(mrow[i] - muse);
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++) {
+                s[nt][2 * i] = exp2f(s[nt][2 * i] - muse);
+                s[nt][2 * i + 1] = exp2f(s[nt][2 * i + 1] - muse);
+                sum += s[nt][2 * i] + s[nt][2 * i + 1];
+            }
+            lrow[i] = lrow[i] * alpha + sum;
+            mrow[i] = mnew;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) o[d][2 * i] *= alpha, o[d][2 * i + 1] *= alpha;
+        }
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ks++) {
+            uint32_t a[4] = {pack_h2(s[2 * ks][0], s[2 * ks][1]),
+                             pack_h2(s[2 * ks][2], s[2 * ks][3]),
+                             pack_h2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                             pack_h2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) {
+                const __half *vp = &Vt[d * 8 + g][ks * 16 + 2 * t];
+                mma16816(o[d], a, ld32(vp), ld32(vp + 8));
+            }
+        }
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 1);
+        lrow[i] += __shfl_xor_sync(0xffffffffu, lrow[i], 2);
+    }
+    const int64_t ld = (int64_t)H * HD;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        int col = h * HD + d * 8 + 2 * t;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int64_t row = i ? r1 : r0;
+            if (row >= n) continue;
+            float inv = lrow[i] > 0.f ? 1.f / lrow[i] : 0.f;
+            float v0 = o[d][2 * i] * inv, v1 = o[d][2 * i + 1] * inv;
+            if (OUT_F16)
+                *(__half2 *)((__half *)out + row * ld + col) = __floats2half2_rn(v0, v1);
+            else
+                *(__nv_bfloat162 *)((__nv_bfloat16 *)out + row * ld + col) =
+                    __floats2bfloat162_rn(v0, v1);
+        }
+    }
+}
+
+extern "C" lode_status krn_cuda_attn_prefill(const krn_cuda_attn_cfg *c, const void *q, int64_t n,
+                                             int64_t pos0, void *out, int out_f16, void *stream)
+{
+    if (n <= 0) return LODE_OK;
+    if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || pos0 < 0)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_prefill: bad heads");
+    dim3 grid(cdiv(n, 64), (unsigned)c->n_head);
+    cudaStream_t st = STREAM(stream);
+    const __half *qh = (const __half *)q;
+#define PF(HD, F16) attn_prefill_kernel<HD, F16><<<grid, 128, 0, st>>>(*c, qh, n, pos0, out)
+    if (c->head_dim == 64) {
+        if (out_f16)
+            PF(64, true);
+        else
+            PF(64, false);
+    } else if (c->head_dim == 128) {
+        if (out_f16)
+            PF(128, true);
+        else
+            PF(128, false);
+    } else {
+        return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_prefill: head_dim must be 64 or 128");
+    }
+#undef PF
+    CU_LAUNCHED("attn_prefill");
+    return LODE_OK;
+}

@@ -1,0 +1,119 @@
+/*
+ * common.cuh: what every lode .cu file shares: error conversion to lode_status (with the
+ * message kept per thread for krn_cuda_errmsg), launch checks, and small device helpers
+ * (warp/block reductions, half/bf16 loads). Internal to kernels/cuda/.
+ */
+#ifndef LODE_KERNELS_CUDA_COMMON_CUH
+#define LODE_KERNELS_CUDA_COMMON_CUH
+
+#include "kernels/cuda/cuda_kernels.h"
+/* quant.h is C11; its _Static_asserts are static_asserts in C++ */
+#ifndef _Static_assert
+#define _Static_assert static_assert
+#endif
+#include "kernels/quant.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+/* Records `e` with where it happened; returns LODE_ERR_CUDA (LODE_OK when e is success). */
+lode_status krn_cuda_fail(cudaError_t e, const char *what, const char *file, int line);
+/* Records a non-CUDA message (bad arguments) and returns st. */
+lode_status krn_cuda_fail_msg(lode_status st, const char *msg);
+
+#define CU_TRY(call)                                                                               \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) return krn_cuda_fail(e_, #call, __FILE__, __LINE__);                \
+    } while (0)
+
+/* After a launch: the launch's own error (bad configuration); execution errors surface at
+ * the next synchronizing call. */
+#define CU_LAUNCHED(name)                                                                          \
+    do {                                                                                           \
+        cudaError_t e_ = cudaGetLastError();                                                       \
+        if (e_ != cudaSuccess) return krn_cuda_fail(e_, name, __FILE__, __LINE__);                 \
+    } while (0)
+
+#define STREAM(s) ((cudaStream_t)(s))
+
+/* internal packed layouts of krn_cuda_mat */
+enum {
+    FMT_F32 = 1, /* unit 4 floats */
+    FMT_F16,     /* unit 8 halves */
+    FMT_BF16,    /* unit 8 bf16 */
+    FMT_Q4,      /* unit 32: 16 B nibbles (byte j: lo = elem j, hi = elem j+16), half d */
+    FMT_Q4M,     /* unit 32: 16 B nibbles, half2 (d, m): x = q d + m (Q4_1, Q4_K) */
+    FMT_Q8,      /* unit 32: 32 B int8, half d */
+    FMT_Q6       /* unit 32: 16 B low nibbles, 8 B high 2-bit pairs, half2 scales of 16 */
+};
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+ * `red` is 32 floats of shared memory; the call synchronizes the block. */
+__device__ __forceinline__ float block_sum(float v, float *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float *red)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+__device__ __forceinline__ float silu(float g)
+{
+    return g / (1.f + __expf(-g));
+}
+
+/* Stores v as out_type (LODE_F32, LODE_BF16, LODE_F16) at element i of out. */
+__device__ __forceinline__ void store_as(void *out, int out_type, int64_t i, float v)
+{
+    if (out_type == LODE_F32)
+        ((float *)out)[i] = v;
+    else if (out_type == LODE_BF16)
+        ((__nv_bfloat16 *)out)[i] = __float2bfloat16(v);
+    else
+        ((__half *)out)[i] = __float2half(v);
+}
+
+__host__ __device__ static inline unsigned cdiv(int64_t a, int64_t b)
+{
+    return (unsigned)((a + b - 1) / b);
+}
+
+/* Tokens in each decode-attention split of a sequence of seq tokens cut into at most
+ * n_split pieces: a multiple of 32, at least 32. */
+__host__ __device__ static inline int krn_attn_split_len(int seq, int n_split)
+{
+    int per = (seq + n_split - 1) / n_split;
+    per = (per + 31) / 32 * 32;
+    return per < 32 ? 32 : per;
+}
+
+#endif

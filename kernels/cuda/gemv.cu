@@ -1,0 +1,461 @@
+/*
+ * gemv.cu: the decode matrix-vector product y[b] = W x[b] for 1..16 rows b, over every
+ * weight layout of unit.cuh, with dequantization fused into the weight loads.
+ *
+ * Decode is bound by reading W once, so the kernel is built around that stream: each warp
+ * owns R = 2 consecutive rows, each lane reads whole 16-byte units of both rows (two loads of
+ * each row in flight), and the input rows x[b] sit in shared memory in chunks, XOR-swizzled
+ * so that the lanes' 16-byte reads of different units hit different banks. Quantized values
+ * are turned into floats with the 2^23 exponent trick (one PRMT and one FADD each) and the
+ * scale is applied once per half unit.
+ *
+ * The input and the output are fused with the neighbouring ops of a llama layer, so a decode
+ * step is five launches a layer: x can be RMS-normalized, SwiGLU-combined or assembled from
+ * the decode-attention splits while it is loaded, and y can be added to the residual or
+ * rotated (RoPE) and written into the paged KV cache.
+ */
+#include "kernels/cuda/unit.cuh"
+
+namespace
+{
+
+constexpr int WARPS = 8;
+constexpr int R = 2;               /* rows per warp; even, so RoPE pairs stay in one warp */
+constexpr int SMEM_FLOATS = 24576; /* 96 KB of shared memory a block at most */
+constexpr int AUX_PER_ROW = 128;   /* floats of per-row scratch (RMS, attention weights) */
+
+struct GemvP {
+    krn_cuda_mat w;
+    int batch;
+    int xmode, ymode;
+    const float *x;
+    int64_t ldx;
+    const float *norm_w;
+    float eps;
+    krn_cuda_attn_parts attn;
+    float *y;
+    int64_t ldy;
+    krn_cuda_rope rope;
+    int cu;     /* units per chunk */
+    int64_t nu; /* units per row */
+    int ks;     /* the K range is split over gridDim.y blocks (KRN_Y_ADD only: atomic adds) */
+};
+
+template <int NC> __device__ __forceinline__ int swz(int u)
+{
+    if constexpr (NC == 8) return u & 7;
+    if constexpr (NC == 2) return (u >> 2) & 1;
+    return 0;
+}
+
+__device__ __forceinline__ float4 f4(const float *p)
+{
+    return *(const float4 *)p;
+}
+
+__device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const float *aux)
+{
+    const int64_t K = p.w.cols;
+    switch (p.xmode) {
+    case KRN_X_RMSNORM: {
+        float4 v = f4(p.x + b * p.ldx + k), g = f4(p.norm_w + k);
+        float s = aux[b];
+        return make_float4(v.x * s * g.x, v.y * s * g.y, v.z * s * g.z, v.w * s * g.w);
+    }
+    case KRN_X_SWIGLU: {
+        float4 g = f4(p.x + b * p.ldx + k), u = f4(p.x + b * p.ldx + K + k);
+        return make_float4(silu(g.x) * u.x, silu(g.y) * u.y, silu(g.z) * u.z, silu(g.w) * u.w);
+    }
+    case KRN_X_ATTN: {
+        const krn_cuda_attn_parts &a = p.attn;
+        int h = (int)(k / a.head_dim), d = (int)(k % a.head_dim);
+        int ns = (int)cdiv(a.seq_len[b], krn_attn_split_len(a.seq_len[b], a.n_split));
+        int bh = b * a.n_head + h;
+        float mx = aux[2 * bh], inv = aux[2 * bh + 1];
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int s = 0; s < ns; s++) {
+            int64_t i = (int64_t)bh * a.n_split + s;
+            float e = __expf(a.ml[2 * i] - mx);
+            float4 c = f4(a.acc + i * a.head_dim + d);
+            v.x += e * c.x, v.y += e * c.y, v.z += e * c.z, v.w += e * c.w;
+        }
+        return make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
+    }
+    default:
+        return f4(p.x + b * p.ldx + k);
+    }
+}
+
+__device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, float y0, float y1)
+{
+    const krn_cuda_rope &r = p.rope;
+    int64_t vr = r.row0 + n;
+    int hd = r.head_dim;
+    int64_t qrows = (int64_t)r.n_head * hd, kvrows = (int64_t)r.n_kv_head * hd;
+    if (vr < qrows + kvrows) {
+        int d = (int)(vr % hd);
+        float s, c;
+        sincosf((float)r.pos[b] * r.inv_freq[d / 2], &s, &c);
+        float a = y0 * c - y1 * s, e = y0 * s + y1 * c;
+        y0 = a, y1 = e;
+    }
+    if (vr < qrows) {
+        p.y[b * p.ldy + vr] = y0;
+        p.y[b * p.ldy + vr + 1] = y1;
+        return;
+    }
+    int64_t kv = vr - qrows;
+    __half *cache = (__half *)r.k_cache;
+    if (kv >= kvrows) {
+        kv -= kvrows;
+        cache = (__half *)r.v_cache;
+    }
+    int kh = (int)(kv / hd), d = (int)(kv % hd);
+    int32_t slot = r.slot[b];
+    if (slot < 0) return;
+    int64_t idx = (((int64_t)(slot / KRN_CUDA_KV_BLOCK) * r.n_kv_head + kh) * KRN_CUDA_KV_BLOCK +
+                   slot % KRN_CUDA_KV_BLOCK) *
+                      hd +
+                  d;
+    *(__half2 *)(cache + idx) = __floats2half2_rn(y0, y1);
+}
+
+template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
+{
+    typedef Unit<FMT> U;
+    constexpr int N = U::N, NC = N / 4;
+    constexpr bool QUANT = IsQuant<FMT>::v;
+    extern __shared__ float4 smem4[];
+    float *xs = (float *)smem4;
+    const int CU = p.cu;
+    float *xsum = xs + BT * CU * N;
+    float *aux = xsum + BT * CU;
+    /* quantized layouts: x as int8 words [BT][CU][8], then the half sums [BT][CU][2] and the
+     * scales [BT][CU] of x, all inside the float area */
+    float *qsum = xs + BT * CU * 8;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t K = p.w.cols, rows = p.w.rows;
+
+    if (p.xmode == KRN_X_RMSNORM) {
+        for (int b = warp; b < p.batch; b += WARPS) {
+            float ss = 0.f;
+            for (int64_t k = 4 * lane; k < K; k += 128) {
+                float4 v = f4(p.x + b * p.ldx + k);
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) aux[b] = rsqrtf(ss / (float)K + p.eps);
+        }
+    } else if (p.xmode == KRN_X_ATTN) {
+        const krn_cuda_attn_parts &a = p.attn;
+        for (int i = tid; i < p.batch * a.n_head; i += WARPS * 32) {
+            int b = i / a.n_head;
+            int ns = (int)cdiv(a.seq_len[b], krn_attn_split_len(a.seq_len[b], a.n_split));
+            const float *ml = a.ml + (int64_t)i * a.n_split * 2;
+            float mx = -INFINITY, den = 0.f;
+            for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
+            for (int s = 0; s < ns; s++) den += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+            aux[2 * i] = mx;
+            aux[2 * i + 1] = den > 0.f ? 1.f / den : 0.f;
+        }
+    }
+    __syncthreads();
+
+    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
+    const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
+    const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
+    const bool one_chunk = u_end - u_begin <= CU;
+    bool staged = false;
+    for (int64_t rg = blockIdx.x; rg < nrg; rg += gridDim.x) {
+        const int64_t row_base = (rg * WARPS + warp) * R;
+        float acc[BT][R];
+#pragma unroll
+        for (int b = 0; b < BT; b++)
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[b][r] = 0.f;
+
+        int64_t rowi[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
+
+        /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
+         * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
+        constexpr int UNR = BT >= 8 ? 2 : 4;
+        typename U::Raw raw[UNR][R];
+        for (int64_t c0 = u_begin; c0 < u_end; c0 += CU) {
+            const int cu = (int)LODE_MIN((int64_t)CU, u_end - c0);
+            auto load_group = [&](int u0) {
+#pragma unroll
+                for (int j = 0; j < UNR; j++) {
+                    int uu = LODE_MIN(u0 + 32 * j, cu - 1);
+#pragma unroll
+                    for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
+                }
+            };
+            /* the first weights are on their way while x is staged */
+            if (lane < cu) load_group(lane);
+            float4 *xs4 = (float4 *)xs;
+            if (!(one_chunk && staged)) {
+                if constexpr (QUANT) {
+                    /* x as int8 with one scale per 32 (8 threads a unit), and the sums of each half
+                     */
+                    const int total = BT * cu * NC;
+                    for (int base = 0; base < total; base += WARPS * 32) {
+                        const int f = base + tid;
+                        const bool act = f < total;
+                        int b = 0, u = 0, c = 0;
+                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                        if (act) {
+                            b = f / (cu * NC);
+                            int rr = f % (cu * NC);
+                            u = rr / NC, c = rr % NC;
+                            if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                        }
+                        float am =
+                            fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+                        const float id = am > 0.f ? 127.f / am : 0.f;
+                        int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+                        int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+                        int qs = q0 + q1 + q2 + q3;
+                        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+                        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+                        if (act) {
+                            int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
+                                       ((uint32_t)q3 << 24);
+                            int h = (c >> 2) ^ ((u >> 2) & 1);
+                            ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
+                            if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
+                            if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
+                        }
+                    }
+                } else {
+                    for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
+                        int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
+                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                        if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                        xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+                    }
+                }
+                __syncthreads();
+                staged = true;
+            }
+
+            for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
+                if (u0 != lane) load_group(u0);
+#pragma unroll
+                for (int h = 0; h < UNR; h++) {
+                    const int uu = u0 + 32 * h;
+                    if (uu >= cu) break;
+                    if constexpr (QUANT) {
+                        int lo[R][4], hi[R][4];
+                        float2 sc[R];
+                        float mo[R];
+#pragma unroll
+                        for (int r = 0; r < R; r++) {
+                            U::decode_i8(raw[h][r], lo[r], hi[r]);
+                            sc[r] = U::scales(raw[h][r]);
+                            mo[r] = U::moff(raw[h][r]);
+                        }
+                        const int hsw = (uu >> 2) & 1;
+#pragma unroll
+                        for (int b = 0; b < BT; b++) {
+                            const int *xw = (const int *)xs + (b * CU + uu) * 8;
+                            int4 x0 = *(const int4 *)(xw + 4 * hsw),
+                                 x1 = *(const int4 *)(xw + 4 * (hsw ^ 1));
+                            float2 sx = *(const float2 *)(qsum + (b * CU + uu) * 2);
+                            float dx = qsum[2 * BT * CU + b * CU + uu];
+#pragma unroll
+                            for (int r = 0; r < R; r++) {
+                                int dl = __dp4a(lo[r][0], x0.x, 0);
+                                dl = __dp4a(lo[r][1], x0.y, dl);
+                                dl = __dp4a(lo[r][2], x0.z, dl);
+                                dl = __dp4a(lo[r][3], x0.w, dl);
+                                int dh = __dp4a(hi[r][0], x1.x, 0);
+                                dh = __dp4a(hi[r][1], x1.y, dh);
+                                dh = __dp4a(hi[r][2], x1.z, dh);
+                                dh = __dp4a(hi[r][3], x1.w, dh);
+                                float a = sc[r].x * ((float)dl - U::OFF * sx.x) +
+                                          sc[r].y * ((float)dh - U::OFF * sx.y);
+                                if constexpr (FMT == FMT_Q4M) a += mo[r] * (sx.x + sx.y);
+                                acc[b][r] += dx * a;
+                            }
+                        }
+                    } else {
+                        float wv[R][N];
+#pragma unroll
+                        for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+#pragma unroll
+                        for (int b = 0; b < BT; b++) {
+                            float plo[R], phi[R];
+#pragma unroll
+                            for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
+#pragma unroll
+                            for (int c = 0; c < NC; c++) {
+                                float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
+#pragma unroll
+                                for (int r = 0; r < R; r++) {
+                                    float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
+                                              wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
+                                    if (c < NC / 2)
+                                        plo[r] += t;
+                                    else
+                                        phi[r] += t;
+                                }
+                            }
+#pragma unroll
+                            for (int r = 0; r < R; r++) acc[b][r] += plo[r] + phi[r];
+                        }
+                    }
+                }
+            }
+            if (!one_chunk) __syncthreads();
+        }
+
+#pragma unroll
+        for (int b = 0; b < BT; b++)
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]);
+
+#pragma unroll
+        for (int b = 0; b < BT; b++) {
+            if (lane != b || b >= p.batch) continue;
+            if (p.ymode == KRN_Y_ROPE_KV) {
+#pragma unroll
+                for (int r = 0; r < R; r += 2)
+                    if (row_base + r + 1 < rows)
+                        store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
+            } else {
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    int64_t n = row_base + r;
+                    if (n >= rows) continue;
+                    float *dst = p.y + b * p.ldy + n;
+                    if (p.ks > 1)
+                        atomicAdd(dst, acc[b][r]); /* K splits meet here (KRN_Y_ADD only) */
+                    else if (p.ymode == KRN_Y_ADD)
+                        *dst += acc[b][r];
+                    else
+                        *dst = acc[b][r];
+                }
+            }
+        }
+    }
+}
+
+template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
+{
+    constexpr int N = Unit<FMT>::N;
+    int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * (N + 1));
+    if (cu >= p.nu)
+        cu = (int)p.nu;
+    else if (cu >= 32)
+        cu -= cu % 32;
+    p.cu = cu;
+    size_t smem = (size_t)(BT * cu * N + BT * cu + BT * AUX_PER_ROW) * sizeof(float);
+    /* enough blocks to fill the GPU a few times over, each looping over row groups */
+    unsigned blocks = cdiv(p.w.rows, WARPS * R);
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        CU_TRY(cudaGetDevice(&dev));
+        CU_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    /* few rows (o and down projections): split K so that every SM has several blocks; the
+     * partial sums meet in atomic adds onto the residual */
+    p.ks = 1;
+    if (p.ymode == KRN_Y_ADD && blocks < (unsigned)sms * 4u) {
+        int64_t ks = ((int64_t)sms * 4 + blocks - 1) / blocks;
+        ks = LODE_MIN(ks, LODE_MIN((int64_t)8, p.nu / 64));
+        p.ks = (int)LODE_MAX(ks, (int64_t)1);
+    }
+    if ((p.nu + p.ks - 1) / p.ks <= cu) blocks = LODE_MIN(blocks, (unsigned)(sms * 8 / p.ks + 1));
+    gemv_kernel<FMT, BT><<<dim3(blocks, (unsigned)p.ks), WARPS * 32, smem, st>>>(p);
+    CU_LAUNCHED("gemv");
+    return LODE_OK;
+}
+
+template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)
+{
+    if (p.batch <= 1) return launch<FMT, 1>(p, st);
+    if (p.batch <= 2) return launch<FMT, 2>(p, st);
+    if (p.batch <= 4) return launch<FMT, 4>(p, st);
+    if (p.batch <= 8) return launch<FMT, 8>(p, st);
+    return launch<FMT, 16>(p, st);
+}
+
+template <int FMT> lode_status prepare_fmt()
+{
+    const int lim = SMEM_FLOATS * (int)sizeof(float);
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                lim));
+    return LODE_OK;
+}
+
+} // namespace
+
+extern "C" lode_status krn_cuda_prepare(void)
+{
+    lode_status st;
+    if ((st = prepare_fmt<FMT_F32>()) || (st = prepare_fmt<FMT_F16>()) ||
+        (st = prepare_fmt<FMT_BF16>()) || (st = prepare_fmt<FMT_Q4>()) ||
+        (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) ||
+        (st = prepare_fmt<FMT_Q6>()))
+        return st;
+    return LODE_OK;
+}
+
+extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
+{
+    static thread_local int prepared = -1;
+    int dev = 0;
+    CU_TRY(cudaGetDevice(&dev));
+    if (prepared != dev) {
+        lode_status st = krn_cuda_prepare();
+        if (st) return st;
+        prepared = dev;
+    }
+    const krn_cuda_mat *w = a->w;
+    if (!w || !w->fmt || a->batch < 1 || a->batch > KRN_CUDA_MAX_BATCH || !a->y)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad arguments");
+    if (w->cols % 4 || (a->xmode != KRN_X_ATTN && (!a->x || a->ldx % 4 || ((uintptr_t)a->x & 15))))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: x must be 16-byte aligned rows");
+    if (a->xmode == KRN_X_RMSNORM && !a->norm_w)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: RMSNORM needs norm_w");
+    if (a->xmode == KRN_X_ATTN &&
+        (!a->attn || a->attn->n_head * 2 > AUX_PER_ROW || a->attn->head_dim % 4 ||
+         (int64_t)a->attn->n_head * a->attn->head_dim != w->cols))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad attention input");
+    if (a->ymode == KRN_Y_ROPE_KV && (!a->rope || a->rope->head_dim % 2 || a->rope->row0 % 2))
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad RoPE output");
+    GemvP p;
+    memset(&p, 0, sizeof p);
+    p.w = *w;
+    p.batch = a->batch;
+    p.xmode = a->xmode;
+    p.ymode = a->ymode;
+    p.x = a->x;
+    p.ldx = a->ldx;
+    p.norm_w = a->norm_w;
+    p.eps = a->eps;
+    if (a->attn) p.attn = *a->attn;
+    p.y = a->y;
+    p.ldy = a->ldy;
+    if (a->rope) p.rope = *a->rope;
+    p.nu = w->cols / unit_elems(w->fmt);
+    cudaStream_t st = STREAM(stream);
+#define GO(F) return launch_fmt<F>(p, st)
+    FMT_DISPATCH(w->fmt, GO)
+#undef GO
+    return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "gemv: layout");
+}

@@ -1,0 +1,120 @@
+/*
+ * norm.cu: the elementwise ops of a llama layer for prefill (decode fuses them into the
+ * GEMV): RMSNorm, SwiGLU, RoPE with the KV cache write, and type conversion. Each writes the
+ * activation type the next GEMM reads (bf16 or f16), so no separate cast pass is needed.
+ */
+#include "kernels/cuda/common.cuh"
+
+__global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int dim, void *out,
+                               int out_type)
+{
+    __shared__ float red[32];
+    int64_t r = blockIdx.x;
+    const float *xr = x + r * dim;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, red);
+    float s = rsqrtf(ss / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        store_as(out, out_type, r * dim + i, xr[i] * s * w[i]);
+}
+
+extern "C" lode_status krn_cuda_rmsnorm(const float *x, const float *w, float eps, int64_t rows,
+                                        int dim, void *out, int out_type, void *stream)
+{
+    if (rows <= 0) return LODE_OK;
+    rmsnorm_kernel<<<(unsigned)rows, 256, 0, STREAM(stream)>>>(x, w, eps, dim, out, out_type);
+    CU_LAUNCHED("rmsnorm");
+    return LODE_OK;
+}
+
+__global__ void swiglu_kernel(const float *gu, int64_t rows, int ff, void *out, int out_type)
+{
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= rows * ff) return;
+    int64_t r = i / ff, j = i % ff;
+    float g = gu[r * 2 * ff + j], u = gu[r * 2 * ff + ff + j];
+    store_as(out, out_type, i, silu(g) * u);
+}
+
+extern "C" lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, void *out,
+                                       int out_type, void *stream)
+{
+    if (rows <= 0) return LODE_OK;
+    swiglu_kernel<<<cdiv(rows * ff, 256), 256, 0, STREAM(stream)>>>(gu, rows, ff, out, out_type);
+    CU_LAUNCHED("swiglu");
+    return LODE_OK;
+}
+
+/* one thread per (row, pair) of the [q | k | v] row */
+__global__ void rope_kv_kernel(const float *qkv, int64_t n, krn_cuda_rope r, __half *q_out)
+{
+    int hd = r.head_dim, H = r.n_head, KV = r.n_kv_head;
+    int64_t pairs = (int64_t)(H + 2 * KV) * hd / 2;
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n * pairs) return;
+    int64_t t = i / pairs, c = (i % pairs) * 2;
+    const float *row = qkv + t * (H + 2 * KV) * hd;
+    float y0 = row[c], y1 = row[c + 1];
+    int64_t qrows = (int64_t)H * hd, kvrows = (int64_t)KV * hd;
+    if (c < qrows + kvrows) {
+        int d = (int)(c % hd);
+        float s, co;
+        sincosf((float)r.pos[t] * r.inv_freq[d / 2], &s, &co);
+        float a = y0 * co - y1 * s, b = y0 * s + y1 * co;
+        y0 = a, y1 = b;
+    }
+    if (c < qrows) {
+        *(__half2 *)(q_out + t * qrows + c) = __floats2half2_rn(y0, y1);
+        return;
+    }
+    int64_t kv = c - qrows;
+    __half *cache = (__half *)r.k_cache;
+    if (kv >= kvrows) {
+        kv -= kvrows;
+        cache = (__half *)r.v_cache;
+    }
+    int kh = (int)(kv / hd), d = (int)(kv % hd);
+    int32_t slot = r.slot[t];
+    if (slot < 0) return;
+    int64_t idx = (((int64_t)(slot / KRN_CUDA_KV_BLOCK) * KV + kh) * KRN_CUDA_KV_BLOCK +
+                   slot % KRN_CUDA_KV_BLOCK) *
+                      hd +
+                  d;
+    *(__half2 *)(cache + idx) = __floats2half2_rn(y0, y1);
+}
+
+extern "C" lode_status krn_cuda_rope_kv(const float *qkv, int64_t n, const krn_cuda_rope *rope,
+                                        void *q_out, void *stream)
+{
+    if (n <= 0) return LODE_OK;
+    if (rope->head_dim % 2) return krn_cuda_fail_msg(LODE_ERR_INVALID, "rope: odd head_dim");
+    int64_t pairs = (int64_t)(rope->n_head + 2 * rope->n_kv_head) * rope->head_dim / 2;
+    rope_kv_kernel<<<cdiv(n * pairs, 256), 256, 0, STREAM(stream)>>>(qkv, n, *rope,
+                                                                     (__half *)q_out);
+    CU_LAUNCHED("rope_kv");
+    return LODE_OK;
+}
+
+__global__ void convert_kernel(const void *src, int st, void *dst, int dt, int64_t n)
+{
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v;
+    if (st == LODE_F32)
+        v = ((const float *)src)[i];
+    else if (st == LODE_BF16)
+        v = __bfloat162float(((const __nv_bfloat16 *)src)[i]);
+    else
+        v = __half2float(((const __half *)src)[i]);
+    store_as(dst, dt, i, v);
+}
+
+extern "C" lode_status krn_cuda_convert(const void *src, int src_type, void *dst, int dst_type,
+                                        int64_t n, void *stream)
+{
+    if (n <= 0) return LODE_OK;
+    convert_kernel<<<cdiv(n, 256), 256, 0, STREAM(stream)>>>(src, src_type, dst, dst_type, n);
+    CU_LAUNCHED("convert");
+    return LODE_OK;
+}

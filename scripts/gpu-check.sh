@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# gpu-check.sh: one call on the GPU machine: build (make CUDA=1; the engine alone when the
+# service libraries are absent; binaries prebuilt elsewhere in prebuilt/ are used when they
+# run), the CUDA tests, the HF comparison, `lode bench` on the issue's shapes, the two peers
+# (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
+# the same run, and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+#   scripts/gpu-check.sh [quick|hf]  quick: tests and two small benches only; hf: only the HF
+#                                    peer and comparison (after a run without them)
+# Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ..."
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+MODE=${1:-full}
+export PYTHONUNBUFFERED=1
+[ -d prebuilt/lib ] && export LD_LIBRARY_PATH="$PWD/prebuilt/lib:${LD_LIBRARY_PATH:-}"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+done
+log() { echo "== $(date -u +%H:%M:%S) $*"; }
+
+log "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt" || true
+[ -f COMMIT ] && cat COMMIT | tee -a "$OUT/gpu.txt"
+
+# ---- build ----------------------------------------------------------------------------
+LODE=build-cuda/lode
+TEST=build-cuda/tests/test_cuda
+TEST2=build-cuda/tests/test_cuda_synth
+if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
+  log "using prebuilt binaries"
+  LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth
+else
+  log "building"
+  if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
+  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth >"$OUT/build.log" 2>&1 \
+    || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+fi
+
+if [ "$MODE" != hf ]; then
+# ---- tests ----------------------------------------------------------------------------
+rm -f "$OUT/hf_eager.jsonl"
+log "CUDA tests"
+CMOCKA_MESSAGE_OUTPUT=stdout timeout 600 "$TEST" 2>&1 | tee "$OUT/test_cuda.log"
+TEST_RC=${PIPESTATUS[0]}
+LODE_BUILD=$(dirname "$LODE") CMOCKA_MESSAGE_OUTPUT=stdout timeout 300 "$TEST2" 2>&1 | tee -a "$OUT/test_cuda.log"
+[ "${PIPESTATUS[0]}" = 0 ] || TEST_RC=1
+
+# ---- the engine on the cuda backend (lode generate / chat on a synthetic model) --------
+log "engine: generate and chat with --backend cuda"
+SYN=${TMPDIR:-/tmp}/lode-gpu-check-s.gguf
+"$LODE" synth --shape smollm2-135m --type q8_0 -o "$SYN" >/dev/null
+for be in cuda cpu; do
+  timeout 300 "$LODE" generate -m "$SYN" --backend $be -p "The quick brown fox" -n 48 --temp 0 --json \
+    >"$OUT/generate_$be.json" 2>"$OUT/generate_$be.err" || { echo "generate --backend $be failed"; cat "$OUT/generate_$be.err"; }
+done
+python3 - "$OUT" <<'PY' | tee "$OUT/engine_cuda.txt"
+import json, sys
+d = sys.argv[1]
+try:
+    a, b = (json.load(open(f"{d}/generate_{x}.json")) for x in ("cuda", "cpu"))
+    ta, tb = a["tokens"], b["tokens"]
+    same = sum(x == y for x, y in zip(ta, tb))
+    print(f"engine generate, smollm2-135m q8_0 synthetic, greedy 48 tokens: cuda vs cpu backend agree on {same}/{min(len(ta), len(tb))} tokens "
+          f"(first divergence at {next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)}); "
+          f"cuda {a.get('timings', {})}")
+except Exception as e:
+    print("engine generate comparison failed:", repr(e))
+PY
+printf 'Hello there\nWhat is two plus two?\n' | timeout 120 "$LODE" chat -m "$SYN" --backend cuda -n 16 --temp 0 \
+  >"$OUT/chat_cuda.txt" 2>&1 && echo "lode chat --backend cuda: ok ($(wc -c <"$OUT/chat_cuda.txt") bytes of answers)" \
+  || { echo "lode chat --backend cuda FAILED"; tail -5 "$OUT/chat_cuda.txt"; }
+
+# ---- benchmarks -----------------------------------------------------------------------
+rm -f "$OUT/bench.jsonl"
+if [ "$MODE" = quick ]; then
+  BENCH=${GPU_CHECK_BENCH:-"smollm2-135m:q4_1 llama3.2-1b:bf16"}
+else
+  BENCH=${GPU_CHECK_BENCH:-"smollm2-135m:q4_1 smollm2-135m:bf16 llama3.2-1b:bf16 llama3.2-1b:q4_0 llama3-8b:bf16 llama3-8b:q4_0"}
+fi
+for sb in $BENCH; do
+  log "lode bench $sb"
+  timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+done
+
+# ---- peers ----------------------------------------------------------------------------
+PEER=../shared/peers/torch_graphs.py
+[ -f "$PEER" ] || PEER=peers/torch_graphs.py
+[ -f "$PEER" ] && PEER=$(realpath "$PEER")
+SHAPES=$(for sb in $BENCH; do echo "${sb%%:*}"; done | sort -u)
+if [ -f "$PEER" ]; then
+  ARGS=""
+  for s in $SHAPES; do ARGS="$ARGS $s:1 $s:16"; done
+  log "peer torch_graphs $ARGS"
+  (cd "$OUT" && OUT="$OUT" timeout 600 python3 "$PEER" $ARGS) 2>&1 | tail -30 | tee "$OUT/peer_graphs.log"
+fi
+fi # MODE != hf
+if [ "$MODE" = hf ]; then
+  SHAPES=${GPU_CHECK_HF_SHAPES:-"smollm2-135m llama3.2-1b llama3-8b"}
+  TEST_RC=0
+fi
+if [ "${GPU_CHECK_SKIP_HF:-0}" != 1 ]; then
+  for s in $SHAPES; do
+    log "peer HF eager $s"
+    timeout 600 python3 bench/hf_eager.py --shape "$s" --json "$OUT/hf_eager.jsonl" 2>&1 | grep -v Warning | tail -8
+  done
+  if [ -f scripts/hf_compare.py ] && [ "$MODE" != quick ]; then
+    log "HF comparison"
+    timeout 600 python3 scripts/hf_compare.py --lode "$LODE" --out "$OUT" 2>&1 | tee "$OUT/hf_compare.log"
+  fi
+fi
+
+log "table"
+python3 scripts/gpu_table.py "$OUT" | tee "$OUT/table.txt"
+echo "CUDA tests exit status: $TEST_RC"

@@ -1,0 +1,163 @@
+/* test_cuda_synth.c: `lode synth` writes GGUF files the engine reads back: metadata, tensor
+ * shapes and types, a tokenizer that round-trips text, and (--hf) safetensors holding the
+ * same weights with Q/K rows in HF's order. Runs the lode binary of the build ($LODE_BUILD).
+ * lode-test: engine */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/lode.h"
+#include "engine/gguf.h"
+#include "engine/tokenizer.h"
+#include "kernels/quant.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    snprintf(dir, sizeof dir, "/tmp/lode-synth-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int synth(const char *args)
+{
+    const char *b = getenv("LODE_BUILD");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s/lode synth %s > /dev/null", b && *b ? b : "build", args);
+    return system(cmd);
+}
+
+static void test_gguf_and_tokenizer(void **state)
+{
+    char path[128], args[256], err[256];
+    snprintf(path, sizeof path, "%s/t.gguf", dir);
+    snprintf(args, sizeof args, "--shape tiny --type q8_0 --seed 3 -o %s", path);
+    assert_int_equal(synth(args), 0);
+    eng_gguf *g = NULL;
+    assert_int_equal(eng_gguf_open(path, &g, err, sizeof err), LODE_OK);
+    const char *arch = NULL;
+    uint32_t n = 0;
+    assert_int_equal(eng_gguf_get_str(g, "general.architecture", &arch, NULL), LODE_OK);
+    assert_string_equal(arch, "llama");
+    assert_int_equal(eng_gguf_get_u32(g, "llama.block_count", &n), LODE_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(eng_gguf_n_tensors(g), 3 + 2 * 9);
+    const eng_gguf_tensor *t = eng_gguf_find_tensor(g, "blk.1.ffn_down.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, LODE_Q8_0);
+    assert_int_equal(t->ne[0], 256);
+    assert_int_equal(t->ne[1], 64);
+    assert_int_equal(t->nbytes, 64 * lode_dtype_row_bytes(LODE_Q8_0, 256));
+    t = eng_gguf_find_tensor(g, "blk.0.attn_norm.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, LODE_F32);
+    float f = ((const float *)t->data)[5];
+    assert_true(f > 0.85f && f < 1.15f);
+
+    eng_vocab *v = NULL;
+    assert_int_equal(eng_vocab_from_gguf(g, &v, err, sizeof err), LODE_OK);
+    assert_int_equal(eng_vocab_n_tokens(v), 512);
+    assert_int_equal(eng_vocab_eot(v), 511);
+    const char *text = "Hello, world! <|im_start|>user\n\xc3\xa9t\xc3\xa9 123";
+    eng_token *ids = NULL;
+    size_t nid = 0;
+    assert_int_equal(eng_tok_encode_alloc(v, text, strlen(text), ENG_TOK_PARSE_SPECIAL, &ids, &nid),
+                     LODE_OK);
+    assert_true(nid > 3);
+    int saw_special = 0;
+    for (size_t i = 0; i < nid; i++) saw_special |= ids[i] == 510;
+    assert_true(saw_special);
+    lode_buf out = LODE_BUF_INIT;
+    assert_int_equal(eng_tok_decode(v, ids, nid, ENG_TOK_RENDER_SPECIAL, &out), LODE_OK);
+    assert_string_equal(out.data, text);
+    lode_buf_free(&out);
+    lode_free(ids);
+    eng_vocab_destroy(v);
+    eng_gguf_close(g);
+}
+
+/* safetensors: the entry `name`'s data (bf16 rows) from the file, malloc'd */
+static uint16_t *st_tensor(const char *path, const char *name, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    uint64_t hl = 0;
+    if (!f || fread(&hl, 8, 1, f) != 1) return NULL;
+    char *h = calloc(1, hl + 1);
+    if (fread(h, 1, hl, f) != hl) return NULL;
+    char key[128];
+    snprintf(key, sizeof key, "\"%s\"", name);
+    char *p = strstr(h, key);
+    unsigned long long b = 0, e = 0;
+    if (!p || !(p = strstr(p, "data_offsets")) ||
+        sscanf(p, "data_offsets\":[%llu,%llu]", &b, &e) != 2)
+        return NULL;
+    uint16_t *d = malloc(e - b);
+    fseek(f, (long)(8 + hl + b), SEEK_SET);
+    if (fread(d, 1, e - b, f) != e - b) return NULL;
+    fclose(f);
+    free(h);
+    *n = (e - b) / 2;
+    return d;
+}
+
+static void test_hf_export(void **state)
+{
+    char path[128], hf[128], st[160], args[320], err[256];
+    snprintf(path, sizeof path, "%s/b.gguf", dir);
+    snprintf(hf, sizeof hf, "%s/hf", dir);
+    snprintf(args, sizeof args, "--shape tiny --type bf16 --seed 5 -o %s --hf %s", path, hf);
+    assert_int_equal(synth(args), 0);
+    snprintf(st, sizeof st, "%s/model.safetensors", hf);
+    eng_gguf *g = NULL;
+    assert_int_equal(eng_gguf_open(path, &g, err, sizeof err), LODE_OK);
+    const int hd = 16, D = 64;
+    const char *pairs[][2] = {{"blk.1.attn_q.weight", "model.layers.1.self_attn.q_proj.weight"},
+                              {"blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight"},
+                              {"blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj.weight"},
+                              {"blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight"}};
+    for (size_t k = 0; k < 4; k++) {
+        const eng_gguf_tensor *t = eng_gguf_find_tensor(g, pairs[k][0]);
+        assert_non_null(t);
+        size_t n = 0;
+        uint16_t *d = st_tensor(st, pairs[k][1], &n);
+        assert_non_null(d);
+        assert_int_equal(n, t->n_elems);
+        const uint16_t *gd = t->data;
+        int permuted = k < 2;
+        int64_t cols = (int64_t)t->ne[0], rows = (int64_t)t->ne[1];
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t gr = r;
+            if (permuted) {
+                int64_t h = r / hd, w = r % hd, j = w / (hd / 2), i = w % (hd / 2);
+                gr = h * hd + 2 * i + j;
+            }
+            assert_memory_equal(d + r * cols, gd + gr * cols, (size_t)cols * 2);
+        }
+        if (permuted) assert_true(memcmp(d + cols, gd + cols, (size_t)cols * 2) != 0);
+        free(d);
+    }
+    (void)D;
+    eng_gguf_close(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gguf_and_tokenizer),
+        cmocka_unit_test(test_hf_export),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
