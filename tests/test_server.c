@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -95,6 +96,7 @@ static void start_args(server *s, const char **extra)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that dies takes its server with it */
         int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(out[1], 1);
         if (fd >= 0) dup2(fd, 2);
