@@ -206,7 +206,7 @@ demo: deps
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
 fuzz:
-	$(MAKE) CC=clang SAN=1 B=build-fuzz CFLAGS='-fsanitize=fuzzer-no-link' build-fuzz/liblode.a
+	$(MAKE) -j$$(nproc) CC=clang SAN=1 B=build-fuzz CFLAGS='-fsanitize=fuzzer-no-link' build-fuzz/liblode.a
 	@for s in $(FUZZ_SRCS); do \
 	  n=$$(basename $$s .c); \
 	  clang $(CFLAGS_BASE) -fsanitize=fuzzer,address,undefined $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS) \
