@@ -808,6 +808,11 @@ static bigram heap_pop(scratch *s)
 }
 
 /* ---- BPE ------------------------------------------------------------------------------ */
+typedef lode_status (*add_bigram_fn)(const eng_vocab *v, scratch *s, const char *w, int32_t l,
+                                     int32_t r);
+static lode_status merge_symbols(const eng_vocab *v, scratch *s, const char *w, size_t wn,
+                                 add_bigram_fn add_bigram, int32_t *ns_out);
+
 static lode_status bpe_add_bigram(const eng_vocab *v, scratch *s, const char *w, int32_t l,
                                   int32_t r)
 {
@@ -837,29 +842,8 @@ static lode_status bpe_word(const eng_vocab *v, scratch *s, const char *raw, siz
             return LODE_OK;
         }
     }
-    if ((st = grow((void **)&s->syms, &s->syms_cap, wn + 1, sizeof(sym))) != LODE_OK) return st;
     int32_t ns = 0;
-    for (size_t off = 0; off < wn;) {
-        size_t cl = utf8_len_lenient((unsigned char)w[off]);
-        if (cl > wn - off) cl = wn - off;
-        s->syms[ns] = (sym){(int32_t)off, (int32_t)cl, ns - 1, off + cl == wn ? -1 : ns + 1};
-        ns++;
-        off += cl;
-    }
-    s->heap_n = 0;
-    for (int32_t i = 1; i < ns; i++)
-        if ((st = bpe_add_bigram(v, s, w, i - 1, i)) != LODE_OK) return st;
-    while (s->heap_n) {
-        bigram bg = heap_pop(s);
-        sym *l = &s->syms[bg.left], *r = &s->syms[bg.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->syms[r->next].prev = bg.left;
-        if ((st = bpe_add_bigram(v, s, w, l->prev, bg.left)) != LODE_OK) return st;
-        if ((st = bpe_add_bigram(v, s, w, bg.left, l->next)) != LODE_OK) return st;
-    }
+    if ((st = merge_symbols(v, s, w, wn, bpe_add_bigram, &ns)) != LODE_OK) return st;
     for (int32_t i = 0; i != -1 && ns > 0; i = s->syms[i].next) {
         const sym *y = &s->syms[i];
         if (y->n == 0) continue;
@@ -974,6 +958,40 @@ static lode_status spm_add_bigram(const eng_vocab *v, scratch *s, const char *w,
     return heap_push(s, (bigram){-(double)v->scores[t], l, r, a->n + b->n});
 }
 
+/* Splits w into UTF-8 symbols and merges neighbours best-first (the heap order that
+ * add_bigram gives: merge rank for BPE, score for SPM). Sets *ns to the symbol count; the
+ * merged symbols are the chain from s->syms[0] on, empty ones (n == 0) skipped. */
+static lode_status merge_symbols(const eng_vocab *v, scratch *s, const char *w, size_t wn,
+                                 add_bigram_fn add_bigram, int32_t *ns_out)
+{
+    lode_status st;
+    if ((st = grow((void **)&s->syms, &s->syms_cap, wn + 1, sizeof(sym))) != LODE_OK) return st;
+    int32_t ns = 0;
+    for (size_t off = 0; off < wn;) {
+        size_t cl = utf8_len_lenient((unsigned char)w[off]);
+        if (cl > wn - off) cl = wn - off;
+        s->syms[ns] = (sym){(int32_t)off, (int32_t)cl, ns - 1, off + cl == wn ? -1 : ns + 1};
+        ns++;
+        off += cl;
+    }
+    s->heap_n = 0;
+    for (int32_t i = 1; i < ns; i++)
+        if ((st = add_bigram(v, s, w, i - 1, i)) != LODE_OK) return st;
+    while (s->heap_n) {
+        bigram bg = heap_pop(s);
+        sym *l = &s->syms[bg.left], *r = &s->syms[bg.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) s->syms[r->next].prev = bg.left;
+        if ((st = add_bigram(v, s, w, l->prev, bg.left)) != LODE_OK) return st;
+        if ((st = add_bigram(v, s, w, bg.left, l->next)) != LODE_OK) return st;
+    }
+    *ns_out = ns;
+    return LODE_OK;
+}
+
 static eng_token spm_byte_token(const eng_vocab *v, unsigned char b)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -1003,29 +1021,8 @@ static lode_status spm_fragment(const eng_vocab *v, scratch *s, const char *raw,
             w[wn++] = raw[i];
         }
     }
-    if ((st = grow((void **)&s->syms, &s->syms_cap, wn + 1, sizeof(sym))) != LODE_OK) return st;
     int32_t ns = 0;
-    for (size_t off = 0; off < wn;) {
-        size_t cl = utf8_len_lenient((unsigned char)w[off]);
-        if (cl > wn - off) cl = wn - off;
-        s->syms[ns] = (sym){(int32_t)off, (int32_t)cl, ns - 1, off + cl == wn ? -1 : ns + 1};
-        ns++;
-        off += cl;
-    }
-    s->heap_n = 0;
-    for (int32_t i = 1; i < ns; i++)
-        if ((st = spm_add_bigram(v, s, w, i - 1, i)) != LODE_OK) return st;
-    while (s->heap_n) {
-        bigram bg = heap_pop(s);
-        sym *l = &s->syms[bg.left], *r = &s->syms[bg.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != bg.size) continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s->syms[r->next].prev = bg.left;
-        if ((st = spm_add_bigram(v, s, w, l->prev, bg.left)) != LODE_OK) return st;
-        if ((st = spm_add_bigram(v, s, w, bg.left, l->next)) != LODE_OK) return st;
-    }
+    if ((st = merge_symbols(v, s, w, wn, spm_add_bigram, &ns)) != LODE_OK) return st;
     for (int32_t i = 0; i != -1 && ns > 0; i = s->syms[i].next) {
         const sym *y = &s->syms[i];
         if (y->n == 0) continue;
