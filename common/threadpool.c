@@ -65,10 +65,13 @@ static void futex_wake(atomic_uint *w)
  * finishes the last task marks the region done. */
 static void run_tasks(lode_pool *p, unsigned g, int thread)
 {
-    lode_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-    void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-    size_t n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+    /* The ticket first, then the region: the caller closes the old ticket before it
+     * writes a new region, so a late worker that reads any of the new region's fields
+     * (acquire) can no longer claim a task of the old generation with them. */
     uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    lode_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+    void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+    size_t n = atomic_load_explicit(&p->n_tasks, memory_order_acquire);
     for (;;) {
         if ((unsigned)(t >> 32) != g || (t & 0xFFFFFFFFu) >= n) return;
         if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel,
@@ -201,9 +204,12 @@ void lode_parallel_for(lode_pool *p, size_t n_tasks, lode_pool_fn fn, void *ctx)
         return;
     }
     unsigned g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_relaxed);
+    /* Close the previous ticket (no index is below 0xFFFFFFFF tasks) before the region
+     * changes: a worker still in the previous region must fail its claim. */
+    atomic_store(&p->ticket, ((uint64_t)g << 32) | 0xFFFFFFFFu);
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
+    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_release);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
     atomic_store(&p->gen, g); /* seq_cst: publishes the region, ordered before sleepers */
