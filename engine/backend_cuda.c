@@ -421,6 +421,33 @@ const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m)
     return &m->c;
 }
 
+int eng_cuda_gguf_supported(eng_gguf *g)
+{
+    const char *arch = NULL, *stype = NULL;
+    uint32_t D = 0, H = 0, hd = 0, rot = 0;
+    float lin = 1.f;
+    if (!eng_cuda_available()) return 0;
+    if (eng_gguf_get_str(g, "general.architecture", &arch, NULL) || strcmp(arch, "llama") ||
+        eng_gguf_get_u32(g, "llama.embedding_length", &D) ||
+        eng_gguf_get_u32(g, "llama.attention.head_count", &H) || H == 0 || D % H)
+        return 0;
+    if (eng_gguf_get_u32(g, "llama.attention.key_length", &hd)) hd = D / H;
+    if (eng_gguf_get_u32(g, "llama.rope.dimension_count", &rot)) rot = hd;
+    if (hd != D / H || (hd != 64 && hd != 128) || rot != hd) return 0;
+    if (!eng_gguf_get_str(g, "llama.rope.scaling.type", &stype, NULL) && strcmp(stype, "none"))
+        return 0;
+    if (!eng_gguf_get_f32(g, "llama.rope.scale_linear", &lin) && lin != 1.f) return 0;
+    const eng_gguf_tensor *ff = eng_gguf_find_tensor(g, "rope_freqs.weight");
+    if (ff && (ff->type != LODE_F32 || ff->n_elems != hd / 2)) return 0;
+    for (int64_t i = 0; i < eng_gguf_n_tensors(g); i++) {
+        const eng_gguf_tensor *t = eng_gguf_tensor_at(g, i);
+        size_t n = strlen(t->name);
+        if (n > 5 && !strcmp(t->name + n - 5, ".bias")) return 0;
+        if (t->n_dims == 2 && !krn_cuda_dtype_supported(t->type)) return 0;
+    }
+    return 1;
+}
+
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out, char *err, size_t errlen)
 {
@@ -453,8 +480,11 @@ lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs
         goto out;
     }
     const eng_gguf_tensor *outw = eng_gguf_find_tensor(g, "output.weight");
+    const eng_gguf_tensor *ff = eng_gguf_find_tensor(g, "rope_freqs.weight");
+    const float *factors =
+        ff && ff->type == LODE_F32 && ff->n_elems == D / H / 2 ? (const float *)ff->data : NULL;
     eng_cuda_config c = {(int)L,       (int)D,          (int)H,   (int)KV,    (int)(D / H),
-                         (int)F,       (int)emb->ne[1], eps,      theta,      NULL,
+                         (int)F,       (int)emb->ne[1], eps,      theta,      factors,
                          outw == NULL, max_ctx,         max_seqs, max_prefill};
     if ((st = eng_cuda_model_create(&c, device, &m))) {
         lode_seterr(err, errlen, st, "%s", eng_cuda_errmsg(NULL));
@@ -974,6 +1004,48 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
         fn(arg, m->pname[i], n, tot);
     }
     return LODE_OK;
+}
+
+lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
+                             int n_out, int out_first, float *logits)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready) return fail(m, LODE_ERR_INVALID, "forward: model not ready");
+    if (seq < 0 || seq >= c->max_seqs || n <= 0 || n_out < 0 || out_first < 0 ||
+        out_first + n_out > n || (n_out && !logits))
+        return fail(m, LODE_ERR_INVALID, "forward: bad arguments");
+    if (pos0 < 0 || pos0 > m->len[seq])
+        return fail(m, LODE_ERR_RANGE, "forward: position past the sequence");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab)
+            return fail(m, LODE_ERR_RANGE, "forward: token id");
+    m->len[seq] = pos0;
+    if (n == 1 && n_out == 1 && seq == 0 && pos0 > 0 && pos0 + 1 < c->max_ctx) {
+        /* decode: the host's token becomes sequence 0's pending input, then one graph step */
+        TRY(m, krn_cuda_stream_sync(m->stream), "forward");
+        m->h_stage[0] = tokens[0];
+        m->h_stage[1] = pos0;
+        m->h_stage[2] = pos0 + 1;
+        m->h_stage[3] = slot_of(m, 0, pos0);
+        TRY(m, krn_cuda_h2d(m->d_tokens, &m->h_stage[0], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_pos, &m->h_stage[1], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_seqlen, &m->h_stage[2], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_slot, &m->h_stage[3], 4, m->stream), "state");
+        lode_status st = eng_cuda_decode(m, 1, NULL);
+        if (st) return st;
+        return eng_cuda_read_tokens(m, 0, NULL, logits);
+    }
+    lode_status st = LODE_OK;
+    if (n_out == 0) return eng_cuda_prefill(m, seq, tokens, n, NULL, NULL, NULL);
+    /* up to and including the first output row, then one row at a time, then the rest */
+    int done = out_first + 1;
+    if ((st = eng_cuda_prefill(m, seq, tokens, done, NULL, NULL, logits))) return st;
+    for (int i = 1; i < n_out; i++, done++)
+        if ((st = eng_cuda_prefill(m, seq, tokens + done, 1, NULL, NULL,
+                                   logits + (size_t)i * c->vocab)))
+            return st;
+    if (done < n) st = eng_cuda_prefill(m, seq, tokens + done, n - done, NULL, NULL, NULL);
+    return st;
 }
 
 lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
@@ -1548,6 +1620,11 @@ lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
 {
     return LODE_ERR_UNSUPPORTED;
 }
+int eng_cuda_gguf_supported(eng_gguf *g)
+{
+    (void)g;
+    return 0;
+}
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out, char *err, size_t errlen)
 {
@@ -1586,6 +1663,11 @@ lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, flo
 int eng_cuda_seq_len(const eng_cuda_model *m, int seq)
 {
     return -1;
+}
+lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
+                             int n_out, int out_first, float *logits)
+{
+    return LODE_ERR_UNSUPPORTED;
 }
 lode_status eng_cuda_mark(eng_cuda_model *m)
 {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "engine/backend.h"
+#include "engine/backend_cuda.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
@@ -42,6 +43,7 @@ struct eng_model {
     eng_llama *llm; /* owns the gguf */
     eng_vocab *vocab;
     eng_runtime *rt;
+    eng_cuda_model *gpu; /* the fused CUDA decoder, which then runs every step instead of rt */
     int n_ctx, n_batch, n_blocks;
     int32_t *block_table; /* (n_blocks) identity: one sequence owns the pool */
     int32_t *batch_tokens, *batch_pos, *out_rows; /* (n_batch) */
@@ -134,6 +136,11 @@ static lode_status step(eng_model *m, const int32_t *tokens, int n, int pos0, in
     for (int i = 0; i < n_out; i++) m->out_rows[i] = out_first + i;
     eng_batch_seq seq = {0, n, pos0, m->block_table, m->n_blocks};
     eng_batch b = {n, m->batch_tokens, m->batch_pos, 1, &seq, n_out, m->out_rows};
+    if (m->gpu) {
+        lode_status st = eng_cuda_forward(m->gpu, 0, tokens, n, pos0, n_out, out_first, logits);
+        if (st) lode_seterr(m->err, sizeof m->err, st, "engine: %s", eng_cuda_errmsg(m->gpu));
+        return st;
+    }
     return eng_runtime_forward(m->rt, &b, logits, m->err, sizeof m->err);
 }
 
@@ -513,7 +520,7 @@ void eng_model_info_get(const eng_model *m, eng_model_info *o)
     memset(o, 0, sizeof *o);
     o->name = m->name;
     o->arch = hp->arch;
-    o->backend = m->be->ops->name;
+    o->backend = m->gpu ? "cuda" : m->be->ops->name;
     o->chat_template = m->tmpl;
     o->n_vocab = hp->n_vocab;
     o->n_ctx = m->n_ctx;
@@ -544,6 +551,7 @@ void eng_model_free(eng_model *m)
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     eng_runtime_destroy(m->rt);
+    eng_cuda_model_destroy(m->gpu);
     eng_vocab_destroy(m->vocab);
     eng_llama_free(m->llm);
     eng_backend_destroy(m->be);
@@ -574,7 +582,16 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
     eng_backend_opts bo = {opts->n_threads, opts->device};
-    if ((st = eng_backend_create(opts->backend, &bo, &m->be, err, errlen))) goto fail;
+    /* a llama file on the cuda backend runs on the fused decoder of backend_cuda.h; the host
+     * side (shapes, vocabulary) then sits on a one-thread CPU backend, which keeps the weights
+     * in the mapping. LODE_CUDA_OPS=1 keeps the op-by-op cuda backend. */
+    const char *ops = getenv("LODE_CUDA_OPS");
+    int want_gpu = opts->backend && !strcmp(opts->backend, "cuda");
+    if (!opts->backend || !strcmp(opts->backend, "auto")) want_gpu = eng_cuda_available();
+    int fused = want_gpu && !(ops && !strcmp(ops, "1")) && eng_cuda_gguf_supported(g);
+    if (fused) bo.n_threads = 1;
+    if ((st = eng_backend_create(fused ? "cpu" : opts->backend, &bo, &m->be, err, errlen)))
+        goto fail;
     if ((st = eng_vocab_from_gguf(g, &m->vocab, err, errlen))) goto fail;
     if ((st = eng_llama_load(g, m->be, &m->llm, err, errlen))) goto fail;
     eng_gguf *gg = g;
@@ -601,8 +618,12 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     }
     m->n_batch = opts->n_batch > 0 ? LODE_MIN(opts->n_batch, 4096) : 512;
     m->n_blocks = (m->n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
-    if ((st = eng_runtime_create(m->llm, m->n_batch, LODE_MIN(m->n_batch, LOGITS_ROWS), m->n_blocks,
-                                 &m->rt, err, errlen)))
+    if (fused) {
+        if ((st = eng_cuda_model_from_gguf(path, m->n_ctx + 1, 1, m->n_batch, opts->device, &m->gpu,
+                                           err, errlen)))
+            goto fail;
+    } else if ((st = eng_runtime_create(m->llm, m->n_batch, LODE_MIN(m->n_batch, LOGITS_ROWS),
+                                        m->n_blocks, &m->rt, err, errlen)))
         goto fail;
     m->piece_cap = (size_t)ENG_STOP_MAX_LEN * 2 + 64 + eng_detok_bound(m->vocab) * 4;
     m->block_table = lode_malloc((size_t)m->n_blocks * sizeof *m->block_table);

@@ -84,6 +84,19 @@ for sb in $BENCH; do
   timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
 
+# ---- where decode time goes: per-op profile and the same step without programmatic launch --
+DETAIL=${GPU_CHECK_DETAIL:-"smollm2-135m:q4_1 llama3-8b:q4_0 llama3-8b:bf16"}
+rm -f "$OUT/detail.log"
+for sb in $DETAIL; do
+  case " $BENCH " in *" $sb "*) ;; *) continue ;; esac
+  log "decode detail $sb"
+  timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 --profile \
+    >>"$OUT/detail.log" 2>&1
+  LODE_CUDA_PDL=0 timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 \
+    | sed 's/^RESULT /RESULT(no PDL) /' >>"$OUT/detail.log" 2>&1
+done
+[ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v prefill
+
 # ---- peers ----------------------------------------------------------------------------
 PEER=../shared/peers/torch_graphs.py
 [ -f "$PEER" ] || PEER=peers/torch_graphs.py

@@ -42,6 +42,8 @@ __global__ void __launch_bounds__(128)
     __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
     __shared__ int64_t rowi[TT];
     __shared__ float part[4 * MAXG * HD];
+    pdl_wait();
+    pdl_trigger();
     const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
     const int lane = tid & 31, wp = tid >> 5;
     const int G = c.n_head / c.n_kv_head, H = c.n_head;
@@ -179,9 +181,11 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
     dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
     if (c->head_dim == 64)
-        attn_decode_kernel<64><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        CU_TRY(launch_k(attn_decode_kernel<64>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
+                        acc, ml));
     else if (c->head_dim == 128)
-        attn_decode_kernel<128><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        CU_TRY(launch_k(attn_decode_kernel<128>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
+                        acc, ml));
     else
         return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_decode: head_dim must be 64 or 128");
     CU_LAUNCHED("attn_decode");
