@@ -704,13 +704,16 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
     const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
     void *s = m->stream;
     const int32_t *tok = m->d_pf, *pos = m->d_pf + n, *slot = m->d_pf + 2 * n;
+    prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, tok, n, m->x, s), "prefill embed");
+    prof_mark(m, "embed");
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
         krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
         krn_cuda_rope r = rope_for(m, L, pos, slot);
         krn_cuda_attn_cfg a = attn_for(m, L, m->bt + (size_t)seq * m->maxb);
         TRY(m, krn_cuda_rmsnorm(m->x, L->attn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, n, m->qkv, QR, 0, m->scratch, s),
             "gemm qkv");
         if (!L->k_fused)
@@ -723,11 +726,16 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
                 krn_cuda_gemm(m->blas, &L->v, m->act, f16, n, m->qkv + (H + KV) * hd, QR, 0,
                               m->scratch, s),
                 "gemm v");
+        prof_mark(m, "gemm qkv");
         TRY(m, krn_cuda_rope_kv(m->qkv, n, &r, m->qh, s), "rope");
+        prof_mark(m, "rope + kv write");
         TRY(m, krn_cuda_attn_prefill(&a, m->qh, n, pos0, m->attn_out, f16, s), "attention");
+        prof_mark(m, "attention prefill");
         TRY(m, krn_cuda_gemm(m->blas, &L->o, m->attn_out, f16, n, m->x, c->dim, 1, m->scratch, s),
             "gemm o");
+        prof_mark(m, "gemm o (+residual)");
         TRY(m, krn_cuda_rmsnorm(m->x, L->ffn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, n, m->gu, 2 * c->ff, 0, m->scratch, s),
             "gemm gate/up");
         if (!L->up_fused)
@@ -735,9 +743,12 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
                 krn_cuda_gemm(m->blas, &L->up, m->act, f16, n, m->gu + c->ff, 2 * c->ff, 0,
                               m->scratch, s),
                 "gemm up");
+        prof_mark(m, "gemm gate/up");
         TRY(m, krn_cuda_swiglu(m->gu, n, c->ff, m->act, at, s), "swiglu");
+        prof_mark(m, "swiglu");
         TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, n, m->x, c->dim, 1, m->scratch, s),
             "gemm down");
+        prof_mark(m, "gemm down (+residual)");
     }
     return LODE_OK;
 }
@@ -960,6 +971,23 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     return LODE_OK;
 }
 
+/* The profiling events, created on first use. */
+static lode_status prof_events(eng_cuda_model *m)
+{
+    if (m->pev) return LODE_OK;
+    int cap = 16 * m->c.n_layer + 32;
+    m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
+    m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
+    if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
+    for (int i = 0; i < cap; i++) {
+        TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
+        m->pcap = i + 1;
+    }
+    return LODE_OK;
+}
+
+static lode_status prof_report(eng_cuda_model *m, eng_cuda_prof_fn fn, void *arg);
+
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
 {
     const eng_cuda_config *c = &m->c;
@@ -968,24 +996,38 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
     for (int b = 0; b < batch; b++)
         if (m->len[b] <= 0 || m->len[b] + 1 >= c->max_ctx)
             return fail(m, LODE_ERR_INVALID, "profile: sequences must be prefilled with room left");
-    if (!m->pev) {
-        int cap = 8 * c->n_layer + 16;
-        m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
-        m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
-        if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
-        for (int i = 0; i < cap; i++) TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
-        m->pcap = cap;
-    }
+    lode_status st = prof_events(m);
+    if (st) return st;
     m->pn = 0;
     m->prof = 1;
-    lode_status st = decode_step(m, batch, NULL);
+    st = decode_step(m, batch, NULL);
     m->prof = 0;
     if (st) return st;
     TRY(m, krn_cuda_stream_sync(m->stream), "profile");
     for (int b = 0; b < batch; b++) m->len[b]++;
     m->hist_batch = batch;
     m->steps_total++;
-    /* sum the time of each op name over the layers, in order of first appearance */
+    return prof_report(m, fn, arg);
+}
+
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg)
+{
+    if (n > m->c.max_prefill)
+        return fail(m, LODE_ERR_INVALID, "profile: prompt longer than one prefill chunk");
+    lode_status st = prof_events(m);
+    if (st) return st;
+    m->pn = 0;
+    m->prof = 1;
+    st = eng_cuda_prefill(m, seq, tokens, n, NULL, NULL, NULL);
+    m->prof = 0;
+    if (st) return st;
+    return prof_report(m, fn, arg);
+}
+
+/* Sums the time of each op name over the layers, in order of first appearance. */
+static lode_status prof_report(eng_cuda_model *m, eng_cuda_prof_fn fn, void *arg)
+{
     for (int i = 1; i < m->pn; i++) {
         int first = 1;
         for (int j = 1; j < i; j++)
@@ -1682,6 +1724,11 @@ lode_status eng_cuda_sync(eng_cuda_model *m)
     return LODE_ERR_UNSUPPORTED;
 }
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg)
 {
     return LODE_ERR_UNSUPPORTED;
 }

@@ -139,5 +139,8 @@ lode_status eng_cuda_sync(eng_cuda_model *m);
  * step counts as a real step (the sequences advance). */
 typedef void (*eng_cuda_prof_fn)(void *arg, const char *op, int count, float total_ms);
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg);
+/* The same for one prefill pass of n <= max_prefill tokens appended to sequence seq. */
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg);
 
 #endif

@@ -90,12 +90,12 @@ rm -f "$OUT/detail.log"
 for sb in $DETAIL; do
   case " $BENCH " in *" $sb "*) ;; *) continue ;; esac
   log "decode detail $sb"
-  timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 --profile \
+  timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 2048 --batch 1 --reps 3 --profile \
     >>"$OUT/detail.log" 2>&1
   LODE_CUDA_PDL=0 timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 \
     | sed 's/^RESULT /RESULT(no PDL) /' >>"$OUT/detail.log" 2>&1
 done
-[ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v prefill
+[ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v "^RESULT.* prefill"
 
 # ---- peers ----------------------------------------------------------------------------
 PEER=../shared/peers/torch_graphs.py

@@ -16,6 +16,8 @@
  */
 #include "kernels/cuda/common.cuh"
 
+#include <type_traits>
+
 #define MAXG 8 /* query heads per KV head */
 
 static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
@@ -40,10 +42,10 @@ __global__ void __launch_bounds__(128)
     __shared__ float qs[MAXG][HD];
     __shared__ float sc[MAXG][TT];
     __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
-    __shared__ int64_t rowi[TT];
     __shared__ float part[4 * MAXG * HD];
     pdl_wait();
     pdl_trigger();
+    constexpr int TPW = TT / 4; /* tokens of a tile whose V rows a warp accumulates */
     const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
     const int lane = tid & 31, wp = tid >> 5;
     const int G = c.n_head / c.n_kv_head, H = c.n_head;
@@ -67,20 +69,30 @@ __global__ void __launch_bounds__(128)
 
     for (int tt = t0; tt < t1; tt += TT) {
         const int n = min(TT, t1 - tt);
-        __syncthreads(); /* previous tile done with rowi / sc; qs and mrun visible */
-        if (tid < n) rowi[tid] = cache_row(c, bt, tt + tid, kvh);
-        __syncthreads();
+        /* this thread's K piece and its warp's V rows of the tile are all requested before
+         * any is used: one round trip to memory a tile */
+        const int t = tid >> 2, qq = tid & 3;
+        uint4 w[QD / 8];
+        if (t < n) {
+            const uint4 *kp = (const uint4 *)(kc + cache_row(c, bt, tt + t, kvh) * HD + qq * QD);
+#pragma unroll
+            for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
+        }
+        typedef typename std::conditional<DPL == 4, uint2, uint32_t>::type VRaw;
+        VRaw vraw[TPW];
+#pragma unroll
+        for (int i = 0; i < TPW; i++) {
+            const int tv = wp + 4 * i;
+            if (tv < n)
+                vraw[i] = *(const VRaw *)(vc + cache_row(c, bt, tt + tv, kvh) * HD + lane * DPL);
+        }
+        __syncthreads(); /* previous tile done with sc; qs and mrun visible */
         /* scores: token tid/4, dims (tid%4)*QD .. */
         {
-            const int t = tid >> 2, qq = tid & 3;
             float s[MAXG];
 #pragma unroll
             for (int g = 0; g < MAXG; g++) s[g] = 0.f;
             if (t < n) {
-                const uint4 *kp = (const uint4 *)(kc + rowi[t] * HD + qq * QD);
-                uint4 w[QD / 8];
-#pragma unroll
-                for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
 #pragma unroll
                 for (int d8 = 0; d8 < QD / 8; d8++) {
                     const __half2 *h2 = (const __half2 *)&w[d8];
@@ -131,17 +143,18 @@ __global__ void __launch_bounds__(128)
             for (int i = 0; i < DPL; i++) a[g][i] *= al;
         }
 #pragma unroll
-        for (int t = wp; t < TT; t += 4) {
+        for (int i = 0; i < TPW; i++) {
+            const int t = wp + 4 * i;
             if (t >= n) break;
-            const __half *vp = vc + rowi[t] * HD + lane * DPL;
             float v[DPL];
             if constexpr (DPL == 4) {
-                uint2 w2 = *(const uint2 *)vp;
+                uint2 w2 = vraw[i];
                 float2 v01 = __half22float2(*(const __half2 *)&w2.x);
                 float2 v23 = __half22float2(*(const __half2 *)&w2.y);
                 v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
             } else {
-                float2 v01 = __half22float2(*(const __half2 *)vp);
+                uint32_t w1 = vraw[i];
+                float2 v01 = __half22float2(*(const __half2 *)&w1);
                 v[0] = v01.x, v[1] = v01.y;
             }
 #pragma unroll
@@ -153,9 +166,12 @@ __global__ void __launch_bounds__(128)
             }
         }
     }
-    for (int g = 0; g < G; g++)
+#pragma unroll
+    for (int g = 0; g < MAXG; g++) {
+        if (g >= G) break; /* a[] stays in registers: compile-time indices only */
 #pragma unroll
         for (int i = 0; i < DPL; i++) part[(wp * G + g) * HD + lane * DPL + i] = a[g][i];
+    }
     __syncthreads();
     for (int o = tid; o < G * HD; o += 128) {
         int g = o / HD, d = o % HD;

@@ -211,9 +211,12 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     }
     __syncthreads();
 
-    bool staged = false, first = true;
+    /* pref: raw already holds the first units of this row group (loaded before the wait, or
+     * while the previous row group was reduced and stored) */
+    bool staged = false, pref = true;
     for (; rg < nrg; rg += gridDim.x) {
-        if (!first) set_rows(rg);
+        if (!pref) set_rows(rg);
+        const int64_t rb = row_base;
         float acc[BT][R];
 #pragma unroll
         for (int b = 0; b < BT; b++)
@@ -223,8 +226,8 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
         for (int64_t c0 = u_begin; c0 < u_end; c0 += CU) {
             const int cu = (int)LODE_MIN((int64_t)CU, u_end - c0);
             /* the first weights are on their way while x is staged */
-            if (!first && lane < cu) load_group(c0, cu, lane);
-            first = false;
+            if (!pref && lane < cu) load_group(c0, cu, lane);
+            pref = false;
             float4 *xs4 = (float4 *)xs;
             if (!(one_chunk && staged)) {
                 if constexpr (QUANT) {
@@ -374,6 +377,13 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             }
             if (!one_chunk) __syncthreads();
         }
+        if (one_chunk && rg + gridDim.x < nrg) {
+            /* the next row group's first units are on their way during the reduction */
+            const int cu0 = (int)(u_end - u_begin);
+            set_rows(rg + gridDim.x);
+            if (lane < cu0) load_group(u_begin, cu0, lane);
+            pref = true;
+        }
 
 #pragma unroll
         for (int b = 0; b < BT; b++)
@@ -386,12 +396,11 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             if (p.ymode == KRN_Y_ROPE_KV) {
 #pragma unroll
                 for (int r = 0; r < R; r += 2)
-                    if (row_base + r + 1 < rows)
-                        store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
+                    if (rb + r + 1 < rows) store_rope(p, b, rb + r, acc[b][r], acc[b][r + 1]);
             } else {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    int64_t n = row_base + r;
+                    int64_t n = rb + r;
                     if (n >= rows) continue;
                     float *dst = p.y + b * p.ldy + n;
                     if (p.ks > 1)
