@@ -5,8 +5,8 @@
  * ends (srv_defer/srv_deliver); with stream: true every token becomes a server-sent event
  * on a srv_stream, ending in `data: [DONE]`. A client that goes away cancels its choices
  * (the stream's close hook calls eng_cancel); shutdown cancels every job still running.
- * /v1/embeddings and /v1/ask answer 501 until the engine has an embedding model and the
- * RAG answer path exists.
+ * /v1/embeddings answers 501 until the engine has an embedding model. /v1/ask is in
+ * routes_ask.c.
  */
 #include "server/srv_int.h"
 
@@ -580,9 +580,4 @@ void srv_h_completions(srv_conn *c)
 void srv_h_embeddings(srv_conn *c)
 {
     srv_reply_unavailable(c, "/v1/embeddings (the engine has no embedding model yet)");
-}
-
-void srv_h_ask(srv_conn *c)
-{
-    srv_reply_unavailable(c, "/v1/ask (the RAG answer path, orchestrate/, is not built yet)");
 }
