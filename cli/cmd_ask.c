@@ -109,6 +109,7 @@ static void print_sources(json_t *ans, int tty)
                    *hp ? " > " : "", hp, dim, jget(c, "uri"), off);
         }
     }
+    fflush(stdout); /* the timings go to stderr, after everything above */
     json_t *t = json_object_get(ans, "timings"), *u = json_object_get(ans, "usage");
     double dec = jnum(t, "decode_ms");
     long long gen = (long long)json_integer_value(json_object_get(u, "completion_tokens"));

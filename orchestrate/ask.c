@@ -211,15 +211,17 @@ static lode_status put_passage(lode_buf *b, const orc_passage *p, int n)
 }
 
 /* Renders the whole prompt with passages[0..n_used) into a->prompt_text and its tokens
- * into a->prompt. */
-static lode_status render(orc_answer *a, size_t n_used)
+ * into a->prompt. frame: the words around the passages even when n_used is 0 (to measure
+ * what the passages leave room for). */
+static lode_status render(orc_answer *a, size_t n_used, int frame)
 {
     lode_buf user = LODE_BUF_INIT, full = LODE_BUF_INIT;
     lode_status st = LODE_OK;
-    if (n_used) st = lode_buf_puts(&user, "Passages:\n\n");
+    frame |= n_used > 0;
+    if (frame) st = lode_buf_puts(&user, "Passages:\n\n");
     for (size_t i = 0; !st && i < n_used; i++) st = put_passage(&user, &a->passages[i], (int)i + 1);
     if (!st) st = lode_buf_printf(&user, "Question: %s", a->question);
-    if (!st && n_used)
+    if (!st && frame)
         st = lode_buf_puts(&user, "\nAnswer from the passages above and cite them like [1].");
     if (!st) {
         const char *roles[2] = {"system", "user"};
@@ -255,14 +257,14 @@ static lode_status render(orc_answer *a, size_t n_used)
 static lode_status assemble(orc_answer *a, int passage_tokens, char *err, size_t errlen)
 {
     int budget = a->n_ctx - a->max_tokens;
-    lode_status st = render(a, 0);
+    lode_status st = render(a, 0, 1);
     if (st) return lode_seterr(err, errlen, st, "cannot render the prompt: %s", lode_strerror(st));
     if (a->n_prompt > budget)
         return lode_seterr(err, errlen, LODE_ERR_RANGE,
                            "the question takes %d tokens of the prompt; with %d reserved for the "
                            "answer that exceeds the model's context of %d tokens",
                            a->n_prompt, a->max_tokens, a->n_ctx);
-    int used = a->n_prompt + 8; /* the passages' heading line and the closing request */
+    int used = a->n_prompt + 2; /* tokens at the seams may merge differently */
     size_t n_used = 0;
     lode_buf block = LODE_BUF_INIT;
     for (size_t i = 0; i < a->n_passages; i++) {
@@ -313,7 +315,7 @@ static lode_status assemble(orc_answer *a, int passage_tokens, char *err, size_t
     lode_buf_free(&block);
     if (st) return lode_seterr(err, errlen, st, "cannot assemble the prompt: %s", lode_strerror(st));
     for (;;) {
-        if ((st = render(a, n_used)))
+        if ((st = render(a, n_used, 0)))
             return lode_seterr(err, errlen, st, "cannot render the prompt: %s", lode_strerror(st));
         if (a->n_prompt <= budget || n_used == 0) break;
         n_used--;
@@ -536,19 +538,28 @@ static int on_token(void *user, int32_t tok, const char *piece, size_t len, floa
     return 0;
 }
 
-static void finish_answer(orc_answer *a)
+lode_status orc_answer_cite(orc_answer *a)
 {
-    size_t n_max = a->n_used ? a->n_used : 1;
     int nums[ORC_MAX_K];
     size_t n = orc_citations_extract(a->text.data ? a->text.data : "", a->text.len, a->n_used,
-                                     nums, LODE_MIN(n_max, LODE_ARRAY_LEN(nums)));
-    if (n && (a->cited = lode_malloc(n * sizeof *a->cited))) {
-        for (size_t i = 0; i < n; i++) {
-            a->cited[i] = (size_t)nums[i] - 1;
-            a->passages[nums[i] - 1].cited = 1;
-        }
-        a->n_cited = n;
+                                     nums, LODE_ARRAY_LEN(nums));
+    lode_free(a->cited);
+    a->cited = NULL;
+    a->n_cited = 0;
+    for (size_t i = 0; i < a->n_passages; i++) a->passages[i].cited = 0;
+    if (!n) return LODE_OK;
+    if (!(a->cited = lode_malloc(n * sizeof *a->cited))) return LODE_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        a->cited[i] = (size_t)nums[i] - 1;
+        a->passages[nums[i] - 1].cited = 1;
     }
+    a->n_cited = n;
+    return LODE_OK;
+}
+
+static void finish_answer(orc_answer *a)
+{
+    if (orc_answer_cite(a) && a->status == LODE_OK) a->status = LODE_ERR_NOMEM;
     a->t.total_ms = (double)(lode_now_ns() - a->t0_ns) / 1e6;
 }
 

@@ -169,6 +169,11 @@ json_t *orc_answer_json(const orc_answer *a, int with_answer);
 size_t orc_citations_extract(const char *text, size_t len, size_t n_used, int *out /* OUT */,
                              size_t max);
 
+/* (Re)reads the citations of a's answer text into cited/n_cited and the passages' cited
+ * flags. on_done has done it already; for callers that edit the text. Returns the status
+ * of the allocation. */
+lode_status orc_answer_cite(orc_answer *a);
+
 void orc_answer_free(orc_answer *a); /* accepts NULL */
 
 #endif

@@ -259,8 +259,8 @@ static void reply_prepare_error(srv_conn *c, lode_status st, const char *msg)
         srv_reply_errorf(c, 400, "invalid_request_error", "unsupported_mode", "mode", "%s", msg);
         break;
     case LODE_ERR_RANGE:
-        srv_reply_errorf(c, 400, "invalid_request_error", "context_length_exceeded", "question",
-                         "%s", msg);
+        srv_reply_errorf(c, 400, "invalid_request_error", "context_length_exceeded",
+                         strncmp(msg, "max_tokens", 10) ? "question" : "max_tokens", "%s", msg);
         break;
     case LODE_ERR_BUSY:
         srv_reply_errorf(c, 503, "server_error", "store_busy", NULL, "%s", msg);
