@@ -95,8 +95,8 @@ static void print_sources(json_t *ans, int tty)
             printf("  [%d] %s%s%s%s\n", (int)json_integer_value(json_object_get(c, "n")),
                    *title ? title : jget(c, "uri"), *hp ? " > " : "", hp, off);
             printf("      %s%s  (chunk %lld, score %.2f)%s\n", dim, jget(c, "uri"),
-                   (long long)json_integer_value(json_object_get(c, "chunk_id")),
-                   jnum(c, "score"), off);
+                   (long long)json_integer_value(json_object_get(c, "chunk_id")), jnum(c, "score"),
+                   off);
         }
     } else if (json_array_size(pas) && strcmp(finish, "no_passages")) {
         printf("\n%sThe answer cites no passage. The passages it was given:%s\n", bold, off);
@@ -165,8 +165,7 @@ static int ask_local(const ask_args *x)
     out_state os = {.tty = cli_is_tty(1)};
     st = orc_run(a, x->json ? NULL : put_delta, &os);
     if (st) {
-        fprintf(stderr, "%slode ask: generation failed: %s\n", os.wrote ? "\n" : "",
-                eng_errmsg(m));
+        fprintf(stderr, "%slode ask: generation failed: %s\n", os.wrote ? "\n" : "", eng_errmsg(m));
         goto out;
     }
     if (!x->no_log && (st = orc_log(s, a, NULL)))
@@ -196,10 +195,10 @@ typedef struct remote {
     lode_buf body; /* the whole body (not streaming), or the SSE bytes not yet parsed */
     int stream;
     out_state os;
-    json_t *final;  /* the last event with the citations */
-    json_t *error;  /* an error event */
-    int done;       /* data: [DONE] seen */
-    int bad;        /* an event that was not JSON */
+    json_t *final; /* the last event with the citations */
+    json_t *error; /* an error event */
+    int done;      /* data: [DONE] seen */
+    int bad;       /* an event that was not JSON */
 } remote;
 
 static void sse_event(remote *r, const char *data, size_t len)
@@ -238,8 +237,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
         char *end = r->body.data ? strstr(r->body.data, "\n\n") : NULL;
         if (!end) break;
         size_t ev = (size_t)(end - r->body.data);
-        if (ev >= 6 && !memcmp(r->body.data, "data: ", 6))
-            sse_event(r, r->body.data + 6, ev - 6);
+        if (ev >= 6 && !memcmp(r->body.data, "data: ", 6)) sse_event(r, r->body.data + 6, ev - 6);
         size_t rest = r->body.len - ev - 2;
         memmove(r->body.data, end + 2, rest + 1);
         r->body.len = rest;
@@ -267,7 +265,8 @@ static int ask_remote(const ask_args *x)
     json_t *req = json_pack("{s:s, s:i, s:s, s:b}", "question", x->question, "k",
                             x->o.k ? x->o.k : ORC_DEFAULT_K, "mode", x->mode ? x->mode : "auto",
                             "stream", r.stream);
-    if (req && x->o.max_tokens) json_object_set_new(req, "max_tokens", json_integer(x->o.max_tokens));
+    if (req && x->o.max_tokens)
+        json_object_set_new(req, "max_tokens", json_integer(x->o.max_tokens));
     if (req && x->o.uri) json_object_set_new(req, "filters", json_pack("{s:s}", "uri", x->o.uri));
     if (!req || !(body = json_dumps(req, JSON_COMPACT))) {
         fprintf(stderr, "lode ask: the question is not valid UTF-8\n");

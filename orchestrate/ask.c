@@ -16,8 +16,8 @@
 #include <string.h>
 
 #define SYSTEM_PROMPT                                                                              \
-    "You answer questions using only the numbered passages you are given. Cite the passages "    \
-    "you use by their numbers in square brackets, like [1]. If the passages do not contain "     \
+    "You answer questions using only the numbered passages you are given. Cite the passages "      \
+    "you use by their numbers in square brackets, like [1]. If the passages do not contain "       \
     "the answer, say that you do not know."
 /* Passages cut to fit end with this. */
 #define CUT_MARK " ..."
@@ -59,11 +59,11 @@ const char *orc_mode_name(orc_mode m)
  * so "what does VACUUM do" would prefer chunks that happen to say "what" and "does" over
  * the page about VACUUM; the lexical query leaves them out. */
 static const char *const QUESTION_WORDS[] = {
-    "a",     "about", "an",    "and",  "are",   "as",    "at",   "be",    "by",   "can",
-    "could", "do",    "does",  "for",  "from",  "how",   "i",    "if",    "in",   "is",
-    "it",    "its",   "me",    "my",   "of",    "on",    "or",   "please", "should", "tell",
-    "that",  "the",   "there", "this", "to",    "was",   "we",   "what",  "when", "where",
-    "which", "who",   "why",   "will", "with",  "would", "you",  "your",
+    "a",     "about", "an",    "and",  "are",  "as",    "at",  "be",     "by",     "can",
+    "could", "do",    "does",  "for",  "from", "how",   "i",   "if",     "in",     "is",
+    "it",    "its",   "me",    "my",   "of",   "on",    "or",  "please", "should", "tell",
+    "that",  "the",   "there", "this", "to",   "was",   "we",  "what",   "when",   "where",
+    "which", "who",   "why",   "will", "with", "would", "you", "your",
 };
 
 static int question_word(const char *w, size_t n)
@@ -93,7 +93,8 @@ static lode_status lexical_query(const char *question, lode_buf *out)
         while (a < b && !(((unsigned char)*a | 32) >= 'a' && ((unsigned char)*a | 32) <= 'z') &&
                !(*a >= '0' && *a <= '9') && !((unsigned char)*a & 0x80))
             a++;
-        while (b > a && !(((unsigned char)b[-1] | 32) >= 'a' && ((unsigned char)b[-1] | 32) <= 'z') &&
+        while (b > a &&
+               !(((unsigned char)b[-1] | 32) >= 'a' && ((unsigned char)b[-1] | 32) <= 'z') &&
                !(b[-1] >= '0' && b[-1] <= '9') && !((unsigned char)b[-1] & 0x80))
             b--;
         if (b > a && question_word(a, (size_t)(b - a))) continue;
@@ -313,7 +314,8 @@ static lode_status assemble(orc_answer *a, int passage_tokens, char *err, size_t
         n_used = i + 1;
     }
     lode_buf_free(&block);
-    if (st) return lode_seterr(err, errlen, st, "cannot assemble the prompt: %s", lode_strerror(st));
+    if (st)
+        return lode_seterr(err, errlen, st, "cannot assemble the prompt: %s", lode_strerror(st));
     for (;;) {
         if ((st = render(a, n_used, 0)))
             return lode_seterr(err, errlen, st, "cannot render the prompt: %s", lode_strerror(st));
@@ -541,8 +543,8 @@ static int on_token(void *user, int32_t tok, const char *piece, size_t len, floa
 lode_status orc_answer_cite(orc_answer *a)
 {
     int nums[ORC_MAX_K];
-    size_t n = orc_citations_extract(a->text.data ? a->text.data : "", a->text.len, a->n_used,
-                                     nums, LODE_ARRAY_LEN(nums));
+    size_t n = orc_citations_extract(a->text.data ? a->text.data : "", a->text.len, a->n_used, nums,
+                                     LODE_ARRAY_LEN(nums));
     lode_free(a->cited);
     a->cited = NULL;
     a->n_cited = 0;
@@ -718,10 +720,10 @@ static json_t *jstr(const char *s, size_t len)
 static json_t *passage_json(const orc_passage *p, int full)
 {
     json_t *o = json_pack("{s:i, s:I, s:I, s:o, s:o, s:o, s:f}", "n", p->n, "chunk_id",
-                          (json_int_t)p->chunk_id, "document_id", (json_int_t)p->document_id,
-                          "uri", jstr(p->uri, strlen(p->uri)), "title",
-                          jstr(p->title, strlen(p->title)), "heading_path",
-                          jstr(p->heading_path, strlen(p->heading_path)), "score", p->score);
+                          (json_int_t)p->chunk_id, "document_id", (json_int_t)p->document_id, "uri",
+                          jstr(p->uri, strlen(p->uri)), "title", jstr(p->title, strlen(p->title)),
+                          "heading_path", jstr(p->heading_path, strlen(p->heading_path)), "score",
+                          p->score);
     if (!o) return NULL;
     if (full) {
         json_object_set_new(o, "snippet", jstr(p->snippet, strlen(p->snippet)));
@@ -740,10 +742,10 @@ json_t *orc_answer_json(const orc_answer *a, int with_answer)
         json_array_append_new(cit, passage_json(&a->passages[a->cited[i]], 1));
     for (size_t i = 0; pas && i < a->n_passages; i++)
         json_array_append_new(pas, passage_json(&a->passages[i], 0));
-    json_t *tim = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "retrieve_ms", a->t.retrieve_ms,
-                            "prompt_ms", a->t.prompt_ms, "queue_ms", a->t.queue_ms, "prefill_ms",
-                            a->t.prefill_ms, "decode_ms", a->t.decode_ms, "total_ms",
-                            a->t.total_ms);
+    json_t *tim =
+        json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "retrieve_ms", a->t.retrieve_ms, "prompt_ms",
+                  a->t.prompt_ms, "queue_ms", a->t.queue_ms, "prefill_ms", a->t.prefill_ms,
+                  "decode_ms", a->t.decode_ms, "total_ms", a->t.total_ms);
     int prompt_tokens = a->no_passages ? 0 : a->n_prompt;
     json_t *use = json_pack("{s:i, s:i, s:i}", "prompt_tokens", prompt_tokens, "completion_tokens",
                             a->n_tokens, "total_tokens", prompt_tokens + a->n_tokens);

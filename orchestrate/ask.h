@@ -40,7 +40,8 @@
 #define ORC_DEFAULT_MAX_TOKENS    256
 #define ORC_DEFAULT_PASSAGE_TOKNS 160
 #define ORC_MAX_QUESTION_BYTES    4096
-#define ORC_NO_PASSAGES_ANSWER    "I found nothing in the store about this question, so I cannot answer it."
+#define ORC_NO_PASSAGES_ANSWER                                                                     \
+    "I found nothing in the store about this question, so I cannot answer it."
 
 /* How passages are retrieved. AUTO is the best this build has. */
 typedef enum orc_mode {
@@ -99,19 +100,19 @@ typedef struct orc_answer {
     int k;
     orc_passage *passages; /* n_passages retrieved, in rank order */
     size_t n_passages;
-    size_t n_used; /* passages[0..n_used) are in the prompt, numbered 1..n_used */
+    size_t n_used;     /* passages[0..n_used) are in the prompt, numbered 1..n_used */
     char *prompt_text; /* the rendered prompt (chat template applied) */
     int32_t *prompt;   /* (n_prompt) its tokens */
     int n_prompt;
-    int n_ctx;      /* the model's context window */
-    int max_tokens; /* the answer budget reserved */
+    int n_ctx;        /* the model's context window */
+    int max_tokens;   /* the answer budget reserved */
     char *model_name; /* the model's name, for the log */
-    lode_buf text;  /* the answer */
-    int n_tokens;   /* tokens generated */
+    lode_buf text;    /* the answer */
+    int n_tokens;     /* tokens generated */
     eng_finish finish;
     lode_status status;
-    int no_passages;      /* answered without the model: nothing was retrieved */
-    size_t *cited;        /* n_cited indexes into passages, in order of first citation */
+    int no_passages; /* answered without the model: nothing was retrieved */
+    size_t *cited;   /* n_cited indexes into passages, in order of first citation */
     size_t n_cited;
     orc_timings t;
     /* internals */
@@ -131,8 +132,7 @@ typedef struct orc_answer {
  * mode is not built), LODE_ERR_RANGE (the question alone and the answer budget do not fit
  * the context), the store's status (LODE_ERR_BUSY, LODE_ERR_DB), LODE_ERR_NOMEM. */
 lode_status orc_prepare(ret_store *store, eng_model *model, const char *question,
-                        const orc_opts *opts, orc_answer **out /* OUT */, char *err,
-                        size_t errlen);
+                        const orc_opts *opts, orc_answer **out /* OUT */, char *err, size_t errlen);
 
 /* Stages prefill and decode: submits the prompt. on_delta (may be NULL) receives the
  * answer's text as it becomes final, and on_done runs once at the end with the answer

@@ -27,8 +27,8 @@
 
 typedef struct ask_job {
     srv_server *srv;
-    srv_conn *conn; /* NULL once the request ended (under mu) */
-    atomic_int refs;  /* the connection's, plus the engine's while generating */
+    srv_conn *conn;  /* NULL once the request ended (under mu) */
+    atomic_int refs; /* the connection's, plus the engine's while generating */
     pthread_mutex_t mu;
     orc_answer *a;
     int stream;
@@ -85,7 +85,8 @@ static void job_conn_done(void *arg, int client_gone)
         srv_server *s = j->srv;
         pthread_mutex_lock(&s->store_mu);
         lode_status st = orc_log(s->be->store, j->a, NULL);
-        if (st) LODE_WARN("/v1/ask: the question was not logged: %s", ret_store_errmsg(s->be->store));
+        if (st)
+            LODE_WARN("/v1/ask: the question was not logged: %s", ret_store_errmsg(s->be->store));
         pthread_mutex_unlock(&s->store_mu);
     }
     job_release(j);
@@ -111,7 +112,8 @@ static json_t *answer_json(ask_job *j)
     if (v) {
         json_object_set_new(v, "id", json_string(j->id));
         json_object_set_new(v, "created", json_integer((json_int_t)j->created));
-        if (j->srv->be->model_id) json_object_set_new(v, "model", json_string(j->srv->be->model_id));
+        if (j->srv->be->model_id)
+            json_object_set_new(v, "model", json_string(j->srv->be->model_id));
     }
     return v;
 }
@@ -121,8 +123,8 @@ static void on_delta(void *user, const char *text, size_t len)
     ask_job *j = user;
     if (!j->stream || !len) return;
     size_t ok = lode_utf8_valid_prefix(text, len);
-    sse_send(j, json_pack("{s:s, s:s, s:s%}", "object", "ask.delta", "id", j->id, "delta", text,
-                          ok));
+    sse_send(j,
+             json_pack("{s:s, s:s, s:s%}", "object", "ask.delta", "id", j->id, "delta", text, ok));
 }
 
 static void on_done(void *user, orc_answer *a)

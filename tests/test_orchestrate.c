@@ -117,7 +117,7 @@ static ret_store *open_store(void)
 #define NEED_MODEL()                                                                               \
     do {                                                                                           \
         if (!model) {                                                                              \
-            fprintf(stderr, "skipped: %s is missing (make model fetches it)\n", MODEL_PATH);     \
+            fprintf(stderr, "skipped: %s is missing (make model fetches it)\n", MODEL_PATH);       \
             skip();                                                                                \
         }                                                                                          \
     } while (0)
@@ -294,9 +294,9 @@ static void test_answer_and_log(void **state)
     char err[512];
     orc_answer *a = NULL;
     orc_opts o = {.k = 3, .max_tokens = 8};
-    assert_int_equal(orc_prepare(s, model, "What does the VACUUM command do?", &o, &a, err,
-                                 sizeof err),
-                     LODE_OK);
+    assert_int_equal(
+        orc_prepare(s, model, "What does the VACUUM command do?", &o, &a, err, sizeof err),
+        LODE_OK);
     assert_string_equal(a->passages[0].uri, "file:///docs/vacuum.html");
     assert_string_equal(a->passages[0].title, "VACUUM");
     assert_string_equal(a->passages[0].heading_path, "How VACUUM works");
@@ -425,9 +425,9 @@ static void test_qlog_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_citations),        cmocka_unit_test(test_modes_and_bad_input),
-        cmocka_unit_test(test_prompt_budget),    cmocka_unit_test(test_uri_filter),
-        cmocka_unit_test(test_answer_and_log),   cmocka_unit_test(test_no_passages),
+        cmocka_unit_test(test_citations),      cmocka_unit_test(test_modes_and_bad_input),
+        cmocka_unit_test(test_prompt_budget),  cmocka_unit_test(test_uri_filter),
+        cmocka_unit_test(test_answer_and_log), cmocka_unit_test(test_no_passages),
         cmocka_unit_test(test_qlog_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

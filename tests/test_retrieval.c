@@ -917,8 +917,13 @@ static void populate_for_examples(ret_store *s)
     /* a logged question that cites the first chunk */
     ret_qlog_hit hit = {1, 2.5, 1};
     int64_t cited = 1;
-    ret_qlog q = {.question = "What is the WAL?", .answer = "A log [1].", .hits = &hit,
-                  .n_hits = 1, .cited = &cited, .n_cited = 1, .finish = "stop"};
+    ret_qlog q = {.question = "What is the WAL?",
+                  .answer = "A log [1].",
+                  .hits = &hit,
+                  .n_hits = 1,
+                  .cited = &cited,
+                  .n_cited = 1,
+                  .finish = "stop"};
     assert_int_equal(ret_qlog_add(s, &q, NULL), LODE_OK);
 }
 

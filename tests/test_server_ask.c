@@ -53,7 +53,7 @@ static int have_model(void)
 #define NEED_MODEL()                                                                               \
     do {                                                                                           \
         if (!have_model()) {                                                                       \
-            fprintf(stderr, "skipped: %s is missing (make model fetches it)\n", MODEL_PATH);     \
+            fprintf(stderr, "skipped: %s is missing (make model fetches it)\n", MODEL_PATH);       \
             skip();                                                                                \
         }                                                                                          \
     } while (0)
@@ -95,8 +95,18 @@ static void start(server *s, int no_model)
     const char *b = getenv("LODE_BUILD");
     char lode[256];
     snprintf(lode, sizeof lode, "%s/lode", b && *b ? b : "build");
-    const char *argv[] = {lode,   "serve", "--port", "0", "--db", s->db, "--engine-threads", "2",
-                          "--ctx", "1024", no_model ? "--no-model" : "--model", no_model ? NULL : MODEL_PATH,
+    const char *argv[] = {lode,
+                          "serve",
+                          "--port",
+                          "0",
+                          "--db",
+                          s->db,
+                          "--engine-threads",
+                          "2",
+                          "--ctx",
+                          "1024",
+                          no_model ? "--no-model" : "--model",
+                          no_model ? NULL : MODEL_PATH,
                           NULL};
     int out[2];
     assert_int_equal(pipe(out), 0);
@@ -205,7 +215,8 @@ static void expect_error(server *s, const char *body, long status, const char *p
                          const char *msg_part)
 {
     resp r = post(s, body);
-    if (r.status != status) fprintf(stderr, "%s: want %ld, got %ld: %s\n", body, status, r.status, r.body);
+    if (r.status != status)
+        fprintf(stderr, "%s: want %ld, got %ld: %s\n", body, status, r.status, r.body);
     assert_int_equal(r.status, status);
     json_t *v = json_of(r.body);
     json_t *e = json_object_get(v, "error");
@@ -370,8 +381,8 @@ static void test_ask_bad_input(void **state)
     expect_error(&s, "{\"question\": \"vacuum\", \"mode\": \"fuzzy\"}", 400, "mode", "fuzzy");
     expect_error(&s, "{\"question\": \"vacuum\", \"mode\": \"dense\"}", 400, "mode",
                  "not available");
-    expect_error(&s, "{\"question\": \"vacuum\", \"filters\": {\"date\": 1}}", 400,
-                 "filters.date", "unknown filter");
+    expect_error(&s, "{\"question\": \"vacuum\", \"filters\": {\"date\": 1}}", 400, "filters.date",
+                 "unknown filter");
     expect_error(&s, "{\"question\": \"vacuum\", \"filters\": {\"uri\": 5}}", 400, "filters.uri",
                  NULL);
     expect_error(&s, "{\"question\": \"vacuum\", \"model\": \"gpt-4\"}", 404, "model", "gpt-4");
