@@ -525,6 +525,10 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->store_mu, NULL);
     srv_metrics_init(&s->m);
     s->started_ns = lode_now_ns();
+    if (s->be && s->be->embedder && !(s->emb = srv_embedder_create(s->be->embedder))) {
+        snprintf(err, errlen, "cannot start the embedding queue");
+        goto fail;
+    }
 
     if (cfg->port < 0 || cfg->port > 65535) {
         snprintf(err, errlen, "port %d is out of range", cfg->port);
@@ -616,6 +620,7 @@ void srv_destroy(srv_server *s)
     if (!s) return;
     srv_shutdown(s);
     if (s->d) MHD_stop_daemon(s->d);
+    srv_embedder_destroy(s->emb);
     srv_metrics_destroy(&s->m);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->log_mu);
