@@ -43,6 +43,7 @@ static void serve_usage(FILE *f)
                "  --api-key-file FILE  the same, the key read from FILE's first line\n"
                "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
                "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
+               "  --fetch-timeout S    limit for fetching a document by URL (default 30)\n"
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
                "  --quiet              no request log (default: one line per request on stderr)\n");
@@ -108,7 +109,8 @@ enum {
     OPT_ETHREADS,
     OPT_CTX,
     OPT_EMBED,
-    OPT_NOEMBED
+    OPT_NOEMBED,
+    OPT_FETCHTO
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -129,6 +131,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"ctx", required_argument, 0, OPT_CTX},
                                          {"embed-model", required_argument, 0, OPT_EMBED},
                                          {"no-embed-model", no_argument, 0, OPT_NOEMBED},
+                                         {"fetch-timeout", required_argument, 0, OPT_FETCHTO},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -205,6 +208,12 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_NOEMBED:
             no_embed = 1;
+            break;
+        case OPT_FETCHTO:
+            if (parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
+                fprintf(stderr, "lode serve: --fetch-timeout must be 1..3600 seconds\n");
+                goto out;
+            }
             break;
         case OPT_ETHREADS:
             if (parse_int(optarg, 1, 1024, &mopts.n_threads)) {

@@ -139,6 +139,7 @@ struct srv_server {
     int64_t started_ns;
     struct srv_backends *be;
     srv_embedder *emb; /* NULL when the backends have no embedding model */
+    int curl_init;     /* curl_global_init succeeded */
 };
 
 struct srv_conn {
