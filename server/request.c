@@ -389,6 +389,9 @@ static lode_status embed_input(srv_embed_request *r, srv_error *e)
             return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
                                  "'input' holds %zu texts; at most %d are accepted", n,
                                  SRV_MAX_EMBED_INPUTS);
+        if (json_is_integer(json_array_get(in, 0)))
+            return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
+                                 "input", "'input': token arrays are not supported; send text");
     } else if (!json_is_string(in)) {
         return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
                              "'input' must be a string or an array of strings, got %s",
@@ -404,8 +407,7 @@ static lode_status embed_input(srv_embed_request *r, srv_error *e)
             snprintf(f, sizeof f, "input[%zu]", i);
         else
             snprintf(f, sizeof f, "input");
-        if (json_is_integer(x) || (json_is_array(x) && json_array_size(x) > 0 &&
-                                   json_is_integer(json_array_get(x, 0))))
+        if (json_is_array(x) && json_array_size(x) > 0 && json_is_integer(json_array_get(x, 0)))
             return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
                                  f, "'%s': token arrays are not supported; send text", f);
         if (!json_is_string(x))
