@@ -190,8 +190,8 @@ lode_status srv_embed_run(srv_embedder *e, const char *const *texts, const size_
     sync_wait w = {.done = 0};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    srv_embed_job j = {.texts = texts, .lens = lens, .n = n, .out = out, .done = sync_done,
-                       .user = &w};
+    srv_embed_job j = {
+        .texts = texts, .lens = lens, .n = n, .out = out, .done = sync_done, .user = &w};
     lode_status st = srv_embed_submit(e, &j);
     if (st == LODE_OK) {
         pthread_mutex_lock(&w.mu);

@@ -408,8 +408,8 @@ static lode_status embed_input(srv_embed_request *r, srv_error *e)
         else
             snprintf(f, sizeof f, "input");
         if (json_is_array(x) && json_array_size(x) > 0 && json_is_integer(json_array_get(x, 0)))
-            return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
-                                 f, "'%s': token arrays are not supported; send text", f);
+            return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter", f,
+                                 "'%s': token arrays are not supported; send text", f);
         if (!json_is_string(x))
             return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, f,
                                  "'%s' must be a string, got %s", f, lode_json_type_name(x));
@@ -480,8 +480,11 @@ int srv_media_type_ok(const char *mt, int *media)
     static const struct {
         const char *name;
         int media;
-    } known[] = {{"text/plain", 1}, {"text/markdown", 2}, {"text/x-markdown", 2},
-                 {"text/html", 3},  {"application/xhtml+xml", 3}};
+    } known[] = {{"text/plain", 1},
+                 {"text/markdown", 2},
+                 {"text/x-markdown", 2},
+                 {"text/html", 3},
+                 {"application/xhtml+xml", 3}};
     size_t n = strcspn(mt, ";");
     while (n && (mt[n - 1] == ' ' || mt[n - 1] == '\t')) n--;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -492,8 +495,7 @@ int srv_media_type_ok(const char *mt, int *media)
     return 0;
 }
 
-lode_status srv_doc_request_parse(const char *body, size_t len, srv_doc_request *out,
-                                  srv_error *e)
+lode_status srv_doc_request_parse(const char *body, size_t len, srv_doc_request *out, srv_error *e)
 {
     lode_status st;
     lode_json_err je;

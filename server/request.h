@@ -103,7 +103,7 @@ void srv_embed_request_clear(srv_embed_request *r);
 /* ---- POST /v1/documents (JSON body) --------------------------------------------------- */
 /* A parsed document upload: exactly one of text and url. Strings point into `root`. */
 typedef struct srv_doc_request {
-    json_t *root; /* owned */
+    json_t *root;     /* owned */
     const char *text; /* the document's content */
     size_t text_len;
     const char *url;        /* http(s) URL to fetch instead */

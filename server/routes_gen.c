@@ -634,7 +634,8 @@ static json_t *embedding_value(const float *v, int dim, int base64)
         for (int i = 0; i < dim; i++) { /* the wire format is little-endian */
             uint32_t u;
             memcpy(&u, &v[i], 4);
-            for (int k = 0; k < 4; k++) raw[(size_t)i * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
+            for (int k = 0; k < 4; k++)
+                raw[(size_t)i * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
         }
         int m = EVP_EncodeBlock((unsigned char *)b64, raw, (int)n);
         s = json_stringn(b64, (size_t)m);
@@ -671,7 +672,8 @@ static void embed_done(srv_embed_job *jb)
     json_t *out = NULL;
     if (jb->st == LODE_OK) {
         out = embed_answer(r);
-        if (!out) srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
+        if (!out)
+            srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
     } else if (jb->st == LODE_ERR_CANCELLED) {
         srv_error_set(&e, jb->st, 503, "server_error", "shutting_down", NULL, "%s", jb->err);
     } else {
@@ -733,8 +735,8 @@ void srv_h_embeddings(srv_conn *c)
     int32_t *ids = lode_malloc((size_t)max_ids * sizeof *ids);
     for (size_t i = 0; ids && i < r->req.n_texts; i++) {
         int k = 0;
-        if (eng_bert_tokenize(s->be->embedder, r->req.texts[i], r->req.lens[i], ids, max_ids,
-                              &k) == LODE_OK)
+        if (eng_bert_tokenize(s->be->embedder, r->req.texts[i], r->req.lens[i], ids, max_ids, &k) ==
+            LODE_OK)
             r->tokens += k;
     }
     lode_free(ids);

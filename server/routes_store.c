@@ -524,8 +524,7 @@ static int fetch_url(srv_conn *c, const char *url, fetch *f, char *ctype, size_t
         snprintf(ctype, ctlen, "%s", ct);
     if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
         srv_reply_errorf(c, 413, "invalid_request_error", "url_content_too_large", "url",
-                         "the document at the URL is over the limit of %zu bytes",
-                         s->cfg.max_body);
+                         "the document at the URL is over the limit of %zu bytes", s->cfg.max_body);
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
         srv_reply_errorf(c, 504, "server_error", "url_fetch_timeout", "url",
                          "fetching the URL took longer than %ld s", timeout);
@@ -620,10 +619,10 @@ static void store_upload(srv_conn *c, upload *u)
         srv_reply_store_error(c, st, msg);
         goto out;
     }
-    out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
-                    "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256",
-                    sha, "size", (json_int_t)u->len, "chunks", (json_int_t)pr.n_chunks, "status",
-                    what);
+    out =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
+                  "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256", sha,
+                  "size", (json_int_t)u->len, "chunks", (json_int_t)pr.n_chunks, "status", what);
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         goto out;

@@ -1306,7 +1306,6 @@ static void test_shutdown_cancels_generation(void **state)
     cleanup(&s);
 }
 
-
 /* ---- tests: embeddings, uploads, URL fetches, search modes --------------------------- */
 
 #define NEED_EMBED_MODEL()                                                                         \
@@ -1622,7 +1621,8 @@ static void test_document_uploads(void **state)
     r = post_form(&s, "/v1/documents", empty, 1, "sk-d");
     expect_error(&r, 400, "empty", "file", NULL);
     resp_free(&r);
-    static const char elf[] = "\x7f" "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0";
+    static const char elf[] = "\x7f"
+                              "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0";
     part bin[] = {{"file", elf, "a.out", NULL, sizeof elf - 1}};
     r = post_form(&s, "/v1/documents", bin, 1, "sk-d");
     expect_error(&r, 415, "not text", NULL, "unsupported_media_type");
@@ -1631,7 +1631,8 @@ static void test_document_uploads(void **state)
     r = post_form(&s, "/v1/documents", png, 1, "sk-d");
     expect_error(&r, 415, "image/png", "file", "unsupported_media_type");
     resp_free(&r);
-    part badmt[] = {{"file", "x", "x.txt", NULL, 0}, {"media_type", "application/pdf", NULL, NULL, 0}};
+    part badmt[] = {{"file", "x", "x.txt", NULL, 0},
+                    {"media_type", "application/pdf", NULL, NULL, 0}};
     r = post_form(&s, "/v1/documents", badmt, 2, "sk-d");
     expect_error(&r, 400, "media_type", "media_type", NULL);
     resp_free(&r);
@@ -1776,8 +1777,9 @@ static void test_openai_client(void **state)
     }
     server s;
     make_dir(&s);
-    const char *args[] = {"--model",       MODEL_PATH, "--api-key", "sk-compat",
-                          "--embed-model", have_embed_model() ? EMBED_PATH : "",  NULL};
+    const char *args[] = {"--model",   MODEL_PATH,      "--api-key",
+                          "sk-compat", "--embed-model", have_embed_model() ? EMBED_PATH : "",
+                          NULL};
     if (!have_embed_model()) args[4] = NULL; /* the script then reports embeddings skipped */
     start_args(&s, args);
     snprintf(cmd, sizeof cmd,
