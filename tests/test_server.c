@@ -1211,9 +1211,6 @@ static void test_generation_errors(void **state)
     r = http(&s, "POST", "/v1/chat/completions", body, NULL);
     expect_error(&r, 400, "not supported", "top_logprobs", NULL);
     resp_free(&r);
-    r = http(&s, "POST", "/v1/embeddings", "{\"model\":\"x\",\"input\":\"hi\"}", NULL);
-    expect_error(&r, 501, "not available in this build", NULL, "not_available");
-    resp_free(&r);
     r = http(&s, "POST", "/v1/ask", "{\"question\":\"hi\"}", NULL);
     expect_error(&r, 501, "not available in this build", NULL, "not_available");
     resp_free(&r);
