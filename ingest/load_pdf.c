@@ -75,12 +75,14 @@ lode_status ing_load_pdf(const char *data, size_t len, ing_doc **out, char *err,
     bytes = g_bytes_new_static(data, len);
     pdf = poppler_document_new_from_bytes(bytes, NULL, &gerr);
     if (!pdf) {
-        int encrypted = gerr && gerr->domain == POPPLER_ERROR && gerr->code == POPPLER_ERROR_ENCRYPTED;
+        int encrypted =
+            gerr && gerr->domain == POPPLER_ERROR && gerr->code == POPPLER_ERROR_ENCRYPTED;
         if (encrypted)
             st = lode_seterr(why, sizeof why, LODE_ERR_UNSUPPORTED,
                              "encrypted PDF: it needs a password, which lode does not take");
         else
-            st = lode_seterr(why, sizeof why, LODE_ERR_FORMAT, "damaged PDF, poppler cannot read it (%s)",
+            st = lode_seterr(why, sizeof why, LODE_ERR_FORMAT,
+                             "damaged PDF, poppler cannot read it (%s)",
                              gerr && gerr->message ? gerr->message : "no reason given");
         goto out;
     }
@@ -128,9 +130,10 @@ lode_status ing_load_pdf(const char *data, size_t len, ing_doc **out, char *err,
         goto out;
     }
     if (text_pages == 0) {
-        st = lode_seterr(why, sizeof why, LODE_ERR_UNSUPPORTED,
-                         "no text in any of its %d page%s (scanned or image-only PDF; lode does no OCR)",
-                         n_pages, n_pages == 1 ? "" : "s");
+        st = lode_seterr(
+            why, sizeof why, LODE_ERR_UNSUPPORTED,
+            "no text in any of its %d page%s (scanned or image-only PDF; lode does no OCR)",
+            n_pages, n_pages == 1 ? "" : "s");
         goto out;
     }
     st = docb_finish(&b, ING_MEDIA_PDF, out);

@@ -97,13 +97,16 @@ static void test_text_per_page(void **state)
 
     char *p1 = page_text(d, 1), *p2 = page_text(d, 2), *p3 = page_text(d, 3), *p4 = page_text(d, 4);
     /* lines of a page run together with one space */
-    assert_string_equal(p1, "Lighthouse keepers trimmed the wicks every evening and logged the weather "
-                            "in a leather-bound book.");
+    assert_string_equal(p1,
+                        "Lighthouse keepers trimmed the wicks every evening and logged the weather "
+                        "in a leather-bound book.");
     assert_non_null(strstr(p2, "harbour pilot boarded incoming freighters"));
     assert_string_equal(p3, ""); /* only an image */
     /* WinAnsi accents come out as UTF-8 */
-    assert_non_null(strstr(p4, "A caf\xC3\xA9 on the quay served na\xC3\xAFve tourists cr\xC3\xA8me br\xC3\xBBl\xC3\xA9"
-                               "e."));
+    assert_non_null(strstr(
+        p4,
+        "A caf\xC3\xA9 on the quay served na\xC3\xAFve tourists cr\xC3\xA8me br\xC3\xBBl\xC3\xA9"
+        "e."));
     assert_non_null(strstr(p4, "gulls circled overhead"));
     assert_null(strstr(p1, "harbour"));
     lode_free(p1);
@@ -307,10 +310,11 @@ static void test_ingest_run(void **state)
     ret_hits_free(h);
 
     sqlite3_stmt *q = NULL;
-    assert_int_equal(sqlite3_prepare_v2(ret_store_sqlite(s),
-                                        "SELECT media_type FROM documents WHERE uri LIKE '%/text.pdf'",
-                                        -1, &q, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(ret_store_sqlite(s),
+                           "SELECT media_type FROM documents WHERE uri LIKE '%/text.pdf'", -1, &q,
+                           NULL),
+        SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "application/pdf");
     sqlite3_finalize(q);
