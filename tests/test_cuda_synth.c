@@ -281,6 +281,7 @@ static void test_cuda_vs_cpu_backend(void **state)
     cuda_vs_cpu("q8_0", 3e-2);
     cuda_vs_cpu("q4_0", 3e-2);
     cuda_vs_cpu("q4_1", 3e-2);
+    cuda_vs_cpu("q6_K", 3e-2);
 }
 
 int main(void)

@@ -249,6 +249,16 @@ static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
     return *(uint32_t *)&h;
 }
 
+/* Four 8x8 f16 matrices from shared memory, transposed: lane l gives the row address of
+ * matrix l / 8; register i receives this thread's pair of matrix i. */
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, const __half *p)
+{
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
 static __device__ __forceinline__ uint32_t ld32(const __half *p)
 {
     return *(const uint32_t *)p;
@@ -258,9 +268,11 @@ template <int HD, bool OUT_F16>
 __global__ void __launch_bounds__(128)
     attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out)
 {
-    constexpr int BQ = 64, BK = 64, KP = HD + 8, VP = BK + 8;
+    constexpr int BQ = 64, BK = 64, KP = HD + 8;
+    /* K and V tiles as stored (key-major rows, padded by 16 bytes so that 8 consecutive rows
+     * start in different banks); V reaches the P V product through ldmatrix .trans */
     __shared__ __align__(16) __half Ks[BK][KP];
-    __shared__ __align__(16) __half Vt[HD][VP];
+    __shared__ __align__(16) __half Vs[BK][KP];
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, H = c.n_head, kvh = h / (H / c.n_kv_head);
@@ -301,9 +313,7 @@ __global__ void __launch_bounds__(128)
                 vv = *(const uint4 *)(vc + row * HD + c8);
             }
             *(uint4 *)&Ks[key][c8] = kv;
-            const __half *vh = (const __half *)&vv;
-#pragma unroll
-            for (int e = 0; e < 8; e++) Vt[c8 + e][key] = vh[e];
+            *(uint4 *)&Vs[key][c8] = vv;
         }
         __syncthreads();
 
@@ -355,10 +365,15 @@ __global__ void __launch_bounds__(128)
                              pack_h2(s[2 * ks][2], s[2 * ks][3]),
                              pack_h2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
                              pack_h2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+            /* lanes 0-15 address keys ks*16 + 0..15 of dims d*8.., lanes 16-31 of dims (d+1)*8..;
+             * transposed, the four 8x8 matrices are the B fragments of d and d + 1 */
+            const int vrow = ks * 16 + (lane & 15), vcol = (lane >> 4) * 8;
 #pragma unroll
-            for (int d = 0; d < HD / 8; d++) {
-                const __half *vp = &Vt[d * 8 + g][ks * 16 + 2 * t];
-                mma16816(o[d], a, ld32(vp), ld32(vp + 8));
+            for (int d = 0; d < HD / 8; d += 2) {
+                uint32_t b[4];
+                ldsm_x4_trans(b, &Vs[vrow][d * 8 + vcol]);
+                mma16816(o[d], a, b[0], b[1]);
+                mma16816(o[d + 1], a, b[2], b[3]);
             }
         }
     }
