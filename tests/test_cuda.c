@@ -1080,7 +1080,7 @@ static void test_model(void **state)
         if (st) printf("prefill: %s\n", eng_cuda_errmsg(m));
         assert_int_equal(st, LODE_OK);
         for (int i = 0; i < 45; i++) ref_step(&r, prompt[i], i, ref);
-        double e = rel_l2(lg, ref, (size_t)c.vocab), pe = e;
+        double e = rel_l2(lg, ref, (size_t)c.vocab);
         int best = 0;
         for (int i = 1; i < c.vocab; i++)
             if (ref[i] > ref[best]) best = i;
@@ -1115,11 +1115,12 @@ static void test_model(void **state)
         }
         e = rel_l2(lg, ref, (size_t)c.vocab); /* logits of the last step, sequence 0 */
         worst = e;
-        /* quantized weights: int8 activations in the decode GEMV (see gemv_bound). This
-         * random 2-layer model amplifies rounding: its q6_K variant lands near 4e-2 on the
-         * bf16 prefill path too (3e-2..1e-1 over runs), so the decode bound is the larger of
-         * 5e-2 and twice the same model's prefill error */
-        double dbound = wt == LODE_BF16 ? 2e-3 : fmax(5e-2, 2 * pe);
+        /* quantized weights: int8 activations in the decode GEMV (see gemv_bound). The
+         * q6_K variant of this random 2-layer model (unfused f16 K and q8_0 up) amplifies
+         * rounding ten times more than the q4_0 one on both paths: prefill 1.7e-2..1e-1 and
+         * decode 4.4e-2..6.8e-2 in four GPU runs (H200, H100), with its single GEMV at
+         * 3.9e-3 like q4_0's; it gets the prefill path's bound */
+        double dbound = wt == LODE_BF16 ? 2e-3 : wt == LODE_Q6_K ? 1e-1 : 5e-2;
         printf("model %s decode (20 graph steps, batch 2): last logits rel L2 %.2e (bound %.0e); "
                "greedy choices matching the reference argmax: %d/20\n",
                lode_dtype_name(wt), worst, dbound, agree);
