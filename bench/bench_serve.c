@@ -5,17 +5,19 @@
  * then reports: requests answered, throughput (requests/s and generated tokens/s), time
  * to first token and inter-token latency (p50/p99), whole-request latency, 429 answers
  * (admission control; counted apart, as handled) and errors (any other status, a broken
- * stream, a transfer failure). With --pid it also reports the server's CPU time per level,
+ * stream, a transfer failure). Requests still running --drain seconds after the level's
+ * time are cut (the client disconnects) and counted apart, so a level never runs
+ * unbounded on a slow machine. With --pid it also reports the server's CPU time per level,
  * so a run on a loaded machine can be judged by its CPU cost as well as by wall time.
  *
  * A token is one server-sent event that carries text: for /v1/chat/completions a chunk
  * whose delta content is not empty (the first chunk, which only opens the assistant's
  * message, is not a token); for other endpoints any event with a non-empty "content",
- * "text", "delta" or "token" string. The stream must end with `data: [DONE]` (or an
+ * "text", "delta" or "token" string, except /v1/ask's closing summary (ask.answer). The stream must end with `data: [DONE]` (or an
  * event of type "done") to count as a success.
  *
  * usage: bench_serve --url http://127.0.0.1:PORT --path /v1/chat/completions
- *                    [--concurrency 1,4,16,64] [--seconds 15] [--max-tokens 16]
+ *                    [--concurrency 1,4,16,64] [--seconds 10] [--drain 45] [--max-tokens 16]
  *                    [--model ID] [--key KEY] [--pid SERVER_PID] [--label NAME]
  * Prints one Markdown line per level on stdout.
  */
@@ -75,6 +77,7 @@ typedef struct client {
     double t0, last_tok;
     int tokens;
     int done_seen;
+    int finished; /* the last request ended and no new one was started */
     char line[8192]; /* the event line being assembled */
     size_t line_len;
     int line_over;
@@ -82,7 +85,7 @@ typedef struct client {
 
 typedef struct level {
     vec ttft, itl, e2e;
-    long ok, rejected, errors, tokens;
+    long ok, rejected, errors, tokens, cut;
     char first_error[256];
 } level;
 
@@ -114,7 +117,7 @@ static void on_line(client *c, const char *l)
         c->done_seen = 1;
         return;
     }
-    if (!has_text(l)) return;
+    if (strstr(l, "\"object\":\"ask.answer\"") || !has_text(l)) return; /* the summary */
     double t = now_s();
     c->tokens++;
     c->last_tok = t;
@@ -169,6 +172,7 @@ static void start_request(CURLM *m, client *c)
     c->last_tok = c->t0;
     c->tokens = 0;
     c->done_seen = 0;
+    c->finished = 0;
     c->line_len = 0;
     c->line_over = 0;
     curl_multi_add_handle(m, c->h);
@@ -197,7 +201,7 @@ int main(int argc, char **argv)
 {
     const char *base = NULL, *model = "SmolLM2-135M-Instruct.Q4_1", *key = NULL;
     const char *levels = "1,4,16,64", *label = NULL;
-    double seconds = 15;
+    double seconds = 10, drain = 45;
     int max_tokens = 16;
     long pid = 0;
     for (int i = 1; i < argc; i++) {
@@ -214,6 +218,8 @@ int main(int argc, char **argv)
             levels = v;
         else if (!strcmp(a, "--seconds"))
             seconds = atof(v);
+        else if (!strcmp(a, "--drain"))
+            drain = atof(v);
         else if (!strcmp(a, "--max-tokens"))
             max_tokens = atoi(v);
         else if (!strcmp(a, "--model"))
@@ -249,7 +255,7 @@ int main(int argc, char **argv)
                  model, max_tokens);
     else /* /v1/ask */
         snprintf(g_body, sizeof g_body,
-                 "{\"question\":\"What does the write-ahead log do?\",\"k\":4,"
+                 "{\"question\":\"What does the write-ahead log do?\",\"k\":2,"
                  "\"max_tokens\":%d,\"stream\":true}",
                  max_tokens);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -301,21 +307,31 @@ int main(int argc, char **argv)
                     lv.errors++;
                 }
                 curl_multi_remove_handle(m, c->h);
+                c->finished = 1;
                 if (t < until) {
                     if (status == 429) usleep(20000); /* as a client honouring Retry-After */
                     start_request(m, c);
                     running++;
                 }
             }
+            if (running > 0 && now_s() > until + drain) {
+                /* the level's time and its drain are over: cut what is still running (the
+                 * server sees a disconnect and cancels it) */
+                for (int i = 0; i < n; i++)
+                    if (curl_multi_remove_handle(m, cl[i].h) == CURLM_OK && cl[i].t0 > 0 &&
+                        cl[i].t0 < until + drain && !cl[i].finished)
+                        lv.cut++;
+                break;
+            }
             if (running > 0) curl_multi_poll(m, NULL, 0, 50, NULL);
         }
         double wall = now_s() - t0, cpu1 = proc_cpu_s(pid);
         printf("| %s | %d | %.1f | %ld | %.2f | %.1f | %.0f / %.0f | %.0f / %.0f | %.2f / %.2f | "
-               "%ld | %ld |",
+               "%ld | %ld | %ld |",
                label ? label : g_path, n, wall, lv.ok, (double)lv.ok / wall,
                (double)lv.tokens / wall, pct(&lv.ttft, 0.5) * 1e3, pct(&lv.ttft, 0.99) * 1e3,
                pct(&lv.itl, 0.5) * 1e3, pct(&lv.itl, 0.99) * 1e3, pct(&lv.e2e, 0.5),
-               pct(&lv.e2e, 0.99), lv.rejected, lv.errors);
+               pct(&lv.e2e, 0.99), lv.rejected, lv.errors, lv.cut);
         if (cpu0 >= 0 && cpu1 >= 0)
             printf(" %.1f |", cpu1 - cpu0);
         else
