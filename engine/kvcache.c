@@ -14,14 +14,14 @@
 
 struct eng_kvcache {
     int n;
-    int32_t *ref;      /* (n) */
-    uint8_t *cached;   /* (n) published in the index */
-    uint64_t *hash;    /* (n) */
-    uint64_t *parent;  /* (n) */
-    int32_t *toks;     /* (n, ENG_KV_BLOCK) */
-    int32_t *prev;     /* (n) eviction order links */
-    int32_t *next;     /* (n) */
-    int32_t lru_head;  /* least recently released */
+    int32_t *ref;     /* (n) */
+    uint8_t *cached;  /* (n) published in the index */
+    uint64_t *hash;   /* (n) */
+    uint64_t *parent; /* (n) */
+    int32_t *toks;    /* (n, ENG_KV_BLOCK) */
+    int32_t *prev;    /* (n) eviction order links */
+    int32_t *next;    /* (n) */
+    int32_t lru_head; /* least recently released */
     int32_t lru_tail;
     int n_lru;
     int32_t *free_stk; /* (n) */
@@ -241,8 +241,7 @@ int eng_kvcache_lookup(eng_kvcache *c, const int32_t *toks, int max_blocks, int 
     return i;
 }
 
-int eng_kvcache_publish(eng_kvcache *c, int32_t b, uint64_t parent, uint64_t h,
-                        const int32_t *toks)
+int eng_kvcache_publish(eng_kvcache *c, int32_t b, uint64_t parent, uint64_t h, const int32_t *toks)
 {
     if (b < 0 || b >= c->n || c->ref[b] <= 0 || c->cached[b]) return 0;
     if (index_find(c, parent, h, toks) != NIL) return 0;

@@ -59,9 +59,9 @@ int eng_kvcache_publish(eng_kvcache *c, int32_t blk, uint64_t parent, uint64_t h
 
 typedef struct eng_kvcache_stats {
     int blocks_total;
-    int blocks_used;   /* referenced by at least one sequence */
-    int blocks_cached; /* holding a published prefix (used or not) */
-    int blocks_free;   /* neither used nor cached */
+    int blocks_used;        /* referenced by at least one sequence */
+    int blocks_cached;      /* holding a published prefix (used or not) */
+    int blocks_free;        /* neither used nor cached */
     uint64_t lookup_tokens; /* prompt tokens looked up */
     uint64_t hit_tokens;    /* of those, found in the cache */
     uint64_t evictions;

@@ -219,8 +219,7 @@ static eng_sseq *pick_slot_victim(eng_sched *s, const eng_sseq *q)
     for (int i = 0; i < s->n_live; i++) {
         eng_sseq *v = s->live[i];
         if (v->state != ENG_SEQ_RUNNING || v->in_step || v->level <= q->level) continue;
-        if (!best || v->level > best->level ||
-            (v->level == best->level && v->order > best->order))
+        if (!best || v->level > best->level || (v->level == best->level && v->order > best->order))
             best = v;
     }
     return best;
@@ -352,7 +351,8 @@ void eng_sched_commit(eng_sched *s, const eng_sched_plan *p)
         const eng_sched_item *it = &p->items[i];
         eng_sseq *q = it->s;
         q->n_computed = it->pos0 + it->n;
-        if (q->want_prompt) q->lp_next = LODE_MAX(q->lp_next, LODE_MIN(q->n_computed, q->n_prompt - 1));
+        if (q->want_prompt)
+            q->lp_next = LODE_MAX(q->lp_next, LODE_MIN(q->n_computed, q->n_prompt - 1));
         if (s->o.prefix_cache)
             while ((q->n_published + 1) * ENG_KV_BLOCK <= q->n_computed) {
                 const int32_t *t = q->toks + (size_t)q->n_published * ENG_KV_BLOCK;

@@ -45,26 +45,26 @@ typedef enum eng_seq_state {
 typedef struct eng_sseq {
     uint64_t id;
     void *user;
-    int32_t *toks;    /* (cap) prompt, then generated tokens */
-    int n_toks;       /* prompt + generated so far */
-    int cap;          /* most tokens (the context) */
-    int n_prompt;     /* the first n_prompt of toks */
-    int want_prompt;  /* logits of prompt rows 0..n_prompt-2 are wanted (prompt logprobs) */
-    int32_t *table;   /* (table_cap) block table, logical -> physical */
-    int table_cap;    /* >= ceil(cap / ENG_KV_BLOCK) */
+    int32_t *toks;   /* (cap) prompt, then generated tokens */
+    int n_toks;      /* prompt + generated so far */
+    int cap;         /* most tokens (the context) */
+    int n_prompt;    /* the first n_prompt of toks */
+    int want_prompt; /* logits of prompt rows 0..n_prompt-2 are wanted (prompt logprobs) */
+    int32_t *table;  /* (table_cap) block table, logical -> physical */
+    int table_cap;   /* >= ceil(cap / ENG_KV_BLOCK) */
     /* ---- scheduler state ---- */
     eng_seq_state state;
-    int n_computed;   /* tokens whose K/V is in the cache */
-    int n_table;      /* blocks held */
-    int n_published;  /* leading full blocks published to the prefix cache */
-    uint64_t chain;   /* hash of block n_published - 1 (0 when none) */
-    int lp_next;      /* next prompt row whose logits are still owed */
-    int level, used;  /* MLFQ level and tokens run at it */
-    uint64_t order;   /* arrival order */
-    int n_preempt;    /* times preempted */
+    int n_computed;    /* tokens whose K/V is in the cache */
+    int n_table;       /* blocks held */
+    int n_published;   /* leading full blocks published to the prefix cache */
+    uint64_t chain;    /* hash of block n_published - 1 (0 when none) */
+    int lp_next;       /* next prompt row whose logits are still owed */
+    int level, used;   /* MLFQ level and tokens run at it */
+    uint64_t order;    /* arrival order */
+    int n_preempt;     /* times preempted */
     int cached_tokens; /* prompt tokens found in the prefix cache at the first admission;
                           -1 before it */
-    int admitted;     /* has run at least once */
+    int admitted;      /* has run at least once */
     int in_step;
 } eng_sseq;
 
@@ -81,8 +81,8 @@ typedef struct eng_sched_item {
 typedef struct eng_sched_plan {
     eng_sched_item *items; /* (n_items) in batch order */
     int n_items;
-    int n_tokens; /* sum of items' n */
-    int n_out;    /* sum of items' logits rows */
+    int n_tokens;      /* sum of items' n */
+    int n_out;         /* sum of items' logits rows */
     eng_sseq **failed; /* sequences that cannot fit the KV pool alone: finish them with an
                           error and remove them */
     int n_failed;

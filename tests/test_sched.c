@@ -403,8 +403,8 @@ static void test_policy_decode_first(void **state)
         int checked = 0;
         while (eng_sched_n_live(m.s) > 0) {
             /* a step where the later one decodes while the earlier one is in its prompt */
-            int both = !seqs[1].done && seqs[1].q.n_toks > seqs[1].q.n_prompt &&
-                       !seqs[0].done && seqs[0].q.n_computed < 59;
+            int both = !seqs[1].done && seqs[1].q.n_toks > seqs[1].q.n_prompt && !seqs[0].done &&
+                       seqs[0].q.n_computed < 59;
             sim_step(&m, seqs, 2, &p);
             if (both) {
                 if (p.n_items != 2)
@@ -476,7 +476,7 @@ static void test_sched_cannot_fit_alone(void **state)
     int32_t prompt[100];
     for (int k = 0; k < 100; k++) prompt[k] = k;
     sim_seq_init(&seqs[0], 0, prompt, 10, 5);
-    sim_seq_init(&seqs[1], 1, prompt, 80, 5); /* never fits */
+    sim_seq_init(&seqs[1], 1, prompt, 80, 5);      /* never fits */
     sim_seq_init(&seqs[2], 2, prompt + 1, 20, 50); /* 70 tokens at its end: fails late */
     for (int i = 0; i < 3; i++) sim_add(&m, &seqs[i]);
     sim_run(&m, seqs, 3);
@@ -544,9 +544,9 @@ static void test_sched_admission_bound(void **state)
 }
 
 /* ---- the real model: batched output is bitwise the output alone -------------------- */
-#define N_REAL  32
-#define GEN     4
-#define MAXTOK  (GEN + 1)
+#define N_REAL 32
+#define GEN    4
+#define MAXTOK (GEN + 1)
 
 typedef struct real_out {
     int32_t toks[MAXTOK];
