@@ -142,8 +142,9 @@ static lode_status load_embedder(ret_store *s, const char *asked, int threads, e
     else if (stat(RET_DEFAULT_EMBED_MODEL, &sb) == 0)
         snprintf(path, sizeof path, "%s", RET_DEFAULT_EMBED_MODEL);
     else {
-        fprintf(stderr, "lode: ingest: no embedding model at %s (`make model` fetches it): "
-                        "ingesting lexical-only\n",
+        fprintf(stderr,
+                "lode: ingest: no embedding model at %s (`make model` fetches it): "
+                "ingesting lexical-only\n",
                 RET_DEFAULT_EMBED_MODEL);
         return LODE_OK;
     }

@@ -24,49 +24,50 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: lode search [OPTIONS] [--] QUERY...\n\n"
-            "Searches the store's chunks and prints the best hits with their document,\n"
-            "heading path, score and a snippet. Hybrid search (the default when the store has\n"
-            "vectors) fuses BM25 (SQLite FTS5) and dense (embedding) results by reciprocal rank\n"
-            "fusion; dense search finds paraphrases that share no word with the query.\n"
-            "The words of QUERY are searched as given: punctuation and FTS5 operators in them\n"
-            "are plain text, \"double quotes\" keep a phrase together.\n\n"
-            "options:\n"
-            "  -k N           number of hits (default 10, at most %d)\n"
-            "  --mode M       lexical, dense or hybrid (default: hybrid when the store has\n"
-            "                 vectors, else lexical)\n"
-            "  --path GLOB    only documents whose path matches GLOB (e.g. '*/lang_*')\n"
-            "  --type TYPE    only documents of this media type (text/html), or of a family\n"
-            "                 (text/)\n"
-            "  --after DATE   only documents modified at or after DATE (YYYY-MM-DD[THH:MM:SS], UTC)\n"
-            "  --before DATE  only documents modified before DATE\n"
-            "  --rrf-k K      reciprocal rank fusion constant (default 60)\n"
-            "  --weights L,D  weights of the lexical and dense lists in the fusion (default 1,1)\n"
-            "  --mmr LAMBDA   diversify by maximal marginal relevance, LAMBDA in (0,1): lower\n"
-            "                 is more diverse\n"
-            "  --depth N      candidates taken from each list (default max(4k, 50))\n"
-            "  --embed-model PATH\n"
-            "                 the embedding model's folder (default: the one the store was\n"
-            "                 embedded with)\n"
-            "  --all          lexical: only chunks that contain every word\n"
-            "  --any          lexical: chunks that contain any word, best first\n"
-            "  --raw          QUERY is FTS5 query syntax (AND, OR, NOT, NEAR, prefix*,\n"
-            "                 column: filters on text or heading_path); lexical only\n"
-            "  --json         print one JSON document: {query, mode, k, took_ms, hits: [...]}\n"
-            "  --mark OPEN,CLOSE\n"
-            "                 snippet markers (default: colour on a terminal, none in a\n"
-            "                 pipe, <mark>,</mark> with --json)\n"
-            "  --db PATH      the store (default $LODE_DB or ./lode.db)\n"
-            "  -h, --help     this text\n\n"
-            "examples:\n"
-            "  lode search write-ahead log\n"
-            "  lode search --mode dense 'how do I make the database file smaller'\n"
-            "  lode search -k 3 --json --path '*/lang_*' '\"virtual table\" module'\n"
-            "  lode search --raw 'heading_path: pragma AND journal*'\n\n"
-            "Exit status: 0 when the search ran (even with no hits), 1 when it failed,\n"
-            "2 for a usage error or an invalid --raw query.\n",
-            RET_SEARCH_MAX_K);
+    fprintf(
+        f,
+        "usage: lode search [OPTIONS] [--] QUERY...\n\n"
+        "Searches the store's chunks and prints the best hits with their document,\n"
+        "heading path, score and a snippet. Hybrid search (the default when the store has\n"
+        "vectors) fuses BM25 (SQLite FTS5) and dense (embedding) results by reciprocal rank\n"
+        "fusion; dense search finds paraphrases that share no word with the query.\n"
+        "The words of QUERY are searched as given: punctuation and FTS5 operators in them\n"
+        "are plain text, \"double quotes\" keep a phrase together.\n\n"
+        "options:\n"
+        "  -k N           number of hits (default 10, at most %d)\n"
+        "  --mode M       lexical, dense or hybrid (default: hybrid when the store has\n"
+        "                 vectors, else lexical)\n"
+        "  --path GLOB    only documents whose path matches GLOB (e.g. '*/lang_*')\n"
+        "  --type TYPE    only documents of this media type (text/html), or of a family\n"
+        "                 (text/)\n"
+        "  --after DATE   only documents modified at or after DATE (YYYY-MM-DD[THH:MM:SS], UTC)\n"
+        "  --before DATE  only documents modified before DATE\n"
+        "  --rrf-k K      reciprocal rank fusion constant (default 60)\n"
+        "  --weights L,D  weights of the lexical and dense lists in the fusion (default 1,1)\n"
+        "  --mmr LAMBDA   diversify by maximal marginal relevance, LAMBDA in (0,1): lower\n"
+        "                 is more diverse\n"
+        "  --depth N      candidates taken from each list (default max(4k, 50))\n"
+        "  --embed-model PATH\n"
+        "                 the embedding model's folder (default: the one the store was\n"
+        "                 embedded with)\n"
+        "  --all          lexical: only chunks that contain every word\n"
+        "  --any          lexical: chunks that contain any word, best first\n"
+        "  --raw          QUERY is FTS5 query syntax (AND, OR, NOT, NEAR, prefix*,\n"
+        "                 column: filters on text or heading_path); lexical only\n"
+        "  --json         print one JSON document: {query, mode, k, took_ms, hits: [...]}\n"
+        "  --mark OPEN,CLOSE\n"
+        "                 snippet markers (default: colour on a terminal, none in a\n"
+        "                 pipe, <mark>,</mark> with --json)\n"
+        "  --db PATH      the store (default $LODE_DB or ./lode.db)\n"
+        "  -h, --help     this text\n\n"
+        "examples:\n"
+        "  lode search write-ahead log\n"
+        "  lode search --mode dense 'how do I make the database file smaller'\n"
+        "  lode search -k 3 --json --path '*/lang_*' '\"virtual table\" module'\n"
+        "  lode search --raw 'heading_path: pragma AND journal*'\n\n"
+        "Exit status: 0 when the search ran (even with no hits), 1 when it failed,\n"
+        "2 for a usage error or an invalid --raw query.\n",
+        RET_SEARCH_MAX_K);
 }
 
 /* A copy of s (n bytes) with each invalid UTF-8 byte replaced by U+FFFD, for JSON. */
@@ -453,8 +454,7 @@ static int cmd_search(int argc, char **argv)
                 status = ds == LODE_ERR_INVALID ? CLI_USAGE : CLI_FAILED;
                 goto out;
             }
-            if (ds)
-                fprintf(stderr, "lode search: %s; searching lexically\n", err);
+            if (ds) fprintf(stderr, "lode search: %s; searching lexically\n", err);
         }
         st = ret_hybrid_search(s, d, &q, &r);
         if (!st && r->note[0] && d) fprintf(stderr, "lode search: %s\n", r->note);

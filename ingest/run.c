@@ -384,8 +384,7 @@ static lode_status embed_model_setup(ret_store *s, const ing_run_opts *o, ing_ru
     if (st && st != LODE_ERR_NOTFOUND) return st;
     int same = st == LODE_OK && !strcmp(cur.model, name) && cur.dim == dim;
     if (same && !strcmp(cur.path, o->embed_path ? o->embed_path : "")) return LODE_OK;
-    if ((st = ret_store_embed_set(s, name, dim, o->embed_path, &stats->vectors_dropped)))
-        return st;
+    if ((st = ret_store_embed_set(s, name, dim, o->embed_path, &stats->vectors_dropped))) return st;
     if (!same && cur.model[0]) {
         char msg[512];
         snprintf(msg, sizeof msg,
@@ -414,8 +413,7 @@ static void fill_progress(void *ctx, int64_t done, int64_t total)
 }
 
 /* Embeds the chunks that still have no vector, then catches the FAISS index file up. */
-static lode_status embed_rest(ret_store *s, const ing_run_opts *o, ing_run_stats *stats,
-                              int64_t t0)
+static lode_status embed_rest(ret_store *s, const ing_run_opts *o, ing_run_stats *stats, int64_t t0)
 {
     int64_t missing = 0, embedded = 0;
     lode_status st = ret_store_vector_counts(s, eng_bert_name(o->embedder), NULL, &missing);

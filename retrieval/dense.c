@@ -133,8 +133,8 @@ lode_status ret_store_embed_set(ret_store *s, const char *model, int dim, const 
     char num[32];
     snprintf(num, sizeof num, "%d", dim);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(s->db, "DELETE FROM vectors WHERE model <> ?1 OR dim <> ?2", -1,
-                                &q, NULL);
+    int rc = sqlite3_prepare_v2(s->db, "DELETE FROM vectors WHERE model <> ?1 OR dim <> ?2", -1, &q,
+                                NULL);
     if (rc != SQLITE_OK) {
         st = ret_store_dberr(s, rc, "dropping other models' vectors");
         goto out;
@@ -296,7 +296,8 @@ lode_status ret_vectors_fill(ret_store *s, struct eng_bert *m, volatile const in
             }
             texts[n++] = lode_buf_take(&b);
         }
-        if (!st && n < FILL_BATCH && rc != SQLITE_DONE) st = ret_store_dberr(s, rc, "reading chunks");
+        if (!st && n < FILL_BATCH && rc != SQLITE_DONE)
+            st = ret_store_dberr(s, rc, "reading chunks");
         sqlite3_reset(q);
         if (!st && n > 0) {
             after = ids[n - 1];
@@ -605,9 +606,9 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
     pthread_mutex_init(&d->mu, NULL);
     pthread_rwlock_init(&d->swap, NULL);
     d->no_save = o->no_save;
-    const char *path = o->model_path       ? o->model_path
-                       : info.path[0]      ? info.path
-                                           : RET_DEFAULT_EMBED_MODEL;
+    const char *path = o->model_path  ? o->model_path
+                       : info.path[0] ? info.path
+                                      : RET_DEFAULT_EMBED_MODEL;
     if (o->index_only && !o->model) {
         snprintf(d->model, sizeof d->model, "%s", info.model);
         d->dim = info.dim;
@@ -633,7 +634,8 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
     if (o->approx_factory) snprintf(d->factory, sizeof d->factory, "%s", o->approx_factory);
     d->vo = (ret_vindex_opts){
         .dim = d->dim,
-        .approx_threshold = o->approx_threshold ? o->approx_threshold : RET_DEFAULT_APPROX_THRESHOLD,
+        .approx_threshold =
+            o->approx_threshold ? o->approx_threshold : RET_DEFAULT_APPROX_THRESHOLD,
         .approx_factory = d->factory[0] ? d->factory : NULL,
         .ef_search = o->ef_search,
         .tag = ret_dense_model_tag(d->model),
@@ -674,11 +676,9 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
     }
     if (ls == LODE_OK && changed && d->seq != before && !strncmp(d->note, "loaded", 6)) {
         size_t l = strlen(d->note);
-        snprintf(d->note + l, sizeof d->note - l, ", caught up to change %lld",
-                 (long long)d->seq);
+        snprintf(d->note + l, sizeof d->note - l, ", caught up to change %lld", (long long)d->seq);
     }
-    if (d->dirty && save_locked(d))
-        LODE_WARN("%s (the index stays in memory)", d->err);
+    if (d->dirty && save_locked(d)) LODE_WARN("%s (the index stays in memory)", d->err);
     *out = d;
     return LODE_OK;
 fail:

@@ -55,8 +55,7 @@ lode_status ret_store_embed_set(ret_store *s, const char *model, int dim, const 
  * existing ones; inside the caller's transaction or in its own. Chunks that no longer
  * exist are skipped (*written, may be NULL, counts the rows written). */
 lode_status ret_store_vectors_put(ret_store *s, const char *model, int dim, size_t n,
-                                  const int64_t *ids, const float *vecs,
-                                  size_t *written /* OUT */);
+                                  const int64_t *ids, const float *vecs, size_t *written /* OUT */);
 /* Writes the vectors of document doc_id's chunks by ordinal: vecs[i * dim ..] for the
  * chunk of ordinal i, i < n (as ret_store_doc_replace numbered them); inside the caller's
  * transaction (the one of the document's write, so chunks and vectors commit together)
@@ -65,7 +64,7 @@ lode_status ret_store_doc_vectors_put(ret_store *s, const char *model, int dim, 
                                       size_t n, const float *vecs);
 /* Counts: chunks, vectors of model, and chunks without a vector of model. */
 lode_status ret_store_vector_counts(ret_store *s, const char *model, int64_t *vectors /* OUT */,
-                                   int64_t *missing /* OUT */);
+                                    int64_t *missing /* OUT */);
 
 /* Appends the text a chunk is embedded from: its heading path and a line break (when it
  * has one), then its text. Ingest and ret_vectors_fill both use it. */
@@ -85,15 +84,15 @@ lode_status ret_vectors_fill(ret_store *s, struct eng_bert *m, volatile const in
 typedef struct ret_dense ret_dense;
 
 typedef struct ret_dense_opts {
-    const char *model_path;  /* NULL: the store's embed_path, else RET_DEFAULT_EMBED_MODEL */
-    struct eng_bert *model;  /* an embedder to use instead of loading one (not owned) */
-    const char *index_path;  /* NULL: the store's database file + ".faiss" */
-    int64_t approx_threshold; /* 0: RET_DEFAULT_APPROX_THRESHOLD; < 0: always flat */
+    const char *model_path;     /* NULL: the store's embed_path, else RET_DEFAULT_EMBED_MODEL */
+    struct eng_bert *model;     /* an embedder to use instead of loading one (not owned) */
+    const char *index_path;     /* NULL: the store's database file + ".faiss" */
+    int64_t approx_threshold;   /* 0: RET_DEFAULT_APPROX_THRESHOLD; < 0: always flat */
     const char *approx_factory; /* NULL: "HNSW32,Flat" */
     int ef_search;              /* 0: the index's default */
     int n_threads;              /* embedder threads; 0: all */
-    int no_save; /* never write the index file (read-only users); it is still read */
-    int index_only; /* load no embedder: the index only (ret_dense_embed then fails) */
+    int no_save;                /* never write the index file (read-only users); it is still read */
+    int index_only;             /* load no embedder: the index only (ret_dense_embed then fails) */
 } ret_dense_opts;
 
 /* Opens the dense side of store s: loads the embedding model, checks it against the
@@ -124,8 +123,8 @@ int ret_dense_contains(ret_dense *d, int64_t id);
 int ret_dense_dim(const ret_dense *d);
 const char *ret_dense_model(const ret_dense *d); /* the model name; owned by d */
 const char *ret_dense_index_path(const ret_dense *d);
-int64_t ret_dense_seq(const ret_dense *d);  /* the change sequence the index reflects */
-int64_t ret_dense_count(ret_dense *d);      /* vectors in the index */
+int64_t ret_dense_seq(const ret_dense *d); /* the change sequence the index reflects */
+int64_t ret_dense_count(ret_dense *d);     /* vectors in the index */
 int ret_dense_is_approx(ret_dense *d);
 struct eng_bert *ret_dense_embedder(ret_dense *d); /* owned by d (or the caller's opts) */
 /* What opening did to the index file: "loaded", "caught up", "rebuilt (...)"; owned by d. */

@@ -205,8 +205,7 @@ static lode_status check_vectors(doc_ctx *c, const ret_embed_info *info, int hav
     st = ret_vectors_fill(c->s, m, NULL, NULL, NULL, &done);
     eng_bert_destroy(own);
     if (st) return st;
-    line(c, RET_DOCTOR_REPAIRED, "vectors", "%lld chunks had no vector: embedded",
-         (long long)done);
+    line(c, RET_DOCTOR_REPAIRED, "vectors", "%lld chunks had no vector: embedded", (long long)done);
     return LODE_OK;
 }
 
@@ -239,8 +238,8 @@ static lode_status check_index(doc_ctx *c, const ret_embed_info *info)
             line(c, RET_DOCTOR_OK, "index", "no vectors and no index file");
             return LODE_OK;
         }
-        line(c, RET_DOCTOR_NOTE, "index",
-             "no index file %s yet (it is built on the next open)", path);
+        line(c, RET_DOCTOR_NOTE, "index", "no index file %s yet (it is built on the next open)",
+             path);
     } else if (ls) {
         line(c, RET_DOCTOR_PROBLEM, "index", "%s", err);
     } else if (seq > counts.change_seq) {
@@ -270,8 +269,8 @@ static lode_status check_index(doc_ctx *c, const ret_embed_info *info)
     }
     int64_t have = ret_dense_count(d), absent = 0;
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(c->s->db, "SELECT chunk_id FROM vectors WHERE model = ?1", -1, &q,
-                                NULL);
+    int rc =
+        sqlite3_prepare_v2(c->s->db, "SELECT chunk_id FROM vectors WHERE model = ?1", -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(q, 1, info->model, -1, SQLITE_STATIC);
         while ((rc = sqlite3_step(q)) == SQLITE_ROW)
@@ -305,8 +304,8 @@ static lode_status check_index(doc_ctx *c, const ret_embed_info *info)
             ret_dense_close(d);
             return st;
         }
-        line(c, RET_DOCTOR_REPAIRED, "index", "%s now reflects change %lld (%lld vectors)",
-             path, (long long)ret_dense_seq(d), (long long)have);
+        line(c, RET_DOCTOR_REPAIRED, "index", "%s now reflects change %lld (%lld vectors)", path,
+             (long long)ret_dense_seq(d), (long long)have);
     } else if (fine) {
         line(c, RET_DOCTOR_OK, "index", "%s: %lld vectors (%s), at change %lld", path,
              (long long)have, ret_dense_is_approx(d) ? "approximate" : "flat", (long long)seq);

@@ -36,14 +36,15 @@ typedef struct ret_doctor_opts {
 } ret_doctor_opts;
 
 typedef struct ret_doctor_report {
-    int problems; /* inconsistencies found (before repair) */
-    int notes;    /* work left to do, found (before repair) */
-    int repaired; /* problems and notes fixed */
+    int problems;   /* inconsistencies found (before repair) */
+    int notes;      /* work left to do, found (before repair) */
+    int repaired;   /* problems and notes fixed */
     int unrepaired; /* problems still there after repair (or found without repair) */
 } ret_doctor_report;
 
 /* Runs every check on s (a read-write handle when repairing) and fills *out. Returns
  * LODE_OK when the checks ran (whatever they found), or the error that stopped them. */
-lode_status ret_doctor_run(ret_store *s, const ret_doctor_opts *o, ret_doctor_report *out /* OUT */);
+lode_status ret_doctor_run(ret_store *s, const ret_doctor_opts *o,
+                           ret_doctor_report *out /* OUT */);
 
 #endif

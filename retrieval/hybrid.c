@@ -431,8 +431,8 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
                 break;
             }
         if (!x->snippet)
-            x->snippet = lead_snippet(x->text, q.snippet_tokens > 0 ? q.snippet_tokens : 24,
-                                      q.ellipsis);
+            x->snippet =
+                lead_snippet(x->text, q.snippet_tokens > 0 ? q.snippet_tokens : 24, q.ellipsis);
         r->n++;
         if (!x->snippet) goto nomem;
     }

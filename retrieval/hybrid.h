@@ -38,17 +38,17 @@ typedef struct ret_query {
     const char *text; /* the user's words (never FTS5 syntax here) */
     int k;            /* results wanted, 1..RET_SEARCH_MAX_K; 0: 10 */
     ret_mode mode;
-    ret_filter filter;      /* all-zero: no filter */
-    double rrf_k;           /* 0: RET_RRF_K_DEFAULT */
-    double w_lexical;       /* weights of the two lists in the fusion; both 0: 1 and 1 */
+    ret_filter filter; /* all-zero: no filter */
+    double rrf_k;      /* 0: RET_RRF_K_DEFAULT */
+    double w_lexical;  /* weights of the two lists in the fusion; both 0: 1 and 1 */
     double w_dense;
-    double mmr_lambda;      /* 0: no MMR; (0, 1]: relevance weight of MMR (1 = plain order) */
-    int depth;              /* candidates taken from each list; 0: max(4 k, 50) */
-    ret_match_mode match;   /* lexical matching (search.h); default every term, then any */
-    const char *hl_open;    /* snippet markers (search.h); NULL: "[" and "]" */
+    double mmr_lambda;    /* 0: no MMR; (0, 1]: relevance weight of MMR (1 = plain order) */
+    int depth;            /* candidates taken from each list; 0: max(4 k, 50) */
+    ret_match_mode match; /* lexical matching (search.h); default every term, then any */
+    const char *hl_open;  /* snippet markers (search.h); NULL: "[" and "]" */
     const char *hl_close;
-    const char *ellipsis;   /* NULL: "..." */
-    int snippet_tokens;     /* 0: 24 */
+    const char *ellipsis; /* NULL: "..." */
+    int snippet_tokens;   /* 0: 24 */
 } ret_query;
 
 typedef struct ret_result {
@@ -63,18 +63,18 @@ typedef struct ret_result {
     const char *title;        /* "" when none */
     const char *heading_path; /* "" when none */
     const char *media_type;
-    const char *text;    /* the whole chunk */
-    const char *snippet; /* highlighted text when it matched lexically, else the chunk's
-                            first words */
+    const char *text;             /* the whole chunk */
+    const char *snippet;          /* highlighted text when it matched lexically, else the chunk's
+                                     first words */
     int64_t char_start, char_end; /* the chunk's span in its document's text */
     int64_t mtime_ns;             /* the document's modification time */
 } ret_result;
 
 typedef struct ret_results {
     size_t n;
-    ret_result *r; /* n results, best first; every string owned by the results */
-    ret_mode mode; /* the mode that ran (never AUTO) */
-    char note[256]; /* why AUTO fell back to lexical, else "" */
+    ret_result *r;   /* n results, best first; every string owned by the results */
+    ret_mode mode;   /* the mode that ran (never AUTO) */
+    char note[256];  /* why AUTO fell back to lexical, else "" */
     double embed_ms; /* time spent embedding the query */
     double took_ms;  /* the whole search */
 } ret_results;

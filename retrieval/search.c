@@ -38,20 +38,28 @@ static const char SEARCH_FTS5_F_SQL[] =
 
 int ret_filter_empty(const ret_filter *f)
 {
-    return !f || (!f->path_glob && !f->media_type && !f->modified_after_ns &&
-                  !f->modified_before_ns);
+    return !f ||
+           (!f->path_glob && !f->media_type && !f->modified_after_ns && !f->modified_before_ns);
 }
 
 void ret_filter_bind(sqlite3_stmt *q, int first, const struct ret_filter *f)
 {
-    if (f && f->path_glob) sqlite3_bind_text(q, first, f->path_glob, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(q, first);
-    if (f && f->media_type) sqlite3_bind_text(q, first + 1, f->media_type, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(q, first + 1);
-    if (f && f->modified_after_ns) sqlite3_bind_int64(q, first + 2, f->modified_after_ns);
-    else sqlite3_bind_null(q, first + 2);
-    if (f && f->modified_before_ns) sqlite3_bind_int64(q, first + 3, f->modified_before_ns);
-    else sqlite3_bind_null(q, first + 3);
+    if (f && f->path_glob)
+        sqlite3_bind_text(q, first, f->path_glob, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, first);
+    if (f && f->media_type)
+        sqlite3_bind_text(q, first + 1, f->media_type, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, first + 1);
+    if (f && f->modified_after_ns)
+        sqlite3_bind_int64(q, first + 2, f->modified_after_ns);
+    else
+        sqlite3_bind_null(q, first + 2);
+    if (f && f->modified_before_ns)
+        sqlite3_bind_int64(q, first + 3, f->modified_before_ns);
+    else
+        sqlite3_bind_null(q, first + 3);
 }
 
 /* ---- query escaping ----------------------------------------------------------------- */
@@ -584,8 +592,8 @@ static lode_status run_query(ret_store *s, const char *fts, const ret_search_opt
     if (lode_rank) lengths_check(s);
     int filtered = !ret_filter_empty(o->filter);
     sqlite3_stmt *q =
-        filtered ? (lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH_F, SEARCH_LODE_F_SQL)
-                              : ret_store_stmt(s, RET_STMT_SEARCH_FTS5_F, SEARCH_FTS5_F_SQL))
+        filtered    ? (lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH_F, SEARCH_LODE_F_SQL)
+                                 : ret_store_stmt(s, RET_STMT_SEARCH_FTS5_F, SEARCH_FTS5_F_SQL))
         : lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH, SEARCH_LODE_SQL)
                     : ret_store_stmt(s, RET_STMT_SEARCH_FTS5, SEARCH_FTS5_SQL);
     if (!q) return stmt_failed(s);

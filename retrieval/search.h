@@ -52,13 +52,13 @@ typedef struct ret_filter {
 int ret_filter_empty(const ret_filter *f);
 
 typedef struct ret_search_opts {
-    int k;                /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
-    int raw;              /* the query is FTS5 syntax, passed through as is */
-    ret_match_mode mode;  /* ignored when raw */
-    const char *hl_open;  /* before each matched term in the snippet; NULL means "[" */
-    const char *hl_close; /* after it; NULL means "]" */
-    const char *ellipsis; /* where the snippet cuts text; NULL means "..." */
-    int snippet_tokens;   /* snippet length in tokens, 1..64; 0 means 24 */
+    int k;                    /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
+    int raw;                  /* the query is FTS5 syntax, passed through as is */
+    ret_match_mode mode;      /* ignored when raw */
+    const char *hl_open;      /* before each matched term in the snippet; NULL means "[" */
+    const char *hl_close;     /* after it; NULL means "]" */
+    const char *ellipsis;     /* where the snippet cuts text; NULL means "..." */
+    int snippet_tokens;       /* snippet length in tokens, 1..64; 0 means 24 */
     const ret_filter *filter; /* only hits whose document passes it; NULL: all */
 } ret_search_opts;
 

@@ -62,11 +62,11 @@ typedef enum ret_stmt_id {
 
 /* The document filter of search.h's ret_filter as SQL over documents d, with its four
  * values bound at parameters ?F1..?F4 (ret_filter_bind binds them from first). */
-#define RET_FILTER_SQL(F1, F2, F3, F4)                                                         \
-    "(?" F1 " IS NULL OR d.uri GLOB ?" F1 ") AND (?" F2 " IS NULL OR d.media_type = ?" F2      \
-    " OR (substr(?" F2 ", -1) = '/' AND substr(d.media_type, 1, length(?" F2 ")) = ?" F2       \
-    ")) AND (?" F3 " IS NULL OR d.mtime_ns >= ?" F3 ") AND (?" F4 " IS NULL OR d.mtime_ns < ?" \
-    F4 ")"
+#define RET_FILTER_SQL(F1, F2, F3, F4)                                                             \
+    "(?" F1 " IS NULL OR d.uri GLOB ?" F1 ") AND (?" F2 " IS NULL OR d.media_type = ?" F2          \
+    " OR (substr(?" F2 ", -1) = '/' AND substr(d.media_type, 1, length(?" F2 ")) = ?" F2           \
+    ")) AND (?" F3 " IS NULL OR d.mtime_ns >= ?" F3 ") AND (?" F4 " IS NULL OR d.mtime_ns < ?" F4  \
+    ")"
 struct ret_filter;
 /* Binds f's four values (NULL for unset ones) at parameters first..first+3. */
 void ret_filter_bind(sqlite3_stmt *q, int first, const struct ret_filter *f);

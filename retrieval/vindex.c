@@ -7,10 +7,11 @@
  * is rebuilt from its own stored vectors (reconstruct).
  *
  * File format (little-endian): "LODEVIX1", u32 version 1, u32 dim, u32 flags (1: the
- * approximate index), u32 tag (the caller's, e.g. a hash of the model name; 0 none), i64 change_seq, i64 n_labels, i64 faiss_bytes, then
- * n_labels i64 ids (-1 for dead labels), then faiss_bytes of FAISS's own serialization of
- * the index (faiss_write_index). The sizes are checked before FAISS reads anything, so a
- * truncated file is refused here (FAISS 1.7.3 leaks memory on a short read).
+ * approximate index), u32 tag (the caller's, e.g. a hash of the model name; 0 none), i64
+ * change_seq, i64 n_labels, i64 faiss_bytes, then n_labels i64 ids (-1 for dead labels), then
+ * faiss_bytes of FAISS's own serialization of the index (faiss_write_index). The sizes are checked
+ * before FAISS reads anything, so a truncated file is refused here (FAISS 1.7.3 leaks memory on a
+ * short read).
  */
 #include "retrieval/vindex.h"
 
@@ -486,8 +487,8 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
     }
     if (hdr[3] != o->tag) {
         rc = lode_seterr(err, errlen, LODE_ERR_INVALID,
-                         "vindex: %s was made for other vectors (tag %08x, not %08x)", path,
-                         hdr[3], o->tag);
+                         "vindex: %s was made for other vectors (tag %08x, not %08x)", path, hdr[3],
+                         o->tag);
         goto out;
     }
     struct stat sb;

@@ -816,7 +816,8 @@ static void test_cli_bad_inputs(void **state)
     snprintf(p, sizeof p, "%s/dangling.md", in);
     assert_int_equal(symlink("/nonexistent/target.md", p), 0);
 
-    const char *args[] = {"ingest", "--lexical-only", "--db", db, "--max-size", "1K", in, "/nonexistent/path", NULL};
+    const char *args[] = {"ingest", "--lexical-only",    "--db", db, "--max-size", "1K",
+                          in,       "/nonexistent/path", NULL};
     assert_int_equal(run_lode(args, out, err), 1);
     size_t n;
     char *e = slurp(err, &n);
@@ -846,7 +847,8 @@ static void test_cli_bad_inputs(void **state)
     snprintf(p, sizeof p, "%s/good.md", in);
     char rep[4200];
     snprintf(rep, sizeof rep, "%s/repaired.txt", in);
-    const char *args2[] = {"ingest", "--lexical-only", "--db", db, "--json", "--rehash", p, rep, NULL};
+    const char *args2[] = {"ingest", "--lexical-only", "--db", db, "--json", "--rehash", p, rep,
+                           NULL};
     assert_int_equal(run_lode(args2, out, err), 0);
     char *o = slurp(out, &n);
     assert_non_null(strstr(o, "\"files_unchanged\":2"));
@@ -954,7 +956,8 @@ static void test_crash_safety(void **state)
     const int N = 3000;
     make_corpus(corpus, N);
     /* one loader thread keeps the run long enough to be caught in the middle */
-    const char *args[] = {"ingest", "--lexical-only", "--quiet", "--threads", "1", "--db", db, corpus, NULL};
+    const char *args[] = {"ingest", "--lexical-only", "--quiet", "--threads", "1", "--db",
+                          db,       corpus,           NULL};
     pid_t pid = spawn_lode(args, NULL, NULL);
     /* wait until some documents are committed, then kill -9 */
     int64_t docs = 0;

@@ -196,8 +196,8 @@ static void write_corpus(const char *dir)
 
 static void ingest(ret_store *s, const char *dir, int embed, int prune, ing_run_stats *st)
 {
-    ing_run_opts o = {.threads = 1, .prune = prune, .embedder = embed ? bert() : NULL,
-                      .embed_path = MODEL};
+    ing_run_opts o = {
+        .threads = 1, .prune = prune, .embedder = embed ? bert() : NULL, .embed_path = MODEL};
     o.chunk.target_tokens = 256;
     o.chunk.overlap_tokens = 16;
     const char *paths[] = {dir};
@@ -265,9 +265,9 @@ static void assert_index_matches(ret_store *s, ret_dense *d)
     assert_int_equal(missing, 0);
     assert_int_equal(ret_dense_count(d), nvec);
     sqlite3_stmt *q = NULL;
-    assert_int_equal(sqlite3_prepare_v2(ret_store_sqlite(s),
-                                        "SELECT chunk_id, vec FROM vectors", -1, &q, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(ret_store_sqlite(s), "SELECT chunk_id, vec FROM vectors", -1, &q, NULL),
+        SQLITE_OK);
     while (sqlite3_step(q) == SQLITE_ROW) {
         ret_vhit h[1];
         size_t n = 0;
@@ -311,12 +311,12 @@ static void test_dense_and_hybrid(void **state)
     size_t n = 0;
     /* a paraphrase sharing no word with the VACUUM page */
     const char *para = "shrinking bloated db storage";
-    assert_non_null(strstr(top_uri(f.s, d, RET_MODE_DENSE, para, NULL, &n, buf, sizeof buf),
-                           "/vacuum.md"));
+    assert_non_null(
+        strstr(top_uri(f.s, d, RET_MODE_DENSE, para, NULL, &n, buf, sizeof buf), "/vacuum.md"));
     top_uri(f.s, d, RET_MODE_LEXICAL, para, NULL, &n, buf, sizeof buf);
     assert_true(n == 0 || !strstr(buf, "/vacuum.md"));
-    assert_non_null(strstr(top_uri(f.s, d, RET_MODE_HYBRID, para, NULL, &n, buf, sizeof buf),
-                           "/vacuum.md"));
+    assert_non_null(
+        strstr(top_uri(f.s, d, RET_MODE_HYBRID, para, NULL, &n, buf, sizeof buf), "/vacuum.md"));
     /* auto is hybrid when vectors exist */
     ret_query q = {.text = "foreign key cascade", .k = 3};
     ret_results *r = NULL;
@@ -450,9 +450,9 @@ static void test_model_change(void **state)
     assert_int_equal(ret_store_embed_set(f.s, "other-model", 4, "/nowhere", NULL), LODE_OK);
     float v4[4] = {1, 0, 0, 0};
     sqlite3_stmt *q = NULL;
-    assert_int_equal(sqlite3_prepare_v2(ret_store_sqlite(f.s), "SELECT id FROM chunks", -1, &q,
-                                        NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(ret_store_sqlite(f.s), "SELECT id FROM chunks", -1, &q, NULL),
+        SQLITE_OK);
     while (sqlite3_step(q) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(q, 0);
         assert_int_equal(ret_store_vectors_put(f.s, "other-model", 4, 1, &id, v4, NULL), LODE_OK);
@@ -529,8 +529,7 @@ static void test_kill9(void **state)
         struct timespec ts = {0, 20 * 1000000L};
         int64_t seen = 0;
         int reaped = 0;
-        for (int waited = 0; at_docs[k] > 0 && seen < at_docs[k] && waited < 120000;
-             waited += 20) {
+        for (int waited = 0; at_docs[k] > 0 && seen < at_docs[k] && waited < 120000; waited += 20) {
             nanosleep(&ts, NULL);
             sqlite3 *ro = NULL;
             sqlite3_stmt *q = NULL;
@@ -636,10 +635,10 @@ static int teardown_all(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rrf_math),         cmocka_unit_test(test_mmr_math),
-        cmocka_unit_test(test_mode_names),       cmocka_unit_test(test_dense_and_hybrid),
-        cmocka_unit_test(test_filters),          cmocka_unit_test(test_catch_up),
-        cmocka_unit_test(test_model_change),     cmocka_unit_test(test_doctor_repairs),
+        cmocka_unit_test(test_rrf_math),     cmocka_unit_test(test_mmr_math),
+        cmocka_unit_test(test_mode_names),   cmocka_unit_test(test_dense_and_hybrid),
+        cmocka_unit_test(test_filters),      cmocka_unit_test(test_catch_up),
+        cmocka_unit_test(test_model_change), cmocka_unit_test(test_doctor_repairs),
         cmocka_unit_test(test_kill9),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
