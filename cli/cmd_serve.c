@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,15 @@
 #include <sys/stat.h>
 
 #define DEFAULT_EMBED "models/all-MiniLM-L6-v2"
+
+static sem_t stop_sem;
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    sem_post(&stop_sem); /* async-signal-safe */
+}
 
 static void serve_usage(FILE *f)
 {
@@ -259,12 +269,23 @@ static int cmd_serve(int argc, char **argv)
     }
     cfg.api_key = key;
 
-    /* Signals are taken by sigwait below; every thread started from here inherits the
-     * mask, so none of them is interrupted. */
+    /* SIGINT and SIGTERM run a handler that only posts a semaphore the main thread waits
+     * on. A handler, not sigwait alone: threads that libraries start before main (an
+     * OpenBLAS pool) do not block the signals, and with the default action a signal they
+     * receive would kill the process instead of shutting it down. Threads started from
+     * here inherit the mask, so none of them is interrupted. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sem_init(&stop_sem, 0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -331,8 +352,10 @@ static int cmd_serve(int argc, char **argv)
            be.embed_model_id ? ", embeddings " : "", be.embed_model_id ? be.embed_model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* this thread may take them too */
+    while (sem_wait(&stop_sem) != 0 && errno == EINTR) {
+    }
+    int sig = stop_signal;
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);
