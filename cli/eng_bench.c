@@ -74,7 +74,8 @@ static void usage(FILE *f)
             "                  greedy tokens after the ids, and each chosen token's logits (f32)\n"
             "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
             "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
-            "--profile adds the time of each op of one eager decode step and of the longest prefill.\n");
+            "--profile adds the time of each op of one eager decode step and of the longest "
+            "prefill.\n");
 }
 
 #if LODE_CUDA

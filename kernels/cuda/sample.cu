@@ -156,8 +156,8 @@ extern "C" lode_status krn_cuda_sample(const float *logits, int batch, int vocab
                                        void *stream)
 {
     if (batch <= 0 || vocab <= 0) return krn_cuda_fail_msg(LODE_ERR_INVALID, "sample: bad shape");
-    CU_TRY(launch_k(sample_kernel, dim3((unsigned)batch), dim3(ST), 0, STREAM(stream), logits, vocab,
-                    *c, tok, logprob));
+    CU_TRY(launch_k(sample_kernel, dim3((unsigned)batch), dim3(ST), 0, STREAM(stream), logits,
+                    vocab, *c, tok, logprob));
     CU_LAUNCHED("sample");
     return LODE_OK;
 }

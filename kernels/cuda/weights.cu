@@ -379,7 +379,9 @@ extern "C" lode_status krn_cuda_embed(const krn_cuda_mat *emb, const int32_t *to
 {
     if (!emb->fmt) return krn_cuda_fail_msg(LODE_ERR_INVALID, "CUDA: embedding not allocated");
     if (n <= 0) return LODE_OK;
-#define EM(F) CU_TRY(launch_k(embed_kernel<F>, dim3((unsigned)n), dim3(128), 0, STREAM(stream), *emb, tokens, out))
+#define EM(F)                                                                                      \
+    CU_TRY(launch_k(embed_kernel<F>, dim3((unsigned)n), dim3(128), 0, STREAM(stream), *emb,        \
+                    tokens, out))
     FMT_DISPATCH(emb->fmt, EM)
 #undef EM
     CU_LAUNCHED("embed");
