@@ -1044,6 +1044,9 @@ static void test_model(void **state)
         else if ((t) == LODE_BF16)                                                                 \
             for (int i_ = 0; i_ < (rows) * (cols); i_++)                                           \
                 ((uint16_t *)h_)[i_] = lode_float_to_bf16((scale)*frand());                        \
+        else if ((t) == LODE_F16)                                                                  \
+            for (int i_ = 0; i_ < (rows) * (cols); i_++)                                           \
+                ((lode_half *)h_)[i_] = lode_float_to_half((scale)*frand());                       \
         st = eng_cuda_model_set_weight(m, (kind), (layer), (t), h_, nb_);                          \
         if (st) printf("set_weight: %s\n", eng_cuda_errmsg(m));                                    \
         assert_int_equal(st, LODE_OK);                                                             \
@@ -1115,12 +1118,8 @@ static void test_model(void **state)
         }
         e = rel_l2(lg, ref, (size_t)c.vocab); /* logits of the last step, sequence 0 */
         worst = e;
-        /* quantized weights: int8 activations in the decode GEMV (see gemv_bound). The
-         * q6_K variant of this random 2-layer model (unfused f16 K and q8_0 up) amplifies
-         * rounding ten times more than the q4_0 one on both paths: prefill 1.7e-2..1e-1 and
-         * decode 4.4e-2..6.8e-2 in four GPU runs (H200, H100), with its single GEMV at
-         * 3.9e-3 like q4_0's; it gets the prefill path's bound */
-        double dbound = wt == LODE_BF16 ? 2e-3 : wt == LODE_Q6_K ? 1e-1 : 5e-2;
+        /* quantized weights: int8 activations in the decode GEMV (see gemv_bound) */
+        double dbound = wt == LODE_BF16 ? 2e-3 : 5e-2;
         printf("model %s decode (20 graph steps, batch 2): last logits rel L2 %.2e (bound %.0e); "
                "greedy choices matching the reference argmax: %d/20\n",
                lode_dtype_name(wt), worst, dbound, agree);
