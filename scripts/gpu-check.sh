@@ -3,7 +3,9 @@
 # service libraries are absent; binaries prebuilt elsewhere in prebuilt/ are used when they
 # run), the CUDA tests, the HF comparison, `lode bench` on the issue's shapes, the two peers
 # (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
-# the same run, and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+# the same run, where decode time goes (per-op profile of decode and of a 2048-token prefill,
+# and the decode step without programmatic launch, LODE_CUDA_PDL=0) for the target shapes,
+# and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
 #   scripts/gpu-check.sh [quick|hf]  quick: tests and two small benches only; hf: only the HF
 #                                    peer and comparison (after a run without them)
 # Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ..."

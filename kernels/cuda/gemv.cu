@@ -13,6 +13,12 @@
  * step is five launches a layer: x can be RMS-normalized, SwiGLU-combined or assembled from
  * the decode-attention splits while it is loaded, and y can be added to the residual or
  * rotated (RoPE) and written into the paged KV cache.
+ *
+ * Small matrices make each launch's fixed latency count, so: the first weights are requested
+ * before the kernel waits for its predecessor (programmatic dependent launch, launch_k);
+ * the input stage keeps one round of loads in flight per thread; the grid is one wave of
+ * blocks (occupancy API) with equal shares of row groups, so x is staged once per block;
+ * and the next row group's weights are requested while the current one is reduced.
  */
 #include "kernels/cuda/unit.cuh"
 
