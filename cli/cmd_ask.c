@@ -92,6 +92,7 @@ static void print_sources(json_t *ans, int tty)
         json_array_foreach(cit, i, c)
         {
             const char *title = jget(c, "title"), *hp = jget(c, "heading_path");
+            if (!strcmp(hp, title)) hp = "";
             printf("  [%d] %s%s%s%s\n", (int)json_integer_value(json_object_get(c, "n")),
                    *title ? title : jget(c, "uri"), *hp ? " > " : "", hp, off);
             printf("      %s%s  (chunk %lld, score %.2f)%s\n", dim, jget(c, "uri"),
@@ -105,6 +106,7 @@ static void print_sources(json_t *ans, int tty)
             int n = (int)json_integer_value(json_object_get(c, "n"));
             if (!n) continue;
             const char *title = jget(c, "title"), *hp = jget(c, "heading_path");
+            if (!strcmp(hp, title)) hp = "";
             printf("  [%d] %s%s%s  %s(%s)%s\n", n, *title ? title : jget(c, "uri"),
                    *hp ? " > " : "", hp, dim, jget(c, "uri"), off);
         }
