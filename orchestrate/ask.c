@@ -9,11 +9,13 @@
 #include "retrieval/qlog.h"
 #include "retrieval/search.h"
 
+#include <ctype.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define SYSTEM_PROMPT                                                                              \
     "You answer questions using only the numbered passages you are given. Cite the passages "      \
@@ -518,6 +520,18 @@ size_t orc_citations_extract(const char *text, size_t len, size_t n_used, int *o
     size_t n = 0;
     int nums[128];
     for (size_t i = 0; i < len; i++) {
+        if ((text[i] | 32) == 'p' && (i == 0 || !isalnum((unsigned char)text[i - 1])) &&
+            len - i > 9 && !strncasecmp(text + i, "passage ", 8)) {
+            /* "passage 2", as small models often write instead of [2] */
+            size_t j = i + 8;
+            long v = 0;
+            while (j < len && isdigit((unsigned char)text[j]) && v < 100000)
+                v = v * 10 + (text[j++] - '0');
+            if (j > i + 8 && (j == len || !isalnum((unsigned char)text[j])) && v >= 1 &&
+                (size_t)v <= n_used)
+                add_cite(out, max, &n, (int)v);
+            continue;
+        }
         if (text[i] != '[') continue;
         size_t nn = 0;
         size_t used = parse_marker(text + i + 1, len - i - 1, nums, LODE_ARRAY_LEN(nums), &nn);

@@ -163,8 +163,9 @@ const char *orc_finish_name(const orc_answer *a);
  * answer text out (the stream has sent it). A new reference, or NULL for no memory. */
 json_t *orc_answer_json(const orc_answer *a, int with_answer);
 
-/* The citations in text[0..len): markers [n], [n, m], [n; m] and [n-m] (a range) naming
- * passages 1..n_used. Writes the distinct numbers, in order of first appearance, to
+/* The citations in text[0..len): markers [n], [n, m], [n; m], [n-m] (a range) and
+ * [Passage n], and the words "passage n" (as small models write), naming passages
+ * 1..n_used. Writes the distinct numbers, in order of first appearance, to
  * out[0..max) and returns how many there are (at most max). */
 size_t orc_citations_extract(const char *text, size_t len, size_t n_used, int *out /* OUT */,
                              size_t max);

@@ -141,6 +141,8 @@ static void test_citations(void **state)
     expect_cites("Adjacent [2][1].", 4, (int[]){2, 1}, 2);
     expect_cites("A range [1-3].", 4, (int[]){1, 2, 3}, 3);
     expect_cites("Words first [Passage 2] and [source 1].", 2, (int[]){2, 1}, 2);
+    expect_cites("Passage 2: it rebuilds the file, as passage 1 says.", 3, (int[]){2, 1}, 2);
+    expect_cites("passage 4 is not given; passage 12a and passages 1 are no citations", 3, NULL, 0);
     /* passages that do not exist, and things that are not markers */
     expect_cites("Out of range [7] and [0].", 3, NULL, 0);
     expect_cites("Not markers: [a], [1 2], [x1], [], [1, and a[i] index [2", 3, NULL, 0);
