@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,16 @@
 #include <sys/stat.h>
 
 #define DEFAULT_EMBED "models/all-MiniLM-L6-v2"
+
+/* The stop signal's number, and the semaphore it posts (async-signal-safe). */
+static volatile sig_atomic_t stop_signal;
+static sem_t stop_sem;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    sem_post(&stop_sem);
+}
 
 static void serve_usage(FILE *f)
 {
@@ -252,12 +263,21 @@ static int cmd_serve(int argc, char **argv)
     }
     cfg.api_key = key;
 
-    /* Signals are taken by sigwait below; every thread started from here inherits the
-     * mask, so none of them is interrupted. */
+    /* SIGINT and SIGTERM post stop_sem, which the main thread waits on below. A handler,
+     * not sigwait alone: threads that libraries start before main (OpenBLAS's) do not have
+     * the signals blocked, and the default action on such a thread would kill the process.
+     * Threads started from here inherit the mask, so none of them is interrupted. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sem_init(&stop_sem, 0, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -315,8 +335,10 @@ static int cmd_serve(int argc, char **argv)
            be.embed_model_id ? ", embeddings " : "", be.embed_model_id ? be.embed_model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    while (sem_wait(&stop_sem) != 0 && errno == EINTR) {
+    }
+    int sig = stop_signal;
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);

@@ -157,6 +157,15 @@ static void stop(server *s)
         }
         usleep(10000);
     }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "server exit: %s %d after %.1f s; its log:\n",
+                WIFEXITED(status) ? "status" : "signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), now_s() - t0);
+        char cat[200];
+        snprintf(cat, sizeof cat, "cat '%s' >&2", s->log);
+        if (system(cat)) {
+        }
+    }
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
