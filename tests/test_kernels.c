@@ -598,6 +598,59 @@ static void test_vec_dot_pairs(void **state)
     lode_free(xf);
 }
 
+/* The 32-element block types round as GGML's x86 dot products do on every ISA (so that
+ * llama.cpp's results are reproduced): the activation quantization and every element of
+ * a matmul (tiles of several rows and tokens included) are bit for bit the same on every
+ * variant the CPU has. */
+static void test_block_types_same_bits_on_every_isa(void **state)
+{
+    const lode_dtype types[] = {LODE_Q4_0, LODE_Q4_1, LODE_Q5_0, LODE_Q5_1, LODE_Q8_0};
+    const size_t n_in = 576, n_out = 7, n_tok = 5;
+    uint8_t *w = lode_malloc(n_out * n_in * 2), *ws = lode_malloc(n_tok * n_in * 2);
+    uint8_t *xq0 = lode_malloc(n_tok * n_in * 2);
+    float *x = lode_malloc(n_tok * n_in * 4), *y = lode_malloc(n_tok * n_out * 4);
+    float *y0 = lode_malloc(n_tok * n_out * 4);
+    assert_true(w && ws && xq0 && x && y && y0);
+    krn_isa isas[3];
+    int ni = n_isas(isas);
+    for (size_t k = 0; k < LODE_ARRAY_LEN(types); k++) {
+        lode_dtype t = types[k], vt = krn_vec_dot_type(t);
+        size_t rb = lode_dtype_row_bytes(t, n_in), xb = lode_dtype_row_bytes(vt, n_in);
+        for (size_t r = 0; r < n_out; r++) random_blocks(t, w + r * rb, n_in);
+        fill(x, n_tok * n_in, 3.f);
+        for (int v = 0; v < ni; v++) {
+            krn_isa_set(isas[v]);
+            poison(y, n_tok * n_out);
+            assert_int_equal(
+                krn_matmul(NULL, t, w, n_out, n_in, x, n_in, n_tok, y, n_out, ws, n_tok * xb),
+                LODE_OK);
+            if (v == 0) {
+                memcpy(xq0, ws, n_tok * xb);
+                memcpy(y0, y, n_tok * n_out * 4);
+                /* and the tiles agree with one dot product at a time */
+                for (size_t tk = 0; tk < n_tok; tk++)
+                    for (size_t r = 0; r < n_out; r++) {
+                        float d = krn_vec_dot(t, n_in, w + r * rb, ws + tk * xb);
+                        assert_memory_equal(&d, &y0[tk * n_out + r], sizeof d);
+                    }
+                continue;
+            }
+            if (memcmp(ws, xq0, n_tok * xb) || memcmp(y, y0, n_tok * n_out * 4))
+                print_message("%s %s differs from %s\n", lode_dtype_name(t), krn_isa_name(isas[v]),
+                              krn_isa_name(isas[0]));
+            assert_memory_equal(ws, xq0, n_tok * xb);
+            assert_memory_equal(y, y0, n_tok * n_out * 4);
+        }
+    }
+    krn_isa_set(isas[ni - 1]);
+    lode_free(w);
+    lode_free(ws);
+    lode_free(xq0);
+    lode_free(x);
+    lode_free(y);
+    lode_free(y0);
+}
+
 /* ---- f32 row ops ------------------------------------------------------------------- */
 static void test_row_ops(void **state)
 {
@@ -870,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_dispatch),
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_vec_dot_pairs),
+        cmocka_unit_test(test_block_types_same_bits_on_every_isa),
         cmocka_unit_test(test_matmul_types),
         cmocka_unit_test(test_matmul_shapes),
         cmocka_unit_test(test_matmul_multi),
