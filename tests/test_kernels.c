@@ -870,7 +870,7 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
                            .n_kv_head = n_kv,
                            .head_dim = hd,
                            .scale = scale,
-                           .n_step_tokens = n_q,
+                           .several_end = n_q >= 2 ? INT64_MAX : 0,
                            .out = O};
         assert_int_equal(krn_attention(pool, &a), LODE_OK);
         /* 1e-4: a probability within a float rounding of a half-rounding boundary may round

@@ -421,7 +421,7 @@ void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_t
  * scaled in float, exponentiated as GGML's softmax does (exp_sum) and normalized by the
  * float of 1/sum; the probabilities are rounded to half before the product with V. Those
  * half x half products are exact in float, so each dot product is a sum of exact terms
- * whose order is GGML's:
+ * whose order is GGML's (the caller says per position which, in several_end):
  *  - a step of several tokens (GGML's tinyBLAS): 16 partial sums, term i into sum i % 16
  *    in order, then the tree of _mm512_reduce_add_ps;
  *  - a single token (ggml_vec_dot_f16): 64 partial sums over the first n & ~63 terms (n
@@ -469,7 +469,7 @@ static void attn_task(void *ctx, size_t task, int thread)
     const float *q = a->q + qi * qs + h * hd;
     float *out = a->out + qi * os + h * hd;
     size_t n = (size_t)(a->pos0 + (int64_t)qi) + 1; /* keys 0..n-1 */
-    int gemm = a->n_step_tokens >= 2;
+    int gemm = a->pos0 + (int64_t)qi < a->several_end;
     lode_half qh[512];
     float qf[512], kf[512], t[512];
     float sc[ATTN_MAX_CTX + 16];

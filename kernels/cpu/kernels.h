@@ -163,9 +163,9 @@ typedef struct krn_attn_args {
     int64_t pos0;                       /* position of query 0; query i sees positions 0..pos0+i */
     size_t n_head, n_kv_head, head_dim; /* n_head a multiple of n_kv_head (GQA) */
     float scale;                        /* usually 1/sqrt(head_dim) */
-    size_t n_step_tokens;               /* tokens in the whole step (all sequences); the
-                                           summation order for 1 differs from that for
-                                           several, as in llama.cpp */
+    int64_t several_end;                /* queries at positions below it sum in the order
+                                           llama.cpp uses in a step of several tokens, the
+                                           others in its one-token order */
     float *out;                         /* OUT (n_q, n_head, head_dim), row stride out_stride */
     size_t out_stride;                  /* floats between queries; 0 = n_head * head_dim */
 } krn_attn_args;
