@@ -167,6 +167,23 @@ static lode_status load_embedder(ret_store *s, const char *asked, int threads, e
     return LODE_OK;
 }
 
+/* After a lexical-only run on a store that has an embedding model: says how many chunks
+ * now lack a vector. Returns 1 when it printed. */
+static int lexical_note(ret_store *s)
+{
+    ret_embed_info info;
+    int64_t missing = 0;
+    if (ret_store_embed_get(s, &info) != LODE_OK ||
+        ret_store_vector_counts(s, info.model, NULL, &missing) != LODE_OK || missing == 0)
+        return 0;
+    fprintf(stderr,
+            "ingest: lexical only, but the store's other chunks are embedded with %s: %lld "
+            "chunks have no vector (dense search misses them until `lode ingest` without "
+            "--lexical-only, or `lode doctor --repair`, embeds them)\n",
+            info.model, (long long)missing);
+    return 1;
+}
+
 static int cmd_ingest(int argc, char **argv)
 {
     enum {
@@ -389,7 +406,7 @@ static int cmd_ingest(int argc, char **argv)
             fprintf(stderr, "ingest: %lld chunks embedded with %s in %.2f s (%.1f chunks/s)\n",
                     (long long)S.chunks_embedded, eng_bert_name(bert), S.embed_seconds,
                     S.embed_seconds > 0 ? (double)S.chunks_embedded / S.embed_seconds : 0.0);
-        else
+        else if (!lexical_note(s))
             fprintf(stderr, "ingest: lexical only (no embeddings): `lode search` uses BM25\n");
     }
     rc = st || S.files_failed || S.interrupted ? CLI_FAILED : CLI_OK;

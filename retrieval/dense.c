@@ -266,10 +266,14 @@ out:
 lode_status ret_store_vector_counts(ret_store *s, const char *model, int64_t *vectors,
                                     int64_t *missing)
 {
-    sqlite3_stmt *q = ret_store_stmt(
-        s, RET_STMT_VECTOR_COUNTS,
-        "SELECT (SELECT count(*) FROM vectors WHERE model = ?1), (SELECT count(*) FROM chunks c "
-        "WHERE NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_id = c.id AND v.model = ?1))");
+    /* the missing count visits every chunk: only when asked for */
+    sqlite3_stmt *q =
+        missing ? ret_store_stmt(s, RET_STMT_VECTOR_COUNTS,
+                                 "SELECT (SELECT count(*) FROM vectors WHERE model = ?1), "
+                                 "(SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM "
+                                 "vectors v WHERE v.chunk_id = c.id AND v.model = ?1))")
+                : ret_store_stmt(s, RET_STMT_VECTOR_COUNT,
+                                 "SELECT count(*), 0 FROM vectors WHERE model = ?1");
     if (!q) return stmt_failed(s);
     sqlite3_bind_text(q, 1, model ? model : "", -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
