@@ -162,7 +162,8 @@ static lode_status load_embedder(ret_store *s, const char *asked, int threads, e
         return st;
     }
     char abs[PATH_MAX];
-    if (realpath(path, abs) && strlen(abs) < sizeof path) snprintf(path, sizeof path, "%s", abs);
+    size_t al = realpath(path, abs) ? strlen(abs) : sizeof path;
+    if (al < sizeof path) memcpy(path, abs, al + 1);
     *path_out = path;
     return LODE_OK;
 }
