@@ -667,7 +667,7 @@ int main(void)
         cmocka_unit_test(test_mode_names),   cmocka_unit_test(test_dense_and_hybrid),
         cmocka_unit_test(test_filters),      cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_model_change), cmocka_unit_test(test_doctor_repairs),
-        cmocka_unit_test(test_kill9),            cmocka_unit_test(test_index_kind),
+        cmocka_unit_test(test_kill9),        cmocka_unit_test(test_index_kind),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }
