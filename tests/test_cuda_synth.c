@@ -222,7 +222,7 @@ static void cuda_vs_cpu(const char *type, double bound)
     for (int i = 0; i < NP; i++) tok[i] = (int32_t)((i * 37 + 5) % V), pos[i] = i;
     for (int i = 0; i < NO; i++) outr[i] = NP - NO + i;
     float *lc = malloc((size_t)NO * V * 4), *lg = malloc((size_t)NO * V * 4);
-    eng_batch_seq sq = {0, NP, 0, bt, NB};
+    eng_batch_seq sq = {0, NP, 0, bt, NB, NP};
     eng_batch b = {NP, tok, pos, 1, &sq, NO, outr};
     assert_int_equal(eng_runtime_forward(rt, &b, lc, err, sizeof err), LODE_OK);
     for (size_t i = 0; i < (size_t)NO * V; i++) lg[i] = NAN;
@@ -241,7 +241,7 @@ static void cuda_vs_cpu(const char *type, double bound)
     int32_t next = argmax(lc + (size_t)(NO - 1) * V, V);
     for (int s = 0; s < ND; s++) {
         int32_t p = NP + s, o = 0;
-        eng_batch_seq sd = {0, 1, p, bt, NB};
+        eng_batch_seq sd = {0, 1, p, bt, NB, NP};
         eng_batch bd = {1, &next, &p, 1, &sd, 1, &o};
         assert_int_equal(eng_runtime_forward(rt, &bd, lc, err, sizeof err), LODE_OK);
         for (int i = 0; i < V; i++) lg[i] = NAN;
