@@ -700,15 +700,17 @@ static void test_cli(void **state)
     fixture_open(&f, 1);
     char out[4300];
     snprintf(out, sizeof out, "%s/out.txt", f.dir);
-    const char *a1[] = {"search", "--db", f.db, "--json", "-k", "2", "--mode", "dense",
-                        "shrinking bloated db storage", NULL};
+    const char *a1[] = {"search", "--db",  f.db,
+                        "--json", "-k",    "2",
+                        "--mode", "dense", "shrinking bloated db storage",
+                        NULL};
     assert_int_equal(run_lode(a1, out), 0);
     char *o = slurp(out);
     assert_non_null(strstr(o, "\"mode\": \"dense\""));
     assert_non_null(strstr(o, "vacuum.md"));
     lode_free(o);
-    const char *a2[] = {"search", "--db", f.db, "--json", "--path", "*/fk.html",
-                        "table", NULL}; /* hybrid by default */
+    const char *a2[] = {"search", "--db",      f.db,    "--json",
+                        "--path", "*/fk.html", "table", NULL}; /* hybrid by default */
     assert_int_equal(run_lode(a2, out), 0);
     o = slurp(out);
     assert_non_null(strstr(o, "\"mode\": \"hybrid\""));
