@@ -38,6 +38,27 @@ static float z_dot_f16_f32(const lode_half *x, const float *y, size_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+static float z_dot_f16_ordered(const lode_half *x, const float *y, size_t n, int several)
+{
+    if (several) {
+        __m512 acc = _mm512_setzero_ps();
+        for (size_t i = 0; i < n; i += 16)
+            acc = _mm512_fmadd_ps(load_h16(x + i), _mm512_loadu_ps(y + i), acc);
+        return _mm512_reduce_add_ps(acc);
+    }
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t np = n & ~(size_t)63;
+    for (size_t i = 0; i < np; i += 64) {
+        s0 = _mm512_fmadd_ps(load_h16(x + i), _mm512_loadu_ps(y + i), s0);
+        s1 = _mm512_fmadd_ps(load_h16(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_h16(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_h16(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
+    }
+    double s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    for (size_t i = np; i < n; i++) s += (double)(lode_half_to_float(x[i]) * y[i]);
+    return (float)s;
+}
+
 static void z_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
 {
     __m512 va = _mm512_set1_ps(a);
@@ -168,6 +189,7 @@ void krn_ops_init_avx512(krn_ops *o)
 {
     o->dot_f16_f32 = z_dot_f16_f32;
     o->axpy_f16 = z_axpy_f16;
+    o->dot_f16_ordered = z_dot_f16_ordered;
     o->dot_f32 = z_dot_f32;
     o->sumsq = z_sumsq;
     o->f16_to_f32 = z_f16_to_f32;
