@@ -460,11 +460,19 @@ static void attn_task(void *ctx, size_t task, int thread)
     o->f16_to_f32(qh, qf, hd);
     int kgemm = gemm && hd % 16 == 0; /* tinyBLAS needs k % 16 */
     float mx = -INFINITY;
-    for (size_t j = 0; j < n; j++) {
-        const lode_half *kr =
-            a->k_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
-        sc[j] = o->dot_f16_ordered(kr, qf, hd, kgemm) * a->scale;
-        mx = fmaxf(mx, sc[j]);
+    for (size_t j0 = 0; j0 < n; j0 += KRN_KV_BLOCK) {
+        const lode_half *kb =
+            a->k_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j0);
+        int ns = (int)LODE_MIN((size_t)KRN_KV_BLOCK, n - j0);
+        if (o->kq_block)
+            o->kq_block(kb, qf, hd, ns, kgemm, sc + j0);
+        else
+            for (int s = 0; s < ns; s++)
+                sc[j0 + s] = o->dot_f16_ordered(kb + (size_t)s * hd, qf, hd, kgemm);
+        for (int s = 0; s < ns; s++) {
+            sc[j0 + s] *= a->scale;
+            mx = fmaxf(mx, sc[j0 + s]);
+        }
     }
     /* GGML exponentiates whole vectors; masked lanes give exactly 0 */
     size_t npad = (n + 15) & ~(size_t)15;
@@ -482,9 +490,17 @@ static void attn_task(void *ctx, size_t task, int thread)
     /* partial sums by class (j % ncls); p_j * v exact, so axpy's fma is the add */
     float part[64 * 512];
     memset(part, 0, ncls * hd * sizeof(float));
-    for (size_t j = 0; j < m; j++)
-        o->axpy_f16(part + (j % ncls) * hd, sc[j],
-                    a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j), hd);
+    for (size_t j0 = 0; j0 < m; j0 += KRN_KV_BLOCK) { /* a block's keys are consecutive classes */
+        const lode_half *vb =
+            a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j0);
+        int ns = (int)LODE_MIN((size_t)KRN_KV_BLOCK, m - j0);
+        float *pc = part + (j0 % ncls) * hd;
+        if (o->pv_block)
+            o->pv_block(pc, sc + j0, vb, hd, ns);
+        else
+            for (int s = 0; s < ns; s++)
+                o->axpy_f16(pc + (size_t)s * hd, sc[j0 + s], vb + (size_t)s * hd, hd);
+    }
     if (vgemm) {
         for (size_t d = 0; d < hd; d++) out[d] = tree16(part + d, hd);
         return;

@@ -107,6 +107,8 @@ void krn_ops_init_scalar(krn_ops *o)
     krn_quant_ref_init(o);
     o->dot_f16_f32 = r_dot_f16_f32;
     o->dot_f16_ordered = r_dot_f16_ordered;
+    o->kq_block = NULL;
+    o->pv_block = NULL;
     o->axpy_f16 = r_axpy_f16;
     o->dot_f32 = r_dot_f32;
     o->sumsq = r_sumsq;
