@@ -768,6 +768,18 @@ lode_status ret_dense_embed(ret_dense *d, const char *text, float *out)
     return st;
 }
 
+lode_status ret_dense_embed_many(ret_dense *d, const char *const *texts, size_t n, float *out)
+{
+    if (!d->bert)
+        return lode_seterr(d->err, sizeof d->err, LODE_ERR_INVALID,
+                           "this dense index was opened without its embedder");
+    pthread_mutex_lock(&d->mu);
+    lode_status st = eng_bert_embed(d->bert, texts, NULL, n, out);
+    if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", eng_bert_errmsg(d->bert));
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
 lode_status ret_dense_search_vec(ret_dense *d, const float *q, size_t k, ret_vhit *hits, size_t *n)
 {
     pthread_rwlock_rdlock(&d->swap);

@@ -122,6 +122,10 @@ lode_status ret_dense_rebuild(ret_dense *d, ret_store *s);
 
 /* Embeds one text (L2-normalized, ret_dense_dim floats) into out. */
 lode_status ret_dense_embed(ret_dense *d, const char *text, float *out /* OUT */);
+/* Embeds n texts into out[i * dim ..]; like ret_dense_embed serialized with every other
+ * use of d's embedder (use this, not the embedder itself, where searches run beside). */
+lode_status ret_dense_embed_many(ret_dense *d, const char *const *texts, size_t n,
+                                 float *out /* OUT */);
 /* The k nearest chunks to the vector q, best first (hits must hold k). */
 lode_status ret_dense_search_vec(ret_dense *d, const float *q, size_t k, ret_vhit *hits /* OUT */,
                                  size_t *n /* OUT */);
