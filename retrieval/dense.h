@@ -11,9 +11,10 @@
  * The index lives in a file beside the database (<db>.faiss) that records the change
  * sequence it reflects; on open, and before each search, it is caught up by applying the
  * change log rows after that sequence (removed chunk ids leave, added ones enter with
- * their vectors), then its size is checked against the store's vector count and, when
- * they differ (vectors written by ret_vectors_fill, which logs no change), reconciled id
- * by id. A file that is missing, damaged or made for another model is rebuilt from the
+ * their vectors); vectors written without a change row (ret_vectors_fill, repairs, a
+ * model change) bump the setting vectors_version, and when it moved the index's size is
+ * checked against the store's vector count and, when they differ, reconciled id by id
+ * (always on open). Between changes a catch-up costs two single-row reads. A file that is missing, damaged or made for another model is rebuilt from the
  * vectors table. The index is flat (exact) below a configurable number of vectors and
  * approximate (a FAISS factory string, default HNSW) above it.
  *
