@@ -14,9 +14,10 @@
  * their vectors); vectors written without a change row (ret_vectors_fill, repairs, a
  * model change) bump the setting vectors_version, and when it moved the index's size is
  * checked against the store's vector count and, when they differ, reconciled id by id
- * (always on open). Between changes a catch-up costs two single-row reads. A file that is missing, damaged or made for another model is rebuilt from the
- * vectors table. The index is flat (exact) below a configurable number of vectors and
- * approximate (a FAISS factory string, default HNSW) above it.
+ * (always on open). Between changes a catch-up costs two single-row reads. A file that is missing,
+ * damaged or made for another model is rebuilt from the vectors table. The index is flat (exact)
+ * below a configurable number of vectors and approximate (a FAISS factory string, default HNSW)
+ * above it.
  *
  * A ret_dense may be shared by threads: embedding and catching up are serialized inside,
  * searches run concurrently. Each thread passes its own ret_store handle of the same store.
