@@ -18,8 +18,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_EMBED "models/all-MiniLM-L6-v2"
+
+/* SIGINT and SIGTERM end the server. They are caught by a handler that writes the signal's
+ * number to a pipe the main thread reads, not taken by sigwait: threads that libraries
+ * start before main (OpenBLAS under FAISS starts its pool when loaded) have the signals
+ * unblocked, and with the default action a signal delivered to one of them would kill the
+ * process instead of shutting it down. */
+static int stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(stop_pipe[1], &b, 1) < 0) {
+    }
+    errno = saved;
+}
+
+/* Blocks until SIGINT or SIGTERM arrives; returns which. */
+static int wait_stop_signal(void)
+{
+    unsigned char b = 0;
+    for (;;) {
+        ssize_t r = read(stop_pipe[0], &b, 1);
+        if (r == 1) return b;
+        if (r < 0 && errno == EINTR) continue;
+        return SIGTERM; /* the pipe failed: stop rather than hang */
+    }
+}
 
 static void serve_usage(FILE *f)
 {
@@ -252,14 +281,26 @@ static int cmd_serve(int argc, char **argv)
     }
     cfg.api_key = key;
 
-    /* Signals are taken by sigwait below; every thread started from here inherits the
-     * mask, so none of them is interrupted. */
+    /* The stop signals are blocked while the threads of the server and the engine start, so
+     * that they inherit the mask and are never interrupted; the main thread unblocks them
+     * once everything runs and waits for the handler's byte (see on_stop_signal). */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (pipe(stop_pipe) != 0) {
+        fprintf(stderr, "lode serve: cannot create a pipe: %s\n", strerror(errno));
+        rc = CLI_FAILED;
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     rc = CLI_FAILED;
     char err[1024];
@@ -315,8 +356,8 @@ static int cmd_serve(int argc, char **argv)
            be.embed_model_id ? ", embeddings " : "", be.embed_model_id ? be.embed_model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int sig = wait_stop_signal();
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);
@@ -327,6 +368,8 @@ static int cmd_serve(int argc, char **argv)
     rc = CLI_OK;
 out:
     srv_destroy(srv);
+    for (int i = 0; i < 2; i++)
+        if (stop_pipe[i] >= 0) close(stop_pipe[i]);
     eng_model_free(be.model);
     eng_bert_destroy(be.embedder);
     ret_store_close(be.store);
