@@ -9,6 +9,7 @@
 #include "server/srv_int.h"
 #include "engine/bert.h"
 #include "engine/engine.h"
+#include "retrieval/dense.h"
 #include "retrieval/store.h"
 
 #include <errno.h>
@@ -64,6 +65,7 @@ static void serve_usage(FILE *f)
                "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
                "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
                "  --no-embed-model     serve without embeddings\n"
+               "  --no-dense           lexical search only, even when the store has vectors\n"
                "  --engine-threads N   CPU threads of the engine (default: all)\n"
                "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
@@ -140,7 +142,8 @@ enum {
     OPT_CTX,
     OPT_EMBED,
     OPT_NOEMBED,
-    OPT_FETCHTO
+    OPT_FETCHTO,
+    OPT_NODENSE
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -162,12 +165,13 @@ static int cmd_serve(int argc, char **argv)
                                          {"embed-model", required_argument, 0, OPT_EMBED},
                                          {"no-embed-model", no_argument, 0, OPT_NOEMBED},
                                          {"fetch-timeout", required_argument, 0, OPT_FETCHTO},
+                                         {"no-dense", no_argument, 0, OPT_NODENSE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
     struct srv_backends be = {0};
     const char *db = cli_default_db(), *model = NULL, *key_file = NULL;
-    int no_model = 0, no_embed = 0;
+    int no_model = 0, no_embed = 0, no_dense = 0;
     const char *embed = NULL;
     eng_model_opts mopts = {0};
     char model_id[128] = "";
@@ -238,6 +242,9 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_NOEMBED:
             no_embed = 1;
+            break;
+        case OPT_NODENSE:
+            no_dense = 1;
             break;
         case OPT_FETCHTO:
             if (parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
@@ -345,6 +352,15 @@ static int cmd_serve(int argc, char **argv)
             be.embed_created = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
         }
     }
+    if (!no_dense) {
+        /* Dense and hybrid search when the store was ingested with embeddings: its own
+         * embedder (the store's model), used under the server's store lock. */
+        ret_embed_info ei;
+        ret_dense_opts dop = {.n_threads = mopts.n_threads};
+        if (ret_store_embed_get(be.store, &ei) == LODE_OK &&
+            ret_dense_open(be.store, &dop, &be.dense, err, sizeof err))
+            fprintf(stderr, "lode serve: dense search is off: %s\n", err);
+    }
     srv = srv_create(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "lode serve: %s\n", err);
@@ -372,6 +388,7 @@ out:
         if (stop_pipe[i] >= 0) close(stop_pipe[i]);
     eng_model_free(be.model);
     eng_bert_destroy(be.embedder);
+    ret_dense_close(be.dense);
     ret_store_close(be.store);
     lode_free(key);
     return rc;
