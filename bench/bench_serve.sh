@@ -43,7 +43,9 @@ else
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 kill -0 "$pid" 2>/dev/null && alive="the server was still up after the run" || alive="THE SERVER DIED"
-kill -TERM "$pid"; wait "$pid" && stopped="and stopped cleanly (exit 0)" || stopped="and exited with $?"
+kill -TERM "$pid"; wait "$pid" && stopped="and stopped cleanly (exit 0)" || {
+  stopped="and exited with $? on SIGTERM"; echo "bench-serve: the server's last lines:" >&2
+  tail -n 30 "$dir/err" >&2; }
 pid=
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
