@@ -14,7 +14,7 @@ drain=${DRAIN:-45}
 maxtok=${MAX_TOKENS:-16}
 levels=${LEVELS:-1,4,16,64}
 dir=$(mktemp -d /tmp/lode-bench-serve-XXXXXX)
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }; rm -rf "$dir"; true' EXIT
 
 # A small store so /v1/ask has passages to retrieve.
 "$LODE" ingest --lexical-only --db "$dir/lode.db" /usr/share/doc/sqlite3 >/dev/null 2>&1 || true
