@@ -309,7 +309,6 @@ static void test_arguments(void **state)
     assert_non_null(strstr(jstr(json_array_get(rows, 0), "uri"), "/vacuum.md"));
     json_decref(rows);
     rows = query(fx, "SELECT rank FROM lode_search('\"unclosed (phrase', 5)");
-    json_decref(rows);
     assert_int_equal(json_array_size(rows), 0);
     json_decref(rows);
     rows = query(fx, "SELECT rank FROM lode_search('?!', 5)");
