@@ -340,6 +340,14 @@ static void test_arguments(void **state)
     assert_non_null(strstr(jstr(json_array_get(rows, 0), "uri"), "/harbour.txt"));
     assert_non_null(strstr(jstr(json_array_get(rows, 1), "uri"), "/vacuum.md"));
     json_decref(rows);
+    /* k and mode from another table too */
+    rows =
+        query(fx, "SELECT t.n, count(*) AS hits FROM (SELECT 1 AS n, 'lexical' AS m UNION ALL "
+                  "SELECT 3, 'auto') t, lode_search('log', t.n, t.m) s GROUP BY t.n ORDER BY t.n");
+    assert_int_equal(json_array_size(rows), 2);
+    assert_int_equal(jint(json_array_get(rows, 0), "hits"), 1);
+    assert_int_equal(jint(json_array_get(rows, 1), "hits"), 3);
+    json_decref(rows);
     /* FTS5 syntax in user text is only words; nothing searchable gives no rows */
     rows = query(fx, "SELECT uri FROM lode_search('vacuum* (NEAR OR ^col:', 5)");
     assert_true(json_array_size(rows) >= 1);

@@ -116,9 +116,9 @@ static int x_disconnect(sqlite3_vtab *vt)
 }
 
 /* Plans: the arguments are equality constraints on the hidden columns, passed to
- * x_filter in column order; idx_num has bit i set when argument i is there. A query
- * constraint that cannot be used yet (its value comes from a table not yet scanned) makes
- * this plan unusable, so SQLite puts that table first. */
+ * x_filter in column order; idx_num has bit i set when argument i is there. An argument
+ * that cannot be used yet (its value comes from a table not yet scanned) makes this plan
+ * unusable, so SQLite puts that table first. */
 static int x_best_index(sqlite3_vtab *vt, sqlite3_index_info *ii)
 {
     int where[N_ARGS] = {-1, -1, -1}, unusable = 0;
@@ -132,7 +132,8 @@ static int x_best_index(sqlite3_vtab *vt, sqlite3_index_info *ii)
         }
         where[a] = c;
     }
-    if ((unusable & 1) && where[0] < 0) return SQLITE_CONSTRAINT;
+    for (int a = 0; a < N_ARGS; a++)
+        if ((unusable & (1 << a)) && where[a] < 0) return SQLITE_CONSTRAINT;
     int idx = 0, argv_i = 1;
     for (int a = 0; a < N_ARGS; a++) {
         if (where[a] < 0) continue;
