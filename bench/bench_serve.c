@@ -8,8 +8,9 @@
  * stream, a transfer failure). Requests still running --drain seconds after the level's
  * time are cut (the client disconnects) and counted apart, so a level never runs
  * unbounded on a slow machine; before the next level the server is given time to finish
- * cancelling them (until /metrics shows no request holding a slot). With --pid it also reports the server's CPU time per level,
- * so a run on a loaded machine can be judged by its CPU cost as well as by wall time.
+ * cancelling them (until /metrics shows no request holding a slot). With --pid it also reports the
+ * server's CPU time per level, so a run on a loaded machine can be judged by its CPU cost as well
+ * as by wall time.
  *
  * A token is one server-sent event that carries text: for /v1/chat/completions a chunk
  * whose delta content is not empty (the first chunk, which only opens the assistant's
@@ -212,8 +213,7 @@ static void wait_idle(const char *base, const char *auth, double timeout_s)
         if (rc == CURLE_OK && strstr(buf, "\nlode_http_concurrency_used 0\n")) return;
         usleep(200000);
     }
-    fprintf(stderr, "bench_serve: the server still had requests running after %.0f s\n",
-            timeout_s);
+    fprintf(stderr, "bench_serve: the server still had requests running after %.0f s\n", timeout_s);
 }
 
 static double proc_cpu_s(long pid)
