@@ -5,7 +5,8 @@
  *
  * Each line of the file is a JSON object: "query" (the question), and either "relevant"
  * (the documents that answer it: source URIs, or path suffixes such as "lang_vacuum.html"
- * that match a URI ending in "/lang_vacuum.html") or "answers" (strings of which one must
+ * that match a URI ending in "/lang_vacuum.html"; "a.html|b.html" is one entry that either
+ * page satisfies, for pages that say the same) or "answers" (strings of which one must
  * occur in a retrieved chunk; case and runs of whitespace do not matter). "id" names the
  * query in reports; other fields are ignored.
  *
@@ -84,7 +85,8 @@ static void usage(FILE *f)
                "  {\"id\": \"q1\", \"query\": \"how do I shrink the database file\",\n"
                "   \"relevant\": [\"lang_vacuum.html\"]}\n"
                "\"relevant\" lists the documents that answer it (a source URI, or a path suffix\n"
-               "matching URIs that end in /SUFFIX); instead, \"answers\" lists strings of which\n"
+               "matching URIs that end in /SUFFIX; A|B: either page will do); instead, \"answers\" "
+               "lists strings of which\n"
                "one must occur in a retrieved chunk (case and spacing ignored).\n\n"
                "options:\n"
                "  --mode MODE    lexical or all (default all: every mode of this build)\n"
@@ -280,12 +282,24 @@ out:
     return status;
 }
 
-/* 1 when uri is target or ends in "/" target. */
+/* 1 when uri is name (len bytes) or ends in "/" name. */
+static int uri_is(const char *uri, const char *name, size_t t)
+{
+    size_t u = strlen(uri);
+    if (u == t) return memcmp(uri, name, t) == 0;
+    return u > t && uri[u - t - 1] == '/' && memcmp(uri + u - t, name, t) == 0;
+}
+
+/* 1 when uri matches target, or one of its alternatives separated by '|'. */
 static int uri_matches(const char *uri, const char *target)
 {
-    size_t u = strlen(uri), t = strlen(target);
-    if (u == t) return strcmp(uri, target) == 0;
-    return u > t && uri[u - t - 1] == '/' && strcmp(uri + u - t, target) == 0;
+    for (;;) {
+        const char *bar = strchr(target, '|');
+        size_t t = bar ? (size_t)(bar - target) : strlen(target);
+        if (t && uri_is(uri, target, t)) return 1;
+        if (!bar) return 0;
+        target = bar + 1;
+    }
 }
 
 /* Prints a warning for each relevant entry that matches no document of the store (a typo
@@ -303,9 +317,15 @@ static size_t check_targets(ret_store *s, const eval_set *set, const char *path)
     for (size_t i = 0; i < set->n; i++) {
         const eval_query *q = &set->q[i];
         for (size_t t = 0; !q->by_answer && t < q->n_targets; t++) {
-            sqlite3_reset(st);
-            sqlite3_bind_text(st, 1, q->targets[t], -1, SQLITE_STATIC);
-            if (sqlite3_step(st) != SQLITE_ROW) {
+            int found = 0;
+            for (const char *a = q->targets[t]; a && !found;) {
+                const char *bar = strchr(a, '|');
+                sqlite3_reset(st);
+                sqlite3_bind_text(st, 1, a, bar ? (int)(bar - a) : -1, SQLITE_TRANSIENT);
+                found = sqlite3_step(st) == SQLITE_ROW;
+                a = bar ? bar + 1 : NULL;
+            }
+            if (!found) {
                 fprintf(stderr,
                         "lode eval: %s:%d: warning: no document of the store matches '%s'\n", path,
                         q->line, q->targets[t]);

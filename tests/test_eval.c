@@ -164,7 +164,8 @@ static void test_metrics(void **state)
         f->file,
         /* doc ranks for "zebra": beta (two chunks, counted once), then alpha */
         "{\"id\": \"q1\", \"query\": \"zebra\", \"relevant\": [\"alpha.txt\"]}\n"
-        "{\"id\": \"q2\", \"query\": \"quartz lattice\", \"relevant\": [\"/docs/gamma.txt\"]}\n"
+        "{\"id\": \"q2\", \"query\": \"quartz lattice\", \"relevant\": "
+        "[\"x.txt|/docs/gamma.txt\"]}\n"
         "\n"
         /* one of two relevant documents found */
         "{\"id\": \"q3\", \"query\": \"orchid\", \"relevant\": [\"delta.txt\", \"alpha.txt\"]}\n"
