@@ -154,7 +154,7 @@ $(LODE): $(CLI_OBJS) $(LIB)
 
 $(B)/lode_sqlite.so: $(call obj,$(SQLEXT_SRCS)) $(LIB)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS_SAN) -shared -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
+	$(Q)$(CC) $(LDFLAGS_SAN) -shared -Wl,--exclude-libs,ALL -o $@ $(call obj,$(SQLEXT_SRCS)) $(LIB) $(SVC_LIBS)
 
 $(B)/obj/retrieval/sqlext/%.o: XFLAGS = $(call PKG_CFLAGS,$(SVC_PKGS)) $(FAISS_CFLAGS)
 

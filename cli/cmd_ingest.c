@@ -28,8 +28,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: lode ingest [OPTIONS] PATH...\n\n"
-            "Loads text (.txt), Markdown (.md) and HTML (.html) files, and directories of them\n"
-            "(recursively), into the store. Unchanged files are skipped; changed ones replaced.\n\n"
+            "Loads text (.txt), Markdown (.md), HTML (.html) and PDF (.pdf) files, and\n"
+            "directories of them (recursively), into the store. Unchanged files are skipped;\n"
+            "changed ones replaced.\n\n"
             "  --db PATH            the store (default $LODE_DB or ./lode.db)\n"
             "  --include GLOB       in directories, take only files matching GLOB (repeatable)\n"
             "  --exclude GLOB       skip files and directories matching GLOB (repeatable)\n"
@@ -287,5 +288,5 @@ out:
     return rc;
 }
 
-LODE_CLI_COMMAND(ingest, "ingest", "load files and directories (txt, md, html) into the store",
+LODE_CLI_COMMAND(ingest, "ingest", "load files and directories (txt, md, html, pdf) into the store",
                  cmd_ingest)

@@ -163,6 +163,17 @@ static lode_status set_heading(docb *b, int level, const char *text, size_t n)
     return st;
 }
 
+void docb_section(docb *b, const char *path)
+{
+    docb_end(b);
+    if (b->st) return;
+    for (int l = 1; l <= 6; l++) {
+        lode_free(b->heads[l]);
+        b->heads[l] = NULL;
+    }
+    b->st = push_path(b, path);
+}
+
 void docb_end(docb *b)
 {
     if (!b->open) return;
@@ -325,6 +336,8 @@ const char *ing_media_mime(ing_media m)
         return "text/markdown";
     case ING_MEDIA_HTML:
         return "text/html";
+    case ING_MEDIA_PDF:
+        return "application/pdf";
     default:
         return "application/octet-stream";
     }
@@ -344,7 +357,7 @@ ing_media ing_media_from_name(const char *name)
         {"md", ING_MEDIA_MARKDOWN},    {"markdown", ING_MEDIA_MARKDOWN},
         {"mdown", ING_MEDIA_MARKDOWN}, {"mkd", ING_MEDIA_MARKDOWN},
         {"html", ING_MEDIA_HTML},      {"htm", ING_MEDIA_HTML},
-        {"xhtml", ING_MEDIA_HTML},
+        {"xhtml", ING_MEDIA_HTML},     {"pdf", ING_MEDIA_PDF},
     };
     for (size_t i = 0; i < LODE_ARRAY_LEN(map); i++)
         if (!strcasecmp(dot + 1, map[i].ext)) return map[i].m;
@@ -479,6 +492,9 @@ lode_status ing_load(const char *data, size_t len, ing_media media, ing_doc **ou
 {
     char why[160];
     *out = NULL;
+    /* a PDF is binary to the sniffer: its own loader says what is wrong with it */
+    if (media == ING_MEDIA_PDF || (len >= 5 && !memcmp(data, "%PDF-", 5)))
+        return ing_load_pdf(data, len, out, err, errlen);
     lode_status st = ing_sniff(data, len, &media, why, sizeof why);
     if (st) {
         if (err) lode_seterr(err, errlen, st, "%s", why);

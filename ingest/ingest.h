@@ -1,7 +1,8 @@
 /*
  * ingest.h: turning files into normalized documents and documents into chunks.
  *
- * A loader (plain text, Markdown through md4c, HTML through libxml2) reads raw bytes and
+ * A loader (plain text, Markdown through md4c, HTML through libxml2, PDF through
+ * poppler-glib) reads raw bytes and
  * produces an ing_doc: a title and ordered blocks (paragraph, heading, code, list item),
  * each a byte span of one normalized UTF-8 text in which blocks are separated by a blank
  * line, with the heading path ("Intro > Setup") it sits under. The chunker cuts a document
@@ -41,6 +42,7 @@ typedef enum ing_media {
     ING_MEDIA_TEXT,
     ING_MEDIA_MARKDOWN,
     ING_MEDIA_HTML,
+    ING_MEDIA_PDF, /* text per page; each page's blocks sit under the path "p. N" */
 } ing_media;
 
 typedef struct ing_doc {
@@ -72,7 +74,8 @@ ing_media ing_media_from_name(const char *name);
 lode_status ing_sniff(const char *data, size_t len, ing_media *media /* IN/OUT */, char *why,
                       size_t whylen);
 
-/* Loads data as the given kind (ING_MEDIA_UNKNOWN: sniffed). Invalid UTF-8 is repaired
+/* Loads data as the given kind (ING_MEDIA_UNKNOWN: sniffed; data that starts with
+ * "%PDF-" is read as PDF whatever the kind says). Invalid UTF-8 is repaired
  * (U+FFFD) and counted in doc->utf8_repairs. On success *out owns a new document (free
  * with ing_doc_destroy). Errors: LODE_ERR_UNSUPPORTED for binary data, LODE_ERR_FORMAT
  * when the parser gives up, LODE_ERR_NOMEM; err (may be NULL) gets a one-line reason. */
@@ -84,6 +87,16 @@ lode_status ing_load_markdown(const char *data, size_t len, ing_doc **out /* OUT
                               size_t errlen);
 lode_status ing_load_html(const char *data, size_t len, ing_doc **out /* OUT */, char *err,
                           size_t errlen);
+/* PDF through poppler-glib: the text of every page, in reading order, paragraphs split at
+ * blank lines; the blocks of page N (1-based, the page's index in the file, not its
+ * printed label) have the heading path "p. N", so chunks never span pages and a citation
+ * names the page. The title is the Info dictionary's, if any. Pages without text are
+ * skipped. Errors (one-line reason in err): LODE_ERR_FORMAT for data that is not a PDF or
+ * that poppler cannot read (damaged, truncated beyond repair), LODE_ERR_UNSUPPORTED for an
+ * encrypted PDF that needs a password and for one with no text on any page (scanned or
+ * image-only: lode does no OCR). */
+lode_status ing_load_pdf(const char *data, size_t len, ing_doc **out /* OUT */, char *err,
+                         size_t errlen);
 
 /* Appends data to out with every invalid UTF-8 sequence (and NUL) replaced by U+FFFD.
  * Returns the status of the append; *repairs (may be NULL) is increased by the number of

@@ -40,6 +40,10 @@ void docb_begin(docb *b, ing_block_kind kind, int level);
 void docb_text(docb *b, const char *s, size_t n);
 /* A word break: a pending space in collapsing blocks, "\n" in code blocks. */
 void docb_space(docb *b);
+/* Closes the open block and puts the blocks that follow under the heading path path
+ * (replacing the heading stack), without adding a heading block to the text: for
+ * sections a loader knows from the format rather than from headings (a PDF's pages). */
+void docb_section(docb *b, const char *path);
 /* Closes the open block; an empty one leaves no trace. */
 void docb_end(docb *b);
 /* Finishes: closes the open block and moves everything into a new document. */
