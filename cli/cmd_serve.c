@@ -7,6 +7,7 @@
 #include "common/lode.h"
 #include "server/server.h"
 #include "server/srv_int.h"
+#include "engine/bert.h"
 #include "engine/engine.h"
 #include "retrieval/store.h"
 
@@ -18,6 +19,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#define DEFAULT_EMBED "models/all-MiniLM-L6-v2"
+
 static void serve_usage(FILE *f)
 {
     fprintf(f, "usage: lode serve [OPTIONS]\n\n"
@@ -28,6 +31,9 @@ static void serve_usage(FILE *f)
                "  --model PATH         generation model, GGUF (default $LODE_MODEL or\n"
                "                       " ENG_DEFAULT_MODEL ")\n"
                "  --no-model           serve without generation (search and documents only)\n"
+               "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
+               "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
+               "  --no-embed-model     serve without embeddings\n"
                "  --engine-threads N   CPU threads of the engine (default: all)\n"
                "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
@@ -37,6 +43,7 @@ static void serve_usage(FILE *f)
                "  --api-key-file FILE  the same, the key read from FILE's first line\n"
                "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
                "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
+               "  --fetch-timeout S    limit for fetching a document by URL (default 30)\n"
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
                "  --quiet              no request log (default: one line per request on stderr)\n");
@@ -100,7 +107,10 @@ enum {
     OPT_QUIET,
     OPT_NOMODEL,
     OPT_ETHREADS,
-    OPT_CTX
+    OPT_CTX,
+    OPT_EMBED,
+    OPT_NOEMBED,
+    OPT_FETCHTO
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -119,12 +129,16 @@ static int cmd_serve(int argc, char **argv)
                                          {"no-model", no_argument, 0, OPT_NOMODEL},
                                          {"engine-threads", required_argument, 0, OPT_ETHREADS},
                                          {"ctx", required_argument, 0, OPT_CTX},
+                                         {"embed-model", required_argument, 0, OPT_EMBED},
+                                         {"no-embed-model", no_argument, 0, OPT_NOEMBED},
+                                         {"fetch-timeout", required_argument, 0, OPT_FETCHTO},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
     struct srv_backends be = {0};
     const char *db = cli_default_db(), *model = NULL, *key_file = NULL;
-    int no_model = 0;
+    int no_model = 0, no_embed = 0;
+    const char *embed = NULL;
     eng_model_opts mopts = {0};
     char model_id[128] = "";
     char *key = NULL;
@@ -188,6 +202,18 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_NOMODEL:
             no_model = 1;
+            break;
+        case OPT_EMBED:
+            embed = optarg;
+            break;
+        case OPT_NOEMBED:
+            no_embed = 1;
+            break;
+        case OPT_FETCHTO:
+            if (parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
+                fprintf(stderr, "lode serve: --fetch-timeout must be 1..3600 seconds\n");
+                goto out;
+            }
             break;
         case OPT_ETHREADS:
             if (parse_int(optarg, 1, 1024, &mopts.n_threads)) {
@@ -260,14 +286,32 @@ static int cmd_serve(int argc, char **argv)
             be.created = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
         }
     }
+    if (!no_embed) {
+        /* As with the generation model: the default is optional, a named one must load. */
+        const char *env = getenv("LODE_EMBED_MODEL");
+        const char *path = embed ? embed : env && *env ? env : DEFAULT_EMBED;
+        struct stat sb;
+        eng_bert_opts bo = {.n_threads = mopts.n_threads};
+        if (!embed && !(env && *env) && stat(path, &sb) != 0) {
+            fprintf(stderr, "lode serve: no embedding model at %s; serving without embeddings\n",
+                    path);
+        } else if (eng_bert_load(path, &bo, &be.embedder, err, sizeof err)) {
+            fprintf(stderr, "lode serve: cannot load the embedding model '%s': %s\n", path, err);
+            goto out;
+        } else {
+            be.embed_model_id = eng_bert_name(be.embedder);
+            be.embed_created = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
+        }
+    }
     srv = srv_create(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "lode serve: %s\n", err);
         goto out;
     }
-    printf("lode serve: listening on http://%s:%d%s%s%s\n",
+    printf("lode serve: listening on http://%s:%d%s%s%s%s%s\n",
            cfg.host && *cfg.host ? cfg.host : "127.0.0.1", srv_port(srv),
            be.model_id ? ", model " : "", be.model_id ? be.model_id : "",
+           be.embed_model_id ? ", embeddings " : "", be.embed_model_id ? be.embed_model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
     int sig = 0;
@@ -283,6 +327,7 @@ static int cmd_serve(int argc, char **argv)
 out:
     srv_destroy(srv);
     eng_model_free(be.model);
+    eng_bert_destroy(be.embedder);
     ret_store_close(be.store);
     lode_free(key);
     return rc;

@@ -144,38 +144,16 @@ static void load_job(pool *p, job *j)
         j->same_hash = 1;
         goto out;
     }
-    j->st = ing_load(data, len, ing_media_from_name(j->f->path), &j->doc, j->err, sizeof j->err);
+    ing_prepared pr;
+    j->st = ing_prepare(data, len, ing_media_from_name(j->f->path), &p->o->chunk, &pr, j->err,
+                        sizeof j->err);
     if (j->st) goto out;
-    if ((j->st = ing_chunk_doc(j->doc, &p->o->chunk, &j->chunks, &j->n_chunks))) {
-        lode_seterr(j->err, sizeof j->err, j->st, "cannot chunk: %s", lode_strerror(j->st));
-        goto out;
-    }
-    if (j->n_chunks == 0) {
-        j->st = lode_seterr(j->err, sizeof j->err, LODE_ERR_INVALID, "no text in it");
-        goto out;
-    }
-    size_t total = 0;
-    for (size_t i = 0; i < j->n_chunks; i++) total += j->chunks[i].end - j->chunks[i].start + 1;
-    j->texts = lode_malloc(total);
-    j->cin = lode_calloc(j->n_chunks, sizeof *j->cin);
-    if (!j->texts || !j->cin) {
-        j->st = lode_seterr(j->err, sizeof j->err, LODE_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    char *o = j->texts;
-    for (size_t i = 0; i < j->n_chunks; i++) {
-        const ing_chunk *c = &j->chunks[i];
-        size_t n = c->end - c->start;
-        memcpy(o, j->doc->text + c->start, n);
-        o[n] = 0;
-        j->cin[i].text = o;
-        j->cin[i].heading_path = j->doc->paths[c->path];
-        j->cin[i].char_start = (int64_t)c->char_start;
-        j->cin[i].char_end = (int64_t)c->char_end;
-        j->cin[i].token_count = c->tokens;
-        o += n + 1;
-    }
-    j->text_bytes = total;
+    j->doc = pr.doc;
+    j->chunks = pr.chunks;
+    j->n_chunks = pr.n_chunks;
+    j->texts = pr.texts;
+    j->cin = pr.cin;
+    j->text_bytes = pr.text_bytes;
 out:
     lode_free(data);
 }

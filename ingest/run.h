@@ -56,6 +56,24 @@ typedef struct ing_run_opts {
     void *ctx;
 } ing_run_opts;
 
+/* One document made ready for ret_store_doc_replace: loaded, normalized and chunked, with
+ * the chunk rows (cin, n_chunks of them) pointing into texts. */
+typedef struct ing_prepared {
+    ing_doc *doc;
+    ing_chunk *chunks;
+    size_t n_chunks;
+    char *texts; /* the chunks' texts, NUL-separated */
+    ret_chunk_in *cin;
+    size_t text_bytes;
+} ing_prepared;
+
+/* Loads data as media (ING_MEDIA_UNKNOWN: sniffed) and chunks it with o (NULL: defaults).
+ * On success *p owns the result (ing_prepared_clear); on failure it holds nothing and err
+ * says why: ing_load's errors, or LODE_ERR_INVALID for a document without text. */
+lode_status ing_prepare(const char *data, size_t len, ing_media media, const ing_chunk_opts *o,
+                        ing_prepared *p /* OUT */, char *err, size_t errlen);
+void ing_prepared_clear(ing_prepared *p); /* accepts NULL */
+
 /* Runs an ingest of paths[0..n) into s. Files that fail are reported through on_message
  * and counted; the run goes on. Returns LODE_OK when the run completed (even with failed
  * files: see stats->files_failed), or the store's error when it cannot go on (the work

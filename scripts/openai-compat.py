@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """openai-compat.py: checks a running `lode serve` with the official `openai` Python
 client: the model list, a chat completion, a streamed chat completion, a text
-completion, error mapping, and embeddings when the server has them (a 501 "not
-available in this build" is reported as skipped). Prints one line per check and exits 0
-when every check passed.
+completion, error mapping, and embeddings (float and the client's default base64
+encoding, single and batched input) when EMBED_MODEL is given. Prints one line per check
+and exits 0 when every check passed.
 
-usage: openai-compat.py BASE_URL [API_KEY]     (BASE_URL like http://127.0.0.1:8080/v1)
+usage: openai-compat.py BASE_URL [API_KEY [EMBED_MODEL]]
+       (BASE_URL like http://127.0.0.1:8080/v1)
 """
 import sys
 
@@ -16,6 +17,7 @@ from openai import OpenAI
 def main():
     base = sys.argv[1]
     key = sys.argv[2] if len(sys.argv) > 2 else "unused"
+    embed_model = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
     client = OpenAI(base_url=base, api_key=key, max_retries=0, timeout=120)
     failed = 0
 
@@ -27,7 +29,8 @@ def main():
 
     models = client.models.list()
     ids = [m.id for m in models.data]
-    check("models.list", len(ids) == 1, f"{ids}")
+    check("models.list", len(ids) == (2 if embed_model else 1)
+          and (not embed_model or ids[1] == embed_model), f"{ids}")
     model = ids[0]
     check("models.retrieve", client.models.retrieve(model).id == model)
 
@@ -89,14 +92,31 @@ def main():
     except openai.BadRequestError as e:
         check("empty messages -> BadRequestError", e.status_code == 400)
 
-    try:
-        emb = client.embeddings.create(model=model, input=["hello world"])
-        check("embeddings", len(emb.data) == 1 and len(emb.data[0].embedding) > 0)
-    except openai.APIStatusError as e:
-        if e.status_code == 501:
-            print(f"openai-compat: embeddings: skipped (server: {e.message})")
-        else:
-            check("embeddings", False, str(e))
+    if embed_model:
+        texts = ["The write-ahead log lets readers run beside a writer.",
+                 "A cat sat on the mat.", "A kitten rested on the rug."]
+        # the client asks for base64 by default and decodes it itself
+        emb = client.embeddings.create(model=embed_model, input=texts)
+        vecs = [d.embedding for d in emb.data]
+        dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+        check("embeddings (base64)", emb.model == embed_model and len(vecs) == 3
+              and [d.index for d in emb.data] == [0, 1, 2]
+              and all(len(v) == 384 for v in vecs)
+              and all(abs(dot(v, v) - 1) < 1e-3 for v in vecs)
+              and dot(vecs[1], vecs[2]) > dot(vecs[0], vecs[1])
+              and emb.usage.prompt_tokens > 10
+              and emb.usage.total_tokens == emb.usage.prompt_tokens)
+        one = client.embeddings.create(model=embed_model, input=texts[0],
+                                       encoding_format="float")
+        check("embeddings (float)", len(one.data) == 1
+              and dot(one.data[0].embedding, vecs[0]) > 0.9999)
+        try:
+            client.embeddings.create(model=embed_model, input="")
+            check("empty input -> BadRequestError", False)
+        except openai.BadRequestError as e:
+            check("empty input -> BadRequestError", e.status_code == 400)
+    else:
+        print("openai-compat: embeddings: skipped (no embedding model named)")
 
     print(f"openai-compat: {'all passed' if failed == 0 else f'{failed} FAILED'}")
     return 1 if failed else 0

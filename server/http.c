@@ -11,6 +11,7 @@
 #include "server/srv_int.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <netdb.h>
 #include <openssl/crypto.h>
@@ -525,6 +526,16 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->store_mu, NULL);
     srv_metrics_init(&s->m);
     s->started_ns = lode_now_ns();
+    /* before any worker thread may fetch a URL (curl_global_init is reference-counted) */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, errlen, "cannot initialize libcurl");
+        goto fail;
+    }
+    s->curl_init = 1;
+    if (s->be && s->be->embedder && !(s->emb = srv_embedder_create(s->be->embedder))) {
+        snprintf(err, errlen, "cannot start the embedding queue");
+        goto fail;
+    }
 
     if (cfg->port < 0 || cfg->port > 65535) {
         snprintf(err, errlen, "port %d is out of range", cfg->port);
@@ -616,6 +627,8 @@ void srv_destroy(srv_server *s)
     if (!s) return;
     srv_shutdown(s);
     if (s->d) MHD_stop_daemon(s->d);
+    srv_embedder_destroy(s->emb);
+    if (s->curl_init) curl_global_cleanup();
     srv_metrics_destroy(&s->m);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->log_mu);

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define INVALID "invalid_request_error"
 
@@ -357,5 +358,211 @@ out:
     if (st == LODE_ERR_NOMEM)
         srv_error_set(e, st, 500, "server_error", NULL, NULL, "out of memory");
     srv_gen_request_clear(r);
+    return st;
+}
+
+/* ---- /v1/embeddings ----------------------------------------------------------------- */
+
+void srv_embed_request_clear(srv_embed_request *r)
+{
+    if (!r) return;
+    lode_free(r->texts);
+    lode_free(r->lens);
+    json_decref(r->root);
+    memset(r, 0, sizeof *r);
+}
+
+static lode_status embed_input(srv_embed_request *r, srv_error *e)
+{
+    json_t *in = json_object_get(r->root, "input");
+    if (!in || json_is_null(in))
+        return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
+                             "missing required parameter 'input'");
+    size_t n = 1;
+    if (json_is_array(in)) {
+        r->input_was_array = 1;
+        n = json_array_size(in);
+        if (n == 0)
+            return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
+                                 "'input' must not be an empty array");
+        if (n > SRV_MAX_EMBED_INPUTS)
+            return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
+                                 "'input' holds %zu texts; at most %d are accepted", n,
+                                 SRV_MAX_EMBED_INPUTS);
+        if (json_is_integer(json_array_get(in, 0)))
+            return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter",
+                                 "input", "'input': token arrays are not supported; send text");
+    } else if (!json_is_string(in)) {
+        return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "input",
+                             "'input' must be a string or an array of strings, got %s",
+                             lode_json_type_name(in));
+    }
+    r->texts = lode_calloc(n, sizeof *r->texts);
+    r->lens = lode_calloc(n, sizeof *r->lens);
+    if (!r->texts || !r->lens) return LODE_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = r->input_was_array ? json_array_get(in, i) : in;
+        char f[32];
+        if (r->input_was_array)
+            snprintf(f, sizeof f, "input[%zu]", i);
+        else
+            snprintf(f, sizeof f, "input");
+        if (json_is_array(x) && json_array_size(x) > 0 && json_is_integer(json_array_get(x, 0)))
+            return srv_error_set(e, LODE_ERR_UNSUPPORTED, 400, INVALID, "unsupported_parameter", f,
+                                 "'%s': token arrays are not supported; send text", f);
+        if (!json_is_string(x))
+            return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, f,
+                                 "'%s' must be a string, got %s", f, lode_json_type_name(x));
+        if (json_string_length(x) == 0)
+            return srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, f,
+                                 "'%s' must not be empty", f);
+        r->texts[i] = json_string_value(x);
+        r->lens[i] = json_string_length(x);
+    }
+    r->n_texts = n;
+    return LODE_OK;
+}
+
+lode_status srv_embed_request_parse(const char *body, size_t len, srv_embed_request *out,
+                                    srv_error *e)
+{
+    lode_status st;
+    lode_json_err je;
+    srv_embed_request *r = out;
+    memset(r, 0, sizeof *r);
+    if ((st = lode_json_parse(body, len, &r->root, &je))) {
+        bad(e, &je);
+        e->code = "invalid_json";
+        goto out;
+    }
+    if (!json_is_object(r->root)) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, NULL,
+                           "the request body must be a JSON object, got %s",
+                           lode_json_type_name(r->root));
+        goto out;
+    }
+    if ((st = lode_json_get_string(r->root, "model", NULL, 1, &r->model, NULL, &je))) goto bad;
+    if ((st = embed_input(r, e))) goto out;
+    const char *fmt = NULL, *user = NULL;
+    if ((st = lode_json_get_string(r->root, "encoding_format", NULL, 0, &fmt, NULL, &je))) goto bad;
+    if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64")) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "encoding_format",
+                           "'encoding_format' must be 'float' or 'base64', got '%.40s'", fmt);
+        goto out;
+    }
+    r->base64 = fmt && !strcmp(fmt, "base64");
+    if ((st = lode_json_get_int(r->root, "dimensions", NULL, 0, 1, 1 << 20, &r->dimensions, NULL,
+                                &je)))
+        goto bad;
+    if ((st = lode_json_get_string(r->root, "user", NULL, 0, &user, NULL, &je))) goto bad;
+    return LODE_OK;
+bad:
+    bad(e, &je);
+out:
+    if (st == LODE_ERR_NOMEM)
+        srv_error_set(e, st, 500, "server_error", NULL, NULL, "out of memory");
+    srv_embed_request_clear(r);
+    return st;
+}
+
+/* ---- POST /v1/documents --------------------------------------------------------------- */
+
+void srv_doc_request_clear(srv_doc_request *r)
+{
+    if (!r) return;
+    json_decref(r->root);
+    memset(r, 0, sizeof *r);
+}
+
+int srv_media_type_ok(const char *mt, int *media)
+{
+    /* the values of ing_media (ingest/ingest.h), which this layer does not link */
+    static const struct {
+        const char *name;
+        int media;
+    } known[] = {{"text/plain", 1},
+                 {"text/markdown", 2},
+                 {"text/x-markdown", 2},
+                 {"text/html", 3},
+                 {"application/xhtml+xml", 3}};
+    size_t n = strcspn(mt, ";");
+    while (n && (mt[n - 1] == ' ' || mt[n - 1] == '\t')) n--;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strlen(known[i].name) == n && !strncasecmp(mt, known[i].name, n)) {
+            if (media) *media = known[i].media;
+            return 1;
+        }
+    return 0;
+}
+
+lode_status srv_doc_request_parse(const char *body, size_t len, srv_doc_request *out, srv_error *e)
+{
+    lode_status st;
+    lode_json_err je;
+    srv_doc_request *r = out;
+    memset(r, 0, sizeof *r);
+    if ((st = lode_json_parse(body, len, &r->root, &je))) {
+        bad(e, &je);
+        e->code = "invalid_json";
+        goto out;
+    }
+    if (!json_is_object(r->root)) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, NULL,
+                           "the request body must be a JSON object, got %s",
+                           lode_json_type_name(r->root));
+        goto out;
+    }
+    const char *uri = NULL;
+    if ((st = lode_json_get_string(r->root, "text", NULL, 0, &r->text, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "url", NULL, 0, &r->url, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "name", NULL, 0, &r->name, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "uri", NULL, 0, &uri, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "title", NULL, 0, &r->title, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "media_type", NULL, 0, &r->media_type, NULL, &je)))
+        goto bad;
+    if (r->name && uri) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "uri",
+                           "give either 'name' or 'uri', not both");
+        goto out;
+    }
+    if (!r->name) r->name = uri;
+    if (!r->text == !r->url) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, r->text ? "url" : "text",
+                           r->text ? "give either 'text' or 'url', not both"
+                                   : "missing required parameter 'text' (or 'url')");
+        goto out;
+    }
+    if (r->text) {
+        r->text_len = json_string_length(json_object_get(r->root, "text"));
+        if (r->text_len == 0) {
+            st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "text",
+                               "'text' must not be empty");
+            goto out;
+        }
+    }
+    if (r->url && strncasecmp(r->url, "http://", 7) && strncasecmp(r->url, "https://", 8)) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, "invalid_url", "url",
+                           "'url' must be an http:// or https:// URL");
+        goto out;
+    }
+    if (r->name && !*r->name) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, uri ? "uri" : "name",
+                           "'%s' must not be empty", uri ? "uri" : "name");
+        goto out;
+    }
+    if (r->media_type && !srv_media_type_ok(r->media_type, NULL)) {
+        st = srv_error_set(e, LODE_ERR_INVALID, 400, INVALID, NULL, "media_type",
+                           "'media_type' must be text/plain, text/markdown or text/html, got "
+                           "'%.60s'",
+                           r->media_type);
+        goto out;
+    }
+    return LODE_OK;
+bad:
+    bad(e, &je);
+out:
+    if (st == LODE_ERR_NOMEM)
+        srv_error_set(e, st, 500, "server_error", NULL, NULL, "out of memory");
+    srv_doc_request_clear(r);
     return st;
 }

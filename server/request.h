@@ -77,6 +77,50 @@ lode_status srv_gen_request_parse(srv_gen_kind kind, const char *body, size_t le
                                   srv_gen_request *out /* OUT */, srv_error *e);
 void srv_gen_request_clear(srv_gen_request *r);
 
+/* ---- /v1/embeddings ----------------------------------------------------------------- */
+#define SRV_MAX_EMBED_INPUTS 2048 /* the OpenAI API's limit per request */
+
+/* A parsed embeddings request. Strings point into `root`. */
+typedef struct srv_embed_request {
+    json_t *root; /* owned */
+    const char *model;
+    const char **texts; /* n_texts entries, owned array */
+    size_t *lens;       /* their byte lengths, owned */
+    size_t n_texts;
+    int base64;          /* encoding_format "base64" (else "float") */
+    int64_t dimensions;  /* 0: not given */
+    int input_was_array; /* input came as an array (the answer is the same shape either way) */
+} srv_embed_request;
+
+/* Parses and validates an embeddings body: model (required), input (a non-empty string or
+ * an array of 1..2048 non-empty strings; token arrays are refused), encoding_format
+ * ("float" or "base64"), dimensions (positive), user (a string, ignored). Errors as
+ * srv_gen_request_parse. Release with srv_embed_request_clear. */
+lode_status srv_embed_request_parse(const char *body, size_t len, srv_embed_request *out /* OUT */,
+                                    srv_error *e);
+void srv_embed_request_clear(srv_embed_request *r);
+
+/* ---- POST /v1/documents (JSON body) --------------------------------------------------- */
+/* A parsed document upload: exactly one of text and url. Strings point into `root`. */
+typedef struct srv_doc_request {
+    json_t *root;     /* owned */
+    const char *text; /* the document's content */
+    size_t text_len;
+    const char *url;        /* http(s) URL to fetch instead */
+    const char *name;       /* the document's URI in the store ("uri" is an alias); may be NULL */
+    const char *title;      /* may be NULL */
+    const char *media_type; /* text/plain, text/markdown or text/html; may be NULL */
+} srv_doc_request;
+
+/* Parses a JSON upload: {text | url, name | uri, title, media_type}. Errors as
+ * srv_gen_request_parse. Release with srv_doc_request_clear. */
+lode_status srv_doc_request_parse(const char *body, size_t len, srv_doc_request *out /* OUT */,
+                                  srv_error *e);
+void srv_doc_request_clear(srv_doc_request *r);
+/* Whether mt names a media type an upload may have (parameters like "; charset=utf-8"
+ * ignored); *media gets ingest's kind number (ing_media) for it. */
+int srv_media_type_ok(const char *mt, int *media /* OUT */);
+
 /* Role name as the API spells it. */
 const char *srv_role_name(srv_role r);
 

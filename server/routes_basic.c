@@ -32,17 +32,20 @@ void srv_h_metrics(srv_conn *c)
     srv_reply_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
 
-static json_t *model_object(srv_server *s)
+static json_t *model_object(const char *id, int64_t created)
 {
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", s->be->model_id, "object", "model", "created",
-                     (json_int_t)s->be->created, "owned_by", "lode");
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", id, "object", "model", "created",
+                     (json_int_t)created, "owned_by", "lode");
 }
 
 void srv_h_models(srv_conn *c)
 {
     srv_server *s = c->srv;
     json_t *data = json_array();
-    if (data && s->be && s->be->model_id) json_array_append_new(data, model_object(s));
+    if (data && s->be && s->be->model_id)
+        json_array_append_new(data, model_object(s->be->model_id, s->be->created));
+    if (data && s->be && s->be->embed_model_id && s->emb)
+        json_array_append_new(data, model_object(s->be->embed_model_id, s->be->embed_created));
     json_t *o = data ? json_pack("{s:s, s:o}", "object", "list", "data", data) : NULL;
     if (!o) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
@@ -55,12 +58,16 @@ void srv_h_models(srv_conn *c)
 void srv_h_model(srv_conn *c)
 {
     srv_server *s = c->srv;
-    if (!srv_model_matches(s, c->arg)) {
+    json_t *o = NULL;
+    if (srv_model_matches(s, c->arg))
+        o = model_object(s->be->model_id, s->be->created);
+    else if (s->be && s->be->embed_model_id && s->emb && !strcmp(c->arg, s->be->embed_model_id))
+        o = model_object(s->be->embed_model_id, s->be->embed_created);
+    else {
         srv_reply_errorf(c, 404, "invalid_request_error", "model_not_found", "model",
                          "the model '%.100s' does not exist", c->arg);
         return;
     }
-    json_t *o = model_object(s);
     if (!o) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         return;

@@ -5,12 +5,16 @@
  * ends (srv_defer/srv_deliver); with stream: true every token becomes a server-sent event
  * on a srv_stream, ending in `data: [DONE]`. A client that goes away cancels its choices
  * (the stream's close hook calls eng_cancel); shutdown cancels every job still running.
- * /v1/embeddings and /v1/ask answer 501 until the engine has an embedding model and the
- * RAG answer path exists.
+ * /v1/embeddings validates and tokenizes on the HTTP worker, then hands the texts to the
+ * server's embedding queue (embed.c), which batches them with other requests' texts; the
+ * connection stays suspended until the queue's worker delivers the vectors.
  */
 #include "server/srv_int.h"
 
+#include "engine/bert.h"
 #include "engine/engine.h"
+
+#include <openssl/evp.h>
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -577,9 +581,191 @@ void srv_h_completions(srv_conn *c)
     generate(c, SRV_GEN_COMPLETION);
 }
 
+/* ---- /v1/embeddings ------------------------------------------------------------------ */
+
+typedef struct embed_req {
+    srv_server *srv;
+    srv_conn *conn; /* NULL once the request ended (under mu) */
+    pthread_mutex_t mu;
+    atomic_int refs; /* the connection's and the queue's */
+    srv_embed_request req;
+    srv_embed_job job;
+    float *vec; /* (n_texts, dim) */
+    int dim;
+    int64_t tokens;
+    char model_id[128];
+} embed_req;
+
+static void embed_release(embed_req *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) return;
+    srv_embed_request_clear(&r->req);
+    lode_free(r->vec);
+    pthread_mutex_destroy(&r->mu);
+    lode_free(r);
+}
+
+static void embed_conn_done(void *arg, int client_gone)
+{
+    embed_req *r = arg;
+    pthread_mutex_lock(&r->mu);
+    r->conn = NULL;
+    pthread_mutex_unlock(&r->mu);
+    embed_release(r);
+}
+
+/* One embedding as the API encodes it: a float array, or base64 of little-endian float32. */
+static json_t *embedding_value(const float *v, int dim, int base64)
+{
+    if (!base64) {
+        json_t *a = json_array();
+        for (int i = 0; a && i < dim; i++)
+            if (json_array_append_new(a, json_real(v[i]))) {
+                json_decref(a);
+                return NULL;
+            }
+        return a;
+    }
+    size_t n = (size_t)dim * 4;
+    unsigned char *raw = lode_malloc(n);
+    char *b64 = lode_malloc(4 * ((n + 2) / 3) + 1);
+    json_t *s = NULL;
+    if (raw && b64) {
+        for (int i = 0; i < dim; i++) { /* the wire format is little-endian */
+            uint32_t u;
+            memcpy(&u, &v[i], 4);
+            for (int k = 0; k < 4; k++)
+                raw[(size_t)i * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
+        }
+        int m = EVP_EncodeBlock((unsigned char *)b64, raw, (int)n);
+        s = json_stringn(b64, (size_t)m);
+    }
+    lode_free(raw);
+    lode_free(b64);
+    return s;
+}
+
+static json_t *embed_answer(embed_req *r)
+{
+    json_t *data = json_array();
+    for (size_t i = 0; data && i < r->req.n_texts; i++) {
+        json_t *v = embedding_value(r->vec + i * (size_t)r->dim, r->dim, r->req.base64);
+        json_t *o = v ? json_pack("{s:s, s:I, s:o}", "object", "embedding", "index", (json_int_t)i,
+                                  "embedding", v)
+                      : NULL;
+        if (!o || json_array_append_new(data, o)) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    if (!data) return NULL;
+    return json_pack("{s:s, s:o, s:s, s:{s:I, s:I}}", "object", "list", "data", data, "model",
+                     r->model_id, "usage", "prompt_tokens", (json_int_t)r->tokens, "total_tokens",
+                     (json_int_t)r->tokens);
+}
+
+/* The queue's worker finished the texts: answer (unless the client left) and let go. */
+static void embed_done(srv_embed_job *jb)
+{
+    embed_req *r = jb->user;
+    srv_error e;
+    json_t *out = NULL;
+    if (jb->st == LODE_OK) {
+        out = embed_answer(r);
+        if (!out)
+            srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
+    } else if (jb->st == LODE_ERR_CANCELLED) {
+        srv_error_set(&e, jb->st, 503, "server_error", "shutting_down", NULL, "%s", jb->err);
+    } else {
+        srv_error_set(&e, jb->st, 500, "server_error", "embedding_failed", NULL,
+                      "the embedding failed: %s", jb->err);
+    }
+    /* Under mu: the connection (suspended until this delivery) can end only if the server
+     * is forced to stop, and then it first clears conn under mu. */
+    pthread_mutex_lock(&r->mu);
+    if (r->conn) {
+        if (out)
+            srv_deliver_json(r->conn, 200, out);
+        else
+            srv_deliver_error(r->conn, &e);
+    }
+    pthread_mutex_unlock(&r->mu);
+    json_decref(out);
+    embed_release(r);
+}
+
 void srv_h_embeddings(srv_conn *c)
 {
-    srv_reply_unavailable(c, "/v1/embeddings (the engine has no embedding model yet)");
+    srv_server *s = c->srv;
+    srv_error e;
+    embed_req *r = lode_calloc(1, sizeof *r);
+    if (!r) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    atomic_init(&r->refs, 1);
+    r->srv = s;
+    if (srv_embed_request_parse(c->body.data, c->body.len, &r->req, &e)) {
+        srv_reply_error(c, &e);
+        goto out;
+    }
+    if (!s->emb) {
+        srv_reply_errorf(c, 503, "server_error", "no_embedding_model", NULL,
+                         "no embedding model is loaded (start the server with --embed-model "
+                         "PATH)");
+        goto out;
+    }
+    if (strcmp(r->req.model, s->be->embed_model_id)) {
+        srv_reply_errorf(c, 404, "invalid_request_error", "model_not_found", "model",
+                         "the embedding model '%.100s' does not exist (this server embeds with "
+                         "'%s')",
+                         r->req.model, s->be->embed_model_id);
+        goto out;
+    }
+    r->dim = srv_embedder_dim(s->emb);
+    if (r->req.dimensions && r->req.dimensions != r->dim) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "unsupported_parameter", "dimensions",
+                         "'dimensions' must be %d for '%s' (it cannot shorten its embeddings)",
+                         r->dim, s->be->embed_model_id);
+        goto out;
+    }
+    /* usage counts the tokens the encoder sees (texts over its window are truncated) */
+    int max_ids = eng_bert_max_seq_len(s->be->embedder);
+    int32_t *ids = lode_malloc((size_t)max_ids * sizeof *ids);
+    for (size_t i = 0; ids && i < r->req.n_texts; i++) {
+        int k = 0;
+        if (eng_bert_tokenize(s->be->embedder, r->req.texts[i], r->req.lens[i], ids, max_ids, &k) ==
+            LODE_OK)
+            r->tokens += k;
+    }
+    lode_free(ids);
+    r->vec = lode_malloc(r->req.n_texts * (size_t)r->dim * sizeof(float));
+    if (!r->vec) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
+    }
+    snprintf(r->model_id, sizeof r->model_id, "%s", s->be->embed_model_id);
+    r->job.texts = r->req.texts;
+    r->job.lens = r->req.lens;
+    r->job.n = r->req.n_texts;
+    r->job.out = r->vec;
+    r->job.done = embed_done;
+    r->job.user = r;
+    r->conn = c;
+    atomic_fetch_add(&r->refs, 1); /* the connection's */
+    c->job = r;
+    c->job_release = embed_conn_done;
+    srv_defer(c);
+    atomic_fetch_add(&r->refs, 1); /* the queue's */
+    if (srv_embed_submit(s->emb, &r->job)) {
+        atomic_fetch_sub(&r->refs, 1);
+        srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
+                      "the server is shutting down");
+        srv_deliver_error(c, &e);
+    }
+out:
+    embed_release(r); /* the handler's */
 }
 
 void srv_h_ask(srv_conn *c)

@@ -7,13 +7,16 @@
 #include "server/srv_int.h"
 
 #include "ingest/ingest.h"
+#include "ingest/run.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
 
+#include <curl/curl.h>
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 int srv_has_store(srv_server *s)
@@ -21,22 +24,75 @@ int srv_has_store(srv_server *s)
     return s->be && s->be->store;
 }
 
+/* One integer from a query; -1 when it fails. Call under store_mu. */
+static long long scalar(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
 lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b)
 {
+    lode_status rc = LODE_OK;
+    if (s->emb) {
+        srv_embed_stats es;
+        srv_embedder_stats(s->emb, &es);
+        rc = lode_buf_printf(
+            b,
+            "# HELP lode_embed_queue_depth Embedding jobs waiting for the encoder.\n"
+            "# TYPE lode_embed_queue_depth gauge\nlode_embed_queue_depth %d\n"
+            "# HELP lode_embed_running Embedding jobs in the encoder now.\n"
+            "# TYPE lode_embed_running gauge\nlode_embed_running %d\n"
+            "# HELP lode_embed_batches_total Encoder batches run.\n"
+            "# TYPE lode_embed_batches_total counter\nlode_embed_batches_total %llu\n"
+            "# HELP lode_embed_texts_total Texts embedded.\n"
+            "# TYPE lode_embed_texts_total counter\nlode_embed_texts_total %llu\n"
+            "# HELP lode_embed_seconds_total Time the encoder ran; texts/s = "
+            "rate(texts) / rate(seconds).\n"
+            "# TYPE lode_embed_seconds_total counter\nlode_embed_seconds_total %.6f\n",
+            es.queued, es.running, (unsigned long long)es.batches, (unsigned long long)es.texts,
+            es.seconds);
+        if (rc) return rc;
+    }
     if (!srv_has_store(s)) return LODE_OK;
     ret_store_counts n;
+    long long db_bytes = -1, src_bytes = -1;
     pthread_mutex_lock(&s->store_mu);
     lode_status st = ret_store_get_counts(s->be->store, &n);
+    if (!st) {
+        sqlite3 *db = ret_store_sqlite(s->be->store);
+        db_bytes = scalar(db, "SELECT page_count * page_size FROM pragma_page_count(), "
+                              "pragma_page_size()");
+        src_bytes = scalar(db, "SELECT coalesce(sum(size), 0) FROM documents");
+    }
     pthread_mutex_unlock(&s->store_mu);
     if (st) return LODE_OK; /* a busy store leaves the gauges out of this scrape */
-    return lode_buf_printf(b,
-                           "# HELP lode_store_documents Documents in the store.\n"
-                           "# TYPE lode_store_documents gauge\nlode_store_documents %lld\n"
-                           "# HELP lode_store_chunks Chunks in the store.\n"
-                           "# TYPE lode_store_chunks gauge\nlode_store_chunks %lld\n"
-                           "# HELP lode_store_change_seq The store's latest change number.\n"
-                           "# TYPE lode_store_change_seq gauge\nlode_store_change_seq %lld\n",
-                           (long long)n.documents, (long long)n.chunks, (long long)n.change_seq);
+    rc = lode_buf_printf(b,
+                         "# HELP lode_store_documents Documents in the store.\n"
+                         "# TYPE lode_store_documents gauge\nlode_store_documents %lld\n"
+                         "# HELP lode_store_chunks Chunks in the store.\n"
+                         "# TYPE lode_store_chunks gauge\nlode_store_chunks %lld\n"
+                         "# HELP lode_store_change_seq The store's latest change number.\n"
+                         "# TYPE lode_store_change_seq gauge\nlode_store_change_seq %lld\n",
+                         (long long)n.documents, (long long)n.chunks, (long long)n.change_seq);
+    if (!rc && db_bytes >= 0)
+        rc = lode_buf_printf(b,
+                             "# HELP lode_store_bytes Size of the store's database file (without "
+                             "its write-ahead log).\n"
+                             "# TYPE lode_store_bytes gauge\nlode_store_bytes %lld\n",
+                             db_bytes);
+    if (!rc && src_bytes >= 0)
+        rc = lode_buf_printf(b,
+                             "# HELP lode_store_source_bytes Bytes of the stored documents' "
+                             "sources.\n"
+                             "# TYPE lode_store_source_bytes gauge\nlode_store_source_bytes "
+                             "%lld\n",
+                             src_bytes);
+    return rc;
 }
 
 /* Answers a store failure: busy is 503 (retry), bad input 400, anything else 500. */
@@ -88,9 +144,29 @@ void srv_h_search(srv_conn *c)
         return;
     }
     if (!srv_query_int(c, "k", 1, RET_SEARCH_MAX_K, 10, &k)) return;
-    if (!srv_need_store(c)) return;
+    const char *mode = srv_query(c, "mode"), *match = srv_query(c, "match");
     ret_search_opts o = {0};
     o.k = (int)k;
+    if (mode && strcmp(mode, "bm25") && strcmp(mode, "dense") && strcmp(mode, "hybrid")) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "mode",
+                         "'mode' must be 'bm25', 'dense' or 'hybrid', got '%.40s'", mode);
+        return;
+    }
+    if (match && !strcmp(match, "all"))
+        o.mode = RET_MATCH_ALL;
+    else if (match && !strcmp(match, "any"))
+        o.mode = RET_MATCH_ANY;
+    else if (match && strcmp(match, "auto")) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "match",
+                         "'match' must be 'auto', 'all' or 'any', got '%.40s'", match);
+        return;
+    }
+    if (mode && strcmp(mode, "bm25")) {
+        srv_reply_errorf(c, 501, "not_implemented_error", "not_available", "mode",
+                         "search mode '%s' is not available in this build (only 'bm25')", mode);
+        return;
+    }
+    if (!srv_need_store(c)) return;
     ret_hits *hits = NULL;
     char msg[512];
     pthread_mutex_lock(&s->store_mu);
@@ -116,8 +192,9 @@ void srv_h_search(srv_conn *c)
         }
     }
     ret_hits_free(hits);
-    json_t *out =
-        data ? json_pack("{s:s, s:s, s:o}", "object", "list", "query", q, "data", data) : NULL;
+    json_t *out = data ? json_pack("{s:s, s:s, s:s, s:o}", "object", "list", "query", q, "mode",
+                                   "bm25", "data", data)
+                       : NULL;
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
@@ -295,108 +372,234 @@ void srv_h_document_delete(srv_conn *c)
     lode_free(uri);
 }
 
-static ing_media media_of(const char *mt)
+/* ---- POST /v1/documents ------------------------------------------------------------- */
+
+#define DEFAULT_FETCH_TIMEOUT 30
+
+/* What an upload carries, whichever way it came (JSON, multipart, URL). */
+typedef struct upload {
+    const char *data;
+    size_t len;
+    const char *name;  /* the URI to store it under; NULL: content-addressed */
+    const char *title; /* NULL: the document's own or the name */
+    ing_media media;   /* ING_MEDIA_UNKNOWN: by the name, else sniffed */
+} upload;
+
+/* A multipart/form-data body, parsed by libmicrohttpd's post processor: the part "file"
+ * (its file name and content type), and the fields name, title and media_type. */
+typedef struct form {
+    lode_buf file;
+    int has_file;
+    char filename[256];
+    char file_type[128];
+    lode_buf name, title, media_type;
+    int failed;
+} form;
+
+static enum MHD_Result form_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size)
 {
-    if (!strcmp(mt, "text/plain")) return ING_MEDIA_TEXT;
-    if (!strcmp(mt, "text/markdown")) return ING_MEDIA_MARKDOWN;
-    if (!strcmp(mt, "text/html")) return ING_MEDIA_HTML;
-    return ING_MEDIA_UNKNOWN;
+    form *f = cls;
+    lode_buf *b = NULL;
+    if (!key) return MHD_YES;
+    if (!strcmp(key, "file")) {
+        if (!f->has_file) {
+            f->has_file = 1;
+            snprintf(f->filename, sizeof f->filename, "%s", filename ? filename : "");
+            snprintf(f->file_type, sizeof f->file_type, "%s", content_type ? content_type : "");
+        }
+        b = &f->file;
+    } else if (!strcmp(key, "name") || !strcmp(key, "uri")) {
+        b = &f->name;
+    } else if (!strcmp(key, "title")) {
+        b = &f->title;
+    } else if (!strcmp(key, "media_type")) {
+        b = &f->media_type;
+    } else {
+        return MHD_YES; /* other fields are ignored, as JSON's unknown keys are */
+    }
+    if (size && lode_buf_append(b, data, size)) {
+        f->failed = 1;
+        return MHD_NO;
+    }
+    if (!b->data) lode_buf_puts(b, ""); /* present, even when empty */
+    return MHD_YES;
 }
 
-void srv_h_documents_post(srv_conn *c)
+static void form_free(form *f)
+{
+    lode_buf_free(&f->file);
+    lode_buf_free(&f->name);
+    lode_buf_free(&f->title);
+    lode_buf_free(&f->media_type);
+}
+
+/* Parses the multipart body into f. 0 and a 400 sent on failure. */
+static int parse_form(srv_conn *c, form *f)
+{
+    f->file.max = f->name.max = f->title.max = f->media_type.max = c->srv->cfg.max_body + 1;
+    struct MHD_PostProcessor *pp = MHD_create_post_processor(c->mhd, 64 * 1024, form_part, f);
+    if (!pp) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "invalid_multipart", NULL,
+                         "the multipart/form-data body cannot be read (is the boundary "
+                         "parameter missing?)");
+        return 0;
+    }
+    enum MHD_Result ok = MHD_post_process(pp, c->body.data ? c->body.data : "", c->body.len);
+    if (MHD_destroy_post_processor(pp) != MHD_YES) ok = MHD_NO;
+    if (f->failed) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        return 0;
+    }
+    if (ok != MHD_YES) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "invalid_multipart", NULL,
+                         "the multipart/form-data body is malformed or truncated");
+        return 0;
+    }
+    if (!f->has_file) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "file",
+                         "missing required part 'file' (the document to upload)");
+        return 0;
+    }
+    if (f->file.len == 0) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "file", "'file' is empty");
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- URL fetch ---- */
+
+typedef struct fetch {
+    lode_buf body;
+    int too_large;
+} fetch;
+
+static size_t fetch_write(char *p, size_t sz, size_t n, void *ud)
+{
+    fetch *f = ud;
+    if (lode_buf_append(&f->body, p, sz * n)) {
+        f->too_large = 1;
+        return 0; /* aborts the transfer */
+    }
+    return sz * n;
+}
+
+/* Fetches url (http or https only, redirects followed up to 5, within the server's body
+ * limit and fetch timeout) into f->body; ctype receives the Content-Type. 0 and an error
+ * answer sent on failure. */
+static int fetch_url(srv_conn *c, const char *url, fetch *f, char *ctype, size_t ctlen)
 {
     srv_server *s = c->srv;
-    json_t *root = NULL, *out = NULL;
-    lode_json_err je;
-    ing_doc *doc = NULL;
-    ing_chunk *chunks = NULL;
-    ret_chunk_in *cin = NULL;
-    char *texts = NULL;
-    size_t n_chunks = 0;
-    const char *text = NULL, *uri = NULL, *title = NULL, *mt = NULL;
-    char sha[65], gen_uri[96], err[256] = "", msg[512] = "";
-    srv_error e;
+    long timeout = s->cfg.fetch_timeout_s > 0 ? s->cfg.fetch_timeout_s : DEFAULT_FETCH_TIMEOUT;
+    char cerr[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    int ok = 0;
+    f->body.max = s->cfg.max_body;
+    ctype[0] = 0;
+    CURL *h = curl_easy_init();
+    if (!h) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "cannot start a URL fetch");
+        return 0;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* the limit applies to decoded bytes */
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->cfg.max_body);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "lode");
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    char *ct = NULL;
+    if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+        snprintf(ctype, ctlen, "%s", ct);
+    if (f->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+        srv_reply_errorf(c, 413, "invalid_request_error", "url_content_too_large", "url",
+                         "the document at the URL is over the limit of %zu bytes", s->cfg.max_body);
+    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
+        srv_reply_errorf(c, 504, "server_error", "url_fetch_timeout", "url",
+                         "fetching the URL took longer than %ld s", timeout);
+    } else if (rc != CURLE_OK) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "url_fetch_failed", "url",
+                         "cannot fetch the URL: %s", cerr[0] ? cerr : curl_easy_strerror(rc));
+    } else if (status < 200 || status > 299) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "url_fetch_failed", "url",
+                         "fetching the URL answered HTTP %ld", status);
+    } else if (f->body.len == 0) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "url_fetch_failed", "url",
+                         "the URL's document is empty");
+    } else {
+        ok = 1;
+    }
+    curl_easy_cleanup(h);
+    return ok;
+}
 
-    if (lode_json_parse(c->body.data, c->body.len, &root, &je)) {
-        srv_error_set(&e, LODE_ERR_FORMAT, 400, "invalid_request_error", "invalid_json", NULL, "%s",
-                      je.message);
-        srv_reply_error(c, &e);
+/* Checks a declared media type (a field, a part's or a response's Content-Type): one lode
+ * reads sets *media; octet-stream or none leaves it for the name and the bytes to decide;
+ * anything else is answered with 415. */
+static int declared_media(srv_conn *c, const char *mt, const char *param, ing_media *media)
+{
+    int m = 0;
+    if (!mt || !*mt || !strncasecmp(mt, "application/octet-stream", 24)) return 1;
+    if (srv_media_type_ok(mt, &m)) {
+        *media = (ing_media)m;
+        return 1;
+    }
+    srv_reply_errorf(c, 415, "invalid_request_error", "unsupported_media_type", param,
+                     "the document's type '%.80s' is not one lode reads (text/plain, "
+                     "text/markdown, text/html)",
+                     mt);
+    return 0;
+}
+
+/* Stores one upload through ingest's preparation (as `lode ingest` does) and answers. */
+static void store_upload(srv_conn *c, upload *u)
+{
+    srv_server *s = c->srv;
+    ing_prepared pr = {0};
+    json_t *out = NULL;
+    char sha[65], gen_uri[96], err[256] = "", msg[512] = "";
+    const char *uri = u->name;
+    if (u->media == ING_MEDIA_UNKNOWN && uri) u->media = ing_media_from_name(uri);
+    if (ing_sniff(u->data, u->len, &u->media, err, sizeof err) != LODE_OK) {
+        srv_reply_errorf(c, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                         "the document is not text lode reads: %s", err);
         goto out;
     }
-    if (!json_is_object(root)) {
-        srv_reply_errorf(c, 400, "invalid_request_error", NULL, NULL,
-                         "the request body must be a JSON object, got %s",
-                         lode_json_type_name(root));
-        goto out;
-    }
-    if (lode_json_get_string(root, "text", NULL, 1, &text, NULL, &je) ||
-        lode_json_get_string(root, "uri", NULL, 0, &uri, NULL, &je) ||
-        lode_json_get_string(root, "title", NULL, 0, &title, NULL, &je) ||
-        lode_json_get_string(root, "media_type", NULL, 0, &mt, NULL, &je)) {
-        srv_reply_errorf(c, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
-        goto out;
-    }
-    size_t len = json_string_length(json_object_get(root, "text"));
-    if (len == 0 || (uri && !*uri)) {
-        srv_reply_errorf(c, 400, "invalid_request_error", NULL, len == 0 ? "text" : "uri",
-                         "'%s' must not be empty", len == 0 ? "text" : "uri");
-        goto out;
-    }
-    ing_media media = ING_MEDIA_UNKNOWN;
-    if (mt && (media = media_of(mt)) == ING_MEDIA_UNKNOWN) {
-        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "media_type",
-                         "'media_type' must be text/plain, text/markdown or text/html, got "
-                         "'%.60s'",
-                         mt);
-        goto out;
-    }
-    if (!mt && uri) media = ing_media_from_name(uri);
-    if (!srv_need_store(c)) goto out;
-    if (ing_sha256_hex(text, len, sha)) {
-        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "cannot hash the text");
+    if (ing_sha256_hex(u->data, u->len, sha)) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "cannot hash the document");
         goto out;
     }
     if (!uri) { /* content-addressed: the same text uploaded twice is one document */
         snprintf(gen_uri, sizeof gen_uri, "upload:sha256:%s", sha);
         uri = gen_uri;
     }
-    lode_status st = ing_load(text, len, media, &doc, err, sizeof err);
-    if (st == LODE_OK) st = ing_chunk_doc(doc, NULL, &chunks, &n_chunks);
+    lode_status st = ing_prepare(u->data, u->len, u->media, NULL, &pr, err, sizeof err);
     if (st == LODE_ERR_NOMEM) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         goto out;
     }
-    if (st || n_chunks == 0) {
-        srv_reply_errorf(c, 400, "invalid_request_error", "unprocessable_document", "text",
-                         "the text cannot be stored: %s", st ? err : "it holds no text");
+    if (st) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "unprocessable_document", NULL,
+                         "the document cannot be stored: %s", err);
         goto out;
     }
-    size_t total = 0;
-    for (size_t i = 0; i < n_chunks; i++) total += chunks[i].end - chunks[i].start + 1;
-    texts = lode_malloc(total);
-    cin = lode_calloc(n_chunks, sizeof *cin);
-    if (!texts || !cin) {
-        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
-        goto out;
-    }
-    char *o = texts;
-    for (size_t i = 0; i < n_chunks; i++) {
-        size_t n = chunks[i].end - chunks[i].start;
-        memcpy(o, doc->text + chunks[i].start, n);
-        o[n] = 0;
-        cin[i].text = o;
-        cin[i].heading_path = doc->paths[chunks[i].path];
-        cin[i].char_start = (int64_t)chunks[i].char_start;
-        cin[i].char_end = (int64_t)chunks[i].char_end;
-        cin[i].token_count = chunks[i].tokens;
-        o += n + 1;
-    }
-    if (!title || !*title) title = doc->title[0] ? doc->title : uri;
+    const char *title = u->title && *u->title ? u->title : pr.doc->title[0] ? pr.doc->title : uri;
     ret_doc d = {.uri = uri,
                  .title = title,
-                 .media_type = ing_media_mime(doc->media),
+                 .media_type = ing_media_mime(pr.doc->media),
                  .sha256 = sha,
-                 .size = (int64_t)len,
+                 .size = (int64_t)u->len,
                  .mtime_ns = (int64_t)time(NULL) * 1000000000};
     ret_doc_info old;
     int64_t id = 0;
@@ -408,7 +611,7 @@ void srv_h_documents_post(srv_conn *c)
         id = old.id;
     } else if (st == LODE_OK || st == LODE_ERR_NOTFOUND) {
         if (st == LODE_OK) what = "updated";
-        st = ret_store_doc_replace(s->be->store, &d, cin, n_chunks, &id);
+        st = ret_store_doc_replace(s->be->store, &d, pr.cin, pr.n_chunks, &id);
     }
     if (st) snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
     pthread_mutex_unlock(&s->store_mu);
@@ -416,9 +619,10 @@ void srv_h_documents_post(srv_conn *c)
         srv_reply_store_error(c, st, msg);
         goto out;
     }
-    out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
-                    "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256",
-                    sha, "size", (json_int_t)len, "chunks", (json_int_t)n_chunks, "status", what);
+    out =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
+                  "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256", sha,
+                  "size", (json_int_t)u->len, "chunks", (json_int_t)pr.n_chunks, "status", what);
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         goto out;
@@ -426,9 +630,68 @@ void srv_h_documents_post(srv_conn *c)
     srv_reply_json(c, strcmp(what, "created") ? 200 : 201, out);
 out:
     json_decref(out);
-    json_decref(root);
-    lode_free(texts);
-    lode_free(cin);
-    lode_free(chunks);
-    ing_doc_destroy(doc);
+    ing_prepared_clear(&pr);
+}
+
+void srv_h_documents_post(srv_conn *c)
+{
+    srv_doc_request req = {0};
+    form f = {0};
+    fetch fe = {0};
+    srv_error e;
+    upload u = {0};
+    char ctype[128];
+    const char *ct =
+        MHD_lookup_connection_value(c->mhd, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+        if (!parse_form(c, &f)) goto out;
+        u.data = f.file.data;
+        u.len = f.file.len;
+        u.name = f.name.data && *f.name.data ? f.name.data : f.filename[0] ? f.filename : NULL;
+        u.title = f.title.data;
+        if (f.media_type.data && *f.media_type.data) {
+            int m;
+            if (!srv_media_type_ok(f.media_type.data, &m)) {
+                srv_reply_errorf(c, 400, "invalid_request_error", NULL, "media_type",
+                                 "'media_type' must be text/plain, text/markdown or text/html, "
+                                 "got '%.60s'",
+                                 f.media_type.data);
+                goto out;
+            }
+            u.media = (ing_media)m;
+        } else if (!declared_media(c, f.file_type, "file", &u.media)) {
+            goto out;
+        }
+        if (u.media == ING_MEDIA_UNKNOWN && f.filename[0])
+            u.media = ing_media_from_name(f.filename);
+    } else { /* any other body is read as JSON, as the OpenAI routes do */
+        if (srv_doc_request_parse(c->body.data, c->body.len, &req, &e)) {
+            srv_reply_error(c, &e);
+            goto out;
+        }
+        u.name = req.name;
+        u.title = req.title;
+        if (req.media_type) {
+            int m = 0;
+            srv_media_type_ok(req.media_type, &m);
+            u.media = (ing_media)m;
+        }
+        if (req.text) {
+            u.data = req.text;
+            u.len = req.text_len;
+        }
+    }
+    if (!srv_need_store(c)) goto out;
+    if (req.url) {
+        if (!fetch_url(c, req.url, &fe, ctype, sizeof ctype)) goto out;
+        if (!req.media_type && !declared_media(c, ctype, "url", &u.media)) goto out;
+        u.data = fe.body.data;
+        u.len = fe.body.len;
+        if (!u.name) u.name = req.url;
+    }
+    store_upload(c, &u);
+out:
+    srv_doc_request_clear(&req);
+    form_free(&f);
+    lode_buf_free(&fe.body);
 }

@@ -73,12 +73,51 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b);
 /* Filled by the caller of srv_create (cli/cmd_serve.c). */
 struct ret_store;
 struct eng_model;
+struct eng_bert;
 struct srv_backends {
     const char *model_id;    /* the name /v1/models reports; NULL when no model is loaded */
     int64_t created;         /* model file mtime, for /v1/models */
     struct ret_store *store; /* NULL: no store; used under srv_server.store_mu */
     struct eng_model *model; /* NULL: no generation */
+    /* The embedding model: NULL for none (/v1/embeddings answers 503). Used only through
+     * the server's embedding queue (srv_server.emb), never directly. */
+    struct eng_bert *embedder;
+    const char *embed_model_id; /* its name for /v1/models and the "model" field */
+    int64_t embed_created;
 };
+
+/* ---- the embedding queue (embed.c) ----------------------------------------------------- */
+typedef struct srv_embedder srv_embedder;
+/* One embedding job: n texts into out[n * dim]. The caller owns everything and keeps it
+ * alive until done(j) is called (once, from the queue's worker thread), after which st
+ * and err hold the outcome. */
+typedef struct srv_embed_job {
+    const char *const *texts;
+    const size_t *lens; /* NULL: NUL-terminated */
+    size_t n;
+    float *out; /* OUT (n, dim) */
+    void (*done)(struct srv_embed_job *j);
+    void *user;
+    lode_status st;
+    char err[256];
+    struct srv_embed_job *next;
+} srv_embed_job;
+typedef struct srv_embed_stats {
+    int queued, running;
+    uint64_t batches, texts, jobs;
+    double seconds;
+} srv_embed_stats;
+/* Starts the worker thread over m (borrowed; it must outlive the queue). NULL on failure. */
+srv_embedder *srv_embedder_create(struct eng_bert *m);
+/* Fails what is still queued with LODE_ERR_CANCELLED, stops the worker, frees. NULL ok. */
+void srv_embedder_destroy(srv_embedder *e);
+int srv_embedder_dim(const srv_embedder *e);
+/* Queues j; LODE_ERR_CANCELLED (done never called) once the queue is stopping. */
+lode_status srv_embed_submit(srv_embedder *e, srv_embed_job *j);
+/* Queues n texts and waits for them: the synchronous form for searches and uploads. */
+lode_status srv_embed_run(srv_embedder *e, const char *const *texts, const size_t *lens, size_t n,
+                          float *out /* OUT */, char *err, size_t errlen);
+void srv_embedder_stats(srv_embedder *e, srv_embed_stats *out /* OUT */);
 
 /* ---- server ------------------------------------------------------------------------ */
 struct srv_server {
@@ -99,6 +138,8 @@ struct srv_server {
     pthread_mutex_t store_mu; /* a store handle serves one thread at a time */
     int64_t started_ns;
     struct srv_backends *be;
+    srv_embedder *emb; /* NULL when the backends have no embedding model */
+    int curl_init;     /* curl_global_init succeeded */
 };
 
 struct srv_conn {

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -31,6 +32,7 @@
 #include "retrieval/store.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define EMBED_PATH "models/all-MiniLM-L6-v2"
 
 /* ---- the server process ------------------------------------------------------------- */
 
@@ -51,6 +53,11 @@ static const char *build_dir(void)
 static int have_model(void)
 {
     return access(MODEL_PATH, R_OK) == 0;
+}
+
+static int have_embed_model(void)
+{
+    return access(EMBED_PATH "/model.safetensors", R_OK) == 0;
 }
 
 static double now_s(void)
@@ -84,12 +91,14 @@ static void start_args(server *s, const char **extra)
     argv[n++] = s->db;
     argv[n++] = "--shutdown-grace";
     argv[n++] = "5";
-    int has_model = 0;
-    for (int i = 0; extra && extra[i] && n < 45; i++) {
+    int has_model = 0, has_embed = 0;
+    for (int i = 0; extra && extra[i] && n < 44; i++) {
         if (!strcmp(extra[i], "--model")) has_model = 1;
+        if (!strcmp(extra[i], "--embed-model")) has_embed = 1;
         argv[n++] = extra[i];
     }
     if (!has_model) argv[n++] = "--no-model"; /* routes without generation start faster */
+    if (!has_embed) argv[n++] = "--no-embed-model";
     argv[n] = NULL;
     int out[2];
     assert_int_equal(pipe(out), 0);
@@ -1202,9 +1211,6 @@ static void test_generation_errors(void **state)
     r = http(&s, "POST", "/v1/chat/completions", body, NULL);
     expect_error(&r, 400, "not supported", "top_logprobs", NULL);
     resp_free(&r);
-    r = http(&s, "POST", "/v1/embeddings", "{\"model\":\"x\",\"input\":\"hi\"}", NULL);
-    expect_error(&r, 501, "not available in this build", NULL, "not_available");
-    resp_free(&r);
     r = http(&s, "POST", "/v1/ask", "{\"question\":\"hi\"}", NULL);
     expect_error(&r, 501, "not available in this build", NULL, "not_available");
     resp_free(&r);
@@ -1297,6 +1303,462 @@ static void test_shutdown_cancels_generation(void **state)
     cleanup(&s);
 }
 
+/* ---- tests: embeddings, uploads, URL fetches, search modes --------------------------- */
+
+#define NEED_EMBED_MODEL()                                                                         \
+    do {                                                                                           \
+        if (!have_embed_model()) {                                                                 \
+            printf("skipped: %s is missing (make model)\n", EMBED_PATH);                           \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+/* The vector of data[i] of an embeddings answer (float or base64) into out; returns dim. */
+static int embedding_of(json_t *v, size_t i, float *out, int cap)
+{
+    json_t *e = json_object_get(json_array_get(json_object_get(v, "data"), i), "embedding");
+    if (json_is_array(e)) {
+        int n = (int)json_array_size(e);
+        assert_true(n <= cap);
+        for (int k = 0; k < n; k++) out[k] = (float)json_real_value(json_array_get(e, (size_t)k));
+        return n;
+    }
+    assert_true(json_is_string(e));
+    /* base64 of little-endian float32 */
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *p = json_string_value(e);
+    unsigned char *raw = malloc(strlen(p));
+    size_t nb = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; *p && *p != '='; p++) {
+        const char *q = strchr(al, *p);
+        assert_non_null(q);
+        acc = (acc << 6) | (uint32_t)(q - al);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            raw[nb++] = (unsigned char)(acc >> bits);
+        }
+    }
+    assert_int_equal(nb % 4, 0);
+    int n = (int)(nb / 4);
+    assert_true(n <= cap);
+    for (int k = 0; k < n; k++) {
+        uint32_t u = (uint32_t)raw[4 * k] | (uint32_t)raw[4 * k + 1] << 8 |
+                     (uint32_t)raw[4 * k + 2] << 16 | (uint32_t)raw[4 * k + 3] << 24;
+        memcpy(&out[k], &u, 4);
+    }
+    free(raw);
+    return n;
+}
+
+static double dot(const float *a, const float *b, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static void test_embeddings(void **state)
+{
+    NEED_EMBED_MODEL();
+    server s;
+    start(&s, "--quiet", "--embed-model", EMBED_PATH, "--api-key", "sk-e", NULL);
+    float a[1024], b[1024], c2[1024], d[1024];
+
+    resp r = http(&s, "GET", "/v1/models", NULL, "sk-e");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"all-MiniLM-L6-v2\""));
+    resp_free(&r);
+
+    /* One string: one unit vector of the model's width, usage counts its tokens. */
+    r = http(&s, "POST", "/v1/embeddings",
+             "{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"The write-ahead log\"}", "sk-e");
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+    assert_string_equal(json_string_value(json_object_get(v, "model")), "all-MiniLM-L6-v2");
+    json_t *item = json_array_get(json_object_get(v, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(item, "object")), "embedding");
+    assert_int_equal(json_integer_value(json_object_get(item, "index")), 0);
+    int dim = embedding_of(v, 0, a, 1024);
+    assert_int_equal(dim, 384);
+    assert_true(fabs(dot(a, a, dim) - 1.0) < 1e-4);
+    json_t *u = json_object_get(v, "usage");
+    /* [CLS] the write - ahead log [SEP] */
+    assert_int_equal(json_integer_value(json_object_get(u, "prompt_tokens")), 7);
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 7);
+    json_decref(v);
+    resp_free(&r);
+
+    /* An array: one vector per text in order; the same text gives the same vector whether
+     * alone or batched; related texts are closer than unrelated ones; base64 carries the
+     * same floats. */
+    r = http(&s, "POST", "/v1/embeddings",
+             "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"A cat sat on the mat.\","
+             "\"The write-ahead log\",\"A kitten rested on the rug.\"],"
+             "\"encoding_format\":\"base64\"}",
+             "sk-e");
+    assert_int_equal(r.status, 200);
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(json_integer_value(json_object_get(
+                             json_array_get(json_object_get(v, "data"), i), "index")),
+                         (json_int_t)i);
+    assert_int_equal(embedding_of(v, 0, b, 1024), dim);
+    assert_int_equal(embedding_of(v, 1, c2, 1024), dim);
+    assert_int_equal(embedding_of(v, 2, d, 1024), dim);
+    assert_true(dot(a, c2, dim) > 0.9999);
+    assert_true(dot(b, d, dim) > dot(b, c2, dim) + 0.2);
+    json_decref(v);
+    resp_free(&r);
+
+    /* Concurrent requests (batched together by the queue) each get their own answer. */
+    CURLM *multi = curl_multi_init();
+    CURL *easy[8];
+    resp rs[8];
+    struct curl_slist *hd = curl_slist_append(NULL, "Authorization: Bearer sk-e");
+    char bodies[8][160], url[96];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/embeddings", s.port);
+    for (int i = 0; i < 8; i++) {
+        memset(&rs[i], 0, sizeof rs[i]);
+        rs[i].body = strdup("");
+        snprintf(bodies[i], sizeof bodies[i],
+                 "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"%s\",\"filler %d\"]}",
+                 i % 2 ? "The write-ahead log" : "A cat sat on the mat.", i);
+        easy[i] = curl_easy_init();
+        curl_easy_setopt(easy[i], CURLOPT_URL, url);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, bodies[i]);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &rs[i]);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        if (running) curl_multi_poll(multi, NULL, 0, 200, NULL);
+    }
+    for (int i = 0; i < 8; i++) {
+        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &rs[i].status);
+        assert_int_equal(rs[i].status, 200);
+        v = json_of(&rs[i]);
+        assert_int_equal(embedding_of(v, 0, d, 1024), dim);
+        assert_true(dot(d, i % 2 ? c2 : b, dim) > 0.9999);
+        json_decref(v);
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+        resp_free(&rs[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(hd);
+    assert_true(metrics_has(&s, "lode_embed_texts_total 20\n", 5));
+
+    /* Errors. */
+    static const struct {
+        const char *body, *msg, *param, *code;
+        long status;
+    } bad[] = {
+        {"{\"model\":\"all-MiniLM-L6-v2\"}", "'input'", "input", NULL, 400},
+        {"{\"input\":\"x\"}", "'model'", "model", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"\"}", "empty", "input", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":[]}", "empty", "input", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"a\",5]}", "string", "input[1]", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":{}}", "string", "input", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":[[1,2]]}", "token arrays", "input[0]",
+         "unsupported_parameter", 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":[1,2]}", "token arrays", "input",
+         "unsupported_parameter", 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"x\",\"encoding_format\":\"hex\"}",
+         "encoding_format", "encoding_format", NULL, 400},
+        {"{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"x\",\"dimensions\":64}", "'dimensions'",
+         "dimensions", "unsupported_parameter", 400},
+        {"{\"model\":\"text-embedding-3-small\",\"input\":\"x\"}", "does not exist", "model",
+         "model_not_found", 404},
+        {"{\"model\":", "malformed JSON", NULL, "invalid_json", 400},
+        {"[1]", "JSON object", NULL, NULL, 400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = http(&s, "POST", "/v1/embeddings", bad[i].body, "sk-e");
+        expect_error(&r, bad[i].status, bad[i].msg, bad[i].param, bad[i].code);
+        resp_free(&r);
+    }
+    /* 2049 inputs: over the API's limit. */
+    size_t cap = 2049 * 4 + 64;
+    char *big = malloc(cap);
+    size_t n = (size_t)snprintf(big, cap, "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[");
+    for (int i = 0; i < 2049; i++) n += (size_t)snprintf(big + n, cap - n, "%s\"a\"", i ? "," : "");
+    snprintf(big + n, cap - n, "]}");
+    r = http(&s, "POST", "/v1/embeddings", big, "sk-e");
+    expect_error(&r, 400, "at most 2048", "input", NULL);
+    resp_free(&r);
+    free(big);
+    r = http(&s, "POST", "/v1/embeddings", "{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"x\"}",
+             NULL);
+    expect_error(&r, 401, "API key", NULL, "invalid_api_key");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/embeddings", NULL, "sk-e");
+    expect_error(&r, 405, NULL, NULL, "method_not_allowed");
+    resp_free(&r);
+    stop(&s);
+
+    /* Without an embedding model: 503, and /v1/models does not list one. */
+    start(&s, "--quiet", NULL);
+    r = http(&s, "POST", "/v1/embeddings", "{\"model\":\"all-MiniLM-L6-v2\",\"input\":\"x\"}",
+             NULL);
+    expect_error(&r, 503, "--embed-model", NULL, "no_embedding_model");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/models", NULL, NULL);
+    assert_null(strstr(r.body, "MiniLM"));
+    resp_free(&r);
+    stop(&s);
+}
+
+/* A multipart/form-data POST of parts (name, value, filename or NULL, type or NULL). */
+typedef struct part {
+    const char *name, *data, *filename, *type;
+    size_t len; /* 0: strlen(data) */
+} part;
+
+static resp post_form(server *s, const char *path, const part *parts, int n, const char *auth)
+{
+    resp r = {0};
+    r.body = strdup("");
+    CURL *c = curl_easy_init();
+    curl_mime *m = curl_mime_init(c);
+    for (int i = 0; i < n; i++) {
+        curl_mimepart *p = curl_mime_addpart(m);
+        curl_mime_name(p, parts[i].name);
+        curl_mime_data(p, parts[i].data, parts[i].len ? parts[i].len : strlen(parts[i].data));
+        if (parts[i].filename) curl_mime_filename(p, parts[i].filename);
+        if (parts[i].type) curl_mime_type(p, parts[i].type);
+    }
+    char url[256], ah[128];
+    struct curl_slist *h = NULL;
+    if (auth) {
+        snprintf(ah, sizeof ah, "Authorization: Bearer %s", auth);
+        h = curl_slist_append(h, ah);
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", s->port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_MIMEPOST, m);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_mime_free(m);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+static void expect_doc(resp *r, long status, const char *uri, const char *media, const char *what)
+{
+    if (r->status != status) fprintf(stderr, "want %ld, got %ld: %s\n", status, r->status, r->body);
+    assert_int_equal(r->status, status);
+    json_t *v = json_of(r);
+    assert_string_equal(json_string_value(json_object_get(v, "uri")), uri);
+    if (media) assert_string_equal(json_string_value(json_object_get(v, "media_type")), media);
+    assert_string_equal(json_string_value(json_object_get(v, "status")), what);
+    json_decref(v);
+}
+
+static void test_document_uploads(void **state)
+{
+    server s;
+    start(&s, "--quiet", "--api-key", "sk-d", NULL);
+    const char *md = "# Backups\n\nThe online backup API copies a live database.\n";
+
+    /* A file: the name and the kind come from its file name; a part type of
+     * application/octet-stream (what browsers send for unknown files) decides nothing. */
+    part p1[] = {{"file", md, "ops/backup.md", "application/octet-stream", 0}};
+    resp r = post_form(&s, "/v1/documents", p1, 1, "sk-d");
+    expect_doc(&r, 201, "ops/backup.md", "text/markdown", "created");
+    resp_free(&r);
+    r = post_form(&s, "/v1/documents", p1, 1, "sk-d");
+    expect_doc(&r, 200, "ops/backup.md", NULL, "unchanged");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=online%20backup&mode=bm25", NULL, "sk-d");
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    json_t *h = json_array_get(json_object_get(v, "data"), 0);
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h, "uri")), "ops/backup.md");
+    assert_string_equal(json_string_value(json_object_get(h, "title")), "Backups");
+    assert_string_equal(json_string_value(json_object_get(v, "mode")), "bm25");
+    json_decref(v);
+    resp_free(&r);
+
+    /* Fields name, title and media_type override; the part's own text type counts. */
+    part p2[] = {{"file", "<p>Checkpoints move pages.</p>", "page.txt", NULL, 0},
+                 {"name", "kb/checkpoint", NULL, NULL, 0},
+                 {"title", "Checkpoints", NULL, NULL, 0},
+                 {"media_type", "text/html", NULL, NULL, 0}};
+    r = post_form(&s, "/v1/documents", p2, 4, "sk-d");
+    expect_doc(&r, 201, "kb/checkpoint", "text/html", "created");
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "title")), "Checkpoints");
+    json_decref(v);
+    resp_free(&r);
+    part p3[] = {{"file", "plain words about vacuum", "v.bin", "text/plain", 0}};
+    r = post_form(&s, "/v1/documents", p3, 1, "sk-d");
+    expect_doc(&r, 201, "v.bin", "text/plain", "created");
+    resp_free(&r);
+
+    /* Multipart errors. */
+    part nofile[] = {{"name", "x", NULL, NULL, 0}};
+    r = post_form(&s, "/v1/documents", nofile, 1, "sk-d");
+    expect_error(&r, 400, "'file'", "file", NULL);
+    resp_free(&r);
+    part empty[] = {{"file", "", "e.txt", NULL, 0}};
+    r = post_form(&s, "/v1/documents", empty, 1, "sk-d");
+    expect_error(&r, 400, "empty", "file", NULL);
+    resp_free(&r);
+    static const char elf[] = "\x7f"
+                              "ELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0";
+    part bin[] = {{"file", elf, "a.out", NULL, sizeof elf - 1}};
+    r = post_form(&s, "/v1/documents", bin, 1, "sk-d");
+    expect_error(&r, 415, "not text", NULL, "unsupported_media_type");
+    resp_free(&r);
+    part png[] = {{"file", "x", "x.png", "image/png", 0}};
+    r = post_form(&s, "/v1/documents", png, 1, "sk-d");
+    expect_error(&r, 415, "image/png", "file", "unsupported_media_type");
+    resp_free(&r);
+    part badmt[] = {{"file", "x", "x.txt", NULL, 0},
+                    {"media_type", "application/pdf", NULL, NULL, 0}};
+    r = post_form(&s, "/v1/documents", badmt, 2, "sk-d");
+    expect_error(&r, 400, "media_type", "media_type", NULL);
+    resp_free(&r);
+    r = post_form(&s, "/v1/documents", p1, 1, NULL);
+    expect_error(&r, 401, "API key", NULL, "invalid_api_key");
+    resp_free(&r);
+    /* A truncated multipart body (raw, since curl would not send one). */
+    int fd = raw_connect(&s);
+    const char *req = "POST /v1/documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-d\r\n"
+                      "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 60\r\n"
+                      "Connection: close\r\n\r\n"
+                      "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a";
+    raw_send(fd, req, strlen(req));
+    char *ans = raw_read_all(fd, 10);
+    close(fd);
+    assert_non_null(strstr(ans, "HTTP/1.1 400"));
+    free(ans);
+    r = http(&s, "POST", "/v1/documents", "{\"text\":\"x\",\"url\":\"http://a/\"}", "sk-d");
+    expect_error(&r, 400, "not both", "url", NULL);
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"name\":\"a\",\"uri\":\"b\",\"text\":\"x\"}", "sk-d");
+    expect_error(&r, 400, "not both", "uri", NULL);
+    resp_free(&r);
+
+    /* Search modes and matching. */
+    r = http(&s, "GET", "/v1/search?q=online%20vacuum&match=all", NULL, "sk-d");
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 0);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=online%20vacuum&match=any", NULL, "sk-d");
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 2);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x&mode=fuzzy", NULL, "sk-d");
+    expect_error(&r, 400, "'mode'", "mode", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x&match=some", NULL, "sk-d");
+    expect_error(&r, 400, "'match'", "match", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x&k=0", NULL, "sk-d");
+    expect_error(&r, 400, "'k'", "k", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x", NULL, NULL);
+    expect_error(&r, 401, "API key", NULL, "invalid_api_key");
+    resp_free(&r);
+    r = http(&s, "DELETE", "/v1/documents/1", NULL, NULL);
+    expect_error(&r, 401, "API key", NULL, "invalid_api_key");
+    resp_free(&r);
+
+    /* The store's size in /metrics: 3 documents, their source bytes, the file. */
+    char want[96];
+    snprintf(want, sizeof want, "lode_store_source_bytes %zu\n",
+             strlen(md) + strlen("<p>Checkpoints move pages.</p>") +
+                 strlen("plain words about vacuum"));
+    assert_true(metrics_has(&s, want, 5));
+    assert_true(metrics_has(&s, "lode_store_documents 3\n", 5));
+    assert_true(metrics_has(&s, "lode_store_bytes ", 5));
+    stop(&s);
+}
+
+static void test_document_url(void **state)
+{
+    server s;
+    /* A listener that accepts (the kernel does) and never answers: the fetch times out. */
+    int silent = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    socklen_t al = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(silent, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(silent, 4), 0);
+    getsockname(silent, (struct sockaddr *)&a, &al);
+
+    start(&s, "--quiet", "--fetch-timeout", "1", "--max-body", "64K", NULL);
+    /* The server fetches from itself: /metrics is text/plain. */
+    char body[256], url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s.port);
+    snprintf(body, sizeof body, "{\"url\":\"%s\"}", url);
+    resp r = http(&s, "POST", "/v1/documents", body, NULL);
+    expect_doc(&r, 201, url, "text/plain", "created");
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=lode_http_requests_total", NULL, NULL);
+    assert_non_null(strstr(r.body, url));
+    resp_free(&r);
+    snprintf(body, sizeof body, "{\"url\":\"%s\",\"name\":\"m\",\"media_type\":\"text/markdown\"}",
+             url);
+    r = http(&s, "POST", "/v1/documents", body, NULL);
+    expect_doc(&r, 201, "m", "text/markdown", "created");
+    resp_free(&r);
+
+    static const struct {
+        const char *path, *msg, *code;
+        long status;
+    } bad[] = {
+        {"/health", "application/json", "unsupported_media_type", 415},
+        {"/nowhere", "HTTP 404", "url_fetch_failed", 400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d%s\"}", s.port, bad[i].path);
+        r = http(&s, "POST", "/v1/documents", body, NULL);
+        expect_error(&r, bad[i].status, bad[i].msg, "url", bad[i].code);
+        resp_free(&r);
+    }
+    snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d/x\"}", ntohs(a.sin_port));
+    double t0 = now_s();
+    r = http(&s, "POST", "/v1/documents", body, NULL);
+    expect_error(&r, 504, "longer than 1 s", "url", "url_fetch_timeout");
+    assert_true(now_s() - t0 < 5);
+    resp_free(&r);
+    close(silent);
+    r = http(&s, "POST", "/v1/documents", "{\"url\":\"http://127.0.0.1:1/x\"}", NULL);
+    expect_error(&r, 400, "cannot fetch", "url", "url_fetch_failed");
+    resp_free(&r);
+    r = http(&s, "POST", "/v1/documents", "{\"url\":\"file:///etc/passwd\"}", NULL);
+    expect_error(&r, 400, "http", "url", "invalid_url");
+    resp_free(&r);
+    stop(&s);
+
+    /* Over the size limit: /metrics of a server with a tiny body limit. */
+    start(&s, "--quiet", "--max-body", "1K", NULL);
+    snprintf(body, sizeof body, "{\"url\":\"http://127.0.0.1:%d/metrics\"}", s.port);
+    r = http(&s, "POST", "/v1/documents", body, NULL);
+    expect_error(&r, 413, "over the limit", "url", "url_content_too_large");
+    resp_free(&r);
+    stop(&s);
+}
+
 static void test_openai_client(void **state)
 {
     NEED_MODEL();
@@ -1312,11 +1774,14 @@ static void test_openai_client(void **state)
     }
     server s;
     make_dir(&s);
-    const char *args[] = {"--model", MODEL_PATH, "--api-key", "sk-compat", NULL};
+    const char *args[] = {"--model",   MODEL_PATH,      "--api-key",
+                          "sk-compat", "--embed-model", have_embed_model() ? EMBED_PATH : "",
+                          NULL};
+    if (!have_embed_model()) args[4] = NULL; /* the script then reports embeddings skipped */
     start_args(&s, args);
     snprintf(cmd, sizeof cmd,
-             "%s/bin/python scripts/openai-compat.py http://127.0.0.1:%d/v1 sk-compat", venv,
-             s.port);
+             "%s/bin/python scripts/openai-compat.py http://127.0.0.1:%d/v1 sk-compat %s", venv,
+             s.port, have_embed_model() ? "all-MiniLM-L6-v2" : "");
     int rc = system(cmd);
     assert_true(WIFEXITED(rc));
     assert_int_equal(WEXITSTATUS(rc), 0);
@@ -1345,6 +1810,9 @@ int main(void)
         cmocka_unit_test(test_generation_errors),
         cmocka_unit_test(test_cancel_on_disconnect),
         cmocka_unit_test(test_shutdown_cancels_generation),
+        cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_document_uploads),
+        cmocka_unit_test(test_document_url),
         cmocka_unit_test(test_openai_client),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
