@@ -25,8 +25,9 @@ static void serve_usage(FILE *f)
 {
     fprintf(f, "usage: lode serve [OPTIONS]\n\n"
                "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
-               "/v1/models), search and documents (/v1/search, /v1/documents), /health and\n"
-               "/metrics. Stops gracefully on SIGINT or SIGTERM.\n\n"
+               "/v1/models), answers from the store (/v1/ask), search and documents\n"
+               "(/v1/search, /v1/documents), /health and /metrics. Stops gracefully on\n"
+               "SIGINT or SIGTERM.\n\n"
                "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
                "  --model PATH         generation model, GGUF (default $LODE_MODEL or\n"
                "                       " ENG_DEFAULT_MODEL ")\n"

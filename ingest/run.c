@@ -391,7 +391,7 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
 
     n_threads = o->threads > 0 ? o->threads : lode_cpu_count();
     if (n_threads > 64) n_threads = 64;
-    p.window = (size_t)n_threads * 8;
+    p.window = p.n;  /* files ahead are bounded by MAX_INFLIGHT_BYTES alone */
     xmlInitParser(); /* once, before threads use libxml2 */
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.work, NULL);

@@ -8,6 +8,7 @@
  * /v1/embeddings validates and tokenizes on the HTTP worker, then hands the texts to the
  * server's embedding queue (embed.c), which batches them with other requests' texts; the
  * connection stays suspended until the queue's worker delivers the vectors.
+ * /v1/ask is in routes_ask.c.
  */
 #include "server/srv_int.h"
 
@@ -766,9 +767,4 @@ void srv_h_embeddings(srv_conn *c)
     }
 out:
     embed_release(r); /* the handler's */
-}
-
-void srv_h_ask(srv_conn *c)
-{
-    srv_reply_unavailable(c, "/v1/ask (the RAG answer path, orchestrate/, is not built yet)");
 }

@@ -67,3 +67,19 @@ FROM v_chunks WHERE document_id = (SELECT min(id) FROM documents) ORDER BY ordin
 -- 12. The latest changes, as a derived index (FAISS) replays them.
 SELECT seq, op, uri, chunks_removed, chunks_added, datetime(at, 'unixepoch') AS at
 FROM changes ORDER BY seq DESC LIMIT 10;
+
+-- 13. The latest questions (lode ask, POST /v1/ask): how many passages the prompt held,
+-- how many the answer cited, and the documents it cited.
+SELECT q.id, q.created, substr(q.question, 1, 60) AS question, q.n_passages, q.n_cited,
+       (SELECT group_concat(DISTINCT d.title)
+        FROM json_each(q.cited) j JOIN chunks c ON c.id = j.value
+        JOIN documents d ON d.id = c.document_id) AS cited_documents,
+       q.total_ms
+FROM v_questions q ORDER BY q.id DESC LIMIT 10;
+
+-- 14. Where answering time goes: milliseconds per stage, averaged over all questions.
+SELECT count(*) AS questions, round(avg(retrieve_ms), 1) AS retrieve_ms,
+       round(avg(prompt_ms), 1) AS prompt_ms, round(avg(prefill_ms), 1) AS prefill_ms,
+       round(avg(decode_ms), 1) AS decode_ms, round(avg(total_ms), 1) AS total_ms,
+       round(avg(answer_tokens), 1) AS answer_tokens
+FROM v_questions;

@@ -1,4 +1,4 @@
--- schema.sql: lode's whole current store schema (version 4), for reading.
+-- schema.sql: lode's whole current store schema (version 5), for reading.
 -- A new store is made from this file; an older store is brought here by
 -- sql/migrations/NNNN_*.sql in order. A test checks that both give the same schema.
 -- PRAGMA user_version holds the schema version.
@@ -94,6 +94,30 @@ CREATE TABLE vectors (
 ) WITHOUT ROWID;
 CREATE INDEX vectors_model ON vectors(model);
 
+-- The question log (0005_questions.sql): one row per answered question.
+-- retrieved: JSON [{chunk_id, score, n}] (n: passage number in the prompt, null when it
+-- did not fit); cited: JSON [chunk ids] the answer cited.
+CREATE TABLE questions (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at    REAL    NOT NULL,
+    question      TEXT    NOT NULL,
+    mode          TEXT    NOT NULL DEFAULT '',
+    k             INTEGER NOT NULL DEFAULT 0,
+    retrieved     TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(retrieved)),
+    answer        TEXT    NOT NULL DEFAULT '',
+    cited         TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(cited)),
+    finish        TEXT    NOT NULL DEFAULT '',
+    model         TEXT    NOT NULL DEFAULT '',
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    answer_tokens INTEGER NOT NULL DEFAULT 0,
+    retrieve_ms   REAL    NOT NULL DEFAULT 0,
+    prompt_ms     REAL    NOT NULL DEFAULT 0,
+    prefill_ms    REAL    NOT NULL DEFAULT 0,
+    decode_ms     REAL    NOT NULL DEFAULT 0,
+    total_ms      REAL    NOT NULL DEFAULT 0
+);
+CREATE INDEX questions_created ON questions(created_at);
+
 CREATE VIEW v_documents AS
 SELECT d.id, d.uri, d.title, d.media_type, d.size, d.sha256,
        datetime(d.mtime_ns / 1000000000, 'unixepoch') AS modified,
@@ -117,3 +141,14 @@ SELECT id, datetime(started_at, 'unixepoch') AS started,
        CASE WHEN finished_at > started_at
             THEN round(bytes / 1048576.0 / (finished_at - started_at), 2) END AS mb_per_s
 FROM ingest_runs;
+
+CREATE VIEW v_questions AS
+SELECT q.id, datetime(q.created_at, 'unixepoch') AS created, q.question, q.answer,
+       q.mode, q.k, json_array_length(q.retrieved) AS n_retrieved,
+       (SELECT count(*) FROM json_each(q.retrieved) r WHERE r.value ->> 'n' IS NOT NULL)
+           AS n_passages,
+       json_array_length(q.cited) AS n_cited, q.retrieved, q.cited, q.finish, q.model,
+       q.prompt_tokens, q.answer_tokens, round(q.retrieve_ms, 2) AS retrieve_ms,
+       round(q.prompt_ms, 2) AS prompt_ms, round(q.prefill_ms, 2) AS prefill_ms,
+       round(q.decode_ms, 2) AS decode_ms, round(q.total_ms, 2) AS total_ms
+FROM questions q;

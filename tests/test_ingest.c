@@ -221,6 +221,32 @@ static void test_html_loader(void **state)
     ing_doc_destroy(d);
 }
 
+/* Script, style and SVG content is cut before parsing; what surrounds it, and text that
+ * only looks like such a tag (in a comment, in an attribute-less inline run, after an
+ * unterminated element), comes out as the parser alone would give it. */
+static void test_html_opaque_elements(void **state)
+{
+    static const struct {
+        const char *html, *want;
+    } cases[] = {
+        {"<p>a<svg width=1><text>diagram</text><svg><text>inner</text></svg>"
+         "<title>t</title></svg>b</p>",
+         "ab"},
+        {"<p>x<SCRIPT type=x>if (a<b) document.write('</p>')</script >y</p>", "xy"},
+        {"<p>one</p><!-- <svg> --><p>two</p><svg/><p>three</p>", "one\n\ntwo\n\nthree"},
+        {"<p>k<style>p{}</style>l<svgx>m</svgx></p>", "klm"},
+        {"<p>before</p><svg><text>never closed", "before"},
+        {"<p>s</p><script>never closed", "s"},
+    };
+    for (size_t i = 0; i < LODE_ARRAY_LEN(cases); i++) {
+        ing_doc *d = NULL;
+        assert_int_equal(ing_load_html(cases[i].html, strlen(cases[i].html), &d, NULL, 0), LODE_OK);
+        if (strcmp(d->text, cases[i].want))
+            fail_msg("case %zu: got '%s', want '%s'", i, d->text, cases[i].want);
+        ing_doc_destroy(d);
+    }
+}
+
 static void test_html_edge_cases(void **state)
 {
     static const char *const cases[] = {
@@ -1050,6 +1076,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_html_loader),
+        cmocka_unit_test(test_html_opaque_elements),
         cmocka_unit_test(test_html_edge_cases),
         cmocka_unit_test(test_markdown_loader),
         cmocka_unit_test(test_text_loader_repairs_utf8),

@@ -1,0 +1,386 @@
+/*
+ * routes_ask.c: POST /v1/ask, the RAG answer path over HTTP (orchestrate/ask.h).
+ * Body: {question, k, mode, filters: {uri}, stream, max_tokens, temperature, seed, model}.
+ * Retrieval and prompt assembly run in the handler (the store under store_mu), generation
+ * on the engine. Without streaming the connection is deferred until the answer is
+ * complete and gets one JSON object (answer, citations, passages, timings, usage); with
+ * stream: true it gets server-sent events: {"object":"ask.delta","delta":...} for the
+ * answer's text as it comes, one {"object":"ask.answer",...} with everything (citations
+ * and timings included), then `data: [DONE]`. A client that goes away cancels the
+ * generation; shutdown cancels every answer still running.
+ *
+ * Each answer that completed is logged in the store's question log when its request
+ * ends, on the HTTP worker's thread (never on the engine's, which a busy store would
+ * stall): cancelled and failed answers are not logged.
+ */
+#include "server/srv_int.h"
+
+#include "engine/engine.h"
+#include "orchestrate/ask.h"
+#include "retrieval/store.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define ASK_MAX_TOKENS_LIMIT 4096
+
+typedef struct ask_job {
+    srv_server *srv;
+    srv_conn *conn;  /* NULL once the request ended (under mu) */
+    atomic_int refs; /* the connection's, plus the engine's while generating */
+    pthread_mutex_t mu;
+    orc_answer *a;
+    int stream;
+    int done; /* on_done ran */
+    int shutdown_cancel;
+    srv_stream *out;
+    srv_job_link link;
+    int linked;
+    char id[48];
+    int64_t created;
+} ask_job;
+
+static void job_release(ask_job *j)
+{
+    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    orc_answer_free(j->a);
+    srv_stream_release(j->out);
+    pthread_mutex_destroy(&j->mu);
+    lode_free(j);
+}
+
+static void job_cancel(ask_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    int running = !j->done;
+    pthread_mutex_unlock(&j->mu);
+    if (running) orc_cancel(j->a);
+}
+
+static void job_cancel_shutdown(void *arg)
+{
+    ask_job *j = arg;
+    j->shutdown_cancel = 1;
+    job_cancel(j);
+}
+
+static void job_client_gone(void *arg)
+{
+    job_cancel(arg);
+}
+
+/* The request ended: log a completed answer, cancel an unfinished one. */
+static void job_conn_done(void *arg, int client_gone)
+{
+    ask_job *j = arg;
+    pthread_mutex_lock(&j->mu);
+    j->conn = NULL;
+    int done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    if (!done) {
+        job_cancel(j);
+    } else if (j->a->status == LODE_OK && j->a->finish != ENG_FINISH_CANCELLED &&
+               j->a->finish != ENG_FINISH_ERROR) {
+        srv_server *s = j->srv;
+        pthread_mutex_lock(&s->store_mu);
+        lode_status st = orc_log(s->be->store, j->a, NULL);
+        if (st)
+            LODE_WARN("/v1/ask: the question was not logged: %s", ret_store_errmsg(s->be->store));
+        pthread_mutex_unlock(&s->store_mu);
+    }
+    job_release(j);
+}
+
+/* Writes one server-sent event holding v (taken). */
+static lode_status sse_send(ask_job *j, json_t *v)
+{
+    lode_buf b = LODE_BUF_INIT;
+    lode_status st = v ? LODE_OK : LODE_ERR_NOMEM;
+    if (!st) st = lode_buf_puts(&b, "data: ");
+    if (!st) st = lode_json_append(&b, v);
+    if (!st) st = lode_buf_puts(&b, "\n\n");
+    if (!st) st = srv_stream_write(j->out, b.data, b.len);
+    lode_buf_free(&b);
+    json_decref(v);
+    return st;
+}
+
+static json_t *answer_json(ask_job *j)
+{
+    json_t *v = orc_answer_json(j->a, 1);
+    if (v) {
+        json_object_set_new(v, "id", json_string(j->id));
+        json_object_set_new(v, "created", json_integer((json_int_t)j->created));
+        if (j->srv->be->model_id)
+            json_object_set_new(v, "model", json_string(j->srv->be->model_id));
+    }
+    return v;
+}
+
+static void on_delta(void *user, const char *text, size_t len)
+{
+    ask_job *j = user;
+    if (!j->stream || !len) return;
+    size_t ok = lode_utf8_valid_prefix(text, len);
+    sse_send(j,
+             json_pack("{s:s, s:s, s:s%}", "object", "ask.delta", "id", j->id, "delta", text, ok));
+}
+
+static void on_done(void *user, orc_answer *a)
+{
+    ask_job *j = user;
+    if (!a->no_passages)
+        srv_metrics_generation(&j->srv->m, a->n_prompt, a->n_tokens, a->t.prefill_ms / 1e3,
+                               a->t.decode_ms / 1e3, a->finish == ENG_FINISH_CANCELLED,
+                               a->finish == ENG_FINISH_ERROR);
+    pthread_mutex_lock(&j->mu);
+    j->done = 1;
+    srv_conn *conn = j->conn;
+    pthread_mutex_unlock(&j->mu);
+    srv_error e;
+    int failed = a->finish == ENG_FINISH_ERROR || (a->status && a->finish != ENG_FINISH_CANCELLED);
+    if (failed)
+        srv_error_set(&e, a->status ? a->status : LODE_ERR_INTERNAL, 500, "server_error", NULL,
+                      NULL, "generation failed: %s", lode_strerror(a->status));
+    else if (a->finish == ENG_FINISH_CANCELLED && j->shutdown_cancel)
+        srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
+                      "the server shut down before the answer was complete");
+    int err = failed || (a->finish == ENG_FINISH_CANCELLED && j->shutdown_cancel);
+    if (j->stream) {
+        if (err) {
+            lode_buf b = LODE_BUF_INIT;
+            if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(&e, &b) &&
+                !lode_buf_puts(&b, "\n\n"))
+                srv_stream_write(j->out, b.data, b.len);
+            lode_buf_free(&b);
+        } else {
+            sse_send(j, answer_json(j));
+        }
+        srv_stream_write(j->out, "data: [DONE]\n\n", 14);
+        srv_stream_finish(j->out);
+    } else if (conn) {
+        if (err) {
+            srv_deliver_error(conn, &e);
+        } else {
+            json_t *v = answer_json(j);
+            if (v) {
+                srv_deliver_json(conn, 200, v);
+            } else {
+                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
+                srv_deliver_error(conn, &e);
+            }
+            json_decref(v);
+        }
+    }
+    if (j->linked) srv_job_remove(j->srv, &j->link);
+    job_release(j);
+}
+
+/* The request body, validated. Strings point into root. */
+typedef struct ask_req {
+    json_t *root;
+    const char *question;
+    const char *model;
+    const char *mode;
+    const char *uri;
+    int64_t k, max_tokens, seed;
+    double temperature;
+    int has_seed, has_temperature;
+    int stream;
+} ask_req;
+
+static lode_status parse(srv_conn *c, ask_req *r, srv_error *e)
+{
+    lode_json_err je;
+    lode_json_err_clear(&je);
+    memset(r, 0, sizeof *r);
+    r->k = ORC_DEFAULT_K;
+    r->max_tokens = ORC_DEFAULT_MAX_TOKENS;
+    lode_status st = lode_json_parse(c->body.data ? c->body.data : "", c->body.len, &r->root, &je);
+    if (st) {
+        srv_error_set(e, st, 400, "invalid_request_error", "invalid_json", NULL,
+                      "the body is not valid JSON: %s", je.message);
+        return st;
+    }
+    if (!json_is_object(r->root)) {
+        srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, NULL,
+                      "the body must be a JSON object");
+        return LODE_ERR_INVALID;
+    }
+    json_t *filters = NULL;
+    int has_filters = 0;
+    if ((st = lode_json_get_string(r->root, "question", NULL, 1, &r->question, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "model", NULL, 0, &r->model, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "mode", NULL, 0, &r->mode, NULL, &je)) ||
+        (st = lode_json_get_int(r->root, "k", NULL, 0, 1, ORC_MAX_K, &r->k, NULL, &je)) ||
+        (st = lode_json_get_int(r->root, "max_tokens", NULL, 0, 1, ASK_MAX_TOKENS_LIMIT,
+                                &r->max_tokens, NULL, &je)) ||
+        (st = lode_json_get_number(r->root, "temperature", NULL, 0, 0, 2, &r->temperature,
+                                   &r->has_temperature, &je)) ||
+        (st = lode_json_get_int(r->root, "seed", NULL, 0, INT64_MIN, INT64_MAX, &r->seed,
+                                &r->has_seed, &je)) ||
+        (st = lode_json_get_bool(r->root, "stream", NULL, 0, &r->stream, NULL, &je)) ||
+        (st = lode_json_get_object(r->root, "filters", NULL, 0, &filters, &has_filters, &je))) {
+        srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field[0] ? je.field : NULL,
+                      "%s", je.message);
+        return st;
+    }
+    if (has_filters) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(filters, key, v)
+        {
+            if (strcmp(key, "uri") != 0) {
+                char field[160];
+                snprintf(field, sizeof field, "filters.%.100s", key);
+                srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, field,
+                              "unknown filter '%.100s' (filters: uri, a glob on the document's "
+                              "URI)",
+                              key);
+                return LODE_ERR_INVALID;
+            }
+        }
+        if ((st = lode_json_get_string(filters, "uri", "filters.uri", 0, &r->uri, NULL, &je))) {
+            srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
+            return st;
+        }
+    }
+    return LODE_OK;
+}
+
+/* An orc_prepare failure as the API reports it. */
+static void reply_prepare_error(srv_conn *c, lode_status st, const char *msg)
+{
+    switch (st) {
+    case LODE_ERR_INVALID:
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL,
+                         strstr(msg, "k must") ? "k" : "question", "%s", msg);
+        break;
+    case LODE_ERR_UNSUPPORTED:
+        srv_reply_errorf(c, 400, "invalid_request_error", "unsupported_mode", "mode", "%s", msg);
+        break;
+    case LODE_ERR_RANGE:
+        srv_reply_errorf(c, 400, "invalid_request_error", "context_length_exceeded",
+                         strncmp(msg, "max_tokens", 10) ? "question" : "max_tokens", "%s", msg);
+        break;
+    case LODE_ERR_BUSY:
+        srv_reply_errorf(c, 503, "server_error", "store_busy", NULL, "%s", msg);
+        break;
+    case LODE_ERR_NOMEM:
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        break;
+    default:
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "%s", msg);
+        break;
+    }
+}
+
+void srv_h_ask(srv_conn *c)
+{
+    srv_server *s = c->srv;
+    ask_req r;
+    srv_error e;
+    orc_answer *a = NULL;
+    ask_job *j = NULL;
+    char err[1024];
+    if (parse(c, &r, &e)) {
+        srv_reply_error(c, &e);
+        goto out;
+    }
+    orc_opts o = {0};
+    if (orc_mode_parse(r.mode, &o.mode)) {
+        srv_reply_errorf(c, 400, "invalid_request_error", NULL, "mode",
+                         "'mode' is auto, lexical, dense or hybrid, not '%.60s'", r.mode);
+        goto out;
+    }
+    eng_model *m = s->be ? s->be->model : NULL;
+    if (r.model && (!m || !srv_model_matches(s, r.model))) {
+        srv_reply_errorf(c, 404, "invalid_request_error", "model_not_found", "model",
+                         "the model '%.100s' does not exist%s%s", r.model,
+                         m ? "; this server has " : " (no model is loaded)",
+                         m ? s->be->model_id : "");
+        goto out;
+    }
+    if (!m) {
+        srv_reply_errorf(c, 503, "server_error", "no_model", NULL,
+                         "/v1/ask needs a generation model (start the server without --no-model)");
+        goto out;
+    }
+    if (!srv_need_store(c)) goto out;
+    o.k = (int)r.k;
+    o.uri = r.uri;
+    o.max_tokens = (int)r.max_tokens;
+    if (r.has_temperature || r.has_seed) {
+        eng_sampling_default(&o.sampling);
+        o.sampling.repeat_penalty = 1.15f;
+        o.sampling.temperature = (float)r.temperature;
+        o.sampling.seed = (uint64_t)r.seed;
+        o.has_sampling = 1;
+    }
+    pthread_mutex_lock(&s->store_mu);
+    lode_status st = orc_prepare(s->be->store, m, r.question, &o, &a, err, sizeof err);
+    pthread_mutex_unlock(&s->store_mu);
+    if (st) {
+        reply_prepare_error(c, st, err);
+        goto out;
+    }
+
+    if (!(j = lode_calloc(1, sizeof *j))) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    atomic_init(&j->refs, 1); /* the connection's */
+    j->srv = s;
+    j->conn = c;
+    j->a = a;
+    a = NULL;
+    j->stream = r.stream;
+    j->created = (int64_t)time(NULL);
+    snprintf(j->id, sizeof j->id, "ask-%016llx",
+             (unsigned long long)lode_now_ns() ^ ((unsigned long long)(uintptr_t)j << 16));
+    c->job = j;
+    c->job_release = job_conn_done;
+    if (r.stream) {
+        if (!(j->out = srv_stream_create(0))) {
+            srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+            goto out;
+        }
+        srv_stream_on_close(j->out, job_client_gone, j);
+    } else {
+        srv_defer(c);
+    }
+    j->link.cancel = job_cancel_shutdown;
+    j->link.arg = j;
+    srv_job_add(s, &j->link);
+    j->linked = 1;
+    atomic_fetch_add(&j->refs, 1); /* the engine's, released by on_done */
+    if ((st = orc_start(j->a, on_delta, on_done, j))) {
+        atomic_fetch_sub(&j->refs, 1);
+        srv_job_remove(s, &j->link);
+        j->linked = 0;
+        pthread_mutex_lock(&j->mu);
+        j->done = 1; /* nothing runs: the connection's end must not cancel or log */
+        j->a->status = st;
+        pthread_mutex_unlock(&j->mu);
+        int status = st == LODE_ERR_RANGE || st == LODE_ERR_INVALID ? 400
+                     : st == LODE_ERR_BUSY                          ? 429
+                                                                    : 500;
+        srv_error_set(&e, st, status, status == 500 ? "server_error" : "invalid_request_error",
+                      st == LODE_ERR_RANGE ? "context_length_exceeded" : NULL, NULL,
+                      "the engine refused the request: %s", eng_errmsg(m));
+        if (r.stream)
+            srv_reply_error(c, &e);
+        else
+            srv_deliver_error(c, &e);
+        goto out;
+    }
+    if (r.stream && srv_stream_start(c, j->out, "text/event-stream") != LODE_OK) {
+        job_cancel(j);
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+    }
+out:
+    orc_answer_free(a);
+    json_decref(r.root);
+}
