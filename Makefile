@@ -235,6 +235,16 @@ bench-retrieval:
 	$(MAKE) -j2 $(B)/bench/bench_embed
 	bench/bench_retrieval.sh $(B)/bench/bench_embed
 
+# HTTP serving under 1..64 concurrent streaming clients (bench/bench_serve.sh), into
+# bench/RESULTS.md.
+$(B)/bench/bench_serve: $(B)/obj/bench/bench_serve.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -o $@ $< $(call PKG_LIBS,libcurl)
+.PHONY: bench-serve
+bench-serve:
+	$(MAKE) -j2 $(B)/bench/bench_serve $(B)/lode
+	bench/bench_serve.sh $(B)/bench/bench_serve
+
 # ---- formatting ------------------------------------------------------------------------
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' '*.cu' '*.cuh')
 format:

@@ -115,9 +115,9 @@ static lode_status cpu_kv_create(eng_backend *be, const eng_kv_desc *d, eng_kv *
     for (int l = 0; l < d->n_layer; l++) {
         kv->k[l] = lode_aligned_alloc(64, bytes);
         kv->v[l] = lode_aligned_alloc(64, bytes);
+        /* not cleared: attention reads only slots written before, and a large pool stays
+         * untouched (not resident) until sequences fill it */
         if (!kv->k[l] || !kv->v[l]) goto nomem;
-        memset(kv->k[l], 0, bytes);
-        memset(kv->v[l], 0, bytes);
     }
     *out = kv;
     return LODE_OK;

@@ -1,40 +1,52 @@
 /*
  * engine.c: the engine of engine.h. eng_model_load validates the GGUF, builds the
  * vocabulary, loads the llama-family model onto a backend and allocates one runtime
- * (activations, paged KV pool, logits, sampler scratch); a worker thread then runs
- * queued requests: prefill in chunks of n_batch tokens, then one token per step, with
- * sampling, stop strings and streaming UTF-8 text. pick_next() is the single place that
- * chooses the next work, where the batching scheduler takes over.
+ * (activations, the paged KV pool, logits); a scheduler thread per model then serves
+ * every request together: each step it asks the scheduler (sched.h) for the step's work
+ * (decode tokens of all running sequences and chunks of prompts under one token budget,
+ * prefix-cache reuse, preemption when KV blocks run out), runs it as one batch through
+ * the model, and samples, streams and finishes the sequences whose rows came back.
+ * Requests submitted meanwhile join at the next step; finished and cancelled ones leave
+ * and free their blocks at once.
  */
 #include "engine/engine.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/backend.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "engine/kvcache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/sched.h"
 #include "engine/tokenizer.h"
 
 #define MAX_STOP     ENG_STOP_MAX_STRINGS
 #define MAX_STOP_LEN ENG_STOP_MAX_LEN
-#define LOGITS_ROWS  64 /* prompt rows per step when prompt logprobs are wanted */
+#define LOGITS_ROWS  64 /* prompt rows per step beyond one per sequence (prompt logprobs) */
 
 typedef struct req {
     uint64_t id;
     eng_request r;
-    int32_t *prompt;
     char *stop[MAX_STOP];
-    size_t stop_len[MAX_STOP];
     atomic_int cancel;
-    int64_t t_submit;
-    struct req *next;
+    int64_t t_submit, t_start, t_first;
+    eng_sseq seq; /* toks (n_ctx) and table are owned here */
+    eng_sampler *smp;
+    eng_textgen *tg;
+    float *prompt_lp; /* (n_prompt) when want_prompt_logprobs */
+    int lp_sent;      /* on_prompt_logprobs was called */
+    eng_stats stats;
+    struct req *next;                  /* incoming queue */
+    struct req *live_prev, *live_next; /* every request not finished yet */
 } req;
 
 struct eng_model {
@@ -42,12 +54,17 @@ struct eng_model {
     eng_llama *llm; /* owns the gguf */
     eng_vocab *vocab;
     eng_runtime *rt;
-    int n_ctx, n_batch, n_blocks;
-    int32_t *block_table; /* (n_blocks) identity: one sequence owns the pool */
-    int32_t *batch_tokens, *batch_pos, *out_rows; /* (n_batch) */
-    float *logits;                                /* (LOGITS_ROWS, n_vocab) host */
-    float *prompt_lp;                             /* (n_ctx) */
-    char *piece;                                  /* (piece_cap) detokenizer output of one step */
+    eng_sched *sched;
+    int n_ctx, n_step, n_blocks, max_seqs, max_queue, max_out;
+    eng_policy policy;
+    int prefix_cache;
+    /* per-step buffers (scheduler thread) */
+    int32_t *batch_tokens, *batch_pos; /* (n_step) */
+    int32_t *out_rows;                 /* (max_out) */
+    eng_batch_seq *batch_seqs;         /* (max_seqs) */
+    float *logits;                     /* (max_out, n_vocab) host */
+    req **done_tmp;                    /* (max_seqs + max_queue) */
+    char *piece;                       /* (piece_cap) detokenizer output of one step */
     size_t piece_cap;
     char name[128];
     const char *arch;
@@ -58,10 +75,12 @@ struct eng_model {
     int worker_started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    req *queue_head, *queue_tail;
-    req *current;
+    req *queue_head, *queue_tail; /* submitted, not yet handed to the scheduler */
+    req *live;                    /* every request in the engine */
+    int n_live;
     uint64_t next_id;
     int stopping;
+    eng_serving_stats stats; /* snapshot under mu */
     char err[512];
 };
 
@@ -91,200 +110,225 @@ const char *eng_errmsg(const eng_model *m)
     return m ? m->err : "engine: no model";
 }
 
-/* ---- requests on the worker --------------------------------------------------------- */
+/* ---- requests ---------------------------------------------------------------------- */
 static void req_free(req *q)
 {
     if (!q) return;
-    lode_free(q->prompt);
     for (int i = 0; i < MAX_STOP; i++) lode_free(q->stop[i]);
+    lode_free(q->seq.toks);
+    lode_free(q->seq.table);
+    lode_free(q->prompt_lp);
+    eng_textgen_destroy(q->tg);
+    eng_sampler_destroy(q->smp);
     lode_free(q);
 }
 
-/* The next request to run, taken off the queue; NULL when there is none. Called with
- * mu held. This is the one place that chooses work. */
-static req *pick_next(eng_model *m)
+static double ms_between(int64_t t0, int64_t t1)
 {
-    req *q = m->queue_head;
-    if (!q) return NULL;
-    m->queue_head = q->next;
-    if (!m->queue_head) m->queue_tail = NULL;
-    q->next = NULL;
-    return q;
+    return (double)(t1 - t0) / 1e6;
 }
 
-static double ms_since(int64_t t0)
+static void snapshot_stats(eng_model *m)
 {
-    return (double)(lode_now_ns() - t0) / 1e6;
+    eng_kvcache_stats ks;
+    eng_kvcache_stats_get(eng_sched_kvcache(m->sched), &ks);
+    eng_serving_stats *o = &m->stats;
+    o->running = eng_sched_n_running(m->sched);
+    o->waiting = m->n_live - o->running;
+    o->kv_blocks_total = ks.blocks_total;
+    o->kv_blocks_used = ks.blocks_used;
+    o->kv_blocks_cached = ks.blocks_cached;
+    o->kv_block_tokens = ENG_KV_BLOCK;
+    o->prefix_lookup_tokens = ks.lookup_tokens;
+    o->prefix_hit_tokens = ks.hit_tokens;
+    o->prefix_hit_rate = ks.hit_rate;
+    o->preemptions = eng_sched_preemptions(m->sched);
 }
 
-typedef struct run_state {
-    eng_finish finish;
-    lode_status st;
-    eng_stats stats;
-} run_state;
-
-/* One forward step over tokens[0..n) at positions pos0.., logits for out rows. */
-static lode_status step(eng_model *m, const int32_t *tokens, int n, int pos0, int n_out,
-                        int out_first, float *logits)
+/* Takes q out of the engine (scheduler, live list) and reports it; runs on the worker
+ * without mu. q is freed. */
+static void finish(eng_model *m, req *q, lode_status st, eng_finish f)
 {
-    for (int i = 0; i < n; i++) {
-        m->batch_tokens[i] = tokens[i];
-        m->batch_pos[i] = pos0 + i;
+    eng_sched_remove(m->sched, &q->seq);
+    pthread_mutex_lock(&m->mu);
+    if (q->live_prev)
+        q->live_prev->live_next = q->live_next;
+    else
+        m->live = q->live_next;
+    if (q->live_next) q->live_next->live_prev = q->live_prev;
+    m->n_live--;
+    snapshot_stats(m); /* a caller woken by on_done sees the blocks released */
+    pthread_mutex_unlock(&m->mu);
+    int64_t now = lode_now_ns();
+    if (!q->t_start) q->t_start = now;
+    q->stats.queue_ms = ms_between(q->t_submit, q->t_start);
+    if (q->t_first) {
+        q->stats.prefill_ms = ms_between(q->t_start, q->t_first);
+        q->stats.decode_ms = ms_between(q->t_first, now);
     }
-    for (int i = 0; i < n_out; i++) m->out_rows[i] = out_first + i;
-    eng_batch_seq seq = {0, n, pos0, m->block_table, m->n_blocks};
-    eng_batch b = {n, m->batch_tokens, m->batch_pos, 1, &seq, n_out, m->out_rows};
-    return eng_runtime_forward(m->rt, &b, logits, m->err, sizeof m->err);
+    if (q->r.on_done) q->r.on_done(q->r.user, st, f, &q->stats);
+    req_free(q);
 }
 
-static void run_request(eng_model *m, req *q, run_state *rs)
+/* The prompt rows and the sampled token of one batch item, whose logits rows start at
+ * lg. Returns 1 when the request finished (and is freed). */
+static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg)
 {
+    req *q = it->s->user;
     const eng_request *r = &q->r;
     int n_vocab = m->llm->hp.n_vocab;
-    int64_t t0 = lode_now_ns();
-    rs->stats.queue_ms = (double)(t0 - q->t_submit) / 1e6;
-    rs->stats.prompt_tokens = r->n_prompt;
-    if (atomic_load(&q->cancel)) {
-        rs->finish = ENG_FINISH_CANCELLED;
-        rs->st = LODE_ERR_CANCELLED;
-        return;
-    }
-    /* prefill */
-    int n = r->n_prompt;
-    int chunk = r->want_prompt_logprobs ? LODE_MIN(m->n_batch, LOGITS_ROWS) : m->n_batch;
-    lode_status st = LODE_OK;
-    float *last = m->logits; /* logits row the first token is sampled from */
-    for (int p0 = 0; p0 < n && st == LODE_OK; p0 += chunk) {
-        int len = LODE_MIN(chunk, n - p0);
-        int final = p0 + len == n;
-        if (r->want_prompt_logprobs) {
-            st = step(m, q->prompt + p0, len, p0, len, 0, m->logits);
-            for (int i = 0; i < len && st == LODE_OK; i++)
-                if (p0 + i + 1 < n)
-                    m->prompt_lp[p0 + i] = eng_logprobs(m->logits + (size_t)i * n_vocab, n_vocab,
-                                                        q->prompt[p0 + i + 1], NULL, 0);
-            last = m->logits + (size_t)(len - 1) * n_vocab;
-        } else {
-            st = step(m, q->prompt + p0, len, p0, final ? 1 : 0, len - 1, m->logits);
-            last = m->logits;
-        }
-        if (!final && atomic_load(&q->cancel)) {
-            rs->finish = ENG_FINISH_CANCELLED;
-            rs->st = LODE_ERR_CANCELLED;
-            return;
+    eng_sseq *s = &q->seq;
+    if (r->want_prompt_logprobs) {
+        for (int p = it->out_lo; p < it->out_hi && p < s->n_prompt - 1; p++)
+            q->prompt_lp[p] = eng_logprobs(lg + (size_t)(p - it->out_lo) * n_vocab, n_vocab,
+                                           s->toks[p + 1], NULL, 0);
+        if (!q->lp_sent && s->lp_next >= s->n_prompt - 1) {
+            q->lp_sent = 1;
+            if (r->on_prompt_logprobs)
+                r->on_prompt_logprobs(r->user, q->prompt_lp, s->n_prompt - 1);
         }
     }
-    if (st) {
-        rs->finish = ENG_FINISH_ERROR;
-        rs->st = st;
-        return;
+    if (!it->last) return 0;
+    const float *row = lg + (size_t)(it->out_hi - 1 - it->out_lo) * n_vocab;
+    eng_sample_result res;
+    int32_t tok = eng_sampler_sample(q->smp, row, &res);
+    if (!q->t_first) {
+        q->t_first = lode_now_ns();
+        q->stats.ttft_ms = ms_between(q->t_submit, q->t_first);
     }
-    rs->stats.prefill_ms = ms_since(t0);
-    if (r->want_prompt_logprobs && r->on_prompt_logprobs)
-        r->on_prompt_logprobs(r->user, m->prompt_lp, n - 1);
+    q->stats.generated++;
+    size_t k = 0;
+    eng_stop_reason why = eng_textgen_push(q->tg, tok, m->piece, m->piece_cap, &k);
+    int full = why == ENG_STOP_NONE && s->n_toks + 1 >= m->n_ctx;
+    if (full) k += eng_textgen_finish(q->tg, m->piece + k, m->piece_cap - k);
+    int stop_cb = 0;
+    if (r->on_token)
+        stop_cb = r->on_token(r->user, tok, m->piece, k, r->want_logprobs ? res.logprob : 0.0f);
+    if (why != ENG_STOP_NONE || full) {
+        finish(m, q, LODE_OK,
+               why == ENG_STOP_EOG      ? ENG_FINISH_EOG
+               : why == ENG_STOP_STRING ? ENG_FINISH_STOP
+                                        : ENG_FINISH_LENGTH);
+        return 1;
+    }
+    if (stop_cb || atomic_load(&q->cancel)) {
+        finish(m, q, LODE_ERR_CANCELLED, ENG_FINISH_CANCELLED);
+        return 1;
+    }
+    s->toks[s->n_toks++] = tok;
+    return 0;
+}
 
-    /* decode */
-    eng_sampler_params sp;
-    eng_sampler_params_default(&sp);
-    sp.temperature = r->sampling.temperature;
-    sp.top_k = r->sampling.top_k;
-    sp.top_p = r->sampling.top_p;
-    sp.min_p = r->sampling.min_p;
-    sp.repeat_penalty = r->sampling.repeat_penalty;
-    sp.presence_penalty = r->sampling.presence_penalty;
-    sp.frequency_penalty = r->sampling.frequency_penalty;
-    sp.penalty_last_n = r->sampling.repeat_last_n > 0 ? r->sampling.repeat_last_n : 64;
-    sp.seed = r->sampling.seed;
-    eng_sampler *smp = NULL;
-    eng_textgen *tg = NULL;
-    int max = r->max_tokens > 0 ? r->max_tokens : m->n_ctx;
-    if ((st = eng_sampler_create(&sp, n_vocab, &smp)) ||
-        (st = eng_textgen_create(m->vocab, (const char *const *)q->stop, (size_t)r->n_stop, max, 0,
-                                 &tg))) {
-        lode_seterr(m->err, sizeof m->err, st, "engine: cannot set up sampling");
-        rs->finish = ENG_FINISH_ERROR;
-        rs->st = st;
-        goto out;
+/* Hands submitted requests to the scheduler and takes out cancelled ones (into
+ * m->done_tmp, returning how many). Called with mu held. */
+static int intake(eng_model *m)
+{
+    while (m->queue_head) {
+        req *q = m->queue_head;
+        m->queue_head = q->next;
+        if (!m->queue_head) m->queue_tail = NULL;
+        q->next = NULL;
+        /* eng_submit keeps n_live within max_live, so this does not fail */
+        if (eng_sched_add(m->sched, &q->seq) != LODE_OK) atomic_store(&q->cancel, 1);
     }
-    for (int i = 0; i < n; i++) eng_sampler_accept(smp, q->prompt[i]);
-    size_t cap = eng_textgen_bound(tg);
-    if (cap > m->piece_cap) {
-        st = lode_seterr(m->err, sizeof m->err, LODE_ERR_INTERNAL, "engine: text buffer too small");
-        rs->finish = ENG_FINISH_ERROR;
-        rs->st = st;
-        goto out;
+    int n = 0;
+    for (req *q = m->live; q; q = q->live_next)
+        if (m->stopping || atomic_load(&q->cancel)) m->done_tmp[n++] = q;
+    return n;
+}
+
+/* One step: plan, run the batch, hand out the rows. */
+static void run_step(eng_model *m)
+{
+    eng_sched_plan p;
+    eng_sched_next(m->sched, &p);
+    for (int i = 0; i < p.n_failed; i++) {
+        req *q = p.failed[i]->user;
+        lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM,
+                    "engine: a sequence of %d tokens does not fit the KV pool of %d blocks",
+                    q->seq.n_toks, m->n_blocks);
+        finish(m, q, LODE_ERR_NOMEM, ENG_FINISH_ERROR);
     }
-    int pos = n;
-    int64_t t_first = 0;
-    for (;;) {
-        eng_sample_result res;
-        int32_t tok = eng_sampler_sample(smp, last, &res);
-        if (!t_first) {
-            t_first = lode_now_ns();
-            rs->stats.ttft_ms = (double)(t_first - q->t_submit) / 1e6;
+    if (p.n_items == 0) return;
+    int nt = 0, no = 0;
+    int64_t now = lode_now_ns();
+    for (int i = 0; i < p.n_items; i++) {
+        const eng_sched_item *it = &p.items[i];
+        eng_sseq *s = it->s;
+        req *q = s->user;
+        if (!q->t_start) {
+            q->t_start = now;
+            q->stats.prompt_tokens = s->n_prompt;
         }
-        rs->stats.generated++;
-        size_t k = 0;
-        eng_stop_reason why = eng_textgen_push(tg, tok, m->piece, m->piece_cap, &k);
-        int full = why == ENG_STOP_NONE && pos + 1 >= m->n_ctx;
-        if (full) {
-            size_t k2 = eng_textgen_finish(tg, m->piece + k, m->piece_cap - k);
-            k += k2;
+        m->batch_seqs[i] = (eng_batch_seq){nt, it->n, it->pos0, s->table, s->n_table};
+        for (int t = 0; t < it->n; t++) {
+            m->batch_tokens[nt + t] = s->toks[it->pos0 + t];
+            m->batch_pos[nt + t] = it->pos0 + t;
         }
-        int stop_cb = 0;
-        if (r->on_token)
-            stop_cb = r->on_token(r->user, tok, m->piece, k, r->want_logprobs ? res.logprob : 0.0f);
-        if (why != ENG_STOP_NONE || full) {
-            rs->finish = why == ENG_STOP_EOG      ? ENG_FINISH_EOG
-                         : why == ENG_STOP_STRING ? ENG_FINISH_STOP
-                                                  : ENG_FINISH_LENGTH;
-            break;
-        }
-        if (stop_cb || atomic_load(&q->cancel)) {
-            rs->finish = ENG_FINISH_CANCELLED;
-            rs->st = LODE_ERR_CANCELLED;
-            break;
-        }
-        if ((st = step(m, &tok, 1, pos, 1, 0, m->logits))) {
-            rs->finish = ENG_FINISH_ERROR;
-            rs->st = st;
-            break;
-        }
-        pos++;
-        last = m->logits;
+        for (int r = it->out_lo; r < it->out_hi; r++) m->out_rows[no++] = nt + (r - it->pos0);
+        nt += it->n;
     }
-    if (t_first) rs->stats.decode_ms = ms_since(t_first);
-out:
-    eng_textgen_destroy(tg);
-    eng_sampler_destroy(smp);
+    eng_batch b = {nt, m->batch_tokens, m->batch_pos, p.n_items, m->batch_seqs, no, m->out_rows};
+    lode_status st = eng_runtime_forward(m->rt, &b, m->logits, m->err, sizeof m->err);
+    if (st) {
+        for (int i = 0; i < p.n_items; i++) finish(m, p.items[i].s->user, st, ENG_FINISH_ERROR);
+        return;
+    }
+    eng_sched_commit(m->sched, &p);
+    pthread_mutex_lock(&m->mu);
+    m->stats.steps++;
+    m->stats.step_tokens += (uint64_t)nt;
+    pthread_mutex_unlock(&m->mu);
+    int n_vocab = m->llm->hp.n_vocab;
+    const float *lg = m->logits;
+    for (int i = 0; i < p.n_items; i++) {
+        const eng_sched_item *it = &p.items[i];
+        int rows = it->out_hi - it->out_lo;
+        take_outputs(m, it, lg);
+        lg += (size_t)rows * n_vocab;
+    }
 }
 
 static void *worker_main(void *arg)
 {
     eng_model *m = arg;
     pthread_mutex_lock(&m->mu);
-    while (!m->stopping || m->queue_head) {
-        req *q = pick_next(m);
-        if (!q) {
+    for (;;) {
+        int n_done = intake(m);
+        if (n_done) {
+            pthread_mutex_unlock(&m->mu);
+            for (int i = 0; i < n_done; i++)
+                finish(m, m->done_tmp[i], LODE_ERR_CANCELLED, ENG_FINISH_CANCELLED);
+            pthread_mutex_lock(&m->mu);
+            continue;
+        }
+        if (eng_sched_n_live(m->sched) == 0) {
+            snapshot_stats(m);
+            if (m->stopping) break;
             pthread_cond_wait(&m->cv, &m->mu);
             continue;
         }
-        m->current = q;
-        if (m->stopping) atomic_store(&q->cancel, 1);
         pthread_mutex_unlock(&m->mu);
-        run_state rs = {ENG_FINISH_NONE, LODE_OK, {0}};
-        run_request(m, q, &rs);
-        /* no longer cancellable once on_done runs */
+        run_step(m);
         pthread_mutex_lock(&m->mu);
-        m->current = NULL;
-        pthread_mutex_unlock(&m->mu);
-        if (q->r.on_done) q->r.on_done(q->r.user, rs.st, rs.finish, &rs.stats);
-        req_free(q);
-        pthread_mutex_lock(&m->mu);
-        pthread_cond_broadcast(&m->cv);
+        snapshot_stats(m);
     }
     pthread_mutex_unlock(&m->mu);
     return NULL;
+}
+
+static void sampler_params(const eng_sampling *g, eng_sampler_params *sp)
+{
+    eng_sampler_params_default(sp);
+    sp->temperature = g->temperature;
+    sp->top_k = g->top_k;
+    sp->top_p = g->top_p;
+    sp->min_p = g->min_p;
+    sp->repeat_penalty = g->repeat_penalty;
+    sp->presence_penalty = g->presence_penalty;
+    sp->frequency_penalty = g->frequency_penalty;
+    sp->penalty_last_n = g->repeat_last_n > 0 ? g->repeat_last_n : 64;
+    sp->seed = g->seed;
 }
 
 lode_status eng_submit(eng_model *m, const eng_request *r, uint64_t *id)
@@ -318,55 +362,102 @@ lode_status eng_submit(eng_model *m, const eng_request *r, uint64_t *id)
         !isfinite(sg->presence_penalty) || !isfinite(sg->frequency_penalty))
         return lode_seterr(m->err, sizeof m->err, LODE_ERR_INVALID,
                            "engine: sampling parameters out of range");
+    /* cheap refusal before allocating; checked again below */
+    pthread_mutex_lock(&m->mu);
+    int full = m->n_live >= m->max_seqs + m->max_queue;
+    if (full) m->stats.rejected_busy++;
+    pthread_mutex_unlock(&m->mu);
+    if (full)
+        return lode_seterr(m->err, sizeof m->err, LODE_ERR_BUSY,
+                           "engine: %d requests are in the engine already (limit %d)",
+                           m->max_seqs + m->max_queue, m->max_seqs + m->max_queue);
+    lode_status st = LODE_ERR_NOMEM;
     req *q = lode_calloc(1, sizeof *q);
     if (!q) return lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM, "engine: out of memory");
     q->r = *r;
-    q->prompt = lode_malloc((size_t)r->n_prompt * sizeof *q->prompt);
-    if (!q->prompt) goto nomem;
-    memcpy(q->prompt, r->prompt, (size_t)r->n_prompt * sizeof *q->prompt);
-    q->r.prompt = q->prompt;
-    for (int i = 0; i < r->n_stop; i++) {
-        if (!(q->stop[i] = lode_strdup(r->stop[i]))) goto nomem;
-        q->stop_len[i] = strlen(q->stop[i]);
-    }
+    eng_sseq *s = &q->seq;
+    s->user = q;
+    s->cap = m->n_ctx;
+    s->table_cap = (m->n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+    s->toks = lode_malloc((size_t)s->cap * sizeof *s->toks);
+    s->table = lode_malloc((size_t)s->table_cap * sizeof *s->table);
+    if (!s->toks || !s->table) goto fail;
+    memcpy(s->toks, r->prompt, (size_t)r->n_prompt * sizeof *s->toks);
+    s->n_toks = s->n_prompt = r->n_prompt;
+    s->want_prompt = r->want_prompt_logprobs;
+    q->r.prompt = s->toks;
+    if (r->want_prompt_logprobs &&
+        !(q->prompt_lp = lode_calloc((size_t)r->n_prompt, sizeof *q->prompt_lp)))
+        goto fail;
+    for (int i = 0; i < r->n_stop; i++)
+        if (!(q->stop[i] = lode_strdup(r->stop[i]))) goto fail;
     q->r.stop = (const char *const *)q->stop;
+    eng_sampler_params sp;
+    sampler_params(&r->sampling, &sp);
+    int max = r->max_tokens > 0 ? r->max_tokens : m->n_ctx;
+    if ((st = eng_sampler_create(&sp, n_vocab, &q->smp)) ||
+        (st = eng_textgen_create(m->vocab, (const char *const *)q->stop, (size_t)r->n_stop, max, 0,
+                                 &q->tg)))
+        goto fail;
+    if (eng_textgen_bound(q->tg) > m->piece_cap) {
+        st = LODE_ERR_INTERNAL;
+        goto fail;
+    }
+    for (int i = 0; i < r->n_prompt; i++) eng_sampler_accept(q->smp, r->prompt[i]);
     q->t_submit = lode_now_ns();
     pthread_mutex_lock(&m->mu);
-    if (m->stopping) {
+    if (m->stopping || m->n_live >= m->max_seqs + m->max_queue) {
+        int stopping = m->stopping;
+        if (!stopping) m->stats.rejected_busy++;
         pthread_mutex_unlock(&m->mu);
         req_free(q);
-        return lode_seterr(m->err, sizeof m->err, LODE_ERR_BUSY, "engine: shutting down");
+        if (stopping)
+            return lode_seterr(m->err, sizeof m->err, LODE_ERR_CANCELLED, "engine: shutting down");
+        return lode_seterr(m->err, sizeof m->err, LODE_ERR_BUSY,
+                           "engine: %d requests are in the engine already",
+                           m->max_seqs + m->max_queue);
     }
     q->id = ++m->next_id;
+    s->id = q->id;
     if (m->queue_tail)
         m->queue_tail->next = q;
     else
         m->queue_head = q;
     m->queue_tail = q;
+    q->live_next = m->live;
+    if (m->live) m->live->live_prev = q;
+    m->live = q;
+    m->n_live++;
     if (id) *id = q->id;
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
     return LODE_OK;
-nomem:
+fail:
     req_free(q);
-    return lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM, "engine: out of memory");
+    return lode_seterr(m->err, sizeof m->err, st, "engine: cannot set up the request: %s",
+                       lode_strerror(st));
 }
 
 lode_status eng_cancel(eng_model *m, uint64_t id)
 {
     lode_status st = LODE_ERR_NOTFOUND;
     pthread_mutex_lock(&m->mu);
-    if (m->current && m->current->id == id) {
-        atomic_store(&m->current->cancel, 1);
-        st = LODE_OK;
-    }
-    for (req *q = m->queue_head; q && st; q = q->next)
+    for (req *q = m->live; q; q = q->live_next)
         if (q->id == id) {
             atomic_store(&q->cancel, 1);
             st = LODE_OK;
+            pthread_cond_broadcast(&m->cv);
+            break;
         }
     pthread_mutex_unlock(&m->mu);
     return st;
+}
+
+void eng_serving_stats_get(eng_model *m, eng_serving_stats *out)
+{
+    pthread_mutex_lock(&m->mu);
+    *out = m->stats;
+    pthread_mutex_unlock(&m->mu);
 }
 
 /* ---- synchronous wrapper ----------------------------------------------------------- */
@@ -535,24 +626,24 @@ void eng_model_free(eng_model *m)
     if (m->worker_started) {
         pthread_mutex_lock(&m->mu);
         m->stopping = 1;
-        for (req *q = m->queue_head; q; q = q->next) atomic_store(&q->cancel, 1);
-        if (m->current) atomic_store(&m->current->cancel, 1);
+        for (req *q = m->live; q; q = q->live_next) atomic_store(&q->cancel, 1);
         pthread_cond_broadcast(&m->cv);
         pthread_mutex_unlock(&m->mu);
         pthread_join(m->worker, NULL);
     }
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
+    eng_sched_destroy(m->sched);
     eng_runtime_destroy(m->rt);
     eng_vocab_destroy(m->vocab);
     eng_llama_free(m->llm);
     eng_backend_destroy(m->be);
-    lode_free(m->block_table);
     lode_free(m->batch_tokens);
     lode_free(m->batch_pos);
+    lode_free(m->batch_seqs);
     lode_free(m->out_rows);
     lode_free(m->logits);
-    lode_free(m->prompt_lp);
+    lode_free(m->done_tmp);
     lode_free(m->piece);
     lode_free(m);
 }
@@ -599,25 +690,50 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         st = lode_seterr(err, errlen, LODE_ERR_RANGE, "engine: context %d is too large", m->n_ctx);
         goto fail;
     }
-    m->n_batch = opts->n_batch > 0 ? LODE_MIN(opts->n_batch, 4096) : 512;
-    m->n_blocks = (m->n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
-    if ((st = eng_runtime_create(m->llm, m->n_batch, LODE_MIN(m->n_batch, LOGITS_ROWS), m->n_blocks,
-                                 &m->rt, err, errlen)))
+    /* the step budget, running slots and logits rows of the scheduler */
+    m->n_step = opts->n_batch > 0 ? LODE_MIN(LODE_MAX(opts->n_batch, 2), 4096) : 256;
+    m->max_seqs = LODE_MIN(opts->max_seqs > 0 ? LODE_MIN(opts->max_seqs, 4096) : 64, m->n_step);
+    m->max_queue = opts->max_queue > 0 ? LODE_MIN(opts->max_queue, 1 << 20) : 256;
+    m->max_out = LODE_MIN(m->max_seqs + LOGITS_ROWS, m->n_step);
+    m->policy = opts->policy;
+    m->prefix_cache = !opts->no_prefix_cache;
+    /* the KV pool: the budget in blocks, at least one whole context */
+    size_t block_bytes =
+        (size_t)hp->n_layer * hp->n_head_kv * hp->head_dim * ENG_KV_BLOCK * sizeof(lode_half) * 2;
+    size_t budget = (size_t)(opts->kv_mb > 0 ? opts->kv_mb : 256) << 20;
+    size_t nb = budget / block_bytes;
+    size_t min_nb = (size_t)(m->n_ctx + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK + 1;
+    if (nb < min_nb) nb = min_nb;
+    if (nb > (1u << 24)) nb = 1u << 24;
+    m->n_blocks = (int)nb;
+    if ((st = eng_runtime_create(m->llm, m->n_step, m->max_out, m->n_blocks, &m->rt, err, errlen)))
         goto fail;
+    eng_sched_opts so = {
+        .policy = m->policy,
+        .step_tokens = m->n_step,
+        .max_seqs = m->max_seqs,
+        .max_live = m->max_seqs + m->max_queue,
+        .max_out = m->max_out,
+        .prefix_cache = m->prefix_cache,
+    };
+    if ((st = eng_sched_create(&so, m->n_blocks, &m->sched))) {
+        lode_seterr(err, errlen, st, "engine: cannot create the scheduler");
+        goto fail;
+    }
     m->piece_cap = (size_t)ENG_STOP_MAX_LEN * 2 + 64 + eng_detok_bound(m->vocab) * 4;
-    m->block_table = lode_malloc((size_t)m->n_blocks * sizeof *m->block_table);
-    m->batch_tokens = lode_malloc((size_t)m->n_batch * sizeof(int32_t));
-    m->batch_pos = lode_malloc((size_t)m->n_batch * sizeof(int32_t));
-    m->out_rows = lode_malloc((size_t)m->n_batch * sizeof(int32_t));
-    m->logits = lode_malloc((size_t)LOGITS_ROWS * hp->n_vocab * sizeof(float));
-    m->prompt_lp = lode_malloc((size_t)m->n_ctx * sizeof(float));
+    m->batch_tokens = lode_malloc((size_t)m->n_step * sizeof(int32_t));
+    m->batch_pos = lode_malloc((size_t)m->n_step * sizeof(int32_t));
+    m->batch_seqs = lode_malloc((size_t)m->max_seqs * sizeof *m->batch_seqs);
+    m->out_rows = lode_malloc((size_t)m->max_out * sizeof(int32_t));
+    m->logits = lode_malloc((size_t)m->max_out * hp->n_vocab * sizeof(float));
+    m->done_tmp = lode_malloc((size_t)(m->max_seqs + m->max_queue) * sizeof *m->done_tmp);
     m->piece = lode_malloc(m->piece_cap);
-    if (!m->block_table || !m->batch_tokens || !m->batch_pos || !m->out_rows || !m->logits ||
-        !m->prompt_lp || !m->piece) {
+    if (!m->batch_tokens || !m->batch_pos || !m->batch_seqs || !m->out_rows || !m->logits ||
+        !m->done_tmp || !m->piece) {
         st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }
-    for (int i = 0; i < m->n_blocks; i++) m->block_table[i] = i;
+    snapshot_stats(m);
     m->n_threads = eng_backend_cpu_threads(m->be);
     if (pthread_create(&m->worker, NULL, worker_main, m) != 0) {
         st = lode_seterr(err, errlen, LODE_ERR_INTERNAL, "engine: cannot start the worker thread");

@@ -24,12 +24,33 @@ typedef struct eng_model eng_model;
 /* $LODE_MODEL when set and not empty, else ENG_DEFAULT_MODEL. Never NULL. */
 const char *eng_default_model_path(void);
 
+/* How the scheduler orders work (engine/sched.h). */
+typedef enum eng_policy {
+    ENG_POLICY_FCFS = 0,     /* arrival order for everything (default) */
+    ENG_POLICY_DECODE_FIRST, /* running streams' next tokens before any prompt work */
+    ENG_POLICY_MLFQ,         /* multi-level feedback queue: sequences drop a level after
+                                their quantum of tokens, new ones start at the top and may
+                                preempt lower levels */
+} eng_policy;
+/* "fcfs", "decode-first", "mlfq" -> *out; LODE_ERR_INVALID for another name. */
+lode_status eng_policy_parse(const char *name, eng_policy *out /* OUT */);
+const char *eng_policy_name(eng_policy p);
+
 typedef struct eng_model_opts {
     const char *backend; /* "cpu", "cuda", NULL/"auto" */
     int n_threads;       /* CPU threads; <= 0: every CPU the process may use */
-    int n_ctx;           /* context window in tokens; <= 0: min(trained context, 4096) */
-    int n_batch;         /* most prompt tokens per forward step; <= 0: 512 */
+    int n_ctx;           /* context window in tokens of one sequence; <= 0: min(trained
+                            context, 4096) */
+    int n_batch;         /* tokens of one forward step, shared by every running sequence;
+                            <= 0: 256 */
     int device;          /* GPU ordinal */
+    /* serving (engine/sched.h); 0 means the default */
+    int kv_mb;     /* KV pool budget in MiB; <= 0: 256. Never below one full context. */
+    int max_seqs;  /* sequences decoding together; <= 0: 64 */
+    int max_queue; /* requests waiting beyond those; <= 0: 256. eng_submit returns
+                      LODE_ERR_BUSY past it */
+    eng_policy policy;
+    int no_prefix_cache; /* 1: do not reuse computed prefixes across requests */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the
@@ -138,9 +159,12 @@ typedef struct eng_request {
     void *user;
 } eng_request;
 
-/* Queues a request; *id (may be NULL) identifies it for eng_cancel. Returns LODE_OK, or
- * LODE_ERR_INVALID (empty prompt, bad token ids, too many stop strings), LODE_ERR_RANGE
- * (the prompt does not fit the context), LODE_ERR_NOMEM; on error no callback runs. */
+/* Queues a request; *id (may be NULL) identifies it for eng_cancel. It joins the running
+ * batch at the next step. Returns LODE_OK, or LODE_ERR_INVALID (empty prompt, bad token
+ * ids, too many stop strings), LODE_ERR_RANGE (the prompt does not fit the context),
+ * LODE_ERR_BUSY (max_seqs + max_queue requests are in the engine already: try later; a
+ * server answers 429), LODE_ERR_CANCELLED (the model is shutting down), LODE_ERR_NOMEM;
+ * on error no callback runs. */
 lode_status eng_submit(eng_model *m, const eng_request *r, uint64_t *id /* OUT */);
 /* Asks a queued or running request to stop; its on_done reports CANCELLED. Returns
  * LODE_ERR_NOTFOUND when it already finished or never existed. */
@@ -163,6 +187,21 @@ typedef struct eng_output {
  * request's status; out (may be NULL) receives the results either way. */
 lode_status eng_generate(eng_model *m, const eng_request *r, eng_output *out /* OUT */);
 void eng_output_free(eng_output *o); /* frees the arrays, keeps the struct; accepts NULL */
+
+/* The serving state of a model, for /metrics. */
+typedef struct eng_serving_stats {
+    int running; /* sequences in the batch */
+    int waiting; /* admitted to the engine, not running (queued or preempted) */
+    int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_block_tokens;
+    uint64_t prefix_lookup_tokens, prefix_hit_tokens;
+    double prefix_hit_rate;
+    uint64_t preemptions;
+    uint64_t steps;         /* forward steps run */
+    uint64_t step_tokens;   /* tokens they computed */
+    uint64_t rejected_busy; /* eng_submit calls refused with LODE_ERR_BUSY */
+} eng_serving_stats;
+/* A consistent snapshot, from any thread. */
+void eng_serving_stats_get(eng_model *m, eng_serving_stats *out /* OUT */);
 
 /* The last detailed message of a failed call on this model. */
 const char *eng_errmsg(const eng_model *m);

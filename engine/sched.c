@@ -1,0 +1,374 @@
+/*
+ * sched.c: the scheduler of sched.h. Every step sorts the live sequences by the
+ * policy's key, then walks them in that order handing out the step's token budget:
+ * a running sequence gets its next token (decode) or the next chunk of its prompt
+ * (chunked prefill), a waiting one is admitted (prefix cache lookup first) while running
+ * slots and KV blocks allow. A sequence that needs a block when none is left takes one
+ * from the lowest-priority running sequence not in this step (preemption by recompute);
+ * when there is none it is preempted itself, unless it holds the only blocks in use,
+ * which means it cannot fit the pool alone and is reported as failed.
+ *
+ * Keys: FCFS and decode-first order by arrival (decode-first puts running sequences
+ * with one token to go first, then running prefills, then waiting ones); MLFQ orders by
+ * (level, arrival), a sequence drops a level after running quantum << level tokens, and
+ * every mlfq_boost steps all go back to level 0. Waiting sequences preempt running ones
+ * only under MLFQ, and only ones of a lower level.
+ */
+#include "engine/sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct eng_sched {
+    eng_sched_opts o;
+    eng_kvcache *kv;
+    eng_sseq **live; /* (max_live) */
+    int n_live;
+    int n_running;
+    uint64_t next_order;
+    uint64_t steps;
+    uint64_t preemptions;
+    eng_sched_item *items; /* (max_seqs) */
+    eng_sseq **failed;     /* (max_live) */
+    eng_sseq **order;      /* (max_live) this step's candidates */
+};
+
+lode_status eng_policy_parse(const char *name, eng_policy *out)
+{
+    if (!name || !strcmp(name, "fcfs"))
+        *out = ENG_POLICY_FCFS;
+    else if (!strcmp(name, "decode-first") || !strcmp(name, "decode-priority"))
+        *out = ENG_POLICY_DECODE_FIRST;
+    else if (!strcmp(name, "mlfq"))
+        *out = ENG_POLICY_MLFQ;
+    else
+        return LODE_ERR_INVALID;
+    return LODE_OK;
+}
+
+const char *eng_policy_name(eng_policy p)
+{
+    switch (p) {
+    case ENG_POLICY_FCFS:
+        return "fcfs";
+    case ENG_POLICY_DECODE_FIRST:
+        return "decode-first";
+    case ENG_POLICY_MLFQ:
+        return "mlfq";
+    }
+    return "unknown";
+}
+
+void eng_sched_destroy(eng_sched *s)
+{
+    if (!s) return;
+    eng_kvcache_destroy(s->kv);
+    lode_free(s->live);
+    lode_free(s->items);
+    lode_free(s->failed);
+    lode_free(s->order);
+    lode_free(s);
+}
+
+lode_status eng_sched_create(const eng_sched_opts *o, int n_blocks, eng_sched **out)
+{
+    *out = NULL;
+    if (o->max_seqs <= 0 || o->step_tokens < o->max_seqs || o->max_live < o->max_seqs ||
+        o->max_out < 2 || n_blocks <= 0)
+        return LODE_ERR_INVALID;
+    eng_sched *s = lode_calloc(1, sizeof *s);
+    if (!s) return LODE_ERR_NOMEM;
+    s->o = *o;
+    if (s->o.mlfq_levels <= 0) s->o.mlfq_levels = 4;
+    if (s->o.mlfq_quantum <= 0) s->o.mlfq_quantum = 32;
+    if (s->o.mlfq_boost <= 0) s->o.mlfq_boost = 512;
+    lode_status st = eng_kvcache_create(n_blocks, &s->kv);
+    if (st) {
+        eng_sched_destroy(s);
+        return st;
+    }
+    s->live = lode_calloc((size_t)o->max_live, sizeof *s->live);
+    s->items = lode_calloc((size_t)o->max_seqs, sizeof *s->items);
+    s->failed = lode_calloc((size_t)o->max_live, sizeof *s->failed);
+    s->order = lode_calloc((size_t)o->max_live, sizeof *s->order);
+    if (!s->live || !s->items || !s->failed || !s->order) {
+        eng_sched_destroy(s);
+        return LODE_ERR_NOMEM;
+    }
+    *out = s;
+    return LODE_OK;
+}
+
+int eng_sched_n_live(const eng_sched *s)
+{
+    return s->n_live;
+}
+int eng_sched_n_running(const eng_sched *s)
+{
+    return s->n_running;
+}
+eng_kvcache *eng_sched_kvcache(eng_sched *s)
+{
+    return s->kv;
+}
+uint64_t eng_sched_preemptions(const eng_sched *s)
+{
+    return s->preemptions;
+}
+
+static int blocks_for(int n_tok)
+{
+    return (n_tok + ENG_KV_BLOCK - 1) / ENG_KV_BLOCK;
+}
+
+lode_status eng_sched_add(eng_sched *s, eng_sseq *q)
+{
+    if (!q->toks || q->n_toks <= 0 || q->n_toks > q->cap || q->n_prompt <= 0 ||
+        q->n_prompt > q->n_toks || !q->table || q->table_cap < blocks_for(q->cap))
+        return LODE_ERR_INVALID;
+    if (s->n_live >= s->o.max_live) return LODE_ERR_BUSY;
+    q->state = ENG_SEQ_WAITING;
+    q->n_computed = q->n_table = q->n_published = 0;
+    q->chain = 0;
+    q->lp_next = 0;
+    q->level = q->used = 0;
+    q->order = s->next_order++;
+    q->n_preempt = q->admitted = q->in_step = 0;
+    q->cached_tokens = -1;
+    s->live[s->n_live++] = q;
+    return LODE_OK;
+}
+
+static void release_blocks(eng_sched *s, eng_sseq *q)
+{
+    for (int i = 0; i < q->n_table; i++) eng_kvcache_release(s->kv, q->table[i]);
+    q->n_table = 0;
+    q->n_computed = 0;
+    q->n_published = 0;
+    q->chain = 0;
+}
+
+void eng_sched_remove(eng_sched *s, eng_sseq *q)
+{
+    for (int i = 0; i < s->n_live; i++)
+        if (s->live[i] == q) {
+            if (q->state == ENG_SEQ_RUNNING) s->n_running--;
+            release_blocks(s, q);
+            q->state = ENG_SEQ_WAITING;
+            s->live[i] = s->live[--s->n_live];
+            return;
+        }
+}
+
+/* Takes q's running slot; with drop_kv also its blocks (recompute later). */
+static void preempt(eng_sched *s, eng_sseq *q, eng_sched_plan *p, int drop_kv)
+{
+    if (drop_kv) release_blocks(s, q);
+    if (q->state == ENG_SEQ_RUNNING) s->n_running--;
+    q->state = ENG_SEQ_WAITING;
+    q->n_preempt++;
+    s->preemptions++;
+    p->n_preempted++;
+}
+
+/* ---- ordering ---------------------------------------------------------------------- */
+static int klass(const eng_sched *s, const eng_sseq *q)
+{
+    switch (s->o.policy) {
+    case ENG_POLICY_DECODE_FIRST:
+        if (q->state == ENG_SEQ_WAITING) return 2;
+        return q->n_toks - q->n_computed == 1 && q->n_toks > q->n_prompt ? 0 : 1;
+    case ENG_POLICY_MLFQ:
+        return q->level;
+    default:
+        return 0;
+    }
+}
+
+/* qsort has no context argument; the step's scheduler is kept here (one thread). */
+static _Thread_local const eng_sched *sort_ctx;
+
+static int cmp_seq(const void *a, const void *b)
+{
+    const eng_sseq *x = *(eng_sseq *const *)a, *y = *(eng_sseq *const *)b;
+    int kx = klass(sort_ctx, x), ky = klass(sort_ctx, y);
+    if (kx != ky) return kx < ky ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* The victim when q needs KV blocks: of the sequences holding blocks and not in this
+ * step, the latest to arrive after q; NULL when none. Arrival order, not the policy's
+ * order, decides whose blocks go, so the oldest sequence always makes progress and
+ * preemption cannot livelock when MLFQ levels change. */
+static eng_sseq *pick_kv_victim(eng_sched *s, const eng_sseq *q)
+{
+    eng_sseq *best = NULL;
+    for (int i = 0; i < s->n_live; i++) {
+        eng_sseq *v = s->live[i];
+        if (v == q || v->in_step || v->n_table == 0 || v->order < q->order) continue;
+        if (!best || v->order > best->order) best = v;
+    }
+    return best;
+}
+
+/* MLFQ: the running sequence not in this step of the lowest level below q's (latest
+ * arrival among equals), whose slot q may take; NULL when none. */
+static eng_sseq *pick_slot_victim(eng_sched *s, const eng_sseq *q)
+{
+    eng_sseq *best = NULL;
+    for (int i = 0; i < s->n_live; i++) {
+        eng_sseq *v = s->live[i];
+        if (v->state != ENG_SEQ_RUNNING || v->in_step || v->level <= q->level) continue;
+        if (!best || v->level > best->level || (v->level == best->level && v->order > best->order))
+            best = v;
+    }
+    return best;
+}
+
+/* ---- planning ---------------------------------------------------------------------- */
+void eng_sched_next(eng_sched *s, eng_sched_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->items = s->items;
+    p->failed = s->failed;
+    int n = s->n_live;
+    memcpy(s->order, s->live, (size_t)n * sizeof *s->order);
+    for (int i = 0; i < n; i++) s->order[i]->in_step = 0;
+    sort_ctx = s;
+    qsort(s->order, (size_t)n, sizeof *s->order, cmp_seq);
+    int budget = s->o.step_tokens, out_left = s->o.max_out;
+    int hold_line = 0; /* FCFS-like: a waiting sequence that cannot start blocks later ones */
+    for (int i = 0; i < n && budget > 0 && out_left > 0; i++) {
+        eng_sseq *q = s->order[i];
+        int waiting = q->state == ENG_SEQ_WAITING;
+        if (waiting) {
+            if (hold_line) continue;
+            if (s->n_running >= s->o.max_seqs) {
+                /* MLFQ suspends a lower level's sequence (its blocks stay) */
+                eng_sseq *v = s->o.policy == ENG_POLICY_MLFQ ? pick_slot_victim(s, q) : NULL;
+                if (!v) {
+                    if (s->o.policy != ENG_POLICY_MLFQ) hold_line = 1;
+                    continue;
+                }
+                preempt(s, v, p, 0);
+            }
+            if (q->n_table == 0 && s->o.prefix_cache && !q->want_prompt) {
+                /* keep at least the last token to compute: its logits are needed */
+                int max_b = (q->n_toks - 1) / ENG_KV_BLOCK;
+                int first = q->cached_tokens < 0;
+                int got = eng_kvcache_lookup(s->kv, q->toks, max_b, first ? q->n_prompt : 0,
+                                             q->table, &q->chain);
+                q->n_table = q->n_published = got;
+                q->n_computed = got * ENG_KV_BLOCK;
+                if (first) q->cached_tokens = q->n_computed;
+            }
+        }
+        int pending = q->n_toks - q->n_computed;
+        int take = LODE_MIN(pending, budget);
+        int lp_end = q->want_prompt ? q->n_prompt - 1 : 0; /* prompt rows owed: lp_next.. */
+        if (q->lp_next < lp_end && q->n_computed + take > q->lp_next) {
+            /* every owed prompt row of the chunk needs a logits row */
+            int lo = LODE_MAX(q->n_computed, q->lp_next);
+            int room = out_left - 1; /* one kept for the final row */
+            if (lo + room < q->n_computed + take) take = lo + room - q->n_computed;
+            if (take <= 0) goto skip;
+        }
+        /* KV blocks */
+        int need = blocks_for(q->n_computed + take) - q->n_table;
+        while (need > eng_kvcache_available(s->kv)) {
+            eng_sseq *v = pick_kv_victim(s, q);
+            if (!v) break;
+            preempt(s, v, p, 1);
+        }
+        if (need > eng_kvcache_available(s->kv)) {
+            /* a prompt chunk shrinks to the blocks there are */
+            int fit = (q->n_table + eng_kvcache_available(s->kv)) * ENG_KV_BLOCK - q->n_computed;
+            if (fit >= 1 && fit < take) {
+                take = fit;
+                need = blocks_for(q->n_computed + take) - q->n_table;
+            }
+        }
+        if (need > eng_kvcache_available(s->kv)) {
+            eng_kvcache_stats ks;
+            eng_kvcache_stats_get(s->kv, &ks);
+            if (ks.blocks_used == q->n_table) {
+                /* nobody else holds a block: it cannot fit the pool alone */
+                if (q->state == ENG_SEQ_RUNNING) s->n_running--;
+                release_blocks(s, q);
+                q->state = ENG_SEQ_WAITING;
+                q->in_step = 1; /* not a victim any more */
+                p->failed[p->n_failed++] = q;
+                continue;
+            }
+            if (!waiting) {
+                preempt(s, q, p, 1);
+            } else if (q->n_table > 0 && q->n_computed == q->n_published * ENG_KV_BLOCK) {
+                /* give back what it holds (looked-up prefix blocks); it retries later */
+                release_blocks(s, q);
+            }
+            if (waiting && s->o.policy != ENG_POLICY_MLFQ) hold_line = 1;
+            continue;
+        }
+        for (int k = 0; k < need; k++) q->table[q->n_table++] = eng_kvcache_alloc(s->kv);
+        if (waiting) {
+            q->state = ENG_SEQ_RUNNING;
+            q->admitted = 1;
+            s->n_running++;
+        }
+        eng_sched_item *it = &p->items[p->n_items++];
+        it->s = q;
+        it->pos0 = q->n_computed;
+        it->n = take;
+        it->last = q->n_computed + take == q->n_toks;
+        it->out_lo = it->out_hi = q->n_computed + take;
+        if (q->lp_next < lp_end) {
+            int lo = LODE_MAX(q->n_computed, q->lp_next);
+            int hi = LODE_MIN(q->n_computed + take, lp_end);
+            if (lo < hi) {
+                it->out_lo = lo;
+                it->out_hi = hi;
+            }
+        }
+        if (it->last) {
+            /* the final row is adjacent to owed prompt rows or alone */
+            if (it->out_lo == it->out_hi) it->out_lo = q->n_computed + take - 1;
+            it->out_hi = q->n_computed + take;
+        }
+        q->in_step = 1;
+        budget -= take;
+        out_left -= it->out_hi - it->out_lo;
+        p->n_tokens += take;
+        p->n_out += it->out_hi - it->out_lo;
+        continue;
+    skip:;
+    }
+}
+
+void eng_sched_commit(eng_sched *s, const eng_sched_plan *p)
+{
+    s->steps++;
+    for (int i = 0; i < p->n_items; i++) {
+        const eng_sched_item *it = &p->items[i];
+        eng_sseq *q = it->s;
+        q->n_computed = it->pos0 + it->n;
+        if (q->want_prompt)
+            q->lp_next = LODE_MAX(q->lp_next, LODE_MIN(q->n_computed, q->n_prompt - 1));
+        if (s->o.prefix_cache)
+            while ((q->n_published + 1) * ENG_KV_BLOCK <= q->n_computed) {
+                const int32_t *t = q->toks + (size_t)q->n_published * ENG_KV_BLOCK;
+                uint64_t h = eng_kvcache_hash(q->chain, t);
+                eng_kvcache_publish(s->kv, q->table[q->n_published], q->chain, h, t);
+                q->chain = h;
+                q->n_published++;
+            }
+        if (s->o.policy == ENG_POLICY_MLFQ) {
+            q->used += it->n;
+            if (q->level + 1 < s->o.mlfq_levels && q->used >= s->o.mlfq_quantum << q->level) {
+                q->level++;
+                q->used = 0;
+            }
+        }
+    }
+    if (s->o.policy == ENG_POLICY_MLFQ && s->steps % (uint64_t)s->o.mlfq_boost == 0)
+        for (int i = 0; i < s->n_live; i++) s->live[i]->level = s->live[i]->used = 0;
+}
