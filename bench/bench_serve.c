@@ -13,8 +13,8 @@
  * A token is one server-sent event that carries text: for /v1/chat/completions a chunk
  * whose delta content is not empty (the first chunk, which only opens the assistant's
  * message, is not a token); for other endpoints any event with a non-empty "content",
- * "text", "delta" or "token" string, except /v1/ask's closing summary (ask.answer). The stream must end with `data: [DONE]` (or an
- * event of type "done") to count as a success.
+ * "text", "delta" or "token" string, except /v1/ask's closing summary (ask.answer). The stream must
+ * end with `data: [DONE]` (or an event of type "done") to count as a success.
  *
  * usage: bench_serve --url http://127.0.0.1:PORT --path /v1/chat/completions
  *                    [--concurrency 1,4,16,64] [--seconds 10] [--drain 45] [--max-tokens 16]
@@ -77,7 +77,7 @@ typedef struct client {
     double t0, last_tok;
     int tokens;
     int done_seen;
-    int finished; /* the last request ended and no new one was started */
+    int finished;    /* the last request ended and no new one was started */
     char line[8192]; /* the event line being assembled */
     size_t line_len;
     int line_over;
@@ -191,7 +191,8 @@ static double proc_cpu_s(long pid)
     const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
     if (!p) return -1;
     unsigned long ut = 0, st = 0;
-    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
