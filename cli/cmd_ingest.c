@@ -7,15 +7,19 @@
 #include "cli/cli.h"
 #include "common/lode.h"
 #include "common/progress.h"
+#include "engine/bert.h"
 #include "ingest/run.h"
+#include "retrieval/dense.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static volatile int interrupted;
 
@@ -40,13 +44,19 @@ static void usage(FILE *f)
             "  --overlap N          tokens shared by consecutive chunks (default %d)\n"
             "  --rehash             hash every file, even when size and mtime are unchanged\n"
             "  --threads N          loader threads (default: CPU count)\n"
+            "  --embed-model PATH   embed chunks with this BERT-family model folder (default: the\n"
+            "                       store's model, else %s); a model other than the\n"
+            "                       store's re-embeds every chunk\n"
+            "  --lexical-only       no embeddings: BM25 search only (fast)\n"
             "  --quiet              no progress bar and no summary (errors still print)\n"
             "  --json               print the summary as JSON on stdout\n",
-            ING_CHUNK_TARGET_DEFAULT, ING_CHUNK_OVERLAP_DEFAULT);
+            ING_CHUNK_TARGET_DEFAULT, ING_CHUNK_OVERLAP_DEFAULT, RET_DEFAULT_EMBED_MODEL);
 }
 
 typedef struct cli_ctx {
     lode_progress *bar;
+    lode_progress *ebar; /* the embedding phase's, in chunks */
+    lode_progress_mode mode;
     json_t *errors; /* with --json: [{path, reason, failed}] */
 } cli_ctx;
 
@@ -62,6 +72,15 @@ static void on_message(void *ctx, const char *path, const char *reason, int fail
 static void on_progress(void *ctx, const ing_run_stats *st)
 {
     cli_ctx *c = ctx;
+    if (st->embedding) {
+        if (!c->ebar) {
+            lode_progress_finish(c->bar);
+            c->ebar = lode_progress_create(stderr, c->mode, "chunks embedded");
+        }
+        lode_progress_set_total(c->ebar, st->embed_total, 0);
+        lode_progress_update(c->ebar, st->embed_done, 0, st->embed_done == st->embed_total);
+        return;
+    }
     lode_progress_set_total(c->bar, st->files_total, st->bytes_total);
     lode_progress_update(c->bar, st->files_done, st->bytes_done, st->files_done == st->files_total);
 }
@@ -106,6 +125,43 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+/* The embedder of this run: --embed-model, else the store's model, else the default one
+ * when it is installed. *bert stays NULL (lexical only, with a note) when no model was
+ * asked for and none is found. */
+static lode_status load_embedder(ret_store *s, const char *asked, int threads, eng_bert **bert,
+                                 const char **path_out)
+{
+    static char path[1024];
+    ret_embed_info info;
+    int have = ret_store_embed_get(s, &info) == LODE_OK;
+    struct stat sb;
+    if (asked)
+        snprintf(path, sizeof path, "%s", asked);
+    else if (have && info.path[0])
+        snprintf(path, sizeof path, "%s", info.path);
+    else if (stat(RET_DEFAULT_EMBED_MODEL, &sb) == 0)
+        snprintf(path, sizeof path, "%s", RET_DEFAULT_EMBED_MODEL);
+    else {
+        fprintf(stderr,
+                "lode: ingest: no embedding model at %s (`make model` fetches it): "
+                "ingesting lexical-only\n",
+                RET_DEFAULT_EMBED_MODEL);
+        return LODE_OK;
+    }
+    char err[512];
+    eng_bert_opts bo = {.n_threads = threads};
+    lode_status st = eng_bert_load(path, &bo, bert, err, sizeof err);
+    if (st) {
+        fprintf(stderr, "lode: ingest: cannot load the embedding model %s: %s%s\n", path, err,
+                asked ? "" : " (name another with --embed-model, or use --lexical-only)");
+        return st;
+    }
+    char abs[PATH_MAX];
+    if (realpath(path, abs) && strlen(abs) < sizeof path) snprintf(path, sizeof path, "%s", abs);
+    *path_out = path;
+    return LODE_OK;
+}
+
 static int cmd_ingest(int argc, char **argv)
 {
     enum {
@@ -120,6 +176,8 @@ static int cmd_ingest(int argc, char **argv)
         O_THREADS,
         O_QUIET,
         O_JSON,
+        O_EMBED,
+        O_LEXICAL,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -134,6 +192,8 @@ static int cmd_ingest(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},
         {"json", no_argument, 0, O_JSON},
+        {"embed-model", required_argument, 0, O_EMBED},
+        {"lexical-only", no_argument, 0, O_LEXICAL},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -141,9 +201,11 @@ static int cmd_ingest(int argc, char **argv)
     const char **inc = lode_calloc((size_t)argc + 1, sizeof *inc);
     const char **exc = lode_calloc((size_t)argc + 1, sizeof *exc);
     ing_run_opts o = {0};
-    int quiet = 0, json = 0, rc = CLI_USAGE, c;
+    int quiet = 0, json = 0, lexical_only = 0, rc = CLI_USAGE, c;
+    const char *embed_model = NULL;
     cli_ctx ctx = {0};
     ret_store *s = NULL;
+    eng_bert *bert = NULL;
     if (!inc || !exc) {
         fprintf(stderr, "lode: ingest: out of memory\n");
         rc = CLI_FAILED;
@@ -201,6 +263,12 @@ static int cmd_ingest(int argc, char **argv)
         case O_JSON:
             json = 1;
             break;
+        case O_EMBED:
+            embed_model = optarg;
+            break;
+        case O_LEXICAL:
+            lexical_only = 1;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -217,6 +285,10 @@ static int cmd_ingest(int argc, char **argv)
         usage(stderr);
         goto out;
     }
+    if (lexical_only && embed_model) {
+        fprintf(stderr, "lode: ingest: --embed-model and --lexical-only exclude each other\n");
+        goto out;
+    }
     if (o.chunk.overlap_tokens >= o.chunk.target_tokens) {
         fprintf(stderr, "lode: ingest: --overlap must be smaller than --chunk-tokens\n");
         goto out;
@@ -230,8 +302,11 @@ static int cmd_ingest(int argc, char **argv)
         fprintf(stderr, "lode: ingest: cannot open store %s: %s\n", db, err);
         goto out;
     }
-    ctx.bar = lode_progress_create(stderr, quiet || json ? LODE_PROGRESS_OFF : LODE_PROGRESS_AUTO,
-                                   "files");
+    if (!lexical_only && (st = load_embedder(s, embed_model, o.threads, &bert, &o.embed_path)))
+        goto out;
+    o.embedder = bert;
+    ctx.mode = quiet || json ? LODE_PROGRESS_OFF : LODE_PROGRESS_AUTO;
+    ctx.bar = lode_progress_create(stderr, ctx.mode, "files");
     if (json) ctx.errors = json_array();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -245,6 +320,7 @@ static int cmd_ingest(int argc, char **argv)
     ing_run_stats S;
     st = ing_run(s, (const char *const *)argv + optind, (size_t)(argc - optind), &o, &S);
     lode_progress_finish(ctx.bar);
+    lode_progress_finish(ctx.ebar);
     if (st) fprintf(stderr, "lode: ingest: %s: %s\n", lode_strerror(st), ret_store_errmsg(s));
     LODE_INFO("ingest: %.2f s: writer %.2f s in the store (%.2f s CPU), %.2f s waiting for "
               "loaders",
@@ -255,7 +331,7 @@ static int cmd_ingest(int argc, char **argv)
     if (json) {
         json_t *j = json_pack(
             "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, "
-            "s:b, s:s, s:o}",
+            "s:b, s:s, s:I, s:f, s:s, s:o}",
             "files_seen", (json_int_t)S.files_seen, "files_added", (json_int_t)S.files_added,
             "files_updated", (json_int_t)S.files_updated, "files_unchanged",
             (json_int_t)S.files_unchanged, "files_failed", (json_int_t)S.files_failed,
@@ -263,7 +339,8 @@ static int cmd_ingest(int argc, char **argv)
             (json_int_t)S.files_repaired, "files_ignored", (json_int_t)S.files_ignored, "chunks",
             (json_int_t)S.chunks, "bytes", (json_int_t)S.bytes_read, "mb", mb, "seconds", S.seconds,
             "mb_per_s", rate, "interrupted", S.interrupted, "status", st ? lode_strerror(st) : "ok",
-            "errors", ctx.errors);
+            "chunks_embedded", (json_int_t)S.chunks_embedded, "embed_seconds", S.embed_seconds,
+            "embed_model", bert ? eng_bert_name(bert) : "", "errors", ctx.errors);
         ctx.errors = NULL;
         if (j) {
             json_dumpf(j, stdout, JSON_COMPACT);
@@ -277,12 +354,20 @@ static int cmd_ingest(int argc, char **argv)
                 (long long)S.files_seen, (long long)S.files_added, (long long)S.files_updated,
                 (long long)S.files_unchanged, (long long)S.files_failed, (long long)S.files_pruned,
                 (long long)S.chunks, mb, S.seconds, rate);
+        if (bert)
+            fprintf(stderr, "ingest: %lld chunks embedded with %s in %.2f s (%.1f chunks/s)\n",
+                    (long long)S.chunks_embedded, eng_bert_name(bert), S.embed_seconds,
+                    S.embed_seconds > 0 ? (double)S.chunks_embedded / S.embed_seconds : 0.0);
+        else
+            fprintf(stderr, "ingest: lexical only (no embeddings): `lode search` uses BM25\n");
     }
     rc = st || S.files_failed || S.interrupted ? CLI_FAILED : CLI_OK;
 out:
     json_decref(ctx.errors);
     lode_progress_destroy(ctx.bar);
+    lode_progress_destroy(ctx.ebar);
     ret_store_close(s);
+    eng_bert_destroy(bert);
     lode_free(inc);
     lode_free(exc);
     return rc;

@@ -7,7 +7,9 @@
  */
 #include "ingest/run.h"
 
+#include "engine/bert.h"
 #include "ingest/walk.h"
+#include "retrieval/dense.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +46,7 @@ typedef struct job {
     char *texts; /* the chunks' texts, NUL-separated */
     ret_chunk_in *cin;
     size_t text_bytes;
+    float *vecs; /* (n_chunks, dim) embeddings, when embedding */
 } job;
 
 typedef struct pool {
@@ -67,6 +70,8 @@ static void job_clear(job *j)
     lode_free(j->chunks);
     lode_free(j->texts);
     lode_free(j->cin);
+    lode_free(j->vecs);
+    j->vecs = NULL;
     j->doc = NULL;
     j->chunks = NULL;
     j->texts = NULL;
@@ -236,7 +241,12 @@ static lode_status flush(writer *w)
                 .size = j->f->size,
                 .mtime_ns = j->f->mtime_ns,
             };
-            st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, NULL);
+            int64_t doc_id = 0;
+            st = ret_store_doc_replace(w->s, &d, j->cin, j->n_chunks, &doc_id);
+            if (st == LODE_OK && j->vecs) /* in the same transaction as the chunks */
+                st = ret_store_doc_vectors_put(w->s, eng_bert_name(w->o->embedder),
+                                               eng_bert_dim(w->o->embedder), doc_id, j->n_chunks,
+                                               j->vecs);
             if (st == LODE_ERR_INVALID || st == LODE_ERR_UTF8) {
                 /* this document only: its savepoint is undone, the batch goes on */
                 snprintf(msg, sizeof msg, "store refused it: %s", ret_store_errmsg(w->s));
@@ -268,6 +278,36 @@ static lode_status flush(writer *w)
     return ret_store_commit(w->s);
 }
 
+/* Embeds a loaded job's chunks into j->vecs; on failure sets j->err. */
+static lode_status embed_job(writer *w, job *j)
+{
+    struct eng_bert *m = w->o->embedder;
+    int dim = eng_bert_dim(m);
+    int64_t t0 = lode_now_ns();
+    lode_status st = LODE_OK;
+    lode_buf *in = lode_calloc(j->n_chunks, sizeof *in);
+    const char **texts = lode_calloc(j->n_chunks, sizeof *texts);
+    j->vecs = lode_malloc(sizeof(float) * (size_t)dim * j->n_chunks);
+    if (!in || !texts || !j->vecs) {
+        st = lode_seterr(j->err, sizeof j->err, LODE_ERR_NOMEM, "out of memory for embeddings");
+        goto out;
+    }
+    for (size_t i = 0; i < j->n_chunks && !st; i++) {
+        if ((st = ret_embed_input(&in[i], j->cin[i].heading_path, j->cin[i].text)))
+            lode_seterr(j->err, sizeof j->err, st, "out of memory for embeddings");
+        texts[i] = in[i].data;
+    }
+    if (!st && (st = eng_bert_embed(m, texts, NULL, j->n_chunks, j->vecs)))
+        lode_seterr(j->err, sizeof j->err, st, "cannot embed: %s", eng_bert_errmsg(m));
+    if (!st) w->stats->chunks_embedded += (int64_t)j->n_chunks;
+out:
+    for (size_t i = 0; in && i < j->n_chunks; i++) lode_buf_free(&in[i]);
+    lode_free(in);
+    lode_free(texts);
+    w->stats->embed_seconds += (double)(lode_now_ns() - t0) * 1e-9;
+    return st;
+}
+
 /* Takes one finished job: counts it, or queues its document for the next flush. Returns a
  * store error that stops the run, else LODE_OK. */
 static lode_status write_job(writer *w, job *j)
@@ -290,6 +330,12 @@ static lode_status write_job(writer *w, job *j)
         job_clear(j);
         if (j->old.mtime_ns == j->f->mtime_ns) return LODE_OK;
         /* the new mtime goes with the next batch: the write lock is taken only in flush */
+    }
+    if (!j->same_hash && w->o->embedder && embed_job(w, j)) {
+        S->files_failed++;
+        message(w->o, j->f->path, j->err, 1);
+        job_clear(j);
+        return LODE_OK;
     }
     if (w->batch_docs == 0) w->batch_t0 = lode_now_ns();
     w->batch[w->batch_docs++] = j;
@@ -325,6 +371,74 @@ static lode_status prune(writer *w, const ing_walk_result *wr)
         ret_strv_free(uris, n);
     }
     return st;
+}
+
+/* ---- embedding stage ---------------------------------------------------------------- */
+/* Makes the embedder's model the store's, dropping another model's vectors. */
+static lode_status embed_model_setup(ret_store *s, const ing_run_opts *o, ing_run_stats *stats)
+{
+    const char *name = eng_bert_name(o->embedder);
+    int dim = eng_bert_dim(o->embedder);
+    ret_embed_info cur;
+    lode_status st = ret_store_embed_get(s, &cur);
+    if (st && st != LODE_ERR_NOTFOUND) return st;
+    int same = st == LODE_OK && !strcmp(cur.model, name) && cur.dim == dim;
+    if (same && !strcmp(cur.path, o->embed_path ? o->embed_path : "")) return LODE_OK;
+    if ((st = ret_store_embed_set(s, name, dim, o->embed_path, &stats->vectors_dropped))) return st;
+    if (!same && cur.model[0]) {
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "the embedding model changed from %s (%d dimensions) to %s (%d): %lld vectors "
+                 "of the old model were dropped and every chunk is re-embedded",
+                 cur.model, cur.dim, name, dim, (long long)stats->vectors_dropped);
+        message(o, "(store)", msg, 0);
+    }
+    return LODE_OK;
+}
+
+typedef struct fill_ctx {
+    const ing_run_opts *o;
+    ing_run_stats *stats;
+    int64_t t0, base;
+} fill_ctx;
+
+static void fill_progress(void *ctx, int64_t done, int64_t total)
+{
+    fill_ctx *c = ctx;
+    c->stats->embed_done = done;
+    c->stats->embed_total = total;
+    c->stats->chunks_embedded = c->base + done;
+    c->stats->seconds = (double)(lode_now_ns() - c->t0) * 1e-9;
+    if (c->o->on_progress) c->o->on_progress(c->o->ctx, c->stats);
+}
+
+/* Embeds the chunks that still have no vector, then catches the FAISS index file up. */
+static lode_status embed_rest(ret_store *s, const ing_run_opts *o, ing_run_stats *stats, int64_t t0)
+{
+    int64_t missing = 0, embedded = 0;
+    lode_status st = ret_store_vector_counts(s, eng_bert_name(o->embedder), NULL, &missing);
+    if (st) return st;
+    if (missing > 0) {
+        fill_ctx fc = {o, stats, t0, stats->chunks_embedded};
+        stats->embedding = 1;
+        stats->embed_total = missing;
+        if (o->on_progress) o->on_progress(o->ctx, stats);
+        int64_t te = lode_now_ns();
+        st = ret_vectors_fill(s, o->embedder, o->cancel, fill_progress, &fc, &embedded);
+        stats->embed_seconds += (double)(lode_now_ns() - te) * 1e-9;
+        if (o->cancel && *o->cancel) stats->interrupted = 1;
+        if (st) return st;
+    }
+    char err[1024];
+    ret_dense *d = NULL;
+    ret_dense_opts dopts = {.model = o->embedder};
+    st = ret_dense_open(s, &dopts, &d, err, sizeof err);
+    if (st) {
+        message(o, "(index)", err, 1);
+        return st;
+    }
+    ret_dense_close(d);
+    return LODE_OK;
 }
 
 typedef struct walk_ctx {
@@ -366,6 +480,7 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
     stats->files_seen = (int64_t)wr.n_files + (int64_t)wr.errors;
     if ((st = ret_store_run_start(s, (const char *const *)wr.roots, wr.n_roots, &stats->run_id)))
         goto out;
+    if (o->embedder && (st = embed_model_setup(s, o, stats))) goto out;
 
     /* what the store already has decides which files need reading */
     p.jobs = lode_calloc(wr.n_files ? wr.n_files : 1, sizeof *p.jobs);
@@ -447,6 +562,7 @@ lode_status ing_run(ret_store *s, const char *const *paths, size_t n, const ing_
         st = prune(&w, &wr);
         if (!st) st = flush(&w);
     }
+    if (!st && o->embedder && !stats->interrupted) st = embed_rest(s, o, stats, t0);
 out:
     if (sync_init) {
         pthread_mutex_lock(&p.mu);

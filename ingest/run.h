@@ -10,6 +10,15 @@
  * so a crash loses at most the last uncommitted batch and never leaves half a document.
  * Another process writing the same store makes this one wait (busy timeout), not fail.
  * With prune, documents under the roots whose files are gone are deleted.
+ *
+ * Embedding (opts.embedder set): every new or changed document's chunks are embedded on
+ * the writing thread and their vectors written in the same transaction as the chunks, so
+ * a crash never leaves a committed chunk without its vector. Before the files, a model
+ * other than the store's becomes the store's model (its old vectors are dropped, with a
+ * message); after them, chunks that still have no vector (ingested lexical-only before,
+ * or before a model change) are embedded, committed batch by batch; finally the FAISS
+ * index file beside the store is caught up (retrieval/dense.h). Without an embedder the
+ * run is lexical-only and touches no vector.
  */
 #ifndef LODE_INGEST_RUN_H
 #define LODE_INGEST_RUN_H
@@ -35,6 +44,12 @@ typedef struct ing_run_stats {
     double write_cpu_seconds; /* CPU time of the writer thread in the store */
     double wait_seconds;      /* of which the writer waited for loader threads */
     int64_t run_id;           /* the ingest-run log row */
+    int embedding;            /* 0: files; 1: embedding chunks that had no vector */
+    int64_t chunks_embedded;  /* chunks embedded (both phases) */
+    int64_t embed_total;      /* phase 1: chunks to embed */
+    int64_t embed_done;       /* phase 1: of which done */
+    int64_t vectors_dropped;  /* vectors of another model dropped by a model change */
+    double embed_seconds;     /* time in the embedder */
     int interrupted;
 } ing_run_stats;
 
@@ -54,6 +69,8 @@ typedef struct ing_run_opts {
     /* After every file, from the calling thread. */
     void (*on_progress)(void *ctx, const ing_run_stats *st);
     void *ctx;
+    struct eng_bert *embedder; /* embeds chunks when set (not owned); NULL: lexical only */
+    const char *embed_path;    /* where it was loaded from, recorded in the store */
 } ing_run_opts;
 
 /* One document made ready for ret_store_doc_replace: loaded, normalized and chunked, with

@@ -27,6 +27,40 @@ static const char SEARCH_LODE_SQL[] =
     SEARCH_SELECT "AND chunks_fts.rank MATCH 'lode_bm25(" RET_FTS_WEIGHTS ")' "
                   "ORDER BY chunks_fts.rank LIMIT ?6";
 static const char SEARCH_FTS5_SQL[] = SEARCH_SELECT "ORDER BY chunks_fts.rank LIMIT ?6";
+/* The same with a document filter (?7..?10); separate statements, so that unfiltered
+ * searches keep their plan. */
+#define SEARCH_FILTER "AND " RET_FILTER_SQL("7", "8", "9", "10") " "
+static const char SEARCH_LODE_F_SQL[] =
+    SEARCH_SELECT SEARCH_FILTER "AND chunks_fts.rank MATCH 'lode_bm25(" RET_FTS_WEIGHTS ")' "
+                                "ORDER BY chunks_fts.rank LIMIT ?6";
+static const char SEARCH_FTS5_F_SQL[] =
+    SEARCH_SELECT SEARCH_FILTER "ORDER BY chunks_fts.rank LIMIT ?6";
+
+int ret_filter_empty(const ret_filter *f)
+{
+    return !f ||
+           (!f->path_glob && !f->media_type && !f->modified_after_ns && !f->modified_before_ns);
+}
+
+void ret_filter_bind(sqlite3_stmt *q, int first, const struct ret_filter *f)
+{
+    if (f && f->path_glob)
+        sqlite3_bind_text(q, first, f->path_glob, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, first);
+    if (f && f->media_type)
+        sqlite3_bind_text(q, first + 1, f->media_type, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, first + 1);
+    if (f && f->modified_after_ns)
+        sqlite3_bind_int64(q, first + 2, f->modified_after_ns);
+    else
+        sqlite3_bind_null(q, first + 2);
+    if (f && f->modified_before_ns)
+        sqlite3_bind_int64(q, first + 3, f->modified_before_ns);
+    else
+        sqlite3_bind_null(q, first + 3);
+}
 
 /* ---- query escaping ----------------------------------------------------------------- */
 /* Length of the valid UTF-8 sequence at p (n bytes left), or 0 when it is invalid. */
@@ -556,9 +590,14 @@ static lode_status run_query(ret_store *s, const char *fts, const ret_search_opt
     lode_status st = LODE_OK;
     int lode_rank = state_ready(s) && s->search->bm25;
     if (lode_rank) lengths_check(s);
-    sqlite3_stmt *q = lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH, SEARCH_LODE_SQL)
-                                : ret_store_stmt(s, RET_STMT_SEARCH_FTS5, SEARCH_FTS5_SQL);
+    int filtered = !ret_filter_empty(o->filter);
+    sqlite3_stmt *q =
+        filtered    ? (lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH_F, SEARCH_LODE_F_SQL)
+                                 : ret_store_stmt(s, RET_STMT_SEARCH_FTS5_F, SEARCH_FTS5_F_SQL))
+        : lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH, SEARCH_LODE_SQL)
+                    : ret_store_stmt(s, RET_STMT_SEARCH_FTS5, SEARCH_FTS5_SQL);
     if (!q) return stmt_failed(s);
+    if (filtered) ret_filter_bind(q, 7, o->filter);
     sqlite3_bind_text(q, 1, fts, -1, SQLITE_STATIC);
     bind_snippet(q, o);
     sqlite3_bind_int(q, 6, k);

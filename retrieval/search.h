@@ -38,14 +38,28 @@ typedef enum ret_match_mode {
 #define RET_SEARCH_MAX_TERMS  64  /* terms past this are ignored */
 #define RET_SEARCH_TERM_BYTES 256 /* longer terms are cut */
 
+/* Filters on a hit's document; every field set must hold. */
+typedef struct ret_filter {
+    const char *path_glob;      /* SQLite GLOB on the document's URI (e.g. "*lang_*.html");
+                                   NULL: any */
+    const char *media_type;     /* the document's media type ("text/html"), or a prefix
+                                   ending in '/' ("text/"); NULL: any */
+    int64_t modified_after_ns;  /* the source's mtime >= this (ns since the epoch); 0: any */
+    int64_t modified_before_ns; /* the source's mtime < this; 0: any */
+} ret_filter;
+
+/* 1 when f is NULL or sets nothing. */
+int ret_filter_empty(const ret_filter *f);
+
 typedef struct ret_search_opts {
-    int k;                /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
-    int raw;              /* the query is FTS5 syntax, passed through as is */
-    ret_match_mode mode;  /* ignored when raw */
-    const char *hl_open;  /* before each matched term in the snippet; NULL means "[" */
-    const char *hl_close; /* after it; NULL means "]" */
-    const char *ellipsis; /* where the snippet cuts text; NULL means "..." */
-    int snippet_tokens;   /* snippet length in tokens, 1..64; 0 means 24 */
+    int k;                    /* hits wanted, 1..RET_SEARCH_MAX_K; 0 means 10 */
+    int raw;                  /* the query is FTS5 syntax, passed through as is */
+    ret_match_mode mode;      /* ignored when raw */
+    const char *hl_open;      /* before each matched term in the snippet; NULL means "[" */
+    const char *hl_close;     /* after it; NULL means "]" */
+    const char *ellipsis;     /* where the snippet cuts text; NULL means "..." */
+    int snippet_tokens;       /* snippet length in tokens, 1..64; 0 means 24 */
+    const ret_filter *filter; /* only hits whose document passes it; NULL: all */
 } ret_search_opts;
 
 typedef struct ret_hit {

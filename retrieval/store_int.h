@@ -39,6 +39,17 @@ typedef enum ret_stmt_id {
     RET_STMT_VOCAB,
     RET_STMT_DATA_VERSION,
     RET_STMT_ROW_COUNT,
+    RET_STMT_SEARCH_F,
+    RET_STMT_SEARCH_FTS5_F,
+    RET_STMT_EMBED_GET,
+    RET_STMT_SETTING_PUT,
+    RET_STMT_VECTOR_PUT,
+    RET_STMT_DOC_VECTOR_PUT,
+    RET_STMT_VECTOR_COUNTS,
+    RET_STMT_VECTOR_GET,
+    RET_STMT_VECTORS_OF,
+    RET_STMT_UNEMBEDDED,
+    RET_STMT_CHUNK_META,
     RET_STMT_COUNT
 } ret_stmt_id;
 
@@ -48,6 +59,17 @@ typedef enum ret_stmt_id {
 #define RET_FTS_TOKENIZER_ARGS "unicode61", "remove_diacritics", "2"
 /* The BM25 column weights (text, heading_path), as the schema's rank setting has them. */
 #define RET_FTS_WEIGHTS "1.0, 2.0"
+
+/* The document filter of search.h's ret_filter as SQL over documents d, with its four
+ * values bound at parameters ?F1..?F4 (ret_filter_bind binds them from first). */
+#define RET_FILTER_SQL(F1, F2, F3, F4)                                                             \
+    "(?" F1 " IS NULL OR d.uri GLOB ?" F1 ") AND (?" F2 " IS NULL OR d.media_type = ?" F2          \
+    " OR (substr(?" F2 ", -1) = '/' AND substr(d.media_type, 1, length(?" F2 ")) = ?" F2           \
+    ")) AND (?" F3 " IS NULL OR d.mtime_ns >= ?" F3 ") AND (?" F4 " IS NULL OR d.mtime_ns < ?" F4  \
+    ")"
+struct ret_filter;
+/* Binds f's four values (NULL for unset ones) at parameters first..first+3. */
+void ret_filter_bind(sqlite3_stmt *q, int first, const struct ret_filter *f);
 
 struct ret_search_state; /* search.c's per-handle state */
 void ret_search_state_free(struct ret_search_state *ss);

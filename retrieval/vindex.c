@@ -7,10 +7,11 @@
  * is rebuilt from its own stored vectors (reconstruct).
  *
  * File format (little-endian): "LODEVIX1", u32 version 1, u32 dim, u32 flags (1: the
- * approximate index), u32 zero, i64 change_seq, i64 n_labels, i64 faiss_bytes, then
- * n_labels i64 ids (-1 for dead labels), then faiss_bytes of FAISS's own serialization of
- * the index (faiss_write_index). The sizes are checked before FAISS reads anything, so a
- * truncated file is refused here (FAISS 1.7.3 leaks memory on a short read).
+ * approximate index), u32 tag (the caller's, e.g. a hash of the model name; 0 none), i64
+ * change_seq, i64 n_labels, i64 faiss_bytes, then n_labels i64 ids (-1 for dead labels), then
+ * faiss_bytes of FAISS's own serialization of the index (faiss_write_index). The sizes are checked
+ * before FAISS reads anything, so a truncated file is refused here (FAISS 1.7.3 leaks memory on a
+ * short read).
  */
 #include "retrieval/vindex.h"
 
@@ -38,6 +39,7 @@ struct ret_vindex {
     char err[512];
     pthread_rwlock_t lock;
     int dim;
+    uint32_t tag;
     int64_t threshold;
     char factory[128];
     int ef_search;
@@ -234,6 +236,7 @@ static ret_vindex *alloc_vindex(const ret_vindex_opts *o)
     if (!v) return NULL;
     pthread_rwlock_init(&v->lock, NULL);
     v->dim = o->dim;
+    v->tag = o->tag;
     apply_opts(v, o);
     return v;
 }
@@ -370,6 +373,14 @@ lode_status ret_vindex_search(ret_vindex *v, const float *q, size_t k, ret_vhit 
     return rc;
 }
 
+int ret_vindex_contains(ret_vindex *v, int64_t id)
+{
+    pthread_rwlock_rdlock(&v->lock);
+    int in = hash_find(v, id) >= 0;
+    pthread_rwlock_unlock(&v->lock);
+    return in;
+}
+
 int64_t ret_vindex_count(ret_vindex *v)
 {
     pthread_rwlock_rdlock(&v->lock);
@@ -407,7 +418,7 @@ lode_status ret_vindex_save(ret_vindex *v, const char *path, int64_t change_seq)
                          strerror(errno));
         goto out;
     }
-    uint32_t hdr[4] = {FILE_VERSION, (uint32_t)v->dim, v->approx ? 1u : 0u, 0};
+    uint32_t hdr[4] = {FILE_VERSION, (uint32_t)v->dim, v->approx ? 1u : 0u, v->tag};
     int64_t fbytes = 0;
     int ok = fwrite(FILE_MAGIC, 1, 8, f) == 8 && fwrite(hdr, 4, 4, f) == 4 &&
              fwrite(&change_seq, 8, 1, f) == 1 && fwrite(&v->n_labels, 8, 1, f) == 1 &&
@@ -472,6 +483,12 @@ lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vind
         rc = lode_seterr(err, errlen, LODE_ERR_INVALID,
                          "vindex: %s holds %u-dimensional vectors, not %d", path, dim,
                          o ? o->dim : 0);
+        goto out;
+    }
+    if (hdr[3] != o->tag) {
+        rc = lode_seterr(err, errlen, LODE_ERR_INVALID,
+                         "vindex: %s was made for other vectors (tag %08x, not %08x)", path, hdr[3],
+                         o->tag);
         goto out;
     }
     struct stat sb;

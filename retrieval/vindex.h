@@ -29,6 +29,8 @@ typedef struct ret_vindex_opts {
                                    < 0: never */
     const char *approx_factory; /* FAISS factory string; NULL: "HNSW32,Flat" */
     int ef_search;              /* HNSW search breadth; 0: 64 */
+    uint32_t tag; /* saved in the file; loading a file with another tag is refused (the
+                     store puts a hash of the embedding model's name here) */
 } ret_vindex_opts;
 
 typedef struct ret_vhit {
@@ -51,6 +53,8 @@ lode_status ret_vindex_remove(ret_vindex *v, size_t n, const int64_t *ids, size_
 lode_status ret_vindex_search(ret_vindex *v, const float *q, size_t k, ret_vhit *hits /* OUT */,
                               size_t *n_hits /* OUT */);
 
+/* 1 when id is in the index (live). */
+int ret_vindex_contains(ret_vindex *v, int64_t id);
 /* Live vectors; 1 when the approximate index is in use. */
 int64_t ret_vindex_count(ret_vindex *v);
 int ret_vindex_is_approx(ret_vindex *v);
@@ -60,7 +64,7 @@ int ret_vindex_dim(const ret_vindex *v);
  * temporary file renamed over it). */
 lode_status ret_vindex_save(ret_vindex *v, const char *path, int64_t change_seq);
 /* Reads an index written by ret_vindex_save; o gives the threshold and factory to use
- * from now on (its dim must match the file's, else LODE_ERR_INVALID). *change_seq gets
+ * from now on (its dim and tag must match the file's, else LODE_ERR_INVALID). *change_seq gets
  * the saved sequence. NOTFOUND when the file does not exist, FORMAT when it is damaged. */
 lode_status ret_vindex_load(const char *path, const ret_vindex_opts *o, ret_vindex **out /* OUT */,
                             int64_t *change_seq /* OUT */, char *err, size_t errlen);

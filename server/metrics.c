@@ -2,9 +2,12 @@
  * metrics.c: the counters behind GET /metrics and their Prometheus text exposition:
  * requests by route and status, a latency histogram per route, generation counts, tokens
  * and decode time (so tokens/s is a rate of two counters, plus the last request's rate as
- * a gauge), in-flight requests and the store's size when one is open.
+ * a gauge), in-flight requests, the engine's batch, queue and KV cache pool, the embedding
+ * queue, and the store's size when one is open.
  */
 #include "server/srv_int.h"
+
+#include "engine/engine.h"
 
 #include <string.h>
 
@@ -144,6 +147,44 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
     H("lode_generation_active", "gauge",
       "Generations submitted and not yet finished (queue depth).");
     P("lode_generation_active %d\n", jobs);
+    if (s->be && s->be->model) {
+        eng_serving_stats es;
+        eng_serving_stats_get(s->be->model, &es);
+        H("lode_engine_running", "gauge", "Sequences in the engine's running batch.");
+        P("lode_engine_running %d\n", es.running);
+        H("lode_engine_queue_depth", "gauge",
+          "Requests admitted to the engine and waiting to run (queued or preempted).");
+        P("lode_engine_queue_depth %d\n", es.waiting);
+        H("lode_engine_rejected_total", "counter",
+          "Requests the engine refused because its queue was full (answered 429).");
+        P("lode_engine_rejected_total %llu\n", (unsigned long long)es.rejected_busy);
+        H("lode_kv_blocks", "gauge",
+          "KV cache pool blocks by state (used: held by sequences; "
+          "cached: free but holding a reusable prefix).");
+        P("lode_kv_blocks{state=\"total\"} %d\n", es.kv_blocks_total);
+        P("lode_kv_blocks{state=\"used\"} %d\n", es.kv_blocks_used);
+        P("lode_kv_blocks{state=\"cached\"} %d\n", es.kv_blocks_cached);
+        H("lode_kv_block_tokens", "gauge", "Tokens per KV cache block.");
+        P("lode_kv_block_tokens %d\n", es.kv_block_tokens);
+        H("lode_kv_usage_ratio", "gauge", "Share of the KV cache pool held by sequences.");
+        P("lode_kv_usage_ratio %.4f\n",
+          es.kv_blocks_total ? (double)es.kv_blocks_used / es.kv_blocks_total : 0.0);
+        H("lode_prefix_cache_lookup_tokens_total", "counter",
+          "Prompt tokens looked up in the prefix cache.");
+        P("lode_prefix_cache_lookup_tokens_total %llu\n",
+          (unsigned long long)es.prefix_lookup_tokens);
+        H("lode_prefix_cache_hit_tokens_total", "counter",
+          "Prompt tokens found in the prefix cache (not computed again).");
+        P("lode_prefix_cache_hit_tokens_total %llu\n", (unsigned long long)es.prefix_hit_tokens);
+        H("lode_engine_preemptions_total", "counter",
+          "Sequences preempted (their KV released) to make room.");
+        P("lode_engine_preemptions_total %llu\n", (unsigned long long)es.preemptions);
+        H("lode_engine_steps_total", "counter", "Forward steps the engine ran.");
+        P("lode_engine_steps_total %llu\n", (unsigned long long)es.steps);
+        H("lode_engine_step_tokens_total", "counter",
+          "Tokens computed by those steps (prompt and generated).");
+        P("lode_engine_step_tokens_total %llu\n", (unsigned long long)es.step_tokens);
+    }
     if ((st = srv_metrics_render_backends(s, b))) return st;
     H("lode_uptime_seconds", "gauge", "Seconds since the server started.");
     P("lode_uptime_seconds %.3f\n", (double)(lode_now_ns() - s->started_ns) / 1e9);

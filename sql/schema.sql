@@ -1,4 +1,4 @@
--- schema.sql: lode's whole current store schema (version 5), for reading.
+-- schema.sql: lode's whole current store schema (version 6), for reading.
 -- A new store is made from this file; an older store is brought here by
 -- sql/migrations/NNNN_*.sql in order. A test checks that both give the same schema.
 -- PRAGMA user_version holds the schema version.
@@ -117,6 +117,13 @@ CREATE TABLE questions (
     total_ms      REAL    NOT NULL DEFAULT 0
 );
 CREATE INDEX questions_created ON questions(created_at);
+
+-- Store-wide settings (0006_settings.sql): embed_model, embed_dim and embed_path name the
+-- model of the vectors; queries are embedded by it, and a new model re-embeds every chunk.
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 
 CREATE VIEW v_documents AS
 SELECT d.id, d.uri, d.title, d.media_type, d.size, d.sha256,

@@ -816,7 +816,8 @@ static void test_cli_bad_inputs(void **state)
     snprintf(p, sizeof p, "%s/dangling.md", in);
     assert_int_equal(symlink("/nonexistent/target.md", p), 0);
 
-    const char *args[] = {"ingest", "--db", db, "--max-size", "1K", in, "/nonexistent/path", NULL};
+    const char *args[] = {"ingest", "--lexical-only",    "--db", db, "--max-size", "1K",
+                          in,       "/nonexistent/path", NULL};
     assert_int_equal(run_lode(args, out, err), 1);
     size_t n;
     char *e = slurp(err, &n);
@@ -846,16 +847,17 @@ static void test_cli_bad_inputs(void **state)
     snprintf(p, sizeof p, "%s/good.md", in);
     char rep[4200];
     snprintf(rep, sizeof rep, "%s/repaired.txt", in);
-    const char *args2[] = {"ingest", "--db", db, "--json", "--rehash", p, rep, NULL};
+    const char *args2[] = {"ingest", "--lexical-only", "--db", db, "--json", "--rehash", p, rep,
+                           NULL};
     assert_int_equal(run_lode(args2, out, err), 0);
     char *o = slurp(out, &n);
     assert_non_null(strstr(o, "\"files_unchanged\":2"));
     assert_non_null(strstr(o, "\"files_failed\":0"));
     lode_free(o);
     /* usage errors: exit 2 */
-    const char *args3[] = {"ingest", "--db", db, NULL};
+    const char *args3[] = {"ingest", "--lexical-only", "--db", db, NULL};
     assert_int_equal(run_lode(args3, out, err), 2);
-    const char *args4[] = {"ingest", "--bogus", p, NULL};
+    const char *args4[] = {"ingest", "--lexical-only", "--bogus", p, NULL};
     assert_int_equal(run_lode(args4, out, err), 2);
     rm_rf(dir);
     lode_free(dir);
@@ -954,7 +956,8 @@ static void test_crash_safety(void **state)
     const int N = 3000;
     make_corpus(corpus, N);
     /* one loader thread keeps the run long enough to be caught in the middle */
-    const char *args[] = {"ingest", "--quiet", "--threads", "1", "--db", db, corpus, NULL};
+    const char *args[] = {"ingest", "--lexical-only", "--quiet", "--threads", "1", "--db",
+                          db,       corpus,           NULL};
     pid_t pid = spawn_lode(args, NULL, NULL);
     /* wait until some documents are committed, then kill -9 */
     int64_t docs = 0;
@@ -985,7 +988,7 @@ static void test_crash_safety(void **state)
     assert_int_equal(sql_int(q, "SELECT count(*) FROM ingest_runs WHERE status = 'running'"), 1);
     sqlite3_close(q);
     /* a rerun completes the rest */
-    const char *args2[] = {"ingest", "--quiet", "--db", db, corpus, NULL};
+    const char *args2[] = {"ingest", "--lexical-only", "--quiet", "--db", db, corpus, NULL};
     assert_int_equal(run_lode(args2, NULL, NULL), 0);
     check_store_complete(db, N);
     rm_rf(dir);
@@ -1005,8 +1008,8 @@ static void test_concurrent_runs(void **state)
     make_corpus(c1, 400);
     make_corpus(c2, 400);
     /* the two overlap on c1, so they also race on the same documents */
-    const char *a1[] = {"ingest", "--quiet", "--db", db, c1, c2, NULL};
-    const char *a2[] = {"ingest", "--quiet", "--db", db, c2, c1, NULL};
+    const char *a1[] = {"ingest", "--lexical-only", "--quiet", "--db", db, c1, c2, NULL};
+    const char *a2[] = {"ingest", "--lexical-only", "--quiet", "--db", db, c2, c1, NULL};
     char e1[4200], e2[4200];
     snprintf(e1, sizeof e1, "%s/err1", dir);
     snprintf(e2, sizeof e2, "%s/err2", dir);
@@ -1035,7 +1038,7 @@ static void test_sqlite_docs(void **state)
     char db[4200], out[4200];
     snprintf(db, sizeof db, "%s/store.db", dir);
     snprintf(out, sizeof out, "%s/out.json", dir);
-    const char *args[] = {"ingest", "--json", "--db", db, SQLITE_DOCS, NULL};
+    const char *args[] = {"ingest", "--lexical-only", "--json", "--db", db, SQLITE_DOCS, NULL};
     assert_int_equal(run_lode(args, out, NULL), 0);
     size_t n;
     char *o = slurp(out, &n);

@@ -1021,6 +1021,17 @@ static void test_chat_completion(void **state)
     r = http(&s, "GET", "/metrics", NULL, NULL);
     assert_null(strstr(r.body, "lode_tokens_generated_total 0\n"));
     assert_null(strstr(r.body, "lode_generation_tokens_per_second 0.000"));
+    /* The engine's state: nothing running or waiting now, a KV pool with blocks and none
+     * held, steps taken. */
+    assert_non_null(strstr(r.body, "lode_engine_running 0\n"));
+    assert_non_null(strstr(r.body, "lode_engine_queue_depth 0\n"));
+    assert_non_null(strstr(r.body, "lode_kv_blocks{state=\"used\"} 0\n"));
+    assert_non_null(strstr(r.body, "lode_kv_usage_ratio 0.0000\n"));
+    const char *kt = strstr(r.body, "lode_kv_blocks{state=\"total\"} ");
+    assert_non_null(kt);
+    assert_true(atoi(kt + strlen("lode_kv_blocks{state=\"total\"} ")) > 0);
+    assert_null(strstr(r.body, "lode_engine_steps_total 0\n"));
+    assert_non_null(strstr(r.body, "lode_engine_rejected_total 0\n"));
     resp_free(&r);
     stop(&s);
 }

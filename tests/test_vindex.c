@@ -69,7 +69,7 @@ static void brute(const float *base, const int64_t *ids, const int *alive, size_
 
 static ret_vindex *make(int dim, int64_t threshold, const char *factory)
 {
-    ret_vindex_opts o = {dim, threshold, factory, 0};
+    ret_vindex_opts o = {dim, threshold, factory, 0, 0};
     ret_vindex *v = NULL;
     char err[256];
     if (ret_vindex_create(&o, &v, err, sizeof err) != LODE_OK) fail_msg("create: %s", err);
@@ -203,7 +203,7 @@ static void test_hnsw_recall(void **state)
     int fd = mkstemp(path);
     close(fd);
     assert_int_equal(ret_vindex_save(v, path, 77), LODE_OK);
-    ret_vindex_opts o = {dim, 2000, NULL, 0};
+    ret_vindex_opts o = {dim, 2000, NULL, 0, 0};
     ret_vindex *w = NULL;
     int64_t seq = 0;
     char err[256];
@@ -259,7 +259,7 @@ static void test_errors(void **state)
 {
     char err[256];
     ret_vindex *v = NULL;
-    ret_vindex_opts bad = {0, 0, NULL, 0};
+    ret_vindex_opts bad = {0, 0, NULL, 0, 0};
     assert_int_equal(ret_vindex_create(&bad, &v, err, sizeof err), LODE_ERR_INVALID);
     /* an unknown factory string fails when the index turns approximate, with FAISS's text */
     v = make(8, 2, "NoSuchIndex");
@@ -270,7 +270,7 @@ static void test_errors(void **state)
     assert_true(strlen(ret_vindex_errmsg(v)) > 20);
     ret_vindex_destroy(v);
 
-    ret_vindex_opts o = {8, -1, NULL, 0};
+    ret_vindex_opts o = {8, -1, NULL, 0, 0};
     int64_t seq;
     assert_int_equal(ret_vindex_load("/nonexistent/x.vix", &o, &v, &seq, err, sizeof err),
                      LODE_ERR_NOTFOUND);
@@ -284,8 +284,12 @@ static void test_errors(void **state)
     assert_int_equal(ret_vindex_add(v, 2, ids, x), LODE_OK);
     assert_int_equal(ret_vindex_save(v, path, 5), LODE_OK);
     ret_vindex_destroy(v);
-    ret_vindex_opts o16 = {16, -1, NULL, 0};
+    ret_vindex_opts o16 = {16, -1, NULL, 0, 0};
     assert_int_equal(ret_vindex_load(path, &o16, &v, &seq, err, sizeof err), LODE_ERR_INVALID);
+    /* a file made for other vectors (another model's tag) is refused */
+    ret_vindex_opts otag = {8, -1, NULL, 0, 77};
+    assert_int_equal(ret_vindex_load(path, &otag, &v, &seq, err, sizeof err), LODE_ERR_INVALID);
+    assert_null(v);
     assert_int_equal(ret_vindex_load(path, &o, &v, &seq, err, sizeof err), LODE_OK);
     assert_int_equal(seq, 5);
     assert_int_equal(ret_vindex_count(v), 2);

@@ -1,0 +1,461 @@
+/*
+ * hybrid.c: ret_hybrid_search of hybrid.h: the lexical and dense candidate lists, their
+ * reciprocal rank fusion, MMR diversification, and the results with each chunk's text and
+ * document. Filters go into the lexical query's SQL; dense candidates are checked against
+ * them as their metadata is read, fetching deeper from the index while too few pass.
+ */
+#include "retrieval/hybrid.h"
+
+#include "retrieval/store_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A chunk's document and text, when it passes the filter (?2..?5). */
+static const char CHUNK_META_SQL[] =
+    "SELECT c.document_id, d.uri, coalesce(d.title, ''), c.heading_path, d.media_type, c.text, "
+    "c.char_start, c.char_end, d.mtime_ns FROM chunks c JOIN documents d ON d.id = c.document_id "
+    "WHERE c.id = ?1 AND " RET_FILTER_SQL("2", "3", "4", "5");
+
+const char *ret_mode_name(ret_mode m)
+{
+    switch (m) {
+    case RET_MODE_LEXICAL:
+        return "lexical";
+    case RET_MODE_DENSE:
+        return "dense";
+    case RET_MODE_HYBRID:
+        return "hybrid";
+    default:
+        return "auto";
+    }
+}
+
+int ret_mode_parse(const char *s)
+{
+    if (!s) return -1;
+    if (!strcmp(s, "lexical")) return RET_MODE_LEXICAL;
+    if (!strcmp(s, "dense")) return RET_MODE_DENSE;
+    if (!strcmp(s, "hybrid")) return RET_MODE_HYBRID;
+    if (!strcmp(s, "auto")) return RET_MODE_AUTO;
+    return -1;
+}
+
+/* ---- fusion ------------------------------------------------------------------------------ */
+typedef struct fused {
+    int64_t id;
+    double score;
+    int best_rank; /* the better of its ranks, for ties */
+} fused;
+
+static int fused_cmp(const void *a, const void *b)
+{
+    const fused *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, size_t n_b,
+                    double w_b, double rrf_k, int64_t *out, double *scores)
+{
+    size_t cap = n_a + n_b, n = 0;
+    if (cap == 0) return 0;
+    fused *f = lode_calloc(cap, sizeof *f);
+    if (!f) return 0;
+    for (int list = 0; list < 2; list++) {
+        const int64_t *ids = list ? b : a;
+        size_t cnt = list ? n_b : n_a;
+        double w = list ? w_b : w_a;
+        for (size_t r = 0; r < cnt; r++) {
+            size_t j = 0;
+            while (j < n && f[j].id != ids[r]) j++; /* lists are short (depth <= 1000) */
+            if (j == n) {
+                f[n].id = ids[r];
+                f[n].best_rank = (int)r + 1;
+                n++;
+            }
+            f[j].score += w / (rrf_k + (double)(r + 1));
+            if ((int)r + 1 < f[j].best_rank) f[j].best_rank = (int)r + 1;
+        }
+    }
+    qsort(f, n, sizeof *f, fused_cmp);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = f[i].id;
+        if (scores) scores[i] = f[i].score;
+    }
+    lode_free(f);
+    return n;
+}
+
+size_t ret_mmr_order(size_t n, const double *rel, const float *vecs, const int *has_vec, int dim,
+                     double lambda, size_t k, size_t *order)
+{
+    if (k > n) k = n;
+    if (k == 0) return 0;
+    char *taken = lode_calloc(n, 1);
+    double *maxsim = lode_calloc(n, sizeof *maxsim);
+    if (!taken || !maxsim) {
+        lode_free(taken);
+        lode_free(maxsim);
+        for (size_t i = 0; i < k; i++) order[i] = i; /* no memory: the plain order */
+        return k;
+    }
+    for (size_t i = 0; i < n; i++) maxsim[i] = -INFINITY;
+    for (size_t t = 0; t < k; t++) {
+        size_t best = n;
+        double best_v = -INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            if (taken[i]) continue;
+            double sim = t == 0 || maxsim[i] == -INFINITY ? 0.0 : maxsim[i];
+            double v = lambda * rel[i] - (1.0 - lambda) * sim;
+            if (best == n || v > best_v) best = i, best_v = v;
+        }
+        taken[best] = 1;
+        order[t] = best;
+        if (has_vec && !has_vec[best]) continue;
+        const float *b = vecs + best * (size_t)dim;
+        for (size_t i = 0; i < n; i++) {
+            if (taken[i] || (has_vec && !has_vec[i])) continue;
+            const float *x = vecs + i * (size_t)dim;
+            double dot = 0.0;
+            for (int j = 0; j < dim; j++) dot += (double)x[j] * (double)b[j];
+            if (dot > maxsim[i]) maxsim[i] = dot;
+        }
+    }
+    lode_free(taken);
+    lode_free(maxsim);
+    return k;
+}
+
+/* ---- results ----------------------------------------------------------------------------- */
+void ret_results_free(ret_results *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->n; i++) {
+        ret_result *x = &r->r[i];
+        lode_free((char *)x->uri);
+        lode_free((char *)x->title);
+        lode_free((char *)x->heading_path);
+        lode_free((char *)x->media_type);
+        lode_free((char *)x->text);
+        lode_free((char *)x->snippet);
+    }
+    lode_free(r->r);
+    lode_free(r);
+}
+
+static char *col_dup(sqlite3_stmt *q, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(q, col);
+    return lode_strdup(t ? t : "");
+}
+
+static lode_status stmt_failed(ret_store *s)
+{
+    lode_status st = ret_status_from_sqlite(sqlite3_errcode(s->db));
+    return st ? st : LODE_ERR_DB;
+}
+
+/* Reads chunk id's document and text into x when it passes the filter; *pass says so. */
+static lode_status chunk_meta(ret_store *s, int64_t id, const ret_filter *f, ret_result *x,
+                              int *pass)
+{
+    *pass = 0;
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHUNK_META, CHUNK_META_SQL);
+    if (!q) return stmt_failed(s);
+    sqlite3_bind_int64(q, 1, id);
+    ret_filter_bind(q, 2, f);
+    int rc = sqlite3_step(q);
+    lode_status st = LODE_OK;
+    if (rc == SQLITE_ROW) {
+        *pass = 1;
+        if (x) {
+            x->chunk_id = id;
+            x->document_id = sqlite3_column_int64(q, 0);
+            x->uri = col_dup(q, 1);
+            x->title = col_dup(q, 2);
+            x->heading_path = col_dup(q, 3);
+            x->media_type = col_dup(q, 4);
+            x->text = col_dup(q, 5);
+            x->char_start = sqlite3_column_int64(q, 6);
+            x->char_end = sqlite3_column_int64(q, 7);
+            x->mtime_ns = sqlite3_column_int64(q, 8);
+            if (!x->uri || !x->title || !x->heading_path || !x->media_type || !x->text)
+                st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
+        }
+    } else if (rc != SQLITE_DONE) {
+        st = ret_store_dberr(s, rc, "reading a chunk");
+    }
+    sqlite3_reset(q);
+    return st;
+}
+
+/* The first words of text (at most words of them), with ellipsis when cut. */
+static char *lead_snippet(const char *text, int words, const char *ellipsis)
+{
+    const char *p = text;
+    int w = 0, in_word = 0;
+    for (; *p; p++) {
+        int sp = *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r';
+        if (!sp && !in_word && ++w > words) break;
+        in_word = !sp;
+    }
+    lode_buf b = LODE_BUF_INIT;
+    size_t n = (size_t)(p - text);
+    while (n > 0 && (text[n - 1] == ' ' || text[n - 1] == '\n')) n--;
+    if (lode_buf_append(&b, text, n) || (*p && lode_buf_puts(&b, ellipsis))) {
+        lode_buf_free(&b);
+        return NULL;
+    }
+    return lode_buf_take(&b);
+}
+
+/* The dense candidates: up to depth chunks that pass the filter, best first. */
+static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_t depth,
+                              const ret_filter *f, int64_t **ids, double **scores, size_t *n)
+{
+    *ids = NULL;
+    *scores = NULL;
+    *n = 0;
+    int64_t total = ret_dense_count(d);
+    size_t fetch = depth, got = 0;
+    ret_vhit *hits = NULL;
+    int64_t *out_ids = lode_calloc(depth ? depth : 1, sizeof *out_ids);
+    double *out_sc = lode_calloc(depth ? depth : 1, sizeof *out_sc);
+    lode_status st = LODE_OK;
+    if (!out_ids || !out_sc) goto nomem;
+    int filtered = !ret_filter_empty(f);
+    for (;;) {
+        size_t nh = 0;
+        lode_free(hits);
+        if (!(hits = lode_calloc(fetch ? fetch : 1, sizeof *hits))) goto nomem;
+        if ((st = ret_dense_search_vec(d, qv, fetch, hits, &nh))) {
+            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+            goto out;
+        }
+        got = 0;
+        for (size_t i = 0; i < nh && got < depth; i++) {
+            int pass = 1;
+            if (filtered && (st = chunk_meta(s, hits[i].id, f, NULL, &pass))) goto out;
+            if (!pass) continue;
+            out_ids[got] = hits[i].id;
+            out_sc[got] = hits[i].score;
+            got++;
+        }
+        /* too few passed the filter: look deeper, up to the whole index */
+        if (got >= depth || nh < fetch || (int64_t)fetch >= total) break;
+        fetch = fetch * 4 > (size_t)total ? (size_t)total : fetch * 4;
+    }
+    *ids = out_ids;
+    *scores = out_sc;
+    *n = got;
+    out_ids = NULL;
+    out_sc = NULL;
+    goto out;
+nomem:
+    st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
+out:
+    lode_free(hits);
+    lode_free(out_ids);
+    lode_free(out_sc);
+    return st;
+}
+
+/* Vectors of the candidates for MMR, from the store (rows without one get has[i] = 0). */
+static lode_status candidate_vectors(ret_store *s, const char *model, int dim, const int64_t *ids,
+                                     size_t n, float *vecs, int *has)
+{
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_VECTORS_OF,
+                                     "SELECT vec FROM vectors WHERE chunk_id = ?1 AND model = ?2");
+    if (!q) return stmt_failed(s);
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_bind_int64(q, 1, ids[i]);
+        sqlite3_bind_text(q, 2, model, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(q);
+        has[i] = rc == SQLITE_ROW && sqlite3_column_bytes(q, 0) == (int)sizeof(float) * dim;
+        if (has[i]) memcpy(vecs + i * (size_t)dim, sqlite3_column_blob(q, 0), sizeof(float) * dim);
+        sqlite3_reset(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return ret_store_dberr(s, rc, "reading vectors");
+    }
+    return LODE_OK;
+}
+
+lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, ret_results **out)
+{
+    *out = NULL;
+    double t0 = lode_now_s();
+    ret_query q = {0};
+    if (qin) q = *qin;
+    if (q.k == 0) q.k = 10;
+    if (q.rrf_k == 0) q.rrf_k = RET_RRF_K_DEFAULT;
+    if (q.w_lexical == 0 && q.w_dense == 0) q.w_lexical = q.w_dense = 1.0;
+    if (!q.ellipsis) q.ellipsis = "...";
+    if (q.k < 1 || q.k > RET_SEARCH_MAX_K)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "k must be 1..%d, not %d",
+                           RET_SEARCH_MAX_K, q.k);
+    if (!(q.rrf_k > 0) || q.w_lexical < 0 || q.w_dense < 0 || !isfinite(q.w_lexical) ||
+        !isfinite(q.w_dense) || !isfinite(q.rrf_k))
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID,
+                           "RRF k must be > 0 and the weights >= 0");
+    if (!(q.mmr_lambda >= 0 && q.mmr_lambda <= 1))
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID,
+                           "the MMR lambda must be in [0, 1]");
+    if (q.depth < 0 || q.depth > RET_SEARCH_MAX_K)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "depth must be 0..%d",
+                           RET_SEARCH_MAX_K);
+    size_t depth = q.depth ? (size_t)q.depth : (size_t)LODE_MAX(4 * q.k, 50);
+    if (depth > RET_SEARCH_MAX_K) depth = RET_SEARCH_MAX_K;
+    if (depth < (size_t)q.k) depth = (size_t)q.k;
+
+    lode_status st = LODE_OK;
+    ret_hits *lex = NULL;
+    int64_t *dids = NULL, *lids = NULL, *order_ids = NULL;
+    double *dsc = NULL, *fsc = NULL, *rel = NULL;
+    size_t nd = 0, nl = 0, nf = 0;
+    float *qv = NULL, *cvecs = NULL;
+    int *chas = NULL;
+    size_t *order = NULL;
+    ret_results *r = lode_calloc(1, sizeof *r);
+    if (!r) return lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
+
+    /* the mode that runs */
+    ret_mode mode = q.mode;
+    if (d) {
+        if ((st = ret_dense_sync(d, s))) {
+            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+            goto out;
+        }
+    }
+    int dense_ok = d && ret_dense_count(d) > 0;
+    if (mode == RET_MODE_AUTO) {
+        mode = dense_ok ? RET_MODE_HYBRID : RET_MODE_LEXICAL;
+        if (!dense_ok)
+            snprintf(r->note, sizeof r->note, "%s",
+                     d ? "the store has no vectors yet: lexical search only"
+                       : "no embedding model for this store: lexical search only");
+    } else if ((mode == RET_MODE_DENSE || mode == RET_MODE_HYBRID) && !dense_ok) {
+        st = lode_seterr(s->err, sizeof s->err, LODE_ERR_UNSUPPORTED,
+                         "%s search needs the store's vectors, and %s", ret_mode_name(mode),
+                         d ? "the store has none yet (ingest with an embedding model)"
+                           : "none were opened (the store was ingested without embeddings, or "
+                             "its embedding model could not be loaded)");
+        goto out;
+    }
+    r->mode = mode;
+
+    if (mode == RET_MODE_LEXICAL || mode == RET_MODE_HYBRID) {
+        ret_search_opts so = {
+            .k = (int)depth,
+            .mode = q.match,
+            .hl_open = q.hl_open,
+            .hl_close = q.hl_close,
+            .ellipsis = q.ellipsis,
+            .snippet_tokens = q.snippet_tokens,
+            .filter = ret_filter_empty(&q.filter) ? NULL : &q.filter,
+        };
+        if ((st = ret_search_bm25(s, q.text ? q.text : "", &so, &lex))) goto out;
+        nl = lex->n;
+        if (!(lids = lode_calloc(nl ? nl : 1, sizeof *lids))) goto nomem;
+        for (size_t i = 0; i < nl; i++) lids[i] = lex->hit[i].chunk_id;
+    }
+    if (mode == RET_MODE_DENSE || mode == RET_MODE_HYBRID) {
+        double te = lode_now_s();
+        if (!(qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d)))) goto nomem;
+        if ((st = ret_dense_embed(d, q.text ? q.text : "", qv))) {
+            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+            goto out;
+        }
+        r->embed_ms = (lode_now_s() - te) * 1e3;
+        if ((st = dense_list(s, d, qv, depth, &q.filter, &dids, &dsc, &nd))) goto out;
+    }
+
+    /* fuse (or take the one list) */
+    size_t cap = nl + nd;
+    if (!(order_ids = lode_calloc(cap ? cap : 1, sizeof *order_ids)) ||
+        !(fsc = lode_calloc(cap ? cap : 1, sizeof *fsc)))
+        goto nomem;
+    if (mode == RET_MODE_HYBRID) {
+        nf = ret_rrf_fuse(lids, nl, q.w_lexical, dids, nd, q.w_dense, q.rrf_k, order_ids, fsc);
+        if (nf == 0 && cap) goto nomem;
+    } else if (mode == RET_MODE_LEXICAL) {
+        for (size_t i = 0; i < nl; i++) order_ids[i] = lids[i], fsc[i] = lex->hit[i].score;
+        nf = nl;
+    } else {
+        for (size_t i = 0; i < nd; i++) order_ids[i] = dids[i], fsc[i] = dsc[i];
+        nf = nd;
+    }
+
+    /* MMR over the fused candidates */
+    size_t want = LODE_MIN((size_t)q.k, nf);
+    if (!(order = lode_calloc(nf ? nf : 1, sizeof *order))) goto nomem;
+    for (size_t i = 0; i < nf; i++) order[i] = i;
+    if (q.mmr_lambda > 0 && q.mmr_lambda < 1 && d && nf > 1) {
+        int dim = ret_dense_dim(d);
+        if (!(cvecs = lode_malloc(sizeof(float) * (size_t)dim * nf)) ||
+            !(chas = lode_calloc(nf, sizeof *chas)) || !(rel = lode_calloc(nf, sizeof *rel)))
+            goto nomem;
+        if ((st = candidate_vectors(s, ret_dense_model(d), dim, order_ids, nf, cvecs, chas)))
+            goto out;
+        /* relevance on [0, 1]: the score over the best one (cosine and BM25 are >= 0 for
+         * useful hits; a negative best leaves the order to the similarities) */
+        double top = fsc[0] > 0 ? fsc[0] : 1.0;
+        for (size_t i = 0; i < nf; i++) rel[i] = fsc[i] / top;
+        want = ret_mmr_order(nf, rel, cvecs, chas, dim, q.mmr_lambda, want, order);
+    }
+
+    if (!(r->r = lode_calloc(want ? want : 1, sizeof *r->r))) goto nomem;
+    for (size_t i = 0; i < want; i++) {
+        size_t c = order[i];
+        ret_result *x = &r->r[r->n];
+        int pass = 0;
+        if ((st = chunk_meta(s, order_ids[c], NULL, x, &pass))) {
+            r->n++; /* free what was copied */
+            goto out;
+        }
+        if (!pass) continue; /* deleted since the index saw it */
+        x->score = fsc[c];
+        for (size_t j = 0; j < nl; j++)
+            if (lids[j] == x->chunk_id) {
+                x->lexical_rank = (int)j + 1;
+                x->lexical_score = lex->hit[j].score;
+                x->snippet = lode_strdup(lex->hit[j].snippet);
+                break;
+            }
+        for (size_t j = 0; j < nd; j++)
+            if (dids[j] == x->chunk_id) {
+                x->dense_rank = (int)j + 1;
+                x->dense_score = dsc[j];
+                break;
+            }
+        if (!x->snippet)
+            x->snippet =
+                lead_snippet(x->text, q.snippet_tokens > 0 ? q.snippet_tokens : 24, q.ellipsis);
+        r->n++;
+        if (!x->snippet) goto nomem;
+    }
+    goto out;
+nomem:
+    st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
+out:
+    ret_hits_free(lex);
+    lode_free(lids);
+    lode_free(dids);
+    lode_free(dsc);
+    lode_free(order_ids);
+    lode_free(fsc);
+    lode_free(rel);
+    lode_free(qv);
+    lode_free(cvecs);
+    lode_free(chas);
+    lode_free(order);
+    if (st) {
+        ret_results_free(r);
+        return st;
+    }
+    r->took_ms = (lode_now_s() - t0) * 1e3;
+    *out = r;
+    return LODE_OK;
+}

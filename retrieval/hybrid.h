@@ -1,0 +1,108 @@
+/*
+ * hybrid.h: lode's one search entry point. The CLI, the server (/v1/search, /v1/ask),
+ * the SQLite extension and the evaluation harness all call ret_hybrid_search.
+ *
+ * Modes: lexical (BM25 over FTS5, search.h), dense (the query embedded by the store's
+ * model, nearest chunks in the FAISS index, dense.h), and hybrid: both lists fused by
+ * reciprocal rank fusion, score(c) = sum over lists L of w_L / (rrf_k + rank_L(c)), ranks
+ * from 1, a chunk absent from a list adding nothing. Optionally the fused list is then
+ * diversified by maximal marginal relevance: greedily take the candidate with the
+ * highest lambda * rel(c) - (1 - lambda) * max cos(c, taken), rel being the fused score
+ * divided by the best one. Filters (path glob, media type, modification dates) apply to
+ * both lists before fusion.
+ *
+ * RET_MODE_AUTO is hybrid when the store has vectors and a ret_dense is given, lexical
+ * otherwise (results->mode says which ran, and results->note why, for a message).
+ */
+#ifndef LODE_RETRIEVAL_HYBRID_H
+#define LODE_RETRIEVAL_HYBRID_H
+
+#include "common/lode.h"
+#include "retrieval/dense.h"
+#include "retrieval/search.h"
+#include "retrieval/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum ret_mode {
+    RET_MODE_AUTO = 0, /* hybrid when dense search is possible, else lexical */
+    RET_MODE_LEXICAL,
+    RET_MODE_DENSE,
+    RET_MODE_HYBRID,
+} ret_mode;
+
+#define RET_RRF_K_DEFAULT 60.0
+
+typedef struct ret_query {
+    const char *text; /* the user's words (never FTS5 syntax here) */
+    int k;            /* results wanted, 1..RET_SEARCH_MAX_K; 0: 10 */
+    ret_mode mode;
+    ret_filter filter; /* all-zero: no filter */
+    double rrf_k;      /* 0: RET_RRF_K_DEFAULT */
+    double w_lexical;  /* weights of the two lists in the fusion; both 0: 1 and 1 */
+    double w_dense;
+    double mmr_lambda;    /* 0: no MMR; (0, 1]: relevance weight of MMR (1 = plain order) */
+    int depth;            /* candidates taken from each list; 0: max(4 k, 50) */
+    ret_match_mode match; /* lexical matching (search.h); default every term, then any */
+    const char *hl_open;  /* snippet markers (search.h); NULL: "[" and "]" */
+    const char *hl_close;
+    const char *ellipsis; /* NULL: "..." */
+    int snippet_tokens;   /* 0: 24 */
+} ret_query;
+
+typedef struct ret_result {
+    int64_t chunk_id;
+    int64_t document_id;
+    double score;         /* the fused score (hybrid), -bm25 (lexical), cosine (dense) */
+    int lexical_rank;     /* 1-based rank in the lexical list; 0 when not in it */
+    int dense_rank;       /* 1-based rank in the dense list; 0 when not in it */
+    double lexical_score; /* -bm25, when lexical_rank > 0 */
+    double dense_score;   /* cosine similarity, when dense_rank > 0 */
+    const char *uri;
+    const char *title;        /* "" when none */
+    const char *heading_path; /* "" when none */
+    const char *media_type;
+    const char *text;             /* the whole chunk */
+    const char *snippet;          /* highlighted text when it matched lexically, else the chunk's
+                                     first words */
+    int64_t char_start, char_end; /* the chunk's span in its document's text */
+    int64_t mtime_ns;             /* the document's modification time */
+} ret_result;
+
+typedef struct ret_results {
+    size_t n;
+    ret_result *r;   /* n results, best first; every string owned by the results */
+    ret_mode mode;   /* the mode that ran (never AUTO) */
+    char note[256];  /* why AUTO fell back to lexical, else "" */
+    double embed_ms; /* time spent embedding the query */
+    double took_ms;  /* the whole search */
+} ret_results;
+
+/* Searches s. d (may be NULL) is the store's dense side for dense and hybrid modes;
+ * dense or hybrid without it, or on a store without vectors, is LODE_ERR_UNSUPPORTED with
+ * a message saying so. On success *out is owned by the caller (ret_results_free).
+ * LODE_ERR_INVALID for a bad option (k, weights, lambda); other errors from the store or
+ * the index, with ret_store_errmsg(s) set. */
+lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *q,
+                              ret_results **out /* OUT */);
+void ret_results_free(ret_results *r);
+
+/* Reciprocal rank fusion of two ranked lists of chunk ids (either may be empty), into
+ * out (room for n_a + n_b), best first, ties by the better rank in either list. Returns
+ * the number of fused ids. Exposed for tests and tools. */
+size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, size_t n_b,
+                    double w_b, double rrf_k, int64_t *out /* OUT */, double *scores /* OUT */);
+
+/* MMR over n candidates with relevance rel[i] (on [0, 1]) and L2-normalized vectors
+ * vecs[i * dim ..]; has_vec[i] = 0 marks a candidate without a vector, whose
+ * similarity to the others counts 0 (has_vec NULL: every candidate has one). Writes
+ * the chosen order of min(k, n) indexes into order and returns that count. */
+size_t ret_mmr_order(size_t n, const double *rel, const float *vecs, const int *has_vec, int dim,
+                     double lambda, size_t k, size_t *order /* OUT */);
+
+/* "lexical", "dense", "hybrid", "auto"; and back (-1 for an unknown word). */
+const char *ret_mode_name(ret_mode m);
+int ret_mode_parse(const char *s);
+
+#endif
