@@ -17,7 +17,7 @@ dir=$(mktemp -d /tmp/lode-bench-serve-XXXXXX)
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 
 # A small store so /v1/ask has passages to retrieve.
-"$LODE" ingest --db "$dir/lode.db" /usr/share/doc/sqlite3 >/dev/null 2>&1 || true
+"$LODE" ingest --lexical-only --db "$dir/lode.db" /usr/share/doc/sqlite3 >/dev/null 2>&1 || true
 "$LODE" serve --port 0 --db "$dir/lode.db" --quiet >"$dir/out" 2>"$dir/err" &
 pid=$!
 for _ in $(seq 600); do

@@ -9,6 +9,7 @@
 #include "server/srv_int.h"
 #include "engine/bert.h"
 #include "engine/engine.h"
+#include "retrieval/dense.h"
 #include "retrieval/store.h"
 
 #include <errno.h>
@@ -18,8 +19,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DEFAULT_EMBED "models/all-MiniLM-L6-v2"
+
+/* SIGINT and SIGTERM end the server. They are caught by a handler that writes the signal's
+ * number to a pipe the main thread reads, not taken by sigwait: threads that libraries
+ * start before main (OpenBLAS under FAISS starts its pool when loaded) have the signals
+ * unblocked, and with the default action a signal delivered to one of them would kill the
+ * process instead of shutting it down. */
+static int stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(stop_pipe[1], &b, 1) < 0) {
+    }
+    errno = saved;
+}
+
+/* Blocks until SIGINT or SIGTERM arrives; returns which. */
+static int wait_stop_signal(void)
+{
+    unsigned char b = 0;
+    for (;;) {
+        ssize_t r = read(stop_pipe[0], &b, 1);
+        if (r == 1) return b;
+        if (r < 0 && errno == EINTR) continue;
+        return SIGTERM; /* the pipe failed: stop rather than hang */
+    }
+}
 
 static void serve_usage(FILE *f)
 {
@@ -35,6 +65,7 @@ static void serve_usage(FILE *f)
                "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
                "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
                "  --no-embed-model     serve without embeddings\n"
+               "  --no-dense           lexical search only, even when the store has vectors\n"
                "  --engine-threads N   CPU threads of the engine (default: all)\n"
                "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
@@ -111,7 +142,8 @@ enum {
     OPT_CTX,
     OPT_EMBED,
     OPT_NOEMBED,
-    OPT_FETCHTO
+    OPT_FETCHTO,
+    OPT_NODENSE
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -133,12 +165,13 @@ static int cmd_serve(int argc, char **argv)
                                          {"embed-model", required_argument, 0, OPT_EMBED},
                                          {"no-embed-model", no_argument, 0, OPT_NOEMBED},
                                          {"fetch-timeout", required_argument, 0, OPT_FETCHTO},
+                                         {"no-dense", no_argument, 0, OPT_NODENSE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
     struct srv_backends be = {0};
     const char *db = cli_default_db(), *model = NULL, *key_file = NULL;
-    int no_model = 0, no_embed = 0;
+    int no_model = 0, no_embed = 0, no_dense = 0;
     const char *embed = NULL;
     eng_model_opts mopts = {0};
     char model_id[128] = "";
@@ -210,6 +243,9 @@ static int cmd_serve(int argc, char **argv)
         case OPT_NOEMBED:
             no_embed = 1;
             break;
+        case OPT_NODENSE:
+            no_dense = 1;
+            break;
         case OPT_FETCHTO:
             if (parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
                 fprintf(stderr, "lode serve: --fetch-timeout must be 1..3600 seconds\n");
@@ -252,14 +288,26 @@ static int cmd_serve(int argc, char **argv)
     }
     cfg.api_key = key;
 
-    /* Signals are taken by sigwait below; every thread started from here inherits the
-     * mask, so none of them is interrupted. */
+    /* The stop signals are blocked while the threads of the server and the engine start, so
+     * that they inherit the mask and are never interrupted; the main thread unblocks them
+     * once everything runs and waits for the handler's byte (see on_stop_signal). */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (pipe(stop_pipe) != 0) {
+        fprintf(stderr, "lode serve: cannot create a pipe: %s\n", strerror(errno));
+        rc = CLI_FAILED;
+        goto out;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     rc = CLI_FAILED;
     char err[1024];
@@ -304,6 +352,15 @@ static int cmd_serve(int argc, char **argv)
             be.embed_created = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
         }
     }
+    if (!no_dense) {
+        /* Dense and hybrid search when the store was ingested with embeddings: its own
+         * embedder (the store's model), used under the server's store lock. */
+        ret_embed_info ei;
+        ret_dense_opts dop = {.n_threads = mopts.n_threads};
+        if (ret_store_embed_get(be.store, &ei) == LODE_OK &&
+            ret_dense_open(be.store, &dop, &be.dense, err, sizeof err))
+            fprintf(stderr, "lode serve: dense search is off: %s\n", err);
+    }
     srv = srv_create(&cfg, err, sizeof err);
     if (!srv) {
         fprintf(stderr, "lode serve: %s\n", err);
@@ -315,8 +372,8 @@ static int cmd_serve(int argc, char **argv)
            be.embed_model_id ? ", embeddings " : "", be.embed_model_id ? be.embed_model_id : "",
            key ? " (API key required)" : "");
     fflush(stdout);
-    int sig = 0;
-    sigwait(&set, &sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int sig = wait_stop_signal();
     fprintf(stderr, "lode serve: %s received, shutting down\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
     srv_shutdown(srv);
@@ -327,8 +384,11 @@ static int cmd_serve(int argc, char **argv)
     rc = CLI_OK;
 out:
     srv_destroy(srv);
+    for (int i = 0; i < 2; i++)
+        if (stop_pipe[i] >= 0) close(stop_pipe[i]);
     eng_model_free(be.model);
     eng_bert_destroy(be.embedder);
+    ret_dense_close(be.dense);
     ret_store_close(be.store);
     lode_free(key);
     return rc;

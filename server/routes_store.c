@@ -1,13 +1,20 @@
 /*
- * routes_store.c: the store over HTTP: GET /v1/search (BM25 over FTS5), the document
- * routes (upload, list, one, delete) and the store's size for /metrics. An upload goes
- * through ingest's loaders and chunker, so it is stored exactly as `lode ingest` would
- * store the same file. The store handle is used by one worker at a time (store_mu).
+ * routes_store.c: the store over HTTP: GET /v1/search (retrieval's hybrid search:
+ * lexical, dense or fused), the document routes (upload as JSON text, a multipart file or
+ * a URL fetched with libcurl; list; one; delete) and the store's size for /metrics. An
+ * upload goes through ingest's preparation (ing_prepare) and, when the store has dense
+ * search, is embedded with the store's model and written with its vectors in one
+ * transaction, so it is stored exactly as `lode ingest` would store the same file. The
+ * store handle, and the dense side with its embedder, are used by one worker at a time
+ * (store_mu).
  */
 #include "server/srv_int.h"
 
 #include "ingest/ingest.h"
 #include "ingest/run.h"
+#include "engine/bert.h"
+#include "retrieval/dense.h"
+#include "retrieval/hybrid.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
 
@@ -133,68 +140,102 @@ int srv_query_int(srv_conn *c, const char *name, long long lo, long long hi, lon
     return 1;
 }
 
-void srv_h_search(srv_conn *c)
+/* The search's options from the query string: q, k, mode (auto, lexical or its alias bm25,
+ * dense, hybrid), match (auto, all, any: lexical matching), path (a URI glob), type (a
+ * media type or a prefix like "text/"). 0 and a 400 sent on a bad one. */
+static int search_query(srv_conn *c, ret_query *q)
 {
-    srv_server *s = c->srv;
     long long k;
-    const char *q = srv_query(c, "q");
-    if (!q) {
+    memset(q, 0, sizeof *q);
+    q->text = srv_query(c, "q");
+    if (!q->text) {
         srv_reply_errorf(c, 400, "invalid_request_error", NULL, "q",
                          "missing required parameter 'q' (the search text)");
-        return;
+        return 0;
     }
-    if (!srv_query_int(c, "k", 1, RET_SEARCH_MAX_K, 10, &k)) return;
+    if (!srv_query_int(c, "k", 1, RET_SEARCH_MAX_K, 10, &k)) return 0;
+    q->k = (int)k;
     const char *mode = srv_query(c, "mode"), *match = srv_query(c, "match");
-    ret_search_opts o = {0};
-    o.k = (int)k;
-    if (mode && strcmp(mode, "bm25") && strcmp(mode, "dense") && strcmp(mode, "hybrid")) {
+    int m =
+        mode ? (!strcmp(mode, "bm25") ? RET_MODE_LEXICAL : ret_mode_parse(mode)) : RET_MODE_AUTO;
+    if (m < 0) {
         srv_reply_errorf(c, 400, "invalid_request_error", NULL, "mode",
-                         "'mode' must be 'bm25', 'dense' or 'hybrid', got '%.40s'", mode);
-        return;
+                         "'mode' must be 'auto', 'lexical' (or 'bm25'), 'dense' or 'hybrid', "
+                         "got '%.40s'",
+                         mode);
+        return 0;
     }
+    q->mode = (ret_mode)m;
     if (match && !strcmp(match, "all"))
-        o.mode = RET_MATCH_ALL;
+        q->match = RET_MATCH_ALL;
     else if (match && !strcmp(match, "any"))
-        o.mode = RET_MATCH_ANY;
+        q->match = RET_MATCH_ANY;
     else if (match && strcmp(match, "auto")) {
         srv_reply_errorf(c, 400, "invalid_request_error", NULL, "match",
                          "'match' must be 'auto', 'all' or 'any', got '%.40s'", match);
-        return;
+        return 0;
     }
-    if (mode && strcmp(mode, "bm25")) {
-        srv_reply_errorf(c, 501, "not_implemented_error", "not_available", "mode",
-                         "search mode '%s' is not available in this build (only 'bm25')", mode);
-        return;
+    q->filter.path_glob = srv_query(c, "path");
+    q->filter.media_type = srv_query(c, "type");
+    return 1;
+}
+
+static json_t *result_json(const ret_result *h)
+{
+    json_t *o = json_pack("{s:s, s:I, s:I, s:f, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "object",
+                          "search_result", "chunk_id", (json_int_t)h->chunk_id, "document_id",
+                          (json_int_t)h->document_id, "score", h->score, "uri", h->uri, "title",
+                          h->title, "heading_path", h->heading_path, "media_type",
+                          h->media_type ? h->media_type : "", "snippet", h->snippet, "char_start",
+                          (json_int_t)h->char_start, "char_end", (json_int_t)h->char_end);
+    if (o && h->lexical_rank &&
+        (json_object_set_new(o, "lexical_rank", json_integer(h->lexical_rank)) ||
+         json_object_set_new(o, "lexical_score", json_real(h->lexical_score)))) {
+        json_decref(o);
+        return NULL;
     }
-    if (!srv_need_store(c)) return;
-    ret_hits *hits = NULL;
+    if (o && h->dense_rank &&
+        (json_object_set_new(o, "dense_rank", json_integer(h->dense_rank)) ||
+         json_object_set_new(o, "dense_score", json_real(h->dense_score)))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+void srv_h_search(srv_conn *c)
+{
+    srv_server *s = c->srv;
+    ret_query q;
+    if (!search_query(c, &q) || !srv_need_store(c)) return;
+    ret_results *res = NULL;
     char msg[512];
     pthread_mutex_lock(&s->store_mu);
-    lode_status st = ret_search_bm25(s->be->store, q, &o, &hits);
+    lode_status st = ret_hybrid_search(s->be->store, s->be->dense, &q, &res);
     if (st) snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
     pthread_mutex_unlock(&s->store_mu);
+    if (st == LODE_ERR_UNSUPPORTED) {
+        srv_reply_errorf(c, 400, "invalid_request_error", "dense_unavailable", "mode", "%s", msg);
+        return;
+    }
     if (st) {
         srv_reply_store_error(c, st, msg);
         return;
     }
     json_t *data = json_array();
-    for (size_t i = 0; data && i < hits->n; i++) {
-        const ret_hit *h = &hits->hit[i];
-        json_t *o2 = json_pack("{s:s, s:I, s:I, s:f, s:b, s:s, s:s, s:s, s:s, s:I, s:I}", "object",
-                               "search_result", "chunk_id", (json_int_t)h->chunk_id, "document_id",
-                               (json_int_t)h->document_id, "score", h->score, "all_terms",
-                               h->all_terms, "uri", h->uri, "title", h->title, "heading_path",
-                               h->heading_path, "snippet", h->snippet, "char_start",
-                               (json_int_t)h->char_start, "char_end", (json_int_t)h->char_end);
-        if (!o2 || json_array_append_new(data, o2)) {
+    for (size_t i = 0; data && i < res->n; i++) {
+        json_t *o = result_json(&res->r[i]);
+        if (!o || json_array_append_new(data, o)) {
             json_decref(data);
             data = NULL;
         }
     }
-    ret_hits_free(hits);
-    json_t *out = data ? json_pack("{s:s, s:s, s:s, s:o}", "object", "list", "query", q, "mode",
-                                   "bm25", "data", data)
-                       : NULL;
+    json_t *out =
+        data ? json_pack("{s:s, s:s, s:s, s:o, s:f}", "object", "list", "query", q.text, "mode",
+                         ret_mode_name(res->mode), "data", data, "took_ms", res->took_ms)
+             : NULL;
+    if (out && res->note[0]) json_object_set_new(out, "note", json_string(res->note));
+    ret_results_free(res);
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         return;
@@ -562,6 +603,65 @@ static int declared_media(srv_conn *c, const char *mt, const char *param, ing_me
     return 0;
 }
 
+/* Writes the prepared document and, when the store has dense search, its chunks'
+ * vectors in the same transaction, as `lode ingest` does (embedded with the store's
+ * model, the text each chunk is embedded from built by ret_embed_input). Call under
+ * store_mu, which also serializes every use of the dense side's embedder. Returns the
+ * store's status with msg set on failure. */
+static lode_status write_doc(srv_server *s, const ret_doc *d, const ing_prepared *pr, int64_t *id,
+                             int *embedded, char *msg, size_t msglen)
+{
+    ret_store *st = s->be->store;
+    ret_dense *dn = s->be->dense;
+    struct eng_bert *m = dn ? ret_dense_embedder(dn) : NULL;
+    lode_buf *in = NULL;
+    const char **texts = NULL;
+    float *vecs = NULL;
+    lode_status rc = LODE_OK;
+    *embedded = 0;
+    if (m) {
+        in = lode_calloc(pr->n_chunks, sizeof *in);
+        texts = lode_calloc(pr->n_chunks, sizeof *texts);
+        vecs = lode_malloc(sizeof(float) * (size_t)eng_bert_dim(m) * pr->n_chunks);
+        if (!in || !texts || !vecs) {
+            rc = lode_seterr(msg, msglen, LODE_ERR_NOMEM, "out of memory for embeddings");
+            goto out;
+        }
+        for (size_t i = 0; i < pr->n_chunks; i++) {
+            if ((rc = ret_embed_input(&in[i], pr->cin[i].heading_path, pr->cin[i].text))) {
+                lode_seterr(msg, msglen, rc, "out of memory for embeddings");
+                goto out;
+            }
+            texts[i] = in[i].data;
+        }
+        if ((rc = eng_bert_embed(m, texts, NULL, pr->n_chunks, vecs))) {
+            lode_seterr(msg, msglen, rc, "cannot embed the document: %s", eng_bert_errmsg(m));
+            goto out;
+        }
+    }
+    if ((rc = ret_store_begin(st))) goto fail;
+    rc = ret_store_doc_replace(st, d, pr->cin, pr->n_chunks, id);
+    if (!rc && m)
+        rc = ret_store_doc_vectors_put(st, eng_bert_name(m), eng_bert_dim(m), *id, pr->n_chunks,
+                                       vecs);
+    if (!rc) rc = ret_store_commit(st);
+    if (rc) {
+        snprintf(msg, msglen, "%s", ret_store_errmsg(st));
+        if (ret_store_in_txn(st)) ret_store_rollback(st);
+        goto out;
+    }
+    *embedded = m != NULL;
+    goto out;
+fail:
+    snprintf(msg, msglen, "%s", ret_store_errmsg(st));
+out:
+    for (size_t i = 0; in && i < pr->n_chunks; i++) lode_buf_free(&in[i]);
+    lode_free(in);
+    lode_free(texts);
+    lode_free(vecs);
+    return rc;
+}
+
 /* Stores one upload through ingest's preparation (as `lode ingest` does) and answers. */
 static void store_upload(srv_conn *c, upload *u)
 {
@@ -604,6 +704,7 @@ static void store_upload(srv_conn *c, upload *u)
     ret_doc_info old;
     int64_t id = 0;
     const char *what = "created";
+    int embedded = 0;
     pthread_mutex_lock(&s->store_mu);
     st = ret_store_doc_lookup(s->be->store, uri, &old);
     if (st == LODE_OK && !strcmp(old.sha256, sha)) {
@@ -611,18 +712,19 @@ static void store_upload(srv_conn *c, upload *u)
         id = old.id;
     } else if (st == LODE_OK || st == LODE_ERR_NOTFOUND) {
         if (st == LODE_OK) what = "updated";
-        st = ret_store_doc_replace(s->be->store, &d, pr.cin, pr.n_chunks, &id);
+        st = write_doc(s, &d, &pr, &id, &embedded, msg, sizeof msg);
+    } else {
+        snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
     }
-    if (st) snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
     pthread_mutex_unlock(&s->store_mu);
     if (st) {
         srv_reply_store_error(c, st, msg);
         goto out;
     }
-    out =
-        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "id", (json_int_t)id, "object",
-                  "document", "uri", uri, "title", title, "media_type", d.media_type, "sha256", sha,
-                  "size", (json_int_t)u->len, "chunks", (json_int_t)pr.n_chunks, "status", what);
+    out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:s}", "id", (json_int_t)id,
+                    "object", "document", "uri", uri, "title", title, "media_type", d.media_type,
+                    "sha256", sha, "size", (json_int_t)u->len, "chunks", (json_int_t)pr.n_chunks,
+                    "embedded", embedded, "status", what);
     if (!out) {
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         goto out;

@@ -72,6 +72,7 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b);
 /* ---- the backends the server is lent --------------------------------------------------- */
 /* Filled by the caller of srv_create (cli/cmd_serve.c). */
 struct ret_store;
+struct ret_dense;
 struct eng_model;
 struct eng_bert;
 struct srv_backends {
@@ -79,6 +80,9 @@ struct srv_backends {
     int64_t created;         /* model file mtime, for /v1/models */
     struct ret_store *store; /* NULL: no store; used under srv_server.store_mu */
     struct eng_model *model; /* NULL: no generation */
+    /* The store's dense side (embedder and FAISS index) for dense and hybrid search; NULL
+     * when the store has no embedding model. Used under srv_server.store_mu only. */
+    struct ret_dense *dense;
     /* The embedding model: NULL for none (/v1/embeddings answers 503). Used only through
      * the server's embedding queue (srv_server.emb), never directly. */
     struct eng_bert *embedder;

@@ -1601,7 +1601,7 @@ static void test_document_uploads(void **state)
     assert_non_null(h);
     assert_string_equal(json_string_value(json_object_get(h, "uri")), "ops/backup.md");
     assert_string_equal(json_string_value(json_object_get(h, "title")), "Backups");
-    assert_string_equal(json_string_value(json_object_get(v, "mode")), "bm25");
+    assert_string_equal(json_string_value(json_object_get(v, "mode")), "lexical");
     json_decref(v);
     resp_free(&r);
 
@@ -1679,6 +1679,9 @@ static void test_document_uploads(void **state)
     resp_free(&r);
     r = http(&s, "GET", "/v1/search?q=x&mode=fuzzy", NULL, "sk-d");
     expect_error(&r, 400, "'mode'", "mode", NULL);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=x&mode=dense", NULL, "sk-d");
+    expect_error(&r, 400, NULL, "mode", "dense_unavailable");
     resp_free(&r);
     r = http(&s, "GET", "/v1/search?q=x&match=some", NULL, "sk-d");
     expect_error(&r, 400, "'match'", "match", NULL);
@@ -1771,6 +1774,93 @@ static void test_document_url(void **state)
     stop(&s);
 }
 
+/* A store ingested with embeddings: dense and hybrid search over HTTP, and uploads that
+ * get their vectors in the same transaction as their chunks. */
+static void test_search_dense(void **state)
+{
+    NEED_EMBED_MODEL();
+    server s;
+    make_dir(&s);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/docs && printf '# Vacuum\\n\\nVACUUM rebuilds the database file into a "
+             "minimal amount of space.\\n' >%s/docs/vacuum.md && printf '# WAL\\n\\nThe "
+             "write-ahead log lets readers continue while a writer commits.\\n' >%s/docs/wal.md "
+             "&& %s/lode ingest --embed-model %s --db %s %s/docs >/dev/null 2>&1",
+             s.dir, s.dir, s.dir, build_dir(), EMBED_PATH, s.db, s.dir);
+    assert_int_equal(system(cmd), 0);
+    const char *args[] = {"--quiet", NULL};
+    start_args(&s, args);
+
+    /* No word in common with the document: only dense search finds it. */
+    resp r = http(&s, "GET", "/v1/search?q=shrinking%20the%20file&mode=dense&k=1", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "mode")), "dense");
+    json_t *h = json_array_get(json_object_get(v, "data"), 0);
+    assert_non_null(strstr(json_string_value(json_object_get(h, "uri")), "vacuum.md"));
+    assert_int_equal(json_integer_value(json_object_get(h, "dense_rank")), 1);
+    assert_true(json_real_value(json_object_get(h, "dense_score")) > 0.2);
+    json_decref(v);
+    resp_free(&r);
+    /* auto is hybrid on a store with vectors: both ranks of a lexical match are given. */
+    r = http(&s, "GET", "/v1/search?q=readers%20writer&k=1", NULL, NULL);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "mode")), "hybrid");
+    h = json_array_get(json_object_get(v, "data"), 0);
+    assert_non_null(strstr(json_string_value(json_object_get(h, "uri")), "wal.md"));
+    assert_int_equal(json_integer_value(json_object_get(h, "lexical_rank")), 1);
+    assert_int_equal(json_integer_value(json_object_get(h, "dense_rank")), 1);
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=readers&mode=lexical&path=*vacuum*", NULL, NULL);
+    v = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(v, "data")), 0);
+    json_decref(v);
+    resp_free(&r);
+
+    /* An upload is embedded: dense search finds it by meaning at once; deleted, it is gone. */
+    r = http(&s, "POST", "/v1/documents",
+             "{\"name\":\"fox\",\"text\":\"Foxes are small omnivorous mammals of the dog "
+             "family.\"}",
+             NULL);
+    assert_int_equal(r.status, 201);
+    v = json_of(&r);
+    assert_true(json_is_true(json_object_get(v, "embedded")));
+    json_int_t id = json_integer_value(json_object_get(v, "id"));
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=canine%20animals&mode=dense&k=1", NULL, NULL);
+    v = json_of(&r);
+    h = json_array_get(json_object_get(v, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(h, "uri")), "fox");
+    json_decref(v);
+    resp_free(&r);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/documents/%lld", (long long)id);
+    r = http(&s, "DELETE", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=canine%20animals&mode=dense&k=3", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "\"fox\""));
+    resp_free(&r);
+    assert_int_equal(stop_sig(&s, SIGTERM, 30), 0);
+
+    /* The same store with --no-dense: lexical only, dense asked for is refused. */
+    const char *nd[] = {"--quiet", "--no-dense", NULL};
+    start_args(&s, nd);
+    r = http(&s, "GET", "/v1/search?q=readers", NULL, NULL);
+    v = json_of(&r);
+    assert_string_equal(json_string_value(json_object_get(v, "mode")), "lexical");
+    json_decref(v);
+    resp_free(&r);
+    r = http(&s, "GET", "/v1/search?q=readers&mode=hybrid", NULL, NULL);
+    expect_error(&r, 400, NULL, "mode", "dense_unavailable");
+    resp_free(&r);
+    stop(&s);
+}
+
 static void test_openai_client(void **state)
 {
     NEED_MODEL();
@@ -1825,6 +1915,7 @@ int main(void)
         cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_document_uploads),
         cmocka_unit_test(test_document_url),
+        cmocka_unit_test(test_search_dense),
         cmocka_unit_test(test_openai_client),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
