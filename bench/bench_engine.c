@@ -100,7 +100,7 @@ int main(int argc, char **argv)
     double best_prefill = 1e30, best_decode = 1e30, best_ttft = 1e30;
     for (int r = 0; r < reps; r++) {
         int32_t last = n - 1, zero = 0;
-        eng_batch_seq s = {0, n, 0, table, n_blocks};
+        eng_batch_seq s = {0, n, 0, table, n_blocks, 0};
         eng_batch b = {n, ids, pos, 1, &s, 1, &last};
         int64_t t0 = lode_now_ns();
         if (eng_runtime_forward(rt, &b, logits, err, sizeof err)) {
@@ -111,7 +111,7 @@ int main(int argc, char **argv)
         int32_t tok = (int32_t)krn_argmax(logits, (size_t)m->hp.n_vocab);
         int64_t t2 = lode_now_ns();
         for (int i = 0; i < n_decode; i++) {
-            eng_batch_seq s1 = {0, 1, n + i, table, n_blocks};
+            eng_batch_seq s1 = {0, 1, n + i, table, n_blocks, 0};
             eng_batch b1 = {1, &tok, &pos[n + i], 1, &s1, 1, &zero};
             if (eng_runtime_forward(rt, &b1, logits, err, sizeof err)) {
                 fprintf(stderr, "bench_engine: %s\n", err);

@@ -48,9 +48,14 @@ static void usage(FILE *f)
             "                       store's model, else %s); a model other than the\n"
             "                       store's re-embeds every chunk\n"
             "  --lexical-only       no embeddings: BM25 search only (fast)\n"
+            "  --index-approx N     vectors at which the FAISS index turns approximate\n"
+            "                       (default %d; -1: always exact); kept in the store\n"
+            "  --index-factory S    FAISS factory string of the approximate index\n"
+            "                       (default HNSW32,Flat; e.g. IVF256,Flat); kept in the store\n"
             "  --quiet              no progress bar and no summary (errors still print)\n"
             "  --json               print the summary as JSON on stdout\n",
-            ING_CHUNK_TARGET_DEFAULT, ING_CHUNK_OVERLAP_DEFAULT, RET_DEFAULT_EMBED_MODEL);
+            ING_CHUNK_TARGET_DEFAULT, ING_CHUNK_OVERLAP_DEFAULT, RET_DEFAULT_EMBED_MODEL,
+            RET_DEFAULT_APPROX_THRESHOLD);
 }
 
 typedef struct cli_ctx {
@@ -157,9 +162,27 @@ static lode_status load_embedder(ret_store *s, const char *asked, int threads, e
         return st;
     }
     char abs[PATH_MAX];
-    if (realpath(path, abs) && strlen(abs) < sizeof path) snprintf(path, sizeof path, "%s", abs);
+    size_t al = realpath(path, abs) ? strlen(abs) : sizeof path;
+    if (al < sizeof path) memcpy(path, abs, al + 1);
     *path_out = path;
     return LODE_OK;
+}
+
+/* After a lexical-only run on a store that has an embedding model: says how many chunks
+ * now lack a vector. Returns 1 when it printed. */
+static int lexical_note(ret_store *s)
+{
+    ret_embed_info info;
+    int64_t missing = 0;
+    if (ret_store_embed_get(s, &info) != LODE_OK ||
+        ret_store_vector_counts(s, info.model, NULL, &missing) != LODE_OK || missing == 0)
+        return 0;
+    fprintf(stderr,
+            "ingest: lexical only, but the store's other chunks are embedded with %s: %lld "
+            "chunks have no vector (dense search misses them until `lode ingest` without "
+            "--lexical-only, or `lode doctor --repair`, embeds them)\n",
+            info.model, (long long)missing);
+    return 1;
 }
 
 static int cmd_ingest(int argc, char **argv)
@@ -178,6 +201,8 @@ static int cmd_ingest(int argc, char **argv)
         O_JSON,
         O_EMBED,
         O_LEXICAL,
+        O_APPROX,
+        O_FACTORY,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -194,6 +219,8 @@ static int cmd_ingest(int argc, char **argv)
         {"json", no_argument, 0, O_JSON},
         {"embed-model", required_argument, 0, O_EMBED},
         {"lexical-only", no_argument, 0, O_LEXICAL},
+        {"index-approx", required_argument, 0, O_APPROX},
+        {"index-factory", required_argument, 0, O_FACTORY},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -202,7 +229,8 @@ static int cmd_ingest(int argc, char **argv)
     const char **exc = lode_calloc((size_t)argc + 1, sizeof *exc);
     ing_run_opts o = {0};
     int quiet = 0, json = 0, lexical_only = 0, rc = CLI_USAGE, c;
-    const char *embed_model = NULL;
+    const char *embed_model = NULL, *factory = NULL;
+    int64_t approx = 0;
     cli_ctx ctx = {0};
     ret_store *s = NULL;
     eng_bert *bert = NULL;
@@ -269,6 +297,23 @@ static int cmd_ingest(int argc, char **argv)
         case O_LEXICAL:
             lexical_only = 1;
             break;
+        case O_APPROX: {
+            char *end = NULL;
+            approx = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || approx == 0 || approx < -1) {
+                fprintf(stderr, "lode: ingest: --index-approx: want a count > 0, or -1: %s\n",
+                        optarg);
+                goto out;
+            }
+            break;
+        }
+        case O_FACTORY:
+            if (!*optarg || strlen(optarg) >= 120) {
+                fprintf(stderr, "lode: ingest: --index-factory: want a FAISS factory string\n");
+                goto out;
+            }
+            factory = optarg;
+            break;
         case 'h':
         case O_HELP:
             usage(stdout);
@@ -305,6 +350,10 @@ static int cmd_ingest(int argc, char **argv)
     if (!lexical_only && (st = load_embedder(s, embed_model, o.threads, &bert, &o.embed_path)))
         goto out;
     o.embedder = bert;
+    if ((approx || factory) && (st = ret_store_index_kind_set(s, approx, factory))) {
+        fprintf(stderr, "lode: ingest: %s\n", ret_store_errmsg(s));
+        goto out;
+    }
     ctx.mode = quiet || json ? LODE_PROGRESS_OFF : LODE_PROGRESS_AUTO;
     ctx.bar = lode_progress_create(stderr, ctx.mode, "files");
     if (json) ctx.errors = json_array();
@@ -358,7 +407,7 @@ static int cmd_ingest(int argc, char **argv)
             fprintf(stderr, "ingest: %lld chunks embedded with %s in %.2f s (%.1f chunks/s)\n",
                     (long long)S.chunks_embedded, eng_bert_name(bert), S.embed_seconds,
                     S.embed_seconds > 0 ? (double)S.chunks_embedded / S.embed_seconds : 0.0);
-        else
+        else if (!lexical_note(s))
             fprintf(stderr, "ingest: lexical only (no embeddings): `lode search` uses BM25\n");
     }
     rc = st || S.files_failed || S.interrupted ? CLI_FAILED : CLI_OK;

@@ -64,6 +64,12 @@ typedef struct eng_batch_seq {
     int32_t pos0;               /* position of its first token; 0..pos0-1 are cached */
     const int32_t *block_table; /* host; logical -> physical, covers pos0 + n_tokens */
     int32_t n_blocks;           /* entries in block_table */
+    /* Length of the sequence's prompt, 0 when unknown. llama.cpp evaluates a prompt in one
+     * step and each generated token in a step of its own, and sums attention in another
+     * order for the two (see krn_attention); a CPU backend reproduces that per position
+     * from this, so that results do not depend on how steps are batched. When 0, the
+     * step's token count decides. */
+    int32_t n_prompt;
 } eng_batch_seq;
 
 /* A forward step's input, in host memory. */

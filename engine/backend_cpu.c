@@ -312,6 +312,9 @@ static void cpu_attention(eng_backend *be, eng_kv *kv, int layer, const float *q
             .n_kv_head = (size_t)kv->d.n_kv_head,
             .head_dim = (size_t)kv->d.head_dim,
             .scale = scale,
+            .several_end = sq->n_prompt > 0   ? (sq->n_prompt >= 2 ? sq->n_prompt : 0)
+                           : b->n_tokens >= 2 ? INT64_MAX
+                                              : 0,
             .out = out + (size_t)sq->first * qdim,
             .out_stride = qdim,
         };

@@ -260,7 +260,7 @@ static void run_step(eng_model *m)
             q->t_start = now;
             q->stats.prompt_tokens = s->n_prompt;
         }
-        m->batch_seqs[i] = (eng_batch_seq){nt, it->n, it->pos0, s->table, s->n_table};
+        m->batch_seqs[i] = (eng_batch_seq){nt, it->n, it->pos0, s->table, s->n_table, s->n_prompt};
         for (int t = 0; t < it->n; t++) {
             m->batch_tokens[nt + t] = s->toks[it->pos0 + t];
             m->batch_pos[nt + t] = it->pos0 + t;

@@ -155,6 +155,42 @@ out:
     return txn_close(s, own, st);
 }
 
+lode_status ret_store_index_kind_get(ret_store *s, int64_t *threshold, char *factory,
+                                     size_t factory_len)
+{
+    *threshold = 0;
+    if (factory_len) factory[0] = 0;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT key, value FROM settings WHERE key IN "
+                                "('index_approx_threshold', 'index_factory')",
+                                -1, &q, NULL);
+    if (rc != SQLITE_OK) return ret_store_dberr(s, rc, "reading the index settings");
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(q, 0);
+        const char *v = (const char *)sqlite3_column_text(q, 1);
+        if (!k || !v) continue;
+        if (!strcmp(k, "index_approx_threshold"))
+            *threshold = strtoll(v, NULL, 10);
+        else if (factory_len)
+            snprintf(factory, factory_len, "%s", v);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? LODE_OK : ret_store_dberr(s, rc, "reading the index settings");
+}
+
+lode_status ret_store_index_kind_set(ret_store *s, int64_t threshold, const char *factory)
+{
+    int own = 0;
+    lode_status st = txn_open(s, "BEGIN IMMEDIATE", &own);
+    if (st) return st;
+    char num[32];
+    snprintf(num, sizeof num, "%lld", (long long)threshold);
+    if (threshold) st = setting_put(s, "index_approx_threshold", num);
+    if (!st && factory && *factory) st = setting_put(s, "index_factory", factory);
+    return txn_close(s, own, st);
+}
+
 lode_status ret_store_vectors_put(ret_store *s, const char *model, int dim, size_t n,
                                   const int64_t *ids, const float *vecs, size_t *written)
 {
@@ -230,10 +266,14 @@ out:
 lode_status ret_store_vector_counts(ret_store *s, const char *model, int64_t *vectors,
                                     int64_t *missing)
 {
-    sqlite3_stmt *q = ret_store_stmt(
-        s, RET_STMT_VECTOR_COUNTS,
-        "SELECT (SELECT count(*) FROM vectors WHERE model = ?1), (SELECT count(*) FROM chunks c "
-        "WHERE NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_id = c.id AND v.model = ?1))");
+    /* the missing count visits every chunk: only when asked for */
+    sqlite3_stmt *q =
+        missing ? ret_store_stmt(s, RET_STMT_VECTOR_COUNTS,
+                                 "SELECT (SELECT count(*) FROM vectors WHERE model = ?1), "
+                                 "(SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM "
+                                 "vectors v WHERE v.chunk_id = c.id AND v.model = ?1))")
+                : ret_store_stmt(s, RET_STMT_VECTOR_COUNT,
+                                 "SELECT count(*), 0 FROM vectors WHERE model = ?1");
     if (!q) return stmt_failed(s);
     sqlite3_bind_text(q, 1, model ? model : "", -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
@@ -631,11 +671,17 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
                          info.model, info.dim, info.path[0] ? info.path : "?", d->model, d->dim);
         goto fail;
     }
-    if (o->approx_factory) snprintf(d->factory, sizeof d->factory, "%s", o->approx_factory);
+    int64_t threshold = 0;
+    char factory[128] = "";
+    if ((st = ret_store_index_kind_get(s, &threshold, factory, sizeof factory))) {
+        lode_seterr(err, errlen, st, "%s", ret_store_errmsg(s));
+        goto fail;
+    }
+    if (o->approx_threshold) threshold = o->approx_threshold;
+    snprintf(d->factory, sizeof d->factory, "%s", o->approx_factory ? o->approx_factory : factory);
     d->vo = (ret_vindex_opts){
         .dim = d->dim,
-        .approx_threshold =
-            o->approx_threshold ? o->approx_threshold : RET_DEFAULT_APPROX_THRESHOLD,
+        .approx_threshold = threshold ? threshold : RET_DEFAULT_APPROX_THRESHOLD,
         .approx_factory = d->factory[0] ? d->factory : NULL,
         .ef_search = o->ef_search,
         .tag = ret_dense_model_tag(d->model),
@@ -677,6 +723,19 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
     if (ls == LODE_OK && changed && d->seq != before && !strncmp(d->note, "loaded", 6)) {
         size_t l = strlen(d->note);
         snprintf(d->note + l, sizeof d->note - l, ", caught up to change %lld", (long long)d->seq);
+    }
+    /* the kind follows the size: flat below the threshold, approximate at or above it
+     * (a threshold changed since the file was written rebuilds it) */
+    int64_t live = ret_vindex_count(d->vi);
+    int want_approx = d->vo.approx_threshold > 0 && live >= d->vo.approx_threshold;
+    if (want_approx != ret_vindex_is_approx(d->vi)) {
+        snprintf(d->note, sizeof d->note, "rebuilt %s (%lld vectors, threshold %lld)",
+                 want_approx ? "approximate" : "flat", (long long)live,
+                 (long long)d->vo.approx_threshold);
+        if ((st = rebuild_locked(d, s))) {
+            lode_seterr(err, errlen, st, "%s", d->err);
+            goto fail;
+        }
     }
     if (d->dirty && save_locked(d)) LODE_WARN("%s (the index stays in memory)", d->err);
     *out = d;

@@ -80,6 +80,14 @@ typedef void (*ret_fill_progress)(void *ctx, int64_t done, int64_t total);
 lode_status ret_vectors_fill(ret_store *s, struct eng_bert *m, volatile const int *cancel,
                              ret_fill_progress progress, void *ctx, int64_t *embedded /* OUT */);
 
+/* The index kind (settings index_approx_threshold and index_factory): the number of
+ * vectors at which the index turns approximate (< 0: never) and the FAISS factory string
+ * of the approximate index. ret_dense_open uses them unless its options say otherwise.
+ * *threshold is 0 and factory "" when unset. */
+lode_status ret_store_index_kind_get(ret_store *s, int64_t *threshold /* OUT */,
+                                     char *factory /* OUT */, size_t factory_len);
+lode_status ret_store_index_kind_set(ret_store *s, int64_t threshold, const char *factory);
+
 /* ---- the dense index ----------------------------------------------------------------- */
 typedef struct ret_dense ret_dense;
 

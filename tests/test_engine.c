@@ -103,27 +103,63 @@ static void direct_close(direct *d)
     eng_backend_destroy(d->be);
 }
 
-static void forward(direct *d, const int32_t *toks, int n, int pos0, const int32_t *rows, int n_out,
-                    float *logits)
+/* n_prompt: eng_batch_seq's (0: unknown) */
+static void forward_p(direct *d, const int32_t *toks, int n, int pos0, const int32_t *rows,
+                      int n_out, float *logits, int n_prompt)
 {
     int32_t pos[512];
     for (int i = 0; i < n; i++) pos[i] = pos0 + i;
-    eng_batch_seq s = {0, n, pos0, d->table, 64};
+    eng_batch_seq s = {0, n, pos0, d->table, 64, n_prompt};
     eng_batch b = {n, toks, pos, 1, &s, n_out, rows};
     char err[512];
     if (eng_runtime_forward(d->rt, &b, logits, err, sizeof err) != LODE_OK) fail_msg("%s", err);
 }
 
+static void forward(direct *d, const int32_t *toks, int n, int pos0, const int32_t *rows, int n_out,
+                    float *logits)
+{
+    forward_p(d, toks, n, pos0, rows, n_out, logits, 0);
+}
+
+/* The fixtures were made by llama.cpp's CPU backend built for AVX-512 (see
+ * tests/data/smollm2/README.md). lode's CPU kernels follow GGML's numerics for the same
+ * ISA (activation quantization, the float order of every dot product, GGML's exp, rope
+ * angles, q and probabilities rounded to half in attention), so with the AVX-512 kernels
+ * active the logits are expected to be bit for bit those of llama.cpp and the greedy
+ * continuations identical. On another ISA (LODE_KERNELS, or a CPU without AVX-512) the
+ * exp approximation differs as it does between llama.cpp's own builds, and the checks
+ * fall back to tolerances. */
+static int exact_isa(void)
+{
+    return krn_isa_active() == KRN_ISA_AVX512;
+}
+
+/* The sanitizer build (GCC's __SANITIZE_ADDRESS__, clang's address_sanitizer feature)
+ * runs the same code paths on fewer steps: the numbers are checked by the normal build. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LODE_TEST_SAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LODE_TEST_SAN 1
+#endif
+#endif
+#ifdef LODE_TEST_SAN
+#define GREEDY_CASES 2
+#define GREEDY_STEPS 8
+#else
+#define GREEDY_CASES 5
+#define GREEDY_STEPS 64
+#endif
+
 /* Greedy continuations of the fixture prompts, as llama.cpp made them (argmax, lowest id on
- * ties). lode does not reproduce llama.cpp's float evaluation order bit for bit (its
- * summation orders, its vectorized exp, activations quantized to Q8 per block, where a
- * last-bit difference can flip an int8 rounding), so where llama.cpp's own top-2 margin
- * is small either token is a legitimate argmax. Two checks:
- *  - teacher-forced: the prompt and llama.cpp's 64 tokens in one step; at every step where
- *    llama.cpp's margin is at least MARGIN_TOL (above the largest logit difference the
- *    logits test measures), lode's argmax must be llama.cpp's token;
- *  - free-running: lode generates 64 tokens one step at a time; they must equal
- *    llama.cpp's up to the first step whose margin is below MARGIN_TOL.
+ * ties; the prompt in one step, then one token per step):
+ *  - free-running: lode generates GREEDY_STEPS tokens the same way; with the exact ISA they
+ *    must all equal llama.cpp's; otherwise up to the first step whose llama.cpp top-2
+ *    margin is below MARGIN_TOL;
+ *  - teacher-forced: the prompt and llama.cpp's 64 tokens in one step, the batch saying
+ *    where the prompt ends (so the generated positions sum attention in llama.cpp's
+ *    one-token order); with the exact ISA the argmax must be llama.cpp's token at every
+ *    step, otherwise where llama.cpp's margin is at least MARGIN_TOL.
  * Both print how much agreed. */
 #define MARGIN_TOL 1.5f
 
@@ -136,8 +172,12 @@ static void test_greedy_matches_llama_cpp(void **state)
     direct_open(&d, 64);
     int V = d.m->hp.n_vocab;
     float *logits = lode_malloc((size_t)64 * V * sizeof *logits);
-    int ok = 1;
-    for (const eng_json *c = eng_json_get(eng_json_root(doc), "cases")->child; c; c = c->next) {
+    int ok = 1, n_case = 0, exact = exact_isa();
+    if (!exact)
+        printf("kernels %s: not the ISA the fixtures were made with; margins tolerated\n",
+               krn_isa_name(krn_isa_active()));
+    for (const eng_json *c = eng_json_get(eng_json_root(doc), "cases")->child;
+         c && n_case < GREEDY_CASES; c = c->next, n_case++) {
         const char *name = eng_json_get_str(c, "name", "?");
         int32_t seq[1024], want[128], got[128], rows[64];
         float margin[128];
@@ -151,7 +191,7 @@ static void test_greedy_matches_llama_cpp(void **state)
         /* teacher-forced */
         memcpy(seq + np, want, (size_t)(ng - 1) * sizeof *want);
         for (int i = 0; i < ng; i++) rows[i] = np - 1 + i;
-        forward(&d, seq, np + ng - 1, 0, rows, ng, logits);
+        forward_p(&d, seq, np + ng - 1, 0, rows, ng, logits, np);
         int agree = 0, confident = 0, confident_agree = 0;
         for (int i = 0; i < ng; i++) {
             int32_t t = (int32_t)krn_argmax(logits + (size_t)i * V, (size_t)V);
@@ -164,19 +204,20 @@ static void test_greedy_matches_llama_cpp(void **state)
         /* free-running */
         int32_t row = np - 1, zero = 0;
         forward(&d, seq, np, 0, &row, 1, logits);
-        int match = 0;
-        for (int i = 0; i < ng; i++) {
+        int match = 0, steps = LODE_MIN(ng, GREEDY_STEPS);
+        for (int i = 0; i < steps; i++) {
             got[i] = (int32_t)krn_argmax(logits, (size_t)V);
             if (got[i] != want[i]) break;
             match++;
-            forward(&d, &got[i], 1, np + i, &zero, 1, logits);
+            if (i + 1 < steps) forward(&d, &got[i], 1, np + i, &zero, 1, logits);
         }
         printf("greedy %-13s teacher-forced argmax agrees %2d/%d (%d/%d where llama.cpp's margin "
                ">= %.1f); free-running %2d/%d tokens equal",
-               name, agree, ng, confident_agree, confident, MARGIN_TOL, match, ng);
-        if (match < ng) printf(" (llama.cpp's margin there %.3f)", margin[match]);
+               name, agree, ng, confident_agree, confident, MARGIN_TOL, match, steps);
+        if (match < steps) printf(" (llama.cpp's margin there %.3f)", margin[match]);
         printf("\n");
-        if (confident_agree != confident || (match < ng && margin[match] >= MARGIN_TOL)) ok = 0;
+        if (confident_agree != confident || (exact && agree != ng)) ok = 0;
+        if (match < steps && (exact || margin[match] >= MARGIN_TOL)) ok = 0;
     }
     lode_free(logits);
     direct_close(&d);
@@ -185,10 +226,12 @@ static void test_greedy_matches_llama_cpp(void **state)
 }
 
 /* Logits at the fixture positions: the largest difference relative to the largest
- * reference logit stays under MAX_REL; the top-1 token is the same; the top-5 sets are
- * equal, except that a token may trade places with the reference's 6th when their
- * reference logits are closer than the difference measured at that position. */
-#define MAX_REL 0.10
+ * reference logit stays under MAX_REL (measured: 0, the logits are bit for bit llama.cpp's,
+ * with the exact ISA; MAX_REL_OTHER_ISA otherwise); the top-1 token is the same; the top-5
+ * sets are equal, except that a token may trade places with the reference's 6th when
+ * their reference logits are closer than the difference measured at that position. */
+#define MAX_REL           1e-6
+#define MAX_REL_OTHER_ISA 0.10
 static void test_logits_match_llama_cpp(void **state)
 {
     if (!have_model()) skip();
@@ -199,9 +242,14 @@ static void test_logits_match_llama_cpp(void **state)
     int V = d.m->hp.n_vocab;
     assert_int_equal(eng_json_get_int(eng_json_root(doc), "n_vocab", 0), V);
     float *logits = lode_malloc((size_t)8 * V * sizeof *logits);
-    double worst = 0;
+    double worst = 0, max_rel = exact_isa() ? MAX_REL : MAX_REL_OTHER_ISA;
     int top5_ok = 1;
-    for (const eng_json *c = eng_json_get(eng_json_root(doc), "cases")->child; c; c = c->next) {
+    const eng_json *c0 = eng_json_get(eng_json_root(doc), "cases")->child;
+#ifdef LODE_TEST_SAN
+    for (const eng_json *c = c0; c; c = NULL) {
+#else
+    for (const eng_json *c = c0; c; c = c->next) {
+#endif
         int32_t prompt[1024], rows[8];
         int np = json_ints(eng_json_get(c, "prompt_ids"), prompt, 1024);
         int nr = json_ints(eng_json_get(c, "positions"), rows, 8);
@@ -241,16 +289,17 @@ static void test_logits_match_llama_cpp(void **state)
                 /* a token of ours outside the reference's top 5 must be within md of its 5th */
                 if (!found) near &= b[ta[t]] >= b[tb[4]] - 2 * md;
             }
-            printf("logits %-6s pos %3d: max |diff| %.4f, relative to max |logit| %.4f, top-1 %s, "
+            printf("logits %-6s pos %3d: max |diff| %.3g, relative to max |logit| %.3g, top-1 %s, "
                    "top-5 %s\n",
                    eng_json_get_str(c, "name", "?"), rows[r], md, md / mx,
                    ta[0] == tb[0] ? "equal" : "DIFFERS", same ? "equal" : "differ at the boundary");
             worst = fmax(worst, md / mx);
-            top5_ok &= ta[0] == tb[0] && (same || near) && md / mx < MAX_REL;
+            top5_ok &= ta[0] == tb[0] && (same || near) && md / mx < max_rel;
         }
         lode_free(ref);
     }
-    printf("logits: max relative difference %.4f\n", worst);
+    printf("logits: max relative difference %.3g (limit %.3g, kernels %s)\n", worst, max_rel,
+           krn_isa_name(krn_isa_active()));
     lode_free(logits);
     direct_close(&d);
     eng_json_free(doc);
@@ -279,7 +328,7 @@ static void test_batched_sequences(void **state)
     memcpy(toks + 5, b, sizeof b);
     for (int i = 0; i < 5; i++) pos[i] = i;
     for (int i = 0; i < 3; i++) pos[5 + i] = i;
-    eng_batch_seq seqs[2] = {{0, 5, 0, ta, 4}, {5, 3, 0, tb, 4}};
+    eng_batch_seq seqs[2] = {{0, 5, 0, ta, 4, 0}, {5, 3, 0, tb, 4, 0}};
     eng_batch batch = {8, toks, pos, 2, seqs, 2, rows};
     char err[512];
     assert_int_equal(eng_runtime_forward(d.rt, &batch, both, err, sizeof err), LODE_OK);
@@ -289,7 +338,7 @@ static void test_batched_sequences(void **state)
     int32_t next[2] = {(int32_t)krn_argmax(both, (size_t)V),
                        (int32_t)krn_argmax(both + V, (size_t)V)};
     int32_t npos[2] = {5, 3}, nrows[2] = {0, 1};
-    eng_batch_seq s2[2] = {{0, 1, 5, ta, 4}, {1, 1, 3, tb, 4}};
+    eng_batch_seq s2[2] = {{0, 1, 5, ta, 4, 0}, {1, 1, 3, tb, 4, 0}};
     eng_batch b2 = {2, next, npos, 2, s2, 2, nrows};
     assert_int_equal(eng_runtime_forward(d.rt, &b2, both, err, sizeof err), LODE_OK);
     int32_t zero = 0;

@@ -434,6 +434,34 @@ static void test_catch_up(void **state)
     fixture_close(&f);
 }
 
+/* Flat below the store's threshold, approximate (HNSW) at or above it. */
+static void test_index_kind(void **state)
+{
+    (void)state;
+    if (!have_model()) skip();
+    fixture f;
+    fixture_open(&f, 1);
+    ret_dense *d = dense_open(f.s);
+    assert_false(ret_dense_is_approx(d));
+    ret_dense_close(d);
+    assert_int_equal(ret_store_index_kind_set(f.s, 3, "HNSW16,Flat"), LODE_OK);
+    d = dense_open(f.s);
+    assert_true(ret_dense_is_approx(d));
+    assert_non_null(strstr(ret_dense_open_note(d), "approximate"));
+    assert_index_matches(f.s, d);
+    ret_dense_close(d);
+    d = dense_open(f.s); /* the saved file is approximate already: loaded as it is */
+    assert_true(ret_dense_is_approx(d));
+    assert_non_null(strstr(ret_dense_open_note(d), "loaded"));
+    ret_dense_close(d);
+    assert_int_equal(ret_store_index_kind_set(f.s, 1000, NULL), LODE_OK);
+    d = dense_open(f.s);
+    assert_false(ret_dense_is_approx(d));
+    assert_index_matches(f.s, d);
+    ret_dense_close(d);
+    fixture_close(&f);
+}
+
 /* A store embedded by another model is re-embedded, never mixed. */
 static void test_model_change(void **state)
 {
@@ -639,7 +667,7 @@ int main(void)
         cmocka_unit_test(test_mode_names),   cmocka_unit_test(test_dense_and_hybrid),
         cmocka_unit_test(test_filters),      cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_model_change), cmocka_unit_test(test_doctor_repairs),
-        cmocka_unit_test(test_kill9),
+        cmocka_unit_test(test_kill9),        cmocka_unit_test(test_index_kind),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

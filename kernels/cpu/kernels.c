@@ -291,11 +291,13 @@ lode_status krn_matmul(lode_pool *pool, lode_dtype wt, const void *W, size_t n_o
 }
 
 /* ---- f32 row operations ------------------------------------------------------------ */
+/* As GGML's rms_norm followed by its mul: squares summed in double, the mean rounded to
+ * float, x scaled first and multiplied by the weight second. */
 void krn_rmsnorm(float *y, const float *x, const float *w, size_t n, float eps)
 {
     const krn_ops *o = krn_ops_get();
-    float ss = o->sumsq(x, n);
-    float s = 1.f / sqrtf(ss / (float)n + eps);
+    float mean = (float)(o->sumsq(x, n) / (double)n);
+    float s = 1.f / sqrtf(mean + eps);
     o->mul_scale(y, x, w, s, n);
 }
 
@@ -305,6 +307,10 @@ void krn_add_rmsnorm(float *y, float *x, const float *r, const float *w, size_t 
     krn_rmsnorm(y, x, w, n, eps);
 }
 
+/* As GGML's CPU rope: the angle of pair i is pos * base^(-2i/n_rot) built by repeated
+ * float multiplication by theta_scale (not a power per pair), cosine and sine in float,
+ * and each rotated value one fused multiply-add of a rounded product (as GCC contracts
+ * GGML's x0*cos - x1*sin). */
 void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_rope_params *p)
 {
     size_t n_rot = p->n_rot ? p->n_rot : head_dim;
@@ -313,20 +319,20 @@ void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_r
     float cs[256], sn[256];
     if (half > 256) half = 256;
     float scale = p->freq_scale > 0 ? p->freq_scale : 1.f;
+    float theta_scale = powf(p->base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
     for (size_t i = 0; i < half; i++) {
-        double inv = pow((double)p->base, -2.0 * (double)i / (double)n_rot);
-        double theta = (double)pos * scale * inv;
-        if (p->freq_factors) theta /= p->freq_factors[i];
-        cs[i] = (float)cos(theta);
-        sn[i] = (float)sin(theta);
+        float ff = p->freq_factors ? p->freq_factors[i] : 1.0f;
+        sincosf(scale * (theta / ff), &sn[i], &cs[i]);
+        theta *= theta_scale;
     }
     for (size_t h = 0; h < n_head; h++) {
         float *v = x + h * head_dim;
         for (size_t i = 0; i < half; i++) {
             size_t a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;
             float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cs[i] - x1 * sn[i];
-            v[b] = x0 * sn[i] + x1 * cs[i];
+            v[a] = fmaf(x0, cs[i], -(x1 * sn[i]));
+            v[b] = fmaf(x0, sn[i], x1 * cs[i]);
         }
     }
 }
@@ -410,6 +416,48 @@ void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_t
     }
 }
 
+/* Attention follows llama.cpp's CPU graph without flash attention, so that its roundings
+ * are the same: q is rounded to half before q.k (the cache holds halves); the scores are
+ * scaled in float, exponentiated as GGML's softmax does (exp_sum) and normalized by the
+ * float of 1/sum; the probabilities are rounded to half before the product with V. Those
+ * half x half products are exact in float, so each dot product is a sum of exact terms
+ * whose order is GGML's (the caller says per position which, in several_end):
+ *  - a step of several tokens (GGML's tinyBLAS): 16 partial sums, term i into sum i % 16
+ *    in order, then the tree of _mm512_reduce_add_ps;
+ *  - a single token (ggml_vec_dot_f16): 64 partial sums over the first n & ~63 terms (n
+ *    padded as llama.cpp pads its KV view: to 32 tokens for V, the head size for K),
+ *    folded to 16 as GGML's reduce does, the same tree, then the remaining terms added in
+ *    double.
+ * Terms of masked positions are zero in GGML and left out here. */
+#define ATTN_MAX_CTX 32768
+
+/* the tree of _mm512_reduce_add_ps over 16 partial sums p[0], p[stride], ... */
+static float tree16(const float *p, size_t stride)
+{
+    float t3[8], t6[4];
+    for (int i = 0; i < 8; i++) t3[i] = p[(size_t)(i + 8) * stride] + p[(size_t)i * stride];
+    for (int i = 0; i < 4; i++) t6[i] = t3[i + 4] + t3[i];
+    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
+}
+
+/* the sum of n exact terms in GGML's order; gemm: the tinyBLAS order, else the
+ * ggml_vec_dot_f16 order with its main part ending at np */
+static float ordered_sum(const float *t, size_t n, int gemm, size_t np)
+{
+    float part[64] = {0};
+    if (gemm) {
+        for (size_t i = 0; i < n; i++) part[i % 16] += t[i];
+        return tree16(part, 1);
+    }
+    size_t m = LODE_MIN(n, np);
+    for (size_t i = 0; i < m; i++) part[i % 64] += t[i];
+    float f[16];
+    for (int i = 0; i < 16; i++) f[i] = (part[i] + part[32 + i]) + (part[16 + i] + part[48 + i]);
+    double s = tree16(f, 1);
+    for (size_t i = m; i < n; i++) s += (double)t[i];
+    return (float)s;
+}
+
 static void attn_task(void *ctx, size_t task, int thread)
 {
     const krn_attn_args *a = ctx;
@@ -420,47 +468,75 @@ static void attn_task(void *ctx, size_t task, int thread)
     size_t os = a->out_stride ? a->out_stride : a->n_head * hd;
     const float *q = a->q + qi * qs + h * hd;
     float *out = a->out + qi * os + h * hd;
-    int64_t last = a->pos0 + (int64_t)qi; /* inclusive */
-    float acc[512];
-    float sc[KRN_KV_BLOCK];
-    memset(acc, 0, hd * sizeof(float));
-    float m = -INFINITY, l = 0;
-    size_t blk_stride = a->n_kv_head * KRN_KV_BLOCK * hd;
-    for (int64_t b0 = 0; b0 <= last; b0 += KRN_KV_BLOCK) {
-        size_t phys = (size_t)a->block_table[b0 / KRN_KV_BLOCK];
-        const lode_half *kb = a->k_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
-        const lode_half *vb = a->v_cache + phys * blk_stride + kvh * KRN_KV_BLOCK * hd;
-        int ns = (int)LODE_MIN((int64_t)KRN_KV_BLOCK, last - b0 + 1);
-        if (o->attn_block && hd % 16 == 0) {
-            o->attn_block(q, kb, vb, hd, ns, a->scale, &m, &l, acc);
-            continue;
-        }
-        float bm = -INFINITY;
-        for (int s = 0; s < ns; s++) {
-            sc[s] = o->dot_f16_f32(kb + (size_t)s * hd, q, hd) * a->scale;
-            bm = fmaxf(bm, sc[s]);
-        }
-        if (bm > m) {
-            float c = expf(m - bm); /* 0 on the first block */
-            if (l > 0) o->scale(acc, c, hd);
-            l *= c;
-            m = bm;
-        }
-        for (int s = 0; s < ns; s++) {
-            float p = expf(sc[s] - m);
-            l += p;
-            o->axpy_f16(acc, p, vb + (size_t)s * hd, hd);
+    size_t n = (size_t)(a->pos0 + (int64_t)qi) + 1; /* keys 0..n-1 */
+    int gemm = a->pos0 + (int64_t)qi < a->several_end;
+    lode_half qh[512];
+    float qf[512], kf[512], t[512];
+    float sc[ATTN_MAX_CTX + 16];
+    lode_half ph[ATTN_MAX_CTX];
+    o->f32_to_f16(q, qh, hd);
+    o->f16_to_f32(qh, qf, hd);
+    int kgemm = gemm && hd % 16 == 0; /* tinyBLAS needs k % 16 */
+    size_t knp = hd & ~(size_t)63;
+    float mx = -INFINITY;
+    for (size_t j = 0; j < n; j++) {
+        const lode_half *kr =
+            a->k_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
+        o->f16_to_f32(kr, kf, hd);
+        for (size_t d = 0; d < hd; d++) t[d] = kf[d] * qf[d];
+        sc[j] = ordered_sum(t, hd, kgemm, knp) * a->scale;
+        mx = fmaxf(mx, sc[j]);
+    }
+    /* GGML exponentiates whole vectors; masked lanes give exactly 0 */
+    size_t npad = (n + 15) & ~(size_t)15;
+    for (size_t j = n; j < npad; j++) sc[j] = -INFINITY;
+    double sum = o->exp_sum(sc, sc, mx, npad);
+    float inv = (float)(1.0 / sum);
+    o->scale(sc, inv, n);
+    o->f32_to_f16(sc, ph, n);
+    o->f16_to_f32(ph, sc, n);
+    /* V: per output dim, the terms p_j * v_j[d] in GGML's order */
+    int vgemm = gemm && hd % 4 == 0; /* tinyBLAS needs m % 4 */
+    size_t n_kv = n < 32 ? 32 : (n + 31) & ~(size_t)31;
+    size_t vnp = n_kv & ~(size_t)63;
+    size_t ncls = vgemm ? 16 : 64, m = vgemm ? n : LODE_MIN(n, vnp);
+    float part[64 * 512];
+    memset(part, 0, ncls * hd * sizeof(float));
+    for (size_t j = 0; j < m; j++) {
+        const lode_half *vr =
+            a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
+        o->f16_to_f32(vr, kf, hd);
+        float *pc = part + (j % ncls) * hd, pj = sc[j];
+        for (size_t d = 0; d < hd; d++) pc[d] += pj * kf[d];
+    }
+    if (vgemm) {
+        for (size_t d = 0; d < hd; d++) out[d] = tree16(part + d, hd);
+        return;
+    }
+    float f[16 * 512];
+    for (size_t i = 0; i < 16; i++)
+        for (size_t d = 0; d < hd; d++)
+            f[i * hd + d] = (part[i * hd + d] + part[(32 + i) * hd + d]) +
+                            (part[(16 + i) * hd + d] + part[(48 + i) * hd + d]);
+    for (size_t d = 0; d < hd; d++) out[d] = tree16(f + d, hd);
+    if (m < n) {
+        for (size_t d = 0; d < hd; d++) {
+            double s = out[d];
+            for (size_t j = m; j < n; j++) {
+                const lode_half *vr =
+                    a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
+                s += (double)(sc[j] * lode_half_to_float(vr[d]));
+            }
+            out[d] = (float)s;
         }
     }
-    float inv = l > 0 ? 1.f / l : 0.f;
-    for (size_t d = 0; d < hd; d++) out[d] = acc[d] * inv;
 }
 
 lode_status krn_attention(lode_pool *pool, const krn_attn_args *a)
 {
     if (!a || !a->q || !a->k_cache || !a->v_cache || !a->block_table || !a->out ||
         a->head_dim == 0 || a->head_dim > 512 || a->n_kv_head == 0 || a->n_head == 0 ||
-        a->n_head % a->n_kv_head || a->pos0 < 0)
+        a->n_head % a->n_kv_head || a->pos0 < 0 || a->pos0 + (int64_t)a->n_q > ATTN_MAX_CTX)
         return LODE_ERR_INVALID;
     lode_parallel_for(pool, a->n_q * a->n_head, attn_task, (void *)a);
     return LODE_OK;

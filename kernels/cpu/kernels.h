@@ -163,13 +163,18 @@ typedef struct krn_attn_args {
     int64_t pos0;                       /* position of query 0; query i sees positions 0..pos0+i */
     size_t n_head, n_kv_head, head_dim; /* n_head a multiple of n_kv_head (GQA) */
     float scale;                        /* usually 1/sqrt(head_dim) */
+    int64_t several_end;                /* queries at positions below it sum in the order
+                                           llama.cpp uses in a step of several tokens, the
+                                           others in its one-token order */
     float *out;                         /* OUT (n_q, n_head, head_dim), row stride out_stride */
     size_t out_stride;                  /* floats between queries; 0 = n_head * head_dim */
 } krn_attn_args;
 
 /* Causal multi-head attention of a chunk of queries over the cache (which must already
- * hold positions 0..pos0+n_q-1), online softmax in f32, parallel over heads and queries
- * on pool (NULL: calling thread). head_dim <= 512. LODE_ERR_INVALID on bad shapes. */
+ * hold positions 0..pos0+n_q-1) with the numerics of llama.cpp's CPU attention without
+ * flash attention (q and the probabilities rounded to half, GGML's summation orders),
+ * parallel over heads and queries on pool (NULL: calling thread). head_dim <= 512,
+ * positions < 32768. LODE_ERR_INVALID on bad shapes. */
 lode_status krn_attention(lode_pool *pool, const krn_attn_args *a);
 
 #endif

@@ -28,19 +28,19 @@ typedef struct krn_ops {
     float (*dot_f16_f32)(const lode_half *x, const float *y, size_t n);
     void (*axpy_f16)(float *acc, float a, const lode_half *v, size_t n); /* acc += a*v */
     float (*dot_f32)(const float *x, const float *y, size_t n);
-    float (*sumsq)(const float *x, size_t n);
-    void (*mul_scale)(float *y, const float *x, const float *w, float s, size_t n); /* y=x*w*s */
+    /* sum of x[i]*x[i], each square rounded to float and summed in double (as GGML) */
+    double (*sumsq)(const float *x, size_t n);
+    void (*mul_scale)(float *y, const float *x, const float *w, float s, size_t n); /* (x*s)*w */
+    /* y = silu(g) * u, silu(x) = x / (1 + exp(-x)) with the same exp approximation and
+     * lane width as GGML's build for this ISA */
     void (*silu_mul)(float *y, const float *g, const float *u, size_t n);
+    /* y = exp(x - max), returns the sum in double accumulated per vector as GGML's
+     * softmax does (the lane width of the ISA, scalar expf for the tail) */
+    double (*exp_sum)(float *y, const float *x, float max, size_t n);
     void (*add)(float *y, const float *a, const float *b, size_t n);
     void (*scale)(float *x, float s, size_t n);
     void (*f16_to_f32)(const lode_half *x, float *y, size_t n);
     void (*f32_to_f16)(const float *x, lode_half *y, size_t n);
-    /* One block of ns <= KRN_KV_BLOCK keys of online-softmax attention for one query:
-     * scores q.k * scale, running max *m and sum *l, acc (head_dim) += p * v, rescaled
-     * when the max grows. Optional (NULL: kernels.c composes it from dot and axpy);
-     * only called for head_dim a multiple of 16. */
-    void (*attn_block)(const float *q, const lode_half *k, const lode_half *v, size_t hd, int ns,
-                       float scale, float *m, float *l, float *acc);
 } krn_ops;
 
 /* The active table (never NULL after krn_ops_get). */

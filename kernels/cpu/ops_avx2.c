@@ -59,9 +59,23 @@ static float a_dot_f32(const float *x, const float *y, size_t n)
     return s;
 }
 
-static float a_sumsq(const float *x, size_t n)
+/* Squares rounded to float, summed in double (four lanes; the order of a double sum of
+ * float squares does not change its rounding to float in practice). */
+static double a_sumsq(const float *x, size_t n)
 {
-    return a_dot_f32(x, x, n);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 sq = _mm256_mul_ps(v, v);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+    }
+    _Alignas(32) double t[4];
+    _mm256_store_pd(t, _mm256_add_pd(s0, s1));
+    double s = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++) s += (double)(x[i] * x[i]);
+    return s;
 }
 
 static void a_mul_scale(float *y, const float *x, const float *w, float s, size_t n)
@@ -90,25 +104,39 @@ static void a_scale(float *x, float s, size_t n)
     for (; i < n; i++) x[i] *= s;
 }
 
-/* exp(x) for x <= ~88: 2^(x log2 e) split into integer and fraction, the fraction by a
- * degree-6 polynomial (relative error ~2e-7 over the range used by SiLU). */
+/* exp(x) on 8 lanes, the approximation GGML's AVX2 build uses (so that SiLU and softmax
+ * round as in llama.cpp): x = n ln2 + b with n = round(x log2 e) (by adding 1.5 * 2^23),
+ * b reduced in two steps, exp(b) - 1 by a degree-5 polynomial in b, the power of two put
+ * into the exponent bits; |n| > 126 is rescaled in two factors, |n| > 192 saturates. */
 static inline __m256 exp8(__m256 x)
 {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(88.f));
-    __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
-    __m256 fi = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 f = _mm256_sub_ps(t, fi); /* in [-0.5, 0.5] */
-    __m256 p = _mm256_set1_ps(1.5353362e-4f);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3398874e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6184197e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5503324e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022652e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    const __m256 n = _mm256_sub_ps(z, shift);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k =
+        _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256 an = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+    const __m256 big = _mm256_cmp_ps(an, _mm256_set1_ps(126), _CMP_GT_OQ);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 hi =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 lo =
+        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, u, lo), u,
+                                     _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(big)) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g =
+        _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                         _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256 huge = _mm256_cmp_ps(an, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 mid = _mm256_blendv_ps(_mm256_fmadd_ps(k, j, k),
+                                        _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1), big);
+    return _mm256_blendv_ps(mid, _mm256_mul_ps(s1, s1), huge);
 }
 
 static void a_silu_mul(float *y, const float *g, const float *u, size_t n)
@@ -125,6 +153,22 @@ static void a_silu_mul(float *y, const float *g, const float *u, size_t n)
         float v = g[i];
         y[i] = v / (1.f + expf(-v)) * u[i];
     }
+}
+
+static double a_exp_sum(float *y, const float *x, float max, size_t n)
+{
+    double s = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(y + i, e);
+        s += (double)hsum8(e);
+    }
+    for (; i < n; i++) {
+        y[i] = expf(x[i] - max);
+        s += (double)y[i];
+    }
+    return s;
 }
 
 static void a_f16_to_f32(const lode_half *x, float *y, size_t n)
@@ -153,6 +197,7 @@ void krn_ops_init_avx2(krn_ops *o)
     o->sumsq = a_sumsq;
     o->mul_scale = a_mul_scale;
     o->silu_mul = a_silu_mul;
+    o->exp_sum = a_exp_sum;
     o->add = a_add;
     o->scale = a_scale;
     o->f16_to_f32 = a_f16_to_f32;

@@ -1,7 +1,7 @@
 /*
- * ops_avx512.c: AVX-512 versions of the f32 row primitives that gain from 16 lanes (the
- * f16 dot and axpy of attention, half conversion, dot, add, scale), and the constructor
- * of the AVX-512 table, which starts from the AVX2 one.
+ * ops_avx512.c: AVX-512 versions of the f32 row primitives that gain from 16 lanes or
+ * must follow GGML's AVX-512 build (exp for SiLU and softmax, half conversion, dot), and the
+ * constructor of the AVX-512 table, which starts from the AVX2 one.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -67,9 +67,20 @@ static float z_dot_f32(const float *x, const float *y, size_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static float z_sumsq(const float *x, size_t n)
+/* Squares rounded to float, summed in double (see the AVX2 version). */
+static double z_sumsq(const float *x, size_t n)
 {
-    return z_dot_f32(x, x, n);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        __m512 sq = _mm512_mul_ps(v, v);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(sq, 1)));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; i++) s += (double)(x[i] * x[i]);
+    return s;
 }
 
 static void z_f16_to_f32(const lode_half *x, float *y, size_t n)
@@ -92,62 +103,63 @@ static void z_f32_to_f16(const float *x, lode_half *y, size_t n)
     }
 }
 
-/* exp(x) on 16 lanes, x clamped to [-87, 88]: 2^(x log2 e) as an integer power of two
- * times a degree-6 polynomial of the fraction (relative error ~2e-7). */
+/* exp(x) on 16 lanes, the approximation GGML's AVX-512 build uses (so that SiLU and
+ * softmax round as in llama.cpp): x = n ln2 + b, n = round(x log2 e) (by adding
+ * 1.5 * 2^23), b reduced in two steps, exp(b) by a degree-5 polynomial, times 2^n by
+ * vscalefps; |n| > 192 saturates to 0 or infinity. */
 static inline __m512 exp16(__m512 x)
 {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.f));
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 fi = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, fi);
-    __m512 p = _mm512_set1_ps(1.5353362e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3398874e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6184197e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503324e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022652e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, fi);
+    const __m512 shift = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shift);
+    const __m512 n = _mm512_sub_ps(z, shift);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 huge = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 hi =
+        _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f));
+    const __m512 lo =
+        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f));
+    const __m512 j =
+        _mm512_fmadd_ps(_mm512_fmadd_ps(hi, u, lo), u,
+                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 r = _mm512_scalef_ps(j, n);
+    if (!huge) return r;
+    const __mmask16 neg = _mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ);
+    const __m512 sat = _mm512_mask_blend_ps(neg, _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(huge, r, sat);
 }
 
-static void z_attn_block(const float *q, const lode_half *k, const lode_half *v, size_t hd, int ns,
-                         float scale, float *m, float *l, float *acc)
+static void z_silu_mul(float *y, const float *g, const float *u, size_t n)
 {
-    float sc[KRN_KV_BLOCK];
-    for (int s = 0; s < ns; s++) {
-        const lode_half *ks = k + (size_t)s * hd;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-        size_t d = 0;
-        for (; d + 32 <= hd; d += 32) {
-            a0 = _mm512_fmadd_ps(load_h16(ks + d), _mm512_loadu_ps(q + d), a0);
-            a1 = _mm512_fmadd_ps(load_h16(ks + d + 16), _mm512_loadu_ps(q + d + 16), a1);
-        }
-        if (d < hd) a0 = _mm512_fmadd_ps(load_h16(ks + d), _mm512_loadu_ps(q + d), a0);
-        sc[s] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    const __m512 one = _mm512_set1_ps(1.f);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(g + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        __m512 s = _mm512_div_ps(v, _mm512_add_ps(one, e));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
     }
-    __mmask16 live = (__mmask16)((1u << ns) - 1u);
-    __m512 s16 = _mm512_mul_ps(_mm512_maskz_loadu_ps(live, sc), _mm512_set1_ps(scale));
-    float bm = _mm512_mask_reduce_max_ps(live, s16);
-    if (bm > *m) {
-        float c = expf(*m - bm); /* 0 on the first block */
-        if (*l > 0) {
-            __m512 vc = _mm512_set1_ps(c);
-            for (size_t d = 0; d < hd; d += 16)
-                _mm512_storeu_ps(acc + d, _mm512_mul_ps(_mm512_loadu_ps(acc + d), vc));
-        }
-        *l *= c;
-        *m = bm;
+    for (; i < n; i++) {
+        float v = g[i];
+        y[i] = v / (1.f + expf(-v)) * u[i];
     }
-    __m512 p = _mm512_maskz_mov_ps(live, exp16(_mm512_sub_ps(s16, _mm512_set1_ps(*m))));
-    *l += _mm512_reduce_add_ps(p);
-    _mm512_storeu_ps(sc, p);
-    for (size_t d = 0; d < hd; d += 16) {
-        __m512 a = _mm512_loadu_ps(acc + d);
-        for (int s = 0; s < ns; s++)
-            a = _mm512_fmadd_ps(_mm512_set1_ps(sc[s]), load_h16(v + (size_t)s * hd + d), a);
-        _mm512_storeu_ps(acc + d, a);
+}
+
+static double z_exp_sum(float *y, const float *x, float max, size_t n)
+{
+    double s = 0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_set1_ps(max)));
+        _mm512_storeu_ps(y + i, e);
+        s += (double)_mm512_reduce_add_ps(e);
     }
+    for (; i < n; i++) {
+        y[i] = expf(x[i] - max);
+        s += (double)y[i];
+    }
+    return s;
 }
 
 void krn_quant_avx512_init(krn_ops *o);
@@ -160,6 +172,7 @@ void krn_ops_init_avx512(krn_ops *o)
     o->sumsq = z_sumsq;
     o->f16_to_f32 = z_f16_to_f32;
     o->f32_to_f16 = z_f32_to_f16;
-    o->attn_block = z_attn_block;
+    o->silu_mul = z_silu_mul;
+    o->exp_sum = z_exp_sum;
     krn_quant_avx512_init(o);
 }

@@ -25,10 +25,10 @@ static float r_dot_f32(const float *x, const float *y, size_t n)
     return s;
 }
 
-static float r_sumsq(const float *x, size_t n)
+static double r_sumsq(const float *x, size_t n)
 {
-    float s = 0;
-    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)(x[i] * x[i]);
     return s;
 }
 
@@ -43,6 +43,16 @@ static void r_silu_mul(float *y, const float *g, const float *u, size_t n)
         float v = g[i];
         y[i] = v / (1.f + expf(-v)) * u[i];
     }
+}
+
+static double r_exp_sum(float *y, const float *x, float max, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        y[i] = expf(x[i] - max);
+        s += (double)y[i];
+    }
+    return s;
 }
 
 static void r_add(float *y, const float *a, const float *b, size_t n)
@@ -70,13 +80,13 @@ void krn_quant_ref_init(krn_ops *o);
 void krn_ops_init_scalar(krn_ops *o)
 {
     krn_quant_ref_init(o);
-    o->attn_block = NULL;
     o->dot_f16_f32 = r_dot_f16_f32;
     o->axpy_f16 = r_axpy_f16;
     o->dot_f32 = r_dot_f32;
     o->sumsq = r_sumsq;
     o->mul_scale = r_mul_scale;
     o->silu_mul = r_silu_mul;
+    o->exp_sum = r_exp_sum;
     o->add = r_add;
     o->scale = r_scale;
     o->f16_to_f32 = r_f16_to_f32;

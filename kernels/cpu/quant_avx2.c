@@ -158,7 +158,8 @@ static void aq_q8_K(const float *x, void *y, size_t n)
 
 /* ---- 32-element block tiles -------------------------------------------------------- */
 /* One tile body for all five types: KIND selects how a weight block is unpacked and
- * whether it carries a min (Q4_1/Q5_1, paired with Q8_1's s = d * sum(q)). */
+ * whether it carries a min (Q4_1/Q5_1, paired with Q8_1's s = d * sum(q)). The float
+ * side is GGML's (see quant_ref.c), so results are those of llama.cpp's x86 builds. */
 enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
 AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, float *y, size_t ldy,
@@ -223,7 +224,8 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
                 __m256i p = is_signed ? dot_ss(wa[r], wq[r], xq) : dot_us(wq[r], xq);
                 __m256 sc = _mm256_mul_ps(_mm256_set1_ps(wd[r]), xd);
                 acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc, acc[r][t]);
-                if (has_min) mins[r][t] += wm[r] * xsum;
+                if (has_min)
+                    mins[r][t] = fmaf(wm[r], xsum, mins[r][t]); /* as GCC contracts GGML's */
             }
         }
     }

@@ -553,18 +553,38 @@ static int idot32(const int *q, const int8_t *x)
     return s;
 }
 
+/* The float side of GGML's x86 dot products of 32-element blocks, which every ISA here
+ * follows so that results round as llama.cpp's do: per block, 8 lanes each get
+ * fma(d_w * d_x, integer sum of 4 consecutive products, lane); at the end the lanes are
+ * added in hsum_float_8's order. */
+static void lanes_block(float lane[8], float d, const int *q, const int8_t *x)
+{
+    for (int k = 0; k < 8; k++) {
+        int s = 0;
+        for (int j = 4 * k; j < 4 * k + 4; j++) s += q[j] * x[j];
+        lane[k] = fmaf(d, (float)s, lane[k]);
+    }
+}
+
+static float lanes_sum(const float lane[8])
+{
+    float r[4];
+    for (int i = 0; i < 4; i++) r[i] = lane[i + 4] + lane[i];
+    return (r[0] + r[2]) + (r[1] + r[3]);
+}
+
 static float dot_q4_0(size_t n, const void *w, const void *x)
 {
     const block_q4_0 *a = w;
     const block_q8_0 *b = x;
     int q[32];
-    float s = 0;
+    float lane[8] = {0};
     for (size_t i = 0; i < n / 32; i++) {
         unpack_q4(a[i].qs, q);
         for (int j = 0; j < 32; j++) q[j] -= 8;
-        s += H2F(a[i].d) * H2F(b[i].d) * (float)idot32(q, b[i].qs);
+        lanes_block(lane, H2F(a[i].d) * H2F(b[i].d), q, b[i].qs);
     }
-    return s;
+    return lanes_sum(lane);
 }
 
 static float dot_q4_1(size_t n, const void *w, const void *x)
@@ -572,12 +592,13 @@ static float dot_q4_1(size_t n, const void *w, const void *x)
     const block_q4_1 *a = w;
     const block_q8_1 *b = x;
     int q[32];
-    float s = 0;
+    float lane[8] = {0}, mins = 0;
     for (size_t i = 0; i < n / 32; i++) {
         unpack_q4(a[i].qs, q);
-        s += H2F(a[i].d) * H2F(b[i].d) * (float)idot32(q, b[i].qs) + H2F(a[i].m) * H2F(b[i].s);
+        mins = fmaf(H2F(a[i].m), H2F(b[i].s), mins);
+        lanes_block(lane, H2F(a[i].d) * H2F(b[i].d), q, b[i].qs);
     }
-    return s;
+    return lanes_sum(lane) + mins;
 }
 
 static float dot_q5_0(size_t n, const void *w, const void *x)
@@ -585,13 +606,13 @@ static float dot_q5_0(size_t n, const void *w, const void *x)
     const block_q5_0 *a = w;
     const block_q8_0 *b = x;
     int q[32];
-    float s = 0;
+    float lane[8] = {0};
     for (size_t i = 0; i < n / 32; i++) {
         unpack_q5(a[i].qs, a[i].qh, q);
         for (int j = 0; j < 32; j++) q[j] -= 16;
-        s += H2F(a[i].d) * H2F(b[i].d) * (float)idot32(q, b[i].qs);
+        lanes_block(lane, H2F(a[i].d) * H2F(b[i].d), q, b[i].qs);
     }
-    return s;
+    return lanes_sum(lane);
 }
 
 static float dot_q5_1(size_t n, const void *w, const void *x)
@@ -599,25 +620,26 @@ static float dot_q5_1(size_t n, const void *w, const void *x)
     const block_q5_1 *a = w;
     const block_q8_1 *b = x;
     int q[32];
-    float s = 0;
+    float lane[8] = {0}, mins = 0;
     for (size_t i = 0; i < n / 32; i++) {
         unpack_q5(a[i].qs, a[i].qh, q);
-        s += H2F(a[i].d) * H2F(b[i].d) * (float)idot32(q, b[i].qs) + H2F(a[i].m) * H2F(b[i].s);
+        mins = fmaf(H2F(a[i].m), H2F(b[i].s), mins);
+        lanes_block(lane, H2F(a[i].d) * H2F(b[i].d), q, b[i].qs);
     }
-    return s;
+    return lanes_sum(lane) + mins;
 }
 
 static float dot_q8_0(size_t n, const void *w, const void *x)
 {
     const block_q8_0 *a = w;
     const block_q8_0 *b = x;
-    float s = 0;
+    int q[32];
+    float lane[8] = {0};
     for (size_t i = 0; i < n / 32; i++) {
-        int acc = 0;
-        for (int j = 0; j < 32; j++) acc += a[i].qs[j] * b[i].qs[j];
-        s += H2F(a[i].d) * H2F(b[i].d) * (float)acc;
+        for (int j = 0; j < 32; j++) q[j] = a[i].qs[j];
+        lanes_block(lane, H2F(a[i].d) * H2F(b[i].d), q, b[i].qs);
     }
-    return s;
+    return lanes_sum(lane);
 }
 
 static float dot_q4_K(size_t n, const void *w, const void *x)
