@@ -9,6 +9,7 @@
 #include "common/lode.h"
 #include "engine/engine.h"
 #include "orchestrate/ask.h"
+#include "retrieval/dense.h"
 #include "retrieval/store.h"
 
 #include <curl/curl.h>
@@ -29,13 +30,17 @@ static void usage(FILE *f)
             "cited. Each answer is logged in the store (SELECT * FROM v_questions).\n\n"
             "options:\n"
             "  -k N              passages to retrieve (default %d, at most %d)\n"
-            "  --mode MODE       retrieval: auto (default), lexical, dense, hybrid\n"
-            "  --uri GLOB        only documents whose URI matches GLOB\n"
+            "  --mode MODE       retrieval: hybrid, dense or lexical (default: hybrid when\n"
+            "                    the store has vectors, else lexical)\n"
+            "  --uri GLOB        only documents whose URI matches GLOB (SQLite GLOB)\n"
+            "  --type TYPE       only documents of this media type (text/html, or text/)\n"
             "  --max-tokens N    the answer's length limit in tokens (default %d)\n"
             "  --json            print one JSON document (answer, citations, timings)\n"
             "  --store PATH      the store (default $LODE_DB or ./lode.db; also --db)\n"
             "  --model PATH      generation model, GGUF (default $LODE_MODEL or\n"
             "                    " ENG_DEFAULT_MODEL ")\n"
+            "  --embed-model PATH\n"
+            "                    the embedding model's folder (default: the store's)\n"
             "  --threads N       CPU threads of the engine (default: all)\n"
             "  --server URL      ask a running `lode serve` at URL instead (e.g.\n"
             "                    http://127.0.0.1:8080); key from --api-key or $LODE_API_KEY\n"
@@ -92,6 +97,7 @@ static void print_sources(json_t *ans, int tty)
         json_array_foreach(cit, i, c)
         {
             const char *title = jget(c, "title"), *hp = jget(c, "heading_path");
+            if (!strcmp(hp, title)) hp = "";
             printf("  [%d] %s%s%s%s\n", (int)json_integer_value(json_object_get(c, "n")),
                    *title ? title : jget(c, "uri"), *hp ? " > " : "", hp, off);
             printf("      %s%s  (chunk %lld, score %.2f)%s\n", dim, jget(c, "uri"),
@@ -105,6 +111,7 @@ static void print_sources(json_t *ans, int tty)
             int n = (int)json_integer_value(json_object_get(c, "n"));
             if (!n) continue;
             const char *title = jget(c, "title"), *hp = jget(c, "heading_path");
+            if (!strcmp(hp, title)) hp = "";
             printf("  [%d] %s%s%s  %s(%s)%s\n", n, *title ? title : jget(c, "uri"),
                    *hp ? " > " : "", hp, dim, jget(c, "uri"), off);
         }
@@ -128,13 +135,14 @@ typedef struct ask_args {
     orc_opts o;
     const char *mode;
     int json, show_prompt, no_log, threads;
-    const char *db, *model, *server, *api_key;
+    const char *db, *model, *embed_model, *server, *api_key;
 } ask_args;
 
 static int ask_local(const ask_args *x)
 {
     int rc = CLI_FAILED;
     ret_store *s = NULL;
+    ret_dense *d = NULL;
     eng_model *m = NULL;
     orc_answer *a = NULL;
     json_t *j = NULL;
@@ -155,7 +163,19 @@ static int ask_local(const ask_args *x)
         fprintf(stderr, "lode ask: cannot load the model '%s': %s\n", path, err);
         goto out;
     }
-    lode_status st = orc_prepare(s, m, x->question, &x->o, &a, err, sizeof err);
+    if (x->o.mode != ORC_MODE_LEXICAL) {
+        /* the store's dense side, for hybrid (the default when the store has vectors) */
+        ret_dense_opts dopts = {.model_path = x->embed_model, .n_threads = x->threads};
+        lode_status ds = ret_dense_open(s, &dopts, &d, err, sizeof err);
+        if (ds && x->o.mode != ORC_MODE_AUTO) {
+            fprintf(stderr, "lode ask: %s retrieval: %s\n", orc_mode_name(x->o.mode), err);
+            rc = ds == LODE_ERR_INVALID || ds == LODE_ERR_NOTFOUND ? CLI_USAGE : CLI_FAILED;
+            goto out;
+        }
+        if (ds && ds != LODE_ERR_NOTFOUND)
+            fprintf(stderr, "lode ask: %s; retrieving lexically\n", err);
+    }
+    lode_status st = orc_prepare(s, d, m, x->question, &x->o, &a, err, sizeof err);
     if (st) {
         fprintf(stderr, "lode ask: %s\n", err);
         rc = st == LODE_ERR_INVALID || st == LODE_ERR_UNSUPPORTED ? CLI_USAGE : CLI_FAILED;
@@ -186,6 +206,7 @@ out:
     json_decref(j);
     orc_answer_free(a);
     eng_model_free(m);
+    ret_dense_close(d);
     ret_store_close(s);
     return rc;
 }
@@ -267,7 +288,13 @@ static int ask_remote(const ask_args *x)
                             "stream", r.stream);
     if (req && x->o.max_tokens)
         json_object_set_new(req, "max_tokens", json_integer(x->o.max_tokens));
-    if (req && x->o.uri) json_object_set_new(req, "filters", json_pack("{s:s}", "uri", x->o.uri));
+    if (req && (x->o.uri || x->o.media_type)) {
+        json_t *f = json_object();
+        if (f && x->o.uri) json_object_set_new(f, "uri", json_string(x->o.uri));
+        if (f && x->o.media_type)
+            json_object_set_new(f, "media_type", json_string(x->o.media_type));
+        json_object_set_new(req, "filters", f);
+    }
     if (!req || !(body = json_dumps(req, JSON_COMPACT))) {
         fprintf(stderr, "lode ask: the question is not valid UTF-8\n");
         rc = CLI_USAGE;
@@ -362,7 +389,9 @@ static int cmd_ask(int argc, char **argv)
         OPT_URI,
         OPT_THREADS,
         OPT_PROMPT,
-        OPT_NOLOG
+        OPT_NOLOG,
+        OPT_EMBED,
+        OPT_TYPE
     };
     static const struct option longopts[] = {
         {"mode", required_argument, NULL, OPT_MODE},
@@ -377,6 +406,8 @@ static int cmd_ask(int argc, char **argv)
         {"threads", required_argument, NULL, OPT_THREADS},
         {"show-prompt", no_argument, NULL, OPT_PROMPT},
         {"no-log", no_argument, NULL, OPT_NOLOG},
+        {"embed-model", required_argument, NULL, OPT_EMBED},
+        {"type", required_argument, NULL, OPT_TYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -398,7 +429,7 @@ static int cmd_ask(int argc, char **argv)
             break;
         case OPT_MODE:
             if (orc_mode_parse(optarg, &x.o.mode)) {
-                fprintf(stderr, "lode ask: --mode is auto, lexical, dense or hybrid, not '%s'\n",
+                fprintf(stderr, "lode ask: --mode is hybrid, dense, lexical or auto, not '%s'\n",
                         optarg);
                 goto out;
             }
@@ -434,6 +465,12 @@ static int cmd_ask(int argc, char **argv)
                 fprintf(stderr, "lode ask: --threads must be 1..1024\n");
                 goto out;
             }
+            break;
+        case OPT_EMBED:
+            x.embed_model = optarg;
+            break;
+        case OPT_TYPE:
+            x.o.media_type = optarg;
             break;
         case OPT_PROMPT:
             x.show_prompt = 1;

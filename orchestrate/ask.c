@@ -7,13 +7,14 @@
 #include "orchestrate/ask.h"
 
 #include "retrieval/qlog.h"
-#include "retrieval/search.h"
+#include "retrieval/hybrid.h"
 
-#include <fnmatch.h>
+#include <ctype.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define SYSTEM_PROMPT                                                                              \
     "You answer questions using only the numbered passages you are given. Cite the passages "      \
@@ -27,31 +28,15 @@
 /* ---- modes ------------------------------------------------------------------------- */
 lode_status orc_mode_parse(const char *s, orc_mode *out)
 {
-    if (!s || !strcmp(s, "auto"))
-        *out = ORC_MODE_AUTO;
-    else if (!strcmp(s, "lexical") || !strcmp(s, "bm25"))
-        *out = ORC_MODE_LEXICAL;
-    else if (!strcmp(s, "dense"))
-        *out = ORC_MODE_DENSE;
-    else if (!strcmp(s, "hybrid"))
-        *out = ORC_MODE_HYBRID;
-    else
-        return LODE_ERR_INVALID;
+    int m = !s ? RET_MODE_AUTO : !strcmp(s, "bm25") ? RET_MODE_LEXICAL : ret_mode_parse(s);
+    if (m < 0) return LODE_ERR_INVALID;
+    *out = (orc_mode)m;
     return LODE_OK;
 }
 
 const char *orc_mode_name(orc_mode m)
 {
-    switch (m) {
-    case ORC_MODE_LEXICAL:
-        return "lexical";
-    case ORC_MODE_DENSE:
-        return "dense";
-    case ORC_MODE_HYBRID:
-        return "hybrid";
-    default:
-        return "auto";
-    }
+    return ret_mode_name((ret_mode)m);
 }
 
 /* ---- retrieval --------------------------------------------------------------------- */
@@ -106,47 +91,33 @@ static lode_status lexical_query(const char *question, lode_buf *out)
     return st;
 }
 
-/* The one place that asks retrieval for chunks: the k best for question under mode, with
- * the URI filter applied. On success the hits to use are (*out)->hit[0..*n_keep), best
- * first (the rest, filtered out, stay for ret_hits_free); *mode_used gets the mode that
- * ran. */
-static lode_status orc_retrieve(ret_store *s, const char *question, const orc_opts *o, int k,
-                                orc_mode *mode_used, ret_hits **out, size_t *n_keep, char *err,
+/* The one place that asks retrieval for chunks: the k best for the question under the
+ * options' mode and filter, through retrieval's one search entry point (hybrid.h). dense
+ * may be NULL (then AUTO means lexical). The lexical side gets the question without its
+ * question words; so does the dense side, whose embedding they would only blur. */
+static lode_status orc_retrieve(ret_store *s, ret_dense *dense, const char *question,
+                                const orc_opts *o, int k, ret_results **out, char *err,
                                 size_t errlen)
 {
-    orc_mode mode = o->mode == ORC_MODE_AUTO ? ORC_MODE_LEXICAL : o->mode;
-    *mode_used = mode;
-    *n_keep = 0;
-    if (mode != ORC_MODE_LEXICAL)
-        return lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
-                           "retrieval mode '%s' is not available in this build (use 'lexical')",
-                           orc_mode_name(mode));
-    ret_search_opts so = {0};
-    /* a URI filter is applied to the ranked hits, so fetch more to keep k after it */
-    so.k = o->uri ? LODE_MIN(k * 10, RET_SEARCH_MAX_K) : k;
-    so.hl_open = "";
-    so.hl_close = "";
-    so.ellipsis = "...";
-    so.snippet_tokens = 32;
-    lode_buf q = LODE_BUF_INIT;
-    lode_status st = lexical_query(question, &q);
+    ret_query q = {0};
+    lode_buf text = LODE_BUF_INIT;
+    lode_status st = lexical_query(question, &text);
     if (st) return lode_seterr(err, errlen, st, "out of memory");
-    st = ret_search_bm25(s, q.data, &so, out);
-    lode_buf_free(&q);
+    q.text = text.data;
+    q.k = k;
+    q.mode = (ret_mode)o->mode;
+    q.filter.path_glob = o->uri;
+    q.filter.media_type = o->media_type;
+    q.hl_open = "";
+    q.hl_close = "";
+    q.ellipsis = "...";
+    q.snippet_tokens = 32;
+    st = ret_hybrid_search(s, dense, &q, out);
+    lode_buf_free(&text);
+    if (st == LODE_ERR_UNSUPPORTED)
+        return lode_seterr(err, errlen, st, "retrieval mode '%s' is not available: %s",
+                           orc_mode_name(o->mode), ret_store_errmsg(s));
     if (st) return lode_seterr(err, errlen, st, "search failed: %s", ret_store_errmsg(s));
-    ret_hits *h = *out;
-    if (!o->uri) {
-        *n_keep = h->n;
-        return LODE_OK;
-    }
-    size_t w = 0;
-    for (size_t i = 0; i < h->n && w < (size_t)k; i++) {
-        if (fnmatch(o->uri, h->hit[i].uri, 0) != 0) continue;
-        ret_hit t = h->hit[w];
-        h->hit[w++] = h->hit[i];
-        h->hit[i] = t;
-    }
-    *n_keep = w;
     return LODE_OK;
 }
 
@@ -339,7 +310,7 @@ static char *dup_or_empty(const char *s)
     return lode_strdup(s ? s : "");
 }
 
-lode_status orc_prepare(ret_store *store, eng_model *model, const char *question,
+lode_status orc_prepare(ret_store *store, ret_dense *dense, eng_model *model, const char *question,
                         const orc_opts *opts, orc_answer **out, char *err, size_t errlen)
 {
     orc_opts o = {0};
@@ -374,10 +345,7 @@ lode_status orc_prepare(ret_store *store, eng_model *model, const char *question
                            max_tokens, info.n_ctx);
 
     lode_status st = LODE_OK;
-    ret_hits *hits = NULL;
-    char **texts = NULL;
-    int64_t *ids = NULL;
-    size_t n_hits = 0;
+    ret_results *res = NULL;
     orc_answer *a = lode_calloc(1, sizeof *a);
     if (!a) return lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
     a->t0_ns = t0;
@@ -403,36 +371,25 @@ lode_status orc_prepare(ret_store *store, eng_model *model, const char *question
     }
 
     /* retrieve */
-    if ((st = orc_retrieve(store, a->question, &o, k, &a->mode, &hits, &n_hits, err, errlen)))
+    if ((st = orc_retrieve(store, dense, a->question, &o, k, &res, err, errlen))) goto out;
+    a->mode = (orc_mode)res->mode;
+    snprintf(a->retrieval_note, sizeof a->retrieval_note, "%s", res->note);
+    if (res->n && !(a->passages = lode_calloc(res->n, sizeof *a->passages))) {
+        st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
         goto out;
-    if (n_hits) {
-        if (!(ids = lode_malloc(n_hits * sizeof *ids)) ||
-            !(a->passages = lode_calloc(n_hits, sizeof *a->passages))) {
+    }
+    for (size_t i = 0; i < res->n; i++) {
+        const ret_result *h = &res->r[i];
+        orc_passage *p = &a->passages[a->n_passages++];
+        p->chunk_id = h->chunk_id;
+        p->document_id = h->document_id;
+        p->score = h->score;
+        if (!(p->text = dup_or_empty(h->text)) || !(p->uri = dup_or_empty(h->uri)) ||
+            !(p->title = dup_or_empty(h->title)) ||
+            !(p->heading_path = dup_or_empty(h->heading_path)) ||
+            !(p->snippet = dup_or_empty(h->snippet))) {
             st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
             goto out;
-        }
-        for (size_t i = 0; i < n_hits; i++) ids[i] = hits->hit[i].chunk_id;
-        if ((st = ret_chunk_texts(store, ids, n_hits, &texts))) {
-            lode_seterr(err, errlen, st, "cannot read the retrieved chunks: %s",
-                        ret_store_errmsg(store));
-            goto out;
-        }
-        for (size_t i = 0; i < n_hits; i++) {
-            const ret_hit *h = &hits->hit[i];
-            if (!texts[i]) continue; /* deleted between search and read */
-            orc_passage *p = &a->passages[a->n_passages];
-            p->chunk_id = h->chunk_id;
-            p->document_id = h->document_id;
-            p->score = h->score;
-            p->text = texts[i];
-            texts[i] = NULL;
-            a->n_passages++;
-            if (!(p->uri = dup_or_empty(h->uri)) || !(p->title = dup_or_empty(h->title)) ||
-                !(p->heading_path = dup_or_empty(h->heading_path)) ||
-                !(p->snippet = dup_or_empty(h->snippet))) {
-                st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
-                goto out;
-            }
         }
     }
     int64_t t1 = lode_now_ns();
@@ -449,9 +406,7 @@ lode_status orc_prepare(ret_store *store, eng_model *model, const char *question
     *out = a;
     a = NULL;
 out:
-    if (texts) ret_strv_free(texts, n_hits);
-    lode_free(ids);
-    ret_hits_free(hits);
+    ret_results_free(res);
     orc_answer_free(a);
     return st;
 }
@@ -518,6 +473,18 @@ size_t orc_citations_extract(const char *text, size_t len, size_t n_used, int *o
     size_t n = 0;
     int nums[128];
     for (size_t i = 0; i < len; i++) {
+        if ((text[i] | 32) == 'p' && (i == 0 || !isalnum((unsigned char)text[i - 1])) &&
+            len - i > 9 && !strncasecmp(text + i, "passage ", 8)) {
+            /* "passage 2", as small models often write instead of [2] */
+            size_t j = i + 8;
+            long v = 0;
+            while (j < len && isdigit((unsigned char)text[j]) && v < 100000)
+                v = v * 10 + (text[j++] - '0');
+            if (j > i + 8 && (j == len || !isalnum((unsigned char)text[j])) && v >= 1 &&
+                (size_t)v <= n_used)
+                add_cite(out, max, &n, (int)v);
+            continue;
+        }
         if (text[i] != '[') continue;
         size_t nn = 0;
         size_t used = parse_marker(text + i + 1, len - i - 1, nums, LODE_ARRAY_LEN(nums), &nn);

@@ -29,6 +29,7 @@
 
 #include "common/lode.h"
 #include "engine/engine.h"
+#include "retrieval/dense.h"
 #include "retrieval/store.h"
 
 #include <jansson.h>
@@ -43,12 +44,13 @@
 #define ORC_NO_PASSAGES_ANSWER                                                                     \
     "I found nothing in the store about this question, so I cannot answer it."
 
-/* How passages are retrieved. AUTO is the best this build has. */
+/* How passages are retrieved (retrieval/hybrid.h's modes, in the same order). AUTO is
+ * hybrid when the store has vectors and a dense side is given, else lexical. */
 typedef enum orc_mode {
     ORC_MODE_AUTO = 0,
     ORC_MODE_LEXICAL, /* BM25 over FTS5 */
     ORC_MODE_DENSE,   /* embeddings (FAISS) */
-    ORC_MODE_HYBRID,  /* both, fused */
+    ORC_MODE_HYBRID,  /* both, fused by reciprocal rank */
 } orc_mode;
 
 /* "auto", "lexical" (or "bm25"), "dense", "hybrid". LODE_ERR_INVALID for anything else. */
@@ -56,11 +58,13 @@ lode_status orc_mode_parse(const char *s, orc_mode *out /* OUT */);
 const char *orc_mode_name(orc_mode m);
 
 typedef struct orc_opts {
-    int k;              /* chunks retrieved, 1..ORC_MAX_K; 0: ORC_DEFAULT_K */
-    orc_mode mode;      /* AUTO: the best available */
-    const char *uri;    /* filter: only documents whose URI matches this glob (fnmatch);
-                           NULL: all */
-    int max_tokens;     /* the answer's budget in tokens; 0: ORC_DEFAULT_MAX_TOKENS */
+    int k;                  /* chunks retrieved, 1..ORC_MAX_K; 0: ORC_DEFAULT_K */
+    orc_mode mode;          /* AUTO: the best available */
+    const char *uri;        /* filter: only documents whose URI matches this SQLite GLOB
+                               ("*lang_*.html"); NULL: all */
+    const char *media_type; /* filter: only this media type ("text/html") or prefix ending
+                               in '/' ("text/"); NULL: all */
+    int max_tokens;         /* the answer's budget in tokens; 0: ORC_DEFAULT_MAX_TOKENS */
     int passage_tokens; /* the most tokens of one passage's text; 0: ORC_DEFAULT_PASSAGE_TOKNS */
     eng_sampling sampling;
     int has_sampling; /* 0: greedy with a mild repetition penalty (tiny models loop) */
@@ -96,7 +100,8 @@ typedef struct orc_passage {
  * and complete once on_done ran (the passages and prompt already after orc_prepare). */
 typedef struct orc_answer {
     char *question;
-    orc_mode mode; /* the mode used (never AUTO) */
+    orc_mode mode;            /* the mode used (never AUTO) */
+    char retrieval_note[256]; /* why AUTO fell back to lexical, else "" */
     int k;
     orc_passage *passages; /* n_passages retrieved, in rank order */
     size_t n_passages;
@@ -126,12 +131,13 @@ typedef struct orc_answer {
 } orc_answer;
 
 /* Stages retrieve and prompt: validates the question (non-empty, valid UTF-8, at most
- * ORC_MAX_QUESTION_BYTES) and options, searches the store, and assembles the prompt for
- * model. On success *out is a new answer (free with orc_answer_free). Errors, with a
- * message in err: LODE_ERR_INVALID (bad question or option), LODE_ERR_UNSUPPORTED (the
- * mode is not built), LODE_ERR_RANGE (the question alone and the answer budget do not fit
- * the context), the store's status (LODE_ERR_BUSY, LODE_ERR_DB), LODE_ERR_NOMEM. */
-lode_status orc_prepare(ret_store *store, eng_model *model, const char *question,
+ * ORC_MAX_QUESTION_BYTES) and options, searches the store (dense: its dense side for dense
+ * and hybrid retrieval, or NULL), and assembles the prompt for model. On success *out is a new
+ * answer (free with orc_answer_free). Errors, with a message in err: LODE_ERR_INVALID (bad question
+ * or option), LODE_ERR_UNSUPPORTED (dense or hybrid without a dense side or on a store without
+ * vectors), LODE_ERR_RANGE (the question alone and the answer budget do not fit the context), the
+ * store's status (LODE_ERR_BUSY, LODE_ERR_DB), LODE_ERR_NOMEM. */
+lode_status orc_prepare(ret_store *store, ret_dense *dense, eng_model *model, const char *question,
                         const orc_opts *opts, orc_answer **out /* OUT */, char *err, size_t errlen);
 
 /* Stages prefill and decode: submits the prompt. on_delta (may be NULL) receives the
@@ -163,8 +169,9 @@ const char *orc_finish_name(const orc_answer *a);
  * answer text out (the stream has sent it). A new reference, or NULL for no memory. */
 json_t *orc_answer_json(const orc_answer *a, int with_answer);
 
-/* The citations in text[0..len): markers [n], [n, m], [n; m] and [n-m] (a range) naming
- * passages 1..n_used. Writes the distinct numbers, in order of first appearance, to
+/* The citations in text[0..len): markers [n], [n, m], [n; m], [n-m] (a range) and
+ * [Passage n], and the words "passage n" (as small models write), naming passages
+ * 1..n_used. Writes the distinct numbers, in order of first appearance, to
  * out[0..max) and returns how many there are (at most max). */
 size_t orc_citations_extract(const char *text, size_t len, size_t n_used, int *out /* OUT */,
                              size_t max);

@@ -1,5 +1,5 @@
 /*
- * qlog.c: chunk texts by id and the question log (see qlog.h). The log row is one INSERT,
+ * qlog.c: the question log (see qlog.h). The log row is one INSERT,
  * atomic on its own; its JSON columns hold only numbers, written here directly.
  */
 #include "retrieval/qlog.h"
@@ -9,45 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-lode_status ret_chunk_texts(ret_store *s, const int64_t *ids, size_t n, char ***texts)
-{
-    lode_status st = LODE_OK;
-    sqlite3_stmt *q = NULL;
-    char **v = NULL;
-    *texts = NULL;
-    if (n == 0) {
-        *texts = lode_calloc(1, sizeof *v);
-        return *texts ? LODE_OK : LODE_ERR_NOMEM;
-    }
-    if (!(v = lode_calloc(n, sizeof *v))) return LODE_ERR_NOMEM;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT text FROM chunks WHERE id = ?1", -1, &q, NULL);
-    if (rc != SQLITE_OK) {
-        st = ret_store_dberr(s, rc, "reading chunk texts");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        sqlite3_reset(q);
-        sqlite3_bind_int64(q, 1, ids[i]);
-        rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW) {
-            const char *t = (const char *)sqlite3_column_text(q, 0);
-            if (!(v[i] = lode_strdup(t ? t : ""))) {
-                st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-        } else if (rc != SQLITE_DONE) {
-            st = ret_store_dberr(s, rc, "reading chunk texts");
-            goto out;
-        }
-    }
-    *texts = v;
-    v = NULL;
-out:
-    sqlite3_finalize(q);
-    if (v) ret_strv_free(v, n);
-    return st;
-}
 
 static int utf8_ok(const char *p)
 {

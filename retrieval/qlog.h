@@ -1,8 +1,6 @@
 /*
- * qlog.h: what the answer path reads from and writes to the store beyond search: the
- * full text of retrieved chunks (search hits carry only a snippet) and the question log,
- * one row per answered question in the table `questions` (sql/migrations/0005), which
- * users study with SQL through the view v_questions.
+ * qlog.h: the question log: one row per answered question in the table `questions`
+ * (sql/migrations/0005), which users study with SQL through the view v_questions.
  */
 #ifndef LODE_RETRIEVAL_QLOG_H
 #define LODE_RETRIEVAL_QLOG_H
@@ -12,11 +10,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* The text of chunks ids[0..n). On success *texts is an array of n strings (freed with
- * ret_strv_free(*texts, n)); a chunk that no longer exists gets NULL. Returns
- * LODE_ERR_BUSY/LODE_ERR_DB for store trouble (message in ret_store_errmsg). */
-lode_status ret_chunk_texts(ret_store *s, const int64_t *ids, size_t n, char ***texts /* OUT */);
 
 /* One retrieved chunk as the log records it. */
 typedef struct ret_qlog_hit {

@@ -410,7 +410,8 @@ lode_status ret_vindex_save(ret_vindex *v, const char *path, int64_t change_seq)
 {
     lode_status rc = LODE_OK;
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%.4000s.tmp", path);
+    /* a name of this process: two processes saving at once must not share a file */
+    snprintf(tmp, sizeof tmp, "%.4000s.tmp.%ld", path, (long)getpid());
     pthread_rwlock_rdlock(&v->lock);
     FILE *f = fopen(tmp, "wb");
     if (!f) {

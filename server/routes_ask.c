@@ -1,6 +1,7 @@
 /*
  * routes_ask.c: POST /v1/ask, the RAG answer path over HTTP (orchestrate/ask.h).
- * Body: {question, k, mode, filters: {uri}, stream, max_tokens, temperature, seed, model}.
+ * Body: {question, k, mode, filters: {uri, media_type}, stream, max_tokens, temperature,
+ * seed, model}.
  * Retrieval and prompt assembly run in the handler (the store under store_mu), generation
  * on the engine. Without streaming the connection is deferred until the answer is
  * complete and gets one JSON object (answer, citations, passages, timings, usage); with
@@ -184,6 +185,7 @@ typedef struct ask_req {
     const char *model;
     const char *mode;
     const char *uri;
+    const char *media_type;
     int64_t k, max_tokens, seed;
     double temperature;
     int has_seed, has_temperature;
@@ -231,17 +233,19 @@ static lode_status parse(srv_conn *c, ask_req *r, srv_error *e)
         json_t *v;
         json_object_foreach(filters, key, v)
         {
-            if (strcmp(key, "uri") != 0) {
+            if (strcmp(key, "uri") != 0 && strcmp(key, "media_type") != 0) {
                 char field[160];
                 snprintf(field, sizeof field, "filters.%.100s", key);
                 srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, field,
                               "unknown filter '%.100s' (filters: uri, a glob on the document's "
-                              "URI)",
+                              "URI; media_type)",
                               key);
                 return LODE_ERR_INVALID;
             }
         }
-        if ((st = lode_json_get_string(filters, "uri", "filters.uri", 0, &r->uri, NULL, &je))) {
+        if ((st = lode_json_get_string(filters, "uri", "filters.uri", 0, &r->uri, NULL, &je)) ||
+            (st = lode_json_get_string(filters, "media_type", "filters.media_type", 0,
+                                       &r->media_type, NULL, &je))) {
             srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
             return st;
         }
@@ -291,7 +295,7 @@ void srv_h_ask(srv_conn *c)
     orc_opts o = {0};
     if (orc_mode_parse(r.mode, &o.mode)) {
         srv_reply_errorf(c, 400, "invalid_request_error", NULL, "mode",
-                         "'mode' is auto, lexical, dense or hybrid, not '%.60s'", r.mode);
+                         "'mode' is auto, hybrid, dense or lexical, not '%.60s'", r.mode);
         goto out;
     }
     eng_model *m = s->be ? s->be->model : NULL;
@@ -310,6 +314,7 @@ void srv_h_ask(srv_conn *c)
     if (!srv_need_store(c)) goto out;
     o.k = (int)r.k;
     o.uri = r.uri;
+    o.media_type = r.media_type;
     o.max_tokens = (int)r.max_tokens;
     if (r.has_temperature || r.has_seed) {
         eng_sampling_default(&o.sampling);
@@ -319,7 +324,7 @@ void srv_h_ask(srv_conn *c)
         o.has_sampling = 1;
     }
     pthread_mutex_lock(&s->store_mu);
-    lode_status st = orc_prepare(s->be->store, m, r.question, &o, &a, err, sizeof err);
+    lode_status st = orc_prepare(s->be->store, NULL, m, r.question, &o, &a, err, sizeof err);
     pthread_mutex_unlock(&s->store_mu);
     if (st) {
         reply_prepare_error(c, st, err);

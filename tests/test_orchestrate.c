@@ -16,12 +16,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/bert.h"
 #include "engine/engine.h"
 #include "orchestrate/ask.h"
+#include "retrieval/dense.h"
 #include "retrieval/qlog.h"
 #include "retrieval/store.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define EMBED_PATH "models/all-MiniLM-L6-v2"
 #define N_CTX      512
 #define SHA        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -141,6 +144,8 @@ static void test_citations(void **state)
     expect_cites("Adjacent [2][1].", 4, (int[]){2, 1}, 2);
     expect_cites("A range [1-3].", 4, (int[]){1, 2, 3}, 3);
     expect_cites("Words first [Passage 2] and [source 1].", 2, (int[]){2, 1}, 2);
+    expect_cites("Passage 2: it rebuilds the file, as passage 1 says.", 3, (int[]){2, 1}, 2);
+    expect_cites("passage 4 is not given; passage 12a and passages 1 are no citations", 3, NULL, 0);
     /* passages that do not exist, and things that are not markers */
     expect_cites("Out of range [7] and [0].", 3, NULL, 0);
     expect_cites("Not markers: [a], [1 2], [x1], [], [1, and a[i] index [2", 3, NULL, 0);
@@ -165,21 +170,24 @@ static void test_modes_and_bad_input(void **state)
     ret_store *s = open_store();
     orc_answer *a = NULL;
     char err[512];
-    assert_int_equal(orc_prepare(s, model, "   \n", NULL, &a, err, sizeof err), LODE_ERR_INVALID);
+    assert_int_equal(orc_prepare(s, NULL, model, "   \n", NULL, &a, err, sizeof err),
+                     LODE_ERR_INVALID);
     assert_non_null(strstr(err, "empty"));
-    assert_int_equal(orc_prepare(s, model, "bad \xff utf8", NULL, &a, err, sizeof err),
+    assert_int_equal(orc_prepare(s, NULL, model, "bad \xff utf8", NULL, &a, err, sizeof err),
                      LODE_ERR_INVALID);
     orc_opts o = {.k = ORC_MAX_K + 1};
-    assert_int_equal(orc_prepare(s, model, "vacuum", &o, &a, err, sizeof err), LODE_ERR_INVALID);
+    assert_int_equal(orc_prepare(s, NULL, model, "vacuum", &o, &a, err, sizeof err),
+                     LODE_ERR_INVALID);
     o = (orc_opts){.mode = ORC_MODE_DENSE};
-    assert_int_equal(orc_prepare(s, model, "vacuum", &o, &a, err, sizeof err),
+    assert_int_equal(orc_prepare(s, NULL, model, "vacuum", &o, &a, err, sizeof err),
                      LODE_ERR_UNSUPPORTED);
     o = (orc_opts){.max_tokens = N_CTX};
-    assert_int_equal(orc_prepare(s, model, "vacuum", &o, &a, err, sizeof err), LODE_ERR_RANGE);
+    assert_int_equal(orc_prepare(s, NULL, model, "vacuum", &o, &a, err, sizeof err),
+                     LODE_ERR_RANGE);
     /* a question that alone overflows the context once the answer is reserved */
     char *q = long_text("question", 30);
     o = (orc_opts){.max_tokens = 200};
-    assert_int_equal(orc_prepare(s, model, q, &o, &a, err, sizeof err), LODE_ERR_RANGE);
+    assert_int_equal(orc_prepare(s, NULL, model, q, &o, &a, err, sizeof err), LODE_ERR_RANGE);
     assert_non_null(strstr(err, "context"));
     free(q);
     assert_null(a);
@@ -208,7 +216,7 @@ static void test_prompt_budget(void **state)
     for (int max_tokens = 100; max_tokens <= 300; max_tokens += 100) {
         orc_answer *a = NULL;
         orc_opts o = {.k = 4, .max_tokens = max_tokens, .passage_tokens = 400};
-        lode_status st = orc_prepare(s, model, "pager journals", &o, &a, err, sizeof err);
+        lode_status st = orc_prepare(s, NULL, model, "pager journals", &o, &a, err, sizeof err);
         if (st) fprintf(stderr, "prepare: %s\n", err);
         assert_int_equal(st, LODE_OK);
         assert_int_equal(a->n_passages, 4);
@@ -244,7 +252,8 @@ static void test_prompt_budget(void **state)
     /* short passages: each is cut to passage_tokens */
     orc_answer *a = NULL;
     orc_opts o = {.k = 2, .max_tokens = 16, .passage_tokens = 20};
-    assert_int_equal(orc_prepare(s, model, "pager journals", &o, &a, err, sizeof err), LODE_OK);
+    assert_int_equal(orc_prepare(s, NULL, model, "pager journals", &o, &a, err, sizeof err),
+                     LODE_OK);
     assert_int_equal(a->n_used, 2);
     for (size_t i = 0; i < 2; i++) {
         assert_true(a->passages[i].truncated);
@@ -261,7 +270,7 @@ static void test_uri_filter(void **state)
     char err[512];
     orc_answer *a = NULL;
     orc_opts o = {.k = 3, .uri = "*/pager2.txt", .max_tokens = 16};
-    assert_int_equal(orc_prepare(s, model, "pager", &o, &a, err, sizeof err), LODE_OK);
+    assert_int_equal(orc_prepare(s, NULL, model, "pager", &o, &a, err, sizeof err), LODE_OK);
     assert_int_equal(a->n_passages, 1);
     assert_string_equal(a->passages[0].uri, "file:///docs/pager2.txt");
     orc_answer_free(a);
@@ -295,7 +304,7 @@ static void test_answer_and_log(void **state)
     orc_answer *a = NULL;
     orc_opts o = {.k = 3, .max_tokens = 8};
     assert_int_equal(
-        orc_prepare(s, model, "What does the VACUUM command do?", &o, &a, err, sizeof err),
+        orc_prepare(s, NULL, model, "What does the VACUUM command do?", &o, &a, err, sizeof err),
         LODE_OK);
     assert_string_equal(a->passages[0].uri, "file:///docs/vacuum.html");
     assert_string_equal(a->passages[0].title, "VACUUM");
@@ -372,7 +381,7 @@ static void test_no_passages(void **state)
     ret_store *s = open_store();
     char err[512];
     orc_answer *a = NULL;
-    assert_int_equal(orc_prepare(s, model, "zyxwv qqqq", NULL, &a, err, sizeof err), LODE_OK);
+    assert_int_equal(orc_prepare(s, NULL, model, "zyxwv qqqq", NULL, &a, err, sizeof err), LODE_OK);
     assert_int_equal(a->n_passages, 0);
     assert_true(a->no_passages);
     deltas d = {0};
@@ -413,13 +422,52 @@ static void test_qlog_bad_input(void **state)
     q.n_hits = 1;
     int64_t id = 0;
     assert_int_equal(ret_qlog_add(s, &q, &id), LODE_OK);
-    char **texts = NULL;
-    int64_t ids[2] = {1, 999999};
-    assert_int_equal(ret_chunk_texts(s, ids, 2, &texts), LODE_OK);
-    assert_non_null(texts[0]);
-    assert_null(texts[1]);
-    ret_strv_free(texts, 2);
     ret_store_close(s);
+}
+
+/* With the store embedded (the default embedding model), AUTO retrieves hybrid, and a
+ * paraphrase without the document's words finds it through the dense side. */
+static void test_hybrid(void **state)
+{
+    NEED_MODEL();
+    if (access(EMBED_PATH "/model.safetensors", R_OK) != 0) {
+        fprintf(stderr, "skipped: %s is missing (make model fetches it)\n", EMBED_PATH);
+        skip();
+    }
+    char err[1024];
+    eng_bert *bert = NULL;
+    eng_bert_opts bo = {.n_threads = 2};
+    assert_int_equal(eng_bert_load(EMBED_PATH, &bo, &bert, err, sizeof err), LODE_OK);
+    ret_store *s = open_store();
+    assert_int_equal(
+        ret_store_embed_set(s, eng_bert_name(bert), eng_bert_dim(bert), EMBED_PATH, NULL), LODE_OK);
+    assert_int_equal(ret_vectors_fill(s, bert, NULL, NULL, NULL, NULL), LODE_OK);
+    ret_dense *d = NULL;
+    ret_dense_opts dopts = {.model = bert, .no_save = 1};
+    assert_int_equal(ret_dense_open(s, &dopts, &d, err, sizeof err), LODE_OK);
+
+    orc_answer *a = NULL;
+    orc_opts o = {.k = 2, .max_tokens = 8};
+    assert_int_equal(
+        orc_prepare(s, d, model, "How can I reclaim unused disk space?", &o, &a, err, sizeof err),
+        LODE_OK);
+    assert_int_equal(a->mode, ORC_MODE_HYBRID);
+    assert_string_equal(a->retrieval_note, "");
+    assert_string_equal(a->passages[0].uri, "file:///docs/vacuum.html");
+    orc_answer_free(a);
+    /* dense alone: words the document does not have */
+    o.mode = ORC_MODE_DENSE;
+    assert_int_equal(orc_prepare(s, d, model, "shrinking a bloated file", &o, &a, err, sizeof err),
+                     LODE_OK);
+    assert_int_equal(a->mode, ORC_MODE_DENSE);
+    assert_true(a->n_passages >= 1);
+    json_t *j = orc_answer_json(a, 0);
+    assert_string_equal(json_string_value(json_object_get(j, "mode")), "dense");
+    json_decref(j);
+    orc_answer_free(a);
+    ret_dense_close(d);
+    ret_store_close(s);
+    eng_bert_destroy(bert);
 }
 
 int main(void)
@@ -428,7 +476,7 @@ int main(void)
         cmocka_unit_test(test_citations),      cmocka_unit_test(test_modes_and_bad_input),
         cmocka_unit_test(test_prompt_budget),  cmocka_unit_test(test_uri_filter),
         cmocka_unit_test(test_answer_and_log), cmocka_unit_test(test_no_passages),
-        cmocka_unit_test(test_qlog_bad_input),
+        cmocka_unit_test(test_qlog_bad_input), cmocka_unit_test(test_hybrid),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

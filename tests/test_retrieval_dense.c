@@ -652,6 +652,100 @@ static void test_doctor_repairs(void **state)
     fixture_close(&f);
 }
 
+/* Runs `lode args...` with stdout into out (a file); returns its exit status. */
+static int run_lode(const char *const *args, const char *out)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(nul, 2);
+        char *argv[32];
+        int n = 0;
+        argv[n++] = (char *)lode_bin();
+        for (; args[n - 1] && n < 31; n++) argv[n] = (char *)args[n - 1];
+        argv[n] = NULL;
+        execv(lode_bin(), argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    lode_buf b = LODE_BUF_INIT;
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) lode_buf_append(&b, tmp, n);
+    fclose(f);
+    return lode_buf_take(&b);
+}
+
+/* The commands: lode search's modes and JSON, lode doctor's exit status. */
+static void test_cli(void **state)
+{
+    (void)state;
+    if (!have_model()) skip();
+    if (access(lode_bin(), X_OK) != 0) {
+        print_message("no %s (make builds it): skipped\n", lode_bin());
+        skip();
+    }
+    fixture f;
+    fixture_open(&f, 1);
+    char out[4300];
+    snprintf(out, sizeof out, "%s/out.txt", f.dir);
+    const char *a1[] = {"search", "--db",  f.db,
+                        "--json", "-k",    "2",
+                        "--mode", "dense", "shrinking bloated db storage",
+                        NULL};
+    assert_int_equal(run_lode(a1, out), 0);
+    char *o = slurp(out);
+    assert_non_null(strstr(o, "\"mode\": \"dense\""));
+    assert_non_null(strstr(o, "vacuum.md"));
+    lode_free(o);
+    const char *a2[] = {"search", "--db",      f.db,    "--json",
+                        "--path", "*/fk.html", "table", NULL}; /* hybrid by default */
+    assert_int_equal(run_lode(a2, out), 0);
+    o = slurp(out);
+    assert_non_null(strstr(o, "\"mode\": \"hybrid\""));
+    assert_non_null(strstr(o, "fk.html"));
+    assert_null(strstr(o, "wal.md"));
+    lode_free(o);
+    const char *a3[] = {"search", "--db", f.db, "--mode", "fuzzy", "x", NULL};
+    assert_int_equal(run_lode(a3, out), 2);
+    const char *a4[] = {"doctor", "--db", f.db, NULL};
+    assert_int_equal(run_lode(a4, out), 0);
+    o = slurp(out);
+    assert_non_null(strstr(o, "0 problems"));
+    lode_free(o);
+    /* a broken index file: doctor says so (exit 1), --repair fixes it (exit 0) */
+    char idx[4300];
+    snprintf(idx, sizeof idx, "%s.faiss", f.db);
+    assert_int_equal(truncate(idx, 10), 0);
+    assert_int_equal(run_lode(a4, out), 1);
+    const char *a5[] = {"doctor", "--db", f.db, "--repair", NULL};
+    assert_int_equal(run_lode(a5, out), 0);
+    assert_int_equal(run_lode(a4, out), 0);
+    fixture_close(&f);
+    /* a lexical-only store: dense search is refused, the default falls back */
+    fixture_open(&f, 0);
+    snprintf(out, sizeof out, "%s/out.txt", f.dir);
+    const char *b1[] = {"search", "--db", f.db, "--mode", "dense", "vacuum", NULL};
+    assert_int_equal(run_lode(b1, out), 1);
+    const char *b2[] = {"search", "--db", f.db, "--json", "vacuum", NULL};
+    assert_int_equal(run_lode(b2, out), 0);
+    o = slurp(out);
+    assert_non_null(strstr(o, "\"mode\": \"lexical\""));
+    lode_free(o);
+    fixture_close(&f);
+}
+
 static int teardown_all(void **state)
 {
     (void)state;
@@ -668,6 +762,7 @@ int main(void)
         cmocka_unit_test(test_filters),      cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_model_change), cmocka_unit_test(test_doctor_repairs),
         cmocka_unit_test(test_kill9),        cmocka_unit_test(test_index_kind),
+        cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

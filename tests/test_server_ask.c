@@ -4,7 +4,8 @@
  * is missing), and checks with libcurl: a plain answer (citations, passages, timings,
  * usage, the question-log row), the streamed answer (deltas, the final event, [DONE]),
  * every kind of bad input with its error object, the empty store, and a server without a
- * model. Answers are kept to a few tokens so each test takes seconds. */
+ * model; and `lode ask`, in-process and through the server (--server). Answers are kept
+ * to a few tokens so each test takes seconds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,6 +157,15 @@ static void stop(server *s)
         }
         usleep(10000);
     }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "server exit: %s %d after %.1f s; its log:\n",
+                WIFEXITED(status) ? "status" : "signal",
+                WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), now_s() - t0);
+        char cat[200];
+        snprintf(cat, sizeof cat, "cat '%s' >&2", s->log);
+        if (system(cat)) {
+        }
+    }
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
@@ -287,6 +297,26 @@ static void check_answer(json_t *v, const char *finish_want)
     }
 }
 
+/* Runs `lode ask ARGS` (a shell-quoted string); returns its stdout (malloc'd) and its
+ * exit status in *rc. */
+static char *run_ask(const char *args, int *rc)
+{
+    const char *b = getenv("LODE_BUILD");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/lode ask --threads 2 %s 2>/dev/null", b && *b ? b : "build",
+             args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while (len < cap - 1 && (got = fread(out + len, 1, cap - 1 - len, p)) > 0) len += got;
+    out[len] = 0;
+    int st = pclose(p);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
 /* ---- tests ------------------------------------------------------------------------- */
 
 static void test_ask_plain_and_stream(void **state)
@@ -360,6 +390,22 @@ static void test_ask_plain_and_stream(void **state)
     json_decref(final);
     free(r.body);
     assert_int_equal(logged(&s, "How is WAL mode checkpointed?", 1), 1);
+
+    /* lode ask --server: the streamed answer, then the sources (or the passages given) */
+    char args[512];
+    int rc = -1;
+    snprintf(args, sizeof args,
+             "--server http://127.0.0.1:%d/ -k 2 --max-tokens 4 'What does VACUUM do?'", s.port);
+    char *out = run_ask(args, &rc);
+    if (rc != 0) fprintf(stderr, "lode ask --server: %d\n%s\n", rc, out);
+    assert_int_equal(rc, 0);
+    assert_true(strstr(out, "Sources\n") || strstr(out, "passages it was given"));
+    assert_non_null(strstr(out, "file:///docs/lang_vacuum.html"));
+    free(out);
+    assert_int_equal(logged(&s, "What does VACUUM do?", 1), 1);
+    snprintf(args, sizeof args, "--server http://127.0.0.1:%d --mode fuzzy x", s.port);
+    free(run_ask(args, &rc));
+    assert_int_equal(rc, 2);
     stop(&s);
 }
 
@@ -419,6 +465,45 @@ static void test_ask_empty_store(void **state)
     stop(&s);
 }
 
+/* lode ask in-process: JSON output, the log, and its errors. */
+static void test_ask_cli(void **state)
+{
+    NEED_MODEL();
+    server s;
+    make_store(&s, 1);
+    char args[512];
+    int rc = -1;
+    snprintf(args, sizeof args, "--store %s --max-tokens 4 --json 'How are foreign keys enabled?'",
+             s.db);
+    char *out = run_ask(args, &rc);
+    assert_int_equal(rc, 0);
+    json_t *v = json_of(out);
+    check_answer(v, NULL);
+    json_t *p0 = json_array_get(json_object_get(v, "passages"), 0);
+    assert_string_equal(json_string_value(json_object_get(p0, "uri")),
+                        "file:///docs/foreignkeys.html");
+    json_decref(v);
+    free(out);
+    assert_int_equal(logged(&s, "How are foreign keys enabled?", 1), 1);
+    /* --no-log leaves no row; a missing store and a bad option fail with their codes */
+    snprintf(args, sizeof args, "--db %s --max-tokens 2 --no-log 'How are foreign keys enabled?'",
+             s.db);
+    free(run_ask(args, &rc));
+    assert_int_equal(rc, 0);
+    assert_int_equal(logged(&s, "How are foreign keys enabled?", 1), 1);
+    snprintf(args, sizeof args, "--store %s/none.db x", s.dir);
+    free(run_ask(args, &rc));
+    assert_int_equal(rc, 1);
+    free(run_ask("-k 0 x", &rc));
+    assert_int_equal(rc, 2);
+    free(run_ask("", &rc));
+    assert_int_equal(rc, 2);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s.dir);
+    if (system(cmd)) {
+    }
+}
+
 static void test_ask_without_model(void **state)
 {
     server s;
@@ -432,9 +517,8 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ask_plain_and_stream),
-        cmocka_unit_test(test_ask_bad_input),
-        cmocka_unit_test(test_ask_empty_store),
+        cmocka_unit_test(test_ask_plain_and_stream), cmocka_unit_test(test_ask_bad_input),
+        cmocka_unit_test(test_ask_empty_store),      cmocka_unit_test(test_ask_cli),
         cmocka_unit_test(test_ask_without_model),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
