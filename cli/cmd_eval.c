@@ -1,7 +1,8 @@
 /*
  * cmd_eval.c: `lode eval retrieval FILE.jsonl`, the retrieval quality of a store on a set
  * of questions whose answers are known: recall at 1, 5 and k, MRR@k and nDCG@k, one row
- * per search mode, so a change to chunking, ranking or fusion is judged by numbers.
+ * per search mode (lexical, dense, hybrid, each through ret_hybrid_search as `lode
+ * search` runs it), so a change to chunking, ranking or fusion is judged by numbers.
  *
  * Each line of the file is a JSON object: "query" (the question), and either "relevant"
  * (the documents that answer it: source URIs, or path suffixes such as "lang_vacuum.html"
@@ -20,6 +21,8 @@
  */
 #include "cli/cli.h"
 #include "common/lode.h"
+#include "retrieval/dense.h"
+#include "retrieval/hybrid.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
 
@@ -60,43 +63,45 @@ typedef struct eval_result {
     int first_rank; /* 1-based rank of the first relevant item, 0 when none in k */
 } eval_result;
 
-/* A search mode: runs query and returns up to depth chunk hits, best first. */
-typedef struct eval_mode {
-    const char *name;
-    lode_status (*search)(ret_store *s, const char *query, int depth, ret_hits **out);
-} eval_mode;
+/* The search modes judged, in table order. */
+static const ret_mode MODES[] = {RET_MODE_LEXICAL, RET_MODE_DENSE, RET_MODE_HYBRID};
+#define N_MODES 3
 
-static lode_status search_lexical(ret_store *s, const char *query, int depth, ret_hits **out)
-{
-    ret_search_opts o = {.k = depth, .mode = RET_MATCH_AUTO};
-    return ret_search_bm25(s, query, &o, out);
-}
-
-static const eval_mode MODES[] = {
-    {"lexical", search_lexical},
-};
+/* Fusion and model settings passed to every search. */
+typedef struct eval_opts {
+    double rrf_k, w_lexical, w_dense;
+    const char *embed_model;
+} eval_opts;
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: lode eval retrieval [OPTIONS] FILE.jsonl\n\n"
-               "Runs each question of FILE.jsonl against the store and reports recall@1, @5 and\n"
-               "@k, MRR@k and nDCG@k per search mode, with the median search time.\n"
-               "Each line of FILE is a JSON object:\n"
-               "  {\"id\": \"q1\", \"query\": \"how do I shrink the database file\",\n"
-               "   \"relevant\": [\"lang_vacuum.html\"]}\n"
-               "\"relevant\" lists the documents that answer it (a source URI, or a path suffix\n"
-               "matching URIs that end in /SUFFIX; A|B: either page will do); instead, \"answers\" "
-               "lists strings of which\n"
-               "one must occur in a retrieved chunk (case and spacing ignored).\n\n"
-               "options:\n"
-               "  --mode MODE    lexical or all (default all: every mode of this build)\n"
-               "  -k N           depth of the ranking judged (default 10, 5..100)\n"
-               "  --json         one JSON document with every mode's metrics and per-query ranks\n"
-               "  -v, --verbose  list each query whose answer is not in the first k, per mode\n"
-               "  --db PATH      the store (default $LODE_DB or ./lode.db)\n"
-               "  -h, --help     this text\n\n"
-               "Exit status: 0 when every query ran, 1 when the store or a search failed,\n"
-               "2 for a usage error or a malformed FILE (the message names the line).\n");
+    fprintf(f,
+            "usage: lode eval retrieval [OPTIONS] FILE.jsonl\n\n"
+            "Runs each question of FILE.jsonl against the store and reports recall@1, @5 and\n"
+            "@k, MRR@k and nDCG@k per search mode, with the median and p99 search time.\n"
+            "Each line of FILE is a JSON object:\n"
+            "  {\"id\": \"q1\", \"query\": \"how do I shrink the database file\",\n"
+            "   \"relevant\": [\"lang_vacuum.html\"]}\n"
+            "\"relevant\" lists the documents that answer it (a source URI, or a path suffix\n"
+            "matching URIs that end in /SUFFIX; \"a.html|b.html\": either one will do);\n"
+            "instead, \"answers\" lists strings of which one must occur in a retrieved chunk\n"
+            "(case and spacing ignored).\n\n"
+            "options:\n"
+            "  --mode MODE    lexical, dense, hybrid or all (default all: lexical, and dense\n"
+            "                 and hybrid when the store has vectors)\n"
+            "  -k N           depth of the ranking judged (default 10, 5..100)\n"
+            "  --rrf-k X      hybrid: the k of reciprocal rank fusion (default %g)\n"
+            "  --w-lexical X, --w-dense X\n"
+            "                 hybrid: the weights of the two lists (default 1 and 1)\n"
+            "  --embed-model PATH\n"
+            "                 the embedding model's folder (default: the store's)\n"
+            "  --json         one JSON document with every mode's metrics and per-query ranks\n"
+            "  -v, --verbose  list each query whose answer is not in the first k, per mode\n"
+            "  --db PATH      the store (default $LODE_DB or ./lode.db)\n"
+            "  -h, --help     this text\n\n"
+            "Exit status: 0 when every query ran, 1 when the store or a search failed,\n"
+            "2 for a usage error or a malformed FILE (the message names the line).\n",
+            RET_RRF_K_DEFAULT);
 }
 
 static void query_free(eval_query *q)
@@ -337,31 +342,20 @@ static size_t check_targets(ret_store *s, const eval_set *set, const char *path)
     return missing;
 }
 
-/* The chunk's text, normalized like answers; NULL when missing or out of memory. */
-static char *chunk_text(sqlite3_stmt *st, int64_t chunk_id)
-{
-    sqlite3_reset(st);
-    sqlite3_bind_int64(st, 1, chunk_id);
-    if (sqlite3_step(st) != SQLITE_ROW) return NULL;
-    const char *t = (const char *)sqlite3_column_text(st, 0);
-    return t ? normalize(t) : NULL;
-}
-
 static double dcg_at(int rank)
 {
     return 1.0 / log2((double)rank + 1.0);
 }
 
 /* Judges one query's hits. cuts[] are the recall cut-offs, the last being k. */
-static void judge(const eval_query *q, const ret_hits *h, int k, const int *cuts,
-                  sqlite3_stmt *text_st, eval_result *r)
+static void judge(const eval_query *q, const ret_results *h, int k, const int *cuts, eval_result *r)
 {
     memset(r->recall, 0, sizeof r->recall);
     r->rr = r->ndcg = 0;
     r->first_rank = 0;
     if (q->by_answer) {
         for (size_t i = 0; i < h->n && (int)i < k; i++) {
-            char *t = chunk_text(text_st, h->hit[i].chunk_id);
+            char *t = normalize(h->r[i].text ? h->r[i].text : "");
             int hit = 0;
             for (size_t a = 0; t && !hit && a < q->n_targets; a++)
                 hit = strstr(t, q->targets[a]) != NULL;
@@ -385,7 +379,7 @@ static void judge(const eval_query *q, const ret_hits *h, int k, const int *cuts
     int rank = 0;
     double dcg = 0;
     for (size_t i = 0; i < h->n && rank < k; i++) {
-        const ret_hit *x = &h->hit[i];
+        const ret_result *x = &h->r[i];
         int dup = 0;
         for (size_t j = 0; j < n_seen && !dup; j++) dup = seen[j] == x->document_id;
         if (dup) continue;
@@ -423,12 +417,12 @@ typedef struct mode_summary {
 } mode_summary;
 
 /* Runs every query of set in one mode. Returns LODE_OK or the failing search's status. */
-static lode_status run_mode(ret_store *s, const eval_mode *m, const eval_set *set, int k,
-                            const int *cuts, sqlite3_stmt *text_st, mode_summary *sum)
+static lode_status run_mode(ret_store *s, ret_dense *d, ret_mode mode, const eval_opts *eo,
+                            const eval_set *set, int k, const int *cuts, mode_summary *sum)
 {
     lode_status st = LODE_OK;
     double *ms = lode_malloc(set->n * sizeof *ms);
-    sum->name = m->name;
+    sum->name = ret_mode_name(mode);
     sum->per_query = lode_calloc(set->n, sizeof *sum->per_query);
     if (!ms || !sum->per_query) {
         st = LODE_ERR_NOMEM;
@@ -436,20 +430,25 @@ static lode_status run_mode(ret_store *s, const eval_mode *m, const eval_set *se
     }
     for (size_t i = 0; i < set->n; i++) {
         const eval_query *q = &set->q[i];
-        int depth = q->by_answer ? k : LODE_MIN(k * DOC_DEPTH, RET_SEARCH_MAX_K);
-        ret_hits *h = NULL;
+        ret_query rq = {.text = q->query,
+                        .k = q->by_answer ? k : LODE_MIN(k * DOC_DEPTH, RET_SEARCH_MAX_K),
+                        .mode = mode,
+                        .rrf_k = eo->rrf_k,
+                        .w_lexical = eo->w_lexical,
+                        .w_dense = eo->w_dense};
+        ret_results *h = NULL;
         double t0 = lode_now_s();
-        st = m->search(s, q->query, depth, &h);
+        st = ret_hybrid_search(s, d, &rq, &h);
         ms[i] = (lode_now_s() - t0) * 1e3;
         if (st) {
-            fprintf(stderr, "lode eval: %s search of '%s' failed: %s\n", m->name, q->query,
+            fprintf(stderr, "lode eval: %s search of '%s' failed: %s\n", sum->name, q->query,
                     ret_store_errmsg(s));
             goto out;
         }
         eval_result *r = &sum->per_query[i];
-        judge(q, h, k, cuts, text_st, r);
+        judge(q, h, k, cuts, r);
         r->ms = ms[i];
-        ret_hits_free(h);
+        ret_results_free(h);
         for (int c = 0; c < N_CUTS; c++) sum->recall[c] += r->recall[c];
         sum->mrr += r->rr;
         sum->ndcg += r->ndcg;
@@ -459,7 +458,7 @@ static lode_status run_mode(ret_store *s, const eval_mode *m, const eval_set *se
     sum->ndcg /= (double)set->n;
     qsort(ms, set->n, sizeof *ms, cmp_double);
     sum->p50_ms = ms[(set->n - 1) / 2];
-    sum->p99_ms = ms[(size_t)((double)(set->n - 1) * 0.99)];
+    sum->p99_ms = ms[(size_t)((double)(set->n - 1) * 0.99 + 0.5)];
 out:
     lode_free(ms);
     return st;
@@ -472,13 +471,13 @@ static void print_table(const char *file, const eval_set *set, const mode_summar
     for (size_t i = 0; i < set->n; i++) n_doc += !set->q[i].by_answer;
     printf("%zu queries from %s (%zu judged by document, %zu by answer string)\n\n", set->n, file,
            n_doc, set->n - n_doc);
-    printf("| mode | R@%d | R@%d | R@%d | MRR@%d | nDCG@%d | p50 ms |\n", cuts[0], cuts[1], cuts[2],
-           k, k);
-    printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+    printf("| mode | R@%d | R@%d | R@%d | MRR@%d | nDCG@%d | p50 ms | p99 ms |\n", cuts[0], cuts[1],
+           cuts[2], k, k);
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (size_t m = 0; m < n_modes; m++) {
         const mode_summary *s = &sums[m];
-        printf("| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f |\n", s->name, s->recall[0],
-               s->recall[1], s->recall[2], s->mrr, s->ndcg, s->p50_ms);
+        printf("| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f | %.1f |\n", s->name, s->recall[0],
+               s->recall[1], s->recall[2], s->mrr, s->ndcg, s->p50_ms, s->p99_ms);
     }
     if (!verbose) return;
     for (size_t m = 0; m < n_modes; m++) {
@@ -537,18 +536,35 @@ static int print_json(const char *file, const eval_set *set, const mode_summary 
     return rc == 0 ? CLI_OK : CLI_FAILED;
 }
 
+/* A number option's value, or -1 with a message for one that is not a number >= 0. */
+static double num_arg(const char *name, const char *v)
+{
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= 0) || x > 1e6) {
+        fprintf(stderr, "lode eval: --%s wants a number >= 0, not '%s'\n", name, v);
+        return -1;
+    }
+    return x;
+}
+
 static int eval_retrieval(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_DB, OPT_MODE };
+    enum { OPT_JSON = 256, OPT_DB, OPT_MODE, OPT_RRF, OPT_WL, OPT_WD, OPT_EMBED };
     static const struct option longopts[] = {
         {"json", no_argument, NULL, OPT_JSON},
         {"db", required_argument, NULL, OPT_DB},
         {"mode", required_argument, NULL, OPT_MODE},
+        {"rrf-k", required_argument, NULL, OPT_RRF},
+        {"w-lexical", required_argument, NULL, OPT_WL},
+        {"w-dense", required_argument, NULL, OPT_WD},
+        {"embed-model", required_argument, NULL, OPT_EMBED},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *db = cli_default_db(), *mode = "all";
+    eval_opts eo = {0};
     int json = 0, verbose = 0, k = 10, c;
     optind = 1;
     opterr = 0;
@@ -573,6 +589,18 @@ static int eval_retrieval(int argc, char **argv)
         case OPT_MODE:
             mode = optarg;
             break;
+        case OPT_RRF:
+            if ((eo.rrf_k = num_arg("rrf-k", optarg)) < 0) return CLI_USAGE;
+            break;
+        case OPT_WL:
+            if ((eo.w_lexical = num_arg("w-lexical", optarg)) < 0) return CLI_USAGE;
+            break;
+        case OPT_WD:
+            if ((eo.w_dense = num_arg("w-dense", optarg)) < 0) return CLI_USAGE;
+            break;
+        case OPT_EMBED:
+            eo.embed_model = optarg;
+            break;
         case 'v':
             verbose = 1;
             break;
@@ -589,45 +617,48 @@ static int eval_retrieval(int argc, char **argv)
         usage(stderr);
         return CLI_USAGE;
     }
-    const eval_mode *run[LODE_ARRAY_LEN(MODES)];
-    size_t n_run = 0;
-    for (size_t m = 0; m < LODE_ARRAY_LEN(MODES); m++)
-        if (!strcmp(mode, "all") || !strcmp(mode, MODES[m].name)) run[n_run++] = &MODES[m];
-    if (!n_run) {
-        fprintf(stderr, "lode eval: unknown --mode '%s' (this build has:", mode);
-        for (size_t m = 0; m < LODE_ARRAY_LEN(MODES); m++) fprintf(stderr, " %s", MODES[m].name);
-        fprintf(stderr, ", all)\n");
+    int all = !strcmp(mode, "all"), one = all ? -1 : ret_mode_parse(mode);
+    if (!all && (one != RET_MODE_LEXICAL && one != RET_MODE_DENSE && one != RET_MODE_HYBRID)) {
+        fprintf(stderr, "lode eval: unknown --mode '%s' (lexical, dense, hybrid or all)\n", mode);
         return CLI_USAGE;
     }
     const int cuts[N_CUTS] = {1, 5, k};
     const char *file = argv[optind];
     eval_set set = {0};
-    mode_summary sums[LODE_ARRAY_LEN(MODES)];
+    mode_summary sums[N_MODES];
     memset(sums, 0, sizeof sums);
     ret_store *s = NULL;
-    sqlite3_stmt *text_st = NULL;
+    ret_dense *d = NULL;
     int status = read_set(file, &set);
     if (status != CLI_OK) goto out;
     status = CLI_FAILED;
-    char err[512];
+    char err[1024];
     if (ret_store_open(db, RET_STORE_READONLY | RET_STORE_UPGRADE, &s, err, sizeof err)) {
         fprintf(stderr, "lode eval: %s\n", err);
         goto out;
     }
-    if (sqlite3_prepare_v2(ret_store_sqlite(s), "SELECT text FROM chunks WHERE id = ?1", -1,
-                           &text_st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "lode eval: %s\n", sqlite3_errmsg(ret_store_sqlite(s)));
-        goto out;
+    if (all || one != RET_MODE_LEXICAL) {
+        ret_dense_opts dopts = {.model_path = eo.embed_model, .no_save = 1};
+        lode_status ds = ret_dense_open(s, &dopts, &d, err, sizeof err);
+        if (ds && !all) {
+            fprintf(stderr, "lode eval: %s search: %s\n", mode, err);
+            goto out;
+        }
+        if (ds) fprintf(stderr, "lode eval: %s; judging lexical search only\n", err);
     }
     check_targets(s, &set, file);
-    for (size_t m = 0; m < n_run; m++)
-        if (run_mode(s, run[m], &set, k, cuts, text_st, &sums[m])) goto out;
+    size_t n_run = 0;
+    for (size_t m = 0; m < N_MODES; m++) {
+        if (!all && (int)MODES[m] != one) continue;
+        if (MODES[m] != RET_MODE_LEXICAL && !d) continue;
+        if (run_mode(s, d, MODES[m], &eo, &set, k, cuts, &sums[n_run++])) goto out;
+    }
     status = json ? print_json(file, &set, sums, n_run, k, cuts)
                   : (print_table(file, &set, sums, n_run, k, cuts, verbose), CLI_OK);
     if (fflush(stdout) != 0) status = CLI_FAILED;
 out:
-    for (size_t m = 0; m < LODE_ARRAY_LEN(MODES); m++) lode_free(sums[m].per_query);
-    sqlite3_finalize(text_st);
+    for (size_t m = 0; m < N_MODES; m++) lode_free(sums[m].per_query);
+    ret_dense_close(d);
     ret_store_close(s);
     set_free(&set);
     return status;

@@ -213,6 +213,7 @@ static void test_metrics(void **state)
     const char *t = read_all(f->out);
     assert_non_null(strstr(t, "| lexical | 0.417 | 0.750 | 0.750 | 0.639 | 0.624 |"));
     assert_non_null(strstr(t, "q6 (line 7): petals"));
+    assert_non_null(strstr(read_all(f->err), "judging lexical search only"));
 }
 
 static void test_bad_input(void **state)
@@ -242,6 +243,11 @@ static void test_bad_input(void **state)
     write_file(f->file, "{\"query\": \"zebra\", \"relevant\": [\"alpha.txt\"]}\n");
     const char *mode[] = {"eval", "retrieval", "--db", f->db, "--mode", "psychic", f->file, NULL};
     assert_int_equal(run_lode(mode, f->out, f->err), 2);
+    /* the store has no vectors: dense search cannot run */
+    const char *dense[] = {"eval", "retrieval", "--db", f->db, "--mode", "dense", f->file, NULL};
+    assert_int_equal(run_lode(dense, f->out, f->err), 1);
+    const char *rrf[] = {"eval", "retrieval", "--db", f->db, "--rrf-k", "-3", f->file, NULL};
+    assert_int_equal(run_lode(rrf, f->out, f->err), 2);
     const char *nodb[] = {"eval", "retrieval", "--db", "/nonexistent/x.db", f->file, NULL};
     assert_int_equal(run_lode(nodb, f->out, f->err), 1);
     const char *nofile[] = {"eval", "retrieval", "--db", f->db, "/nonexistent/q.jsonl", NULL};
