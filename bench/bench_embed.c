@@ -1,7 +1,8 @@
 /*
  * bench_embed.c: embedding throughput of lode's BERT encoder (engine/bert.h) on a file of
  * chunks (one a line), at the given thread counts, and the GEMM behind it against the
- * row-dot krn_matmul on the encoder's largest projection. Prints markdown table rows;
+ * row-dot krn_matmul on the encoder's largest projection (f32 packed, and 16-bit VNNI where
+ * the CPU has it). Prints markdown table rows;
  * bench/bench_retrieval.sh runs it beside sentence-transformers on the same chunks.
  *
  *   bench_embed MODEL_DIR CHUNKS_FILE THREADS...
@@ -96,6 +97,22 @@ static void gemm_compare(int threads)
         : P.isa    ? "avx2"
                    : "C",
         flop / best_p / 1e9, flop / best_d / 1e9, best_d / best_p);
+    krn_packed_q16 Q;
+    if (krn_pack_q16(W, N, K, &Q) == LODE_OK) {
+        void *scratch = lode_aligned_alloc(64, krn_gemm_q16_scratch(M, K));
+        double best_q = 1e9;
+        for (int r = 0; r < 3 && scratch; r++) {
+            double t0 = lode_now_s();
+            krn_gemm_q16(pool, &Q, X, K, M, Y, N, NULL, scratch);
+            if (lode_now_s() - t0 < best_q) best_q = lode_now_s() - t0;
+        }
+        printf("| q16 %zux%zux%zu, %d thread%s | 16-bit VNNI GEMM %.1f GOP/s | krn_matmul %.1f "
+               "GFLOP/s | %.2fx |\n",
+               M, N, K, threads, threads > 1 ? "s" : "", flop / best_q / 1e9, flop / best_d / 1e9,
+               best_d / best_q);
+        lode_aligned_free(scratch);
+        krn_packed_q16_free(&Q);
+    }
     krn_packed_free(&P);
     lode_pool_destroy(pool);
     free(W);
