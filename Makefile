@@ -276,3 +276,13 @@ $(B)/bench/bench_engine: $(B)/obj/bench/bench_engine.o $(LIB)
 bench-engine:
 	$(MAKE) -j2 $(B)/bench/bench_engine
 	bench/bench_engine.sh $(B)/bench/bench_engine
+
+# ---- serving core benchmark (bench/bench_sched.c; appends to bench/RESULTS.md) ---------
+$(B)/bench/bench_sched: $(B)/obj/bench/bench_sched.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-sched
+bench-sched:
+	$(MAKE) -j2 $(B)/bench/bench_sched
+	bench/bench_sched.sh $(B)/bench/bench_sched

@@ -253,8 +253,9 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
                 preempt(s, v, p, 0);
             }
             if (q->n_table == 0 && s->o.prefix_cache && !q->want_prompt) {
-                /* keep at least the last token to compute: its logits are needed */
-                int max_b = (q->n_toks - 1) / ENG_KV_BLOCK;
+                /* keep at least the last token to compute: its logits are needed; and
+                 * reuse only blocks of the prompt (see eng_sched_commit) */
+                int max_b = LODE_MIN((q->n_toks - 1) / ENG_KV_BLOCK, q->n_prompt / ENG_KV_BLOCK);
                 int first = q->cached_tokens < 0;
                 int got = eng_kvcache_lookup(s->kv, q->toks, max_b, first ? q->n_prompt : 0,
                                              q->table, &q->chain);
@@ -353,8 +354,12 @@ void eng_sched_commit(eng_sched *s, const eng_sched_plan *p)
         q->n_computed = it->pos0 + it->n;
         if (q->want_prompt)
             q->lp_next = LODE_MAX(q->lp_next, LODE_MIN(q->n_computed, q->n_prompt - 1));
+        /* Only blocks inside the prompt are published: the CPU backend sums attention in
+         * one order for prompt positions and in another for generated ones (as llama.cpp
+         * does, see backend.h n_prompt), so K/V of a generated position could differ
+         * from the same tokens computed as a prompt, and a reuse would not be exact. */
         if (s->o.prefix_cache)
-            while ((q->n_published + 1) * ENG_KV_BLOCK <= q->n_computed) {
+            while ((q->n_published + 1) * ENG_KV_BLOCK <= LODE_MIN(q->n_computed, q->n_prompt)) {
                 const int32_t *t = q->toks + (size_t)q->n_published * ENG_KV_BLOCK;
                 uint64_t h = eng_kvcache_hash(q->chain, t);
                 eng_kvcache_publish(s->kv, q->table[q->n_published], q->chain, h, t);

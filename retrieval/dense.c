@@ -28,6 +28,7 @@ struct ret_dense {
     char index_path[4096];
     int no_save;
     int64_t seq;           /* the change sequence vi reflects */
+    int64_t vv;            /* the store's vectors_version vi reflects */
     int dirty;             /* vi changed since it was saved */
     sqlite3 *seen_db;      /* the connection of the last sync ... */
     int64_t seen_version;  /* ... its PRAGMA data_version then ... */
@@ -120,6 +121,38 @@ static lode_status setting_put(ret_store *s, const char *key, const char *value)
     return rc == SQLITE_DONE ? LODE_OK : ret_store_dberr(s, rc, "writing a setting");
 }
 
+/* Vectors written without a change row (fills, repairs, a model change) bump the setting
+ * vectors_version, so an index knows to look at the vector count again. */
+static lode_status bump_vectors_version(ret_store *s)
+{
+    return sqlite3_exec(s->db,
+                        "INSERT INTO settings(key, value) VALUES ('vectors_version', 1) ON "
+                        "CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                        NULL, NULL, NULL) == SQLITE_OK
+               ? LODE_OK
+               : ret_store_dberr(s, sqlite3_errcode(s->db), "bumping vectors_version");
+}
+
+/* The latest change's sequence and the vectors_version, both cheap to read. */
+static lode_status read_state(ret_store *s, int64_t *seq, int64_t *vv)
+{
+    sqlite3_stmt *q = ret_store_stmt(
+        s, RET_STMT_DENSE_STATE,
+        "SELECT (SELECT coalesce(max(seq), 0) FROM changes), coalesce((SELECT CAST(value AS "
+        "INTEGER) FROM settings WHERE key = 'vectors_version'), 0)");
+    if (!q) return stmt_failed(s);
+    int rc = sqlite3_step(q);
+    lode_status st = LODE_OK;
+    if (rc == SQLITE_ROW) {
+        *seq = sqlite3_column_int64(q, 0);
+        *vv = sqlite3_column_int64(q, 1);
+    } else {
+        st = ret_store_dberr(s, rc, "reading the change sequence");
+    }
+    sqlite3_reset(q);
+    return st;
+}
+
 lode_status ret_store_embed_set(ret_store *s, const char *model, int dim, const char *path,
                                 int64_t *dropped)
 {
@@ -148,7 +181,7 @@ lode_status ret_store_embed_set(ret_store *s, const char *model, int dim, const 
     }
     if (dropped) *dropped = sqlite3_changes64(s->db);
     if ((st = setting_put(s, "embed_model", model)) || (st = setting_put(s, "embed_dim", num)) ||
-        (st = setting_put(s, "embed_path", path ? path : "")))
+        (st = setting_put(s, "embed_path", path ? path : "")) || (st = bump_vectors_version(s)))
         goto out;
 out:
     sqlite3_finalize(q);
@@ -223,6 +256,7 @@ lode_status ret_store_vectors_put(ret_store *s, const char *model, int dim, size
         }
         w += (size_t)sqlite3_changes(s->db);
     }
+    if (w && (st = bump_vectors_version(s))) goto out;
     if (written) *written = w;
 out:
     return txn_close(s, own, st);
@@ -398,7 +432,8 @@ static lode_status vi_err(ret_dense *d, ret_vindex *vi, lode_status st)
 
 /* A new index holding every vector of d's model; *seq gets the change sequence it
  * reflects. Runs inside a read transaction, so the two agree. */
-static lode_status build_index(ret_dense *d, ret_store *s, ret_vindex **out, int64_t *seq)
+static lode_status build_index(ret_dense *d, ret_store *s, ret_vindex **out, int64_t *seq,
+                               int64_t *vv)
 {
     *out = NULL;
     ret_vindex *vi = NULL;
@@ -408,8 +443,8 @@ static lode_status build_index(ret_dense *d, ret_store *s, ret_vindex **out, int
     int own = 0;
     lode_status st = txn_open(s, "BEGIN", &own);
     if (st) return st;
-    ret_store_counts c;
-    if ((st = ret_store_get_counts(s, &c))) goto out;
+    int64_t at_seq = 0, at_vv = 0;
+    if ((st = read_state(s, &at_seq, &at_vv))) goto out;
     if ((st = ret_vindex_create(&d->vo, &vi, d->err, sizeof d->err))) goto out;
     buf = lode_malloc(sizeof(float) * (size_t)d->dim * ADD_BATCH);
     ids = lode_malloc(sizeof(int64_t) * ADD_BATCH);
@@ -447,7 +482,8 @@ static lode_status build_index(ret_dense *d, ret_store *s, ret_vindex **out, int
         lode_seterr(d->err, sizeof d->err, st, "%s", ret_store_errmsg(s));
         goto out;
     }
-    *seq = c.change_seq;
+    *seq = at_seq;
+    *vv = at_vv;
     *out = vi;
     vi = NULL;
 out:
@@ -458,12 +494,13 @@ out:
     return txn_close(s, own, st);
 }
 
-static void replace_index(ret_dense *d, ret_vindex *vi, int64_t seq)
+static void replace_index(ret_dense *d, ret_vindex *vi, int64_t seq, int64_t vv)
 {
     pthread_rwlock_wrlock(&d->swap);
     ret_vindex *old = d->vi;
     d->vi = vi;
     d->seq = seq;
+    d->vv = vv;
     pthread_rwlock_unlock(&d->swap);
     ret_vindex_destroy(old);
     d->dirty = 1;
@@ -481,10 +518,10 @@ static lode_status save_locked(ret_dense *d)
 static lode_status rebuild_locked(ret_dense *d, ret_store *s)
 {
     ret_vindex *vi = NULL;
-    int64_t seq = 0;
-    lode_status st = build_index(d, s, &vi, &seq);
+    int64_t seq = 0, vv = 0;
+    lode_status st = build_index(d, s, &vi, &seq, &vv);
     if (st) return st;
-    replace_index(d, vi, seq);
+    replace_index(d, vi, seq, vv);
     return LODE_OK;
 }
 
@@ -514,17 +551,19 @@ static lode_status add_missing(ret_dense *d, ret_store *s, int64_t *added)
     return st;
 }
 
-/* Applies the change log after d->seq, then checks the count (see dense.h). */
-static lode_status sync_locked(ret_dense *d, ret_store *s, int *changed)
+/* Applies the change log after d->seq, then checks the count (see dense.h) when vectors
+ * were written outside the change log since (or always, with force). */
+static lode_status sync_locked(ret_dense *d, ret_store *s, int force, int *changed)
 {
     *changed = 0;
     int own = 0;
     lode_status st = txn_open(s, "BEGIN", &own);
     if (st) return st;
-    ret_store_counts c;
+    ret_store_counts c = {0};
     ret_change *ch = NULL;
     size_t nch = 0;
-    if ((st = ret_store_get_counts(s, &c))) goto out;
+    int64_t vv = 0;
+    if ((st = read_state(s, &c.change_seq, &vv))) goto out;
     if (c.change_seq < d->seq) { /* the store is not the one the index was made from */
         snprintf(d->note, sizeof d->note,
                  "rebuilt (the index file is ahead of the store's change log: %lld > %lld)",
@@ -555,8 +594,10 @@ static lode_status sync_locked(ret_dense *d, ret_store *s, int *changed)
         if (st) goto out;
         *changed = 1;
     }
+    if (!force && vv == d->vv) goto out;
     int64_t nvec = 0;
     if ((st = ret_store_vector_counts(s, d->model, &nvec, NULL))) goto out;
+    d->vv = vv;
     if (nvec != ret_vindex_count(d->vi)) {
         int64_t added = 0;
         if ((st = add_missing(d, s, &added))) goto out;
@@ -597,7 +638,7 @@ lode_status ret_dense_sync(ret_dense *d, ret_store *s)
         goto out;
     d->err[0] = 0;
     int changed = 0;
-    if ((st = sync_locked(d, s, &changed))) goto out;
+    if ((st = sync_locked(d, s, 0, &changed))) goto out;
     if (d->dirty) {
         lode_status ss = save_locked(d);
         if (ss) LODE_DEBUG("%s (the index stays in memory)", d->err);
@@ -716,7 +757,7 @@ lode_status ret_dense_open(ret_store *s, const ret_dense_opts *o, ret_dense **ou
     }
     int64_t before = d->seq;
     int changed = 0;
-    if ((st = sync_locked(d, s, &changed))) {
+    if ((st = sync_locked(d, s, 1, &changed))) {
         lode_seterr(err, errlen, st, "%s", d->err);
         goto fail;
     }
@@ -763,6 +804,18 @@ lode_status ret_dense_embed(ret_dense *d, const char *text, float *out)
     pthread_mutex_lock(&d->mu);
     const char *t[1] = {text ? text : ""};
     lode_status st = eng_bert_embed(d->bert, t, NULL, 1, out);
+    if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", eng_bert_errmsg(d->bert));
+    pthread_mutex_unlock(&d->mu);
+    return st;
+}
+
+lode_status ret_dense_embed_many(ret_dense *d, const char *const *texts, size_t n, float *out)
+{
+    if (!d->bert)
+        return lode_seterr(d->err, sizeof d->err, LODE_ERR_INVALID,
+                           "this dense index was opened without its embedder");
+    pthread_mutex_lock(&d->mu);
+    lode_status st = eng_bert_embed(d->bert, texts, NULL, n, out);
     if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", eng_bert_errmsg(d->bert));
     pthread_mutex_unlock(&d->mu);
     return st;

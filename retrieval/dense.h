@@ -11,11 +11,13 @@
  * The index lives in a file beside the database (<db>.faiss) that records the change
  * sequence it reflects; on open, and before each search, it is caught up by applying the
  * change log rows after that sequence (removed chunk ids leave, added ones enter with
- * their vectors), then its size is checked against the store's vector count and, when
- * they differ (vectors written by ret_vectors_fill, which logs no change), reconciled id
- * by id. A file that is missing, damaged or made for another model is rebuilt from the
- * vectors table. The index is flat (exact) below a configurable number of vectors and
- * approximate (a FAISS factory string, default HNSW) above it.
+ * their vectors); vectors written without a change row (ret_vectors_fill, repairs, a
+ * model change) bump the setting vectors_version, and when it moved the index's size is
+ * checked against the store's vector count and, when they differ, reconciled id by id
+ * (always on open). Between changes a catch-up costs two single-row reads. A file that is missing,
+ * damaged or made for another model is rebuilt from the vectors table. The index is flat (exact)
+ * below a configurable number of vectors and approximate (a FAISS factory string, default HNSW)
+ * above it.
  *
  * A ret_dense may be shared by threads: embedding and catching up are serialized inside,
  * searches run concurrently. Each thread passes its own ret_store handle of the same store.
@@ -122,6 +124,10 @@ lode_status ret_dense_rebuild(ret_dense *d, ret_store *s);
 
 /* Embeds one text (L2-normalized, ret_dense_dim floats) into out. */
 lode_status ret_dense_embed(ret_dense *d, const char *text, float *out /* OUT */);
+/* Embeds n texts into out[i * dim ..]; like ret_dense_embed serialized with every other
+ * use of d's embedder (use this, not the embedder itself, where searches run beside). */
+lode_status ret_dense_embed_many(ret_dense *d, const char *const *texts, size_t n,
+                                 float *out /* OUT */);
 /* The k nearest chunks to the vector q, best first (hits must hold k). */
 lode_status ret_dense_search_vec(ret_dense *d, const float *q, size_t k, ret_vhit *hits /* OUT */,
                                  size_t *n /* OUT */);

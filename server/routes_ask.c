@@ -324,7 +324,8 @@ void srv_h_ask(srv_conn *c)
         o.has_sampling = 1;
     }
     pthread_mutex_lock(&s->store_mu);
-    lode_status st = orc_prepare(s->be->store, NULL, m, r.question, &o, &a, err, sizeof err);
+    lode_status st =
+        orc_prepare(s->be->store, s->be->dense, m, r.question, &o, &a, err, sizeof err);
     pthread_mutex_unlock(&s->store_mu);
     if (st) {
         reply_prepare_error(c, st, err);

@@ -423,6 +423,20 @@ static void test_catch_up(void **state)
     assert_int_equal(ret_store_get_counts(f.s, &c), LODE_OK);
     assert_int_equal(ret_dense_seq(d), c.change_seq);
     ret_dense_close(d);
+    /* a long-lived index sees vectors written without a change row (a fill) */
+    d = dense_open(f.s);
+    int64_t before = ret_dense_count(d);
+    spits(f.docs, "new.txt", "A new note about savepoints and nested transactions.\n");
+    ingest(f.s, f.docs, 0, 0, &st); /* lexical only: a chunk without a vector */
+    assert_int_equal(ret_dense_sync(d, f.s), LODE_OK);
+    assert_int_equal(ret_dense_count(d), before);
+    int64_t filled = 0;
+    assert_int_equal(ret_vectors_fill(f.s, bert(), NULL, NULL, NULL, &filled), LODE_OK);
+    assert_int_equal(filled, 1);
+    assert_int_equal(ret_dense_sync(d, f.s), LODE_OK);
+    assert_int_equal(ret_dense_count(d), before + 1);
+    assert_index_matches(f.s, d);
+    ret_dense_close(d);
     /* a damaged file is rebuilt */
     char idx[4300];
     snprintf(idx, sizeof idx, "%s.faiss", f.db);

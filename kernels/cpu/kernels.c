@@ -440,24 +440,6 @@ static float tree16(const float *p, size_t stride)
     return (t6[0] + t6[2]) + (t6[1] + t6[3]);
 }
 
-/* the sum of n exact terms in GGML's order; gemm: the tinyBLAS order, else the
- * ggml_vec_dot_f16 order with its main part ending at np */
-static float ordered_sum(const float *t, size_t n, int gemm, size_t np)
-{
-    float part[64] = {0};
-    if (gemm) {
-        for (size_t i = 0; i < n; i++) part[i % 16] += t[i];
-        return tree16(part, 1);
-    }
-    size_t m = LODE_MIN(n, np);
-    for (size_t i = 0; i < m; i++) part[i % 64] += t[i];
-    float f[16];
-    for (int i = 0; i < 16; i++) f[i] = (part[i] + part[32 + i]) + (part[16 + i] + part[48 + i]);
-    double s = tree16(f, 1);
-    for (size_t i = m; i < n; i++) s += (double)t[i];
-    return (float)s;
-}
-
 static void attn_task(void *ctx, size_t task, int thread)
 {
     const krn_attn_args *a = ctx;
@@ -471,21 +453,26 @@ static void attn_task(void *ctx, size_t task, int thread)
     size_t n = (size_t)(a->pos0 + (int64_t)qi) + 1; /* keys 0..n-1 */
     int gemm = a->pos0 + (int64_t)qi < a->several_end;
     lode_half qh[512];
-    float qf[512], kf[512], t[512];
+    float qf[512];
     float sc[ATTN_MAX_CTX + 16];
     lode_half ph[ATTN_MAX_CTX];
     o->f32_to_f16(q, qh, hd);
     o->f16_to_f32(qh, qf, hd);
     int kgemm = gemm && hd % 16 == 0; /* tinyBLAS needs k % 16 */
-    size_t knp = hd & ~(size_t)63;
     float mx = -INFINITY;
-    for (size_t j = 0; j < n; j++) {
-        const lode_half *kr =
-            a->k_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
-        o->f16_to_f32(kr, kf, hd);
-        for (size_t d = 0; d < hd; d++) t[d] = kf[d] * qf[d];
-        sc[j] = ordered_sum(t, hd, kgemm, knp) * a->scale;
-        mx = fmaxf(mx, sc[j]);
+    for (size_t j0 = 0; j0 < n; j0 += KRN_KV_BLOCK) {
+        const lode_half *kb =
+            a->k_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j0);
+        int ns = (int)LODE_MIN((size_t)KRN_KV_BLOCK, n - j0);
+        if (o->kq_block)
+            o->kq_block(kb, qf, hd, ns, kgemm, sc + j0);
+        else
+            for (int s = 0; s < ns; s++)
+                sc[j0 + s] = o->dot_f16_ordered(kb + (size_t)s * hd, qf, hd, kgemm);
+        for (int s = 0; s < ns; s++) {
+            sc[j0 + s] *= a->scale;
+            mx = fmaxf(mx, sc[j0 + s]);
+        }
     }
     /* GGML exponentiates whole vectors; masked lanes give exactly 0 */
     size_t npad = (n + 15) & ~(size_t)15;
@@ -500,14 +487,19 @@ static void attn_task(void *ctx, size_t task, int thread)
     size_t n_kv = n < 32 ? 32 : (n + 31) & ~(size_t)31;
     size_t vnp = n_kv & ~(size_t)63;
     size_t ncls = vgemm ? 16 : 64, m = vgemm ? n : LODE_MIN(n, vnp);
+    /* partial sums by class (j % ncls); p_j * v exact, so axpy's fma is the add */
     float part[64 * 512];
     memset(part, 0, ncls * hd * sizeof(float));
-    for (size_t j = 0; j < m; j++) {
-        const lode_half *vr =
-            a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
-        o->f16_to_f32(vr, kf, hd);
-        float *pc = part + (j % ncls) * hd, pj = sc[j];
-        for (size_t d = 0; d < hd; d++) pc[d] += pj * kf[d];
+    for (size_t j0 = 0; j0 < m; j0 += KRN_KV_BLOCK) { /* a block's keys are consecutive classes */
+        const lode_half *vb =
+            a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j0);
+        int ns = (int)LODE_MIN((size_t)KRN_KV_BLOCK, m - j0);
+        float *pc = part + (j0 % ncls) * hd;
+        if (o->pv_block)
+            o->pv_block(pc, sc + j0, vb, hd, ns);
+        else
+            for (int s = 0; s < ns; s++)
+                o->axpy_f16(pc + (size_t)s * hd, sc[j0 + s], vb + (size_t)s * hd, hd);
     }
     if (vgemm) {
         for (size_t d = 0; d < hd; d++) out[d] = tree16(part + d, hd);

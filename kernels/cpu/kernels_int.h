@@ -26,6 +26,17 @@ typedef struct krn_ops {
     /* optional: like tile but any number of rows (nt <= 4), activation work shared */
     krn_tile_fn panel[LODE_DTYPE_MAX];
     float (*dot_f16_f32)(const lode_half *x, const float *y, size_t n);
+    /* sum of x[i] * y[i] for y holding values of halves (so every product is exact) in
+     * the order of GGML's AVX-512 build: several = 1: tinyBLAS (n % 16 == 0; 16 partial
+     * sums, then _mm512_reduce_add_ps's tree); 0: ggml_vec_dot_f16 (4 x 16 partial sums
+     * over n & ~63 terms, folded and reduced the same way, the rest added in double) */
+    float (*dot_f16_ordered)(const lode_half *x, const float *y, size_t n, int several);
+    /* ns <= 16 consecutive rows of a KV block: out[s] = dot_f16_ordered(k + s*hd, q, hd,
+     * several) (kq_block); part[s*hd + d] += p[s] * v[s*hd + d] (pv_block). NULL: kernels.c
+     * loops over the row primitives. */
+    void (*kq_block)(const lode_half *k, const float *q, size_t hd, int ns, int several,
+                     float *out);
+    void (*pv_block)(float *part, const float *p, const lode_half *v, size_t hd, int ns);
     void (*axpy_f16)(float *acc, float a, const lode_half *v, size_t n); /* acc += a*v */
     float (*dot_f32)(const float *x, const float *y, size_t n);
     /* sum of x[i]*x[i], each square rounded to float and summed in double (as GGML) */

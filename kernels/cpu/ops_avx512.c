@@ -38,6 +38,73 @@ static float z_dot_f16_f32(const lode_half *x, const float *y, size_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+static void z_axpy_f16(float *acc, float a, const lode_half *v, size_t n);
+#define z_axpy_f16_fwd z_axpy_f16
+
+static float z_dot_f16_ordered(const lode_half *x, const float *y, size_t n, int several)
+{
+    if (several) {
+        __m512 acc = _mm512_setzero_ps();
+        for (size_t i = 0; i < n; i += 16)
+            acc = _mm512_fmadd_ps(load_h16(x + i), _mm512_loadu_ps(y + i), acc);
+        return _mm512_reduce_add_ps(acc);
+    }
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t np = n & ~(size_t)63;
+    for (size_t i = 0; i < np; i += 64) {
+        s0 = _mm512_fmadd_ps(load_h16(x + i), _mm512_loadu_ps(y + i), s0);
+        s1 = _mm512_fmadd_ps(load_h16(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_h16(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_h16(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
+    }
+    double s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
+    for (size_t i = np; i < n; i++) s += (double)(lode_half_to_float(x[i]) * y[i]);
+    return (float)s;
+}
+
+static void z_kq_block(const lode_half *k, const float *q, size_t hd, int ns, int several,
+                       float *out)
+{
+    if (hd != 64) {
+        for (int s = 0; s < ns; s++) out[s] = z_dot_f16_ordered(k + (size_t)s * hd, q, hd, several);
+        return;
+    }
+    const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
+    const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
+    for (int s = 0; s < ns; s++) {
+        const lode_half *r = k + (size_t)s * 64;
+        __m512 p0 = _mm512_mul_ps(load_h16(r), q0);
+        if (several) { /* one accumulator, chunks in order */
+            __m512 a = _mm512_fmadd_ps(load_h16(r + 16), q1, p0);
+            a = _mm512_fmadd_ps(load_h16(r + 32), q2, a);
+            a = _mm512_fmadd_ps(load_h16(r + 48), q3, a);
+            out[s] = _mm512_reduce_add_ps(a);
+        } else { /* four accumulators of one product each */
+            __m512 p1 = _mm512_mul_ps(load_h16(r + 16), q1);
+            __m512 p2 = _mm512_mul_ps(load_h16(r + 32), q2);
+            __m512 p3 = _mm512_mul_ps(load_h16(r + 48), q3);
+            out[s] =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(p0, p2), _mm512_add_ps(p1, p3)));
+        }
+    }
+}
+
+static void z_pv_block(float *part, const float *p, const lode_half *v, size_t hd, int ns)
+{
+    if (hd % 16) {
+        for (int s = 0; s < ns; s++)
+            z_axpy_f16_fwd(part + (size_t)s * hd, p[s], v + (size_t)s * hd, hd);
+        return;
+    }
+    for (int s = 0; s < ns; s++) {
+        const __m512 ps = _mm512_set1_ps(p[s]);
+        float *o = part + (size_t)s * hd;
+        const lode_half *r = v + (size_t)s * hd;
+        for (size_t d = 0; d < hd; d += 16)
+            _mm512_storeu_ps(o + d, _mm512_fmadd_ps(ps, load_h16(r + d), _mm512_loadu_ps(o + d)));
+    }
+}
+
 static void z_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
 {
     __m512 va = _mm512_set1_ps(a);
@@ -168,6 +235,9 @@ void krn_ops_init_avx512(krn_ops *o)
 {
     o->dot_f16_f32 = z_dot_f16_f32;
     o->axpy_f16 = z_axpy_f16;
+    o->dot_f16_ordered = z_dot_f16_ordered;
+    o->kq_block = z_kq_block;
+    o->pv_block = z_pv_block;
     o->dot_f32 = z_dot_f32;
     o->sumsq = z_sumsq;
     o->f16_to_f32 = z_f16_to_f32;

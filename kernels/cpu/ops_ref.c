@@ -13,6 +13,31 @@ static float r_dot_f16_f32(const lode_half *x, const float *y, size_t n)
     return s;
 }
 
+/* the tree of _mm512_reduce_add_ps over p[0..16) */
+static float tree16(const float *p)
+{
+    float t3[8], t6[4];
+    for (int i = 0; i < 8; i++) t3[i] = p[i + 8] + p[i];
+    for (int i = 0; i < 4; i++) t6[i] = t3[i + 4] + t3[i];
+    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
+}
+
+static float r_dot_f16_ordered(const lode_half *x, const float *y, size_t n, int several)
+{
+    float part[64] = {0};
+    if (several) {
+        for (size_t i = 0; i < n; i++) part[i % 16] += lode_half_to_float(x[i]) * y[i];
+        return tree16(part);
+    }
+    size_t np = n & ~(size_t)63;
+    for (size_t i = 0; i < np; i++) part[i % 64] += lode_half_to_float(x[i]) * y[i];
+    float f[16];
+    for (int i = 0; i < 16; i++) f[i] = (part[i] + part[32 + i]) + (part[16 + i] + part[48 + i]);
+    double s = tree16(f);
+    for (size_t i = np; i < n; i++) s += (double)(lode_half_to_float(x[i]) * y[i]);
+    return (float)s;
+}
+
 static void r_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) acc[i] += a * lode_half_to_float(v[i]);
@@ -81,6 +106,9 @@ void krn_ops_init_scalar(krn_ops *o)
 {
     krn_quant_ref_init(o);
     o->dot_f16_f32 = r_dot_f16_f32;
+    o->dot_f16_ordered = r_dot_f16_ordered;
+    o->kq_block = NULL;
+    o->pv_block = NULL;
     o->axpy_f16 = r_axpy_f16;
     o->dot_f32 = r_dot_f32;
     o->sumsq = r_sumsq;

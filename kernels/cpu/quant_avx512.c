@@ -39,21 +39,31 @@ AI float h2f(const uint8_t *p)
     return _cvtsh_ss(h);
 }
 
-AI __m256i w_block(const uint8_t *b, const int KIND)
+/* The 32 weight bytes of block i of two rows, row 0 in the low 256 bits, each in element
+ * order and unsigned */
+AI __m512i w_two(const uint8_t *b0, const uint8_t *b1, const int KIND)
 {
-    if (KIND == K_Q8_0)
-        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b + 2)),
-                                _mm256_set1_epi8((char)0x80));
-    const size_t qo = KIND == K_Q4_0 ? 2 : KIND == K_Q4_1 ? 4 : KIND == K_Q5_0 ? 6 : 8;
-    __m128i raw = _mm_loadu_si128((const __m128i *)(b + qo));
-    __m256i v =
-        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-    if (KIND == K_Q5_0 || KIND == K_Q5_1) {
-        uint32_t qh;
-        memcpy(&qh, b + (KIND == K_Q5_0 ? 2 : 4), 4);
-        v = _mm256_or_si256(v, _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+    if (KIND == K_Q8_0) {
+        __m512i z = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+        return _mm512_xor_si512(z, _mm512_set1_epi8((char)0x80));
     }
-    return v;
+    const size_t qo = KIND == K_Q4_0 ? 2 : KIND == K_Q4_1 ? 4 : KIND == K_Q5_0 ? 6 : 8;
+    __m256i y = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(b1 + qo)),
+                                 _mm_loadu_si128((const __m128i *)(b0 + qo)));
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
+    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0)); /* [r0 lo, r0 hi, r1 lo, r1 hi] */
+    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    if (KIND == K_Q5_0 || KIND == K_Q5_1) {
+        const size_t ho = KIND == K_Q5_0 ? 2 : 4;
+        uint32_t h0, h1;
+        memcpy(&h0, b0 + ho, 4);
+        memcpy(&h1, b1 + ho, 4);
+        z = _mm512_or_si512(
+            z, _mm512_maskz_mov_epi8((__mmask64)h0 | (__mmask64)h1 << 32, _mm512_set1_epi8(0x10)));
+    }
+    return z;
 }
 
 /* GGML's hsum_float_8 */
@@ -87,25 +97,29 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
 #pragma GCC unroll 2
         for (int p = 0; p < NP; p++) acc[p][t] = _mm512_setzero_ps();
     }
+    /* the (d, m) halves of block i of the 4 rows, as floats [d0 m0 d1 m1 d2 m2 d3 m3] */
+    const __m512i pick0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m512i pick1 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
+    const __m256i pickm = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
     const size_t nb = n / 32;
     for (size_t i = 0; i < nb; i++) {
+        int32_t dm[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) memcpy(&dm[r], wb + (r < NR ? r : NR - 1) * ws + i * wbs, 4);
+        __m512 sc =
+            _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3])));
         __m512i wq[2];
         __m512 wd[2];
-#pragma GCC unroll 2
-        for (int p = 0; p < NP; p++) {
-            const int r0 = 2 * p, r1 = 2 * p + 1 < NR ? 2 * p + 1 : 2 * p;
-            const uint8_t *b0 = wb + r0 * ws + i * wbs, *b1 = wb + r1 * ws + i * wbs;
-            wq[p] =
-                _mm512_inserti64x4(_mm512_castsi256_si512(w_block(b0, KIND)), w_block(b1, KIND), 1);
-            wd[p] = _mm512_insertf32x8(_mm512_set1_ps(h2f(b0)), _mm256_set1_ps(h2f(b1)), 1);
+        wq[0] = w_two(wb + i * wbs, wb + (NR > 1 ? 1 : 0) * ws + i * wbs, KIND);
+        wd[0] = _mm512_permutexvar_ps(pick0, sc);
+        if (NP > 1) {
+            wq[1] = w_two(wb + 2 * ws + i * wbs, wb + (NR > 3 ? 3 : 2) * ws + i * wbs, KIND);
+            wd[1] = _mm512_permutexvar_ps(pick1, sc);
         }
         __m128 wm = _mm_setzero_ps();
-        if (has_min) {
-            _Alignas(16) uint16_t m4[8] = {0};
-#pragma GCC unroll 4
-            for (int r = 0; r < NR; r++) memcpy(&m4[r], wb + r * ws + i * wbs + 2, 2);
-            wm = _mm_cvtph_ps(_mm_load_si128((const __m128i *)m4));
-        }
+        if (has_min)
+            wm =
+                _mm256_castps256_ps128(_mm256_permutevar8x32_ps(_mm512_castps512_ps256(sc), pickm));
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             const uint8_t *xk = xb + t * xs + i * xbs;
