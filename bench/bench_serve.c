@@ -7,8 +7,10 @@
  * (admission control; counted apart, as handled) and errors (any other status, a broken
  * stream, a transfer failure). Requests still running --drain seconds after the level's
  * time are cut (the client disconnects) and counted apart, so a level never runs
- * unbounded on a slow machine. With --pid it also reports the server's CPU time per level,
- * so a run on a loaded machine can be judged by its CPU cost as well as by wall time.
+ * unbounded on a slow machine; before the next level the server is given time to finish
+ * cancelling them (until /metrics shows no request holding a slot). With --pid it also reports the
+ * server's CPU time per level, so a run on a loaded machine can be judged by its CPU cost as well
+ * as by wall time.
  *
  * A token is one server-sent event that carries text: for /v1/chat/completions a chunk
  * whose delta content is not empty (the first chunk, which only opens the assistant's
@@ -178,6 +180,42 @@ static void start_request(CURLM *m, client *c)
     curl_multi_add_handle(m, c->h);
 }
 
+static size_t sink(char *p, size_t sz, size_t n, void *ud)
+{
+    char *buf = ud;
+    size_t len = strlen(buf), add = sz * n;
+    if (len + add >= 65536) add = 65535 - len;
+    memcpy(buf + len, p, add);
+    buf[len + add] = 0;
+    return sz * n;
+}
+
+/* Waits (up to timeout_s) until the server holds no request slot, so the requests a
+ * level cut, which the server is still cancelling, do not count against the next one. */
+static void wait_idle(const char *base, const char *auth, double timeout_s)
+{
+    char url[600];
+    snprintf(url, sizeof url, "%s/metrics", base);
+    static char buf[65536];
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s) {
+        buf[0] = 0;
+        CURL *h = curl_easy_init();
+        struct curl_slist *hd = auth ? curl_slist_append(NULL, auth) : NULL;
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, (void *)buf);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+        CURLcode rc = curl_easy_perform(h);
+        curl_slist_free_all(hd);
+        curl_easy_cleanup(h);
+        if (rc == CURLE_OK && strstr(buf, "\nlode_http_concurrency_used 0\n")) return;
+        usleep(200000);
+    }
+    fprintf(stderr, "bench_serve: the server still had requests running after %.0f s\n", timeout_s);
+}
+
 static double proc_cpu_s(long pid)
 {
     if (pid <= 0) return -1;
@@ -265,6 +303,7 @@ int main(int argc, char **argv)
 
     const char *p = levels;
     while (*p) {
+        wait_idle(base, key ? auth : NULL, 120);
         int n = atoi(p);
         while (*p && *p != ',') p++;
         if (*p == ',') p++;

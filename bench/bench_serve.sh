@@ -14,7 +14,7 @@ drain=${DRAIN:-45}
 maxtok=${MAX_TOKENS:-16}
 levels=${LEVELS:-1,4,16,64}
 dir=$(mktemp -d /tmp/lode-bench-serve-XXXXXX)
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+trap '[ -n "$pid" ] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }; rm -rf "$dir"; true' EXIT
 
 # A small store so /v1/ask has passages to retrieve.
 "$LODE" ingest --lexical-only --db "$dir/lode.db" /usr/share/doc/sqlite3 >/dev/null 2>&1 || true
@@ -43,7 +43,9 @@ else
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 kill -0 "$pid" 2>/dev/null && alive="the server was still up after the run" || alive="THE SERVER DIED"
-kill -TERM "$pid"; wait "$pid" && stopped="and stopped cleanly (exit 0)" || stopped="and exited with $?"
+kill -TERM "$pid"; wait "$pid" && stopped="and stopped cleanly (exit 0)" || {
+  stopped="and exited with $? on SIGTERM"; echo "bench-serve: the server's last lines:" >&2
+  tail -n 30 "$dir/err" >&2; }
 pid=
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
