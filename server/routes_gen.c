@@ -544,10 +544,12 @@ static void generate(srv_conn *c, srv_gen_kind kind)
     if (st) {
         /* Refused: answer with the reason now; choices already queued are cancelled and
          * their callbacks write nothing (refused). */
+        /* BUSY: the engine's bounded queue is full; CANCELLED: the engine is stopping */
         int status = st == LODE_ERR_RANGE || st == LODE_ERR_INVALID ? 400
                      : st == LODE_ERR_BUSY                          ? 429
+                     : st == LODE_ERR_CANCELLED                     ? 503
                                                                     : 500;
-        srv_error_set(&e, st, status, status == 500 ? "server_error" : "invalid_request_error",
+        srv_error_set(&e, st, status, status >= 500 ? "server_error" : "invalid_request_error",
                       st == LODE_ERR_RANGE ? "context_length_exceeded" : NULL, NULL,
                       "the engine refused the request: %s", eng_errmsg(m));
         pthread_mutex_lock(&j->mu);
