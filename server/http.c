@@ -552,7 +552,13 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot resolve host '%s': %s", s->host, gai_strerror(gai));
         goto fail;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
+    /* poll(), not epoll: with epoll, MHD_quiesce_daemon (graceful shutdown) races the worker
+     * threads, which also take the listening socket out of their epoll sets once they see
+     * the daemon quiesced; whichever comes second fails and libmicrohttpd aborts the
+     * process ("Failed to remove listen FD from epoll set"). With poll() the workers are
+     * told through their inter-thread channel (MHD_ALLOW_SUSPEND_RESUME includes
+     * MHD_USE_ITC) and nothing is removed twice. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
