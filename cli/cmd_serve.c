@@ -68,6 +68,11 @@ static void serve_usage(FILE *f)
                "  --no-dense           lexical search only, even when the store has vectors\n"
                "  --engine-threads N   CPU threads of the engine (default: all)\n"
                "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
+               "  --kv-mb N            KV cache pool in MiB, shared by all requests (default 256)\n"
+               "  --max-seqs N         requests decoding together in one batch (default 64)\n"
+               "  --max-queue N        requests waiting beyond those, then 429 (default 256)\n"
+               "  --policy NAME        scheduling: fcfs (default), decode-first or mlfq\n"
+               "  --no-prefix-cache    do not reuse computed prompt prefixes across requests\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
                "  --port N             port (default 8080; 0 picks a free one)\n"
                "  --threads N          HTTP worker threads (default 4)\n"
@@ -143,7 +148,12 @@ enum {
     OPT_EMBED,
     OPT_NOEMBED,
     OPT_FETCHTO,
-    OPT_NODENSE
+    OPT_NODENSE,
+    OPT_KVMB,
+    OPT_MAXSEQS,
+    OPT_MAXQUEUE,
+    OPT_POLICY,
+    OPT_NOPREFIX
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -166,6 +176,11 @@ static int cmd_serve(int argc, char **argv)
                                          {"no-embed-model", no_argument, 0, OPT_NOEMBED},
                                          {"fetch-timeout", required_argument, 0, OPT_FETCHTO},
                                          {"no-dense", no_argument, 0, OPT_NODENSE},
+                                         {"kv-mb", required_argument, 0, OPT_KVMB},
+                                         {"max-seqs", required_argument, 0, OPT_MAXSEQS},
+                                         {"max-queue", required_argument, 0, OPT_MAXQUEUE},
+                                         {"policy", required_argument, 0, OPT_POLICY},
+                                         {"no-prefix-cache", no_argument, 0, OPT_NOPREFIX},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -257,6 +272,33 @@ static int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "lode serve: --engine-threads must be 1..1024\n");
                 goto out;
             }
+            break;
+        case OPT_KVMB:
+            if (parse_int(optarg, 1, 1 << 20, &mopts.kv_mb)) {
+                fprintf(stderr, "lode serve: --kv-mb must be 1..1048576\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_MAXSEQS:
+            if (parse_int(optarg, 1, 4096, &mopts.max_seqs)) {
+                fprintf(stderr, "lode serve: --max-seqs must be 1..4096\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_MAXQUEUE:
+            if (parse_int(optarg, 1, 1 << 20, &mopts.max_queue)) {
+                fprintf(stderr, "lode serve: --max-queue must be 1..1048576\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_POLICY:
+            if (eng_policy_parse(optarg, &mopts.policy)) {
+                fprintf(stderr, "lode serve: --policy must be fcfs, decode-first or mlfq\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_NOPREFIX:
+            mopts.no_prefix_cache = 1;
             break;
         case OPT_CTX:
             if (parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {

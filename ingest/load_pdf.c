@@ -28,6 +28,32 @@ static int has_pdf_header(const char *data, size_t len)
     return 0;
 }
 
+/* Typeset PDFs map ligature glyphs to the Unicode presentation forms U+FB00..U+FB06
+ * ("ﬁnal") and keep soft hyphens (U+00AD) where a word may break: neither is what a
+ * reader searches for, so the ligatures become their letters and soft hyphens go. In
+ * place: the result is never longer. */
+static void plain_letters(lode_buf *b)
+{
+    static const char *const lig[] = {"ff", "fi", "fl", "ffi", "ffl", "st", "st"};
+    size_t o = 0;
+    for (size_t i = 0; i < b->len;) {
+        const unsigned char *p = (const unsigned char *)b->data + i;
+        if (i + 2 < b->len && p[0] == 0xEF && p[1] == 0xAC && p[2] >= 0x80 && p[2] <= 0x86) {
+            const char *l = lig[p[2] - 0x80];
+            size_t n = strlen(l);
+            memcpy(b->data + o, l, n);
+            o += n;
+            i += 3;
+        } else if (i + 1 < b->len && p[0] == 0xC2 && p[1] == 0xAD) {
+            i += 2;
+        } else {
+            b->data[o++] = b->data[i++];
+        }
+    }
+    b->len = o;
+    if (b->data) b->data[o] = 0;
+}
+
 /* Adds one page's text (already valid UTF-8 without NULs): lines run together into
  * paragraphs, which blank lines separate. Returns 1 when the page had any text. */
 static int add_page(docb *b, const char *s, size_t n)
@@ -93,6 +119,7 @@ lode_status ing_load_pdf(const char *data, size_t len, ing_doc **out, char *err,
         lode_buf t = LODE_BUF_INIT;
         st = ing_utf8_repair(title, LODE_MIN(tl, (size_t)PDF_MAX_TITLE), &t, NULL);
         g_free(title);
+        plain_letters(&t);
         /* the title is one line: runs of whitespace and control bytes become one space */
         for (size_t i = 0; !st && i < t.len; i++) {
             unsigned char c = (unsigned char)t.data[i];
@@ -120,6 +147,7 @@ lode_status ing_load_pdf(const char *data, size_t len, ing_doc **out, char *err,
         st = ing_utf8_repair(text, strlen(text), &clean, &b.repairs);
         g_free(text);
         if (st) goto out;
+        plain_letters(&clean);
         char path[32];
         snprintf(path, sizeof path, "p. %d", i + 1);
         docb_section(&b, path);

@@ -6,7 +6,10 @@ cross-reference table, using the standard Type 1 font Helvetica (not embedded, t
 WinAnsiEncoding), so the files are a few hundred bytes and byte-for-byte reproducible.
 
   text.pdf        4 pages: text on pages 1, 2 and 4 (page 4 with accented letters and two
-                  paragraphs), page 3 holds only an image; an Info dictionary with a title
+                  paragraphs; page 2 with a line in a font whose ToUnicode map turns two
+                  codes into the ligatures U+FB01 "fi" and U+FB02 "fl" and one into a soft
+                  hyphen, as typeset PDFs have them), page 3 holds only an image; an Info
+                  dictionary with a title
   image-only.pdf  2 pages with an image each and no text at all (a scan without OCR)
   encrypted.pdf   one page of text, encrypted with the standard security handler
                   (revision 2, RC4 40-bit) under the user password "lode-secret" and the
@@ -52,8 +55,9 @@ def pdf_string(text):
     return bytes(out)
 
 
-def text_stream(paragraphs):
-    """Content stream drawing paragraphs (lists of lines) top-down, a blank line between."""
+def text_stream(paragraphs, ligature_line=None):
+    """Content stream drawing paragraphs (lists of lines) top-down, a blank line between;
+    ligature_line (raw bytes) is drawn last in the font /F2."""
     ops = [b"BT /F1 12 Tf 14 TL 72 720 Td"]
     first = True
     for para in paragraphs:
@@ -62,6 +66,8 @@ def text_stream(paragraphs):
         first = False
         for line in para:
             ops.append(b"(" + pdf_string(line) + b") Tj T*")
+    if ligature_line:
+        ops.append(b"/F2 12 Tf (" + ligature_line + b") Tj T*")
     ops.append(b"ET")
     return b"\n".join(ops) + b"\n"
 
@@ -116,17 +122,34 @@ class Writer:
             f.write(out)
 
 
+LIGATURE_CMAP = b"""/CIDInit /ProcSet findresource begin 12 dict begin begincmap
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def
+/CMapName /Lode-Ligatures def /CMapType 2 def
+1 begincodespacerange <00> <FF> endcodespacerange
+3 beginbfchar <01> <FB01> <02> <FB02> <03> <00AD> endbfchar
+endcmap CMapName currentdict /CMap defineresource pop end end
+"""
+
+
 def pages(w, first_num, contents):
     """Adds Catalog (1), Pages (2), the font (3) and one page per contents item, each
-    ("text", paragraphs) or ("image",). Returns the next free object number."""
+    ("text", paragraphs[, ligature line]) or ("image",); with a ligature line, a font
+    with a ToUnicode map (objects first_num, first_num + 1). Returns the next free
+    object number."""
     n = first_num
+    if any(len(c) > 2 for c in contents):
+        w.put(n, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding"
+              b" /ToUnicode %d 0 R >>" % (n + 1))
+        w.stream(n + 1, LIGATURE_CMAP)
+        n += 2
     kids = []
     for c in contents:
         page, cont = n, n + 1
         n += 2
         if c[0] == "text":
-            res = b"<< /Font << /F1 3 0 R >> >>"
-            w.stream(cont, text_stream(c[1]))
+            lig = c[2] if len(c) > 2 else None
+            res = b"<< /Font << /F1 3 0 R /F2 %d 0 R >> >>" % first_num if lig else b"<< /Font << /F1 3 0 R >> >>"
+            w.stream(cont, text_stream(c[1], lig))
         else:
             img = n
             n += 1
@@ -151,7 +174,8 @@ def write_text(path):
         ("text", [["Lighthouse keepers trimmed the wicks every evening",
                    "and logged the weather in a leather-bound book."]]),
         ("text", [["The harbour pilot boarded incoming freighters at dawn",
-                   "to steer them past the sandbanks."]]),
+                   "to steer them past the sandbanks."]],
+         b"The \001nal \002ag went up at the of\001ce of the break\003water."),
         ("image",),
         ("text", [["A caf\u00e9 on the quay served na\u00efve tourists cr\u00e8me br\u00fbl\u00e9e."],
                   ["Fishermen mended nets while gulls circled overhead."]]),

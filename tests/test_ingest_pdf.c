@@ -101,6 +101,8 @@ static void test_text_per_page(void **state)
                         "Lighthouse keepers trimmed the wicks every evening and logged the weather "
                         "in a leather-bound book.");
     assert_non_null(strstr(p2, "harbour pilot boarded incoming freighters"));
+    /* ligatures (U+FB01, U+FB02) become letters, soft hyphens go */
+    assert_non_null(strstr(p2, "The final flag went up at the office of the breakwater."));
     assert_string_equal(p3, ""); /* only an image */
     /* WinAnsi accents come out as UTF-8 */
     assert_non_null(strstr(

@@ -10,18 +10,31 @@
  * search as `lode search` and returns the hits best first, one row each, which join with
  * the store's tables and views on chunk_id (chunks.id, v_chunks.id) and document_id
  * (documents.id, v_documents.id). Hidden arguments: k (default 10, at most
- * RET_SEARCH_MAX_K) and mode ('lexical'; 'auto', the default, runs hybrid search when the
- * store has embeddings and lexical otherwise; 'dense' and 'hybrid' where available).
+ * RET_SEARCH_MAX_K) and mode: 'lexical' (BM25), 'dense' (the query embedded by the
+ * store's model, nearest chunks in the FAISS index), 'hybrid' (both fused by reciprocal
+ * rank fusion) or 'auto', the default: hybrid when the store has an embedding model,
+ * lexical when it has none. All of it is ret_hybrid_search (retrieval/hybrid.h), the one
+ * search entry point the CLI and the server use too.
  *
  * Why a second connection: the search code works on a ret_store handle (its prepared
  * statements and per-handle state), so the extension opens the file of the shell's main
  * database read-only through ret_store_open, once per connection, on first use. In WAL
- * mode it sees everything committed; it never writes.
+ * mode it sees everything committed; it never writes (the FAISS index is caught up in
+ * memory, never saved from here).
+ *
+ * The embedding model for queries: the folder named by the environment variable
+ * LODE_EMBED_MODEL when set, else the path the store recorded when its chunks were
+ * embedded (settings.embed_path), else RET_DEFAULT_EMBED_MODEL; relative paths are from
+ * the shell's working directory. A model other than the one the store's vectors came from
+ * is refused (ret_dense_open). The model and the index are loaded on the first dense or
+ * hybrid search of a connection and kept until it closes.
  */
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
 
 #include "common/lode.h"
+#include "retrieval/dense.h"
+#include "retrieval/hybrid.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
 
@@ -59,22 +72,13 @@ typedef struct lode_vtab {
     sqlite3_vtab base;
     sqlite3 *db;      /* the host connection */
     ret_store *store; /* opened on first use */
+    ret_dense *dense; /* the embedder and vector index, on the first search that needs them */
 } lode_vtab;
-
-/* One result row, its strings owned by the cursor's arena. */
-typedef struct row {
-    int64_t chunk_id, document_id;
-    double score;
-    int lexical_rank, dense_rank; /* 0: not in that list */
-    const char *document, *uri, *heading_path, *text, *snippet;
-} row;
 
 typedef struct lode_cursor {
     sqlite3_vtab_cursor base;
-    row *rows;
-    size_t n, i;
-    lode_buf strings; /* every row's strings, NUL-separated */
-    size_t *offs;     /* per row: offsets into strings of its 5 strings */
+    ret_results *res; /* the current search's rows */
+    size_t i;
     sqlite3_value *args[N_ARGS];
 } lode_cursor;
 
@@ -105,15 +109,16 @@ static int x_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, 
 static int x_disconnect(sqlite3_vtab *vt)
 {
     lode_vtab *v = (lode_vtab *)vt;
+    ret_dense_close(v->dense);
     ret_store_close(v->store);
     sqlite3_free(v);
     return SQLITE_OK;
 }
 
 /* Plans: the arguments are equality constraints on the hidden columns, passed to
- * x_filter in column order; idx_num has bit i set when argument i is there. A query
- * constraint that cannot be used yet (its value comes from a table not yet scanned) makes
- * this plan unusable, so SQLite puts that table first. */
+ * x_filter in column order; idx_num has bit i set when argument i is there. An argument
+ * that cannot be used yet (its value comes from a table not yet scanned) makes this plan
+ * unusable, so SQLite puts that table first. */
 static int x_best_index(sqlite3_vtab *vt, sqlite3_index_info *ii)
 {
     int where[N_ARGS] = {-1, -1, -1}, unusable = 0;
@@ -127,7 +132,8 @@ static int x_best_index(sqlite3_vtab *vt, sqlite3_index_info *ii)
         }
         where[a] = c;
     }
-    if ((unusable & 1) && where[0] < 0) return SQLITE_CONSTRAINT;
+    for (int a = 0; a < N_ARGS; a++)
+        if ((unusable & (1 << a)) && where[a] < 0) return SQLITE_CONSTRAINT;
     int idx = 0, argv_i = 1;
     for (int a = 0; a < N_ARGS; a++) {
         if (where[a] < 0) continue;
@@ -155,12 +161,9 @@ static int x_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
 
 static void cursor_reset(lode_cursor *c)
 {
-    lode_free(c->rows);
-    lode_free(c->offs);
-    lode_buf_free(&c->strings);
-    c->rows = NULL;
-    c->offs = NULL;
-    c->n = c->i = 0;
+    ret_results_free(c->res);
+    c->res = NULL;
+    c->i = 0;
     for (int a = 0; a < N_ARGS; a++) {
         sqlite3_value_free(c->args[a]);
         c->args[a] = NULL;
@@ -190,59 +193,21 @@ static int ensure_store(lode_vtab *v)
     return SQLITE_OK;
 }
 
-/* Appends s (NUL included) to the cursor's strings; *off gets where it starts. */
-static lode_status keep(lode_cursor *c, const char *s, size_t *off)
+/* Opens the dense side for mode (not lexical), once per connection. A store without an
+ * embedding model leaves v->dense NULL: fine for 'auto' (lexical then), an error for
+ * 'dense' and 'hybrid'. */
+static int ensure_dense(lode_vtab *v, ret_mode mode)
 {
-    *off = c->strings.len;
-    return lode_buf_append(&c->strings, s ? s : "", strlen(s ? s : "") + 1);
-}
-
-/* Lexical search through ret_search_bm25; chunk texts come from the chunks table. */
-static int run_lexical(lode_vtab *v, lode_cursor *c, const char *query, int k)
-{
-    ret_hits *h = NULL;
-    ret_search_opts so = {.k = k};
-    sqlite3_stmt *text_q = NULL;
-    int rc = SQLITE_OK;
-    if (ret_search_bm25(v->store, query, &so, &h) != LODE_OK)
-        return vt_error(&v->base, "lode_search: %s", ret_store_errmsg(v->store));
-    if (h->n) {
-        c->rows = lode_calloc(h->n, sizeof *c->rows);
-        c->offs = lode_calloc(h->n * 5, sizeof *c->offs);
-        if (!c->rows || !c->offs) {
-            rc = SQLITE_NOMEM;
-            goto out;
-        }
-    }
-    rc = sqlite3_prepare_v2(ret_store_sqlite(v->store), "SELECT text FROM chunks WHERE id = ?", -1,
-                            &text_q, NULL);
-    if (rc != SQLITE_OK) {
-        rc = vt_error(&v->base, "lode_search: %s", sqlite3_errmsg(ret_store_sqlite(v->store)));
-        goto out;
-    }
-    for (size_t i = 0; i < h->n; i++) {
-        const ret_hit *x = &h->hit[i];
-        row *r = &c->rows[i];
-        r->chunk_id = x->chunk_id;
-        r->document_id = x->document_id;
-        r->score = x->score;
-        r->lexical_rank = (int)i + 1;
-        sqlite3_bind_int64(text_q, 1, x->chunk_id);
-        int s = sqlite3_step(text_q);
-        const char *text = s == SQLITE_ROW ? (const char *)sqlite3_column_text(text_q, 0) : "";
-        size_t *o = &c->offs[i * 5];
-        if (keep(c, x->title, &o[0]) || keep(c, x->uri, &o[1]) || keep(c, x->heading_path, &o[2]) ||
-            keep(c, text, &o[3]) || keep(c, x->snippet, &o[4])) {
-            rc = SQLITE_NOMEM;
-            goto out;
-        }
-        sqlite3_reset(text_q);
-    }
-    c->n = h->n;
-out:
-    sqlite3_finalize(text_q);
-    ret_hits_free(h);
-    return rc;
+    if (v->dense || mode == RET_MODE_LEXICAL) return SQLITE_OK;
+    const char *env = getenv("LODE_EMBED_MODEL");
+    ret_dense_opts o = {.model_path = env && *env ? env : NULL, .no_save = 1};
+    char err[1024];
+    lode_status st = ret_dense_open(v->store, &o, &v->dense, err, sizeof err);
+    if (st == LODE_OK || (st == LODE_ERR_NOTFOUND && mode == RET_MODE_AUTO)) return SQLITE_OK;
+    return vt_error(&v->base,
+                    "lode_search: %s search: %s (LODE_EMBED_MODEL names the embedding model's "
+                    "folder; mode 'lexical' needs none)",
+                    ret_mode_name(mode), err);
 }
 
 static int x_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int argc,
@@ -272,18 +237,25 @@ static int x_filter(sqlite3_vtab_cursor *cur, int idx, const char *idx_str, int 
             return vt_error(&v->base, "lode_search: k must be 1 to %d", RET_SEARCH_MAX_K);
         k = (int)kk;
     }
-    const char *mode = "auto";
-    if (c->args[2] && sqlite3_value_type(c->args[2]) != SQLITE_NULL)
-        mode = (const char *)sqlite3_value_text(c->args[2]);
-    if (!mode) return SQLITE_NOMEM;
-    if (strcmp(mode, "auto") && strcmp(mode, "lexical"))
-        return vt_error(&v->base,
-                        "lode_search: mode must be 'lexical' or 'auto' (this build has no dense "
-                        "search), not '%s'",
-                        mode);
+    ret_mode mode = RET_MODE_AUTO;
+    if (c->args[2] && sqlite3_value_type(c->args[2]) != SQLITE_NULL) {
+        const char *m = (const char *)sqlite3_value_text(c->args[2]);
+        if (!m) return SQLITE_NOMEM;
+        int pm = ret_mode_parse(m);
+        if (pm < 0)
+            return vt_error(&v->base,
+                            "lode_search: mode must be 'lexical', 'dense', 'hybrid' or 'auto', "
+                            "not '%s'",
+                            m);
+        mode = (ret_mode)pm;
+    }
     int rc = ensure_store(v);
+    if (rc == SQLITE_OK) rc = ensure_dense(v, mode);
     if (rc != SQLITE_OK) return rc;
-    return run_lexical(v, c, query, k);
+    ret_query q = {.text = query, .k = k, .mode = mode};
+    if (ret_hybrid_search(v->store, v->dense, &q, &c->res) != LODE_OK)
+        return vt_error(&v->base, "lode_search: %s", ret_store_errmsg(v->store));
+    return SQLITE_OK;
 }
 
 static int x_next(sqlite3_vtab_cursor *cur)
@@ -295,14 +267,13 @@ static int x_next(sqlite3_vtab_cursor *cur)
 static int x_eof(sqlite3_vtab_cursor *cur)
 {
     lode_cursor *c = (lode_cursor *)cur;
-    return c->i >= c->n;
+    return !c->res || c->i >= c->res->n;
 }
 
 static int x_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
 {
     lode_cursor *c = (lode_cursor *)cur;
-    const row *r = &c->rows[c->i];
-    const size_t *o = &c->offs[c->i * 5];
+    const ret_result *r = &c->res->r[c->i];
     switch (col) {
     case COL_RANK:
         sqlite3_result_int64(ctx, (sqlite3_int64)c->i + 1);
@@ -317,11 +288,19 @@ static int x_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
         sqlite3_result_double(ctx, r->score);
         break;
     case COL_DOCUMENT:
+        sqlite3_result_text(ctx, r->title, -1, SQLITE_TRANSIENT);
+        break;
     case COL_URI:
+        sqlite3_result_text(ctx, r->uri, -1, SQLITE_TRANSIENT);
+        break;
     case COL_HEADING_PATH:
+        sqlite3_result_text(ctx, r->heading_path, -1, SQLITE_TRANSIENT);
+        break;
     case COL_TEXT:
+        sqlite3_result_text(ctx, r->text, -1, SQLITE_TRANSIENT);
+        break;
     case COL_SNIPPET:
-        sqlite3_result_text(ctx, c->strings.data + o[col - COL_DOCUMENT], -1, SQLITE_TRANSIENT);
+        sqlite3_result_text(ctx, r->snippet, -1, SQLITE_TRANSIENT);
         break;
     case COL_LEXICAL_RANK:
         if (r->lexical_rank) sqlite3_result_int(ctx, r->lexical_rank);
