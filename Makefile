@@ -65,7 +65,7 @@ PKG_LIBS = $(shell pkg-config --libs $(1) 2>/dev/null)
 FAISS_CFLAGS := -I$(DEPS_DIR)/faiss-c/include
 FAISS_LIBS := $(DEPS_DIR)/faiss-c/lib/libfaiss_c.a -lfaiss -lopenblas -lgomp -lstdc++ -lm
 
-ENGINE_LIBS := $(call PKG_LIBS,$(ENGINE_PKGS)) -lm -ldl -lpthread
+ENGINE_LIBS := $(or $(call PKG_LIBS,$(ENGINE_PKGS)),-lpcre2-8 -lutf8proc) -lm -ldl -lpthread
 SVC_LIBS := $(call PKG_LIBS,$(SVC_PKGS)) $(FAISS_LIBS) $(ENGINE_LIBS)
 ifeq ($(CUDA),1)
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lstdc++

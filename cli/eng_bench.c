@@ -74,7 +74,8 @@ static void usage(FILE *f)
             "                  greedy tokens after the ids, and each chosen token's logits (f32)\n"
             "Random weights of the shape and type, on the GPU; prints prefill and decode tokens/s\n"
             "and the decode's weight-read GB/s against the measured device copy bandwidth;\n"
-            "--profile adds the time of each op of one eager decode step.\n");
+            "--profile adds the time of each op of one eager decode step and of the longest "
+            "prefill.\n");
 }
 
 #if LODE_CUDA
@@ -288,6 +289,13 @@ static int bench(int argc, char **argv)
         float ms = median(times, reps);
         printf("RESULT %s %s prefill%d tok_s %.1f ms %.2f\n", sname, lode_dtype_name(type), L,
                L / (ms * 1e-3), ms);
+        if (profile && pi == np - 1) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "%s/%s/prefill%d", sname, lode_dtype_name(type), L);
+            eng_cuda_seq_reset(m, 0);
+            if ((st = eng_cuda_profile_prefill(m, 0, toks, L, print_prof, tag)))
+                fprintf(stderr, "bench: profile: %s\n", eng_cuda_errmsg(m));
+        }
         if (jf)
             fprintf(
                 jf,

@@ -18,7 +18,8 @@ static const eng_shape eng_shapes[] = {
     {"smollm2-135m", 576, 1536, 30, 9, 3, 49152, 1, 100000.f, "smollm"},
     {"llama3.2-1b", 2048, 8192, 16, 32, 8, 128256, 1, 500000.f, "llama-bpe"},
     {"llama3-8b", 4096, 14336, 32, 32, 8, 128256, 0, 500000.f, "llama-bpe"},
-    {"tiny", 64, 256, 2, 4, 2, 512, 0, 10000.f, "default"}, /* for tests */
+    {"tiny", 64, 256, 2, 4, 2, 512, 0, 10000.f, "default"},   /* for tests */
+    {"small", 256, 512, 2, 4, 2, 512, 0, 10000.f, "default"}, /* tests: CUDA head size 64 */
 };
 
 static inline const eng_shape *eng_shape_find(const char *name)

@@ -421,6 +421,33 @@ const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m)
     return &m->c;
 }
 
+int eng_cuda_gguf_supported(eng_gguf *g)
+{
+    const char *arch = NULL, *stype = NULL;
+    uint32_t D = 0, H = 0, hd = 0, rot = 0;
+    float lin = 1.f;
+    if (!eng_cuda_available()) return 0;
+    if (eng_gguf_get_str(g, "general.architecture", &arch, NULL) || strcmp(arch, "llama") ||
+        eng_gguf_get_u32(g, "llama.embedding_length", &D) ||
+        eng_gguf_get_u32(g, "llama.attention.head_count", &H) || H == 0 || D % H)
+        return 0;
+    if (eng_gguf_get_u32(g, "llama.attention.key_length", &hd)) hd = D / H;
+    if (eng_gguf_get_u32(g, "llama.rope.dimension_count", &rot)) rot = hd;
+    if (hd != D / H || (hd != 64 && hd != 128) || rot != hd) return 0;
+    if (!eng_gguf_get_str(g, "llama.rope.scaling.type", &stype, NULL) && strcmp(stype, "none"))
+        return 0;
+    if (!eng_gguf_get_f32(g, "llama.rope.scale_linear", &lin) && lin != 1.f) return 0;
+    const eng_gguf_tensor *ff = eng_gguf_find_tensor(g, "rope_freqs.weight");
+    if (ff && (ff->type != LODE_F32 || ff->n_elems != hd / 2)) return 0;
+    for (int64_t i = 0; i < eng_gguf_n_tensors(g); i++) {
+        const eng_gguf_tensor *t = eng_gguf_tensor_at(g, i);
+        size_t n = strlen(t->name);
+        if (n > 5 && !strcmp(t->name + n - 5, ".bias")) return 0;
+        if (t->n_dims == 2 && !krn_cuda_dtype_supported(t->type)) return 0;
+    }
+    return 1;
+}
+
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out, char *err, size_t errlen)
 {
@@ -453,8 +480,11 @@ lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs
         goto out;
     }
     const eng_gguf_tensor *outw = eng_gguf_find_tensor(g, "output.weight");
+    const eng_gguf_tensor *ff = eng_gguf_find_tensor(g, "rope_freqs.weight");
+    const float *factors =
+        ff && ff->type == LODE_F32 && ff->n_elems == D / H / 2 ? (const float *)ff->data : NULL;
     eng_cuda_config c = {(int)L,       (int)D,          (int)H,   (int)KV,    (int)(D / H),
-                         (int)F,       (int)emb->ne[1], eps,      theta,      NULL,
+                         (int)F,       (int)emb->ne[1], eps,      theta,      factors,
                          outw == NULL, max_ctx,         max_seqs, max_prefill};
     if ((st = eng_cuda_model_create(&c, device, &m))) {
         lode_seterr(err, errlen, st, "%s", eng_cuda_errmsg(NULL));
@@ -674,13 +704,16 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
     const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
     void *s = m->stream;
     const int32_t *tok = m->d_pf, *pos = m->d_pf + n, *slot = m->d_pf + 2 * n;
+    prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, tok, n, m->x, s), "prefill embed");
+    prof_mark(m, "embed");
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
         krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
         krn_cuda_rope r = rope_for(m, L, pos, slot);
         krn_cuda_attn_cfg a = attn_for(m, L, m->bt + (size_t)seq * m->maxb);
         TRY(m, krn_cuda_rmsnorm(m->x, L->attn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, n, m->qkv, QR, 0, m->scratch, s),
             "gemm qkv");
         if (!L->k_fused)
@@ -693,11 +726,16 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
                 krn_cuda_gemm(m->blas, &L->v, m->act, f16, n, m->qkv + (H + KV) * hd, QR, 0,
                               m->scratch, s),
                 "gemm v");
+        prof_mark(m, "gemm qkv");
         TRY(m, krn_cuda_rope_kv(m->qkv, n, &r, m->qh, s), "rope");
+        prof_mark(m, "rope + kv write");
         TRY(m, krn_cuda_attn_prefill(&a, m->qh, n, pos0, m->attn_out, f16, s), "attention");
+        prof_mark(m, "attention prefill");
         TRY(m, krn_cuda_gemm(m->blas, &L->o, m->attn_out, f16, n, m->x, c->dim, 1, m->scratch, s),
             "gemm o");
+        prof_mark(m, "gemm o (+residual)");
         TRY(m, krn_cuda_rmsnorm(m->x, L->ffn_norm, c->eps, n, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, n, m->gu, 2 * c->ff, 0, m->scratch, s),
             "gemm gate/up");
         if (!L->up_fused)
@@ -705,9 +743,12 @@ static lode_status prefill_chunk(eng_cuda_model *m, int seq, int n, int pos0)
                 krn_cuda_gemm(m->blas, &L->up, m->act, f16, n, m->gu + c->ff, 2 * c->ff, 0,
                               m->scratch, s),
                 "gemm up");
+        prof_mark(m, "gemm gate/up");
         TRY(m, krn_cuda_swiglu(m->gu, n, c->ff, m->act, at, s), "swiglu");
+        prof_mark(m, "swiglu");
         TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, n, m->x, c->dim, 1, m->scratch, s),
             "gemm down");
+        prof_mark(m, "gemm down (+residual)");
     }
     return LODE_OK;
 }
@@ -930,6 +971,23 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     return LODE_OK;
 }
 
+/* The profiling events, created on first use. */
+static lode_status prof_events(eng_cuda_model *m)
+{
+    if (m->pev) return LODE_OK;
+    int cap = 16 * m->c.n_layer + 32;
+    m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
+    m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
+    if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
+    for (int i = 0; i < cap; i++) {
+        TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
+        m->pcap = i + 1;
+    }
+    return LODE_OK;
+}
+
+static lode_status prof_report(eng_cuda_model *m, eng_cuda_prof_fn fn, void *arg);
+
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
 {
     const eng_cuda_config *c = &m->c;
@@ -938,24 +996,38 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
     for (int b = 0; b < batch; b++)
         if (m->len[b] <= 0 || m->len[b] + 1 >= c->max_ctx)
             return fail(m, LODE_ERR_INVALID, "profile: sequences must be prefilled with room left");
-    if (!m->pev) {
-        int cap = 8 * c->n_layer + 16;
-        m->pev = lode_calloc((size_t)cap, sizeof *m->pev);
-        m->pname = lode_calloc((size_t)cap, sizeof *m->pname);
-        if (!m->pev || !m->pname) return LODE_ERR_NOMEM;
-        for (int i = 0; i < cap; i++) TRY(m, krn_cuda_event_create(&m->pev[i]), "event");
-        m->pcap = cap;
-    }
+    lode_status st = prof_events(m);
+    if (st) return st;
     m->pn = 0;
     m->prof = 1;
-    lode_status st = decode_step(m, batch, NULL);
+    st = decode_step(m, batch, NULL);
     m->prof = 0;
     if (st) return st;
     TRY(m, krn_cuda_stream_sync(m->stream), "profile");
     for (int b = 0; b < batch; b++) m->len[b]++;
     m->hist_batch = batch;
     m->steps_total++;
-    /* sum the time of each op name over the layers, in order of first appearance */
+    return prof_report(m, fn, arg);
+}
+
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg)
+{
+    if (n > m->c.max_prefill)
+        return fail(m, LODE_ERR_INVALID, "profile: prompt longer than one prefill chunk");
+    lode_status st = prof_events(m);
+    if (st) return st;
+    m->pn = 0;
+    m->prof = 1;
+    st = eng_cuda_prefill(m, seq, tokens, n, NULL, NULL, NULL);
+    m->prof = 0;
+    if (st) return st;
+    return prof_report(m, fn, arg);
+}
+
+/* Sums the time of each op name over the layers, in order of first appearance. */
+static lode_status prof_report(eng_cuda_model *m, eng_cuda_prof_fn fn, void *arg)
+{
     for (int i = 1; i < m->pn; i++) {
         int first = 1;
         for (int j = 1; j < i; j++)
@@ -974,6 +1046,48 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
         fn(arg, m->pname[i], n, tot);
     }
     return LODE_OK;
+}
+
+lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
+                             int n_out, int out_first, float *logits)
+{
+    const eng_cuda_config *c = &m->c;
+    if (!m->ready) return fail(m, LODE_ERR_INVALID, "forward: model not ready");
+    if (seq < 0 || seq >= c->max_seqs || n <= 0 || n_out < 0 || out_first < 0 ||
+        out_first + n_out > n || (n_out && !logits))
+        return fail(m, LODE_ERR_INVALID, "forward: bad arguments");
+    if (pos0 < 0 || pos0 > m->len[seq])
+        return fail(m, LODE_ERR_RANGE, "forward: position past the sequence");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab)
+            return fail(m, LODE_ERR_RANGE, "forward: token id");
+    m->len[seq] = pos0;
+    if (n == 1 && n_out == 1 && seq == 0 && pos0 > 0 && pos0 + 1 < c->max_ctx) {
+        /* decode: the host's token becomes sequence 0's pending input, then one graph step */
+        TRY(m, krn_cuda_stream_sync(m->stream), "forward");
+        m->h_stage[0] = tokens[0];
+        m->h_stage[1] = pos0;
+        m->h_stage[2] = pos0 + 1;
+        m->h_stage[3] = slot_of(m, 0, pos0);
+        TRY(m, krn_cuda_h2d(m->d_tokens, &m->h_stage[0], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_pos, &m->h_stage[1], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_seqlen, &m->h_stage[2], 4, m->stream), "state");
+        TRY(m, krn_cuda_h2d(m->d_slot, &m->h_stage[3], 4, m->stream), "state");
+        lode_status st = eng_cuda_decode(m, 1, NULL);
+        if (st) return st;
+        return eng_cuda_read_tokens(m, 0, NULL, logits);
+    }
+    lode_status st = LODE_OK;
+    if (n_out == 0) return eng_cuda_prefill(m, seq, tokens, n, NULL, NULL, NULL);
+    /* up to and including the first output row, then one row at a time, then the rest */
+    int done = out_first + 1;
+    if ((st = eng_cuda_prefill(m, seq, tokens, done, NULL, NULL, logits))) return st;
+    for (int i = 1; i < n_out; i++, done++)
+        if ((st = eng_cuda_prefill(m, seq, tokens + done, 1, NULL, NULL,
+                                   logits + (size_t)i * c->vocab)))
+            return st;
+    if (done < n) st = eng_cuda_prefill(m, seq, tokens + done, n - done, NULL, NULL, NULL);
+    return st;
 }
 
 lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out, float *logits)
@@ -1548,6 +1662,11 @@ lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed)
 {
     return LODE_ERR_UNSUPPORTED;
 }
+int eng_cuda_gguf_supported(eng_gguf *g)
+{
+    (void)g;
+    return 0;
+}
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out, char *err, size_t errlen)
 {
@@ -1587,6 +1706,11 @@ int eng_cuda_seq_len(const eng_cuda_model *m, int seq)
 {
     return -1;
 }
+lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
+                             int n_out, int out_first, float *logits)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
 lode_status eng_cuda_mark(eng_cuda_model *m)
 {
     return LODE_ERR_UNSUPPORTED;
@@ -1600,6 +1724,11 @@ lode_status eng_cuda_sync(eng_cuda_model *m)
     return LODE_ERR_UNSUPPORTED;
 }
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg)
 {
     return LODE_ERR_UNSUPPORTED;
 }

@@ -29,6 +29,7 @@ typedef struct eng_cuda_config {
 } eng_cuda_config;
 
 typedef struct eng_cuda_model eng_cuda_model;
+struct eng_gguf; /* engine/gguf.h */
 
 /* Which weight a call of eng_cuda_model_set_weight provides (GGUF tensor names in comments). */
 typedef enum eng_cuda_wkind {
@@ -82,6 +83,10 @@ lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed);
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out /* OUT */, char *err,
                                      size_t errlen);
+/* 1 when eng_cuda_model_from_gguf runs the opened file `g` exactly as the engine's model
+ * code does and a GPU is present: a llama GGUF (no biases, no RoPE scaling, the rotation
+ * over the whole head of 64 or 128) whose matrices all have CUDA kernels. */
+int eng_cuda_gguf_supported(struct eng_gguf *g);
 /* The configuration the model was created with. */
 const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m);
 
@@ -114,6 +119,15 @@ lode_status eng_cuda_read_tokens(eng_cuda_model *m, int steps, int32_t *out /* O
 /* Tokens held by sequence seq. */
 int eng_cuda_seq_len(const eng_cuda_model *m, int seq);
 
+/* One forward step of the engine's own loop (host-side sampling): sequence seq is first cut
+ * back to pos0 tokens (0 restarts it; pos0 may not exceed its length), then tokens[0..n) run
+ * at positions pos0.., and the logits of rows out_first..out_first+n_out-1 (n_out x vocab
+ * floats) are written to logits. One token with its logits on sequence 0 runs the captured
+ * decode graph; longer steps run prefill (one pass up to the first output row, then a pass
+ * per further output row). Waits for the result. */
+lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
+                             int n_out, int out_first, float *logits /* OUT */);
+
 /* Timing helpers for benchmarks: events on the model's stream (ms between the last two
  * marks), and a wait for all queued work. */
 lode_status eng_cuda_mark(eng_cuda_model *m);
@@ -125,5 +139,8 @@ lode_status eng_cuda_sync(eng_cuda_model *m);
  * step counts as a real step (the sequences advance). */
 typedef void (*eng_cuda_prof_fn)(void *arg, const char *op, int count, float total_ms);
 lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, void *arg);
+/* The same for one prefill pass of n <= max_prefill tokens appended to sequence seq. */
+lode_status eng_cuda_profile_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, int n,
+                                     eng_cuda_prof_fn fn, void *arg);
 
 #endif

@@ -3,7 +3,9 @@
 # service libraries are absent; binaries prebuilt elsewhere in prebuilt/ are used when they
 # run), the CUDA tests, the HF comparison, `lode bench` on the issue's shapes, the two peers
 # (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
-# the same run, and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+# the same run, where decode time goes (per-op profile of decode and of a 2048-token prefill,
+# and the decode step without programmatic launch, LODE_CUDA_PDL=0) for the target shapes,
+# and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
 #   scripts/gpu-check.sh [quick|hf]  quick: tests and two small benches only; hf: only the HF
 #                                    peer and comparison (after a run without them)
 # Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ..."
@@ -83,6 +85,19 @@ for sb in $BENCH; do
   log "lode bench $sb"
   timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
+
+# ---- where decode time goes: per-op profile and the same step without programmatic launch --
+DETAIL=${GPU_CHECK_DETAIL:-"smollm2-135m:q4_1 llama3-8b:q4_0 llama3-8b:bf16"}
+rm -f "$OUT/detail.log"
+for sb in $DETAIL; do
+  case " $BENCH " in *" $sb "*) ;; *) continue ;; esac
+  log "decode detail $sb"
+  timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 2048 --batch 1 --reps 3 --profile \
+    >>"$OUT/detail.log" 2>&1
+  LODE_CUDA_PDL=0 timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 \
+    | sed 's/^RESULT /RESULT(no PDL) /' >>"$OUT/detail.log" 2>&1
+done
+[ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v "^RESULT.* prefill"
 
 # ---- peers ----------------------------------------------------------------------------
 PEER=../shared/peers/torch_graphs.py

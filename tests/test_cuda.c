@@ -1044,6 +1044,9 @@ static void test_model(void **state)
         else if ((t) == LODE_BF16)                                                                 \
             for (int i_ = 0; i_ < (rows) * (cols); i_++)                                           \
                 ((uint16_t *)h_)[i_] = lode_float_to_bf16((scale)*frand());                        \
+        else if ((t) == LODE_F16)                                                                  \
+            for (int i_ = 0; i_ < (rows) * (cols); i_++)                                           \
+                ((lode_half *)h_)[i_] = lode_float_to_half((scale)*frand());                       \
         st = eng_cuda_model_set_weight(m, (kind), (layer), (t), h_, nb_);                          \
         if (st) printf("set_weight: %s\n", eng_cuda_errmsg(m));                                    \
         assert_int_equal(st, LODE_OK);                                                             \

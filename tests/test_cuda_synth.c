@@ -1,19 +1,25 @@
 /* test_cuda_synth.c: `lode synth` writes GGUF files the engine reads back: metadata, tensor
  * shapes and types, a tokenizer that round-trips text, and (--hf) safetensors holding the
- * same weights with Q/K rows in HF's order. Runs the lode binary of the build ($LODE_BUILD).
+ * same weights with Q/K rows in HF's order; and on a GPU, the fused CUDA decoder
+ * (eng_cuda_forward, what `lode generate --backend cuda` runs) against the CPU backend's
+ * forward pass on the same synthetic GGUF. Runs the lode binary of the build ($LODE_BUILD).
  * lode-test: engine */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/lode.h"
+#include "engine/backend.h"
+#include "engine/backend_cuda.h"
 #include "engine/gguf.h"
+#include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "kernels/quant.h"
 
@@ -153,11 +159,137 @@ static void test_hf_export(void **state)
     eng_gguf_close(g);
 }
 
+static double rel_l2f(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != a[i]) return 1e30;
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* The gap between the largest and second largest of v, relative to the largest |v|. */
+static double top_gap(const float *v, int n)
+{
+    float a = -1e30f, b = -1e30f, m = 0.f;
+    for (int i = 0; i < n; i++) {
+        if (v[i] > a)
+            b = a, a = v[i];
+        else if (v[i] > b)
+            b = v[i];
+        m = fabsf(v[i]) > m ? fabsf(v[i]) : m;
+    }
+    return m > 0 ? (a - b) / m : 0;
+}
+
+/* CUDA decoder against the CPU backend on one synthetic file: a 24-token prompt (logits of
+ * rows 20..23, which takes the CUDA path's row-by-row split), then 16 decode steps fed the
+ * CPU's greedy choice. Bounds: relative L2 error of each logits row, and the same argmax
+ * wherever the CPU's top two are apart by more than the error. */
+static void cuda_vs_cpu(const char *type, double bound)
+{
+    char path[128], args[256], err[256];
+    snprintf(path, sizeof path, "%s/c_%s.gguf", dir, type);
+    snprintf(args, sizeof args, "--shape small --type %s --seed 11 -o %s", type, path);
+    assert_int_equal(synth(args), 0);
+    eng_gguf *g = NULL;
+    assert_int_equal(eng_gguf_open(path, &g, err, sizeof err), LODE_OK);
+    assert_true(eng_cuda_gguf_supported(g));
+    eng_backend *be = NULL;
+    eng_backend_opts bo = {1, 0};
+    assert_int_equal(eng_backend_create("cpu", &bo, &be, err, sizeof err), LODE_OK);
+    eng_llama *llm = NULL;
+    if (eng_llama_load(g, be, &llm, err, sizeof err)) fail_msg("%s", err);
+    const int V = llm->hp.n_vocab, CTX = 128, NB = CTX / ENG_KV_BLOCK, NP = 24, NO = 4, ND = 16;
+    eng_runtime *rt = NULL;
+    assert_int_equal(eng_runtime_create(llm, 64, NO, NB, &rt, err, sizeof err), LODE_OK);
+    eng_cuda_model *gm = NULL;
+    if (eng_cuda_model_from_gguf(path, CTX, 1, 64, 0, &gm, err, sizeof err)) fail_msg("%s", err);
+
+    int32_t bt[8], tok[64], pos[64], outr[4];
+    for (int i = 0; i < NB; i++) bt[i] = i;
+    for (int i = 0; i < NP; i++) tok[i] = (int32_t)((i * 37 + 5) % V), pos[i] = i;
+    for (int i = 0; i < NO; i++) outr[i] = NP - NO + i;
+    float *lc = malloc((size_t)NO * V * 4), *lg = malloc((size_t)NO * V * 4);
+    eng_batch_seq sq = {0, NP, 0, bt, NB, NP};
+    eng_batch b = {NP, tok, pos, 1, &sq, NO, outr};
+    assert_int_equal(eng_runtime_forward(rt, &b, lc, err, sizeof err), LODE_OK);
+    for (size_t i = 0; i < (size_t)NO * V; i++) lg[i] = NAN;
+    if (eng_cuda_forward(gm, 0, tok, NP, 0, NO, NP - NO, lg))
+        fail_msg("cuda forward: %s", eng_cuda_errmsg(gm));
+    double worst = 0;
+    int same = 0, steps = 0, close_calls = 0;
+    for (int r = 0; r < NO; r++) {
+        double e = rel_l2f(lg + (size_t)r * V, lc + (size_t)r * V, (size_t)V);
+        worst = e > worst ? e : worst;
+        int a = argmax(lc + (size_t)r * V, V), c = argmax(lg + (size_t)r * V, V);
+        same += a == c;
+        close_calls += a != c && top_gap(lc + (size_t)r * V, V) < 2 * e;
+        steps++;
+    }
+    int32_t next = argmax(lc + (size_t)(NO - 1) * V, V);
+    for (int s = 0; s < ND; s++) {
+        int32_t p = NP + s, o = 0;
+        eng_batch_seq sd = {0, 1, p, bt, NB, NP};
+        eng_batch bd = {1, &next, &p, 1, &sd, 1, &o};
+        assert_int_equal(eng_runtime_forward(rt, &bd, lc, err, sizeof err), LODE_OK);
+        for (int i = 0; i < V; i++) lg[i] = NAN;
+        if (eng_cuda_forward(gm, 0, &next, 1, p, 1, 0, lg))
+            fail_msg("cuda decode: %s", eng_cuda_errmsg(gm));
+        double e = rel_l2f(lg, lc, (size_t)V);
+        worst = e > worst ? e : worst;
+        int a = argmax(lc, V), c = argmax(lg, V);
+        same += a == c;
+        close_calls += a != c && top_gap(lc, V) < 2 * e;
+        steps++;
+        next = a;
+    }
+    printf("cuda vs cpu backend, %s: max relative L2 error of logits %.2e (bound %.0e), "
+           "argmax equal on %d/%d rows (%d differing rows within the error)\n",
+           type, worst, bound, same, steps, close_calls);
+    assert_true(worst < bound);
+    assert_int_equal(same + close_calls, steps);
+    free(lc);
+    free(lg);
+    eng_cuda_model_destroy(gm);
+    eng_runtime_destroy(rt);
+    eng_llama_free(llm);
+    eng_backend_destroy(be);
+}
+
+static void test_cuda_vs_cpu_backend(void **state)
+{
+    if (!eng_cuda_available()) {
+        printf("no CUDA GPU (or a build without CUDA): CUDA against CPU backend skipped\n");
+        skip();
+    }
+    /* the CPU backend quantizes activations to 8 bits for quantized weights, the CUDA GEMV
+     * too (per 32 values), and both accumulate in f32; float weights differ by summation
+     * order and the f16 KV cache of the CUDA side */
+    cuda_vs_cpu("bf16", 1e-2);
+    cuda_vs_cpu("q8_0", 3e-2);
+    cuda_vs_cpu("q4_0", 3e-2);
+    cuda_vs_cpu("q4_1", 3e-2);
+    cuda_vs_cpu("q6_K", 3e-2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf_and_tokenizer),
         cmocka_unit_test(test_hf_export),
+        cmocka_unit_test(test_cuda_vs_cpu_backend),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

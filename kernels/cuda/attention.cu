@@ -16,6 +16,8 @@
  */
 #include "kernels/cuda/common.cuh"
 
+#include <type_traits>
+
 #define MAXG 8 /* query heads per KV head */
 
 static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
@@ -40,8 +42,10 @@ __global__ void __launch_bounds__(128)
     __shared__ float qs[MAXG][HD];
     __shared__ float sc[MAXG][TT];
     __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
-    __shared__ int64_t rowi[TT];
     __shared__ float part[4 * MAXG * HD];
+    pdl_wait();
+    pdl_trigger();
+    constexpr int TPW = TT / 4; /* tokens of a tile whose V rows a warp accumulates */
     const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
     const int lane = tid & 31, wp = tid >> 5;
     const int G = c.n_head / c.n_kv_head, H = c.n_head;
@@ -65,20 +69,30 @@ __global__ void __launch_bounds__(128)
 
     for (int tt = t0; tt < t1; tt += TT) {
         const int n = min(TT, t1 - tt);
-        __syncthreads(); /* previous tile done with rowi / sc; qs and mrun visible */
-        if (tid < n) rowi[tid] = cache_row(c, bt, tt + tid, kvh);
-        __syncthreads();
+        /* this thread's K piece and its warp's V rows of the tile are all requested before
+         * any is used: one round trip to memory a tile */
+        const int t = tid >> 2, qq = tid & 3;
+        uint4 w[QD / 8];
+        if (t < n) {
+            const uint4 *kp = (const uint4 *)(kc + cache_row(c, bt, tt + t, kvh) * HD + qq * QD);
+#pragma unroll
+            for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
+        }
+        typedef typename std::conditional<DPL == 4, uint2, uint32_t>::type VRaw;
+        VRaw vraw[TPW];
+#pragma unroll
+        for (int i = 0; i < TPW; i++) {
+            const int tv = wp + 4 * i;
+            if (tv < n)
+                vraw[i] = *(const VRaw *)(vc + cache_row(c, bt, tt + tv, kvh) * HD + lane * DPL);
+        }
+        __syncthreads(); /* previous tile done with sc; qs and mrun visible */
         /* scores: token tid/4, dims (tid%4)*QD .. */
         {
-            const int t = tid >> 2, qq = tid & 3;
             float s[MAXG];
 #pragma unroll
             for (int g = 0; g < MAXG; g++) s[g] = 0.f;
             if (t < n) {
-                const uint4 *kp = (const uint4 *)(kc + rowi[t] * HD + qq * QD);
-                uint4 w[QD / 8];
-#pragma unroll
-                for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
 #pragma unroll
                 for (int d8 = 0; d8 < QD / 8; d8++) {
                     const __half2 *h2 = (const __half2 *)&w[d8];
@@ -129,17 +143,18 @@ __global__ void __launch_bounds__(128)
             for (int i = 0; i < DPL; i++) a[g][i] *= al;
         }
 #pragma unroll
-        for (int t = wp; t < TT; t += 4) {
+        for (int i = 0; i < TPW; i++) {
+            const int t = wp + 4 * i;
             if (t >= n) break;
-            const __half *vp = vc + rowi[t] * HD + lane * DPL;
             float v[DPL];
             if constexpr (DPL == 4) {
-                uint2 w2 = *(const uint2 *)vp;
+                uint2 w2 = vraw[i];
                 float2 v01 = __half22float2(*(const __half2 *)&w2.x);
                 float2 v23 = __half22float2(*(const __half2 *)&w2.y);
                 v[0] = v01.x, v[1] = v01.y, v[2] = v23.x, v[3] = v23.y;
             } else {
-                float2 v01 = __half22float2(*(const __half2 *)vp);
+                uint32_t w1 = vraw[i];
+                float2 v01 = __half22float2(*(const __half2 *)&w1);
                 v[0] = v01.x, v[1] = v01.y;
             }
 #pragma unroll
@@ -151,9 +166,12 @@ __global__ void __launch_bounds__(128)
             }
         }
     }
-    for (int g = 0; g < G; g++)
+#pragma unroll
+    for (int g = 0; g < MAXG; g++) {
+        if (g >= G) break; /* a[] stays in registers: compile-time indices only */
 #pragma unroll
         for (int i = 0; i < DPL; i++) part[(wp * G + g) * HD + lane * DPL + i] = a[g][i];
+    }
     __syncthreads();
     for (int o = tid; o < G * HD; o += 128) {
         int g = o / HD, d = o % HD;
@@ -179,9 +197,11 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
     dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
     if (c->head_dim == 64)
-        attn_decode_kernel<64><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        CU_TRY(launch_k(attn_decode_kernel<64>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
+                        acc, ml));
     else if (c->head_dim == 128)
-        attn_decode_kernel<128><<<grid, 128, 0, st>>>(*c, q, seq_len, n_split, acc, ml);
+        CU_TRY(launch_k(attn_decode_kernel<128>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
+                        acc, ml));
     else
         return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_decode: head_dim must be 64 or 128");
     CU_LAUNCHED("attn_decode");
@@ -229,6 +249,16 @@ static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
     return *(uint32_t *)&h;
 }
 
+/* Four 8x8 f16 matrices from shared memory, transposed: lane l gives the row address of
+ * matrix l / 8; register i receives this thread's pair of matrix i. */
+static __device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, const __half *p)
+{
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
 static __device__ __forceinline__ uint32_t ld32(const __half *p)
 {
     return *(const uint32_t *)p;
@@ -238,9 +268,11 @@ template <int HD, bool OUT_F16>
 __global__ void __launch_bounds__(128)
     attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out)
 {
-    constexpr int BQ = 64, BK = 64, KP = HD + 8, VP = BK + 8;
+    constexpr int BQ = 64, BK = 64, KP = HD + 8;
+    /* K and V tiles as stored (key-major rows, padded by 16 bytes so that 8 consecutive rows
+     * start in different banks); V reaches the P V product through ldmatrix .trans */
     __shared__ __align__(16) __half Ks[BK][KP];
-    __shared__ __align__(16) __half Vt[HD][VP];
+    __shared__ __align__(16) __half Vs[BK][KP];
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, H = c.n_head, kvh = h / (H / c.n_kv_head);
@@ -281,9 +313,7 @@ __global__ void __launch_bounds__(128)
                 vv = *(const uint4 *)(vc + row * HD + c8);
             }
             *(uint4 *)&Ks[key][c8] = kv;
-            const __half *vh = (const __half *)&vv;
-#pragma unroll
-            for (int e = 0; e < 8; e++) Vt[c8 + e][key] = vh[e];
+            *(uint4 *)&Vs[key][c8] = vv;
         }
         __syncthreads();
 
@@ -335,10 +365,15 @@ __global__ void __launch_bounds__(128)
                              pack_h2(s[2 * ks][2], s[2 * ks][3]),
                              pack_h2(s[2 * ks + 1][0], s[2 * ks + 1][1]),
                              pack_h2(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+            /* lanes 0-15 address keys ks*16 + 0..15 of dims d*8.., lanes 16-31 of dims (d+1)*8..;
+             * transposed, the four 8x8 matrices are the B fragments of d and d + 1 */
+            const int vrow = ks * 16 + (lane & 15), vcol = (lane >> 4) * 8;
 #pragma unroll
-            for (int d = 0; d < HD / 8; d++) {
-                const __half *vp = &Vt[d * 8 + g][ks * 16 + 2 * t];
-                mma16816(o[d], a, ld32(vp), ld32(vp + 8));
+            for (int d = 0; d < HD / 8; d += 2) {
+                uint32_t b[4];
+                ldsm_x4_trans(b, &Vs[vrow][d * 8 + vcol]);
+                mma16816(o[d], a, b[0], b[1]);
+                mma16816(o[d + 1], a, b[2], b[3]);
             }
         }
     }

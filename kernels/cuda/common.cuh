@@ -50,6 +50,48 @@ enum {
     FMT_Q6       /* unit 32: 16 B low nibbles, 8 B high 2-bit pairs, half2 scales of 16 */
 };
 
+/* Programmatic dependent launch (Hopper): a kernel of the decode chain is launched while its
+ * predecessor still runs, issues the loads that depend on nothing earlier (weights), and
+ * waits for the predecessor's results in pdl_wait. Every kernel launched through launch_k
+ * calls pdl_wait before it reads anything an earlier kernel wrote; without the launch
+ * attribute both instructions are no-ops. */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+/* 1 unless LODE_CUDA_PDL=0 (read once): whether launch_k asks for programmatic launch. */
+int krn_cuda_pdl_enabled(void);
+
+/* Launches kern<<<grid, block, smem, st>>>(args...) with programmatic stream serialization
+ * when enabled; the kernel must call pdl_wait before reading earlier kernels' output. */
+template <typename... P, typename... A>
+static inline cudaError_t launch_k(void (*kern)(P...), dim3 grid, dim3 block, size_t smem,
+                                   cudaStream_t st, A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    if (krn_cuda_pdl_enabled()) {
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

@@ -13,6 +13,12 @@
  * step is five launches a layer: x can be RMS-normalized, SwiGLU-combined or assembled from
  * the decode-attention splits while it is loaded, and y can be added to the residual or
  * rotated (RoPE) and written into the paged KV cache.
+ *
+ * Small matrices make each launch's fixed latency count, so: the first weights are requested
+ * before the kernel waits for its predecessor (programmatic dependent launch, launch_k);
+ * the input stage keeps one round of loads in flight per thread; the grid is one wave of
+ * blocks (occupancy API) with equal shares of row groups, so x is staged once per block;
+ * and the next row group's weights are requested while the current one is reduced.
  */
 #include "kernels/cuda/unit.cuh"
 
@@ -39,6 +45,12 @@ struct GemvP {
     int cu;     /* units per chunk */
     int64_t nu; /* units per row */
     int ks;     /* the K range is split over gridDim.y blocks (KRN_Y_ADD only: atomic adds) */
+};
+
+/* Shared-memory words a staged unit of x takes for one batch row: N floats, or for quantized
+ * layouts 8 words of int8 values, the sums of its two halves and its scale. */
+template <int FMT> struct XF {
+    static constexpr int v = IsQuant<FMT>::v ? 11 : Unit<FMT>::N;
 };
 
 template <int NC> __device__ __forceinline__ int swz(int u)
@@ -128,23 +140,67 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     extern __shared__ float4 smem4[];
     float *xs = (float *)smem4;
     const int CU = p.cu;
-    float *xsum = xs + BT * CU * N;
-    float *aux = xsum + BT * CU;
+    float *aux = xs + BT * CU * XF<FMT>::v; /* per-row scratch after the staged x */
     /* quantized layouts: x as int8 words [BT][CU][8], then the half sums [BT][CU][2] and the
      * scales [BT][CU] of x, all inside the float area */
     float *qsum = xs + BT * CU * 8;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t K = p.w.cols, rows = p.w.rows;
 
+    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
+    const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
+    const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
+    const bool one_chunk = u_end - u_begin <= CU;
+
+    /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
+     * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
+    constexpr int UNR = BT >= 8 ? 2 : 4;
+    typename U::Raw raw[UNR][R];
+    int64_t row_base = 0, rowi[R];
+    auto set_rows = [&](int64_t rg) {
+        row_base = (rg * WARPS + warp) * R;
+#pragma unroll
+        for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
+    };
+    auto load_group = [&](int64_t c0, int cu, int u0) {
+#pragma unroll
+        for (int j = 0; j < UNR; j++) {
+            int uu = LODE_MIN(u0 + 32 * j, cu - 1);
+#pragma unroll
+            for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
+        }
+    };
+
+    /* the first weights depend on no earlier kernel: they are on their way before the wait
+     * for the previous kernel's output (programmatic launch) and while x is prepared */
+    int64_t rg = blockIdx.x;
+    set_rows(rg);
+    {
+        const int cu0 = (int)LODE_MIN((int64_t)CU, u_end - u_begin);
+        if (lane < cu0) load_group(u_begin, cu0, lane);
+    }
+    pdl_wait();
+    pdl_trigger();
+
     if (p.xmode == KRN_X_RMSNORM) {
-        for (int b = warp; b < p.batch; b += WARPS) {
+        /* all warps share each row's sum of squares: one round of loads in flight */
+        float *red = aux + BT;
+        for (int b = 0; b < p.batch; b++) {
             float ss = 0.f;
-            for (int64_t k = 4 * lane; k < K; k += 128) {
+#pragma unroll 4
+            for (int64_t k = 4 * tid; k < K; k += 4 * WARPS * 32) {
                 float4 v = f4(p.x + b * p.ldx + k);
                 ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
             }
             ss = warp_sum(ss);
-            if (lane == 0) aux[b] = rsqrtf(ss / (float)K + p.eps);
+            if (lane == 0) red[warp * BT + b] = ss;
+        }
+        __syncthreads();
+        if (tid < p.batch) {
+            float ss = 0.f;
+#pragma unroll
+            for (int w = 0; w < WARPS; w++) ss += red[w * BT + tid];
+            aux[tid] = rsqrtf(ss / (float)K + p.eps);
         }
     } else if (p.xmode == KRN_X_ATTN) {
         const krn_cuda_attn_parts &a = p.attn;
@@ -161,82 +217,96 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     }
     __syncthreads();
 
-    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
-    const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
-    const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
-    const bool one_chunk = u_end - u_begin <= CU;
-    bool staged = false;
-    for (int64_t rg = blockIdx.x; rg < nrg; rg += gridDim.x) {
-        const int64_t row_base = (rg * WARPS + warp) * R;
+    /* pref: raw already holds the first units of this row group (loaded before the wait, or
+     * while the previous row group was reduced and stored) */
+    bool staged = false, pref = true;
+    for (; rg < nrg; rg += gridDim.x) {
+        if (!pref) set_rows(rg);
+        const int64_t rb = row_base;
         float acc[BT][R];
 #pragma unroll
         for (int b = 0; b < BT; b++)
 #pragma unroll
             for (int r = 0; r < R; r++) acc[b][r] = 0.f;
 
-        int64_t rowi[R];
-#pragma unroll
-        for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
-
-        /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
-         * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
-        constexpr int UNR = BT >= 8 ? 2 : 4;
-        typename U::Raw raw[UNR][R];
         for (int64_t c0 = u_begin; c0 < u_end; c0 += CU) {
             const int cu = (int)LODE_MIN((int64_t)CU, u_end - c0);
-            auto load_group = [&](int u0) {
-#pragma unroll
-                for (int j = 0; j < UNR; j++) {
-                    int uu = LODE_MIN(u0 + 32 * j, cu - 1);
-#pragma unroll
-                    for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
-                }
-            };
             /* the first weights are on their way while x is staged */
-            if (lane < cu) load_group(lane);
+            if (!pref && lane < cu) load_group(c0, cu, lane);
+            pref = false;
             float4 *xs4 = (float4 *)xs;
             if (!(one_chunk && staged)) {
                 if constexpr (QUANT) {
                     /* x as int8 with one scale per 32 (8 threads a unit), and the sums of each half
                      */
                     const int total = BT * cu * NC;
-                    for (int base = 0; base < total; base += WARPS * 32) {
-                        const int f = base + tid;
-                        const bool act = f < total;
-                        int b = 0, u = 0, c = 0;
-                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                        if (act) {
-                            b = f / (cu * NC);
-                            int rr = f % (cu * NC);
-                            u = rr / NC, c = rr % NC;
-                            if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
+                    constexpr int PF = 4; /* loads of x in flight a thread */
+                    for (int base = 0; base < total; base += WARPS * 32 * PF) {
+                        float4 vv[PF];
+#pragma unroll
+                        for (int j = 0; j < PF; j++) {
+                            const int f = base + j * WARPS * 32 + tid;
+                            vv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                            if (f < total) {
+                                const int b = f / (cu * NC), rr = f % (cu * NC);
+                                if (b < p.batch)
+                                    vv[j] = load_x(p, b, (c0 + rr / NC) * N + 4 * (rr % NC), aux);
+                            }
                         }
-                        float am =
-                            fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-                        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-                        const float id = am > 0.f ? 127.f / am : 0.f;
-                        int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-                        int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-                        int qs = q0 + q1 + q2 + q3;
-                        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
-                        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
-                        if (act) {
-                            int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
-                                       ((uint32_t)q3 << 24);
-                            int h = (c >> 2) ^ ((u >> 2) & 1);
-                            ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
-                            if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
-                            if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
+#pragma unroll
+                        for (int j = 0; j < PF; j++) {
+                            if (base + j * WARPS * 32 >= total) break; /* uniform in the block */
+                            const int f = base + j * WARPS * 32 + tid;
+                            const bool act = f < total;
+                            int b = 0, u = 0, c = 0;
+                            float4 v = vv[j];
+                            if (act) {
+                                b = f / (cu * NC);
+                                int rr = f % (cu * NC);
+                                u = rr / NC, c = rr % NC;
+                            }
+                            float am =
+                                fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+                            const float id = am > 0.f ? 127.f / am : 0.f;
+                            int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+                            int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+                            int qs = q0 + q1 + q2 + q3;
+                            qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+                            qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+                            if (act) {
+                                int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
+                                           ((uint32_t)q3 << 24);
+                                int h = (c >> 2) ^ ((u >> 2) & 1);
+                                ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
+                                if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
+                                if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
+                            }
                         }
                     }
                 } else {
-                    for (int f = tid; f < BT * cu * NC; f += WARPS * 32) {
-                        int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC, c = rr % NC;
-                        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-                        if (b < p.batch) v = load_x(p, b, (c0 + u) * N + 4 * c, aux);
-                        xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = v;
+                    constexpr int PF = 4; /* loads of x in flight a thread */
+                    const int total = BT * cu * NC;
+                    for (int base = tid; base < total; base += WARPS * 32 * PF) {
+                        float4 vv[PF];
+#pragma unroll
+                        for (int j = 0; j < PF; j++) {
+                            const int f = base + j * WARPS * 32;
+                            const int b = f / (cu * NC), rr = f % (cu * NC);
+                            vv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                            if (f < total && b < p.batch)
+                                vv[j] = load_x(p, b, (c0 + rr / NC) * N + 4 * (rr % NC), aux);
+                        }
+#pragma unroll
+                        for (int j = 0; j < PF; j++) {
+                            const int f = base + j * WARPS * 32;
+                            if (f >= total) break;
+                            const int b = f / (cu * NC), rr = f % (cu * NC), u = rr / NC,
+                                      c = rr % NC;
+                            xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = vv[j];
+                        }
                     }
                 }
                 __syncthreads();
@@ -244,7 +314,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             }
 
             for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
-                if (u0 != lane) load_group(u0);
+                if (u0 != lane) load_group(c0, cu, u0);
 #pragma unroll
                 for (int h = 0; h < UNR; h++) {
                     const int uu = u0 + 32 * h;
@@ -313,6 +383,13 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             }
             if (!one_chunk) __syncthreads();
         }
+        if (one_chunk && rg + gridDim.x < nrg) {
+            /* the next row group's first units are on their way during the reduction */
+            const int cu0 = (int)(u_end - u_begin);
+            set_rows(rg + gridDim.x);
+            if (lane < cu0) load_group(u_begin, cu0, lane);
+            pref = true;
+        }
 
 #pragma unroll
         for (int b = 0; b < BT; b++)
@@ -325,12 +402,11 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             if (p.ymode == KRN_Y_ROPE_KV) {
 #pragma unroll
                 for (int r = 0; r < R; r += 2)
-                    if (row_base + r + 1 < rows)
-                        store_rope(p, b, row_base + r, acc[b][r], acc[b][r + 1]);
+                    if (rb + r + 1 < rows) store_rope(p, b, rb + r, acc[b][r], acc[b][r + 1]);
             } else {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    int64_t n = row_base + r;
+                    int64_t n = rb + r;
                     if (n >= rows) continue;
                     float *dst = p.y + b * p.ldy + n;
                     if (p.ks > 1)
@@ -347,14 +423,13 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
 
 template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
 {
-    constexpr int N = Unit<FMT>::N;
-    int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * (N + 1));
+    int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * XF<FMT>::v);
     if (cu >= p.nu)
         cu = (int)p.nu;
     else if (cu >= 32)
         cu -= cu % 32;
     p.cu = cu;
-    size_t smem = (size_t)(BT * cu * N + BT * cu + BT * AUX_PER_ROW) * sizeof(float);
+    size_t smem = (size_t)(BT * cu * XF<FMT>::v + BT * AUX_PER_ROW) * sizeof(float);
     /* enough blocks to fill the GPU a few times over, each looping over row groups */
     unsigned blocks = cdiv(p.w.rows, WARPS * R);
     static int sms = 0;
@@ -371,8 +446,24 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         ks = LODE_MIN(ks, LODE_MIN((int64_t)8, p.nu / 64));
         p.ks = (int)LODE_MAX(ks, (int64_t)1);
     }
-    if ((p.nu + p.ks - 1) / p.ks <= cu) blocks = LODE_MIN(blocks, (unsigned)(sms * 8 / p.ks + 1));
-    gemv_kernel<FMT, BT><<<dim3(blocks, (unsigned)p.ks), WARPS * 32, smem, st>>>(p);
+    if ((p.nu + p.ks - 1) / p.ks <= cu) {
+        /* x staged once a block: one wave of blocks (as many as fit at once), each taking an
+         * equal share of the row groups, so the staging is paid once per block and no block
+         * waits for a second wave */
+        static thread_local size_t occ_smem = 0;
+        static thread_local int occ = 0;
+        if (occ_smem != smem || !occ) {
+            CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<FMT, BT>,
+                                                                 WARPS * 32, smem));
+            occ_smem = smem;
+            if (occ < 1) occ = 1;
+        }
+        unsigned wave = (unsigned)LODE_MAX(1, sms * occ / p.ks);
+        unsigned per = cdiv(blocks, wave);
+        blocks = cdiv(blocks, per);
+    }
+    CU_TRY(launch_k(gemv_kernel<FMT, BT>, dim3(blocks, (unsigned)p.ks), dim3(WARPS * 32), smem, st,
+                    p));
     CU_LAUNCHED("gemv");
     return LODE_OK;
 }

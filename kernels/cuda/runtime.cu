@@ -6,6 +6,7 @@
 #include "kernels/cuda/common.cuh"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static thread_local char errbuf[256];
@@ -22,6 +23,16 @@ lode_status krn_cuda_fail_msg(lode_status st, const char *msg)
 {
     snprintf(errbuf, sizeof errbuf, "%s", msg);
     return st;
+}
+
+int krn_cuda_pdl_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_PDL");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
 }
 
 extern "C" const char *krn_cuda_errmsg(void)

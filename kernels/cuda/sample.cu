@@ -51,6 +51,8 @@ __global__ void __launch_bounds__(ST)
     __shared__ float rv[32];
     __shared__ int ri[32];
     __shared__ float scan[ST];
+    pdl_wait();
+    pdl_trigger();
     const int b = blockIdx.x, tid = threadIdx.x;
     const float *l = logits + (int64_t)b * vocab;
 
@@ -154,7 +156,8 @@ extern "C" lode_status krn_cuda_sample(const float *logits, int batch, int vocab
                                        void *stream)
 {
     if (batch <= 0 || vocab <= 0) return krn_cuda_fail_msg(LODE_ERR_INVALID, "sample: bad shape");
-    sample_kernel<<<(unsigned)batch, ST, 0, STREAM(stream)>>>(logits, vocab, *c, tok, logprob);
+    CU_TRY(launch_k(sample_kernel, dim3((unsigned)batch), dim3(ST), 0, STREAM(stream), logits,
+                    vocab, *c, tok, logprob));
     CU_LAUNCHED("sample");
     return LODE_OK;
 }
@@ -198,6 +201,8 @@ __global__ void advance_kernel(int batch, const int32_t *chosen, int32_t *tokens
                                int32_t *seq_len, int32_t *slot, const int32_t *bt, int max_blocks,
                                int32_t *history, int hist_rows, int hist_stride, uint32_t *step)
 {
+    pdl_wait();
+    pdl_trigger();
     int b = threadIdx.x;
     uint32_t s = *step;
     if (b < batch) {
@@ -225,9 +230,9 @@ extern "C" lode_status krn_cuda_decode_advance(int batch, const int32_t *chosen,
 {
     if (batch <= 0 || batch > 1024 || (history && hist_rows <= 0))
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "advance: bad batch or history");
-    advance_kernel<<<1, 32 * cdiv(batch, 32), 0, STREAM(stream)>>>(
-        batch, chosen, tokens, pos, seq_len, slot, block_table, max_blocks, history, hist_rows,
-        hist_stride, step);
+    CU_TRY(launch_k(advance_kernel, dim3(1), dim3(32 * cdiv(batch, 32)), 0, STREAM(stream), batch,
+                    chosen, tokens, pos, seq_len, slot, block_table, max_blocks, history, hist_rows,
+                    hist_stride, step));
     CU_LAUNCHED("decode_advance");
     return LODE_OK;
 }

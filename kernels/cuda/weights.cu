@@ -355,6 +355,8 @@ extern "C" lode_status krn_cuda_mat_dequant(const krn_cuda_mat *m, int64_t row0,
 template <int FMT> __global__ void embed_kernel(krn_cuda_mat m, const int32_t *tokens, float *out)
 {
     constexpr int N = Unit<FMT>::N;
+    pdl_wait();
+    pdl_trigger();
     int64_t t = blockIdx.x;
     int32_t tok = tokens[t];
     int64_t upr = m.cols / N;
@@ -377,7 +379,9 @@ extern "C" lode_status krn_cuda_embed(const krn_cuda_mat *emb, const int32_t *to
 {
     if (!emb->fmt) return krn_cuda_fail_msg(LODE_ERR_INVALID, "CUDA: embedding not allocated");
     if (n <= 0) return LODE_OK;
-#define EM(F) embed_kernel<F><<<(unsigned)n, 128, 0, STREAM(stream)>>>(*emb, tokens, out)
+#define EM(F)                                                                                      \
+    CU_TRY(launch_k(embed_kernel<F>, dim3((unsigned)n), dim3(128), 0, STREAM(stream), *emb,        \
+                    tokens, out))
     FMT_DISPATCH(emb->fmt, EM)
 #undef EM
     CU_LAUNCHED("embed");
