@@ -91,6 +91,60 @@ static void test_gemm_variants(void **state)
     lode_pool_destroy(pool);
 }
 
+/* The 16-bit VNNI GEMM against the double reference: odd shapes (a k not a multiple of
+ * 2, of the 64-pair block, or of a tile; n_out not a multiple of 32), bias, strided rows,
+ * a zero row, a row with one large outlier; relative error of a row within 5e-4 (the
+ * rounding of two 13-bit values), 5e-3 for the outlier's row. */
+static void test_gemm_q16(void **state)
+{
+    if (!krn_gemm_q16_supported()) {
+        print_message("no AVX-512 VNNI on this CPU: the 16-bit GEMM is not used here\n");
+        skip();
+    }
+    static const size_t shapes[][3] = {{1, 1, 1},       {7, 33, 5},      {13, 100, 385},
+                                       {64, 1536, 384}, {70, 384, 1536}, {9, 17, 129}};
+    lode_pool *pool = NULL;
+    assert_int_equal(lode_pool_create(2, &pool), LODE_OK);
+    for (size_t s = 0; s < LODE_ARRAY_LEN(shapes); s++) {
+        size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldx = K + 3, ldy = N + 5;
+        float *W = rand_buf(N * K), *X = rand_buf(M * ldx), *b = rand_buf(N);
+        float *Y = malloc(M * ldy * sizeof *Y);
+        double *R = malloc(M * N * sizeof *R);
+        if (M > 2) memset(X + ldx, 0, K * sizeof *X); /* an all-zero row */
+        if (M > 3) X[2 * ldx + K / 2] = 300.0f;       /* an outlier */
+        krn_packed_q16 P;
+        assert_int_equal(krn_pack_q16(W, N, K, &P), LODE_OK);
+        void *scratch = lode_aligned_alloc(64, krn_gemm_q16_scratch(M, K));
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            for (size_t i = 0; i < M * ldy; i++) Y[i] = NAN;
+            krn_gemm_q16(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL, scratch);
+            for (size_t t = 0; t < M; t++)
+                for (size_t o = 0; o < N; o++) {
+                    double acc = with_bias ? b[o] : 0;
+                    for (size_t k = 0; k < K; k++) acc += (double)X[t * ldx + k] * W[o * K + k];
+                    R[t * N + o] = acc;
+                }
+            for (size_t t = 0; t < M; t++) {
+                float row[1536];
+                for (size_t o = 0; o < N; o++) row[o] = Y[t * ldy + o];
+                /* the outlier row's other values get a step 300x coarser */
+                double e = rel_err(row, R + t * N, N), tol = t == 2 && M > 3 ? 5e-3 : 5e-4;
+                if (e >= tol) print_message("shape %zu row %zu: rel err %g\n", s, t, e);
+                assert_true(e < tol);
+                assert_true(isnan(Y[t * ldy + N])); /* past the row untouched */
+            }
+        }
+        lode_aligned_free(scratch);
+        krn_packed_q16_free(&P);
+        free(W);
+        free(X);
+        free(b);
+        free(Y);
+        free(R);
+    }
+    lode_pool_destroy(pool);
+}
+
 static void test_layernorm_gelu(void **state)
 {
     const size_t n = 384;
@@ -106,6 +160,19 @@ static void test_layernorm_gelu(void **state)
     for (size_t i = 0; i < n; i++) ref[i] = (x[i] - mean) / sqrt(var + 1e-12) * w[i] + b[i];
     krn_layernorm(y, x, w, b, n, 1e-12f);
     assert_true(rel_err(y, ref, n) < 1e-5);
+    /* lengths that are not a multiple of the vector width */
+    for (size_t m = 2; m < 40; m += 7) {
+        double mm = 0, vv = 0, rr[40];
+        for (size_t i = 0; i < m; i++) mm += x[i];
+        mm /= m;
+        for (size_t i = 0; i < m; i++) vv += (x[i] - mm) * (x[i] - mm);
+        vv /= m;
+        for (size_t i = 0; i < m; i++) rr[i] = (x[i] - mm) / sqrt(vv + 1e-12) * w[i] + b[i];
+        y[m] = 12345.0f;
+        krn_layernorm(y, x, w, b, m, 1e-12f);
+        assert_true(rel_err(y, rr, m) < 1e-5);
+        assert_true(y[m] == 12345.0f);
+    }
     /* residual + bias + LayerNorm */
     float xr[384];
     memcpy(xr, x, sizeof xr);
@@ -171,6 +238,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_variants),
+        cmocka_unit_test(test_gemm_q16),
         cmocka_unit_test(test_layernorm_gelu),
         cmocka_unit_test(test_attention),
     };

@@ -13,6 +13,10 @@
 
 void krn_layernorm(float *y, const float *x, const float *w, const float *b, size_t n, float eps)
 {
+    if (krn_gemm_isa() == 2) {
+        krn_layernorm_avx512(y, x, w, b, n, eps);
+        return;
+    }
     float mean = 0, var = 0;
     for (size_t i = 0; i < n; i++) mean += x[i];
     mean /= (float)n;
@@ -79,15 +83,15 @@ void krn_attention_full(const float *q, const float *k, const float *v, size_t s
     krn_gemm_packed(NULL, &K, q, stride, n_tok, s, n_tok, NULL);
     for (size_t i = 0; i < n_tok; i++) {
         float *r = s + i * n_tok;
+        if (isa == 2) {
+            krn_softmax_avx512(r, n_tok, scale);
+            continue;
+        }
         float mx = -INFINITY, sum = 0;
         for (size_t j = 0; j < n_tok; j++) mx = r[j] > mx ? r[j] : mx;
-        if (isa == 2) {
-            sum = krn_exp_sum_avx512(r, n_tok, mx, scale);
-        } else {
-            for (size_t j = 0; j < n_tok; j++) {
-                r[j] = expf((r[j] - mx) * scale);
-                sum += r[j];
-            }
+        for (size_t j = 0; j < n_tok; j++) {
+            r[j] = expf((r[j] - mx) * scale);
+            sum += r[j];
         }
         float inv = 1.0f / sum;
         for (size_t j = 0; j < n_tok; j++) r[j] *= inv;

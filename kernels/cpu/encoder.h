@@ -31,8 +31,14 @@ void krn_attention_full(const float *q, const float *k, const float *v, size_t s
                         float *scratch);
 
 /* AVX-512 loops behind the functions above (encoder_avx512.c); call only when
- * krn_gemm_isa() == 2. x[i] = exp((x[i] - sub) * scale), returning their sum; x = gelu(x). */
+ * krn_gemm_isa() == 2. krn_exp_sum_avx512: x[i] = exp((x[i] - sub) * scale), returning
+ * their sum; krn_gelu_avx512: x = gelu(x). */
 float krn_exp_sum_avx512(float *x, size_t n, float sub, float scale);
 void krn_gelu_avx512(float *x, size_t n);
+/* krn_layernorm in AVX-512 (the same two passes, summed in 16 lanes). */
+void krn_layernorm_avx512(float *y /* OUT */, const float *x, const float *w, const float *b,
+                          size_t n, float eps);
+/* In place: x = softmax(scale * x) over n floats (row maximum subtracted first). */
+void krn_softmax_avx512(float *x, size_t n, float scale);
 
 #endif

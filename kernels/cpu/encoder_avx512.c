@@ -2,8 +2,12 @@
  * -mavx512f): exp for attention's softmax and erf-GELU. With libm's scalar expf and erff
  * these two loops took over a quarter of the embedding time. exp: Cephes' range
  * reduction and degree-6 polynomial (about 2 ulp); erf: Abramowitz and Stegun 7.1.26
- * (absolute error below 1.5e-7), with 1 + erf formed without cancellation for z < 0. */
+ * (absolute error below 1.5e-7), with 1 + erf formed without cancellation for z < 0.
+ * LayerNorm and the softmax row: their float sums and maxima are reductions GCC does
+ * not vectorize at -O2 (it may not reorder float additions), so they ran at scalar speed
+ * and took about 5% of the embedding time. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels/cpu/encoder.h"
 
@@ -67,5 +71,48 @@ void krn_gelu_avx512(float *x, size_t n)
         __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
         __m512 ope = _mm512_mask_blend_ps(neg, _mm512_sub_ps(two, q), q); /* 1 + erf(z) */
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_mul_ps(half, u), ope));
+    }
+}
+
+static inline __mmask16 tail_mask(size_t left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
+void krn_layernorm_avx512(float *y, const float *x, const float *w, const float *b, size_t n,
+                          float eps)
+{
+    __m512 s = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16)
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
+    const float mean = _mm512_reduce_add_ps(s) / (float)n;
+    const __m512 vm = _mm512_set1_ps(mean);
+    __m512 v = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), vm);
+        v = _mm512_fmadd_ps(d, d, v);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(v) / (float)n + eps));
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm), inv);
+        __m512 o =
+            _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, b + i));
+        _mm512_mask_storeu_ps(y + i, m, o);
+    }
+}
+
+void krn_softmax_avx512(float *x, size_t n, float scale)
+{
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 16)
+        mx = _mm512_max_ps(
+            mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail_mask(n - i), x + i));
+    float sum = krn_exp_sum_avx512(x, n, _mm512_reduce_max_ps(mx), scale);
+    const __m512 inv = _mm512_set1_ps(1.0f / sum);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     }
 }

@@ -6,6 +6,7 @@
  */
 #include "kernels/cpu/gemm.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,4 +169,147 @@ void krn_gemm_packed(lode_pool *pool, const krn_packed *W, const float *X, size_
         for (size_t t = 0; t < n_tasks; t++) gemm_task(&j, t, 0);
     else
         lode_parallel_for(pool, n_tasks, gemm_task, &j);
+}
+
+/* ---- 16-bit integer GEMM ------------------------------------------------------------ */
+
+int krn_gemm_q16_supported(void)
+{
+    return krn_gemm_isa() == 2 && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bw");
+}
+
+lode_status krn_pack_q16(const float *W, size_t n_out, size_t n_in, krn_packed_q16 *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!krn_gemm_q16_supported()) return LODE_ERR_UNSUPPORTED;
+    size_t n_pairs = (n_in + 1) / 2, n_panels = (n_out + 31) / 32;
+    out->data = lode_aligned_alloc(64, n_panels * n_pairs * 64 * sizeof(int16_t));
+    out->scale = lode_aligned_alloc(64, (n_out ? n_out : 1) * sizeof(float));
+    if (!out->data || !out->scale) {
+        krn_packed_q16_free(out);
+        return LODE_ERR_NOMEM;
+    }
+    out->n_out = n_out;
+    out->n_in = n_in;
+    out->n_pairs = n_pairs;
+    memset(out->data, 0, n_panels * n_pairs * 64 * sizeof(int16_t));
+    for (size_t o = 0; o < n_out; o++) {
+        const float *w = W + o * n_in;
+        float amax = 0;
+        for (size_t k = 0; k < n_in; k++) amax = fabsf(w[k]) > amax ? fabsf(w[k]) : amax;
+        float inv = amax > 0 ? (float)KRN_Q16_MAX / amax : 0.0f;
+        out->scale[o] = amax / (float)KRN_Q16_MAX;
+        int16_t *panel = out->data + (o / 32) * n_pairs * 64;
+        for (size_t k = 0; k < n_in; k++) {
+            long q = lrintf(w[k] * inv);
+            q = q > KRN_Q16_MAX ? KRN_Q16_MAX : q < -KRN_Q16_MAX ? -KRN_Q16_MAX : q;
+            panel[(k / 2) * 64 + (o % 32) * 2 + k % 2] = (int16_t)q;
+        }
+    }
+    return LODE_OK;
+}
+
+void krn_packed_q16_free(krn_packed_q16 *p)
+{
+    if (!p) return;
+    lode_aligned_free(p->data);
+    lode_aligned_free(p->scale);
+    p->data = NULL;
+    p->scale = NULL;
+}
+
+static size_t q16_row_stride(size_t n_in)
+{
+    return ((n_in + 1) / 2 * 2 + 31) / 32 * 32; /* int16 values, 64-byte rows */
+}
+
+size_t krn_gemm_q16_scratch(size_t n_tok, size_t n_in)
+{
+    return n_tok * q16_row_stride(n_in) * sizeof(int16_t) + (n_tok + 16) * sizeof(float);
+}
+
+typedef struct q16_job {
+    const krn_packed_q16 *w;
+    const float *x;
+    size_t ldx, n_tok;
+    float *y;
+    size_t ldy;
+    const float *bias;
+    int16_t *xq;   /* (n_tok, stride) quantized rows */
+    float *xs;     /* (n_tok) their scales */
+    size_t stride; /* int16 values per quantized row */
+    size_t rows_per_task, panels_per_task, n_row_tasks;
+} q16_job;
+
+static void q16_quant_task(void *ctx, size_t task, int thread)
+{
+    const q16_job *j = ctx;
+    size_t r0 = task * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
+    for (size_t r = r0; r < r1; r++)
+        j->xs[r] = krn_quant_row_q16_avx512(j->x + r * j->ldx, j->w->n_in, j->w->n_pairs * 2,
+                                            j->xq + r * j->stride);
+}
+
+static void q16_task(void *ctx, size_t task, int thread)
+{
+    const q16_job *j = ctx;
+    const krn_packed_q16 *w = j->w;
+    size_t n_panels = (w->n_out + 31) / 32;
+    size_t rt = task % j->n_row_tasks, pt = task / j->n_row_tasks;
+    size_t r0 = rt * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
+    size_t p0 = pt * j->panels_per_task, p1 = LODE_MIN(n_panels, p0 + j->panels_per_task);
+    const int16_t *a[8];
+    float acc[8 * 32] __attribute__((aligned(64)));
+    for (size_t p = p0; p < p1; p++) {
+        const int16_t *b = w->data + p * w->n_pairs * 64;
+        size_t col = p * 32, n = LODE_MIN((size_t)32, w->n_out - col);
+        const float *ws = w->scale + col;
+        for (size_t r = r0; r < r1; r += 8) {
+            size_t m = LODE_MIN((size_t)8, r1 - r);
+            for (size_t i = 0; i < 8; i++) a[i] = j->xq + (r + (i < m ? i : 0)) * j->stride;
+            krn_gemm_tile_q16_avx512(w->n_pairs, a, b, acc);
+            for (size_t i = 0; i < m; i++) {
+                float *y = j->y + (r + i) * j->ldy + col, s = j->xs[r + i];
+                const float *ac = acc + i * 32;
+                if (j->bias)
+                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c] + j->bias[col + c];
+                else
+                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c];
+            }
+        }
+    }
+}
+
+void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                  size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+{
+    if (n_tok == 0 || W->n_out == 0) return;
+    q16_job j;
+    j.w = W;
+    j.x = X;
+    j.ldx = ldx;
+    j.n_tok = n_tok;
+    j.y = Y;
+    j.ldy = ldy;
+    j.bias = bias;
+    j.stride = q16_row_stride(W->n_in);
+    j.xq = scratch;
+    j.xs = (float *)(j.xq + n_tok * j.stride);
+    size_t n_panels = (W->n_out + 31) / 32, nth = (size_t)lode_pool_size(pool);
+    j.rows_per_task = 8 * ROW_BLOCK_TILES;
+    j.n_row_tasks = (n_tok + j.rows_per_task - 1) / j.rows_per_task;
+    if (nth == 1)
+        for (size_t t = 0; t < j.n_row_tasks; t++) q16_quant_task(&j, t, 0);
+    else
+        lode_parallel_for(pool, j.n_row_tasks, q16_quant_task, &j);
+    size_t want = nth * 4;
+    size_t groups = j.n_row_tasks >= want ? 1 : (want + j.n_row_tasks - 1) / j.n_row_tasks;
+    if (groups > n_panels) groups = n_panels;
+    j.panels_per_task = (n_panels + groups - 1) / groups;
+    size_t n_tasks = j.n_row_tasks * ((n_panels + j.panels_per_task - 1) / j.panels_per_task);
+    if (nth == 1)
+        for (size_t t = 0; t < n_tasks; t++) q16_task(&j, t, 0);
+    else
+        lode_parallel_for(pool, n_tasks, q16_task, &j);
 }
