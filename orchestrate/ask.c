@@ -20,6 +20,11 @@
     "You answer questions using only the numbered passages you are given. Cite the passages "      \
     "you use by their numbers in square brackets, like [1]. If the passages do not contain "       \
     "the answer, say that you do not know."
+/* The answer starts with these words, written into the prompt after the assistant's turn
+ * opens: small models follow "cite them like [1]" rarely, and a primed opening makes the
+ * model choose the passage it answers from as its first tokens. The primer is part of the
+ * answer the user sees (streamed first) and of the text citations are extracted from. */
+#define ANSWER_PRIMER "According to ["
 /* Passages cut to fit end with this. */
 #define CUT_MARK " ..."
 /* A passage cut to fit the budget must keep at least this many tokens of text. */
@@ -182,6 +187,13 @@ static lode_status put_passage(lode_buf *b, const orc_passage *p, int n)
     return st;
 }
 
+/* Appends the answer's opening: with one passage there is nothing to choose (a small
+ * model may still write a number that names no passage), so it is cited outright. */
+static lode_status put_primer(lode_buf *b, size_t n_used)
+{
+    return n_used == 1 ? lode_buf_puts(b, ANSWER_PRIMER "1], ") : lode_buf_puts(b, ANSWER_PRIMER);
+}
+
 /* Renders the whole prompt with passages[0..n_used) into a->prompt_text and its tokens
  * into a->prompt. frame: the words around the passages even when n_used is 0 (to measure
  * what the passages leave room for). */
@@ -202,9 +214,12 @@ static lode_status render(orc_answer *a, size_t n_used, int frame)
         if (st == LODE_ERR_UNSUPPORTED) {
             /* no known chat template: a plain instruction prompt */
             lode_buf_reset(&full);
-            st = lode_buf_printf(&full, "%s\n\n%s\n\nAnswer:", SYSTEM_PROMPT, user.data);
+            st = lode_buf_printf(&full, "%s\n\n%s\n\nAnswer: ", SYSTEM_PROMPT, user.data);
         }
     }
+    /* measured with the frame too (the one-passage primer is the longer one), so the
+     * passages are fitted to the room the primer leaves */
+    if (!st && frame) st = put_primer(&full, n_used ? n_used : 1);
     if (!st) {
         lode_free(a->prompt);
         a->prompt = NULL;
@@ -560,6 +575,9 @@ lode_status orc_start(orc_answer *a, void (*on_delta)(void *user, const char *te
         if (done) done(user, a);
         return LODE_OK;
     }
+    lode_status pst = put_primer(&a->text, a->n_used);
+    if (pst) return pst;
+    if (on_delta) on_delta(user, a->text.data, a->text.len);
     eng_request r;
     memset(&r, 0, sizeof r);
     r.prompt = a->prompt;
