@@ -30,6 +30,9 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 
 /* Default store path: $LODE_DB or ./lode.db. */
 const char *cli_default_db(void);
+/* Parses a whole decimal integer in [lo, hi] into *out; 0 on success, -1 (out untouched)
+ * when s is not one. */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
 /* True when stdout/stderr is a terminal (progress bars, colours). */
 int cli_is_tty(int fd);
 

@@ -366,16 +366,6 @@ out:
 }
 
 /* ---- the command ------------------------------------------------------------------- */
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int cmd_ask(int argc, char **argv)
 {
     enum {
@@ -421,7 +411,7 @@ static int cmd_ask(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'k':
-            if (parse_int(optarg, 1, ORC_MAX_K, &x.o.k)) {
+            if (cli_parse_int(optarg, 1, ORC_MAX_K, &x.o.k)) {
                 fprintf(stderr, "lode ask: -k wants a number from 1 to %d, not '%s'\n", ORC_MAX_K,
                         optarg);
                 goto out;
@@ -451,7 +441,7 @@ static int cmd_ask(int argc, char **argv)
             x.api_key = optarg;
             break;
         case OPT_MAXTOK:
-            if (parse_int(optarg, 1, 1 << 20, &x.o.max_tokens)) {
+            if (cli_parse_int(optarg, 1, 1 << 20, &x.o.max_tokens)) {
                 fprintf(stderr, "lode ask: --max-tokens wants a positive number, not '%s'\n",
                         optarg);
                 goto out;
@@ -461,7 +451,7 @@ static int cmd_ask(int argc, char **argv)
             x.o.uri = optarg;
             break;
         case OPT_THREADS:
-            if (parse_int(optarg, 1, 1024, &x.threads)) {
+            if (cli_parse_int(optarg, 1, 1024, &x.threads)) {
                 fprintf(stderr, "lode ask: --threads must be 1..1024\n");
                 goto out;
             }

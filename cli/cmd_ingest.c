@@ -120,16 +120,6 @@ static int parse_size(const char *s, int64_t *out)
     return 0;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* The embedder of this run: --embed-model, else the store's model, else the default one
  * when it is installed. *bert stays NULL (lexical only, with a note) when no model was
  * asked for and none is found. */
@@ -267,19 +257,19 @@ static int cmd_ingest(int argc, char **argv)
             }
             break;
         case O_CHUNK:
-            if (parse_int(optarg, 8, 1 << 20, &o.chunk.target_tokens)) {
+            if (cli_parse_int(optarg, 8, 1 << 20, &o.chunk.target_tokens)) {
                 fprintf(stderr, "lode: ingest: --chunk-tokens: want 8..1048576: %s\n", optarg);
                 goto out;
             }
             break;
         case O_OVERLAP:
-            if (parse_int(optarg, 0, 1 << 19, &o.chunk.overlap_tokens)) {
+            if (cli_parse_int(optarg, 0, 1 << 19, &o.chunk.overlap_tokens)) {
                 fprintf(stderr, "lode: ingest: --overlap: want 0 or more: %s\n", optarg);
                 goto out;
             }
             break;
         case O_THREADS:
-            if (parse_int(optarg, 1, 64, &o.threads)) {
+            if (cli_parse_int(optarg, 1, 64, &o.threads)) {
                 fprintf(stderr, "lode: ingest: --threads: want 1..64: %s\n", optarg);
                 goto out;
             }

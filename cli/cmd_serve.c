@@ -104,16 +104,6 @@ static int parse_size(const char *s, size_t *out)
     return 0;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 /* Reads the first line of a key file, without its line ending. */
 static char *read_key_file(const char *path)
 {
@@ -210,13 +200,13 @@ static int cmd_serve(int argc, char **argv)
             cfg.host = optarg;
             break;
         case OPT_PORT:
-            if (parse_int(optarg, 0, 65535, &cfg.port)) {
+            if (cli_parse_int(optarg, 0, 65535, &cfg.port)) {
                 fprintf(stderr, "lode serve: --port must be 0..65535\n");
                 goto out;
             }
             break;
         case OPT_THREADS:
-            if (parse_int(optarg, 1, 1024, &cfg.threads)) {
+            if (cli_parse_int(optarg, 1, 1024, &cfg.threads)) {
                 fprintf(stderr, "lode serve: --threads must be 1..1024\n");
                 goto out;
             }
@@ -235,13 +225,13 @@ static int cmd_serve(int argc, char **argv)
             }
             break;
         case OPT_MAXCONC:
-            if (parse_int(optarg, 1, 100000, &cfg.max_concurrent)) {
+            if (cli_parse_int(optarg, 1, 100000, &cfg.max_concurrent)) {
                 fprintf(stderr, "lode serve: --max-concurrent must be 1..100000\n");
                 goto out;
             }
             break;
         case OPT_GRACE:
-            if (parse_int(optarg, 0, 3600, &cfg.shutdown_grace_s)) {
+            if (cli_parse_int(optarg, 0, 3600, &cfg.shutdown_grace_s)) {
                 fprintf(stderr, "lode serve: --shutdown-grace must be 0..3600 seconds\n");
                 goto out;
             }
@@ -262,31 +252,31 @@ static int cmd_serve(int argc, char **argv)
             no_dense = 1;
             break;
         case OPT_FETCHTO:
-            if (parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
+            if (cli_parse_int(optarg, 1, 3600, &cfg.fetch_timeout_s)) {
                 fprintf(stderr, "lode serve: --fetch-timeout must be 1..3600 seconds\n");
                 goto out;
             }
             break;
         case OPT_ETHREADS:
-            if (parse_int(optarg, 1, 1024, &mopts.n_threads)) {
+            if (cli_parse_int(optarg, 1, 1024, &mopts.n_threads)) {
                 fprintf(stderr, "lode serve: --engine-threads must be 1..1024\n");
                 goto out;
             }
             break;
         case OPT_KVMB:
-            if (parse_int(optarg, 1, 1 << 20, &mopts.kv_mb)) {
+            if (cli_parse_int(optarg, 1, 1 << 20, &mopts.kv_mb)) {
                 fprintf(stderr, "lode serve: --kv-mb must be 1..1048576\n");
                 return CLI_USAGE;
             }
             break;
         case OPT_MAXSEQS:
-            if (parse_int(optarg, 1, 4096, &mopts.max_seqs)) {
+            if (cli_parse_int(optarg, 1, 4096, &mopts.max_seqs)) {
                 fprintf(stderr, "lode serve: --max-seqs must be 1..4096\n");
                 return CLI_USAGE;
             }
             break;
         case OPT_MAXQUEUE:
-            if (parse_int(optarg, 1, 1 << 20, &mopts.max_queue)) {
+            if (cli_parse_int(optarg, 1, 1 << 20, &mopts.max_queue)) {
                 fprintf(stderr, "lode serve: --max-queue must be 1..1048576\n");
                 return CLI_USAGE;
             }
@@ -301,7 +291,7 @@ static int cmd_serve(int argc, char **argv)
             mopts.no_prefix_cache = 1;
             break;
         case OPT_CTX:
-            if (parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {
+            if (cli_parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {
                 fprintf(stderr, "lode serve: --ctx must be 16..1048576\n");
                 goto out;
             }

@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "common/lode.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,16 @@ const char *cli_default_db(void)
 {
     const char *e = getenv("LODE_DB");
     return e && *e ? e : "lode.db";
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
 }
 
 int cli_is_tty(int fd)
