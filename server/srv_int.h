@@ -144,6 +144,14 @@ struct srv_server {
     struct srv_backends *be;
     srv_embedder *emb; /* NULL when the backends have no embedding model */
     int curl_init;     /* curl_global_init succeeded */
+    /* Streams in progress, for the keep-alive timer (stream.c); under streams_mu. */
+    pthread_mutex_t streams_mu;
+    pthread_cond_t streams_cv;
+    srv_stream *streams; /* list head, linked through the streams */
+    pthread_t keepalive_thread;
+    int keepalive_running, keepalive_stop;
+    int64_t keepalive_ns;            /* a comment after this long without output; 0: none */
+    atomic_uint_fast64_t keepalives; /* comments sent */
 };
 
 struct srv_conn {
@@ -206,6 +214,17 @@ int srv_stream_client_gone(srv_stream *s);
 void srv_stream_release(srv_stream *s);
 /* Internal: the request ended; close the stream (client gone unless it finished). */
 void srv_stream_closed_by_http(srv_stream *s);
+
+/* Keep-alive for event streams. libmicrohttpd does not watch a suspended connection, so a
+ * client that left while its stream waits for the next token would be noticed only at
+ * that token's write, and a stalled or queued generation would hold the engine for
+ * nothing. A timer thread writes an SSE comment (": keep-alive") into every event stream
+ * that has been waiting cfg.keepalive_ms without output; the write to a closed socket
+ * fails, the request ends and the stream's close hook cancels the generation.
+ * start: LODE_OK, or a status when the thread cannot start. stop: joins it; call after
+ * the daemon stopped (no stream is listed then). */
+lode_status srv_keepalive_start(srv_server *s);
+void srv_keepalive_stop(srv_server *s);
 
 /* Jobs: shutdown cancels everything still listed. */
 void srv_job_add(srv_server *s, srv_job_link *l);
