@@ -109,8 +109,7 @@ lode_status srv_job_event(srv_job *j, json_t *v)
 void srv_job_event_error(srv_job *j, const srv_error *e)
 {
     lode_buf b = LODE_BUF_INIT;
-    if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(e, &b) &&
-        !lode_buf_puts(&b, "\n\n"))
+    if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(e, &b) && !lode_buf_puts(&b, "\n\n"))
         srv_stream_write(j->out, b.data, b.len);
     lode_buf_free(&b);
 }
