@@ -37,7 +37,8 @@ static int read_targets(json_t *obj, const char *key, ret_evalq *q, char *msg, s
 {
     json_t *a = json_object_get(obj, key);
     if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > RET_EVAL_MAX_TARGETS) {
-        snprintf(msg, msglen, "\"%s\" must be an array of 1 to %d strings", key, RET_EVAL_MAX_TARGETS);
+        snprintf(msg, msglen, "\"%s\" must be an array of 1 to %d strings", key,
+                 RET_EVAL_MAX_TARGETS);
         return -1;
     }
     q->targets = lode_calloc(json_array_size(a), sizeof *q->targets);
@@ -117,4 +118,3 @@ void ret_evalq_free(ret_evalq *q)
     for (size_t i = 0; i < q->n_targets; i++) lode_free(q->targets[i]);
     lode_free(q->targets);
 }
-

@@ -12,7 +12,7 @@
 #define RET_EVAL_MAX_TARGETS 64 /* relevant entries or answers per query */
 
 typedef struct ret_evalq {
-    char *id;       /* "" when the line has none */
+    char *id; /* "" when the line has none */
     char *query;
     char **targets; /* relevant URIs/suffixes, or answers (normalized) */
     size_t n_targets;
@@ -23,8 +23,7 @@ typedef struct ret_evalq {
 /* Parses one JSON line {"id", "query", "relevant": [...] | "answers": [...]} into q
  * (zeroed by the caller). Returns 0, or -1 with a message in msg; either way q owns what
  * it holds until ret_evalq_free. */
-int ret_evalq_parse(const char *line, size_t len, ret_evalq *q /* OUT */, char *msg,
-                    size_t msglen);
+int ret_evalq_parse(const char *line, size_t len, ret_evalq *q /* OUT */, char *msg, size_t msglen);
 void ret_evalq_free(ret_evalq *q);
 
 /* Lower-cases ASCII letters and turns every run of whitespace into one space, trimming

@@ -24,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 size_t n = strlen(t);
                 if (t[0] == ' ' || t[n - 1] == ' ' || strstr(t, "  ")) abort();
                 for (size_t k = 0; k < n; k++)
-                    if (isupper((unsigned char)t[k]) || (isspace((unsigned char)t[k]) && t[k] != ' '))
+                    if (isupper((unsigned char)t[k]) ||
+                        (isspace((unsigned char)t[k]) && t[k] != ' '))
                         abort();
             }
         }

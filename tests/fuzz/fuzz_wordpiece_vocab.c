@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         int32_t nv = eng_wordpiece_vocab_size(wp);
         if (nv < 4) abort(); /* [CLS], [SEP], [UNK], [PAD] at least */
-        int32_t specials[4] = {eng_wordpiece_cls(wp), eng_wordpiece_sep(wp),
-                               eng_wordpiece_unk(wp), eng_wordpiece_pad(wp)};
+        int32_t specials[4] = {eng_wordpiece_cls(wp), eng_wordpiece_sep(wp), eng_wordpiece_unk(wp),
+                               eng_wordpiece_pad(wp)};
         for (int i = 0; i < 4; i++)
             if (specials[i] < 0 || specials[i] >= nv) abort();
         for (int32_t id = 0; id < nv && id < 64; id++) {
