@@ -530,15 +530,19 @@ static void attn_task(void *ctx, size_t task, int thread)
                        m->scratch + (size_t)thread * m->attn_scratch);
 }
 
-/* y (n_tok, w->n_out) = x (n_tok, w->n_in) * w^T + bias, on the 16-bit weights q when
- * the model was packed so */
+/* y (n_tok, w->n_out) = x (n_tok, w->n_in) * w^T + bias, then GELU when gelu, on the
+ * 16-bit weights q when the model was packed so (GELU inside the GEMM's tiles) */
 static void gemm(eng_bert *m, const krn_packed *w, const krn_packed_q16 *q, const float *x,
-                 int n_tok, float *y, const float *bias)
+                 int n_tok, float *y, const float *bias, int gelu)
 {
-    if (m->q16)
+    if (m->q16 && gelu)
+        krn_gemm_q16_gelu(m->pool, q, x, q->n_in, (size_t)n_tok, y, q->n_out, bias, m->qscratch);
+    else if (m->q16)
         krn_gemm_q16(m->pool, q, x, q->n_in, (size_t)n_tok, y, q->n_out, bias, m->qscratch);
-    else
+    else {
         krn_gemm_packed(m->pool, w, x, w->n_in, (size_t)n_tok, y, w->n_out, bias);
+        if (gelu) rows(m, NULL, OP_GELU, n_tok);
+    }
 }
 
 /* Runs the batch staged in ids/pos/seq_* and writes its n_seqs vectors to out. */
@@ -548,14 +552,13 @@ static lode_status forward(eng_bert *m, int n_tok, int n_seqs, float *out)
     rows(m, NULL, OP_EMBED, n_tok);
     for (int l = 0; l < m->n_layer; l++) {
         const bert_layer *L = &m->layers[l];
-        gemm(m, &L->wqkv, &L->qkv_q, m->x, n_tok, m->qkv, L->bqkv);
+        gemm(m, &L->wqkv, &L->qkv_q, m->x, n_tok, m->qkv, L->bqkv, 0);
         attn_job aj = {m, n_seqs};
         lode_parallel_for(m->pool, (size_t)n_seqs * (size_t)m->n_head, attn_task, &aj);
-        gemm(m, &L->wo, &L->wo_q, m->ctx, n_tok, m->tmp, L->bo);
+        gemm(m, &L->wo, &L->wo_q, m->ctx, n_tok, m->tmp, L->bo, 0);
         rows(m, L, OP_ADD_LN1, n_tok);
-        gemm(m, &L->wi, &L->wi_q, m->x, n_tok, m->ffn, L->bi);
-        rows(m, L, OP_GELU, n_tok);
-        gemm(m, &L->wout, &L->wout_q, m->ffn, n_tok, m->tmp, L->bout);
+        gemm(m, &L->wi, &L->wi_q, m->x, n_tok, m->ffn, L->bi, 1);
+        gemm(m, &L->wout, &L->wout_q, m->ffn, n_tok, m->tmp, L->bout, 0);
         rows(m, L, OP_ADD_LN2, n_tok);
     }
     for (int s = 0; s < n_seqs; s++) {

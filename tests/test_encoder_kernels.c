@@ -94,7 +94,8 @@ static void test_gemm_variants(void **state)
 /* The 16-bit VNNI GEMM against the double reference: odd shapes (a k not a multiple of
  * 2, of the 64-pair block, or of a tile; n_out not a multiple of 32), bias, strided rows,
  * a zero row, a row with one large outlier; relative error of a row within 5e-4 (the
- * rounding of two 13-bit values), 5e-3 for the outlier's row. */
+ * rounding of two 13-bit values), 5e-3 for the outlier's row. The GELU variant against
+ * gelu of the same reference, with the same bounds. */
 static void test_gemm_q16(void **state)
 {
     if (!krn_gemm_q16_supported()) {
@@ -115,14 +116,19 @@ static void test_gemm_q16(void **state)
         krn_packed_q16 P;
         assert_int_equal(krn_pack_q16(W, N, K, &P), LODE_OK);
         void *scratch = lode_aligned_alloc(64, krn_gemm_q16_scratch(M, K));
-        for (int with_bias = 0; with_bias < 2; with_bias++) {
+        for (int pass = 0; pass < 3; pass++) {
+            int with_bias = pass > 0, gelu = pass == 2;
             for (size_t i = 0; i < M * ldy; i++) Y[i] = NAN;
-            krn_gemm_q16(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL, scratch);
+            if (gelu)
+                krn_gemm_q16_gelu(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, b, scratch);
+            else
+                krn_gemm_q16(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL,
+                             scratch);
             for (size_t t = 0; t < M; t++)
                 for (size_t o = 0; o < N; o++) {
                     double acc = with_bias ? b[o] : 0;
                     for (size_t k = 0; k < K; k++) acc += (double)X[t * ldx + k] * W[o * K + k];
-                    R[t * N + o] = acc;
+                    R[t * N + o] = gelu ? 0.5 * acc * (1.0 + erf(acc / sqrt(2.0))) : acc;
                 }
             for (size_t t = 0; t < M; t++) {
                 float row[1536];

@@ -236,6 +236,7 @@ typedef struct q16_job {
     float *y;
     size_t ldy;
     const float *bias;
+    int gelu;
     int16_t *xq;   /* (n_tok, stride) quantized rows */
     float *xs;     /* (n_tok) their scales */
     size_t stride; /* int16 values per quantized row */
@@ -260,29 +261,26 @@ static void q16_task(void *ctx, size_t task, int thread)
     size_t r0 = rt * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
     size_t p0 = pt * j->panels_per_task, p1 = LODE_MIN(n_panels, p0 + j->panels_per_task);
     const int16_t *a[8];
-    float acc[8 * 32] __attribute__((aligned(64)));
+    float *c[8], xs[8];
     for (size_t p = p0; p < p1; p++) {
         const int16_t *b = w->data + p * w->n_pairs * 64;
         size_t col = p * 32, n = LODE_MIN((size_t)32, w->n_out - col);
-        const float *ws = w->scale + col;
         for (size_t r = r0; r < r1; r += 8) {
             size_t m = LODE_MIN((size_t)8, r1 - r);
-            for (size_t i = 0; i < 8; i++) a[i] = j->xq + (r + (i < m ? i : 0)) * j->stride;
-            krn_gemm_tile_q16_avx512(w->n_pairs, a, b, acc);
-            for (size_t i = 0; i < m; i++) {
-                float *y = j->y + (r + i) * j->ldy + col, s = j->xs[r + i];
-                const float *ac = acc + i * 32;
-                if (j->bias)
-                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c] + j->bias[col + c];
-                else
-                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c];
+            for (size_t i = 0; i < 8; i++) {
+                size_t row = r + (i < m ? i : 0); /* short tiles repeat their first row */
+                a[i] = j->xq + row * j->stride;
+                c[i] = j->y + row * j->ldy + col;
+                xs[i] = j->xs[row];
             }
+            krn_gemm_tile_q16_avx512(w->n_pairs, a, b, c, m, n, xs, w->scale + col,
+                                     j->bias ? j->bias + col : NULL, j->gelu);
         }
     }
 }
 
-void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
-                  size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+static void gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                     size_t n_tok, float *Y, size_t ldy, const float *bias, int gelu, void *scratch)
 {
     if (n_tok == 0 || W->n_out == 0) return;
     q16_job j;
@@ -293,6 +291,7 @@ void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size
     j.y = Y;
     j.ldy = ldy;
     j.bias = bias;
+    j.gelu = gelu;
     j.stride = q16_row_stride(W->n_in);
     j.xq = scratch;
     j.xs = (float *)(j.xq + n_tok * j.stride);
@@ -312,4 +311,16 @@ void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size
         for (size_t t = 0; t < n_tasks; t++) q16_task(&j, t, 0);
     else
         lode_parallel_for(pool, n_tasks, q16_task, &j);
+}
+
+void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                  size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+{
+    gemm_q16(pool, W, X, ldx, n_tok, Y, ldy, bias, 0, scratch);
+}
+
+void krn_gemm_q16_gelu(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                       size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+{
+    gemm_q16(pool, W, X, ldx, n_tok, Y, ldy, bias, 1, scratch);
 }

@@ -91,9 +91,17 @@ size_t krn_gemm_q16_scratch(size_t n_tok, size_t n_in);
  * 64-byte aligned. Runs on pool (NULL: the calling thread); allocates nothing. */
 void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
                   size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias, void *scratch);
-/* The AVX-512 VNNI pieces behind krn_gemm_q16 (gemm_avx512.c). */
+/* krn_gemm_q16 followed by Y = gelu(Y) (exact, erf), applied to each tile in registers. */
+void krn_gemm_q16_gelu(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                       size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias,
+                       void *scratch);
+/* The AVX-512 VNNI pieces behind krn_gemm_q16 (gemm_avx512.c). The tile: rows a[0..8) of
+ * quantized activations (pointers may repeat to pad a short tile) against one packed panel
+ * b; c[i][0..n) = gelu?(acc[i][j] * xs[i] * ws[j] + bias[j]) for i < m, with xs the rows'
+ * scales, ws and bias (NULL: none) the panel's n columns. */
 void krn_gemm_tile_q16_avx512(size_t n_pairs, const int16_t *const *a, const int16_t *b,
-                              float *acc /* OUT: 8 x 32 */);
+                              float *const *c /* OUT */, size_t m, size_t n, const float *xs,
+                              const float *ws, const float *bias, int gelu);
 float krn_quant_row_q16_avx512(const float *x, size_t n, size_t n_pad, int16_t *q /* OUT */);
 
 #endif
