@@ -66,16 +66,20 @@ void krn_layernorm_avx512(float *y, const float *x, const float *w, const float 
     }
 }
 
-void krn_softmax_avx512(float *x, size_t n, float scale)
+float krn_max_avx512(const float *x, size_t n)
 {
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (size_t i = 0; i < n; i += 16)
         mx = _mm512_max_ps(
             mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail_mask(n - i), x + i));
-    float sum = krn_exp_sum_avx512(x, n, _mm512_reduce_max_ps(mx), scale);
-    const __m512 inv = _mm512_set1_ps(1.0f / sum);
+    return _mm512_reduce_max_ps(mx);
+}
+
+void krn_scale_avx512(float *x, size_t n, float s)
+{
+    const __m512 v = _mm512_set1_ps(s);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), v));
     }
 }

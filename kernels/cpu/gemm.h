@@ -60,6 +60,9 @@ void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *
                         size_t n, const float *bias);
 void krn_gemm_tile_avx512(size_t k, const float *const *a, const float *b, float *const *c,
                           size_t m, size_t n, const float *bias);
+/* krn_pack_into's AVX-512 variant (32-wide panels; so * 16 below 2^29). */
+void krn_pack_into_avx512(const float *W, size_t so, size_t sk, size_t n_out, size_t n_in,
+                          float *dst /* OUT */);
 
 /* ---- 16-bit integer GEMM (AVX-512 VNNI) ----------------------------------------------
  * The encoder's projections on CPUs with AVX-512 VNNI: weights quantized once per output
@@ -91,10 +94,19 @@ size_t krn_gemm_q16_scratch(size_t n_tok, size_t n_in);
  * 64-byte aligned. Runs on pool (NULL: the calling thread); allocates nothing. */
 void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
                   size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias, void *scratch);
-/* krn_gemm_q16 followed by Y = gelu(Y) (exact, erf), applied to each tile in registers. */
-void krn_gemm_q16_gelu(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
-                       size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias,
-                       void *scratch);
+/* krn_gemm_q16 with its activations' quantization exposed, so that a producer can write
+ * them while its rows are in cache. Quantized rows use the scratch layout: for n_tok
+ * rows of n values, n_tok rows of 16-bit values 64-byte aligned, then n_tok float scales
+ * (krn_gemm_q16_scratch(n_tok, n) bytes); krn_q16_rows_set fills row r.
+ *   xq: X's rows already quantized so (n = W->n_in; X is then not read), or NULL to
+ *       quantize X into scratch;
+ *   gelu: Y = gelu(Y) (exact, erf), applied to each tile in registers;
+ *   yq: NULL, or receives Y's rows quantized so (n = W->n_out) for the next GEMM. */
+void krn_gemm_q16_ex(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                     const void *xq, size_t n_tok, float *Y /* OUT */, size_t ldy,
+                     const float *bias, int gelu, void *yq /* OUT */, void *scratch);
+/* Quantizes the n floats of x into row r of rows (the layout above, n_tok rows). */
+void krn_q16_rows_set(void *rows /* OUT */, size_t n_tok, size_t n, size_t r, const float *x);
 /* The AVX-512 VNNI pieces behind krn_gemm_q16 (gemm_avx512.c). The tile: rows a[0..8) of
  * quantized activations (pointers may repeat to pad a short tile) against one packed panel
  * b; c[i][0..n) = gelu?(acc[i][j] * xs[i] * ws[j] + bias[j]) for i < m, with xs the rows'

@@ -126,3 +126,38 @@ float krn_quant_row_q16_avx512(const float *x, size_t n, size_t n_pad, int16_t *
     }
     return scale;
 }
+
+/* krn_pack_into for the AVX-512 layout (32-wide panels): source columns (so == 1) are
+ * copied 16 floats at a time, strided ones (attention's keys, so = the row stride) are
+ * gathered 16 at a time. Written element by element, packing K and V per head took 3% of
+ * the embedding time, a seventh of attention. */
+void krn_pack_into_avx512(const float *W, size_t so, size_t sk, size_t n_out, size_t n_in,
+                          float *dst)
+{
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)so));
+    size_t n_panels = (n_out + 31) / 32;
+    for (size_t p = 0; p < n_panels; p++) {
+        size_t live = n_out - p * 32 < 32 ? n_out - p * 32 : 32;
+        __mmask16 m0 = live >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << live) - 1);
+        __mmask16 m1 = live >= 32  ? (__mmask16)0xFFFF
+                       : live > 16 ? (__mmask16)((1u << (live - 16)) - 1)
+                                   : 0;
+        const float *col = W + p * 32 * so;
+        float *d = dst + p * n_in * 32;
+        for (size_t k = 0; k < n_in; k++, d += 32) {
+            const float *src = col + k * sk;
+            __m512 v0, v1;
+            if (so == 1) {
+                v0 = _mm512_maskz_loadu_ps(m0, src);
+                v1 = _mm512_maskz_loadu_ps(m1, src + 16);
+            } else {
+                v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, src, 4);
+                v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, src + 16 * so, 4);
+            }
+            _mm512_store_ps(d, v0);
+            _mm512_store_ps(d + 16, v1);
+        }
+    }
+}
