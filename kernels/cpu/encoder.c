@@ -32,6 +32,10 @@ void krn_layernorm(float *y, const float *x, const float *w, const float *b, siz
 void krn_add_bias_layernorm(float *x, const float *r, const float *bias, const float *w,
                             const float *b, size_t n, float eps)
 {
+    if (krn_gemm_isa() == 2) {
+        krn_add_bias_layernorm_avx512(x, r, bias, w, b, n, eps);
+        return;
+    }
     if (bias)
         for (size_t i = 0; i < n; i++) x[i] += r[i] + bias[i];
     else

@@ -42,13 +42,11 @@ static inline __mmask16 tail_mask(size_t left)
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
 }
 
-void krn_layernorm_avx512(float *y, const float *x, const float *w, const float *b, size_t n,
-                          float eps)
+/* LayerNorm's second and third passes, given the sum of x's n values */
+static void layernorm_rest(float *y, const float *x, float sum, const float *w, const float *b,
+                           size_t n, float eps)
 {
-    __m512 s = _mm512_setzero_ps();
-    for (size_t i = 0; i < n; i += 16)
-        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
-    const float mean = _mm512_reduce_add_ps(s) / (float)n;
+    const float mean = sum / (float)n;
     const __m512 vm = _mm512_set1_ps(mean);
     __m512 v = _mm512_setzero_ps();
     for (size_t i = 0; i < n; i += 16) {
@@ -64,6 +62,29 @@ void krn_layernorm_avx512(float *y, const float *x, const float *w, const float 
             _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, w + i), _mm512_maskz_loadu_ps(m, b + i));
         _mm512_mask_storeu_ps(y + i, m, o);
     }
+}
+
+void krn_layernorm_avx512(float *y, const float *x, const float *w, const float *b, size_t n,
+                          float eps)
+{
+    __m512 s = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16)
+        s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(tail_mask(n - i), x + i));
+    layernorm_rest(y, x, _mm512_reduce_add_ps(s), w, b, n, eps);
+}
+
+void krn_add_bias_layernorm_avx512(float *x, const float *r, const float *bias, const float *w,
+                                   const float *b, size_t n, float eps)
+{
+    __m512 s = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, r + i));
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + i));
+        _mm512_mask_storeu_ps(x + i, m, v);
+        s = _mm512_add_ps(s, v);
+    }
+    layernorm_rest(x, x, _mm512_reduce_add_ps(s), w, b, n, eps);
 }
 
 float krn_max_avx512(const float *x, size_t n)
