@@ -190,8 +190,7 @@ int main(int argc, char **argv)
            "GPU memory after the weights); step budget %d tokens, %d sequences; device copy "
            "bandwidth %.0f GB/s; weights read a decode step %.2f GB, K/V %.0f KiB a token\n",
            info.name, info.backend, load_s, ss.kv_blocks_total, ss.kv_block_tokens,
-           (double)ss.kv_bytes / (1 << 30), n_batch, max_c, bw / 1e9, wbytes / 1e9,
-           kv_tok / 1024);
+           (double)ss.kv_bytes / (1 << 30), n_batch, max_c, bw / 1e9, wbytes / 1e9, kv_tok / 1024);
     if (strcmp(info.backend, "cuda")) {
         fprintf(stderr, "bench_gpu_serve: the model did not load on the fused CUDA path\n");
         return 1;
@@ -218,7 +217,8 @@ int main(int argc, char **argv)
             s->st = LODE_OK;
             for (int k = 0; k < n_prompt; k++) {
                 seed = seed * 1664525u + 1013904223u;
-                prompt[(size_t)i * n_prompt + k] = (int32_t)(1 + (seed >> 8) % (uint32_t)(info.n_vocab - 2));
+                prompt[(size_t)i * n_prompt + k] =
+                    (int32_t)(1 + (seed >> 8) % (uint32_t)(info.n_vocab - 2));
             }
         }
         int64_t t0 = lode_now_ns();
