@@ -257,9 +257,10 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
         goto out;
     }
     /* a fixed block table: sequence s owns blocks [s*maxb, (s+1)*maxb) */
-    for (size_t s = 0; s < S; s++)
+    const size_t S0 = (size_t)c->max_seqs;
+    for (size_t s = 0; s < S0; s++)
         for (int b = 0; b < m->maxb; b++) m->bt_host[s * m->maxb + b] = (int32_t)(s * m->maxb + b);
-    if ((st = dmalloc(m, &m->bt, S * m->maxb * 4))) goto out;
+    if ((st = dmalloc(m, &m->bt, S0 * m->maxb * 4))) goto out;
     float *inv = lode_malloc((size_t)hd / 2 * sizeof(float));
     if (!inv) {
         st = LODE_ERR_NOMEM;
@@ -270,7 +271,7 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
         if (c->rope_freq_factors) inv[i] /= c->rope_freq_factors[i];
     }
     st = krn_cuda_h2d(m->inv_freq, inv, (size_t)hd / 2 * 4, m->stream);
-    if (!st) st = krn_cuda_h2d(m->bt, m->bt_host, S * m->maxb * 4, m->stream);
+    if (!st) st = krn_cuda_h2d(m->bt, m->bt_host, S0 * m->maxb * 4, m->stream);
     if (!st) st = krn_cuda_memset(m->d_step, 0, 4, m->stream);
     if (!st) st = krn_cuda_memset(m->d_slot, 0xff, S * 4, m->stream);
     if (!st) st = krn_cuda_stream_sync(m->stream);
