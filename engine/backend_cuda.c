@@ -78,6 +78,11 @@ struct eng_cuda_model {
     float *sv_lp;
     void *sv_graph[KRN_CUDA_MAX_BATCH + 1];
     int gemv_max; /* decode-only steps of at most this many tokens run the GEMV graph */
+    /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
+    int gg_n, gg_next, gg_size[32];
+    int gg_off; /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
+    void *gg_exec[32];
+    int prof_min; /* profile one eager step of at least this many tokens (0: never) */
     /* per-op timing of an eager decode step (eng_cuda_profile) */
     void **pev;
     const char **pname;
@@ -296,6 +301,7 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
     if (m->stream) krn_cuda_stream_sync(m->stream);
     for (int i = 0; i < m->ng; i++) krn_cuda_graph_destroy(m->g[i].exec);
     for (int i = 0; i <= KRN_CUDA_MAX_BATCH; i++) krn_cuda_graph_destroy(m->sv_graph[i]);
+    for (int i = 0; i < m->gg_n; i++) krn_cuda_graph_destroy(m->gg_exec[i]);
     if (m->L) {
         for (int l = 0; l < m->c.n_layer; l++) {
             layer *L = &m->L[l];
@@ -711,9 +717,8 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
         }
     }
     m->act_f16 = all16 && anyf16;
-    /* batched steps of more than KRN_CUDA_MAX_BATCH logits rows run the head as a GEMM */
-    if (c->step_out > KRN_CUDA_MAX_BATCH)
-        scratch = LODE_MAX(scratch, krn_cuda_gemm_scratch_bytes(head(m)));
+    /* batched steps of more than one logits row run the head as a GEMM */
+    if (c->step_out > 1) scratch = LODE_MAX(scratch, krn_cuda_gemm_scratch_bytes(head(m)));
     if (scratch > m->scratch_bytes) {
         krn_cuda_free(m->scratch);
         m->scratch = NULL;
@@ -1326,7 +1331,9 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
     const int32_t *tok = d + sv_off(m, SV_TOK), *pos = d + sv_off(m, SV_POS);
     const int32_t *slot = d + sv_off(m, SV_SLOT), *len = d + sv_off(m, SV_LEN);
     const int32_t *vl = d + sv_off(m, SV_VL), *bt = d + sv_off(m, SV_BT);
+    prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, tok, T, m->x, s), "step embed");
+    prof_mark(m, "embed");
     krn_cuda_attn_parts parts = {m->acc, m->ml, len, H, hd, m->nsplit};
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
@@ -1334,6 +1341,7 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
         krn_cuda_rope r = rope_for(m, L, pos, slot);
         krn_cuda_attn_cfg a = attn_for(m, L, bt);
         TRY(m, krn_cuda_rmsnorm(m->x, L->attn_norm, c->eps, T, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &qv, m->act, f16, T, m->qkv, QR, 0, m->scratch, s),
             "gemm qkv");
         if (!L->k_fused)
@@ -1346,7 +1354,9 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
                 krn_cuda_gemm(m->blas, &L->v, m->act, f16, T, m->qkv + (H + KV) * hd, QR, 0,
                               m->scratch, s),
                 "gemm v");
+        prof_mark(m, "gemm qkv");
         TRY(m, krn_cuda_rope_kv(m->qkv, T, &r, m->qh, s), "rope");
+        prof_mark(m, "rope + kv write");
         if (D > 0) {
             /* single tokens: f32 queries for the split decode kernel, combined back into the
              * rows of the attention output */
@@ -1356,13 +1366,18 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
                 "attention decode");
             TRY(m, krn_cuda_attn_combine(&parts, D, m->q32, s), "attention combine");
             TRY(m, krn_cuda_convert(m->q32, LODE_F32, m->attn_out, at, nq, s), "convert attn");
+            prof_mark(m, "attention decode (+q/out conversions, combine)");
         }
-        if (P > 0)
+        if (P > 0) {
             TRY(m, krn_cuda_attn_prefill_varlen(&a, m->qh, vl, P, maxn, m->attn_out, f16, s),
                 "attention prefill");
+            prof_mark(m, "attention prefill");
+        }
         TRY(m, krn_cuda_gemm(m->blas, &L->o, m->attn_out, f16, T, m->x, c->dim, 1, m->scratch, s),
             "gemm o");
+        prof_mark(m, "gemm o (+residual)");
         TRY(m, krn_cuda_rmsnorm(m->x, L->ffn_norm, c->eps, T, c->dim, m->act, at, s), "rmsnorm");
+        prof_mark(m, "rmsnorm");
         TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, T, m->gu, 2 * c->ff, 0, m->scratch, s),
             "gemm gate/up");
         if (!L->up_fused)
@@ -1370,15 +1385,18 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
                 krn_cuda_gemm(m->blas, &L->up, m->act, f16, T, m->gu + c->ff, 2 * c->ff, 0,
                               m->scratch, s),
                 "gemm up");
+        prof_mark(m, "gemm gate/up");
         TRY(m, krn_cuda_swiglu(m->gu, T, c->ff, m->act, at, s), "swiglu");
+        prof_mark(m, "swiglu");
         TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, T, m->x, c->dim, 1, m->scratch, s),
             "gemm down");
+        prof_mark(m, "gemm down (+residual)");
     }
     if (n_out <= 0) return LODE_OK;
     /* the logits rows: gathered (into the gate/up buffer, free now), normed, projected */
     float *xo = m->gu;
     TRY(m, krn_cuda_gather_rows(xo, m->x, d + sv_off(m, SV_ROWS), n_out, c->dim, s), "rows");
-    if (n_out <= KRN_CUDA_MAX_BATCH) {
+    if (n_out <= m->gemv_max) {
         krn_cuda_gemv_args g;
         memset(&g, 0, sizeof g);
         g.w = head(m);
@@ -1400,8 +1418,97 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
                           s),
             "gemm head");
     }
+    prof_mark(m, "head (+gather, norm)");
     TRY(m, krn_cuda_argmax(m->logits, n_out, c->vocab, m->sv_tok, s), "argmax");
     TRY(m, krn_cuda_logprobs(m->logits, n_out, c->vocab, m->sv_tok, m->sv_lp, s), "logprobs");
+    prof_mark(m, "argmax, logprobs");
+    return LODE_OK;
+}
+
+static void print_prof(void *arg, const char *op, int count, float ms)
+{
+    fprintf(stderr, "step profile (%d tokens): %-48s x%-3d %8.3f ms\n", *(const int *)arg, op,
+            count, ms);
+}
+
+/* Runs the GEMM step eagerly with an event after each op and prints where its time went
+ * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens). */
+static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
+{
+    lode_status st = prof_events(m);
+    if (st) return st;
+    m->pn = 0;
+    m->prof = 1;
+    st = step_gemm(m, T, D, P, maxn, n_out);
+    m->prof = 0;
+    m->prof_min = -1;
+    if (st) return st;
+    TRY(m, krn_cuda_stream_sync(m->stream), "profile");
+    fprintf(stderr, "step profile: %d tokens (%d single, %d prefill chunks), %d logits rows\n", T,
+            D, P, n_out);
+    return prof_report(m, print_prof, &T);
+}
+
+/* Padded sizes of decode-only GEMM steps that are captured as graphs: powers of two up to
+ * 64, then multiples of 32 (padding rows cost little next to reading the weights). */
+static int step_bucket(const eng_cuda_model *m, int d)
+{
+    int b = 2;
+    while (b < d && b < 64) b *= 2;
+    if (b < d) b = (d + 31) / 32 * 32;
+    return LODE_MIN(b, m->c.step_seqs);
+}
+
+/* A decode-only step of D tokens (already staged for upload, rows in batch order) as a graph
+ * of the GEMM step padded to its bucket: padding rows write no K/V (slot -1) and attend to
+ * one position of block 0. Returns LODE_ERR_UNSUPPORTED (nothing queued) when graphs cannot
+ * be used, so that the caller runs the step eagerly. */
+static lode_status step_graph(eng_cuda_model *m, int D)
+{
+    int Db = step_bucket(m, D);
+    if (Db < D) return LODE_ERR_UNSUPPORTED;
+    int32_t *h = m->sv_h;
+    for (int r = D; r < Db; r++) {
+        h[sv_off(m, SV_TOK) + r] = 0;
+        h[sv_off(m, SV_POS) + r] = 0;
+        h[sv_off(m, SV_SLOT) + r] = -1;
+        h[sv_off(m, SV_ROWS) + r] = r;
+        h[sv_off(m, SV_LEN) + r] = 1;
+        h[sv_off(m, SV_BT) + (size_t)r * m->maxb] = 0;
+    }
+    void *exec = NULL;
+    for (int i = 0; i < m->gg_n; i++)
+        if (m->gg_size[i] == Db) exec = m->gg_exec[i];
+    void *s = m->stream;
+    if (!exec) {
+        if (krn_cuda_graph_begin(s)) {
+            m->gg_off = 1;
+            return LODE_ERR_UNSUPPORTED;
+        }
+        lode_status st = step_gemm(m, Db, Db, 0, 0, Db);
+        lode_status st2 = krn_cuda_graph_end(s, &exec);
+        if (st || st2) { /* not tried again: the steps run eagerly */
+            krn_cuda_graph_destroy(exec);
+            m->gg_off = 1;
+            return LODE_ERR_UNSUPPORTED;
+        }
+        int i = m->gg_n < 32 ? m->gg_n++ : m->gg_next++ % 32;
+        if (m->gg_exec[i]) krn_cuda_graph_destroy(m->gg_exec[i]);
+        m->gg_exec[i] = exec;
+        m->gg_size[i] = Db;
+    }
+    /* the padding rows' inputs (the caller uploaded the first D) */
+    const int what[] = {SV_TOK, SV_POS, SV_SLOT, SV_ROWS, SV_LEN};
+    for (int i = 0; i < 5; i++)
+        TRY(m,
+            krn_cuda_h2d(m->sv_d + sv_off(m, what[i]) + D, h + sv_off(m, what[i]) + D,
+                         (size_t)(Db - D) * 4, s),
+            "step upload");
+    TRY(m,
+        krn_cuda_h2d(m->sv_d + sv_off(m, SV_BT) + (size_t)D * m->maxb,
+                     h + sv_off(m, SV_BT) + (size_t)D * m->maxb, (size_t)(Db - D) * m->maxb * 4, s),
+        "step upload");
+    TRY(m, krn_cuda_graph_launch(exec, s), "graph launch");
     return LODE_OK;
 }
 
@@ -1488,8 +1595,14 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
     if (m->gemv_max == 0) {
         const char *e = getenv("LODE_CUDA_GEMV_BATCH");
         m->gemv_max = e && atoi(e) > 0 ? LODE_MIN(atoi(e), KRN_CUDA_MAX_BATCH) : 1;
+        e = getenv("LODE_CUDA_STEP_GRAPH");
+        m->gg_off = e && !strcmp(e, "0");
+        e = getenv("LODE_CUDA_STEP_PROFILE");
+        m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
     }
-    if (P == 0 && D <= m->gemv_max && in_order) {
+    if (m->prof_min > 0 && P == 0 && T >= m->prof_min) {
+        if ((st = step_profile(m, T, D, P, maxn, NO))) return st;
+    } else if (P == 0 && D <= m->gemv_max && in_order) {
         void **exec = &m->sv_graph[D];
         if (!*exec) {
             TRY(m, krn_cuda_graph_begin(s), "graph capture");
@@ -1504,6 +1617,8 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
             *exec = e;
         }
         TRY(m, krn_cuda_graph_launch(*exec, s), "graph launch");
+    } else if (P == 0 && in_order && !m->gg_off && step_graph(m, D) == LODE_OK) {
+        /* queued as a graph */
     } else if ((st = step_gemm(m, T, D, P, maxn, NO))) {
         return st;
     }
