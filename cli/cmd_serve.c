@@ -86,24 +86,6 @@ static void serve_usage(FILE *f)
                "  --quiet              no request log (default: one line per request on stderr)\n");
 }
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s) return -1;
-    unsigned long long mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1ull << 10, end++;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1ull << 20, end++;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1ull << 30, end++;
-    if (*end || v == 0 || v > (1ull << 40) / mul) return -1;
-    *out = (size_t)(v * mul);
-    return 0;
-}
-
 /* Reads the first line of a key file, without its line ending. */
 static char *read_key_file(const char *path)
 {
@@ -218,12 +200,15 @@ static int cmd_serve(int argc, char **argv)
         case OPT_KEYFILE:
             key_file = optarg;
             break;
-        case OPT_MAXBODY:
-            if (parse_size(optarg, &cfg.max_body)) {
+        case OPT_MAXBODY: {
+            uint64_t size;
+            if (cli_parse_size(optarg, 1, (uint64_t)1 << 40, &size)) {
                 fprintf(stderr, "lode serve: --max-body wants a size like 65536, 64K or 8M\n");
                 goto out;
             }
+            cfg.max_body = (size_t)size;
             break;
+        }
         case OPT_MAXCONC:
             if (cli_parse_int(optarg, 1, 100000, &cfg.max_concurrent)) {
                 fprintf(stderr, "lode serve: --max-concurrent must be 1..100000\n");

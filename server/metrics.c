@@ -121,6 +121,10 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
     H("lode_http_concurrency_limit", "gauge", "The --max-concurrent limit; beyond it, 429.");
     P("lode_http_concurrency_limit %d\n", s->cfg.max_concurrent);
 
+    H("lode_http_stream_keepalives_total", "counter",
+      "Keep-alive comments written into event streams that waited without output.");
+    P("lode_http_stream_keepalives_total %llu\n", (unsigned long long)atomic_load(&s->keepalives));
+
     H("lode_generation_requests_total", "counter", "Generations (choices) that ended.");
     P("lode_generation_requests_total %llu\n", (unsigned long long)c.gen_requests);
     H("lode_generation_cancelled_total", "counter",
