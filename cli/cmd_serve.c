@@ -73,6 +73,9 @@ static void serve_usage(FILE *f)
                "  --max-queue N        requests waiting beyond those, then 429 (default 256)\n"
                "  --policy NAME        scheduling: fcfs (default), decode-first or mlfq\n"
                "  --no-prefix-cache    do not reuse computed prompt prefixes across requests\n"
+               "  --preempt MODE       when KV memory runs out: recompute (default) or swap\n"
+               "                       (blocks copied to a host pool and back)\n"
+               "  --swap-mb N          host pool for swapped blocks in MiB (default: --kv-mb)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
                "  --port N             port (default 8080; 0 picks a free one)\n"
                "  --threads N          HTTP worker threads (default 4)\n"
@@ -125,7 +128,9 @@ enum {
     OPT_MAXSEQS,
     OPT_MAXQUEUE,
     OPT_POLICY,
-    OPT_NOPREFIX
+    OPT_NOPREFIX,
+    OPT_PREEMPT,
+    OPT_SWAPMB
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -153,6 +158,8 @@ static int cmd_serve(int argc, char **argv)
                                          {"max-queue", required_argument, 0, OPT_MAXQUEUE},
                                          {"policy", required_argument, 0, OPT_POLICY},
                                          {"no-prefix-cache", no_argument, 0, OPT_NOPREFIX},
+                                         {"preempt", required_argument, 0, OPT_PREEMPT},
+                                         {"swap-mb", required_argument, 0, OPT_SWAPMB},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -274,6 +281,18 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_NOPREFIX:
             mopts.no_prefix_cache = 1;
+            break;
+        case OPT_PREEMPT:
+            if (eng_preempt_parse(optarg, &mopts.preempt)) {
+                fprintf(stderr, "lode serve: --preempt must be recompute or swap\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_SWAPMB:
+            if (cli_parse_int(optarg, 1, 1 << 20, &mopts.swap_mb)) {
+                fprintf(stderr, "lode serve: --swap-mb must be 1..1048576\n");
+                return CLI_USAGE;
+            }
             break;
         case OPT_CTX:
             if (cli_parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {

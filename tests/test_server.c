@@ -946,7 +946,8 @@ static void test_chat_completion(void **state)
 {
     NEED_MODEL();
     server s;
-    start(&s, "--quiet", "--model", MODEL_PATH, NULL);
+    /* preemption by swap: a host pool, reported in /metrics below */
+    start(&s, "--quiet", "--model", MODEL_PATH, "--preempt", "swap", "--swap-mb", "4", NULL);
     const char *model = served_model(&s);
     assert_string_equal(model, "SmolLM2-135M-Instruct.Q4_1");
     char body[512];
@@ -1032,6 +1033,10 @@ static void test_chat_completion(void **state)
     assert_true(atoi(kt + strlen("lode_kv_blocks{state=\"total\"} ")) > 0);
     assert_null(strstr(r.body, "lode_engine_steps_total 0\n"));
     assert_non_null(strstr(r.body, "lode_engine_rejected_total 0\n"));
+    /* 4 MiB of host pool in blocks of 30 layers x K, V x 3 heads x 16 tokens x 64 halves */
+    assert_non_null(strstr(r.body, "lode_kv_swap_blocks{state=\"total\"} 11\n"));
+    assert_non_null(strstr(r.body, "lode_kv_swap_blocks{state=\"used\"} 0\n"));
+    assert_non_null(strstr(r.body, "lode_engine_preemptions_total{mode=\"swap\"} "));
     resp_free(&r);
     stop(&s);
 }
