@@ -35,11 +35,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                eng_wordpiece_pad(wp)};
         for (int i = 0; i < 4; i++)
             if (specials[i] < 0 || specials[i] >= nv) abort();
+        /* A line with a NUL byte cannot be looked up by its C string; others map back to
+         * an id (a repeated line to its last one). */
+        int has_nul = memchr(data, 0, size) != NULL;
         for (int32_t id = 0; id < nv && id < 64; id++) {
             const char *t = eng_wordpiece_token(wp, id);
             if (!t) abort();
             int32_t back = eng_wordpiece_id(wp, t);
-            if (back < 0 || back >= nv) abort(); /* a duplicate line may map to its first id */
+            if (back >= nv || (back < 0 && !has_nul)) abort();
         }
         if (eng_wordpiece_token(wp, nv) || eng_wordpiece_token(wp, -1)) abort();
         check_encode(wp, sentence, sizeof sentence - 1);
