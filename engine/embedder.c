@@ -21,10 +21,10 @@
 typedef struct ejob {
     eng_ejob base;
     eng_embed_request r;
-    int32_t *ids;     /* every text's ids, back to back */
-    size_t *off;      /* (n) where text i's ids start */
-    int *n_tok;       /* (n) */
-    lode_status st;   /* first failure */
+    int32_t *ids;   /* every text's ids, back to back */
+    size_t *off;    /* (n) where text i's ids start */
+    int *n_tok;     /* (n) */
+    lode_status st; /* first failure */
     char err[256];
 } ejob;
 
@@ -44,8 +44,8 @@ struct eng_embedder {
     /* the serving thread's gather buffers (batch_texts entries) */
     const int32_t **ids;
     int *n_ids;
-    float *out;  /* (batch_texts, dim) */
-    ejob **fin;  /* (batch_texts) jobs a batch finished */
+    float *out; /* (batch_texts, dim) */
+    ejob **fin; /* (batch_texts) jobs a batch finished */
 };
 
 static void job_free(ejob *j)
@@ -204,16 +204,9 @@ fail:
     return st;
 }
 
-void eng_embedder_destroy(eng_embedder *e)
+/* Fails every queued job with LODE_ERR_CANCELLED (no batch may be running). */
+static void cancel_queued(eng_embedder *e)
 {
-    if (!e) return;
-    pthread_mutex_lock(&e->mu);
-    e->stop = 1; /* no new submits, no new batches */
-    pthread_cond_broadcast(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    if (e->host) eng_model_host_embedder(e->host, NULL, 0); /* waits for its batch */
-    if (e->started) pthread_join(e->th, NULL);
-    /* what is still queued is cancelled */
     for (;;) {
         pthread_mutex_lock(&e->mu);
         eng_ebatch b;
@@ -225,6 +218,30 @@ void eng_embedder_destroy(eng_embedder *e)
         j->r.done(j->r.user, LODE_ERR_CANCELLED, "the embedder is shutting down");
         job_free(j);
     }
+}
+
+void eng_embedder_host_gone(eng_embedder *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1;
+    e->host = NULL;
+    pthread_mutex_unlock(&e->mu);
+    cancel_queued(e);
+}
+
+void eng_embedder_destroy(eng_embedder *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1; /* no new submits, no new batches */
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    pthread_mutex_lock(&e->mu);
+    eng_model *host = e->host;
+    pthread_mutex_unlock(&e->mu);
+    if (host) eng_model_host_embedder(host, NULL, 0); /* waits for its batch */
+    if (e->started) pthread_join(e->th, NULL);
+    cancel_queued(e);
     eng_esched_destroy(e->q);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -289,6 +306,7 @@ lode_status eng_embed_submit(eng_embedder *e, const eng_embed_request *r, char *
     j->base.user = j;
     pthread_mutex_lock(&e->mu);
     st = e->stop ? LODE_ERR_CANCELLED : eng_esched_add(e->q, &j->base);
+    eng_model *host = e->host; /* callers stop submitting before the host is freed */
     if (st == LODE_ERR_BUSY) e->st.rejected++;
     if (st == LODE_OK) pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
@@ -297,7 +315,7 @@ lode_status eng_embed_submit(eng_embedder *e, const eng_embed_request *r, char *
         return lode_seterr(err, errlen, st, "embedding: %s",
                            st == LODE_ERR_BUSY ? "the queue is full" : lode_strerror(st));
     }
-    if (e->host) eng_model_wake(e->host);
+    if (host) eng_model_wake(host);
     return LODE_OK;
 fail:
     job_free(j);

@@ -64,8 +64,7 @@ typedef struct eng_embed_request {
  * holds max_queue texts: try later; a server answers 429), LODE_ERR_RANGE (more texts
  * than max_queue), LODE_ERR_INVALID, LODE_ERR_CANCELLED (shutting down), or a
  * tokenizer error; on error done is not called. err (may be NULL) gets the message. */
-lode_status eng_embed_submit(eng_embedder *e, const eng_embed_request *r, char *err,
-                             size_t errlen);
+lode_status eng_embed_submit(eng_embedder *e, const eng_embed_request *r, char *err, size_t errlen);
 /* Submits and waits: the synchronous form. */
 lode_status eng_embed_run(eng_embedder *e, const char *const *texts, const size_t *lens, size_t n,
                           float *out /* OUT */, char *err, size_t errlen);
@@ -91,5 +90,8 @@ int eng_embedder_ready(eng_embedder *e);
 /* Runs one encoder batch and finishes the requests it completes; 0 when nothing
  * waited. */
 int eng_embedder_step(eng_embedder *e);
+/* The host is being freed (its thread has stopped): what is queued is cancelled, later
+ * submits are refused with LODE_ERR_CANCELLED; destroy still frees the embedder. */
+void eng_embedder_host_gone(eng_embedder *e);
 
 #endif

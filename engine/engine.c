@@ -708,6 +708,7 @@ void eng_model_free(eng_model *m)
         pthread_mutex_unlock(&m->mu);
         pthread_join(m->worker, NULL);
     }
+    if (m->emb) eng_embedder_host_gone(m->emb); /* its destroy must not find us */
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     eng_sched_destroy(m->sched);

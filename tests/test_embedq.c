@@ -224,7 +224,8 @@ static void run_share(int share, int with_gen, int with_enc, share_run *r)
             eng_sched_next(gs, &p);
             assert_true(p.n_items > 0);
             cost = 0.005 + 0.0005 * p.n_tokens;
-            if (clock - last_gen > r->max_gen_gap && last_gen > 0) r->max_gen_gap = clock - last_gen;
+            if (clock - last_gen > r->max_gen_gap && last_gen > 0)
+                r->max_gen_gap = clock - last_gen;
             clock += cost;
             last_gen = clock;
             eng_sched_commit(gs, &p);
@@ -316,10 +317,10 @@ static const char *tptr[N_CLIENT * PER_CLIENT];
 
 static void make_texts(void)
 {
-    static const char *words[] = {"the",     "database", "stores",  "pages",   "in",
-                                  "a",       "b-tree",   "while",   "queries", "read",
-                                  "indexes", "quickly",  "SQLite",  "writes",  "journal",
-                                  "recovery", "after",   "crashes", "never",   "loses"};
+    static const char *words[] = {"the",      "database", "stores",  "pages",   "in",
+                                  "a",        "b-tree",   "while",   "queries", "read",
+                                  "indexes",  "quickly",  "SQLite",  "writes",  "journal",
+                                  "recovery", "after",    "crashes", "never",   "loses"};
     uint64_t r = 42;
     for (int i = 0; i < N_CLIENT * PER_CLIENT; i++) {
         int n = 3 + (i * 13) % 60, len = 0;
@@ -343,8 +344,8 @@ static void *client_main(void *arg)
 {
     client *c = arg;
     char err[256];
-    c->st = eng_embed_run(c->e, tptr + c->idx * PER_CLIENT, NULL, PER_CLIENT, c->out, err,
-                          sizeof err);
+    c->st =
+        eng_embed_run(c->e, tptr + c->idx * PER_CLIENT, NULL, PER_CLIENT, c->out, err, sizeof err);
     return NULL;
 }
 
