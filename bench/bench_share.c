@@ -128,7 +128,9 @@ static void preempt_table(const char *path, int threads, int decode)
     printf("| preemption | output tok/s | tokens computed | preemptions | blocks copied |\n");
     printf("| --- | ---: | ---: | ---: | ---: |\n");
     for (int mode = 0; mode < 2; mode++) {
-        eng_model_opts o = {.n_threads = threads, .n_ctx = 128, .kv_mb = 1,
+        eng_model_opts o = {.n_threads = threads,
+                            .n_ctx = 128,
+                            .kv_mb = 1,
                             .preempt = mode ? ENG_PREEMPT_SWAP : ENG_PREEMPT_RECOMPUTE};
         eng_model *m = load(path, &o);
         static run r;
@@ -139,9 +141,9 @@ static void preempt_table(const char *path, int threads, int decode)
         double secs = (double)(r.t_end - t0) / 1e9;
         eng_serving_stats st;
         eng_serving_stats_get(m, &st);
-        printf("| %s | %.1f | %llu | %llu | %llu |\n", eng_preempt_name(o.preempt),
-               r.tokens / secs, (unsigned long long)st.step_tokens,
-               (unsigned long long)st.preemptions, (unsigned long long)st.swap_blocks);
+        printf("| %s | %.1f | %llu | %llu | %llu |\n", eng_preempt_name(o.preempt), r.tokens / secs,
+               (unsigned long long)st.step_tokens, (unsigned long long)st.preemptions,
+               (unsigned long long)st.swap_blocks);
         eng_model_free(m);
     }
 }
@@ -182,15 +184,15 @@ static void share_table(const char *path, const char *epath, int threads, int de
         exit(1);
     }
     const char **texts = malloc(sizeof *texts * (size_t)n_emb);
-    char (*buf)[320] = malloc(sizeof *buf * (size_t)n_emb);
+    char(*buf)[320] = malloc(sizeof *buf * (size_t)n_emb);
     float *out = malloc(sizeof(float) * 384 * (size_t)n_emb);
-    static const char *w[] = {"pages", "journal", "index", "query", "the", "a", "table",
-                              "rows", "commit", "write", "reads", "cache", "of", "and"};
+    static const char *w[] = {"pages", "journal", "index", "query", "the",   "a",  "table",
+                              "rows",  "commit",  "write", "reads", "cache", "of", "and"};
     for (int i = 0; i < n_emb; i++) {
         int len = 0;
         for (int k = 0; k < 30 + i % 20; k++)
-            len += snprintf(buf[i] + len, sizeof buf[i] - (size_t)len, "%s ",
-                            w[(i * 7 + k * 3) % 14]);
+            len +=
+                snprintf(buf[i] + len, sizeof buf[i] - (size_t)len, "%s ", w[(i * 7 + k * 3) % 14]);
         texts[i] = buf[i];
     }
     printf("\n| setting | output tok/s | inter-token p50 ms | p99 ms | texts/s |\n");

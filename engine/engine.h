@@ -74,7 +74,8 @@ typedef struct eng_model_opts {
 lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model **out /* OUT */,
                            char *err, size_t errlen);
 /* Cancels every request (their on_done runs with LODE_ERR_CANCELLED), stops the worker
- * and frees everything. Accepts NULL. */
+ * and frees everything. A hosted embedder (embedder.h) gets its queued work cancelled and
+ * refuses more; it is still to be destroyed by its owner. Accepts NULL. */
 void eng_model_free(eng_model *m);
 
 typedef struct eng_model_info {
