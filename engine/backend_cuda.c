@@ -1359,6 +1359,31 @@ static void be_kv_copy_block(eng_backend *b, eng_kv *kv, int32_t dst, int32_t sr
     }
 }
 
+/* Swap for preemption: one async copy per layer and K/V on the stream, so the copies
+ * are ordered with the steps around them. The host pool is the engine's ordinary
+ * memory (pageable: the copies stage through the driver; pinned would overlap). */
+static void be_kv_swap(eng_backend *b, eng_kv *kv, int to_host, const int32_t *blocks,
+                       const int32_t *slots, int n, void *host)
+{
+    cuda_be *c = BE(b);
+    size_t bb = kv_block_bytes(&kv->d), slot = eng_kv_slot_bytes(&kv->d);
+    for (int i = 0; i < n; i++) {
+        char *h = (char *)host + (size_t)slots[i] * slot;
+        for (int l = 0; l < kv->d.n_layer; l++) {
+            char *k = (char *)kv->k[l] + (size_t)blocks[i] * bb;
+            char *v = (char *)kv->v[l] + (size_t)blocks[i] * bb;
+            char *hk = h + (size_t)l * 2 * bb, *hv = hk + bb;
+            if (to_host) {
+                BT(c, krn_cuda_d2h(hk, k, bb, c->stream), "kv swap out");
+                BT(c, krn_cuda_d2h(hv, v, bb, c->stream), "kv swap out");
+            } else {
+                BT(c, krn_cuda_h2d(k, hk, bb, c->stream), "kv swap in");
+                BT(c, krn_cuda_h2d(v, hv, bb, c->stream), "kv swap in");
+            }
+        }
+    }
+}
+
 /* offsets into the int arrays of a batch */
 #define I_TOK(c)  (0)
 #define I_POS(c)  ((c)->n_tok)
@@ -1591,6 +1616,7 @@ static const eng_backend_ops cuda_ops = {
     .kv_create = be_kv_create,
     .kv_destroy = be_kv_destroy,
     .kv_copy_block = be_kv_copy_block,
+    .kv_swap = be_kv_swap,
     .reserve = be_reserve,
     .batch_begin = be_batch_begin,
     .embed = be_embed,

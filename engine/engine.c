@@ -58,6 +58,10 @@ struct eng_model {
     int n_ctx, n_step, n_blocks, max_seqs, max_queue, max_out;
     eng_policy policy;
     int prefix_cache;
+    eng_preempt preempt;
+    void *swap_pool;               /* (n_slots, slot bytes) host memory of swapped blocks */
+    int n_slots;                   /* 0 without swap */
+    int32_t *swap_blk, *swap_slot; /* (n_slots) one direction's copies of a step */
     /* per-step buffers (scheduler thread) */
     int32_t *batch_tokens, *batch_pos; /* (n_step) */
     int32_t *out_rows;                 /* (max_out) */
@@ -143,6 +147,14 @@ static void snapshot_stats(eng_model *m)
     o->prefix_hit_tokens = ks.hit_tokens;
     o->prefix_hit_rate = ks.hit_rate;
     o->preemptions = eng_sched_preemptions(m->sched);
+    eng_sched_swap_stats ss;
+    eng_sched_swap_stats_get(m->sched, &ss);
+    o->preempt = m->preempt;
+    o->swap_slots_total = ss.slots_total;
+    o->swap_slots_used = ss.slots_used;
+    o->swapped_out = ss.swapped_out;
+    o->swapped_in = ss.swapped_in;
+    o->swap_blocks = ss.blocks_out + ss.blocks_in;
 }
 
 /* Takes q out of the engine (scheduler, live list) and reports it; runs on the worker
@@ -237,11 +249,25 @@ static int intake(eng_model *m)
     return n;
 }
 
-/* One step: plan, run the batch, hand out the rows. */
+/* Queues one direction of the plan's swap copies on the backend, in plan order. */
+static void swap_copies(eng_model *m, int to_host, const eng_sched_copy *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        m->swap_blk[i] = c[i].block;
+        m->swap_slot[i] = c[i].slot;
+    }
+    /* supported: eng_model_load refused swap otherwise */
+    eng_runtime_kv_swap(m->rt, to_host, m->swap_blk, m->swap_slot, n, m->swap_pool);
+}
+
+/* One step: plan, swap, run the batch, hand out the rows. */
 static void run_step(eng_model *m)
 {
     eng_sched_plan p;
     eng_sched_next(m->sched, &p);
+    /* before anything else: the plan's blocks and slots are reused from the next plan on */
+    swap_copies(m, 1, p.swap_out, p.n_swap_out);
+    swap_copies(m, 0, p.swap_in, p.n_swap_in);
     for (int i = 0; i < p.n_failed; i++) {
         req *q = p.failed[i]->user;
         lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM,
@@ -645,6 +671,9 @@ void eng_model_free(eng_model *m)
     lode_free(m->logits);
     lode_free(m->done_tmp);
     lode_free(m->piece);
+    lode_aligned_free(m->swap_pool);
+    lode_free(m->swap_blk);
+    lode_free(m->swap_slot);
     lode_free(m);
 }
 
@@ -697,6 +726,7 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     m->max_out = LODE_MIN(m->max_seqs + LOGITS_ROWS, m->n_step);
     m->policy = opts->policy;
     m->prefix_cache = !opts->no_prefix_cache;
+    m->preempt = opts->preempt;
     /* the KV pool: the budget in blocks, at least one whole context */
     size_t block_bytes =
         (size_t)hp->n_layer * hp->n_head_kv * hp->head_dim * ENG_KV_BLOCK * sizeof(lode_half) * 2;
@@ -708,6 +738,30 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     m->n_blocks = (int)nb;
     if ((st = eng_runtime_create(m->llm, m->n_step, m->max_out, m->n_blocks, &m->rt, err, errlen)))
         goto fail;
+    if (m->preempt == ENG_PREEMPT_SWAP) {
+        /* the host pool: the budget in slots of one block each, untouched (not resident)
+         * until blocks are swapped out */
+        if (eng_runtime_kv_swap(m->rt, 1, NULL, NULL, 0, NULL) == LODE_ERR_UNSUPPORTED) {
+            st = lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
+                             "engine: the %s backend cannot swap KV blocks to the host "
+                             "(preempt by recompute)",
+                             m->be->ops->name);
+            goto fail;
+        }
+        size_t slot = eng_runtime_kv_slot_bytes(m->rt);
+        size_t sbudget = opts->swap_mb > 0 ? (size_t)opts->swap_mb << 20 : nb * block_bytes;
+        size_t ns = LODE_MAX(sbudget / slot, 1);
+        if (ns > (1u << 24)) ns = 1u << 24;
+        m->n_slots = (int)ns;
+        m->swap_pool = lode_aligned_alloc(64, ns * slot);
+        m->swap_blk = lode_malloc(ns * sizeof *m->swap_blk);
+        m->swap_slot = lode_malloc(ns * sizeof *m->swap_slot);
+        if (!m->swap_pool || !m->swap_blk || !m->swap_slot) {
+            st = lode_seterr(err, errlen, LODE_ERR_NOMEM,
+                             "engine: no memory for a swap pool of %zu blocks", ns);
+            goto fail;
+        }
+    }
     eng_sched_opts so = {
         .policy = m->policy,
         .step_tokens = m->n_step,
@@ -715,6 +769,7 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         .max_live = m->max_seqs + m->max_queue,
         .max_out = m->max_out,
         .prefix_cache = m->prefix_cache,
+        .swap_slots = m->n_slots,
     };
     if ((st = eng_sched_create(&so, m->n_blocks, &m->sched))) {
         lode_seterr(err, errlen, st, "engine: cannot create the scheduler");

@@ -36,6 +36,16 @@ typedef enum eng_policy {
 lode_status eng_policy_parse(const char *name, eng_policy *out /* OUT */);
 const char *eng_policy_name(eng_policy p);
 
+/* What happens to a preempted sequence's KV blocks when KV memory runs out. */
+typedef enum eng_preempt {
+    ENG_PREEMPT_RECOMPUTE = 0, /* released; recomputed on resume (default) */
+    ENG_PREEMPT_SWAP,          /* copied to a host pool and back on resume; by recompute
+                                  when the host pool is full */
+} eng_preempt;
+/* "recompute", "swap" -> *out; LODE_ERR_INVALID for another name. */
+lode_status eng_preempt_parse(const char *name, eng_preempt *out /* OUT */);
+const char *eng_preempt_name(eng_preempt p);
+
 typedef struct eng_model_opts {
     const char *backend; /* "cpu", "cuda", NULL/"auto" */
     int n_threads;       /* CPU threads; <= 0: every CPU the process may use */
@@ -51,6 +61,10 @@ typedef struct eng_model_opts {
                       LODE_ERR_BUSY past it */
     eng_policy policy;
     int no_prefix_cache; /* 1: do not reuse computed prefixes across requests */
+    eng_preempt preempt; /* LODE_ERR_UNSUPPORTED from eng_model_load for swap on a backend
+                            that cannot */
+    int swap_mb;         /* host pool for swapped blocks in MiB; <= 0: as large as the KV
+                            pool */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the
@@ -195,7 +209,13 @@ typedef struct eng_serving_stats {
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_block_tokens;
     uint64_t prefix_lookup_tokens, prefix_hit_tokens;
     double prefix_hit_rate;
-    uint64_t preemptions;
+    uint64_t preemptions;   /* by recompute and by swap */
+    eng_preempt preempt;    /* the configured mode */
+    int swap_slots_total;   /* host pool, in blocks (0 without swap) */
+    int swap_slots_used;    /* blocks of swapped-out sequences held there */
+    uint64_t swapped_out;   /* preemptions by swap */
+    uint64_t swapped_in;    /* resumes from the host pool */
+    uint64_t swap_blocks;   /* blocks copied either way */
     uint64_t steps;         /* forward steps run */
     uint64_t step_tokens;   /* tokens they computed */
     uint64_t rejected_busy; /* eng_submit calls refused with LODE_ERR_BUSY */
