@@ -153,6 +153,11 @@ fi
   echo
   "$LODE" eval retrieval --db "$REAL/sqlite.db" "$EVAL" 2>/dev/null | grep '^|'
   echo
+  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 50 candidates from each"
+  echo "list), through ret_hybrid_search (bench_vindex):"
+  echo
+  "$VINDEX_BIN" "$REAL/sqlite.db" "$EVAL" | sed -n '/^| mode/,$p'
+  echo
 } >>"$OUT"
 
 # 4. latency at BIG synthetic chunks
@@ -186,7 +191,11 @@ for m in json.load(open(sys.argv[1]))["modes"]:
   echo "embedded, 50 nearest; recall = share of the exact neighbours the index returns;"
   echo "$(head -1 "$W/vindex.txt"); $(sed -n 2p "$W/vindex.txt")):"
   echo
-  grep '^|' "$W/vindex.txt"
+  sed -n '/^| index/,/^$/p' "$W/vindex.txt"
+  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 50 candidates from each"
+  echo "list), through ret_hybrid_search (bench_vindex):"
+  echo
+  sed -n '/^| mode/,$p' "$W/vindex.txt"
   echo
 } >>"$OUT"
 
