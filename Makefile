@@ -231,6 +231,13 @@ bench-ingest: deps
 $(B)/bench/bench_embed: $(B)/obj/bench/bench_embed.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+# Embedding throughput alone, against sentence-transformers, in several rounds with median
+# ratios (bench/bench_embed.sh; prints, writes nothing).
+.PHONY: bench-embed
+bench-embed:
+	$(MAKE) -j2 $(B)/bench/bench_embed
+	bench/bench_embed.sh $(B)/bench/bench_embed
+
 $(B)/bench/bench_vindex: $(B)/obj/bench/bench_vindex.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)
