@@ -12,17 +12,17 @@
 
 float krn_exp_sum_avx512(float *x, size_t n, float sub, float scale)
 {
-    __m512 vs = _mm512_set1_ps(sub), vk = _mm512_set1_ps(scale), acc = _mm512_setzero_ps();
+    /* (x - sub) * scale as one FMA */
+    __m512 vs = _mm512_set1_ps(sub * scale), vk = _mm512_set1_ps(scale), acc = _mm512_setzero_ps();
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 e = krn_exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs), vk));
+        __m512 e = krn_exp_ps(_mm512_fmsub_ps(_mm512_loadu_ps(x + i), vk, vs));
         _mm512_storeu_ps(x + i, e);
         acc = _mm512_add_ps(acc, e);
     }
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        __m512 e =
-            krn_exp_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs), vk));
+        __m512 e = krn_exp_ps(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vk, vs));
         _mm512_mask_storeu_ps(x + i, m, e);
         acc = _mm512_mask_add_ps(acc, m, acc, e);
     }

@@ -2,9 +2,10 @@
  * vmath_avx512.h: 16-lane exp and erf-GELU shared by the AVX-512 files (include it only
  * from *_avx512.c, which are compiled with -mavx512f): the encoder's softmax and GELU rows
  * use them, and the 16-bit GEMM applies GELU to its tiles while they are in registers.
- * exp: Cephes' range reduction and degree-6 polynomial (about 2 ulp); erf: Abramowitz and
- * Stegun 7.1.26 (absolute error below 1.5e-7), with 1 + erf formed without cancellation
- * for z < 0.
+ * exp: 2^n 2^f with f = x log2(e) - n in [-0.5, 0.5] and 2^f a degree-5 polynomial fitted
+ * for relative error (2.4e-7 evaluated in float; 11 operations where Cephes' exp took 15,
+ * with the same accuracy); erf: Abramowitz and Stegun 7.1.26 (absolute error below
+ * 1.5e-7), with 1 + erf formed without cancellation for z < 0.
  */
 #ifndef LODE_KERNELS_CPU_VMATH_AVX512_H
 #define LODE_KERNELS_CPU_VMATH_AVX512_H
@@ -13,20 +14,19 @@
 
 static inline __m512 krn_exp_ps(__m512 x)
 {
-    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f)); /* larger x overflow to inf in scalef */
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(y, n);
+    /* f = x log2(e) - n in [-0.5, 0.5], log2(e) split in two floats */
+    __m512 f = _mm512_fmsub_ps(x, _mm512_set1_ps(1.44269502162933350f), n);
+    f = _mm512_fmadd_ps(x, _mm512_set1_ps(1.92596298909109e-8f), f);
+    __m512 p = _mm512_set1_ps(1.3276451500e-3f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6755409613e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5507134646e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022120237e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314694405e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001192f));
+    return _mm512_scalef_ps(p, n);
 }
 
 /* gelu(u) = u/2 * (1 + erf(u / sqrt 2)) */
