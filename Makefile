@@ -297,3 +297,9 @@ $(B)/bench/bench_sched: $(B)/obj/bench/bench_sched.o $(LIB)
 bench-sched:
 	$(MAKE) -j2 $(B)/bench/bench_sched
 	bench/bench_sched.sh $(B)/bench/bench_sched
+
+# ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --
+$(B)/bench/bench_gpu_serve: $(B)/obj/bench/bench_gpu_serve.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)

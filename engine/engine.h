@@ -52,11 +52,12 @@ typedef struct eng_model_opts {
     int n_ctx;           /* context window in tokens of one sequence; <= 0: min(trained
                             context, 4096) */
     int n_batch;         /* tokens of one forward step, shared by every running sequence;
-                            <= 0: 256 */
+                            <= 0: 256 (2048 on the fused CUDA path) */
     int device;          /* GPU ordinal */
     /* serving (engine/sched.h); 0 means the default */
-    int kv_mb;     /* KV pool budget in MiB; <= 0: 256. Never below one full context. */
-    int max_seqs;  /* sequences decoding together; <= 0: 64 */
+    int kv_mb;     /* KV pool budget in MiB; <= 0: 256, or on the fused CUDA path the GPU's
+                      free memory after the weights. Never below one full context. */
+    int max_seqs;  /* sequences decoding together; <= 0: 64 (256 on the fused CUDA path) */
     int max_queue; /* requests waiting beyond those; <= 0: 256. eng_submit returns
                       LODE_ERR_BUSY past it */
     eng_policy policy;
@@ -207,6 +208,7 @@ typedef struct eng_serving_stats {
     int running; /* sequences in the batch */
     int waiting; /* admitted to the engine, not running (queued or preempted) */
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_block_tokens;
+    size_t kv_bytes; /* of the whole pool (GPU memory on the CUDA path) */
     uint64_t prefix_lookup_tokens, prefix_hit_tokens;
     double prefix_hit_rate;
     uint64_t preemptions;   /* by recompute and by swap */

@@ -168,6 +168,10 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
         P("lode_kv_blocks{state=\"total\"} %d\n", es.kv_blocks_total);
         P("lode_kv_blocks{state=\"used\"} %d\n", es.kv_blocks_used);
         P("lode_kv_blocks{state=\"cached\"} %d\n", es.kv_blocks_cached);
+        H("lode_kv_pool_bytes", "gauge",
+          "Bytes of the KV cache pool (GPU memory on the CUDA path, sized from free memory "
+          "unless --kv-mb is given).");
+        P("lode_kv_pool_bytes %zu\n", es.kv_bytes);
         H("lode_kv_block_tokens", "gauge", "Tokens per KV cache block.");
         P("lode_kv_block_tokens %d\n", es.kv_block_tokens);
         H("lode_kv_usage_ratio", "gauge", "Share of the KV cache pool held by sequences.");
