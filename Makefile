@@ -231,6 +231,13 @@ bench-ingest: deps
 $(B)/bench/bench_embed: $(B)/obj/bench/bench_embed.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+# Embedding throughput alone, against sentence-transformers, in several rounds with median
+# ratios (bench/bench_embed.sh; prints, writes nothing).
+.PHONY: bench-embed
+bench-embed:
+	$(MAKE) -j2 $(B)/bench/bench_embed
+	bench/bench_embed.sh $(B)/bench/bench_embed
+
 .PHONY: bench-retrieval
 bench-retrieval:
 	$(MAKE) -j2 $(B)/bench/bench_embed $(B)/lode
@@ -286,3 +293,9 @@ $(B)/bench/bench_sched: $(B)/obj/bench/bench_sched.o $(LIB)
 bench-sched:
 	$(MAKE) -j2 $(B)/bench/bench_sched
 	bench/bench_sched.sh $(B)/bench/bench_sched
+
+# ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --
+$(B)/bench/bench_gpu_serve: $(B)/obj/bench/bench_gpu_serve.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)

@@ -15,6 +15,7 @@
  *     48 tokens (16 decode tokens + 32-token prompt chunks).
  *
  *   bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=1024]
+ * (PREFIX and LONG both 0: the throughput part alone)
  */
 #include <math.h>
 #include <pthread.h>
@@ -207,6 +208,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     eng_model_free(m);
+    if (prefix <= 0 && long_n <= 0) return 0; /* PREFIX=0 LONG=0: throughput only */
 
     /* 2. prefix cache */
     int R = 8;

@@ -7,6 +7,8 @@
 #ifndef LODE_CLI_H
 #define LODE_CLI_H
 
+#include <stdint.h>
+
 typedef int (*cli_fn)(int argc, char **argv); /* argv[0] is the subcommand name */
 
 typedef struct cli_command {
@@ -33,6 +35,10 @@ const char *cli_default_db(void);
 /* Parses a whole decimal integer in [lo, hi] into *out; 0 on success, -1 (out untouched)
  * when s is not one. */
 int cli_parse_int(const char *s, int lo, int hi, int *out);
+/* Parses a byte size: a number (decimals allowed) with an optional K, M or G suffix
+ * (powers of 1024) and an optional B, like 65536, 64K, 1.5MB or 8G. 0 on success with
+ * the size in [lo, hi] in *out; -1 (out untouched) otherwise. */
+int cli_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out /* OUT */);
 /* True when stdout/stderr is a terminal (progress bars, colours). */
 int cli_is_tty(int fd);
 

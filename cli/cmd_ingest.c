@@ -90,36 +90,6 @@ static void on_progress(void *ctx, const ing_run_stats *st)
     lode_progress_update(c->bar, st->files_done, st->bytes_done, st->files_done == st->files_total);
 }
 
-static int parse_size(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0) return -1;
-    switch (*end) {
-    case 0:
-        break;
-    case 'k':
-    case 'K':
-        v *= 1024, end++;
-        break;
-    case 'm':
-    case 'M':
-        v *= 1024 * 1024, end++;
-        break;
-    case 'g':
-    case 'G':
-        v *= 1024.0 * 1024 * 1024, end++;
-        break;
-    default:
-        return -1;
-    }
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end || v > 9e18) return -1;
-    *out = (int64_t)v;
-    return 0;
-}
-
 /* The embedder of this run: --embed-model, else the store's model, else the default one
  * when it is installed. *bert stays NULL (lexical only, with a note) when no model was
  * asked for and none is found. */
@@ -250,12 +220,15 @@ static int cmd_ingest(int argc, char **argv)
         case O_REHASH:
             o.rehash = 1;
             break;
-        case O_MAXSIZE:
-            if (parse_size(optarg, &o.max_size) || o.max_size <= 0) {
+        case O_MAXSIZE: {
+            uint64_t size;
+            if (cli_parse_size(optarg, 1, INT64_MAX, &size)) {
                 fprintf(stderr, "lode: ingest: --max-size: not a size: %s\n", optarg);
                 goto out;
             }
+            o.max_size = (int64_t)size;
             break;
+        }
         case O_CHUNK:
             if (cli_parse_int(optarg, 8, 1 << 20, &o.chunk.target_tokens)) {
                 fprintf(stderr, "lode: ingest: --chunk-tokens: want 8..1048576: %s\n", optarg);

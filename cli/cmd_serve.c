@@ -73,6 +73,9 @@ static void serve_usage(FILE *f)
                "  --max-queue N        requests waiting beyond those, then 429 (default 256)\n"
                "  --policy NAME        scheduling: fcfs (default), decode-first or mlfq\n"
                "  --no-prefix-cache    do not reuse computed prompt prefixes across requests\n"
+               "  --preempt MODE       when KV memory runs out: recompute (default) or swap\n"
+               "                       (blocks copied to a host pool and back)\n"
+               "  --swap-mb N          host pool for swapped blocks in MiB (default: --kv-mb)\n"
                "  --host ADDR          address to bind (default 127.0.0.1)\n"
                "  --port N             port (default 8080; 0 picks a free one)\n"
                "  --threads N          HTTP worker threads (default 4)\n"
@@ -84,24 +87,6 @@ static void serve_usage(FILE *f)
                "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
                "                       before they are cancelled (default 10)\n"
                "  --quiet              no request log (default: one line per request on stderr)\n");
-}
-
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s) return -1;
-    unsigned long long mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1ull << 10, end++;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1ull << 20, end++;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1ull << 30, end++;
-    if (*end || v == 0 || v > (1ull << 40) / mul) return -1;
-    *out = (size_t)(v * mul);
-    return 0;
 }
 
 /* Reads the first line of a key file, without its line ending. */
@@ -143,7 +128,9 @@ enum {
     OPT_MAXSEQS,
     OPT_MAXQUEUE,
     OPT_POLICY,
-    OPT_NOPREFIX
+    OPT_NOPREFIX,
+    OPT_PREEMPT,
+    OPT_SWAPMB
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -171,6 +158,8 @@ static int cmd_serve(int argc, char **argv)
                                          {"max-queue", required_argument, 0, OPT_MAXQUEUE},
                                          {"policy", required_argument, 0, OPT_POLICY},
                                          {"no-prefix-cache", no_argument, 0, OPT_NOPREFIX},
+                                         {"preempt", required_argument, 0, OPT_PREEMPT},
+                                         {"swap-mb", required_argument, 0, OPT_SWAPMB},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -218,12 +207,15 @@ static int cmd_serve(int argc, char **argv)
         case OPT_KEYFILE:
             key_file = optarg;
             break;
-        case OPT_MAXBODY:
-            if (parse_size(optarg, &cfg.max_body)) {
+        case OPT_MAXBODY: {
+            uint64_t size;
+            if (cli_parse_size(optarg, 1, (uint64_t)1 << 40, &size)) {
                 fprintf(stderr, "lode serve: --max-body wants a size like 65536, 64K or 8M\n");
                 goto out;
             }
+            cfg.max_body = (size_t)size;
             break;
+        }
         case OPT_MAXCONC:
             if (cli_parse_int(optarg, 1, 100000, &cfg.max_concurrent)) {
                 fprintf(stderr, "lode serve: --max-concurrent must be 1..100000\n");
@@ -289,6 +281,18 @@ static int cmd_serve(int argc, char **argv)
             break;
         case OPT_NOPREFIX:
             mopts.no_prefix_cache = 1;
+            break;
+        case OPT_PREEMPT:
+            if (eng_preempt_parse(optarg, &mopts.preempt)) {
+                fprintf(stderr, "lode serve: --preempt must be recompute or swap\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_SWAPMB:
+            if (cli_parse_int(optarg, 1, 1 << 20, &mopts.swap_mb)) {
+                fprintf(stderr, "lode serve: --swap-mb must be 1..1048576\n");
+                return CLI_USAGE;
+            }
             break;
         case OPT_CTX:
             if (cli_parse_int(optarg, 16, 1 << 20, &mopts.n_ctx)) {

@@ -203,9 +203,25 @@ static int bench(int argc, char **argv)
         return CLI_USAGE;
     }
     int max_ctx = LODE_MAX(maxp + 1, prompt + steps + 8) + 16 + ngen;
-    eng_cuda_config c = {sh->n_layer, sh->dim,   sh->n_head, sh->n_kv_head, sh->dim / sh->n_head,
-                         sh->ff,      sh->vocab, 1e-5f,      sh->theta,     NULL,
-                         sh->tied,    max_ctx,   maxb,       maxp};
+    eng_cuda_config c = {sh->n_layer,
+                         sh->dim,
+                         sh->n_head,
+                         sh->n_kv_head,
+                         sh->dim / sh->n_head,
+                         sh->ff,
+                         sh->vocab,
+                         1e-5f,
+                         sh->theta,
+                         NULL,
+                         sh->tied,
+                         max_ctx,
+                         maxb,
+                         maxp,
+                         0,
+                         0,
+                         0,
+                         0,
+                         0};
     eng_cuda_model *m = NULL;
     int rc = CLI_FAILED;
     FILE *jf = NULL;

@@ -13,10 +13,12 @@
 #include "kernels/quant.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct synth {
     const eng_shape *sh;
@@ -86,26 +88,66 @@ static void qblock(const synth *s, int64_t t, uint64_t b, uint8_t *out)
     }
 }
 
+/* Units [u0, u1) of a piece: elements of a float tensor, blocks of a quantized one. */
+typedef struct fill_part {
+    const synth *s;
+    int64_t t;
+    int type;
+    uint64_t off; /* bytes of the tensor before the piece */
+    void *buf;
+    size_t u0, u1;
+} fill_part;
+
+static void *fill_range(void *arg)
+{
+    const fill_part *f = arg;
+    const synth *s = f->s;
+    if (f->type == LODE_F32 || f->type == LODE_F16 || f->type == LODE_BF16) {
+        size_t es = f->type == LODE_F32 ? 4 : 2;
+        for (size_t i = f->u0; i < f->u1; i++) {
+            float v = value(s, f->t, f->off / es + i);
+            if (f->type == LODE_F32)
+                ((float *)f->buf)[i] = v;
+            else if (f->type == LODE_F16)
+                ((uint16_t *)f->buf)[i] = lode_float_to_half(v);
+            else
+                ((uint16_t *)f->buf)[i] = lode_float_to_bf16(v);
+        }
+        return NULL;
+    }
+    size_t bb = lode_dtype_block_bytes(f->type);
+    for (size_t i = f->u0; i < f->u1; i++)
+        qblock(s, f->t, f->off / bb + i, (uint8_t *)f->buf + i * bb);
+    return NULL;
+}
+
+/* Fills a piece of tensor t. Every value depends only on (seed, tensor, index), so the
+ * piece is cut among threads (an 8B model is 16 GB of values: minutes on one core). */
 static lode_status fill(void *arg, int64_t t, uint64_t off, void *buf, size_t n)
 {
     const synth *s = arg;
     int type = s->kind[t] ? LODE_F32 : s->type;
-    if (type == LODE_F32 || type == LODE_F16 || type == LODE_BF16) {
-        size_t es = type == LODE_F32 ? 4 : 2;
-        for (size_t i = 0; i < n / es; i++) {
-            float v = value(s, t, off / es + i);
-            if (type == LODE_F32)
-                ((float *)buf)[i] = v;
-            else if (type == LODE_F16)
-                ((uint16_t *)buf)[i] = lode_float_to_half(v);
-            else
-                ((uint16_t *)buf)[i] = lode_float_to_bf16(v);
-        }
-        return LODE_OK;
+    size_t unit = type == LODE_F32 ? 4 : type == LODE_F16 || type == LODE_BF16 ? 2 : 0;
+    if (!unit) {
+        unit = lode_dtype_block_bytes(type);
+        if (off % unit || n % unit) return LODE_ERR_INTERNAL; /* pieces are 4 MiB */
     }
-    size_t bb = lode_dtype_block_bytes(type);
-    if (off % bb || n % bb) return LODE_ERR_INTERNAL; /* pieces are 4 MiB: not a multiple */
-    for (size_t i = 0; i < n / bb; i++) qblock(s, t, off / bb + i, (uint8_t *)buf + i * bb);
+    enum { MAXT = 32 };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t units = n / unit, nt = (size_t)LODE_MAX(1, LODE_MIN((long)MAXT, ncpu));
+    if (units < 65536) nt = 1;
+    fill_part parts[MAXT];
+    pthread_t th[MAXT];
+    size_t started = 0;
+    for (size_t i = 0; i < nt; i++) {
+        parts[i] = (fill_part){s, t, type, off, buf, units * i / nt, units * (i + 1) / nt};
+        if (i + 1 < nt && pthread_create(&th[i], NULL, fill_range, &parts[i]) == 0)
+            started |= (size_t)1 << i;
+        else
+            fill_range(&parts[i]);
+    }
+    for (size_t i = 0; i + 1 < nt; i++)
+        if (started & ((size_t)1 << i)) pthread_join(th[i], NULL);
     return LODE_OK;
 }
 

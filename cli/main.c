@@ -39,6 +39,36 @@ int cli_parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+int cli_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0)) return -1;
+    switch (*end) {
+    case 'k':
+    case 'K':
+        v *= 1024.0, end++;
+        break;
+    case 'm':
+    case 'M':
+        v *= 1024.0 * 1024, end++;
+        break;
+    case 'g':
+    case 'G':
+        v *= 1024.0 * 1024 * 1024, end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v > 9e18) return -1;
+    uint64_t n = (uint64_t)v;
+    if (n < lo || n > hi) return -1;
+    *out = n;
+    return 0;
+}
+
 int cli_is_tty(int fd)
 {
     return isatty(fd);

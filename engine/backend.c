@@ -3,6 +3,12 @@
 
 #include <string.h>
 
+size_t eng_kv_slot_bytes(const eng_kv_desc *d)
+{
+    return (size_t)d->n_layer * 2 * (size_t)d->n_kv_head * ENG_KV_BLOCK * (size_t)d->head_dim *
+           sizeof(lode_half);
+}
+
 lode_status eng_backend_create(const char *name, const eng_backend_opts *o, eng_backend **out,
                                char *err, size_t errlen)
 {

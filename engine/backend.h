@@ -115,6 +115,15 @@ typedef struct eng_backend_ops {
     /* Copies `src` physical block into `dst` for every layer (copy-on-write of shared
      * prefix blocks). */
     void (*kv_copy_block)(eng_backend *be, eng_kv *kv, int32_t dst, int32_t src);
+    /* Swap (preemption to host memory): for i < n, copies K and V of every layer of
+     * physical block blocks[i] to host slot slots[i] (to_host) or back (!to_host). The
+     * host pool is plain host memory (pinned where the backend can), slots of
+     * eng_kv_slot_bytes(d) bytes; a slot holds per layer the block's K then its V. The
+     * copies are ordered with the ops around them (a GPU backend queues them on its
+     * stream); the host pool must not be touched before the next sync. NULL in a backend
+     * that cannot swap (the engine then preempts by recompute). */
+    void (*kv_swap)(eng_backend *be, eng_kv *kv, int to_host, const int32_t *blocks,
+                    const int32_t *slots, int n, void *host);
 
     /* Prepares scratch for steps of up to max_tokens rows whose widest row (matmul input
      * or logits norm) is max_width floats, so that steps allocate nothing. Called once
@@ -168,6 +177,10 @@ struct eng_backend {
     const eng_backend_ops *ops;
     char err[256]; /* detail of the first failure */
 };
+
+/* Bytes of one host slot of the swap pool for a KV pool of shape d: K and V of one block
+ * of every layer, in half precision. */
+size_t eng_kv_slot_bytes(const eng_kv_desc *d);
 
 /* Creates a backend by name: "cpu", "cuda" (when built with CUDA=1), or NULL/"auto"
  * (cuda when built in and a GPU is present, else cpu). Returns LODE_OK and *out (free

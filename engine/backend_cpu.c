@@ -141,6 +141,33 @@ static void cpu_kv_copy_block(eng_backend *be, eng_kv *kv, int32_t dst, int32_t 
     }
 }
 
+/* The host pool is ordinary memory here, so a swap is a memcpy per layer; the
+ * bookkeeping is the scheduler's and the same for every backend. */
+static void cpu_kv_swap(eng_backend *be, eng_kv *kv, int to_host, const int32_t *blocks,
+                        const int32_t *slots, int n, void *host)
+{
+    size_t bb = kv->block_halves * sizeof(lode_half), slot = eng_kv_slot_bytes(&kv->d);
+    for (int i = 0; i < n; i++) {
+        if (blocks[i] < 0 || blocks[i] >= kv->d.n_blocks || slots[i] < 0) {
+            latch(be, LODE_ERR_INVALID, "kv_swap block out of range");
+            return;
+        }
+        char *h = (char *)host + (size_t)slots[i] * slot;
+        for (int l = 0; l < kv->d.n_layer; l++) {
+            char *k = (char *)(kv->k[l] + (size_t)blocks[i] * kv->block_halves);
+            char *v = (char *)(kv->v[l] + (size_t)blocks[i] * kv->block_halves);
+            char *hk = h + (size_t)l * 2 * bb, *hv = hk + bb;
+            if (to_host) {
+                memcpy(hk, k, bb);
+                memcpy(hv, v, bb);
+            } else {
+                memcpy(k, hk, bb);
+                memcpy(v, hv, bb);
+            }
+        }
+    }
+}
+
 static lode_status cpu_reserve(eng_backend *be, int max_tokens, int max_width)
 {
     cpu_backend *c = cpu(be);
@@ -370,6 +397,7 @@ static const eng_backend_ops cpu_ops = {
     .kv_create = cpu_kv_create,
     .kv_destroy = cpu_kv_destroy,
     .kv_copy_block = cpu_kv_copy_block,
+    .kv_swap = cpu_kv_swap,
     .reserve = cpu_reserve,
     .batch_begin = cpu_batch_begin,
     .embed = cpu_embed,

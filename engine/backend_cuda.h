@@ -26,6 +26,16 @@ typedef struct eng_cuda_config {
     int max_ctx;                    /* tokens a sequence may hold */
     int max_seqs;                   /* sequences held at once = largest decode batch (<= 16) */
     int max_prefill; /* prompt tokens one prefill pass takes (longer prompts are chunked) */
+    /* Batched steps of the serving scheduler (eng_cuda_step); all 0 when unused. */
+    int step_tokens; /* rows of one step: prefill chunks and decode tokens together */
+    int step_seqs;   /* sequences of one step */
+    int step_out;    /* logits rows of one step */
+    /* Physical blocks of the paged KV pool: > 0 that many (at least what the fixed tables
+     * of eng_cuda_prefill/decode need, max_seqs x max_ctx); 0 exactly those; < 0 as many as
+     * fit in the GPU's free memory after the buffers, keeping kv_keep bytes for what comes
+     * later (the weights, cuBLAS). */
+    int kv_blocks;
+    size_t kv_keep;
 } eng_cuda_config;
 
 typedef struct eng_cuda_model eng_cuda_model;
@@ -83,6 +93,14 @@ lode_status eng_cuda_model_random(eng_cuda_model *m, int dtype, uint64_t seed);
 lode_status eng_cuda_model_from_gguf(const char *path, int max_ctx, int max_seqs, int max_prefill,
                                      int device, eng_cuda_model **out /* OUT */, char *err,
                                      size_t errlen);
+/* The same with the batched-step and KV pool fields of `sizes` (its other fields, which the
+ * file decides, are ignored); kv_blocks < 0 keeps room for the file's weights on its own.
+ * What the engine's serving scheduler runs on (eng_cuda_step). */
+lode_status eng_cuda_model_open(const char *path, const eng_cuda_config *sizes, int device,
+                                eng_cuda_model **out /* OUT */, char *err, size_t errlen);
+/* Blocks of the paged KV pool and their bytes (K and V of every layer). */
+int eng_cuda_kv_blocks(const eng_cuda_model *m);
+size_t eng_cuda_kv_bytes(const eng_cuda_model *m);
 /* 1 when eng_cuda_model_from_gguf runs the opened file `g` exactly as the engine's model
  * code does and a GPU is present: a llama GGUF (no biases, no RoPE scaling, the rotation
  * over the whole head of 64 or 128) whose matrices all have CUDA kernels. */
@@ -127,6 +145,20 @@ int eng_cuda_seq_len(const eng_cuda_model *m, int seq);
  * per further output row). Waits for the result. */
 lode_status eng_cuda_forward(eng_cuda_model *m, int seq, const int32_t *tokens, int n, int pos0,
                              int n_out, int out_first, float *logits /* OUT */);
+
+struct eng_batch; /* engine/backend.h */
+
+/* One forward step of many sequences (the serving scheduler's batch: prefill chunks and
+ * decode tokens mixed, each sequence with its block table into the paged pool, blocks
+ * below eng_cuda_kv_blocks): K/V of the batch's tokens are written through the tables,
+ * attention reads through them (flash prefill for chunks, split decode for single tokens),
+ * matrices run on tensor cores (cuBLAS) unless the step is a few decode tokens only, which
+ * run the fused decode GEMVs as a captured CUDA graph. For out row i (b->out_rows[i]):
+ * tok[i] and lp[i] receive its argmax and that token's log-softmax; when host_rows is not
+ * NULL and host_rows[i] != 0, logits + i * vocab also receives its logits. Waits for the
+ * result. Needs a model made with step_tokens > 0. */
+lode_status eng_cuda_step(eng_cuda_model *m, const struct eng_batch *b, const uint8_t *host_rows,
+                          int32_t *tok /* OUT */, float *lp /* OUT */, float *logits /* OUT */);
 
 /* Timing helpers for benchmarks: events on the model's stream (ms between the last two
  * marks), and a wait for all queued work. */

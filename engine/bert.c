@@ -71,7 +71,9 @@ struct eng_bert {
     float *tmp;     /* (max_tok, dim) sublayer projection */
     float *ffn;     /* (max_tok, n_ff) */
     float *scratch; /* (pool size, attn_scratch) attention scores and packed K, V */
-    void *qscratch; /* krn_gemm_q16's quantized activations, when q16 */
+    void *qscratch; /* krn_gemm_q16_ex's quantized activations, when q16 */
+    void *xq;       /* (max_tok, dim) x quantized by the row ops, when q16 */
+    void *ffnq;     /* (max_tok, n_ff) ffn quantized by the GEMM that wrote it, when q16 */
     size_t attn_scratch;
     int32_t *ids;                 /* (max_tok) */
     int32_t *pos;                 /* (max_tok) */
@@ -331,7 +333,9 @@ static lode_status alloc_buffers(eng_bert *m)
     m->attn_scratch = krn_attention_scratch((size_t)m->max_seq, (size_t)m->head_dim);
     m->scratch = own(m, (size_t)lode_pool_size(m->pool) * m->attn_scratch * sizeof(float));
     if (m->q16 &&
-        !(m->qscratch = own(m, krn_gemm_q16_scratch(t, (size_t)LODE_MAX(m->n_ff, m->dim)))))
+        (!(m->qscratch = own(m, krn_gemm_q16_scratch(t, (size_t)LODE_MAX(m->n_ff, m->dim)))) ||
+         !(m->xq = own(m, krn_gemm_q16_scratch(t, d))) ||
+         !(m->ffnq = own(m, krn_gemm_q16_scratch(t, (size_t)m->n_ff)))))
         return lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM, "bert: out of memory");
     m->ids = own(m, t * sizeof(int32_t));
     m->pos = own(m, t * sizeof(int32_t));
@@ -503,6 +507,8 @@ static void row_task(void *ctx, size_t task, int thread)
             krn_bias_gelu(m->ffn + (size_t)r * f, NULL, f);
             break;
         }
+        /* the next GEMM's input, quantized while the row is in cache */
+        if (m->xq && j->op != OP_GELU) krn_q16_rows_set(m->xq, (size_t)j->n_rows, d, (size_t)r, x);
     }
 }
 
@@ -530,15 +536,20 @@ static void attn_task(void *ctx, size_t task, int thread)
                        m->scratch + (size_t)thread * m->attn_scratch);
 }
 
-/* y (n_tok, w->n_out) = x (n_tok, w->n_in) * w^T + bias, on the 16-bit weights q when
- * the model was packed so */
+/* y (n_tok, w->n_out) = x (n_tok, w->n_in) * w^T + bias, then GELU when gelu. With the
+ * 16-bit weights q (when the model was packed so): xq, when not NULL, holds x's rows
+ * already quantized (krn_gemm_q16_ex), and yq, when not NULL, receives y's; GELU runs
+ * inside the GEMM's tiles. */
 static void gemm(eng_bert *m, const krn_packed *w, const krn_packed_q16 *q, const float *x,
-                 int n_tok, float *y, const float *bias)
+                 const void *xq, int n_tok, float *y, const float *bias, int gelu, void *yq)
 {
-    if (m->q16)
-        krn_gemm_q16(m->pool, q, x, q->n_in, (size_t)n_tok, y, q->n_out, bias, m->qscratch);
-    else
-        krn_gemm_packed(m->pool, w, x, w->n_in, (size_t)n_tok, y, w->n_out, bias);
+    if (m->q16) {
+        krn_gemm_q16_ex(m->pool, q, x, q->n_in, xq, (size_t)n_tok, y, q->n_out, bias, gelu, yq,
+                        m->qscratch);
+        return;
+    }
+    krn_gemm_packed(m->pool, w, x, w->n_in, (size_t)n_tok, y, w->n_out, bias);
+    if (gelu) rows(m, NULL, OP_GELU, n_tok);
 }
 
 /* Runs the batch staged in ids/pos/seq_* and writes its n_seqs vectors to out. */
@@ -548,14 +559,13 @@ static lode_status forward(eng_bert *m, int n_tok, int n_seqs, float *out)
     rows(m, NULL, OP_EMBED, n_tok);
     for (int l = 0; l < m->n_layer; l++) {
         const bert_layer *L = &m->layers[l];
-        gemm(m, &L->wqkv, &L->qkv_q, m->x, n_tok, m->qkv, L->bqkv);
+        gemm(m, &L->wqkv, &L->qkv_q, m->x, m->xq, n_tok, m->qkv, L->bqkv, 0, NULL);
         attn_job aj = {m, n_seqs};
         lode_parallel_for(m->pool, (size_t)n_seqs * (size_t)m->n_head, attn_task, &aj);
-        gemm(m, &L->wo, &L->wo_q, m->ctx, n_tok, m->tmp, L->bo);
+        gemm(m, &L->wo, &L->wo_q, m->ctx, NULL, n_tok, m->tmp, L->bo, 0, NULL);
         rows(m, L, OP_ADD_LN1, n_tok);
-        gemm(m, &L->wi, &L->wi_q, m->x, n_tok, m->ffn, L->bi);
-        rows(m, L, OP_GELU, n_tok);
-        gemm(m, &L->wout, &L->wout_q, m->ffn, n_tok, m->tmp, L->bout);
+        gemm(m, &L->wi, &L->wi_q, m->x, m->xq, n_tok, m->ffn, L->bi, 1, m->ffnq);
+        gemm(m, &L->wout, &L->wout_q, m->ffn, m->ffnq, n_tok, m->tmp, L->bout, 0, NULL);
         rows(m, L, OP_ADD_LN2, n_tok);
     }
     for (int s = 0; s < n_seqs; s++) {

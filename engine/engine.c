@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "engine/backend.h"
+#include "engine/backend_cuda.h"
 #include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/kvcache.h"
@@ -53,16 +54,25 @@ struct eng_model {
     eng_backend *be;
     eng_llama *llm; /* owns the gguf */
     eng_vocab *vocab;
-    eng_runtime *rt;
+    eng_runtime *rt;     /* the backend's op-by-op forward, or */
+    eng_cuda_model *gpu; /* the fused CUDA forward (its own weights and KV pool) */
     eng_sched *sched;
     int n_ctx, n_step, n_blocks, max_seqs, max_queue, max_out;
     eng_policy policy;
     int prefix_cache;
+    eng_preempt preempt;
+    void *swap_pool;               /* (n_slots, slot bytes) host memory of swapped blocks */
+    int n_slots;                   /* 0 without swap */
+    int32_t *swap_blk, *swap_slot; /* (n_slots) one direction's copies of a step */
     /* per-step buffers (scheduler thread) */
     int32_t *batch_tokens, *batch_pos; /* (n_step) */
     int32_t *out_rows;                 /* (max_out) */
     eng_batch_seq *batch_seqs;         /* (max_seqs) */
     float *logits;                     /* (max_out, n_vocab) host */
+    int32_t *gpu_tok;                  /* (max_out) argmax of each row, from the GPU */
+    float *gpu_lp;                     /* (max_out) its logprob */
+    uint8_t *host_rows;                /* (max_out) rows whose logits the host needs */
+    size_t kv_bytes;                   /* of the KV pool */
     req **done_tmp;                    /* (max_seqs + max_queue) */
     char *piece;                       /* (piece_cap) detokenizer output of one step */
     size_t piece_cap;
@@ -139,10 +149,19 @@ static void snapshot_stats(eng_model *m)
     o->kv_blocks_used = ks.blocks_used;
     o->kv_blocks_cached = ks.blocks_cached;
     o->kv_block_tokens = ENG_KV_BLOCK;
+    o->kv_bytes = m->kv_bytes;
     o->prefix_lookup_tokens = ks.lookup_tokens;
     o->prefix_hit_tokens = ks.hit_tokens;
     o->prefix_hit_rate = ks.hit_rate;
     o->preemptions = eng_sched_preemptions(m->sched);
+    eng_sched_swap_stats ss;
+    eng_sched_swap_stats_get(m->sched, &ss);
+    o->preempt = m->preempt;
+    o->swap_slots_total = ss.slots_total;
+    o->swap_slots_used = ss.slots_used;
+    o->swapped_out = ss.swapped_out;
+    o->swapped_in = ss.swapped_in;
+    o->swap_blocks = ss.blocks_out + ss.blocks_in;
 }
 
 /* Takes q out of the engine (scheduler, live list) and reports it; runs on the worker
@@ -170,9 +189,20 @@ static void finish(eng_model *m, req *q, lode_status st, eng_finish f)
     req_free(q);
 }
 
+/* 1 when the request's next token is the argmax of the raw logits (greedy, no penalties),
+ * which the GPU picks itself so that the logits stay there. */
+static int plain_greedy(const req *q)
+{
+    const eng_sampling *g = &q->r.sampling;
+    return g->temperature <= 0 && g->repeat_penalty == 1.0f && g->presence_penalty == 0 &&
+           g->frequency_penalty == 0;
+}
+
 /* The prompt rows and the sampled token of one batch item, whose logits rows start at
- * lg. Returns 1 when the request finished (and is freed). */
-static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg)
+ * lg; gt/gl (NULL without) are the GPU's argmax and logprob of the same rows. Returns 1
+ * when the request finished (and is freed). */
+static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg, const int32_t *gt,
+                        const float *gl)
 {
     req *q = it->s->user;
     const eng_request *r = &q->r;
@@ -189,9 +219,16 @@ static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg)
         }
     }
     if (!it->last) return 0;
-    const float *row = lg + (size_t)(it->out_hi - 1 - it->out_lo) * n_vocab;
+    int last = it->out_hi - 1 - it->out_lo;
     eng_sample_result res;
-    int32_t tok = eng_sampler_sample(q->smp, row, &res);
+    int32_t tok;
+    if (gt && plain_greedy(q)) {
+        tok = gt[last];
+        res.logprob = gl[last];
+        eng_sampler_accept(q->smp, tok);
+    } else {
+        tok = eng_sampler_sample(q->smp, lg + (size_t)last * n_vocab, &res);
+    }
     if (!q->t_first) {
         q->t_first = lode_now_ns();
         q->stats.ttft_ms = ms_between(q->t_submit, q->t_first);
@@ -237,11 +274,26 @@ static int intake(eng_model *m)
     return n;
 }
 
-/* One step: plan, run the batch, hand out the rows. */
+/* Queues one direction of the plan's swap copies on the backend, in plan order. */
+static void swap_copies(eng_model *m, int to_host, const eng_sched_copy *c, int n)
+{
+    if (n == 0) return; /* always so on the fused CUDA path, which has no runtime */
+    for (int i = 0; i < n; i++) {
+        m->swap_blk[i] = c[i].block;
+        m->swap_slot[i] = c[i].slot;
+    }
+    /* supported: eng_model_load refused swap otherwise */
+    eng_runtime_kv_swap(m->rt, to_host, m->swap_blk, m->swap_slot, n, m->swap_pool);
+}
+
+/* One step: plan, swap, run the batch, hand out the rows. */
 static void run_step(eng_model *m)
 {
     eng_sched_plan p;
     eng_sched_next(m->sched, &p);
+    /* before anything else: the plan's blocks and slots are reused from the next plan on */
+    swap_copies(m, 1, p.swap_out, p.n_swap_out);
+    swap_copies(m, 0, p.swap_in, p.n_swap_in);
     for (int i = 0; i < p.n_failed; i++) {
         req *q = p.failed[i]->user;
         lode_seterr(m->err, sizeof m->err, LODE_ERR_NOMEM,
@@ -269,7 +321,20 @@ static void run_step(eng_model *m)
         nt += it->n;
     }
     eng_batch b = {nt, m->batch_tokens, m->batch_pos, p.n_items, m->batch_seqs, no, m->out_rows};
-    lode_status st = eng_runtime_forward(m->rt, &b, m->logits, m->err, sizeof m->err);
+    lode_status st;
+    if (m->gpu) {
+        /* the host needs the logits of prompt rows and of rows it samples itself */
+        for (int i = 0, o = 0; i < p.n_items; i++) {
+            const eng_sched_item *it = &p.items[i];
+            int gpu_last = it->last && plain_greedy(it->s->user);
+            for (int r = it->out_lo; r < it->out_hi; r++, o++)
+                m->host_rows[o] = !(gpu_last && r == it->out_hi - 1);
+        }
+        st = eng_cuda_step(m->gpu, &b, m->host_rows, m->gpu_tok, m->gpu_lp, m->logits);
+        if (st) lode_seterr(m->err, sizeof m->err, st, "forward: %s", eng_cuda_errmsg(m->gpu));
+    } else {
+        st = eng_runtime_forward(m->rt, &b, m->logits, m->err, sizeof m->err);
+    }
     if (st) {
         for (int i = 0; i < p.n_items; i++) finish(m, p.items[i].s->user, st, ENG_FINISH_ERROR);
         return;
@@ -281,11 +346,12 @@ static void run_step(eng_model *m)
     pthread_mutex_unlock(&m->mu);
     int n_vocab = m->llm->hp.n_vocab;
     const float *lg = m->logits;
-    for (int i = 0; i < p.n_items; i++) {
+    for (int i = 0, o = 0; i < p.n_items; i++) {
         const eng_sched_item *it = &p.items[i];
         int rows = it->out_hi - it->out_lo;
-        take_outputs(m, it, lg);
+        take_outputs(m, it, lg, m->gpu ? m->gpu_tok + o : NULL, m->gpu ? m->gpu_lp + o : NULL);
         lg += (size_t)rows * n_vocab;
+        o += rows;
     }
 }
 
@@ -604,7 +670,7 @@ void eng_model_info_get(const eng_model *m, eng_model_info *o)
     memset(o, 0, sizeof *o);
     o->name = m->name;
     o->arch = hp->arch;
-    o->backend = m->be->ops->name;
+    o->backend = m->gpu ? "cuda" : m->be->ops->name;
     o->chat_template = m->tmpl;
     o->n_vocab = hp->n_vocab;
     o->n_ctx = m->n_ctx;
@@ -635,6 +701,7 @@ void eng_model_free(eng_model *m)
     pthread_cond_destroy(&m->cv);
     eng_sched_destroy(m->sched);
     eng_runtime_destroy(m->rt);
+    eng_cuda_model_destroy(m->gpu);
     eng_vocab_destroy(m->vocab);
     eng_llama_free(m->llm);
     eng_backend_destroy(m->be);
@@ -643,8 +710,14 @@ void eng_model_free(eng_model *m)
     lode_free(m->batch_seqs);
     lode_free(m->out_rows);
     lode_free(m->logits);
+    lode_free(m->gpu_tok);
+    lode_free(m->gpu_lp);
+    lode_free(m->host_rows);
     lode_free(m->done_tmp);
     lode_free(m->piece);
+    lode_aligned_free(m->swap_pool);
+    lode_free(m->swap_blk);
+    lode_free(m->swap_slot);
     lode_free(m);
 }
 
@@ -664,8 +737,14 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     }
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
-    eng_backend_opts bo = {opts->n_threads, opts->device};
-    if ((st = eng_backend_create(opts->backend, &bo, &m->be, err, errlen))) goto fail;
+    /* A llama file the fused CUDA decoder runs exactly (backend_cuda.h) goes there whenever
+     * cuda is asked for or chosen; the model code then only reads the file's hyperparameters
+     * and vocabulary on a CPU backend, whose weights stay in the mapping. */
+    const char *bn = opts->backend;
+    int gpu =
+        (!bn || !*bn || !strcmp(bn, "auto") || !strcmp(bn, "cuda")) && eng_cuda_gguf_supported(g);
+    eng_backend_opts bo = {gpu ? 1 : opts->n_threads, opts->device};
+    if ((st = eng_backend_create(gpu ? "cpu" : bn, &bo, &m->be, err, errlen))) goto fail;
     if ((st = eng_vocab_from_gguf(g, &m->vocab, err, errlen))) goto fail;
     if ((st = eng_llama_load(g, m->be, &m->llm, err, errlen))) goto fail;
     eng_gguf *gg = g;
@@ -691,12 +770,16 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         goto fail;
     }
     /* the step budget, running slots and logits rows of the scheduler */
-    m->n_step = opts->n_batch > 0 ? LODE_MIN(LODE_MAX(opts->n_batch, 2), 4096) : 256;
-    m->max_seqs = LODE_MIN(opts->max_seqs > 0 ? LODE_MIN(opts->max_seqs, 4096) : 64, m->n_step);
+    m->n_step = opts->n_batch > 0 ? LODE_MIN(LODE_MAX(opts->n_batch, 2), 8192) : gpu ? 2048 : 256;
+    m->max_seqs = LODE_MIN(opts->max_seqs > 0 ? LODE_MIN(opts->max_seqs, 4096)
+                           : gpu              ? 256
+                                              : 64,
+                           m->n_step);
     m->max_queue = opts->max_queue > 0 ? LODE_MIN(opts->max_queue, 1 << 20) : 256;
     m->max_out = LODE_MIN(m->max_seqs + LOGITS_ROWS, m->n_step);
     m->policy = opts->policy;
     m->prefix_cache = !opts->no_prefix_cache;
+    m->preempt = opts->preempt;
     /* the KV pool: the budget in blocks, at least one whole context */
     size_t block_bytes =
         (size_t)hp->n_layer * hp->n_head_kv * hp->head_dim * ENG_KV_BLOCK * sizeof(lode_half) * 2;
@@ -706,8 +789,55 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     if (nb < min_nb) nb = min_nb;
     if (nb > (1u << 24)) nb = 1u << 24;
     m->n_blocks = (int)nb;
-    if ((st = eng_runtime_create(m->llm, m->n_step, m->max_out, m->n_blocks, &m->rt, err, errlen)))
+    m->kv_bytes = nb * block_bytes;
+    if (gpu) {
+        /* the pool fills the GPU's free memory unless a budget is given */
+        eng_cuda_config z;
+        memset(&z, 0, sizeof z);
+        z.max_ctx = m->n_ctx;
+        z.max_seqs = 1;
+        z.max_prefill = 16;
+        z.step_tokens = m->n_step;
+        z.step_seqs = m->max_seqs;
+        z.step_out = m->max_out;
+        z.kv_blocks = opts->kv_mb > 0 ? m->n_blocks : -1;
+        if ((st = eng_cuda_model_open(path, &z, opts->device, &m->gpu, err, errlen))) goto fail;
+        m->n_blocks = eng_cuda_kv_blocks(m->gpu);
+        m->kv_bytes = eng_cuda_kv_bytes(m->gpu);
+    } else if ((st = eng_runtime_create(m->llm, m->n_step, m->max_out, m->n_blocks, &m->rt, err,
+                                        errlen))) {
         goto fail;
+    }
+    if (m->preempt == ENG_PREEMPT_SWAP) {
+        /* the host pool: the budget in slots of one block each, untouched (not resident)
+         * until blocks are swapped out */
+        if (m->gpu) {
+            st = lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
+                             "engine: the fused CUDA path cannot swap KV blocks to the host "
+                             "(preempt by recompute)");
+            goto fail;
+        }
+        if (eng_runtime_kv_swap(m->rt, 1, NULL, NULL, 0, NULL) == LODE_ERR_UNSUPPORTED) {
+            st = lode_seterr(err, errlen, LODE_ERR_UNSUPPORTED,
+                             "engine: the %s backend cannot swap KV blocks to the host "
+                             "(preempt by recompute)",
+                             m->be->ops->name);
+            goto fail;
+        }
+        size_t slot = eng_runtime_kv_slot_bytes(m->rt);
+        size_t sbudget = opts->swap_mb > 0 ? (size_t)opts->swap_mb << 20 : nb * block_bytes;
+        size_t ns = LODE_MAX(sbudget / slot, 1);
+        if (ns > (1u << 24)) ns = 1u << 24;
+        m->n_slots = (int)ns;
+        m->swap_pool = lode_aligned_alloc(64, ns * slot);
+        m->swap_blk = lode_malloc(ns * sizeof *m->swap_blk);
+        m->swap_slot = lode_malloc(ns * sizeof *m->swap_slot);
+        if (!m->swap_pool || !m->swap_blk || !m->swap_slot) {
+            st = lode_seterr(err, errlen, LODE_ERR_NOMEM,
+                             "engine: no memory for a swap pool of %zu blocks", ns);
+            goto fail;
+        }
+    }
     eng_sched_opts so = {
         .policy = m->policy,
         .step_tokens = m->n_step,
@@ -715,6 +845,7 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         .max_live = m->max_seqs + m->max_queue,
         .max_out = m->max_out,
         .prefix_cache = m->prefix_cache,
+        .swap_slots = m->n_slots,
     };
     if ((st = eng_sched_create(&so, m->n_blocks, &m->sched))) {
         lode_seterr(err, errlen, st, "engine: cannot create the scheduler");
@@ -727,9 +858,12 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     m->out_rows = lode_malloc((size_t)m->max_out * sizeof(int32_t));
     m->logits = lode_malloc((size_t)m->max_out * hp->n_vocab * sizeof(float));
     m->done_tmp = lode_malloc((size_t)(m->max_seqs + m->max_queue) * sizeof *m->done_tmp);
+    m->gpu_tok = lode_malloc((size_t)m->max_out * sizeof *m->gpu_tok);
+    m->gpu_lp = lode_malloc((size_t)m->max_out * sizeof *m->gpu_lp);
+    m->host_rows = lode_malloc((size_t)m->max_out);
     m->piece = lode_malloc(m->piece_cap);
     if (!m->batch_tokens || !m->batch_pos || !m->batch_seqs || !m->out_rows || !m->logits ||
-        !m->done_tmp || !m->piece) {
+        !m->done_tmp || !m->piece || !m->gpu_tok || !m->gpu_lp || !m->host_rows) {
         st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }

@@ -36,21 +36,36 @@ typedef enum eng_policy {
 lode_status eng_policy_parse(const char *name, eng_policy *out /* OUT */);
 const char *eng_policy_name(eng_policy p);
 
+/* What happens to a preempted sequence's KV blocks when KV memory runs out. */
+typedef enum eng_preempt {
+    ENG_PREEMPT_RECOMPUTE = 0, /* released; recomputed on resume (default) */
+    ENG_PREEMPT_SWAP,          /* copied to a host pool and back on resume; by recompute
+                                  when the host pool is full */
+} eng_preempt;
+/* "recompute", "swap" -> *out; LODE_ERR_INVALID for another name. */
+lode_status eng_preempt_parse(const char *name, eng_preempt *out /* OUT */);
+const char *eng_preempt_name(eng_preempt p);
+
 typedef struct eng_model_opts {
     const char *backend; /* "cpu", "cuda", NULL/"auto" */
     int n_threads;       /* CPU threads; <= 0: every CPU the process may use */
     int n_ctx;           /* context window in tokens of one sequence; <= 0: min(trained
                             context, 4096) */
     int n_batch;         /* tokens of one forward step, shared by every running sequence;
-                            <= 0: 256 */
+                            <= 0: 256 (2048 on the fused CUDA path) */
     int device;          /* GPU ordinal */
     /* serving (engine/sched.h); 0 means the default */
-    int kv_mb;     /* KV pool budget in MiB; <= 0: 256. Never below one full context. */
-    int max_seqs;  /* sequences decoding together; <= 0: 64 */
+    int kv_mb;     /* KV pool budget in MiB; <= 0: 256, or on the fused CUDA path the GPU's
+                      free memory after the weights. Never below one full context. */
+    int max_seqs;  /* sequences decoding together; <= 0: 64 (256 on the fused CUDA path) */
     int max_queue; /* requests waiting beyond those; <= 0: 256. eng_submit returns
                       LODE_ERR_BUSY past it */
     eng_policy policy;
     int no_prefix_cache; /* 1: do not reuse computed prefixes across requests */
+    eng_preempt preempt; /* LODE_ERR_UNSUPPORTED from eng_model_load for swap on a backend
+                            that cannot */
+    int swap_mb;         /* host pool for swapped blocks in MiB; <= 0: as large as the KV
+                            pool */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the
@@ -193,9 +208,16 @@ typedef struct eng_serving_stats {
     int running; /* sequences in the batch */
     int waiting; /* admitted to the engine, not running (queued or preempted) */
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_block_tokens;
+    size_t kv_bytes; /* of the whole pool (GPU memory on the CUDA path) */
     uint64_t prefix_lookup_tokens, prefix_hit_tokens;
     double prefix_hit_rate;
-    uint64_t preemptions;
+    uint64_t preemptions;   /* by recompute and by swap */
+    eng_preempt preempt;    /* the configured mode */
+    int swap_slots_total;   /* host pool, in blocks (0 without swap) */
+    int swap_slots_used;    /* blocks of swapped-out sequences held there */
+    uint64_t swapped_out;   /* preemptions by swap */
+    uint64_t swapped_in;    /* resumes from the host pool */
+    uint64_t swap_blocks;   /* blocks copied either way */
     uint64_t steps;         /* forward steps run */
     uint64_t step_tokens;   /* tokens they computed */
     uint64_t rejected_busy; /* eng_submit calls refused with LODE_ERR_BUSY */

@@ -392,6 +392,20 @@ int eng_runtime_n_blocks(const eng_runtime *rt)
     return rt->n_blocks;
 }
 
+lode_status eng_runtime_kv_swap(eng_runtime *rt, int to_host, const int32_t *blocks,
+                                const int32_t *slots, int n, void *host)
+{
+    if (!rt->be->ops->kv_swap) return LODE_ERR_UNSUPPORTED;
+    if (n > 0) rt->be->ops->kv_swap(rt->be, rt->kv, to_host, blocks, slots, n, host);
+    return LODE_OK;
+}
+
+size_t eng_runtime_kv_slot_bytes(const eng_runtime *rt)
+{
+    eng_kv_desc d = {rt->m->hp.n_layer, rt->m->hp.n_head_kv, rt->m->hp.head_dim, rt->n_blocks};
+    return eng_kv_slot_bytes(&d);
+}
+
 lode_status eng_runtime_forward(eng_runtime *rt, const eng_batch *b, float *logits_host, char *err,
                                 size_t errlen)
 {

@@ -75,6 +75,14 @@ int eng_runtime_max_tokens(const eng_runtime *rt);
 int eng_runtime_max_out(const eng_runtime *rt);
 int eng_runtime_n_blocks(const eng_runtime *rt);
 
+/* Copies KV blocks to / from slots of a host pool (backend.h kv_swap), ordered before
+ * the next forward. LODE_ERR_UNSUPPORTED when the backend cannot swap; copy errors come
+ * from the next forward's sync. */
+lode_status eng_runtime_kv_swap(eng_runtime *rt, int to_host, const int32_t *blocks,
+                                const int32_t *slots, int n, void *host);
+/* Bytes of one host slot of the swap pool (backend.h eng_kv_slot_bytes). */
+size_t eng_runtime_kv_slot_bytes(const eng_runtime *rt);
+
 /* Runs the model over a batch and writes the logits of b->out_rows to logits_host
  * (n_out, n_vocab) (may be NULL when n_out is 0). The KV cache of the batch's sequences
  * grows by their tokens. Returns LODE_OK or the backend's error (err has the detail). */

@@ -4,9 +4,18 @@
  * a running sequence gets its next token (decode) or the next chunk of its prompt
  * (chunked prefill), a waiting one is admitted (prefix cache lookup first) while running
  * slots and KV blocks allow. A sequence that needs a block when none is left takes one
- * from the lowest-priority running sequence not in this step (preemption by recompute);
- * when there is none it is preempted itself, unless it holds the only blocks in use,
- * which means it cannot fit the pool alone and is reported as failed.
+ * from the lowest-priority running sequence not in this step (preemption); when there is
+ * none it is preempted itself, unless it holds the only blocks in use, which means it
+ * cannot fit the pool alone and is reported as failed.
+ *
+ * Preemption by recompute releases the victim's blocks; by swap (swap_slots > 0) every
+ * block it holds is first copied to a slot of the host pool, so on resume its blocks are
+ * copied back into fresh ones and nothing is recomputed. A block the victim shares (a
+ * cached prefix) is copied too and the victim comes back with a private copy: the copy is
+ * cheap, and the shared block may be evicted meanwhile. When the host pool cannot take a
+ * victim's blocks it is preempted by recompute. Host slots freed while planning (by
+ * swap-ins, or by removing a swapped sequence) become free only at the next plan, after
+ * the caller has done this plan's copies, so a slot is never written before it is read.
  *
  * Keys: FCFS and decode-first order by arrival (decode-first puts running sequences
  * with one token to go first, then running prefills, then waiting ones); MLFQ orders by
@@ -31,6 +40,13 @@ struct eng_sched {
     eng_sched_item *items; /* (max_seqs) */
     eng_sseq **failed;     /* (max_live) */
     eng_sseq **order;      /* (max_live) this step's candidates */
+    /* the host pool's slots (swap_slots of them) */
+    int32_t *slot_free; /* (swap_slots) stack of free slots */
+    int n_slot_free;
+    int32_t *slot_pending; /* (swap_slots) freed while planning, free at the next plan */
+    int n_slot_pending;
+    eng_sched_copy *swap_out, *swap_in; /* (swap_slots) each */
+    eng_sched_swap_stats swap;
 };
 
 lode_status eng_policy_parse(const char *name, eng_policy *out)
@@ -59,6 +75,22 @@ const char *eng_policy_name(eng_policy p)
     return "unknown";
 }
 
+lode_status eng_preempt_parse(const char *name, eng_preempt *out)
+{
+    if (!name || !strcmp(name, "recompute"))
+        *out = ENG_PREEMPT_RECOMPUTE;
+    else if (!strcmp(name, "swap"))
+        *out = ENG_PREEMPT_SWAP;
+    else
+        return LODE_ERR_INVALID;
+    return LODE_OK;
+}
+
+const char *eng_preempt_name(eng_preempt p)
+{
+    return p == ENG_PREEMPT_SWAP ? "swap" : "recompute";
+}
+
 void eng_sched_destroy(eng_sched *s)
 {
     if (!s) return;
@@ -67,6 +99,10 @@ void eng_sched_destroy(eng_sched *s)
     lode_free(s->items);
     lode_free(s->failed);
     lode_free(s->order);
+    lode_free(s->slot_free);
+    lode_free(s->slot_pending);
+    lode_free(s->swap_out);
+    lode_free(s->swap_in);
     lode_free(s);
 }
 
@@ -74,7 +110,7 @@ lode_status eng_sched_create(const eng_sched_opts *o, int n_blocks, eng_sched **
 {
     *out = NULL;
     if (o->max_seqs <= 0 || o->step_tokens < o->max_seqs || o->max_live < o->max_seqs ||
-        o->max_out < 2 || n_blocks <= 0)
+        o->max_out < 2 || n_blocks <= 0 || o->swap_slots < 0)
         return LODE_ERR_INVALID;
     eng_sched *s = lode_calloc(1, sizeof *s);
     if (!s) return LODE_ERR_NOMEM;
@@ -94,6 +130,21 @@ lode_status eng_sched_create(const eng_sched_opts *o, int n_blocks, eng_sched **
     if (!s->live || !s->items || !s->failed || !s->order) {
         eng_sched_destroy(s);
         return LODE_ERR_NOMEM;
+    }
+    if (o->swap_slots > 0) {
+        size_t n = (size_t)o->swap_slots;
+        s->slot_free = lode_malloc(n * sizeof *s->slot_free);
+        s->slot_pending = lode_malloc(n * sizeof *s->slot_pending);
+        s->swap_out = lode_malloc(n * sizeof *s->swap_out);
+        s->swap_in = lode_malloc(n * sizeof *s->swap_in);
+        if (!s->slot_free || !s->slot_pending || !s->swap_out || !s->swap_in) {
+            eng_sched_destroy(s);
+            return LODE_ERR_NOMEM;
+        }
+        /* popped from the end: slot 0 first */
+        for (int i = 0; i < o->swap_slots; i++) s->slot_free[i] = o->swap_slots - 1 - i;
+        s->n_slot_free = o->swap_slots;
+        s->swap.slots_total = o->swap_slots;
     }
     *out = s;
     return LODE_OK;
@@ -115,6 +166,11 @@ uint64_t eng_sched_preemptions(const eng_sched *s)
 {
     return s->preemptions;
 }
+void eng_sched_swap_stats_get(const eng_sched *s, eng_sched_swap_stats *out)
+{
+    *out = s->swap;
+    out->slots_used = s->o.swap_slots - s->n_slot_free - s->n_slot_pending;
+}
 
 static int blocks_for(int n_tok)
 {
@@ -133,7 +189,7 @@ lode_status eng_sched_add(eng_sched *s, eng_sseq *q)
     q->lp_next = 0;
     q->level = q->used = 0;
     q->order = s->next_order++;
-    q->n_preempt = q->admitted = q->in_step = 0;
+    q->n_preempt = q->n_swapped = q->admitted = q->in_step = 0;
     q->cached_tokens = -1;
     s->live[s->n_live++] = q;
     return LODE_OK;
@@ -141,7 +197,13 @@ lode_status eng_sched_add(eng_sched *s, eng_sseq *q)
 
 static void release_blocks(eng_sched *s, eng_sseq *q)
 {
-    for (int i = 0; i < q->n_table; i++) eng_kvcache_release(s->kv, q->table[i]);
+    if (q->state == ENG_SEQ_SWAPPED) {
+        /* host slots: free once this plan's copies are done */
+        for (int i = 0; i < q->n_table; i++) s->slot_pending[s->n_slot_pending++] = q->table[i];
+        q->state = ENG_SEQ_WAITING;
+    } else {
+        for (int i = 0; i < q->n_table; i++) eng_kvcache_release(s->kv, q->table[i]);
+    }
     q->n_table = 0;
     q->n_computed = 0;
     q->n_published = 0;
@@ -160,12 +222,36 @@ void eng_sched_remove(eng_sched *s, eng_sseq *q)
         }
 }
 
-/* Takes q's running slot; with drop_kv also its blocks (recompute later). */
+/* Copies q's blocks to host slots and releases them; 0 (nothing done) when the host
+ * pool cannot take them all. */
+static int swap_out(eng_sched *s, eng_sseq *q, eng_sched_plan *p)
+{
+    if (s->o.swap_slots == 0 || q->n_table == 0) return 0;
+    if (q->n_table > s->n_slot_free) {
+        s->swap.swap_refused++;
+        return 0;
+    }
+    for (int i = 0; i < q->n_table; i++) {
+        int32_t slot = s->slot_free[--s->n_slot_free];
+        p->swap_out[p->n_swap_out++] = (eng_sched_copy){q, q->table[i], slot};
+        eng_kvcache_release(s->kv, q->table[i]);
+        q->table[i] = slot;
+    }
+    s->swap.swapped_out++;
+    s->swap.blocks_out += (uint64_t)q->n_table;
+    q->n_swapped++;
+    return 1;
+}
+
+/* Takes q's running slot; with drop_kv also its blocks: swapped to the host when the
+ * scheduler swaps and the host pool has room, else released (recompute later). */
 static void preempt(eng_sched *s, eng_sseq *q, eng_sched_plan *p, int drop_kv)
 {
-    if (drop_kv) release_blocks(s, q);
+    int swapped = drop_kv && swap_out(s, q, p);
+    if (drop_kv && !swapped) release_blocks(s, q);
     if (q->state == ENG_SEQ_RUNNING) s->n_running--;
-    q->state = ENG_SEQ_WAITING;
+    q->state = swapped ? ENG_SEQ_SWAPPED : ENG_SEQ_WAITING;
+    if (drop_kv) q->in_step = 1; /* not admitted again while planning this step */
     q->n_preempt++;
     s->preemptions++;
     p->n_preempted++;
@@ -176,7 +262,7 @@ static int klass(const eng_sched *s, const eng_sseq *q)
 {
     switch (s->o.policy) {
     case ENG_POLICY_DECODE_FIRST:
-        if (q->state == ENG_SEQ_WAITING) return 2;
+        if (q->state != ENG_SEQ_RUNNING) return 2;
         return q->n_toks - q->n_computed == 1 && q->n_toks > q->n_prompt ? 0 : 1;
     case ENG_POLICY_MLFQ:
         return q->level;
@@ -205,7 +291,9 @@ static eng_sseq *pick_kv_victim(eng_sched *s, const eng_sseq *q)
     eng_sseq *best = NULL;
     for (int i = 0; i < s->n_live; i++) {
         eng_sseq *v = s->live[i];
-        if (v == q || v->in_step || v->n_table == 0 || v->order < q->order) continue;
+        if (v == q || v->in_step || v->n_table == 0 || v->state == ENG_SEQ_SWAPPED ||
+            v->order < q->order)
+            continue;
         if (!best || v->order > best->order) best = v;
     }
     return best;
@@ -231,6 +319,11 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
     memset(p, 0, sizeof *p);
     p->items = s->items;
     p->failed = s->failed;
+    p->swap_out = s->swap_out;
+    p->swap_in = s->swap_in;
+    /* the last plan's copies are done: its freed host slots can be reused */
+    while (s->n_slot_pending > 0)
+        s->slot_free[s->n_slot_free++] = s->slot_pending[--s->n_slot_pending];
     int n = s->n_live;
     memcpy(s->order, s->live, (size_t)n * sizeof *s->order);
     for (int i = 0; i < n; i++) s->order[i]->in_step = 0;
@@ -240,9 +333,10 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
     int hold_line = 0; /* FCFS-like: a waiting sequence that cannot start blocks later ones */
     for (int i = 0; i < n && budget > 0 && out_left > 0; i++) {
         eng_sseq *q = s->order[i];
-        int waiting = q->state == ENG_SEQ_WAITING;
+        int waiting = q->state != ENG_SEQ_RUNNING;
+        int swapped = q->state == ENG_SEQ_SWAPPED;
         if (waiting) {
-            if (hold_line) continue;
+            if (hold_line || q->in_step) continue;
             if (s->n_running >= s->o.max_seqs) {
                 /* MLFQ suspends a lower level's sequence (its blocks stay) */
                 eng_sseq *v = s->o.policy == ENG_POLICY_MLFQ ? pick_slot_victim(s, q) : NULL;
@@ -274,8 +368,9 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
             if (lo + room < q->n_computed + take) take = lo + room - q->n_computed;
             if (take <= 0) goto skip;
         }
-        /* KV blocks */
-        int need = blocks_for(q->n_computed + take) - q->n_table;
+        /* KV blocks: a swapped sequence needs its whole table back besides the chunk's */
+        int held = swapped ? 0 : q->n_table;
+        int need = LODE_MAX(q->n_table, blocks_for(q->n_computed + take)) - held;
         while (need > eng_kvcache_available(s->kv)) {
             eng_sseq *v = pick_kv_victim(s, q);
             if (!v) break;
@@ -283,16 +378,16 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
         }
         if (need > eng_kvcache_available(s->kv)) {
             /* a prompt chunk shrinks to the blocks there are */
-            int fit = (q->n_table + eng_kvcache_available(s->kv)) * ENG_KV_BLOCK - q->n_computed;
+            int fit = (held + eng_kvcache_available(s->kv)) * ENG_KV_BLOCK - q->n_computed;
             if (fit >= 1 && fit < take) {
                 take = fit;
-                need = blocks_for(q->n_computed + take) - q->n_table;
+                need = LODE_MAX(q->n_table, blocks_for(q->n_computed + take)) - held;
             }
         }
         if (need > eng_kvcache_available(s->kv)) {
             eng_kvcache_stats ks;
             eng_kvcache_stats_get(s->kv, &ks);
-            if (ks.blocks_used == q->n_table) {
+            if (ks.blocks_used == held) {
                 /* nobody else holds a block: it cannot fit the pool alone */
                 if (q->state == ENG_SEQ_RUNNING) s->n_running--;
                 release_blocks(s, q);
@@ -303,12 +398,26 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
             }
             if (!waiting) {
                 preempt(s, q, p, 1);
-            } else if (q->n_table > 0 && q->n_computed == q->n_published * ENG_KV_BLOCK) {
+            } else if (!swapped && q->n_table > 0 &&
+                       q->n_computed == q->n_published * ENG_KV_BLOCK) {
                 /* give back what it holds (looked-up prefix blocks); it retries later */
                 release_blocks(s, q);
             }
             if (waiting && s->o.policy != ENG_POLICY_MLFQ) hold_line = 1;
             continue;
+        }
+        if (swapped) {
+            /* back from the host pool into fresh blocks */
+            for (int b = 0; b < q->n_table; b++) {
+                int32_t blk = eng_kvcache_alloc(s->kv);
+                p->swap_in[p->n_swap_in++] = (eng_sched_copy){q, blk, q->table[b]};
+                s->slot_pending[s->n_slot_pending++] = q->table[b];
+                q->table[b] = blk;
+            }
+            s->swap.swapped_in++;
+            s->swap.blocks_in += (uint64_t)q->n_table;
+            need -= q->n_table;
+            q->state = ENG_SEQ_WAITING;
         }
         for (int k = 0; k < need; k++) q->table[q->n_table++] = eng_kvcache_alloc(s->kv);
         if (waiting) {

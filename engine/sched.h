@@ -9,8 +9,11 @@
  * the prefix cache).
  *
  * The caller (engine.c) owns the sequences and their arrays; one step is
- *   eng_sched_next -> run the batch -> eng_sched_commit -> for each item that reached
- *   the end of its tokens, sample and append a token or finish (eng_sched_remove).
+ *   eng_sched_next -> copy the plan's swap_out blocks to the host, then its swap_in
+ *   blocks back -> run the batch -> eng_sched_commit -> for each item that reached the
+ *   end of its tokens, sample and append a token or finish (eng_sched_remove).
+ * The copies of a plan must be done (or at least ordered before any later work on the
+ * same blocks and slots) before the next eng_sched_next.
  * Not thread-safe: the model's scheduler thread owns it.
  */
 #ifndef LODE_ENGINE_SCHED_H
@@ -33,11 +36,14 @@ typedef struct eng_sched_opts {
     int mlfq_quantum; /* tokens a sequence runs at level 0 before it drops; doubles per level;
                          <= 0: 32 */
     int mlfq_boost;   /* steps between lifting every sequence back to level 0; <= 0: 512 */
+    int swap_slots;   /* > 0: preempt by swapping to a host pool of this many block slots,
+                         by recompute when it is full; 0: always by recompute */
 } eng_sched_opts;
 
 typedef enum eng_seq_state {
     ENG_SEQ_WAITING = 0, /* not admitted yet, or preempted */
     ENG_SEQ_RUNNING,     /* holds a running slot and KV blocks */
+    ENG_SEQ_SWAPPED,     /* preempted by swap: waiting, table[0..n_table) are host slots */
 } eng_seq_state;
 
 /* A sequence. The caller fills the fields above the line and keeps the struct alive
@@ -50,7 +56,8 @@ typedef struct eng_sseq {
     int cap;         /* most tokens (the context) */
     int n_prompt;    /* the first n_prompt of toks */
     int want_prompt; /* logits of prompt rows 0..n_prompt-2 are wanted (prompt logprobs) */
-    int32_t *table;  /* (table_cap) block table, logical -> physical */
+    int32_t *table;  /* (table_cap) block table, logical -> physical (host slots while
+                        ENG_SEQ_SWAPPED) */
     int table_cap;   /* >= ceil(cap / ENG_KV_BLOCK) */
     /* ---- scheduler state ---- */
     eng_seq_state state;
@@ -62,6 +69,7 @@ typedef struct eng_sseq {
     int level, used;   /* MLFQ level and tokens run at it */
     uint64_t order;    /* arrival order */
     int n_preempt;     /* times preempted */
+    int n_swapped;     /* of those, by swap */
     int cached_tokens; /* prompt tokens found in the prefix cache at the first admission;
                           -1 before it */
     int admitted;      /* has run at least once */
@@ -78,6 +86,13 @@ typedef struct eng_sched_item {
     int last;           /* the chunk ends at n_toks: sample from row pos0+n-1 */
 } eng_sched_item;
 
+/* One block copy between the KV pool and the host pool. */
+typedef struct eng_sched_copy {
+    eng_sseq *s;   /* the sequence it belongs to */
+    int32_t block; /* physical KV block */
+    int32_t slot;  /* host pool slot */
+} eng_sched_copy;
+
 typedef struct eng_sched_plan {
     eng_sched_item *items; /* (n_items) in batch order */
     int n_items;
@@ -87,6 +102,12 @@ typedef struct eng_sched_plan {
                           error and remove them */
     int n_failed;
     int n_preempted; /* preemptions made while planning this step */
+    /* Copies to do before the step, all of swap_out first (a block swapped out may be
+     * swapped into by a later sequence of the same plan), then swap_in. */
+    eng_sched_copy *swap_out; /* block -> slot */
+    int n_swap_out;
+    eng_sched_copy *swap_in; /* slot -> block */
+    int n_swap_in;
 } eng_sched_plan;
 
 typedef struct eng_sched eng_sched;
@@ -115,7 +136,17 @@ void eng_sched_commit(eng_sched *s, const eng_sched_plan *plan);
 int eng_sched_n_live(const eng_sched *s);
 int eng_sched_n_running(const eng_sched *s);
 eng_kvcache *eng_sched_kvcache(eng_sched *s);
-/* Total preemptions so far. */
+/* Total preemptions so far (by recompute and by swap). */
 uint64_t eng_sched_preemptions(const eng_sched *s);
+
+typedef struct eng_sched_swap_stats {
+    int slots_total, slots_used;
+    uint64_t swapped_out;  /* preemptions by swap */
+    uint64_t swapped_in;   /* resumes from the host pool */
+    uint64_t blocks_out;   /* blocks copied to the host */
+    uint64_t blocks_in;    /* blocks copied back */
+    uint64_t swap_refused; /* preemptions that fell back to recompute (host pool full) */
+} eng_sched_swap_stats;
+void eng_sched_swap_stats_get(const eng_sched *s, eng_sched_swap_stats *out /* OUT */);
 
 #endif

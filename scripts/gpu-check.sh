@@ -6,8 +6,11 @@
 # the same run, where decode time goes (per-op profile of decode and of a 2048-token prefill,
 # and the decode step without programmatic launch, LODE_CUDA_PDL=0) for the target shapes,
 # and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
-#   scripts/gpu-check.sh [quick|hf]  quick: tests and two small benches only; hf: only the HF
-#                                    peer and comparison (after a run without them)
+#   scripts/gpu-check.sh [quick|hf|serve]  quick: tests and two small benches only; hf: only the
+#                                    HF peer and comparison (after a run without them); serve:
+#                                    the tests and the serving benchmark only
+# The serving benchmark (bench/bench_gpu_serve.c: the scheduler's batches on the GPU,
+# llama3-8b BF16, 128 prompt + 128 output tokens at 1..256 concurrent) runs in full and serve.
 # Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ...";
 # GPU_CHECK_VARIANTS="label:VAR=v,VAR=v ..." times batch-1 decode of the detail shapes per setting;
 # GPU_CHECK_BENCH_ARGS adds `lode bench` arguments (e.g. "--batch 1"); GPU_CHECK_SKIP_PEER=1
@@ -32,13 +35,14 @@ git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt" || true
 LODE=build-cuda/lode
 TEST=build-cuda/tests/test_cuda
 TEST2=build-cuda/tests/test_cuda_synth
+SERVE=build-cuda/bench/bench_gpu_serve
 if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
   log "using prebuilt binaries"
-  LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth
+  LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth SERVE=prebuilt/bench_gpu_serve
 else
   log "building"
   if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
-  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth >"$OUT/build.log" 2>&1 \
+  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth "$SERVE" >"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
 fi
 
@@ -76,8 +80,19 @@ printf 'Hello there\nWhat is two plus two?\n' | timeout 120 "$LODE" chat -m "$SY
   >"$OUT/chat_cuda.txt" 2>&1 && echo "lode chat --backend cuda: ok ($(wc -c <"$OUT/chat_cuda.txt") bytes of answers)" \
   || { echo "lode chat --backend cuda FAILED"; tail -5 "$OUT/chat_cuda.txt"; }
 
+# ---- the serving core on the GPU --------------------------------------------------------
+rm -f "$OUT/serve.log"
+if [ "$MODE" = full ] || [ "$MODE" = serve ]; then
+  log "serving: llama3-8b bf16, 128 prompt + 128 output tokens at 1, 4, 16, 64, 256 concurrent"
+  SYN8=${TMPDIR:-/tmp}/lode-gpu-check-8b.gguf
+  "$LODE" synth --shape llama3-8b --type bf16 -o "$SYN8" >/dev/null \
+    && timeout 420 "$SERVE" "$SYN8" 128 128 1,4,16,64,256 2>&1 | tee "$OUT/serve.log"
+  rm -f "$SYN8"
+fi
+
 # ---- benchmarks -----------------------------------------------------------------------
 rm -f "$OUT/bench.jsonl"
+if [ "$MODE" != serve ]; then
 if [ "$MODE" = quick ]; then
   BENCH=${GPU_CHECK_BENCH:-"smollm2-135m:q4_1 llama3.2-1b:bf16"}
 else
@@ -132,12 +147,13 @@ if [ -f "$PEER" ] && [ "${GPU_CHECK_SKIP_PEER:-0}" != 1 ]; then
   log "peer torch_graphs $ARGS"
   (cd "$OUT" && OUT="$OUT" timeout 600 python3 "$PEER" $ARGS) 2>&1 | tail -30 | tee "$OUT/peer_graphs.log"
 fi
+fi # MODE != serve
 fi # MODE != hf
 if [ "$MODE" = hf ]; then
   SHAPES=${GPU_CHECK_HF_SHAPES:-"smollm2-135m llama3.2-1b llama3-8b"}
   TEST_RC=0
 fi
-if [ "${GPU_CHECK_SKIP_HF:-0}" != 1 ]; then
+if [ "${GPU_CHECK_SKIP_HF:-0}" != 1 ] && [ "$MODE" != serve ]; then
   for s in $SHAPES; do
     log "peer HF eager $s"
     timeout 600 python3 bench/hf_eager.py --shape "$s" --json "$OUT/hf_eager.jsonl" 2>&1 | grep -v Warning | tail -8
@@ -151,4 +167,5 @@ fi
 log "table"
 python3 scripts/gpu_table.py "$OUT" | tee "$OUT/table.txt"
 [ -f "$OUT/variants.log" ] && { log "variants (decode b1)"; awk '{printf "%-14s %-7s %-13s %-5s %9s tok/s %s\n", $2, $3, $4, $5, $8, $14}' "$OUT/variants.log"; }
+[ -f "$OUT/serve.log" ] && grep -E "^(model|\|)" "$OUT/serve.log"
 echo "CUDA tests exit status: $TEST_RC"

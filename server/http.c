@@ -524,6 +524,16 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->log_mu, NULL);
     pthread_mutex_init(&s->store_mu, NULL);
+    pthread_mutex_init(&s->streams_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->streams_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&s->keepalives, 0);
+    s->keepalive_ns = cfg->keepalive_ms == 0  ? 1000000000
+                      : cfg->keepalive_ms < 0 ? 0
+                                              : (int64_t)cfg->keepalive_ms * 1000000;
     srv_metrics_init(&s->m);
     s->started_ns = lode_now_ns();
     /* before any worker thread may fetch a URL (curl_global_init is reference-counted) */
@@ -534,6 +544,11 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
     s->curl_init = 1;
     if (s->be && s->be->embedder && !(s->emb = srv_embedder_create(s->be->embedder))) {
         snprintf(err, errlen, "cannot start the embedding queue");
+        goto fail;
+    }
+
+    if (srv_keepalive_start(s)) {
+        snprintf(err, errlen, "cannot start the stream keep-alive thread");
         goto fail;
     }
 
@@ -626,6 +641,7 @@ void srv_shutdown(srv_server *s)
     }
     MHD_stop_daemon(s->d);
     s->d = NULL;
+    srv_keepalive_stop(s); /* every stream ended with its connection */
 }
 
 void srv_destroy(srv_server *s)
@@ -633,11 +649,14 @@ void srv_destroy(srv_server *s)
     if (!s) return;
     srv_shutdown(s);
     if (s->d) MHD_stop_daemon(s->d);
+    srv_keepalive_stop(s);
     srv_embedder_destroy(s->emb);
     if (s->curl_init) curl_global_cleanup();
     srv_metrics_destroy(&s->m);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->log_mu);
     pthread_mutex_destroy(&s->store_mu);
+    pthread_mutex_destroy(&s->streams_mu);
+    pthread_cond_destroy(&s->streams_cv);
     lode_free(s);
 }

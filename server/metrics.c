@@ -121,6 +121,10 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
     H("lode_http_concurrency_limit", "gauge", "The --max-concurrent limit; beyond it, 429.");
     P("lode_http_concurrency_limit %d\n", s->cfg.max_concurrent);
 
+    H("lode_http_stream_keepalives_total", "counter",
+      "Keep-alive comments written into event streams that waited without output.");
+    P("lode_http_stream_keepalives_total %llu\n", (unsigned long long)atomic_load(&s->keepalives));
+
     H("lode_generation_requests_total", "counter", "Generations (choices) that ended.");
     P("lode_generation_requests_total %llu\n", (unsigned long long)c.gen_requests);
     H("lode_generation_cancelled_total", "counter",
@@ -164,6 +168,10 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
         P("lode_kv_blocks{state=\"total\"} %d\n", es.kv_blocks_total);
         P("lode_kv_blocks{state=\"used\"} %d\n", es.kv_blocks_used);
         P("lode_kv_blocks{state=\"cached\"} %d\n", es.kv_blocks_cached);
+        H("lode_kv_pool_bytes", "gauge",
+          "Bytes of the KV cache pool (GPU memory on the CUDA path, sized from free memory "
+          "unless --kv-mb is given).");
+        P("lode_kv_pool_bytes %zu\n", es.kv_bytes);
         H("lode_kv_block_tokens", "gauge", "Tokens per KV cache block.");
         P("lode_kv_block_tokens %d\n", es.kv_block_tokens);
         H("lode_kv_usage_ratio", "gauge", "Share of the KV cache pool held by sequences.");
@@ -177,8 +185,23 @@ lode_status srv_metrics_render(srv_server *s, lode_buf *b)
           "Prompt tokens found in the prefix cache (not computed again).");
         P("lode_prefix_cache_hit_tokens_total %llu\n", (unsigned long long)es.prefix_hit_tokens);
         H("lode_engine_preemptions_total", "counter",
-          "Sequences preempted (their KV released) to make room.");
-        P("lode_engine_preemptions_total %llu\n", (unsigned long long)es.preemptions);
+          "Sequences preempted to make room in the KV cache, by mode (recompute: KV "
+          "released; swap: KV copied to the host pool).");
+        P("lode_engine_preemptions_total{mode=\"recompute\"} %llu\n",
+          (unsigned long long)(es.preemptions - es.swapped_out));
+        P("lode_engine_preemptions_total{mode=\"swap\"} %llu\n",
+          (unsigned long long)es.swapped_out);
+        H("lode_kv_swap_blocks", "gauge",
+          "Host swap pool blocks (0 unless --preempt swap), total and held by swapped-out "
+          "sequences.");
+        P("lode_kv_swap_blocks{state=\"total\"} %d\n", es.swap_slots_total);
+        P("lode_kv_swap_blocks{state=\"used\"} %d\n", es.swap_slots_used);
+        H("lode_kv_swap_resumes_total", "counter",
+          "Swapped-out sequences resumed from the host pool.");
+        P("lode_kv_swap_resumes_total %llu\n", (unsigned long long)es.swapped_in);
+        H("lode_kv_swap_copied_blocks_total", "counter",
+          "KV blocks copied between the pool and the host, both ways.");
+        P("lode_kv_swap_copied_blocks_total %llu\n", (unsigned long long)es.swap_blocks);
         H("lode_engine_steps_total", "counter", "Forward steps the engine ran.");
         P("lode_engine_steps_total %llu\n", (unsigned long long)es.steps);
         H("lode_engine_step_tokens_total", "counter",

@@ -22,99 +22,61 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define ASK_MAX_TOKENS_LIMIT 4096
 
 typedef struct ask_job {
-    srv_server *srv;
-    srv_conn *conn;  /* NULL once the request ended (under mu) */
-    atomic_int refs; /* the connection's, plus the engine's while generating */
-    pthread_mutex_t mu;
+    srv_job base; /* first: the shared life cycle (job.c) */
     orc_answer *a;
-    int stream;
-    int done; /* on_done ran */
-    int shutdown_cancel;
-    srv_stream *out;
-    srv_job_link link;
-    int linked;
-    char id[48];
-    int64_t created;
+    int done; /* on_done ran (under base.mu) */
 } ask_job;
 
-static void job_release(ask_job *j)
+static void job_destroy(srv_job *b)
 {
-    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    ask_job *j = (ask_job *)b;
     orc_answer_free(j->a);
-    srv_stream_release(j->out);
-    pthread_mutex_destroy(&j->mu);
     lode_free(j);
 }
 
-static void job_cancel(ask_job *j)
+static void job_cancel(srv_job *b)
 {
-    pthread_mutex_lock(&j->mu);
+    ask_job *j = (ask_job *)b;
+    pthread_mutex_lock(&b->mu);
     int running = !j->done;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&b->mu);
     if (running) orc_cancel(j->a);
 }
 
-static void job_cancel_shutdown(void *arg)
-{
-    ask_job *j = arg;
-    j->shutdown_cancel = 1;
-    job_cancel(j);
-}
-
-static void job_client_gone(void *arg)
-{
-    job_cancel(arg);
-}
-
 /* The request ended: log a completed answer, cancel an unfinished one. */
-static void job_conn_done(void *arg, int client_gone)
+static void job_ended(srv_job *b, int client_gone)
 {
-    ask_job *j = arg;
-    pthread_mutex_lock(&j->mu);
-    j->conn = NULL;
+    ask_job *j = (ask_job *)b;
+    pthread_mutex_lock(&b->mu);
     int done = j->done;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&b->mu);
     if (!done) {
-        job_cancel(j);
+        job_cancel(b);
     } else if (j->a->status == LODE_OK && j->a->finish != ENG_FINISH_CANCELLED &&
                j->a->finish != ENG_FINISH_ERROR) {
-        srv_server *s = j->srv;
+        srv_server *s = b->srv;
         pthread_mutex_lock(&s->store_mu);
         lode_status st = orc_log(s->be->store, j->a, NULL);
         if (st)
             LODE_WARN("/v1/ask: the question was not logged: %s", ret_store_errmsg(s->be->store));
         pthread_mutex_unlock(&s->store_mu);
     }
-    job_release(j);
 }
 
-/* Writes one server-sent event holding v (taken). */
-static lode_status sse_send(ask_job *j, json_t *v)
-{
-    lode_buf b = LODE_BUF_INIT;
-    lode_status st = v ? LODE_OK : LODE_ERR_NOMEM;
-    if (!st) st = lode_buf_puts(&b, "data: ");
-    if (!st) st = lode_json_append(&b, v);
-    if (!st) st = lode_buf_puts(&b, "\n\n");
-    if (!st) st = srv_stream_write(j->out, b.data, b.len);
-    lode_buf_free(&b);
-    json_decref(v);
-    return st;
-}
+static const srv_job_ops ask_ops = {job_cancel, job_ended, job_destroy};
 
 static json_t *answer_json(ask_job *j)
 {
     json_t *v = orc_answer_json(j->a, 1);
     if (v) {
-        json_object_set_new(v, "id", json_string(j->id));
-        json_object_set_new(v, "created", json_integer((json_int_t)j->created));
-        if (j->srv->be->model_id)
-            json_object_set_new(v, "model", json_string(j->srv->be->model_id));
+        json_object_set_new(v, "id", json_string(j->base.id));
+        json_object_set_new(v, "created", json_integer((json_int_t)j->base.created));
+        if (j->base.srv->be->model_id)
+            json_object_set_new(v, "model", json_string(j->base.srv->be->model_id));
     }
     return v;
 }
@@ -122,60 +84,47 @@ static json_t *answer_json(ask_job *j)
 static void on_delta(void *user, const char *text, size_t len)
 {
     ask_job *j = user;
-    if (!j->stream || !len) return;
+    if (!j->base.stream || !len) return;
     size_t ok = lode_utf8_valid_prefix(text, len);
-    sse_send(j,
-             json_pack("{s:s, s:s, s:s%}", "object", "ask.delta", "id", j->id, "delta", text, ok));
+    srv_job_event(&j->base, json_pack("{s:s, s:s, s:s%}", "object", "ask.delta", "id", j->base.id,
+                                      "delta", text, ok));
 }
 
 static void on_done(void *user, orc_answer *a)
 {
     ask_job *j = user;
     if (!a->no_passages)
-        srv_metrics_generation(&j->srv->m, a->n_prompt, a->n_tokens, a->t.prefill_ms / 1e3,
+        srv_metrics_generation(&j->base.srv->m, a->n_prompt, a->n_tokens, a->t.prefill_ms / 1e3,
                                a->t.decode_ms / 1e3, a->finish == ENG_FINISH_CANCELLED,
                                a->finish == ENG_FINISH_ERROR);
-    pthread_mutex_lock(&j->mu);
+    pthread_mutex_lock(&j->base.mu);
     j->done = 1;
-    srv_conn *conn = j->conn;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&j->base.mu);
     srv_error e;
     int failed = a->finish == ENG_FINISH_ERROR || (a->status && a->finish != ENG_FINISH_CANCELLED);
     if (failed)
         srv_error_set(&e, a->status ? a->status : LODE_ERR_INTERNAL, 500, "server_error", NULL,
                       NULL, "generation failed: %s", lode_strerror(a->status));
-    else if (a->finish == ENG_FINISH_CANCELLED && j->shutdown_cancel)
+    else if (a->finish == ENG_FINISH_CANCELLED && j->base.shutdown_cancel)
         srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
                       "the server shut down before the answer was complete");
-    int err = failed || (a->finish == ENG_FINISH_CANCELLED && j->shutdown_cancel);
-    if (j->stream) {
-        if (err) {
-            lode_buf b = LODE_BUF_INIT;
-            if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(&e, &b) &&
-                !lode_buf_puts(&b, "\n\n"))
-                srv_stream_write(j->out, b.data, b.len);
-            lode_buf_free(&b);
-        } else {
-            sse_send(j, answer_json(j));
-        }
-        srv_stream_write(j->out, "data: [DONE]\n\n", 14);
-        srv_stream_finish(j->out);
-    } else if (conn) {
-        if (err) {
-            srv_deliver_error(conn, &e);
-        } else {
-            json_t *v = answer_json(j);
-            if (v) {
-                srv_deliver_json(conn, 200, v);
-            } else {
-                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
-                srv_deliver_error(conn, &e);
-            }
-            json_decref(v);
-        }
+    int err = failed || (a->finish == ENG_FINISH_CANCELLED && j->base.shutdown_cancel);
+    if (j->base.stream) {
+        if (err)
+            srv_job_event_error(&j->base, &e);
+        else
+            srv_job_event(&j->base, answer_json(j));
+        srv_job_event_end(&j->base);
+    } else if (err) {
+        srv_conn *conn = srv_job_conn(&j->base);
+        if (conn) srv_deliver_error(conn, &e);
+    } else {
+        json_t *v = answer_json(j);
+        srv_job_answer(&j->base, v);
+        json_decref(v);
     }
-    if (j->linked) srv_job_remove(j->srv, &j->link);
-    job_release(j);
+    srv_job_unlist(&j->base);
+    srv_job_unref(&j->base);
 }
 
 /* The request body, validated. Strings point into root. */
@@ -336,54 +285,38 @@ void srv_h_ask(srv_conn *c)
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
         goto out;
     }
-    pthread_mutex_init(&j->mu, NULL);
-    atomic_init(&j->refs, 1); /* the connection's */
-    j->srv = s;
-    j->conn = c;
     j->a = a;
     a = NULL;
-    j->stream = r.stream;
-    j->created = (int64_t)time(NULL);
-    snprintf(j->id, sizeof j->id, "ask-%016llx",
+    srv_job_init(&j->base, c, &ask_ops, r.stream);
+    snprintf(j->base.id, sizeof j->base.id, "ask-%016llx",
              (unsigned long long)lode_now_ns() ^ ((unsigned long long)(uintptr_t)j << 16));
-    c->job = j;
-    c->job_release = job_conn_done;
-    if (r.stream) {
-        if (!(j->out = srv_stream_create(0))) {
-            srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
-            goto out;
-        }
-        srv_stream_on_close(j->out, job_client_gone, j);
-    } else {
-        srv_defer(c);
+    if (srv_job_open(&j->base)) {
+        pthread_mutex_lock(&j->base.mu);
+        j->done = 1; /* nothing runs: the connection's end must not cancel or log */
+        j->a->status = LODE_ERR_NOMEM;
+        pthread_mutex_unlock(&j->base.mu);
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
     }
-    j->link.cancel = job_cancel_shutdown;
-    j->link.arg = j;
-    srv_job_add(s, &j->link);
-    j->linked = 1;
-    atomic_fetch_add(&j->refs, 1); /* the engine's, released by on_done */
+    srv_job_list(&j->base);
+    srv_job_ref(&j->base); /* the engine's, released by on_done */
     if ((st = orc_start(j->a, on_delta, on_done, j))) {
-        atomic_fetch_sub(&j->refs, 1);
-        srv_job_remove(s, &j->link);
-        j->linked = 0;
-        pthread_mutex_lock(&j->mu);
+        atomic_fetch_sub(&j->base.refs, 1); /* never the last: the connection holds one */
+        srv_job_unlist(&j->base);
+        j->base.linked = 0;
+        pthread_mutex_lock(&j->base.mu);
         j->done = 1; /* nothing runs: the connection's end must not cancel or log */
         j->a->status = st;
-        pthread_mutex_unlock(&j->mu);
-        int status = st == LODE_ERR_RANGE || st == LODE_ERR_INVALID ? 400
-                     : st == LODE_ERR_BUSY                          ? 429
-                                                                    : 500;
-        srv_error_set(&e, st, status, status == 500 ? "server_error" : "invalid_request_error",
-                      st == LODE_ERR_RANGE ? "context_length_exceeded" : NULL, NULL,
-                      "the engine refused the request: %s", eng_errmsg(m));
+        pthread_mutex_unlock(&j->base.mu);
+        srv_error_engine_refused(&e, st, eng_errmsg(m));
         if (r.stream)
             srv_reply_error(c, &e);
         else
             srv_deliver_error(c, &e);
         goto out;
     }
-    if (r.stream && srv_stream_start(c, j->out, "text/event-stream") != LODE_OK) {
-        job_cancel(j);
+    if (r.stream && srv_stream_start(c, j->base.out, "text/event-stream") != LODE_OK) {
+        job_cancel(&j->base);
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
     }
 out:

@@ -42,29 +42,20 @@ typedef struct gen_choice {
 } gen_choice;
 
 struct gen_job {
-    srv_server *srv;
+    srv_job base; /* first: the shared life cycle (job.c) */
     eng_model *model;
-    srv_conn *conn;  /* NULL once the request ended (under mu) */
-    atomic_int refs; /* the connection's, plus one per submitted choice */
-    pthread_mutex_t mu;
     srv_gen_kind kind;
-    int stream, include_usage, logprobs;
-    char id[48];
-    int64_t created;
+    int include_usage, logprobs;
     char model_id[128];
-    int n_choices, remaining;
+    int n_choices, remaining; /* under base.mu */
     gen_choice *choices;
     int n_prompt;
-    srv_stream *out;
-    srv_job_link link;
-    int linked;
-    int shutdown_cancel; /* cancelled by the server's shutdown */
-    int refused;         /* answered with an error at submit: callbacks stay silent */
+    int refused; /* answered with an error at submit: callbacks stay silent */
 };
 
-static void job_release(gen_job *j)
+static void job_destroy(srv_job *b)
 {
-    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    gen_job *j = (gen_job *)b;
     for (int i = 0; i < j->n_choices; i++) {
         lode_buf_free(&j->choices[i].text);
         json_decref(j->choices[i].lp);
@@ -72,45 +63,28 @@ static void job_release(gen_job *j)
         json_decref(j->choices[i].lp_offsets);
     }
     lode_free(j->choices);
-    srv_stream_release(j->out);
-    pthread_mutex_destroy(&j->mu);
     lode_free(j);
 }
 
 /* Cancels every choice still running. Never holds mu while calling the engine. */
-static void job_cancel(gen_job *j)
+static void job_cancel(srv_job *b)
 {
+    gen_job *j = (gen_job *)b;
     uint64_t ids[SRV_MAX_N];
     int n = 0;
-    pthread_mutex_lock(&j->mu);
+    pthread_mutex_lock(&b->mu);
     for (int i = 0; i < j->n_choices; i++)
         if (j->choices[i].submitted && !j->choices[i].done) ids[n++] = j->choices[i].eng_id;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&b->mu);
     for (int i = 0; i < n; i++) eng_cancel(j->model, ids[i]);
 }
 
-static void job_cancel_shutdown(void *arg)
+static void job_ended(srv_job *b, int client_gone)
 {
-    gen_job *j = arg;
-    j->shutdown_cancel = 1;
-    job_cancel(j);
+    if (client_gone) job_cancel(b);
 }
 
-static void job_client_gone(void *arg)
-{
-    job_cancel(arg);
-}
-
-/* The connection ended (its response is complete, or the client went away). */
-static void job_conn_done(void *arg, int client_gone)
-{
-    gen_job *j = arg;
-    pthread_mutex_lock(&j->mu);
-    j->conn = NULL;
-    pthread_mutex_unlock(&j->mu);
-    if (client_gone) job_cancel(j);
-    job_release(j);
-}
+static const srv_job_ops gen_ops = {job_cancel, job_ended, job_destroy};
 
 static const char *finish_reason(eng_finish f)
 {
@@ -162,23 +136,9 @@ static json_t *chat_lp_entry(gen_job *j, int32_t tok, float lp)
 
 static json_t *chunk_base(gen_job *j)
 {
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", j->id, "object",
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", j->base.id, "object",
                      j->kind == SRV_GEN_CHAT ? "chat.completion.chunk" : "text_completion",
-                     "created", (json_int_t)j->created, "model", j->model_id);
-}
-
-/* Writes one server-sent event holding v (taken). Returns the stream's status. */
-static lode_status sse_send(gen_job *j, json_t *v)
-{
-    lode_buf b = LODE_BUF_INIT;
-    lode_status st = v ? LODE_OK : LODE_ERR_NOMEM;
-    if (!st) st = lode_buf_puts(&b, "data: ");
-    if (!st) st = lode_json_append(&b, v);
-    if (!st) st = lode_buf_puts(&b, "\n\n");
-    if (!st) st = srv_stream_write(j->out, b.data, b.len);
-    lode_buf_free(&b);
-    json_decref(v);
-    return st;
+                     "created", (json_int_t)j->base.created, "model", j->model_id);
 }
 
 /* A chunk for one choice: delta text (may be NULL), logprobs entry (taken, may be NULL),
@@ -222,11 +182,11 @@ static int on_token(void *user, int32_t tok, const char *piece, size_t len, floa
     gen_choice *c = user;
     gen_job *j = c->job;
     c->n_tokens++;
-    pthread_mutex_lock(&j->mu);
+    pthread_mutex_lock(&j->base.mu);
     int refused = j->refused;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&j->base.mu);
     if (refused) return 1;
-    if (j->stream) {
+    if (j->base.stream) {
         json_t *lp = NULL;
         if (j->logprobs) {
             if (j->kind == SRV_GEN_CHAT) {
@@ -239,7 +199,8 @@ static int on_token(void *user, int32_t tok, const char *piece, size_t len, floa
         } else if (len == 0) {
             return 0; /* nothing to say yet */
         }
-        return sse_send(j, choice_chunk(j, c->index, piece, len, lp, NULL, 0)) != LODE_OK;
+        return srv_job_event(&j->base, choice_chunk(j, c->index, piece, len, lp, NULL, 0)) !=
+               LODE_OK;
     }
     if (lode_buf_append(&c->text, piece, len)) return 1;
     if (j->logprobs) {
@@ -282,9 +243,9 @@ static json_t *final_response(gen_job *j)
         }
     }
     if (!choices) return NULL;
-    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:n}", "id", j->id, "object",
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:o, s:n}", "id", j->base.id, "object",
                      j->kind == SRV_GEN_CHAT ? "chat.completion" : "text_completion", "created",
-                     (json_int_t)j->created, "model", j->model_id, "choices", choices, "usage",
+                     (json_int_t)j->base.created, "model", j->model_id, "choices", choices, "usage",
                      usage_json(j), "system_fingerprint");
 }
 
@@ -292,33 +253,29 @@ static void on_done(void *user, lode_status st, eng_finish finish, const eng_sta
 {
     gen_choice *c = user;
     gen_job *j = c->job;
-    srv_metrics_generation(&j->srv->m, c->index == 0 ? stats->prompt_tokens : 0, stats->generated,
-                           stats->prefill_ms / 1e3, stats->decode_ms / 1e3,
+    srv_metrics_generation(&j->base.srv->m, c->index == 0 ? stats->prompt_tokens : 0,
+                           stats->generated, stats->prefill_ms / 1e3, stats->decode_ms / 1e3,
                            finish == ENG_FINISH_CANCELLED, finish == ENG_FINISH_ERROR);
-    pthread_mutex_lock(&j->mu);
+    pthread_mutex_lock(&j->base.mu);
     c->done = 1;
     c->st = st;
     c->finish = finish;
     c->stats = *stats;
     int last = --j->remaining == 0;
-    srv_conn *conn = j->conn;
     int refused = j->refused;
-    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_unlock(&j->base.mu);
 
+    srv_error e;
     if (refused) {
         /* the request was answered at submit */
-    } else if (j->stream) {
+    } else if (j->base.stream) {
         if (finish == ENG_FINISH_ERROR) {
-            srv_error e;
             srv_error_set(&e, st, 500, "server_error", NULL, NULL, "generation failed: %s",
                           lode_strerror(st));
-            lode_buf b = LODE_BUF_INIT;
-            if (!lode_buf_puts(&b, "data: ") && !srv_error_append_json(&e, &b) &&
-                !lode_buf_puts(&b, "\n\n"))
-                srv_stream_write(j->out, b.data, b.len);
-            lode_buf_free(&b);
+            srv_job_event_error(&j->base, &e);
         } else {
-            sse_send(j, choice_chunk(j, c->index, NULL, 0, NULL, finish_reason(finish), 0));
+            srv_job_event(&j->base,
+                          choice_chunk(j, c->index, NULL, 0, NULL, finish_reason(finish), 0));
         }
         if (last) {
             if (j->include_usage) {
@@ -327,39 +284,35 @@ static void on_done(void *user, lode_status st, eng_finish finish, const eng_sta
                     json_object_set_new(u, "choices", json_array());
                     json_object_set_new(u, "usage", usage_json(j));
                 }
-                sse_send(j, u);
+                srv_job_event(&j->base, u);
             }
-            srv_stream_write(j->out, "data: [DONE]\n\n", 14);
-            srv_stream_finish(j->out);
+            srv_job_event_end(&j->base);
         }
-    } else if (last && conn) {
+    } else if (last) {
         int failed = 0, cancelled = 0;
         for (int i = 0; i < j->n_choices; i++) {
             if (j->choices[i].finish == ENG_FINISH_ERROR) failed = 1;
             if (j->choices[i].finish == ENG_FINISH_CANCELLED) cancelled = 1;
         }
-        srv_error e;
-        if (failed) {
+        srv_conn *conn = srv_job_conn(&j->base);
+        if (!conn) {
+            /* the client is gone: nobody to answer */
+        } else if (failed) {
             srv_error_set(&e, LODE_ERR_INTERNAL, 500, "server_error", NULL, NULL,
                           "generation failed: %s", lode_strerror(st));
             srv_deliver_error(conn, &e);
-        } else if (cancelled && j->shutdown_cancel) {
+        } else if (cancelled && j->base.shutdown_cancel) {
             srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
                           "the server shut down before the answer was complete");
             srv_deliver_error(conn, &e);
         } else {
             json_t *v = final_response(j);
-            if (v) {
-                srv_deliver_json(conn, 200, v);
-            } else {
-                srv_error_set(&e, LODE_ERR_NOMEM, 500, "server_error", NULL, NULL, "out of memory");
-                srv_deliver_error(conn, &e);
-            }
+            srv_job_answer(&j->base, v);
             json_decref(v);
         }
     }
-    if (last && j->linked) srv_job_remove(j->srv, &j->link);
-    job_release(j);
+    if (last) srv_job_unlist(&j->base);
+    srv_job_unref(&j->base);
 }
 
 /* Renders the prompt and tokenizes it. Returns a status with e filled on failure. */
@@ -462,21 +415,16 @@ static void generate(srv_conn *c, srv_gen_kind kind)
         j = NULL;
         goto out;
     }
-    pthread_mutex_init(&j->mu, NULL);
-    atomic_init(&j->refs, 1); /* the connection's */
-    j->srv = s;
     j->model = m;
-    j->conn = c;
     j->kind = kind;
-    j->stream = req.stream;
     j->include_usage = req.include_usage;
     j->logprobs = req.logprobs;
     j->n_choices = req.n;
     j->n_prompt = (int)n_toks;
-    j->created = (int64_t)time(NULL);
     snprintf(j->model_id, sizeof j->model_id, "%s", s->be->model_id);
-    snprintf(j->id, sizeof j->id, "%s-%016llx", kind == SRV_GEN_CHAT ? "chatcmpl" : "cmpl",
-             (unsigned long long)random_seed());
+    snprintf(j->base.id, sizeof j->base.id, "%s-%016llx",
+             kind == SRV_GEN_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)random_seed());
+    srv_job_init(&j->base, c, &gen_ops, req.stream);
     for (int i = 0; i < req.n; i++) {
         gen_choice *ch = &j->choices[i];
         ch->job = j;
@@ -488,19 +436,13 @@ static void generate(srv_conn *c, srv_gen_kind kind)
             ch->lp_offsets = json_array();
         }
     }
-    c->job = j;
-    c->job_release = job_conn_done;
-    if (req.stream) {
-        if (!(j->out = srv_stream_create(0))) {
-            srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
-            goto out;
-        }
-        srv_stream_on_close(j->out, job_client_gone, j);
-        if (kind == SRV_GEN_CHAT) /* the first chunk opens the assistant's message */
-            for (int i = 0; i < req.n; i++) sse_send(j, choice_chunk(j, i, "", 0, NULL, NULL, 1));
-    } else {
-        srv_defer(c);
+    if (srv_job_open(&j->base)) {
+        srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
+        goto out;
     }
+    if (req.stream && kind == SRV_GEN_CHAT) /* the first chunk opens the assistant's message */
+        for (int i = 0; i < req.n; i++)
+            srv_job_event(&j->base, choice_chunk(j, i, "", 0, NULL, NULL, 1));
 
     eng_request er;
     memset(&er, 0, sizeof er);
@@ -520,53 +462,43 @@ static void generate(srv_conn *c, srv_gen_kind kind)
     uint64_t seed = req.has_seed ? req.seed : random_seed();
     j->remaining = req.n;
     /* Listed before any choice runs, so the last on_done always finds it to remove. */
-    j->link.cancel = job_cancel_shutdown;
-    j->link.arg = j;
-    srv_job_add(s, &j->link);
-    j->linked = 1;
+    srv_job_list(&j->base);
     lode_status st = LODE_OK;
     int submitted = 0;
     for (int i = 0; i < req.n; i++) {
         uint64_t id = 0;
         er.sampling.seed = seed + (uint64_t)i;
         er.user = &j->choices[i];
-        atomic_fetch_add(&j->refs, 1);
+        srv_job_ref(&j->base); /* the choice's, released by its on_done */
         if ((st = eng_submit(m, &er, &id))) {
-            atomic_fetch_sub(&j->refs, 1);
+            atomic_fetch_sub(&j->base.refs, 1); /* never the last: the connection holds one */
             break;
         }
-        pthread_mutex_lock(&j->mu);
+        pthread_mutex_lock(&j->base.mu);
         j->choices[i].eng_id = id;
         j->choices[i].submitted = 1;
-        pthread_mutex_unlock(&j->mu);
+        pthread_mutex_unlock(&j->base.mu);
         submitted++;
     }
     if (st) {
         /* Refused: answer with the reason now; choices already queued are cancelled and
          * their callbacks write nothing (refused). */
-        /* BUSY: the engine's bounded queue is full; CANCELLED: the engine is stopping */
-        int status = st == LODE_ERR_RANGE || st == LODE_ERR_INVALID ? 400
-                     : st == LODE_ERR_BUSY                          ? 429
-                     : st == LODE_ERR_CANCELLED                     ? 503
-                                                                    : 500;
-        srv_error_set(&e, st, status, status >= 500 ? "server_error" : "invalid_request_error",
-                      st == LODE_ERR_RANGE ? "context_length_exceeded" : NULL, NULL,
-                      "the engine refused the request: %s", eng_errmsg(m));
-        pthread_mutex_lock(&j->mu);
+        srv_error_engine_refused(&e, st, eng_errmsg(m));
+        pthread_mutex_lock(&j->base.mu);
         j->refused = 1;
         j->remaining -= req.n - submitted;
         int nothing_left = j->remaining == 0;
-        pthread_mutex_unlock(&j->mu);
-        if (nothing_left) srv_job_remove(s, &j->link);
-        job_cancel(j);
+        pthread_mutex_unlock(&j->base.mu);
+        if (nothing_left) srv_job_unlist(&j->base);
+        job_cancel(&j->base);
         if (req.stream)
             srv_reply_error(c, &e);
         else
             srv_deliver_error(c, &e);
         goto out;
     }
-    if (req.stream && srv_stream_start(c, j->out, "text/event-stream") != LODE_OK) {
-        job_cancel(j);
+    if (req.stream && srv_stream_start(c, j->base.out, "text/event-stream") != LODE_OK) {
+        job_cancel(&j->base);
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "out of memory");
     }
 out:

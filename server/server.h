@@ -24,8 +24,11 @@ typedef struct srv_config {
     int max_concurrent;   /* requests served at once (excluding /health and /metrics); 0: 64 */
     int shutdown_grace_s; /* on shutdown, how long in-flight requests may finish; <0: 10 */
     int fetch_timeout_s;  /* POST /v1/documents {url}: whole-transfer limit; <= 0: 30 */
-    FILE *log;            /* request log, one line per request; NULL: stderr */
-    int quiet;            /* no request log */
+    /* Event streams: a keep-alive comment after this many milliseconds without output,
+     * so a client that left is noticed and its generation cancelled; 0: 1000; <0: none. */
+    int keepalive_ms;
+    FILE *log;                     /* request log, one line per request; NULL: stderr */
+    int quiet;                     /* no request log */
     struct srv_backends *backends; /* model and store, borrowed; NULL: none (see srv_int.h) */
 } srv_config;
 

@@ -144,6 +144,14 @@ struct srv_server {
     struct srv_backends *be;
     srv_embedder *emb; /* NULL when the backends have no embedding model */
     int curl_init;     /* curl_global_init succeeded */
+    /* Streams in progress, for the keep-alive timer (stream.c); under streams_mu. */
+    pthread_mutex_t streams_mu;
+    pthread_cond_t streams_cv;
+    srv_stream *streams; /* list head, linked through the streams */
+    pthread_t keepalive_thread;
+    int keepalive_running, keepalive_stop;
+    int64_t keepalive_ns;            /* a comment after this long without output; 0: none */
+    atomic_uint_fast64_t keepalives; /* comments sent */
 };
 
 struct srv_conn {
@@ -207,9 +215,70 @@ void srv_stream_release(srv_stream *s);
 /* Internal: the request ended; close the stream (client gone unless it finished). */
 void srv_stream_closed_by_http(srv_stream *s);
 
+/* Keep-alive for event streams. libmicrohttpd does not watch a suspended connection, so a
+ * client that left while its stream waits for the next token would be noticed only at
+ * that token's write, and a stalled or queued generation would hold the engine for
+ * nothing. A timer thread writes an SSE comment (": keep-alive") into every event stream
+ * that has been waiting cfg.keepalive_ms without output; the write to a closed socket
+ * fails, the request ends and the stream's close hook cancels the generation.
+ * start: LODE_OK, or a status when the thread cannot start. stop: joins it; call after
+ * the daemon stopped (no stream is listed then). */
+lode_status srv_keepalive_start(srv_server *s);
+void srv_keepalive_stop(srv_server *s);
+
 /* Jobs: shutdown cancels everything still listed. */
 void srv_job_add(srv_server *s, srv_job_link *l);
 void srv_job_remove(srv_server *s, srv_job_link *l);
+
+/* ---- generation jobs (job.c) -------------------------------------------------------- */
+/* The part of a generation-backed request that the routes share: a job lives until its
+ * connection and everything it started let go of it (refs), answers either deferred in one
+ * piece or as server-sent events (stream), is cancelled when its client goes away and is
+ * listed with the server while it runs, so shutdown can cancel it. A route embeds it as
+ * the first member of its own job and gives the operations below. */
+typedef struct srv_job srv_job;
+typedef struct srv_job_ops {
+    /* Stops what runs (any thread; never called under the job's mu). */
+    void (*cancel)(srv_job *j);
+    /* The request ended (client_gone: before its answer was complete). */
+    void (*ended)(srv_job *j, int client_gone);
+    /* Frees the route's job; the base's stream is released after it. */
+    void (*destroy)(srv_job *j);
+} srv_job_ops;
+struct srv_job {
+    srv_server *srv;
+    srv_conn *conn;  /* NULL once the request ended (under mu) */
+    atomic_int refs; /* the connection's, plus one per running part */
+    pthread_mutex_t mu;
+    const srv_job_ops *ops;
+    int stream;          /* answered as server-sent events on out */
+    int shutdown_cancel; /* cancelled by the server's shutdown */
+    srv_stream *out;
+    srv_job_link link;
+    int linked;
+    char id[48];
+    int64_t created;
+};
+/* Ties j (zeroed, owned by the caller until then) to c; the connection holds one ref. */
+void srv_job_init(srv_job *j, srv_conn *c, const srv_job_ops *ops, int stream);
+/* Streaming: creates the event stream (its loss cancels the job); else defers c.
+ * LODE_ERR_NOMEM when the stream cannot be made (c is not answered then). */
+lode_status srv_job_open(srv_job *j);
+/* Listed with the server, so shutdown cancels it; unlist once nothing of it runs. */
+void srv_job_list(srv_job *j);
+void srv_job_unlist(srv_job *j);
+void srv_job_ref(srv_job *j);
+void srv_job_unref(srv_job *j);
+/* The connection, or NULL once the request ended. */
+srv_conn *srv_job_conn(srv_job *j);
+/* Events: one holding v (taken); an error object; data: [DONE] and the end. */
+lode_status srv_job_event(srv_job *j, json_t *v);
+void srv_job_event_error(srv_job *j, const srv_error *e);
+void srv_job_event_end(srv_job *j);
+/* The deferred answer: v (not taken), or a 500 when v is NULL (out of memory). */
+void srv_job_answer(srv_job *j, json_t *v);
+/* The error for an engine that refused a request (eng_submit's status). */
+void srv_error_engine_refused(srv_error *e, lode_status st, const char *detail);
 
 /* Handlers (routes_*.c). */
 void srv_h_health(srv_conn *c);

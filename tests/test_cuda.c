@@ -1039,7 +1039,8 @@ static void test_model(void **state)
     const int mtypes[] = {LODE_BF16, LODE_Q4_0, LODE_Q6_K};
     for (size_t mi = 0; mi < LODE_ARRAY_LEN(mtypes); mi++) {
         int wt = mtypes[mi];
-        eng_cuda_config c = {2, 256, 4, 2, 64, 512, 1000, 1e-5f, 10000.f, NULL, 0, 96, 2, 32};
+        eng_cuda_config c = {2, 256, 4, 2,  64, 512, 1000, 1e-5f, 10000.f, NULL,
+                             0, 96,  2, 32, 0,  0,   0,    0,     0};
         c.tied = mi == 1;
         eng_cuda_model *m = NULL;
         lode_status st = eng_cuda_model_create(&c, 0, &m);

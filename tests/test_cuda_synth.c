@@ -1,8 +1,11 @@
 /* test_cuda_synth.c: `lode synth` writes GGUF files the engine reads back: metadata, tensor
  * shapes and types, a tokenizer that round-trips text, and (--hf) safetensors holding the
  * same weights with Q/K rows in HF's order; and on a GPU, the fused CUDA decoder
- * (eng_cuda_forward, what `lode generate --backend cuda` runs) against the CPU backend's
- * forward pass on the same synthetic GGUF. Runs the lode binary of the build ($LODE_BUILD).
+ * (eng_cuda_forward) against the CPU backend's forward pass on the same synthetic GGUF, and
+ * the engine's serving scheduler on the GPU (eng_cuda_step): a sequence alone against the same
+ * sequence batched with 31 others, with and without prefix-cache hits and preemption. Runs the lode
+ * binary of the build
+ * ($LODE_BUILD).
  * lode-test: engine */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +22,7 @@
 #include "common/lode.h"
 #include "engine/backend.h"
 #include "engine/backend_cuda.h"
+#include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
@@ -284,12 +289,187 @@ static void test_cuda_vs_cpu_backend(void **state)
     cuda_vs_cpu("q6_K", 3e-2);
 }
 
+/* ---- the serving scheduler on the GPU -------------------------------------------------- */
+
+#define SV_N   32 /* sequences */
+#define SV_GEN 24 /* greedy tokens each */
+
+typedef struct sv_out {
+    int32_t tok[SV_GEN];
+    float lp[SV_GEN];
+    int n;
+} sv_out;
+
+typedef struct sv_job {
+    eng_model *m;
+    const int32_t *prompt;
+    int n_prompt;
+    sv_out *out;
+    lode_status st;
+} sv_job;
+
+static void sv_prompt(int i, int32_t *p, int *n)
+{
+    /* 32 lengths from 9 to 226; the first 16 share a 48-token head (three KV blocks) */
+    *n = 9 + 7 * i;
+    for (int k = 0; k < *n; k++) {
+        int head = i < 16 && k < 48;
+        p[k] = (int32_t)(head ? (k * 131 + 7) % 500 : (i * 977 + k * 61 + 3) % 500);
+    }
+}
+
+static void *sv_run(void *arg)
+{
+    sv_job *j = arg;
+    eng_request r;
+    memset(&r, 0, sizeof r);
+    r.prompt = j->prompt;
+    r.n_prompt = j->n_prompt;
+    eng_sampling_default(&r.sampling);
+    r.max_tokens = SV_GEN;
+    r.want_logprobs = 1;
+    eng_output o;
+    memset(&o, 0, sizeof o);
+    j->st = eng_generate(j->m, &r, &o);
+    j->out->n = o.n_tokens < SV_GEN ? o.n_tokens : SV_GEN;
+    for (int i = 0; i < j->out->n; i++) {
+        j->out->tok[i] = o.tokens[i];
+        j->out->lp[i] = o.logprobs[i];
+    }
+    eng_output_free(&o);
+    return NULL;
+}
+
+/* Runs the SV_N requests one at a time (batched == 0) or all at once. */
+static void sv_all(eng_model *m, int batched, sv_out *out)
+{
+    static int32_t prompts[SV_N][256];
+    sv_job jobs[SV_N];
+    pthread_t th[SV_N];
+    for (int i = 0; i < SV_N; i++) {
+        int n;
+        sv_prompt(i, prompts[i], &n);
+        jobs[i] = (sv_job){m, prompts[i], n, &out[i], LODE_OK};
+        if (!batched)
+            sv_run(&jobs[i]);
+        else
+            assert_int_equal(pthread_create(&th[i], NULL, sv_run, &jobs[i]), 0);
+    }
+    for (int i = 0; i < SV_N; i++) {
+        if (batched) pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].st, LODE_OK);
+    }
+}
+
+/* Tolerance: a batched step runs its matrices on tensor cores with bf16 activations, a
+ * sequence alone decodes on the f32-activation GEMVs, so logits differ by about 1e-2
+ * relative. Greedy tokens must agree until a step whose two choices were a near tie: where
+ * the alone and batched runs first pick different tokens, their chosen tokens' logprobs
+ * differ by at most SV_TIE nats. Positions after such a divergence are not compared (the
+ * contexts differ). Top-1 agreement (positions equal before the first divergence, over all
+ * positions) is reported and must be at least 0.75. */
+#define SV_TIE 0.15
+
+static void sv_compare(const char *what, const sv_out *a, const sv_out *b)
+{
+    int same = 0, total = 0, div = 0;
+    double worst_gap = 0, worst_lp = 0;
+    for (int i = 0; i < SV_N; i++) {
+        total += a[i].n;
+        int k = 0;
+        while (k < a[i].n && k < b[i].n && a[i].tok[k] == b[i].tok[k]) {
+            double d = fabs(a[i].lp[k] - b[i].lp[k]);
+            worst_lp = d > worst_lp ? d : worst_lp;
+            k++;
+        }
+        same += k;
+        if (k < a[i].n) {
+            div++;
+            double gap = k < b[i].n ? fabs(a[i].lp[k] - b[i].lp[k]) : 1e9;
+            worst_gap = gap > worst_gap ? gap : worst_gap;
+            if (gap > SV_TIE)
+                printf("  sequence %d: diverges at token %d (%d vs %d) with logprobs %.4f vs "
+                       "%.4f: not a near tie\n",
+                       i, k, a[i].tok[k], k < b[i].n ? b[i].tok[k] : -1, a[i].lp[k],
+                       k < b[i].n ? b[i].lp[k] : 0.f);
+        }
+    }
+    printf("serving on the GPU, %s: top-1 agreement with each sequence alone %d/%d (%.3f); %d "
+           "of %d sequences diverge, at near ties within %.3f nats (tolerance %.2f); max "
+           "logprob difference of agreeing tokens %.2e\n",
+           what, same, total, (double)same / total, div, SV_N, worst_gap, SV_TIE, worst_lp);
+    assert_true(worst_gap <= SV_TIE);
+    assert_true(same >= 0.75 * total);
+}
+
+static void test_cuda_serving(void **state)
+{
+    if (!eng_cuda_available()) {
+        printf("no CUDA GPU (or a build without CUDA): GPU serving (batched against alone) "
+               "skipped\n");
+        skip();
+    }
+    char path[128], args[256], err[256];
+    snprintf(path, sizeof path, "%s/serve.gguf", dir);
+    snprintf(args, sizeof args, "--shape small --type bf16 --seed 5 -o %s", path);
+    assert_int_equal(synth(args), 0);
+    static sv_out alone[SV_N], bat[SV_N];
+    eng_model_opts o;
+    memset(&o, 0, sizeof o);
+    o.backend = "cuda";
+    o.n_ctx = 512;
+    o.no_prefix_cache = 1;
+    eng_model *m = NULL;
+    if (eng_model_load(path, &o, &m, err, sizeof err)) fail_msg("%s", err);
+    eng_model_info info;
+    eng_model_info_get(m, &info);
+    assert_string_equal(info.backend, "cuda");
+    eng_serving_stats ss;
+    eng_serving_stats_get(m, &ss);
+    printf("GPU KV pool sized from free memory: %d blocks of %d tokens, %.1f MiB\n",
+           ss.kv_blocks_total, ss.kv_block_tokens, (double)ss.kv_bytes / (1 << 20));
+    assert_true(ss.kv_blocks_total > 1000 && ss.kv_bytes > 0);
+    sv_all(m, 0, alone);
+    sv_all(m, 1, bat);
+    sv_compare("no prefix cache", alone, bat);
+    eng_model_free(m);
+
+    /* prefix cache: a first batched round publishes every prompt's full blocks, the second
+     * finds them */
+    o.no_prefix_cache = 0;
+    if (eng_model_load(path, &o, &m, err, sizeof err)) fail_msg("%s", err);
+    sv_all(m, 1, bat);
+    memset(bat, 0, sizeof bat);
+    sv_all(m, 1, bat);
+    eng_serving_stats_get(m, &ss);
+    printf("prefix cache: %llu of %llu prompt tokens found\n",
+           (unsigned long long)ss.prefix_hit_tokens, (unsigned long long)ss.prefix_lookup_tokens);
+    assert_true(ss.prefix_hit_tokens > 1000);
+    sv_compare("prefix-cache hits", alone, bat);
+    eng_model_free(m);
+
+    /* preemption: a pool of 64 blocks for sequences needing about 300 */
+    o.kv_mb = 1;
+    if (eng_model_load(path, &o, &m, err, sizeof err)) fail_msg("%s", err);
+    eng_serving_stats_get(m, &ss);
+    assert_int_equal(ss.kv_blocks_total, 64);
+    memset(bat, 0, sizeof bat);
+    sv_all(m, 1, bat);
+    eng_serving_stats_get(m, &ss);
+    printf("preemption: %llu preemptions with a pool of %d blocks\n",
+           (unsigned long long)ss.preemptions, ss.kv_blocks_total);
+    assert_true(ss.preemptions > 0);
+    sv_compare("preemption and prefix cache", alone, bat);
+    eng_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gguf_and_tokenizer),
         cmocka_unit_test(test_hf_export),
         cmocka_unit_test(test_cuda_vs_cpu_backend),
+        cmocka_unit_test(test_cuda_serving),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

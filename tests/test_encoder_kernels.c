@@ -94,7 +94,8 @@ static void test_gemm_variants(void **state)
 /* The 16-bit VNNI GEMM against the double reference: odd shapes (a k not a multiple of
  * 2, of the 64-pair block, or of a tile; n_out not a multiple of 32), bias, strided rows,
  * a zero row, a row with one large outlier; relative error of a row within 5e-4 (the
- * rounding of two 13-bit values), 5e-3 for the outlier's row. */
+ * rounding of two 13-bit values), 5e-3 for the outlier's row. The GELU variant against
+ * gelu of the same reference, with the same bounds. */
 static void test_gemm_q16(void **state)
 {
     if (!krn_gemm_q16_supported()) {
@@ -115,14 +116,20 @@ static void test_gemm_q16(void **state)
         krn_packed_q16 P;
         assert_int_equal(krn_pack_q16(W, N, K, &P), LODE_OK);
         void *scratch = lode_aligned_alloc(64, krn_gemm_q16_scratch(M, K));
-        for (int with_bias = 0; with_bias < 2; with_bias++) {
+        for (int pass = 0; pass < 3; pass++) {
+            int with_bias = pass > 0, gelu = pass == 2;
             for (size_t i = 0; i < M * ldy; i++) Y[i] = NAN;
-            krn_gemm_q16(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL, scratch);
+            if (gelu)
+                krn_gemm_q16_ex(s % 2 ? pool : NULL, &P, X, ldx, NULL, M, Y, ldy, b, 1, NULL,
+                                scratch);
+            else
+                krn_gemm_q16(s % 2 ? pool : NULL, &P, X, ldx, M, Y, ldy, with_bias ? b : NULL,
+                             scratch);
             for (size_t t = 0; t < M; t++)
                 for (size_t o = 0; o < N; o++) {
                     double acc = with_bias ? b[o] : 0;
                     for (size_t k = 0; k < K; k++) acc += (double)X[t * ldx + k] * W[o * K + k];
-                    R[t * N + o] = acc;
+                    R[t * N + o] = gelu ? 0.5 * acc * (1.0 + erf(acc / sqrt(2.0))) : acc;
                 }
             for (size_t t = 0; t < M; t++) {
                 float row[1536];
@@ -141,6 +148,53 @@ static void test_gemm_q16(void **state)
         free(b);
         free(Y);
         free(R);
+    }
+    lode_pool_destroy(pool);
+}
+
+/* Quantized rows handed from one 16-bit GEMM to the next (krn_gemm_q16_ex's yq and xq):
+ * the second GEMM's output is bit for bit the one it computes from the first's f32
+ * output, whether the first quantized its rows inside its tasks (many rows) or after
+ * them (few rows, tasks split over columns), on one thread and on two; and rows set
+ * with krn_q16_rows_set give the same. */
+static void test_gemm_q16_chain(void **state)
+{
+    if (!krn_gemm_q16_supported()) {
+        print_message("no AVX-512 VNNI on this CPU: the 16-bit GEMM is not used here\n");
+        skip();
+    }
+    static const size_t shapes[][3] = {{300, 384, 1536}, {5, 384, 1536}, {77, 33, 65}};
+    lode_pool *pool = NULL;
+    assert_int_equal(lode_pool_create(2, &pool), LODE_OK);
+    for (size_t s = 0; s < LODE_ARRAY_LEN(shapes); s++) {
+        size_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *W1 = rand_buf(N * K), *W2 = rand_buf(K * N), *X = rand_buf(M * K);
+        float *b = rand_buf(N), *H = malloc(M * N * sizeof *H), *Y = malloc(M * K * sizeof *Y);
+        float *Y2 = malloc(M * K * sizeof *Y2), *H2 = malloc(M * N * sizeof *H2);
+        krn_packed_q16 P1, P2;
+        assert_int_equal(krn_pack_q16(W1, N, K, &P1), LODE_OK);
+        assert_int_equal(krn_pack_q16(W2, K, N, &P2), LODE_OK);
+        size_t big = krn_gemm_q16_scratch(M, N > K ? N : K);
+        void *scratch = lode_aligned_alloc(64, big), *hq = lode_aligned_alloc(64, big);
+        void *xq = lode_aligned_alloc(64, big);
+        for (int th = 0; th < 2; th++) {
+            lode_pool *p = th ? pool : NULL;
+            krn_gemm_q16_ex(p, &P1, X, K, NULL, M, H, N, b, 1, hq, scratch);
+            krn_gemm_q16(p, &P2, H, N, M, Y, K, NULL, scratch);
+            for (size_t i = 0; i < M * K; i++) Y2[i] = NAN;
+            krn_gemm_q16_ex(p, &P2, NULL, N, hq, M, Y2, K, NULL, 0, NULL, scratch);
+            assert_memory_equal(Y, Y2, M * K * sizeof *Y);
+            /* X's rows quantized by the caller */
+            for (size_t r = 0; r < M; r++) krn_q16_rows_set(xq, M, K, r, X + r * K);
+            krn_gemm_q16_ex(p, &P1, NULL, K, xq, M, H2, N, b, 1, NULL, scratch);
+            assert_memory_equal(H, H2, M * N * sizeof *H);
+        }
+        lode_aligned_free(scratch);
+        lode_aligned_free(hq);
+        lode_aligned_free(xq);
+        krn_packed_q16_free(&P1);
+        krn_packed_q16_free(&P2);
+        free(W1), free(W2), free(X), free(b), free(H), free(H2), free(Y), free(Y2);
     }
     lode_pool_destroy(pool);
 }
@@ -237,10 +291,9 @@ static void test_attention(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemm_variants),
-        cmocka_unit_test(test_gemm_q16),
-        cmocka_unit_test(test_layernorm_gelu),
-        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_gemm_variants),  cmocka_unit_test(test_gemm_q16),
+        cmocka_unit_test(test_layernorm_gelu), cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_gemm_q16_chain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

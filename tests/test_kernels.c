@@ -600,12 +600,11 @@ static void test_vec_dot_pairs(void **state)
 
 /* The 32-element block types round as GGML's x86 dot products do on every ISA (so that
  * llama.cpp's results are reproduced): the activation quantization and every element of
- * a matmul (tiles of several rows and tokens included) are bit for bit the same on every
- * variant the CPU has. */
-static void test_block_types_same_bits_on_every_isa(void **state)
+ * a matmul (tiles and panels of several rows and tokens included) are bit for bit the same
+ * on every variant the CPU has. */
+static void same_bits_on_every_isa(size_t n_in, size_t n_out, size_t n_tok)
 {
     const lode_dtype types[] = {LODE_Q4_0, LODE_Q4_1, LODE_Q5_0, LODE_Q5_1, LODE_Q8_0};
-    const size_t n_in = 576, n_out = 7, n_tok = 5;
     uint8_t *w = lode_malloc(n_out * n_in * 2), *ws = lode_malloc(n_tok * n_in * 2);
     uint8_t *xq0 = lode_malloc(n_tok * n_in * 2);
     float *x = lode_malloc(n_tok * n_in * 4), *y = lode_malloc(n_tok * n_out * 4);
@@ -649,6 +648,15 @@ static void test_block_types_same_bits_on_every_isa(void **state)
     lode_free(x);
     lode_free(y);
     lode_free(y0);
+}
+
+static void test_block_types_same_bits_on_every_isa(void **state)
+{
+    same_bits_on_every_isa(576, 7, 5);
+    /* panels of 16 tokens and a remainder of 3, rows not a multiple of 4 */
+    same_bits_on_every_isa(1536, 13, 19);
+    /* rows longer than the panels' activation buffer (the tiles take them) */
+    same_bits_on_every_isa(4160, 5, 6);
 }
 
 /* ---- f32 row ops ------------------------------------------------------------------- */

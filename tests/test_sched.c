@@ -5,7 +5,8 @@
  * output; every step checks the block manager's invariants and that reference counts
  * equal the tables that hold each block. Then the real SmolLM2 through eng_submit: a
  * greedy sequence gives bitwise the same tokens and logprobs alone and batched with 31
- * others, with prefix-cache hits, and with preemption in a pool too small for the batch.
+ * others, with prefix-cache hits, and with preemption (by recompute and by swap to host
+ * memory) in a pool too small for the batch.
  * lode-test: engine */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -128,6 +129,7 @@ static void test_kvcache_churn(void **state)
 #define SIM_CAP    512
 #define SIM_VOCAB  997
 #define SIM_BLOCKS 256
+#define SIM_SLOTS  128 /* host pool slots at most */
 
 typedef struct sim_seq {
     eng_sseq q;
@@ -143,7 +145,11 @@ typedef struct sim {
     int n_blocks;
     int32_t kv[SIM_BLOCKS * ENG_KV_BLOCK]; /* the token written at each slot */
     int32_t kv_pos[SIM_BLOCKS * ENG_KV_BLOCK];
-    double clock; /* simulated seconds */
+    int32_t host[SIM_SLOTS * ENG_KV_BLOCK]; /* the host pool of swapped blocks */
+    int32_t host_pos[SIM_SLOTS * ENG_KV_BLOCK];
+    int n_slots;
+    uint64_t tokens; /* tokens computed, recomputation included */
+    double clock;    /* simulated seconds */
     int steps;
     int finish_order[128];
     int n_finished;
@@ -162,6 +168,8 @@ static void sim_init(sim *m, const eng_sched_opts *o, int n_blocks)
     memset(m, 0, sizeof *m);
     assert_true(n_blocks <= SIM_BLOCKS);
     m->n_blocks = n_blocks;
+    assert_true(o->swap_slots <= SIM_SLOTS);
+    m->n_slots = o->swap_slots;
     assert_int_equal(eng_sched_create(o, n_blocks, &m->s), LODE_OK);
 }
 
@@ -186,17 +194,51 @@ static void sim_add(sim *m, sim_seq *x)
     assert_int_equal(eng_sched_add(m->s, &x->q), LODE_OK);
 }
 
-/* Every block's reference count equals the number of live tables holding it. */
+/* Every block's reference count equals the number of live tables holding it; every
+ * host slot in use is held by exactly one swapped sequence. */
 static void check_refs(sim *m, sim_seq *seqs, int n)
 {
     eng_kvcache *kv = eng_sched_kvcache(m->s);
     assert_int_equal(eng_kvcache_check(kv), LODE_OK);
-    int count[SIM_BLOCKS] = {0};
+    int count[SIM_BLOCKS] = {0}, slots[SIM_SLOTS] = {0}, n_slots = 0;
     for (int i = 0; i < n; i++) {
         if (seqs[i].done) continue;
-        for (int b = 0; b < seqs[i].q.n_table; b++) count[seqs[i].q.table[b]]++;
+        const eng_sseq *q = &seqs[i].q;
+        for (int b = 0; b < q->n_table; b++) {
+            if (q->state != ENG_SEQ_SWAPPED) {
+                count[q->table[b]]++;
+                continue;
+            }
+            assert_true(q->table[b] >= 0 && q->table[b] < m->n_slots);
+            assert_int_equal(slots[q->table[b]]++, 0);
+            n_slots++;
+        }
     }
     for (int b = 0; b < m->n_blocks; b++) assert_int_equal(eng_kvcache_refcount(kv, b), count[b]);
+    eng_sched_swap_stats ss;
+    eng_sched_swap_stats_get(m->s, &ss);
+    assert_int_equal(ss.slots_used, n_slots);
+}
+
+/* The plan's copies between the pool and the host, outs first; a slot read back is
+ * poisoned, so a slot handed out again before it is rewritten shows. */
+static void sim_swap(sim *m, const eng_sched_plan *p)
+{
+    const size_t B = ENG_KV_BLOCK, bytes = B * sizeof(int32_t);
+    for (int i = 0; i < p->n_swap_out; i++) {
+        const eng_sched_copy *c = &p->swap_out[i];
+        assert_int_equal(c->s->state, ENG_SEQ_SWAPPED);
+        memcpy(m->host + c->slot * B, m->kv + c->block * B, bytes);
+        memcpy(m->host_pos + c->slot * B, m->kv_pos + c->block * B, bytes);
+    }
+    for (int i = 0; i < p->n_swap_in; i++) {
+        const eng_sched_copy *c = &p->swap_in[i];
+        assert_int_equal(c->s->state, ENG_SEQ_RUNNING);
+        assert_int_equal(eng_kvcache_refcount(eng_sched_kvcache(m->s), c->block), 1);
+        memcpy(m->kv + c->block * B, m->host + c->slot * B, bytes);
+        memcpy(m->kv_pos + c->block * B, m->host_pos + c->slot * B, bytes);
+        for (size_t k = 0; k < B; k++) m->host_pos[c->slot * B + k] = -1;
+    }
 }
 
 static void sim_finish(sim *m, sim_seq *x)
@@ -211,6 +253,7 @@ static void sim_finish(sim *m, sim_seq *x)
 static int sim_step(sim *m, sim_seq *seqs, int n, eng_sched_plan *p)
 {
     eng_sched_next(m->s, p);
+    sim_swap(m, p);
     for (int i = 0; i < p->n_failed; i++) {
         sim_seq *x = p->failed[i]->user;
         x->failed = 1;
@@ -236,6 +279,7 @@ static int sim_step(sim *m, sim_seq *seqs, int n, eng_sched_plan *p)
         tokens += it->n;
     }
     assert_int_equal(tokens, p->n_tokens);
+    m->tokens += (uint64_t)tokens;
     m->clock += 0.010 + 0.001 * tokens; /* a step costs a fixed part plus its tokens */
     m->steps++;
     eng_sched_commit(m->s, p);
@@ -287,7 +331,7 @@ static void expect_output(const sim_seq *x)
 
 static eng_sched_opts sim_opts(eng_policy pol, int step, int max_seqs)
 {
-    eng_sched_opts o = {pol, step, max_seqs, 128, LODE_MIN(step, max_seqs + 8), 1, 0, 0, 0};
+    eng_sched_opts o = {pol, step, max_seqs, 128, LODE_MIN(step, max_seqs + 8), 1, 0, 0, 0, 0};
     return o;
 }
 
@@ -297,65 +341,171 @@ static uint64_t rng_next(uint64_t *r)
     return *r >> 33;
 }
 
-/* Random workloads under every policy, pool sizes from roomy to tight: every request
- * finishes with the tokens it would have alone, no block leaks. Shared prefixes make
- * cache hits; the tight pool makes preemptions. */
+/* Random workloads under every policy, pool sizes from roomy to tight, preemption by
+ * recompute and by swap: every request finishes with the tokens it would have alone, no
+ * block or host slot leaks. Shared prefixes make cache hits; the tight pool makes
+ * preemptions, which with swap recompute nothing (fewer tokens computed in all). */
 static void test_sched_random_workloads(void **state)
 {
     static sim m;
     static sim_seq seqs[96];
     int pools[3] = {SIM_BLOCKS, 48, 14};
     for (int pol = 0; pol < 3; pol++)
-        for (int pi = 0; pi < 3; pi++) {
-            eng_sched_opts o = sim_opts((eng_policy)pol, 32, 8);
-            o.mlfq_quantum = 8;
-            o.mlfq_boost = 50;
-            sim_init(&m, &o, pools[pi]);
-            uint64_t r = 99 + (uint64_t)pol * 7 + (uint64_t)pi;
-            int32_t common[64];
-            for (int i = 0; i < 64; i++) common[i] = (int32_t)(rng_next(&r) % SIM_VOCAB);
-            int n = 96, added = 0;
-            for (int i = 0; i < n; i++) {
-                int32_t prompt[200];
-                int len = 1 + (int)(rng_next(&r) % 150);
-                int shared = rng_next(&r) % 2 ? (int)LODE_MIN(len, 64) : 0;
-                for (int k = 0; k < len; k++)
-                    prompt[k] = k < shared ? common[k] : (int32_t)(rng_next(&r) % SIM_VOCAB);
-                sim_seq_init(&seqs[i], (uint64_t)i, prompt, len, 1 + (int)(rng_next(&r) % 40));
-            }
-            /* arrivals spread over the run */
-            eng_sched_plan p;
-            for (int guard = 0; added < n || eng_sched_n_live(m.s) > 0; guard++) {
-                assert_true(guard < 200000);
-                int k = (int)(rng_next(&r) % 4);
-                while (k-- > 0 && added < n) sim_add(&m, &seqs[added++]);
-                if (eng_sched_n_live(m.s) > 0) {
-                    int k2 = sim_step(&m, seqs, added, &p);
-                    assert_true(k2 > 0 || p.n_failed > 0 || p.n_preempted > 0);
+        for (int pi = 0; pi < 3; pi++)
+            for (int sw = 0; sw < 2; sw++) {
+                eng_sched_opts o = sim_opts((eng_policy)pol, 32, 8);
+                o.mlfq_quantum = 8;
+                o.mlfq_boost = 50;
+                o.swap_slots = sw ? 64 : 0;
+                sim_init(&m, &o, pools[pi]);
+                uint64_t r = 99 + (uint64_t)pol * 7 + (uint64_t)pi;
+                int32_t common[64];
+                for (int i = 0; i < 64; i++) common[i] = (int32_t)(rng_next(&r) % SIM_VOCAB);
+                int n = 96, added = 0;
+                for (int i = 0; i < n; i++) {
+                    int32_t prompt[200];
+                    int len = 1 + (int)(rng_next(&r) % 150);
+                    int shared = rng_next(&r) % 2 ? (int)LODE_MIN(len, 64) : 0;
+                    for (int k = 0; k < len; k++)
+                        prompt[k] = k < shared ? common[k] : (int32_t)(rng_next(&r) % SIM_VOCAB);
+                    sim_seq_init(&seqs[i], (uint64_t)i, prompt, len, 1 + (int)(rng_next(&r) % 40));
                 }
-            }
-            int fails = 0;
-            for (int i = 0; i < n; i++) {
-                assert_true(seqs[i].done);
-                if (seqs[i].failed) {
-                    fails++;
-                    continue;
+                /* arrivals spread over the run */
+                eng_sched_plan p;
+                for (int guard = 0; added < n || eng_sched_n_live(m.s) > 0; guard++) {
+                    assert_true(guard < 200000);
+                    int k = (int)(rng_next(&r) % 4);
+                    while (k-- > 0 && added < n) sim_add(&m, &seqs[added++]);
+                    if (eng_sched_n_live(m.s) > 0) {
+                        int k2 = sim_step(&m, seqs, added, &p);
+                        assert_true(k2 > 0 || p.n_failed > 0 || p.n_preempted > 0);
+                    }
                 }
-                assert_int_equal(seqs[i].gen, seqs[i].max_gen);
-                expect_output(&seqs[i]);
+                int fails = 0;
+                for (int i = 0; i < n; i++) {
+                    assert_true(seqs[i].done);
+                    if (seqs[i].failed) {
+                        fails++;
+                        continue;
+                    }
+                    assert_int_equal(seqs[i].gen, seqs[i].max_gen);
+                    expect_output(&seqs[i]);
+                }
+                /* only a sequence longer than the whole pool may fail */
+                assert_int_equal(fails, 0);
+                eng_kvcache_stats ks;
+                eng_kvcache_stats_get(eng_sched_kvcache(m.s), &ks);
+                assert_int_equal(ks.blocks_used, 0);
+                assert_true(ks.hit_tokens > 0);
+                eng_sched_swap_stats ss;
+                eng_sched_swap_stats_get(m.s, &ss);
+                printf("%-12s pool %3d %-9s: %4d steps, %5llu tokens, %4llu preemptions (%4llu "
+                       "swapped), prefix hit rate %.2f\n",
+                       eng_policy_name((eng_policy)pol), pools[pi], sw ? "swap" : "recompute",
+                       m.steps, (unsigned long long)m.tokens,
+                       (unsigned long long)eng_sched_preemptions(m.s),
+                       (unsigned long long)ss.swapped_out, ks.hit_rate);
+                assert_int_equal(ss.slots_used, 0);
+                assert_true(ss.swapped_in == ss.swapped_out);
+                assert_true(ss.blocks_in == ss.blocks_out);
+                if (!sw) assert_true(ss.swapped_out == 0);
+                static uint64_t tokens_recompute;
+                if (pi == 2) {
+                    assert_true(eng_sched_preemptions(m.s) > 0);
+                    if (sw) {
+                        assert_true(ss.swapped_out > 0);
+                        /* MLFQ's slot preemptions churn more with swap: no claim there */
+                        if (pol != ENG_POLICY_MLFQ) assert_true(m.tokens < tokens_recompute);
+                    } else {
+                        tokens_recompute = m.tokens;
+                    }
+                }
+                eng_sched_destroy(m.s);
             }
-            /* only a sequence longer than the whole pool may fail */
-            assert_int_equal(fails, 0);
-            eng_kvcache_stats ks;
-            eng_kvcache_stats_get(eng_sched_kvcache(m.s), &ks);
-            assert_int_equal(ks.blocks_used, 0);
-            assert_true(ks.hit_tokens > 0);
-            printf("%-12s pool %3d: %4d steps, %3llu preemptions, prefix hit rate %.2f\n",
-                   eng_policy_name((eng_policy)pol), pools[pi], m.steps,
-                   (unsigned long long)eng_sched_preemptions(m.s), ks.hit_rate);
-            if (pi == 2) assert_true(eng_sched_preemptions(m.s) > 0);
-            eng_sched_destroy(m.s);
+}
+
+/* Swap with a shared prefix: B shares A's two prompt blocks and is swapped out when the
+ * pool runs short. The shared blocks stay with A (reference count 1), B's copies wait in
+ * host slots; B comes back with private copies, computes nothing again, and both
+ * produce what they would alone. */
+static void test_sched_swap_shared_prefix(void **state)
+{
+    static sim m;
+    static sim_seq seqs[2];
+    eng_sched_opts o = sim_opts(ENG_POLICY_FCFS, 64, 2);
+    o.swap_slots = 16;
+    sim_init(&m, &o, 8); /* 128 tokens; A and B need 7 + 7 - 2 shared */
+    int32_t pa[40], pb[40];
+    for (int k = 0; k < 40; k++) {
+        pa[k] = 5 * k + 3;
+        pb[k] = k < 32 ? pa[k] : 700 + k;
+    }
+    sim_seq_init(&seqs[0], 0, pa, 40, 60);
+    sim_seq_init(&seqs[1], 1, pb, 40, 70);
+    sim_add(&m, &seqs[0]);
+    eng_sched_plan p;
+    sim_step(&m, seqs, 1, &p); /* A's prompt: two blocks published */
+    sim_add(&m, &seqs[1]);
+    eng_kvcache *kv = eng_sched_kvcache(m.s);
+    int seen = 0;
+    uint64_t b_tokens = 0;
+    for (int guard = 0; eng_sched_n_live(m.s) > 0; guard++) {
+        assert_true(guard < 1000);
+        int was_running = seqs[1].q.state == ENG_SEQ_RUNNING;
+        int computed = seqs[1].q.n_computed;
+        sim_step(&m, seqs, 2, &p);
+        for (int i = 0; i < p.n_items; i++)
+            if (p.items[i].s == &seqs[1].q) b_tokens += (uint64_t)p.items[i].n;
+        if (seqs[1].q.state == ENG_SEQ_SWAPPED && was_running) {
+            seen++;
+            assert_int_equal(seqs[1].q.cached_tokens, 32);
+            assert_int_equal(seqs[1].q.n_computed, computed); /* kept */
+            assert_true(p.n_swap_out == seqs[1].q.n_table);
+            /* the shared blocks were copied out and B's reference dropped */
+            assert_int_equal(p.swap_out[0].block, seqs[0].q.table[0]);
+            assert_int_equal(p.swap_out[1].block, seqs[0].q.table[1]);
+            assert_int_equal(eng_kvcache_refcount(kv, seqs[0].q.table[0]), 1);
+            assert_int_equal(eng_kvcache_refcount(kv, seqs[0].q.table[1]), 1);
         }
+    }
+    assert_true(seen >= 1);
+    assert_true(seqs[1].q.n_swapped >= 1);
+    /* B computed each of its own tokens once: no recompute after the swaps */
+    assert_true(b_tokens == (uint64_t)(seqs[1].q.n_toks - 32));
+    expect_output(&seqs[0]);
+    expect_output(&seqs[1]);
+    eng_sched_swap_stats ss;
+    eng_sched_swap_stats_get(m.s, &ss);
+    assert_int_equal(ss.slots_used, 0);
+    eng_kvcache_stats ks;
+    eng_kvcache_stats_get(kv, &ks);
+    assert_int_equal(ks.blocks_used, 0);
+    eng_sched_destroy(m.s);
+}
+
+/* A host pool too small for the victim: preemption falls back to recompute. */
+static void test_sched_swap_pool_full(void **state)
+{
+    static sim m;
+    static sim_seq seqs[2];
+    eng_sched_opts o = sim_opts(ENG_POLICY_FCFS, 64, 2);
+    o.swap_slots = 1;
+    sim_init(&m, &o, 8);
+    int32_t pa[40];
+    for (int k = 0; k < 40; k++) pa[k] = 11 * k + 1;
+    sim_seq_init(&seqs[0], 0, pa, 30, 70);
+    sim_seq_init(&seqs[1], 1, pa + 5, 30, 40);
+    sim_add(&m, &seqs[0]);
+    sim_add(&m, &seqs[1]);
+    sim_run(&m, seqs, 2);
+    expect_output(&seqs[0]);
+    expect_output(&seqs[1]);
+    eng_sched_swap_stats ss;
+    eng_sched_swap_stats_get(m.s, &ss);
+    assert_true(eng_sched_preemptions(m.s) > 0);
+    assert_true(ss.swap_refused > 0);
+    assert_true(ss.swapped_out == 0);
+    eng_sched_destroy(m.s);
 }
 
 /* FCFS with one running slot: requests finish in arrival order. */
@@ -630,15 +780,20 @@ static void test_real_batched_equals_alone(void **state)
     }
     char err[512];
     /* A: roomy pool with the prefix cache; B: a pool of one context (5 blocks) for 32
-     * sequences, no prefix cache: preemption all along */
+     * sequences, no prefix cache: preemption by recompute all along; C: the same pool
+     * with the prefix cache (shared blocks) and preemption by swap */
     eng_model_opts oa = {.n_threads = 2, .n_ctx = 64, .n_batch = 128};
     eng_model_opts ob = oa;
     ob.kv_mb = 1;
     ob.no_prefix_cache = 1;
-    eng_model *ma = NULL, *mb = NULL;
+    eng_model_opts oc = oa;
+    oc.kv_mb = 1;
+    oc.preempt = ENG_PREEMPT_SWAP;
+    eng_model *ma = NULL, *mb = NULL, *mc = NULL;
     assert_int_equal(eng_model_load(path, &oa, &ma, err, sizeof err), LODE_OK);
     assert_int_equal(eng_model_load(path, &ob, &mb, err, sizeof err), LODE_OK);
-    static real_out alone[4], batch_a[N_REAL], batch_b[N_REAL];
+    assert_int_equal(eng_model_load(path, &oc, &mc, err, sizeof err), LODE_OK);
+    static real_out alone[4], batch_a[N_REAL], batch_b[N_REAL], batch_c[N_REAL];
     /* the references, one at a time: 0 first, before anything is cached */
     int probe[4] = {0, 5, 17, 31};
     for (int j = 0; j < 4; j++) submit_all(ma, &probe[j], 1, &alone[j]);
@@ -648,15 +803,30 @@ static void test_real_batched_equals_alone(void **state)
     for (int j = 0; j < N_REAL; j++) all[j] = j;
     submit_all(ma, all, N_REAL, batch_a);
     submit_all(mb, all, N_REAL, batch_b);
+    submit_all(mc, all, N_REAL, batch_c);
     for (int j = 0; j < 4; j++) {
         same_output(&alone[j], &batch_a[probe[j]]);
         same_output(&alone[j], &batch_b[probe[j]]);
+        same_output(&alone[j], &batch_c[probe[j]]);
     }
-    /* every other sequence agrees between the two batched runs */
-    for (int j = 0; j < N_REAL; j++) same_output(&batch_a[j], &batch_b[j]);
-    eng_serving_stats sa, sb;
+    /* every other sequence agrees between the batched runs */
+    for (int j = 0; j < N_REAL; j++) {
+        same_output(&batch_a[j], &batch_b[j]);
+        same_output(&batch_a[j], &batch_c[j]);
+    }
+    eng_serving_stats sa, sb, sc;
     eng_serving_stats_get(ma, &sa);
     eng_serving_stats_get(mb, &sb);
+    eng_serving_stats_get(mc, &sc);
+    printf("batched C: %llu steps, %llu preemptions, %llu by swap (%llu blocks copied), %d "
+           "host slots\n",
+           (unsigned long long)sc.steps, (unsigned long long)sc.preemptions,
+           (unsigned long long)sc.swapped_out, (unsigned long long)sc.swap_blocks,
+           sc.swap_slots_total);
+    assert_true(sc.swapped_out > 0);
+    assert_true(sc.swapped_in == sc.swapped_out);
+    assert_int_equal(sc.swap_slots_used, 0);
+    assert_int_equal(sc.kv_blocks_used, 0);
     printf("batched A: %llu steps, prefix hits %llu of %llu tokens, %llu preemptions\n",
            (unsigned long long)sa.steps, (unsigned long long)sa.prefix_hit_tokens,
            (unsigned long long)sa.prefix_lookup_tokens, (unsigned long long)sa.preemptions);
@@ -669,6 +839,7 @@ static void test_real_batched_equals_alone(void **state)
     assert_int_equal(sb.kv_blocks_used, 0);
     eng_model_free(ma);
     eng_model_free(mb);
+    eng_model_free(mc);
 }
 
 /* eng_submit refuses beyond max_seqs + max_queue with LODE_ERR_BUSY. */
@@ -715,6 +886,8 @@ int main(void)
         cmocka_unit_test(test_kvcache_blocks),
         cmocka_unit_test(test_kvcache_churn),
         cmocka_unit_test(test_sched_random_workloads),
+        cmocka_unit_test(test_sched_swap_shared_prefix),
+        cmocka_unit_test(test_sched_swap_pool_full),
         cmocka_unit_test(test_policy_fcfs_order),
         cmocka_unit_test(test_policy_decode_first),
         cmocka_unit_test(test_policy_mlfq_preempts),

@@ -946,7 +946,8 @@ static void test_chat_completion(void **state)
 {
     NEED_MODEL();
     server s;
-    start(&s, "--quiet", "--model", MODEL_PATH, NULL);
+    /* preemption by swap: a host pool, reported in /metrics below */
+    start(&s, "--quiet", "--model", MODEL_PATH, "--preempt", "swap", "--swap-mb", "4", NULL);
     const char *model = served_model(&s);
     assert_string_equal(model, "SmolLM2-135M-Instruct.Q4_1");
     char body[512];
@@ -1032,6 +1033,10 @@ static void test_chat_completion(void **state)
     assert_true(atoi(kt + strlen("lode_kv_blocks{state=\"total\"} ")) > 0);
     assert_null(strstr(r.body, "lode_engine_steps_total 0\n"));
     assert_non_null(strstr(r.body, "lode_engine_rejected_total 0\n"));
+    /* 4 MiB of host pool in blocks of 30 layers x K, V x 3 heads x 16 tokens x 64 halves */
+    assert_non_null(strstr(r.body, "lode_kv_swap_blocks{state=\"total\"} 11\n"));
+    assert_non_null(strstr(r.body, "lode_kv_swap_blocks{state=\"used\"} 0\n"));
+    assert_non_null(strstr(r.body, "lode_engine_preemptions_total{mode=\"swap\"} "));
     resp_free(&r);
     stop(&s);
 }
@@ -1287,6 +1292,75 @@ static void test_cancel_on_disconnect(void **state)
     r = http(&s, "GET", "/health", NULL, NULL);
     assert_int_equal(r.status, 200);
     resp_free(&r);
+    stop(&s);
+}
+
+/* Reads fd until the text arrives or timeout; returns whether it came. */
+static int raw_wait_for(int fd, const char *text, double timeout_s)
+{
+    char buf[16384];
+    size_t len = 0;
+    double t0 = now_s();
+    while (now_s() - t0 < timeout_s) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        if (len == sizeof buf - 1) { /* keep the tail, where the text may start */
+            memmove(buf, buf + len / 2, len - len / 2);
+            len -= len / 2;
+        }
+        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (n <= 0) return 0;
+        len += (size_t)n;
+        buf[len] = 0;
+        if (strstr(buf, text)) return 1;
+    }
+    return 0;
+}
+
+/* A stream whose generation waits (queued behind another: one sequence at a time) writes
+ * nothing, yet its client leaving is noticed within seconds: keep-alive comments reach the
+ * client while it waits, and once its socket is closed the next one fails, which cancels
+ * the waiting generation while the other one still runs. */
+static void test_keepalive_detects_gone_client(void **state)
+{
+    NEED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, "--max-seqs", "1", NULL);
+    const char *model = served_model(&s);
+    int running = start_long_stream(&s, model);
+    int waiting = raw_connect(&s);
+    char body[256], req[512];
+    int bl =
+        snprintf(body, sizeof body,
+                 "{\"model\":\"%s\",\"prompt\":\"Hi\",\"max_tokens\":8,\"stream\":true}", model);
+    int rl = snprintf(req, sizeof req,
+                      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                      bl, body);
+    raw_send(waiting, req, (size_t)rl);
+    assert_true(metrics_has(&s, "lode_engine_queue_depth 1\n", 10));
+    assert_true(raw_wait_for(waiting, ": keep-alive\n\n", 5));
+    double t0 = now_s();
+    close(waiting);
+    /* Cancelled and out of the queue while the first generation still runs. */
+    int cancelled = 0;
+    while (!cancelled && now_s() - t0 < 5) {
+        resp r = http(&s, "GET", "/metrics", NULL, NULL);
+        if (strstr(r.body, "lode_generation_cancelled_total 1\n")) {
+            cancelled = 1;
+            assert_non_null(strstr(r.body, "lode_engine_queue_depth 0\n"));
+            assert_non_null(strstr(r.body, "lode_engine_running 1\n"));
+            assert_null(strstr(r.body, "lode_http_stream_keepalives_total 0\n"));
+        }
+        resp_free(&r);
+        if (!cancelled) usleep(50000);
+    }
+    if (!cancelled) fprintf(stderr, "the gone client's generation was not cancelled in 5 s\n");
+    assert_true(cancelled);
+    fprintf(stderr, "keep-alive: gone client cancelled after %.2fs\n", now_s() - t0);
+    close(running);
+    assert_true(metrics_has(&s, "lode_generation_cancelled_total 2\n", 10));
+    assert_true(metrics_has(&s, "lode_http_concurrency_used 0\n", 5));
     stop(&s);
 }
 
@@ -1911,6 +1985,7 @@ int main(void)
         cmocka_unit_test(test_streaming),
         cmocka_unit_test(test_generation_errors),
         cmocka_unit_test(test_cancel_on_disconnect),
+        cmocka_unit_test(test_keepalive_detects_gone_client),
         cmocka_unit_test(test_shutdown_cancels_generation),
         cmocka_unit_test(test_embeddings),
         cmocka_unit_test(test_document_uploads),

@@ -38,7 +38,12 @@ void krn_gelu_avx512(float *x, size_t n);
 /* krn_layernorm in AVX-512 (the same two passes, summed in 16 lanes). */
 void krn_layernorm_avx512(float *y /* OUT */, const float *x, const float *w, const float *b,
                           size_t n, float eps);
-/* In place: x = softmax(scale * x) over n floats (row maximum subtracted first). */
-void krn_softmax_avx512(float *x, size_t n, float scale);
+/* In place: x *= s over n floats. */
+void krn_scale_avx512(float *x, size_t n, float s);
+/* krn_add_bias_layernorm in AVX-512, the sum of the residual add taken in the same pass. */
+void krn_add_bias_layernorm_avx512(float *x, const float *r, const float *bias, const float *w,
+                                   const float *b, size_t n, float eps);
+/* The largest of n floats (-INFINITY for n == 0). */
+float krn_max_avx512(const float *x, size_t n);
 
 #endif

@@ -44,6 +44,10 @@ void krn_pack_into(const float *W, size_t so, size_t sk, size_t n_out, size_t n_
 {
     size_t nr = isa == 2 ? 32 : 16;
     size_t n_panels = (n_out + nr - 1) / nr;
+    if (isa == 2 && so < ((size_t)1 << 25)) {
+        krn_pack_into_avx512(W, so, sk, n_out, n_in, dst);
+        n_panels = 0;
+    }
     for (size_t p = 0; p < n_panels; p++) {
         size_t live = LODE_MIN(nr, n_out - p * nr);
         for (size_t k = 0; k < n_in; k++) {
@@ -229,6 +233,14 @@ size_t krn_gemm_q16_scratch(size_t n_tok, size_t n_in)
     return n_tok * q16_row_stride(n_in) * sizeof(int16_t) + (n_tok + 16) * sizeof(float);
 }
 
+void krn_q16_rows_set(void *rows, size_t n_tok, size_t n, size_t r, const float *x)
+{
+    size_t stride = q16_row_stride(n);
+    int16_t *q = rows;
+    float *s = (float *)(q + n_tok * stride);
+    s[r] = krn_quant_row_q16_avx512(x, n, (n + 1) / 2 * 2, q + r * stride);
+}
+
 typedef struct q16_job {
     const krn_packed_q16 *w;
     const float *x;
@@ -236,9 +248,13 @@ typedef struct q16_job {
     float *y;
     size_t ldy;
     const float *bias;
-    int16_t *xq;   /* (n_tok, stride) quantized rows */
-    float *xs;     /* (n_tok) their scales */
-    size_t stride; /* int16 values per quantized row */
+    int gelu;
+    const int16_t *xq; /* (n_tok, stride) quantized rows */
+    const float *xs;   /* (n_tok) their scales */
+    size_t stride;     /* int16 values per quantized row */
+    void *scratch;     /* where X is quantized when it came unquantized */
+    void *yq;          /* Y's rows quantized too, or NULL */
+    int yq_in_task;    /* each task covers whole rows and quantizes them itself */
     size_t rows_per_task, panels_per_task, n_row_tasks;
 } q16_job;
 
@@ -247,8 +263,16 @@ static void q16_quant_task(void *ctx, size_t task, int thread)
     const q16_job *j = ctx;
     size_t r0 = task * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
     for (size_t r = r0; r < r1; r++)
-        j->xs[r] = krn_quant_row_q16_avx512(j->x + r * j->ldx, j->w->n_in, j->w->n_pairs * 2,
-                                            j->xq + r * j->stride);
+        krn_q16_rows_set(j->scratch, j->n_tok, j->w->n_in, r, j->x + r * j->ldx);
+}
+
+/* quantizes rows of Y into yq, after the GEMM */
+static void q16_quant_out_task(void *ctx, size_t task, int thread)
+{
+    const q16_job *j = ctx;
+    size_t r0 = task * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
+    for (size_t r = r0; r < r1; r++)
+        krn_q16_rows_set(j->yq, j->n_tok, j->w->n_out, r, j->y + r * j->ldy);
 }
 
 static void q16_task(void *ctx, size_t task, int thread)
@@ -260,29 +284,29 @@ static void q16_task(void *ctx, size_t task, int thread)
     size_t r0 = rt * j->rows_per_task, r1 = LODE_MIN(j->n_tok, r0 + j->rows_per_task);
     size_t p0 = pt * j->panels_per_task, p1 = LODE_MIN(n_panels, p0 + j->panels_per_task);
     const int16_t *a[8];
-    float acc[8 * 32] __attribute__((aligned(64)));
+    float *c[8], xs[8];
     for (size_t p = p0; p < p1; p++) {
         const int16_t *b = w->data + p * w->n_pairs * 64;
         size_t col = p * 32, n = LODE_MIN((size_t)32, w->n_out - col);
-        const float *ws = w->scale + col;
         for (size_t r = r0; r < r1; r += 8) {
             size_t m = LODE_MIN((size_t)8, r1 - r);
-            for (size_t i = 0; i < 8; i++) a[i] = j->xq + (r + (i < m ? i : 0)) * j->stride;
-            krn_gemm_tile_q16_avx512(w->n_pairs, a, b, acc);
-            for (size_t i = 0; i < m; i++) {
-                float *y = j->y + (r + i) * j->ldy + col, s = j->xs[r + i];
-                const float *ac = acc + i * 32;
-                if (j->bias)
-                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c] + j->bias[col + c];
-                else
-                    for (size_t c = 0; c < n; c++) y[c] = ac[c] * s * ws[c];
+            for (size_t i = 0; i < 8; i++) {
+                size_t row = r + (i < m ? i : 0); /* short tiles repeat their first row */
+                a[i] = j->xq + row * j->stride;
+                c[i] = j->y + row * j->ldy + col;
+                xs[i] = j->xs[row];
             }
+            krn_gemm_tile_q16_avx512(w->n_pairs, a, b, c, m, n, xs, w->scale + col,
+                                     j->bias ? j->bias + col : NULL, j->gelu);
         }
     }
+    /* the task's rows were just written and are still in cache */
+    if (j->yq_in_task) q16_quant_out_task(ctx, rt, thread);
 }
 
-void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
-                  size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+void krn_gemm_q16_ex(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                     const void *xq, size_t n_tok, float *Y, size_t ldy, const float *bias,
+                     int gelu, void *yq, void *scratch)
 {
     if (n_tok == 0 || W->n_out == 0) return;
     q16_job j;
@@ -293,23 +317,41 @@ void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size
     j.y = Y;
     j.ldy = ldy;
     j.bias = bias;
+    j.gelu = gelu;
     j.stride = q16_row_stride(W->n_in);
-    j.xq = scratch;
-    j.xs = (float *)(j.xq + n_tok * j.stride);
+    j.xq = xq ? xq : scratch;
+    j.xs = (const float *)(j.xq + n_tok * j.stride);
+    j.scratch = scratch;
+    j.yq = yq;
     size_t n_panels = (W->n_out + 31) / 32, nth = (size_t)lode_pool_size(pool);
     j.rows_per_task = 8 * ROW_BLOCK_TILES;
     j.n_row_tasks = (n_tok + j.rows_per_task - 1) / j.rows_per_task;
-    if (nth == 1)
-        for (size_t t = 0; t < j.n_row_tasks; t++) q16_quant_task(&j, t, 0);
-    else
-        lode_parallel_for(pool, j.n_row_tasks, q16_quant_task, &j);
+    if (!xq) {
+        if (nth == 1)
+            for (size_t t = 0; t < j.n_row_tasks; t++) q16_quant_task(&j, t, 0);
+        else
+            lode_parallel_for(pool, j.n_row_tasks, q16_quant_task, &j);
+    }
     size_t want = nth * 4;
     size_t groups = j.n_row_tasks >= want ? 1 : (want + j.n_row_tasks - 1) / j.n_row_tasks;
     if (groups > n_panels) groups = n_panels;
     j.panels_per_task = (n_panels + groups - 1) / groups;
+    j.yq_in_task = yq && j.panels_per_task == n_panels;
     size_t n_tasks = j.n_row_tasks * ((n_panels + j.panels_per_task - 1) / j.panels_per_task);
     if (nth == 1)
         for (size_t t = 0; t < n_tasks; t++) q16_task(&j, t, 0);
     else
         lode_parallel_for(pool, n_tasks, q16_task, &j);
+    if (yq && !j.yq_in_task) {
+        if (nth == 1)
+            for (size_t t = 0; t < j.n_row_tasks; t++) q16_quant_out_task(&j, t, 0);
+        else
+            lode_parallel_for(pool, j.n_row_tasks, q16_quant_out_task, &j);
+    }
+}
+
+void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                  size_t n_tok, float *Y, size_t ldy, const float *bias, void *scratch)
+{
+    krn_gemm_q16_ex(pool, W, X, ldx, NULL, n_tok, Y, ldy, bias, 0, NULL, scratch);
 }

@@ -60,15 +60,24 @@ void krn_gemm_tile_avx2(size_t k, const float *const *a, const float *b, float *
                         size_t n, const float *bias);
 void krn_gemm_tile_avx512(size_t k, const float *const *a, const float *b, float *const *c,
                           size_t m, size_t n, const float *bias);
+/* krn_pack_into's AVX-512 variant (32-wide panels; so * 16 below 2^29). */
+void krn_pack_into_avx512(const float *W, size_t so, size_t sk, size_t n_out, size_t n_in,
+                          float *dst /* OUT */);
 
 /* ---- 16-bit integer GEMM (AVX-512 VNNI) ----------------------------------------------
  * The encoder's projections on CPUs with AVX-512 VNNI: weights quantized once per output
  * row, activations per input row at each call, both to 16-bit integers (|q| <= 4095, a
  * relative step of 1/8190 of the row's largest value), multiplied with VPDPWSSD, which
  * does two multiply-adds per 32-bit lane where an f32 FMA does one. On this project's
- * 2-core Cascade Lake box a register-only loop ran 1.7x the f32 FMA rate; the rounding
- * moves all-MiniLM-L6-v2's sentence vectors by a cosine distance of at most 2e-5 (the 60
- * reference sentences of tests/test_embed.c; f32 stays within 1e-11). */
+ * 2-core Cascade Lake box it issues once a cycle (132 GOP/s in a register-only loop at
+ * real-time priority) where f32 FMAs issue twice (150 GFLOP/s): the same peak, but the
+ * 16-bit tile, with half the broadcasts per operation, reaches 97% of it on the
+ * 2048x1536x384 projection where the f32 tile reaches 61%. The rounding moves
+ * all-MiniLM-L6-v2's sentence vectors by a cosine distance of at most 2.3e-5 (the 60
+ * reference sentences of tests/test_embed.c; f32 stays within 1e-11). 8-bit weights
+ * (VPDPBUSD, twice the rate) were tried in a simulation on the same sentences: per-row
+ * 8-bit weights alone gave a worst cosine of 0.9964, below the 0.999 the vectors must
+ * keep. */
 #define KRN_Q16_MAX   4095
 #define KRN_Q16_BLOCK 64 /* pairs of k summed in 32 bits: 2 * 64 * 4095^2 < 2^31 */
 
@@ -91,9 +100,26 @@ size_t krn_gemm_q16_scratch(size_t n_tok, size_t n_in);
  * 64-byte aligned. Runs on pool (NULL: the calling thread); allocates nothing. */
 void krn_gemm_q16(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
                   size_t n_tok, float *Y /* OUT */, size_t ldy, const float *bias, void *scratch);
-/* The AVX-512 VNNI pieces behind krn_gemm_q16 (gemm_avx512.c). */
+/* krn_gemm_q16 with its activations' quantization exposed, so that a producer can write
+ * them while its rows are in cache. Quantized rows use the scratch layout: for n_tok
+ * rows of n values, n_tok rows of 16-bit values 64-byte aligned, then n_tok float scales
+ * (krn_gemm_q16_scratch(n_tok, n) bytes); krn_q16_rows_set fills row r.
+ *   xq: X's rows already quantized so (n = W->n_in; X is then not read), or NULL to
+ *       quantize X into scratch;
+ *   gelu: Y = gelu(Y) (exact, erf), applied to each tile in registers;
+ *   yq: NULL, or receives Y's rows quantized so (n = W->n_out) for the next GEMM. */
+void krn_gemm_q16_ex(lode_pool *pool, const krn_packed_q16 *W, const float *X, size_t ldx,
+                     const void *xq, size_t n_tok, float *Y /* OUT */, size_t ldy,
+                     const float *bias, int gelu, void *yq /* OUT */, void *scratch);
+/* Quantizes the n floats of x into row r of rows (the layout above, n_tok rows). */
+void krn_q16_rows_set(void *rows /* OUT */, size_t n_tok, size_t n, size_t r, const float *x);
+/* The AVX-512 VNNI pieces behind krn_gemm_q16 (gemm_avx512.c). The tile: rows a[0..8) of
+ * quantized activations (pointers may repeat to pad a short tile) against one packed panel
+ * b; c[i][0..n) = gelu?(acc[i][j] * xs[i] * ws[j] + bias[j]) for i < m, with xs the rows'
+ * scales, ws and bias (NULL: none) the panel's n columns. */
 void krn_gemm_tile_q16_avx512(size_t n_pairs, const int16_t *const *a, const int16_t *b,
-                              float *acc /* OUT: 8 x 32 */);
+                              float *const *c /* OUT */, size_t m, size_t n, const float *xs,
+                              const float *ws, const float *bias, int gelu);
 float krn_quant_row_q16_avx512(const float *x, size_t n, size_t n_pad, int16_t *q /* OUT */);
 
 #endif

@@ -153,10 +153,10 @@ static void mm_task(void *ctx, size_t task, int thread)
     size_t rc = task % j->n_row_chunks, tc = task / j->n_row_chunks;
     size_t r0 = rc * j->row_chunk, r1 = LODE_MIN(j->n_out, r0 + j->row_chunk);
     size_t t0 = tc * j->tok_chunk, t1 = LODE_MIN(j->n_tok, t0 + j->tok_chunk);
-    if (j->panel) {
-        for (size_t t = t0; t < t1; t += KRN_TILE)
+    if (j->panel && t1 - t0 >= 2) {
+        for (size_t t = t0; t < t1; t += KRN_PANEL_T)
             j->panel(j->n_in, j->w + r0 * j->wstride, j->wstride, r1 - r0, j->x + t * j->xstride,
-                     j->xstride, LODE_MIN((size_t)KRN_TILE, t1 - t), j->y + t * j->ldy + r0,
+                     j->xstride, LODE_MIN((size_t)KRN_PANEL_T, t1 - t), j->y + t * j->ldy + r0,
                      j->ldy);
         return;
     }

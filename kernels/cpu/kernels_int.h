@@ -16,14 +16,16 @@ typedef float (*krn_dot_fn)(size_t n, const void *w, const void *x);
 typedef void (*krn_tile_fn)(size_t n, const void *w, size_t wstride, size_t nr, const void *x,
                             size_t xstride, size_t nt, float *y, size_t ldy);
 
-#define KRN_TILE 4 /* max rows and tokens of a tile call */
+#define KRN_TILE    4  /* max rows and tokens of a tile call */
+#define KRN_PANEL_T 16 /* max tokens of a panel call */
 
 typedef struct krn_ops {
     krn_dequant_fn dequant[LODE_DTYPE_MAX];
     krn_quant_fn quant[LODE_DTYPE_MAX];
     krn_dot_fn dot[LODE_DTYPE_MAX]; /* weight type x krn_vec_dot_type */
     krn_tile_fn tile[LODE_DTYPE_MAX];
-    /* optional: like tile but any number of rows (nt <= 4), activation work shared */
+    /* optional: like tile but any number of rows and nt <= KRN_PANEL_T tokens, the same
+     * bits as tile; used for steps of two or more tokens */
     krn_tile_fn panel[LODE_DTYPE_MAX];
     float (*dot_f16_f32)(const lode_half *x, const float *y, size_t n);
     /* sum of x[i] * y[i] for y holding values of halves (so every product is exact) in

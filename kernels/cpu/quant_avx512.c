@@ -150,6 +150,157 @@ AI void tile32(size_t n, const void *w, size_t ws, const void *x, size_t xs, flo
     }
 }
 
+/* ---- panels: many rows x up to 16 tokens ------------------------------------------- */
+/* The same numbers as tile32 (GGML's 8 lanes of 4-product sums per block, each lane
+ * fma(d_w * d_x, lane, acc) over the blocks in order, hsum8, plus the min term), laid out
+ * so that the float work is shared: one zmm holds the 8 lanes of one weight row for two
+ * tokens, interleaved (lane 2g: token A's group g, lane 2g+1: token B's). A row's block is
+ * unpacked once for all the tokens, and its d_w * d_x for 16 tokens is one multiply whose
+ * pairs are then read back by 64-bit broadcast loads. Per row, block and pair of tokens
+ * this leaves a vpdpbusd, a conversion and an fma. The activations (interleaved pairs,
+ * their scales as floats, the bias correction) are laid out once per call. */
+#define PANEL_T      16
+#define PANEL_MAX_NB 128 /* blocks per row (n <= 4096); longer rows use the tiles */
+
+/* The 32 weights of a block for an interleaved pair: dword lane 2g and 2g+1 both hold
+ * the 4 weights of group g (elements 4g..4g+3), unsigned */
+AI __m512i w_dup(const uint8_t *blk, const int KIND)
+{
+    if (KIND == K_Q8_0) {
+        const __m512i dup8 = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        __m512i z = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 2)));
+        return _mm512_xor_si512(_mm512_permutexvar_epi32(dup8, z), _mm512_set1_epi8((char)0x80));
+    }
+    const __m512i dup4 = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3);
+    __m512i z =
+        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + (KIND == K_Q4_0 ? 2 : 4))));
+    z = _mm512_permutexvar_epi32(dup4, z);
+    z = _mm512_mask_srli_epi16(z, (__mmask32)0xFFFF0000u, z, 4); /* groups 4..7: high nibbles */
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+AI void panel32(size_t n, const void *w, size_t ws, size_t nr, const void *x, size_t xs, size_t nt,
+                float *y, size_t ldy, const int NP, const int KIND)
+{
+    const size_t wbs = KIND == K_Q4_0   ? sizeof(block_q4_0)
+                       : KIND == K_Q4_1 ? sizeof(block_q4_1)
+                                        : sizeof(block_q8_0);
+    const int has_min = KIND == K_Q4_1;
+    const size_t xbs = has_min ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    const size_t xqo = has_min ? 4 : 2;
+    const int bias = KIND == K_Q4_0 ? 8 : KIND == K_Q8_0 ? 128 : 0;
+    const size_t nb = n / 32;
+    const uint8_t *wb = w, *xb = x;
+    __m512i xq[PANEL_MAX_NB * (PANEL_T / 2)];
+    __m512i corr[PANEL_MAX_NB * (PANEL_T / 2)];
+    _Alignas(64) float dx[PANEL_MAX_NB * PANEL_T], sx[PANEL_MAX_NB * PANEL_T];
+    const __m512i inter = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    for (size_t i = 0; i < nb; i++) {
+        for (int t = 0; t < PANEL_T; t++) {
+            const uint8_t *xk = xb + LODE_MIN((size_t)t, nt - 1) * xs + i * xbs;
+            dx[i * PANEL_T + t] = h2f(xk);
+            if (has_min) sx[i * PANEL_T + t] = h2f(xk + 2);
+        }
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; p++) {
+            const uint8_t *xa = xb + LODE_MIN((size_t)(2 * p), nt - 1) * xs + i * xbs + xqo;
+            const uint8_t *xc = xb + LODE_MIN((size_t)(2 * p + 1), nt - 1) * xs + i * xbs + xqo;
+            __m512i z = _mm512_permutex2var_epi32(
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xa)), inter,
+                _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xc)));
+            xq[i * NP + p] = z;
+            if (bias)
+                corr[i * NP + p] = _mm512_sub_epi32(
+                    _mm512_setzero_si512(),
+                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)bias), z));
+        }
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    /* the row's block scales (d, and m at +2), 16 blocks per gather */
+    const __m512i boff =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)wbs));
+    for (size_t r = 0; r < nr; r++) {
+        const uint8_t *wr = wb + r * ws;
+        _Alignas(64) float wd[PANEL_MAX_NB + 16], wm[PANEL_MAX_NB + 16];
+        for (size_t i = 0; i < nb; i += 16) {
+            __mmask16 k = nb - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nb - i)) - 1);
+            __m512i g =
+                _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, boff, wr + i * wbs, 1);
+            _mm512_store_ps(wd + i, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)));
+            if (has_min)
+                _mm512_store_ps(wm + i,
+                                _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16))));
+        }
+        __m512 acc[PANEL_T / 2];
+        __m512 msum = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; p++) acc[p] = _mm512_setzero_ps();
+        for (size_t i = 0; i < nb; i++) {
+            const uint8_t *blk = wr + i * wbs;
+            __m512i wq = w_dup(blk, KIND);
+            _Alignas(64) float dd[PANEL_T];
+            _mm512_store_ps(dd,
+                            _mm512_mul_ps(_mm512_set1_ps(wd[i]), _mm512_load_ps(dx + i * PANEL_T)));
+            /* read the pairs back from memory: one broadcast load each, where the
+             * compiler would otherwise extract them with shuffles */
+            __asm__("" : "+m"(dd));
+            if (has_min)
+                msum =
+                    _mm512_fmadd_ps(_mm512_set1_ps(wm[i]), _mm512_load_ps(sx + i * PANEL_T), msum);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++) {
+                double d2;
+                memcpy(&d2, dd + 2 * p, sizeof d2);
+                __m512i init = bias ? corr[i * NP + p] : _mm512_setzero_si512();
+                __m512 q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, wq, xq[i * NP + p]));
+                acc[p] = _mm512_fmadd_ps(_mm512_castpd_ps(_mm512_set1_pd(d2)), q, acc[p]);
+            }
+        }
+        _Alignas(64) float ms[PANEL_T];
+        if (has_min) _mm512_store_ps(ms, msum);
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; p++) {
+            for (int h = 0; h < 2 && (size_t)(2 * p + h) < nt; h++) {
+                __m512 a = _mm512_permutexvar_ps(h ? odd : even, acc[p]);
+                float s = hsum8(_mm512_castps512_ps256(a));
+                y[(size_t)(2 * p + h) * ldy + r] = has_min ? s + ms[2 * p + h] : s;
+            }
+        }
+    }
+}
+
+#define PANEL_CASE(P, KIND)                                                                        \
+    case P:                                                                                        \
+        panel32(n, w, ws, nr, x, xs, nt, y, ldy, P, KIND);                                         \
+        break;
+#define DEFINE_PANEL(name, KIND)                                                                   \
+    static void panel_##name(size_t n, const void *w, size_t ws, size_t nr, const void *x,         \
+                             size_t xs, size_t nt, float *y, size_t ldy)                           \
+    {                                                                                              \
+        if (n / 32 > PANEL_MAX_NB) {                                                               \
+            for (size_t t = 0; t < nt; t += 4)                                                     \
+                for (size_t r = 0; r < nr; r += 4)                                                 \
+                    tile_##name(n, (const char *)w + r * ws, ws, LODE_MIN((size_t)4, nr - r),      \
+                                (const char *)x + t * xs, xs, LODE_MIN((size_t)4, nt - t),         \
+                                y + t * ldy + r, ldy);                                             \
+            return;                                                                                \
+        }                                                                                          \
+        switch ((nt + 1) / 2) {                                                                    \
+            PANEL_CASE(1, KIND)                                                                    \
+            PANEL_CASE(2, KIND)                                                                    \
+            PANEL_CASE(3, KIND)                                                                    \
+            PANEL_CASE(4, KIND)                                                                    \
+            PANEL_CASE(5, KIND)                                                                    \
+            PANEL_CASE(6, KIND)                                                                    \
+            PANEL_CASE(7, KIND)                                                                    \
+        default:                                                                                   \
+            panel32(n, w, ws, nr, x, xs, nt, y, ldy, 8, KIND);                                     \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
 #define TILE_CASE(R, T, KIND)                                                                      \
     case (R - 1) * 4 + (T - 1):                                                                    \
         tile32(n, w, ws, x, xs, y, ldy, R, T, KIND);                                               \
@@ -195,6 +346,10 @@ DEFINE_TYPE(q5_0, K_Q5_0)
 DEFINE_TYPE(q5_1, K_Q5_1)
 DEFINE_TYPE(q8_0, K_Q8_0)
 
+DEFINE_PANEL(q4_0, K_Q4_0)
+DEFINE_PANEL(q4_1, K_Q4_1)
+DEFINE_PANEL(q8_0, K_Q8_0)
+
 void krn_quant_avx512_init(krn_ops *o);
 void krn_quant_avx512_init(krn_ops *o)
 {
@@ -210,11 +365,11 @@ void krn_quant_avx512_init(krn_ops *o)
     o->tile[LODE_Q5_0] = tile_q5_0;
     o->tile[LODE_Q5_1] = tile_q5_1;
     o->tile[LODE_Q8_0] = tile_q8_0;
-    o->panel[LODE_Q4_0] = NULL;
-    o->panel[LODE_Q4_1] = NULL;
+    o->panel[LODE_Q4_0] = panel_q4_0;
+    o->panel[LODE_Q4_1] = panel_q4_1;
     o->panel[LODE_Q5_0] = NULL;
     o->panel[LODE_Q5_1] = NULL;
-    o->panel[LODE_Q8_0] = NULL;
+    o->panel[LODE_Q8_0] = panel_q8_0;
 }
 
 #if defined(__clang__)

@@ -289,9 +289,20 @@ static __device__ __forceinline__ uint32_t ld32(const __half *p)
 
 template <int HD, bool OUT_F16>
 __global__ void __launch_bounds__(128)
-    attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out)
+    attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out,
+                        const int32_t *varlen)
 {
     constexpr int BQ = 64, BK = 64, KP = HD + 8;
+    if (varlen) {
+        /* sequence blockIdx.z of a batch: its first query row, length, position, table row */
+        const int32_t *v = varlen + 4 * blockIdx.z;
+        n = v[1];
+        if ((int64_t)blockIdx.x * BQ >= n) return;
+        q += (int64_t)v[0] * c.n_head * HD;
+        out = (char *)out + (int64_t)v[0] * c.n_head * HD * 2;
+        pos0 = v[2];
+        c.block_table += (int64_t)v[3] * c.max_blocks;
+    }
     /* K and V tiles as stored (key-major rows, padded by 16 bytes so that 8 consecutive rows
      * start in different banks); V reaches the P V product through ldmatrix .trans */
     __shared__ __align__(16) __half Ks[BK][KP];
@@ -425,16 +436,17 @@ __global__ void __launch_bounds__(128)
     }
 }
 
-extern "C" lode_status krn_cuda_attn_prefill(const krn_cuda_attn_cfg *c, const void *q, int64_t n,
-                                             int64_t pos0, void *out, int out_f16, void *stream)
+static lode_status attn_prefill_launch(const krn_cuda_attn_cfg *c, const void *q, int64_t n,
+                                       int64_t pos0, void *out, int out_f16, const int32_t *varlen,
+                                       int n_seq, void *stream)
 {
-    if (n <= 0) return LODE_OK;
+    if (n <= 0 || n_seq <= 0) return LODE_OK;
     if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || pos0 < 0)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_prefill: bad heads");
-    dim3 grid(cdiv(n, 64), (unsigned)c->n_head);
+    dim3 grid(cdiv(n, 64), (unsigned)c->n_head, (unsigned)n_seq);
     cudaStream_t st = STREAM(stream);
     const __half *qh = (const __half *)q;
-#define PF(HD, F16) attn_prefill_kernel<HD, F16><<<grid, 128, 0, st>>>(*c, qh, n, pos0, out)
+#define PF(HD, F16) attn_prefill_kernel<HD, F16><<<grid, 128, 0, st>>>(*c, qh, n, pos0, out, varlen)
     if (c->head_dim == 64) {
         if (out_f16)
             PF(64, true);
@@ -451,4 +463,17 @@ extern "C" lode_status krn_cuda_attn_prefill(const krn_cuda_attn_cfg *c, const v
 #undef PF
     CU_LAUNCHED("attn_prefill");
     return LODE_OK;
+}
+
+extern "C" lode_status krn_cuda_attn_prefill(const krn_cuda_attn_cfg *c, const void *q, int64_t n,
+                                             int64_t pos0, void *out, int out_f16, void *stream)
+{
+    return attn_prefill_launch(c, q, n, pos0, out, out_f16, NULL, 1, stream);
+}
+
+extern "C" lode_status krn_cuda_attn_prefill_varlen(const krn_cuda_attn_cfg *c, const void *q,
+                                                    const int32_t *seqs, int n_seq, int64_t max_n,
+                                                    void *out, int out_f16, void *stream)
+{
+    return attn_prefill_launch(c, q, max_n, 0, out, out_f16, seqs, n_seq, stream);
 }

@@ -255,6 +255,14 @@ lode_status krn_cuda_attn_combine(const krn_cuda_attn_parts *p, int batch, float
 lode_status krn_cuda_attn_prefill(const krn_cuda_attn_cfg *c, const void *q, int64_t n,
                                   int64_t pos0, void *out, int out_f16, void *stream);
 
+/* Prefill of n_seq sequences in one launch: sequence i has seqs[4i+1] query rows starting at
+ * row seqs[4i] of q (f16 [rows][H][hd]) and out ([rows][H*hd]), at positions seqs[4i+2]..,
+ * and its block table in row seqs[4i+3] of c->block_table (stride c->max_blocks); seqs is
+ * device memory; max_n >= every seqs[4i+1]. */
+lode_status krn_cuda_attn_prefill_varlen(const krn_cuda_attn_cfg *c, const void *q,
+                                         const int32_t *seqs, int n_seq, int64_t max_n, void *out,
+                                         int out_f16, void *stream);
+
 /* ---- sampling on the device ------------------------------------------------------------ */
 
 /* tok[b] = argmax of logits[b][0..vocab) (the lowest index on ties). */
