@@ -53,40 +53,44 @@ static int wait_stop_signal(void)
 
 static void serve_usage(FILE *f)
 {
-    fprintf(f, "usage: lode serve [OPTIONS]\n\n"
-               "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
-               "/v1/models), answers from the store (/v1/ask), search and documents\n"
-               "(/v1/search, /v1/documents), /health and /metrics. Stops gracefully on\n"
-               "SIGINT or SIGTERM.\n\n"
-               "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
-               "  --model PATH         generation model, GGUF (default $LODE_MODEL or\n"
-               "                       " ENG_DEFAULT_MODEL ")\n"
-               "  --no-model           serve without generation (search and documents only)\n"
-               "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
-               "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
-               "  --no-embed-model     serve without embeddings\n"
-               "  --no-dense           lexical search only, even when the store has vectors\n"
-               "  --engine-threads N   CPU threads of the engine (default: all)\n"
-               "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
-               "  --kv-mb N            KV cache pool in MiB, shared by all requests (default 256)\n"
-               "  --max-seqs N         requests decoding together in one batch (default 64)\n"
-               "  --max-queue N        requests waiting beyond those, then 429 (default 256)\n"
-               "  --policy NAME        scheduling: fcfs (default), decode-first or mlfq\n"
-               "  --no-prefix-cache    do not reuse computed prompt prefixes across requests\n"
-               "  --preempt MODE       when KV memory runs out: recompute (default) or swap\n"
-               "                       (blocks copied to a host pool and back)\n"
-               "  --swap-mb N          host pool for swapped blocks in MiB (default: --kv-mb)\n"
-               "  --host ADDR          address to bind (default 127.0.0.1)\n"
-               "  --port N             port (default 8080; 0 picks a free one)\n"
-               "  --threads N          HTTP worker threads (default 4)\n"
-               "  --api-key KEY        require 'Authorization: Bearer KEY' (also $LODE_API_KEY)\n"
-               "  --api-key-file FILE  the same, the key read from FILE's first line\n"
-               "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
-               "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
-               "  --fetch-timeout S    limit for fetching a document by URL (default 30)\n"
-               "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
-               "                       before they are cancelled (default 10)\n"
-               "  --quiet              no request log (default: one line per request on stderr)\n");
+    fprintf(f,
+            "usage: lode serve [OPTIONS]\n\n"
+            "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
+            "/v1/models), answers from the store (/v1/ask), search and documents\n"
+            "(/v1/search, /v1/documents), /health and /metrics. Stops gracefully on\n"
+            "SIGINT or SIGTERM.\n\n"
+            "  --db PATH            store (default $LODE_DB or ./lode.db)\n"
+            "  --model PATH         generation model, GGUF (default $LODE_MODEL or\n"
+            "                       " ENG_DEFAULT_MODEL ")\n"
+            "  --no-model           serve without generation (search and documents only)\n"
+            "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
+            "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
+            "  --no-embed-model     serve without embeddings\n"
+            "  --no-dense           lexical search only, even when the store has vectors\n"
+            "  --engine-threads N   CPU threads of the engine (default: all)\n"
+            "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
+            "  --backend NAME       cpu, cuda or auto (default auto: cuda when a GPU is present)\n"
+            "  --kv-mb N            KV cache pool in MiB, shared by all requests (default 256;\n"
+            "                       on cuda the GPU's free memory after the weights)\n"
+            "  --max-seqs N         requests decoding together in one batch (default 64; 256\n"
+            "                       on cuda)\n"
+            "  --max-queue N        requests waiting beyond those, then 429 (default 256)\n"
+            "  --policy NAME        scheduling: fcfs (default), decode-first or mlfq\n"
+            "  --no-prefix-cache    do not reuse computed prompt prefixes across requests\n"
+            "  --preempt MODE       when KV memory runs out: recompute (default) or swap\n"
+            "                       (blocks copied to a host pool and back)\n"
+            "  --swap-mb N          host pool for swapped blocks in MiB (default: --kv-mb)\n"
+            "  --host ADDR          address to bind (default 127.0.0.1)\n"
+            "  --port N             port (default 8080; 0 picks a free one)\n"
+            "  --threads N          HTTP worker threads (default 4)\n"
+            "  --api-key KEY        require 'Authorization: Bearer KEY' (also $LODE_API_KEY)\n"
+            "  --api-key-file FILE  the same, the key read from FILE's first line\n"
+            "  --max-body BYTES     request body limit, K/M/G suffixes (default 8M)\n"
+            "  --max-concurrent N   requests served at once, beyond which 429 (default 64)\n"
+            "  --fetch-timeout S    limit for fetching a document by URL (default 30)\n"
+            "  --shutdown-grace S   seconds in-flight requests may run on after a signal\n"
+            "                       before they are cancelled (default 10)\n"
+            "  --quiet              no request log (default: one line per request on stderr)\n");
 }
 
 /* Reads the first line of a key file, without its line ending. */
@@ -130,7 +134,8 @@ enum {
     OPT_POLICY,
     OPT_NOPREFIX,
     OPT_PREEMPT,
-    OPT_SWAPMB
+    OPT_SWAPMB,
+    OPT_BACKEND
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -160,6 +165,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"no-prefix-cache", no_argument, 0, OPT_NOPREFIX},
                                          {"preempt", required_argument, 0, OPT_PREEMPT},
                                          {"swap-mb", required_argument, 0, OPT_SWAPMB},
+                                         {"backend", required_argument, 0, OPT_BACKEND},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -287,6 +293,13 @@ static int cmd_serve(int argc, char **argv)
                 fprintf(stderr, "lode serve: --preempt must be recompute or swap\n");
                 return CLI_USAGE;
             }
+            break;
+        case OPT_BACKEND:
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto")) {
+                fprintf(stderr, "lode serve: --backend must be cpu, cuda or auto\n");
+                return CLI_USAGE;
+            }
+            mopts.backend = optarg;
             break;
         case OPT_SWAPMB:
             if (cli_parse_int(optarg, 1, 1 << 20, &mopts.swap_mb)) {

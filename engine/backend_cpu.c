@@ -325,9 +325,11 @@ static void cpu_attention(eng_backend *be, eng_kv *kv, int layer, const float *q
 {
     cpu_backend *c = cpu(be);
     size_t qdim = (size_t)n_head * (size_t)kv->d.head_dim;
+    krn_attn_args args[64];
+    size_t n = 0;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const eng_batch_seq *sq = &b->seqs[s];
-        krn_attn_args a = {
+        args[n++] = (krn_attn_args){
             .q = q + (size_t)sq->first * qdim,
             .q_stride = qdim,
             .k_cache = kv->k[layer],
@@ -345,7 +347,10 @@ static void cpu_attention(eng_backend *be, eng_kv *kv, int layer, const float *q
             .out = out + (size_t)sq->first * qdim,
             .out_stride = qdim,
         };
-        latch(be, krn_attention(c->pool, &a), "attention");
+        if (n == LODE_ARRAY_LEN(args) || s + 1 == b->n_seqs) {
+            latch(be, krn_attention_many(c->pool, args, n), "attention");
+            n = 0;
+        }
     }
 }
 

@@ -152,8 +152,10 @@ struct eng_batch; /* engine/backend.h */
  * decode tokens mixed, each sequence with its block table into the paged pool, blocks
  * below eng_cuda_kv_blocks): K/V of the batch's tokens are written through the tables,
  * attention reads through them (flash prefill for chunks, split decode for single tokens),
- * matrices run on tensor cores (cuBLAS) unless the step is a few decode tokens only, which
- * run the fused decode GEMVs as a captured CUDA graph. For out row i (b->out_rows[i]):
+ * matrices run on tensor cores (cuBLAS). A step of one decode token runs the fused decode
+ * GEMVs as a captured CUDA graph; a step of many decode tokens and nothing else replays a
+ * graph of the GEMM step padded to a few sizes (LODE_CUDA_STEP_GRAPH=0: eagerly). For out
+ * row i (b->out_rows[i]):
  * tok[i] and lp[i] receive its argmax and that token's log-softmax; when host_rows is not
  * NULL and host_rows[i] != 0, logits + i * vocab also receives its logits. Waits for the
  * result. Needs a model made with step_tokens > 0. */

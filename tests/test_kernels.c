@@ -888,6 +888,22 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
             print_message("attention %s h%zu kv%zu d%zu ctx%zu q%zu: %.2e\n", krn_isa_name(isas[v]),
                           n_head, n_kv, hd, n_ctx, n_q, e);
         assert_true(e <= 1e-4);
+        /* one query per attention, all in one region: the same bits */
+        krn_attn_args *many = lode_malloc(n_q * sizeof *many);
+        float *O2 = lode_malloc(n_q * n_head * hd * sizeof *O2);
+        assert_true(many && O2);
+        poison(O2, n_q * n_head * hd);
+        for (size_t qi = 0; qi < n_q; qi++) {
+            many[qi] = a;
+            many[qi].q = Q + qi * n_head * hd;
+            many[qi].n_q = 1;
+            many[qi].pos0 = (int64_t)(pos0 + qi);
+            many[qi].out = O2 + qi * n_head * hd;
+        }
+        assert_int_equal(krn_attention_many(pool, many, n_q), LODE_OK);
+        assert_memory_equal(O2, O, n_q * n_head * hd * sizeof *O);
+        lode_free(many);
+        lode_free(O2);
     }
     krn_attn_args bad = {.q = Q,
                          .k_cache = kc,
@@ -899,6 +915,7 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
                          .head_dim = hd,
                          .out = O};
     assert_int_equal(krn_attention(pool, &bad), LODE_ERR_INVALID);
+    assert_int_equal(krn_attention_many(pool, &bad, 1), LODE_ERR_INVALID);
     krn_isa_set(isas[ni - 1]);
     lode_pool_destroy(pool);
     lode_free(kc);

@@ -431,18 +431,20 @@ void krn_kv_store(lode_half *k_cache, lode_half *v_cache, const int32_t *block_t
  * Terms of masked positions are zero in GGML and left out here. */
 #define ATTN_MAX_CTX 32768
 
-/* the tree of _mm512_reduce_add_ps over 16 partial sums p[0], p[stride], ... */
-static float tree16(const float *p, size_t stride)
+/* out[d] = the tree of _mm512_reduce_add_ps over the 16 partial sums p[i * hd + d] (i <
+ * 16), for every d < hd at once: each d's sums in the tree's order, hd wide (p is
+ * clobbered) */
+static void tree16_rows(const krn_ops *o, float *out, float *p, size_t hd)
 {
-    float t3[8], t6[4];
-    for (int i = 0; i < 8; i++) t3[i] = p[(size_t)(i + 8) * stride] + p[(size_t)i * stride];
-    for (int i = 0; i < 4; i++) t6[i] = t3[i + 4] + t3[i];
-    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
+    for (size_t i = 0; i < 8; i++) o->add(p + i * hd, p + (i + 8) * hd, p + i * hd, hd);
+    for (size_t i = 0; i < 4; i++) o->add(p + i * hd, p + (i + 4) * hd, p + i * hd, hd);
+    o->add(p, p, p + 2 * hd, hd);
+    o->add(p + hd, p + hd, p + 3 * hd, hd);
+    o->add(out, p, p + hd, hd);
 }
 
-static void attn_task(void *ctx, size_t task, int thread)
+static void attn_one(const krn_attn_args *a, size_t task)
 {
-    const krn_attn_args *a = ctx;
     const krn_ops *o = krn_ops_get();
     size_t qi = task / a->n_head, h = task % a->n_head;
     size_t hd = a->head_dim, kvh = h / (a->n_head / a->n_kv_head);
@@ -502,34 +504,87 @@ static void attn_task(void *ctx, size_t task, int thread)
                 o->axpy_f16(pc + (size_t)s * hd, sc[j0 + s], vb + (size_t)s * hd, hd);
     }
     if (vgemm) {
-        for (size_t d = 0; d < hd; d++) out[d] = tree16(part + d, hd);
+        tree16_rows(o, out, part, hd);
         return;
     }
-    float f[16 * 512];
-    for (size_t i = 0; i < 16; i++)
-        for (size_t d = 0; d < hd; d++)
-            f[i * hd + d] = (part[i * hd + d] + part[(32 + i) * hd + d]) +
-                            (part[(16 + i) * hd + d] + part[(48 + i) * hd + d]);
-    for (size_t d = 0; d < hd; d++) out[d] = tree16(f + d, hd);
-    if (m < n) {
-        for (size_t d = 0; d < hd; d++) {
-            double s = out[d];
-            for (size_t j = m; j < n; j++) {
-                const lode_half *vr =
-                    a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j);
-                s += (double)(sc[j] * lode_half_to_float(vr[d]));
-            }
-            out[d] = (float)s;
-        }
+    /* GGML's fold of 64 sums to 16: (s[i] + s[32 + i]) + (s[16 + i] + s[48 + i]) */
+    for (size_t i = 0; i < 16; i++) {
+        o->add(part + i * hd, part + i * hd, part + (32 + i) * hd, hd);
+        o->add(part + (16 + i) * hd, part + (16 + i) * hd, part + (48 + i) * hd, hd);
+        o->add(part + i * hd, part + i * hd, part + (16 + i) * hd, hd);
     }
+    tree16_rows(o, out, part, hd);
+    if (m < n) { /* per d in the order of j, a row of V at a time */
+        double s[512];
+        float vf[512];
+        for (size_t d = 0; d < hd; d++) s[d] = out[d];
+        for (size_t j = m; j < n; j++) {
+            o->f16_to_f32(a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j),
+                          vf, hd);
+            float p = sc[j];
+            size_t d = 0;
+            for (; d + 16 <= hd; d += 16)
+                for (size_t k = 0; k < 16; k++) s[d + k] += (double)(p * vf[d + k]);
+            for (; d < hd; d++) s[d] += (double)(p * vf[d]);
+        }
+        for (size_t d = 0; d < hd; d++) out[d] = (float)s[d];
+    }
+}
+
+static int attn_args_ok(const krn_attn_args *a)
+{
+    return a && a->q && a->k_cache && a->v_cache && a->block_table && a->out && a->head_dim != 0 &&
+           a->head_dim <= 512 && a->n_kv_head != 0 && a->n_head != 0 &&
+           a->n_head % a->n_kv_head == 0 && a->pos0 >= 0 &&
+           a->pos0 + (int64_t)a->n_q <= ATTN_MAX_CTX;
+}
+
+static void attn_task(void *ctx, size_t task, int thread)
+{
+    attn_one(ctx, task);
 }
 
 lode_status krn_attention(lode_pool *pool, const krn_attn_args *a)
 {
-    if (!a || !a->q || !a->k_cache || !a->v_cache || !a->block_table || !a->out ||
-        a->head_dim == 0 || a->head_dim > 512 || a->n_kv_head == 0 || a->n_head == 0 ||
-        a->n_head % a->n_kv_head || a->pos0 < 0 || a->pos0 + (int64_t)a->n_q > ATTN_MAX_CTX)
-        return LODE_ERR_INVALID;
+    if (!attn_args_ok(a)) return LODE_ERR_INVALID;
     lode_parallel_for(pool, a->n_q * a->n_head, attn_task, (void *)a);
+    return LODE_OK;
+}
+
+#define ATTN_MANY_MAX 256 /* attentions per parallel region */
+
+typedef struct attn_many {
+    const krn_attn_args *a;
+    size_t first[ATTN_MANY_MAX + 1]; /* first task of each attention; first[n] = total */
+    size_t n;
+} attn_many;
+
+static void attn_many_task(void *ctx, size_t task, int thread)
+{
+    const attn_many *m = ctx;
+    size_t lo = 0, hi = m->n; /* the k with first[k] <= task < first[k + 1] */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (m->first[mid] <= task)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    attn_one(&m->a[lo], task - m->first[lo]);
+}
+
+lode_status krn_attention_many(lode_pool *pool, const krn_attn_args *a, size_t n)
+{
+    if (n && !a) return LODE_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!attn_args_ok(&a[i])) return LODE_ERR_INVALID;
+    attn_many m;
+    for (size_t i0 = 0; i0 < n; i0 += ATTN_MANY_MAX) {
+        m.a = a + i0;
+        m.n = LODE_MIN((size_t)ATTN_MANY_MAX, n - i0);
+        m.first[0] = 0;
+        for (size_t k = 0; k < m.n; k++) m.first[k + 1] = m.first[k] + m.a[k].n_q * m.a[k].n_head;
+        lode_parallel_for(pool, m.first[m.n], attn_many_task, &m);
+    }
     return LODE_OK;
 }

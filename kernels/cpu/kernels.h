@@ -176,5 +176,9 @@ typedef struct krn_attn_args {
  * parallel over heads and queries on pool (NULL: calling thread). head_dim <= 512,
  * positions < 32768. LODE_ERR_INVALID on bad shapes. */
 lode_status krn_attention(lode_pool *pool, const krn_attn_args *a);
+/* n independent attentions (the sequences of one step) as one parallel region, so that
+ * a step of many one-token sequences does not pay a region per sequence; each result is
+ * that of krn_attention on it. LODE_ERR_INVALID if any has bad shapes (nothing is run). */
+lode_status krn_attention_many(lode_pool *pool, const krn_attn_args *a, size_t n);
 
 #endif

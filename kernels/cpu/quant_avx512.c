@@ -215,8 +215,6 @@ AI void panel32(size_t n, const void *w, size_t ws, size_t nr, const void *x, si
                     _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)bias), z));
         }
     }
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
     /* the row's block scales (d, and m at +2), 16 blocks per gather */
     const __m512i boff =
         _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -260,13 +258,19 @@ AI void panel32(size_t n, const void *w, size_t ws, size_t nr, const void *x, si
         }
         _Alignas(64) float ms[PANEL_T];
         if (has_min) _mm512_store_ps(ms, msum);
+            /* hsum8 of both tokens at once: lane 2g + h holds token h's lane g, so each of
+             * hsum8's three halvings is one add of the two halves of the pair */
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) {
-            for (int h = 0; h < 2 && (size_t)(2 * p + h) < nt; h++) {
-                __m512 a = _mm512_permutexvar_ps(h ? odd : even, acc[p]);
-                float s = hsum8(_mm512_castps512_ps256(a));
-                y[(size_t)(2 * p + h) * ldy + r] = has_min ? s + ms[2 * p + h] : s;
-            }
+            __m256 v8 =
+                _mm256_add_ps(_mm512_extractf32x8_ps(acc[p], 1), _mm512_castps512_ps256(acc[p]));
+            __m128 v4 = _mm_add_ps(_mm256_extractf128_ps(v8, 1), _mm256_castps256_ps128(v8));
+            __m128 v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+            if (has_min)
+                v2 = _mm_add_ps(v2, _mm_castpd_ps(_mm_load_sd((const double *)(ms + 2 * p))));
+            _mm_store_ss(y + (size_t)(2 * p) * ldy + r, v2);
+            if ((size_t)(2 * p + 1) < nt)
+                _mm_store_ss(y + (size_t)(2 * p + 1) * ldy + r, _mm_movehdup_ps(v2));
         }
     }
 }
