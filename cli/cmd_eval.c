@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "common/lode.h"
 #include "retrieval/dense.h"
+#include "retrieval/evalset.h"
 #include "retrieval/hybrid.h"
 #include "retrieval/search.h"
 #include "retrieval/store.h"
@@ -38,21 +39,11 @@
 
 #define MAX_LINE_BYTES (1 << 20)
 #define MAX_QUERIES    100000
-#define MAX_TARGETS    64 /* relevant entries or answers per query */
-#define DOC_DEPTH      5  /* chunks fetched per document wanted, to fill k documents */
-#define N_CUTS         3  /* recall cut-offs: 1, 5, k */
-
-typedef struct eval_query {
-    char *id;
-    char *query;
-    char **targets; /* relevant URIs/suffixes, or answers (normalized) */
-    size_t n_targets;
-    int by_answer; /* targets are answers, not documents */
-    int line;
-} eval_query;
+#define DOC_DEPTH      5 /* chunks fetched per document wanted, to fill k documents */
+#define N_CUTS         3 /* recall cut-offs: 1, 5, k */
 
 typedef struct eval_set {
-    eval_query *q;
+    ret_evalq *q;
     size_t n, cap;
 } eval_set;
 
@@ -104,120 +95,10 @@ static void usage(FILE *f)
             RET_RRF_K_DEFAULT);
 }
 
-static void query_free(eval_query *q)
-{
-    lode_free(q->id);
-    lode_free(q->query);
-    for (size_t i = 0; i < q->n_targets; i++) lode_free(q->targets[i]);
-    lode_free(q->targets);
-}
-
 static void set_free(eval_set *s)
 {
-    for (size_t i = 0; i < s->n; i++) query_free(&s->q[i]);
+    for (size_t i = 0; i < s->n; i++) ret_evalq_free(&s->q[i]);
     lode_free(s->q);
-}
-
-/* Lower-cases ASCII letters and turns every run of whitespace into one space, trimming
- * both ends; the result is owned by the caller. */
-static char *normalize(const char *s)
-{
-    size_t n = strlen(s), j = 0;
-    char *o = lode_malloc(n + 1);
-    if (!o) return NULL;
-    int space = 1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (isspace(c)) {
-            if (!space) o[j++] = ' ';
-            space = 1;
-        } else {
-            o[j++] = (char)tolower(c);
-            space = 0;
-        }
-    }
-    while (j > 0 && o[j - 1] == ' ') j--;
-    o[j] = 0;
-    return o;
-}
-
-/* Reads the string array key of obj into q's targets. Returns 0, or -1 with msg set. */
-static int read_targets(json_t *obj, const char *key, eval_query *q, char *msg, size_t msglen)
-{
-    json_t *a = json_object_get(obj, key);
-    if (!json_is_array(a) || json_array_size(a) == 0 || json_array_size(a) > MAX_TARGETS) {
-        snprintf(msg, msglen, "\"%s\" must be an array of 1 to %d strings", key, MAX_TARGETS);
-        return -1;
-    }
-    q->targets = lode_calloc(json_array_size(a), sizeof *q->targets);
-    if (!q->targets) {
-        snprintf(msg, msglen, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < json_array_size(a); i++) {
-        const char *v = json_string_value(json_array_get(a, i));
-        if (!v || !*v) {
-            snprintf(msg, msglen, "\"%s\"[%zu] must be a non-empty string", key, i);
-            return -1;
-        }
-        char *t = q->by_answer ? normalize(v) : lode_strdup(v);
-        if (!t || (q->by_answer && !*t)) {
-            lode_free(t);
-            snprintf(msg, msglen, t ? "\"%s\"[%zu] is only spaces" : "out of memory", key, i);
-            return -1;
-        }
-        q->targets[q->n_targets++] = t;
-    }
-    return 0;
-}
-
-/* Parses one line into q. Returns 0, or -1 with msg set. */
-static int parse_line(const char *line, size_t len, eval_query *q, char *msg, size_t msglen)
-{
-    json_error_t je;
-    json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
-    int rc = -1;
-    if (!obj) {
-        snprintf(msg, msglen, "column %d: %s", je.column, je.text);
-        return -1;
-    }
-    if (!json_is_object(obj)) {
-        snprintf(msg, msglen, "not a JSON object");
-        goto out;
-    }
-    const char *query = json_string_value(json_object_get(obj, "query"));
-    if (!query || !*query) {
-        snprintf(msg, msglen, "\"query\" must be a non-empty string");
-        goto out;
-    }
-    json_t *id = json_object_get(obj, "id");
-    if (id && !json_is_null(id) && !json_is_string(id) && !json_is_integer(id)) {
-        snprintf(msg, msglen, "\"id\" must be a string or an integer");
-        goto out;
-    }
-    char idbuf[32];
-    if (json_is_integer(id))
-        snprintf(idbuf, sizeof idbuf, "%lld", (long long)json_integer_value(id));
-    const char *ids = json_is_string(id) ? json_string_value(id) : json_is_integer(id) ? idbuf : "";
-    q->query = lode_strdup(query);
-    q->id = lode_strdup(ids);
-    if (!q->query || !q->id) {
-        snprintf(msg, msglen, "out of memory");
-        goto out;
-    }
-    if (json_object_get(obj, "relevant")) {
-        if (read_targets(obj, "relevant", q, msg, msglen)) goto out;
-    } else if (json_object_get(obj, "answers")) {
-        q->by_answer = 1;
-        if (read_targets(obj, "answers", q, msg, msglen)) goto out;
-    } else {
-        snprintf(msg, msglen, "needs \"relevant\" (documents) or \"answers\" (strings)");
-        goto out;
-    }
-    rc = 0;
-out:
-    json_decref(obj);
-    return rc;
 }
 
 /* Reads the question file. Returns CLI_OK, CLI_USAGE (malformed, message printed) or
@@ -251,7 +132,7 @@ static int read_set(const char *path, eval_set *set)
         }
         if (set->n == set->cap) {
             size_t nc = set->cap ? set->cap * 2 : 64;
-            eval_query *nq = lode_realloc(set->q, nc * sizeof *nq);
+            ret_evalq *nq = lode_realloc(set->q, nc * sizeof *nq);
             if (!nq) {
                 fprintf(stderr, "lode eval: out of memory\n");
                 status = CLI_FAILED;
@@ -260,12 +141,12 @@ static int read_set(const char *path, eval_set *set)
             set->q = nq;
             set->cap = nc;
         }
-        eval_query *q = &set->q[set->n];
+        ret_evalq *q = &set->q[set->n];
         memset(q, 0, sizeof *q);
         q->line = lineno;
         char msg[256];
-        if (parse_line(line, len, q, msg, sizeof msg)) {
-            query_free(q);
+        if (ret_evalq_parse(line, len, q, msg, sizeof msg)) {
+            ret_evalq_free(q);
             fprintf(stderr, "lode eval: %s:%d: %s\n", path, lineno, msg);
             goto out;
         }
@@ -320,7 +201,7 @@ static size_t check_targets(ret_store *s, const eval_set *set, const char *path)
                            -1, &st, NULL) != SQLITE_OK)
         return 0;
     for (size_t i = 0; i < set->n; i++) {
-        const eval_query *q = &set->q[i];
+        const ret_evalq *q = &set->q[i];
         for (size_t t = 0; !q->by_answer && t < q->n_targets; t++) {
             int found = 0;
             for (const char *a = q->targets[t]; a && !found;) {
@@ -348,14 +229,14 @@ static double dcg_at(int rank)
 }
 
 /* Judges one query's hits. cuts[] are the recall cut-offs, the last being k. */
-static void judge(const eval_query *q, const ret_results *h, int k, const int *cuts, eval_result *r)
+static void judge(const ret_evalq *q, const ret_results *h, int k, const int *cuts, eval_result *r)
 {
     memset(r->recall, 0, sizeof r->recall);
     r->rr = r->ndcg = 0;
     r->first_rank = 0;
     if (q->by_answer) {
         for (size_t i = 0; i < h->n && (int)i < k; i++) {
-            char *t = normalize(h->r[i].text ? h->r[i].text : "");
+            char *t = ret_eval_normalize(h->r[i].text ? h->r[i].text : "");
             int hit = 0;
             for (size_t a = 0; t && !hit && a < q->n_targets; a++)
                 hit = strstr(t, q->targets[a]) != NULL;
@@ -374,7 +255,7 @@ static void judge(const eval_query *q, const ret_results *h, int k, const int *c
     }
     /* documents in order of their best chunk; each relevant entry counts once */
     int64_t seen[RET_SEARCH_MAX_K];
-    unsigned char found[MAX_TARGETS] = {0};
+    unsigned char found[RET_EVAL_MAX_TARGETS] = {0};
     size_t n_seen = 0, n_found = 0;
     int rank = 0;
     double dcg = 0;
@@ -429,7 +310,7 @@ static lode_status run_mode(ret_store *s, ret_dense *d, ret_mode mode, const eva
         goto out;
     }
     for (size_t i = 0; i < set->n; i++) {
-        const eval_query *q = &set->q[i];
+        const ret_evalq *q = &set->q[i];
         ret_query rq = {.text = q->query,
                         .k = q->by_answer ? k : LODE_MIN(k * DOC_DEPTH, RET_SEARCH_MAX_K),
                         .mode = mode,

@@ -70,30 +70,10 @@ static void usage(FILE *f)
         RET_SEARCH_MAX_K);
 }
 
-/* A copy of s (n bytes) with each invalid UTF-8 byte replaced by U+FFFD, for JSON. */
-static char *utf8_clean(const char *s, size_t n)
-{
-    lode_buf b = LODE_BUF_INIT;
-    size_t i = 0;
-    while (i < n) {
-        size_t ok = lode_utf8_valid_prefix(s + i, n - i);
-        if (lode_buf_append(&b, s + i, ok)) goto fail;
-        i += ok;
-        if (i < n) {
-            if (lode_buf_puts(&b, "\xef\xbf\xbd")) goto fail;
-            i++;
-        }
-    }
-    return lode_buf_take(&b);
-fail:
-    lode_buf_free(&b);
-    return NULL;
-}
-
 static json_t *jstr(const char *s)
 {
     if (!s) return json_null();
-    char *c = utf8_clean(s, strlen(s));
+    char *c = lode_utf8_clean(s, strlen(s));
     json_t *j = c ? json_string(c) : NULL;
     lode_free(c);
     return j ? j : json_null();

@@ -46,27 +46,6 @@ static void usage(FILE *f)
 }
 
 /* ---- cell text ---------------------------------------------------------------------- */
-/* A copy of s (n bytes) with each invalid UTF-8 byte replaced by U+FFFD. */
-static char *utf8_clean(const char *s, size_t n)
-{
-    lode_buf b = LODE_BUF_INIT;
-    size_t i = 0;
-    if (lode_buf_reserve(&b, n)) goto fail;
-    while (i < n) {
-        size_t ok = lode_utf8_valid_prefix(s + i, n - i);
-        if (lode_buf_append(&b, s + i, ok)) goto fail;
-        i += ok;
-        if (i < n) {
-            if (lode_buf_puts(&b, "\xef\xbf\xbd")) goto fail;
-            i++;
-        }
-    }
-    return lode_buf_take(&b);
-fail:
-    lode_buf_free(&b);
-    return NULL;
-}
-
 /* The text of a column as lode_malloc'ed UTF-8: NULL as "", a BLOB as x'hex'. */
 static char *cell_text(sqlite3_stmt *q, int col)
 {
@@ -83,7 +62,7 @@ static char *cell_text(sqlite3_stmt *q, int col)
         return lode_buf_take(&b);
     }
     const char *s = (const char *)sqlite3_column_text(q, col);
-    return utf8_clean(s ? s : "", (size_t)sqlite3_column_bytes(q, col));
+    return lode_utf8_clean(s ? s : "", (size_t)sqlite3_column_bytes(q, col));
 }
 
 /* Display width in characters (code points), control characters counted as one. */
@@ -215,8 +194,8 @@ static int run_stmt(sqlite3 *db, sqlite3_stmt *q, out_mode mode)
     json_t *arr = mode == OUT_JSON && ncol ? json_array() : NULL;
     if (ncol && mode == OUT_TABLE) {
         for (int c = 0; c < ncol; c++)
-            if (rows_push(&r,
-                          utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)))))
+            if (rows_push(&r, lode_utf8_clean(sqlite3_column_name(q, c),
+                                              strlen(sqlite3_column_name(q, c)))))
                 goto nomem;
     } else if (ncol && mode == OUT_CSV) {
         for (int c = 0; c < ncol; c++) {
@@ -243,7 +222,7 @@ static int run_stmt(sqlite3 *db, sqlite3_stmt *q, out_mode mode)
             if (!o) goto nomem;
             for (int c = 0; c < ncol; c++) {
                 char *name =
-                    utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)));
+                    lode_utf8_clean(sqlite3_column_name(q, c), strlen(sqlite3_column_name(q, c)));
                 if (name) json_object_set_new(o, name, json_cell(q, c));
                 lode_free(name);
             }

@@ -125,5 +125,8 @@ int lode_cpu_count(void);
 /* Validates UTF-8 (no overlongs, surrogates or > U+10FFFF). Returns the length of the
  * valid prefix; == n when all of it is valid. */
 size_t lode_utf8_valid_prefix(const char *s, size_t n);
+/* A NUL-terminated copy of s[0..n) with each byte that is not part of valid UTF-8
+ * replaced by U+FFFD. The caller frees it (lode_free); NULL when out of memory. */
+char *lode_utf8_clean(const char *s, size_t n);
 
 #endif

@@ -194,3 +194,23 @@ size_t lode_utf8_valid_prefix(const char *s, size_t n)
     }
     return n;
 }
+
+char *lode_utf8_clean(const char *s, size_t n)
+{
+    lode_buf b = LODE_BUF_INIT;
+    size_t i = 0;
+    if (lode_buf_reserve(&b, n + 1)) goto fail;
+    while (i < n) {
+        size_t ok = lode_utf8_valid_prefix(s + i, n - i);
+        if (lode_buf_append(&b, s + i, ok)) goto fail;
+        i += ok;
+        if (i < n) {
+            if (lode_buf_puts(&b, "\xef\xbf\xbd")) goto fail;
+            i++;
+        }
+    }
+    return lode_buf_take(&b);
+fail:
+    lode_buf_free(&b);
+    return NULL;
+}

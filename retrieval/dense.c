@@ -40,12 +40,6 @@ struct ret_dense {
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
-static lode_status stmt_failed(ret_store *s)
-{
-    lode_status st = ret_status_from_sqlite(sqlite3_errcode(s->db));
-    return st ? st : LODE_ERR_DB;
-}
-
 uint32_t ret_dense_model_tag(const char *model)
 {
     uint32_t h = 2166136261u;
@@ -85,7 +79,7 @@ lode_status ret_store_embed_get(ret_store *s, ret_embed_info *out)
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_EMBED_GET,
                                      "SELECT key, value FROM settings WHERE key IN "
                                      "('embed_model', 'embed_dim', 'embed_path')");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     int rc, have = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(q, 0);
@@ -113,7 +107,7 @@ static lode_status setting_put(ret_store *s, const char *key, const char *value)
 {
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_SETTING_PUT,
                                      "INSERT OR REPLACE INTO settings(key, value) VALUES (?1, ?2)");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, value, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
@@ -140,7 +134,7 @@ static lode_status read_state(ret_store *s, int64_t *seq, int64_t *vv)
         s, RET_STMT_DENSE_STATE,
         "SELECT (SELECT coalesce(max(seq), 0) FROM changes), coalesce((SELECT CAST(value AS "
         "INTEGER) FROM settings WHERE key = 'vectors_version'), 0)");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     int rc = sqlite3_step(q);
     lode_status st = LODE_OK;
     if (rc == SQLITE_ROW) {
@@ -238,7 +232,7 @@ lode_status ret_store_vectors_put(ret_store *s, const char *model, int dim, size
                                      "INSERT OR REPLACE INTO vectors(chunk_id, model, dim, vec) "
                                      "SELECT id, ?2, ?3, ?4 FROM chunks WHERE id = ?1");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     size_t w = 0;
@@ -276,7 +270,7 @@ lode_status ret_store_doc_vectors_put(ret_store *s, const char *model, int dim, 
                                      "SELECT id, ?3, ?4, ?5 FROM chunks WHERE document_id = ?1 "
                                      "AND ordinal = ?2");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
@@ -308,7 +302,7 @@ lode_status ret_store_vector_counts(ret_store *s, const char *model, int64_t *ve
                                  "vectors v WHERE v.chunk_id = c.id AND v.model = ?1))")
                 : ret_store_stmt(s, RET_STMT_VECTOR_COUNT,
                                  "SELECT count(*), 0 FROM vectors WHERE model = ?1");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     sqlite3_bind_text(q, 1, model ? model : "", -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     lode_status st = LODE_OK;
@@ -351,7 +345,7 @@ lode_status ret_vectors_fill(ret_store *s, struct eng_bert *m, volatile const in
             "(SELECT 1 FROM vectors v WHERE v.chunk_id = c.id AND v.model = ?1) ORDER BY c.id "
             "LIMIT ?3");
         if (!q) {
-            st = stmt_failed(s);
+            st = ret_stmt_failed(s);
             break;
         }
         sqlite3_bind_text(q, 1, info.model, -1, SQLITE_STATIC);
@@ -410,7 +404,7 @@ static lode_status vec_of(ret_dense *d, ret_store *s, int64_t id, const float **
     *found = 0;
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_VECTOR_GET,
                                      "SELECT vec FROM vectors WHERE chunk_id = ?1 AND model = ?2");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     sqlite3_bind_int64(q, 1, id);
     sqlite3_bind_text(q, 2, d->model, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);

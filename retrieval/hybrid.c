@@ -153,19 +153,13 @@ static char *col_dup(sqlite3_stmt *q, int col)
     return lode_strdup(t ? t : "");
 }
 
-static lode_status stmt_failed(ret_store *s)
-{
-    lode_status st = ret_status_from_sqlite(sqlite3_errcode(s->db));
-    return st ? st : LODE_ERR_DB;
-}
-
 /* Reads chunk id's document and text into x when it passes the filter; *pass says so. */
 static lode_status chunk_meta(ret_store *s, int64_t id, const ret_filter *f, ret_result *x,
                               int *pass)
 {
     *pass = 0;
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHUNK_META, CHUNK_META_SQL);
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     sqlite3_bind_int64(q, 1, id);
     ret_filter_bind(q, 2, f);
     int rc = sqlite3_step(q);
@@ -270,7 +264,7 @@ static lode_status candidate_vectors(ret_store *s, const char *model, int dim, c
 {
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_VECTORS_OF,
                                      "SELECT vec FROM vectors WHERE chunk_id = ?1 AND model = ?2");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     for (size_t i = 0; i < n; i++) {
         sqlite3_bind_int64(q, 1, ids[i]);
         sqlite3_bind_text(q, 2, model, -1, SQLITE_STATIC);

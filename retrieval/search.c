@@ -513,12 +513,6 @@ static lode_status build_query(const term_list *l, int any, lode_buf *out, size_
 }
 
 /* ---- search ------------------------------------------------------------------------- */
-static lode_status stmt_failed(ret_store *s)
-{
-    lode_status st = ret_status_from_sqlite(sqlite3_errcode(s->db));
-    return st ? st : LODE_ERR_DB;
-}
-
 void ret_hits_free(ret_hits *h)
 {
     if (!h) return;
@@ -596,7 +590,7 @@ static lode_status run_query(ret_store *s, const char *fts, const ret_search_opt
                                  : ret_store_stmt(s, RET_STMT_SEARCH_FTS5_F, SEARCH_FTS5_F_SQL))
         : lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH, SEARCH_LODE_SQL)
                     : ret_store_stmt(s, RET_STMT_SEARCH_FTS5, SEARCH_FTS5_SQL);
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     if (filtered) ret_filter_bind(q, 7, o->filter);
     sqlite3_bind_text(q, 1, fts, -1, SQLITE_STATIC);
     bind_snippet(q, o);

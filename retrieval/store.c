@@ -376,10 +376,9 @@ sqlite3_stmt *ret_store_stmt(ret_store *s, ret_stmt_id id, const char *sql)
 }
 
 /* Status of a prepared-statement failure: the handle's message was set by ret_store_stmt. */
-static lode_status stmt_failed(ret_store *s)
+lode_status ret_stmt_failed(ret_store *s)
 {
-    int rc = sqlite3_errcode(s->db);
-    lode_status st = ret_status_from_sqlite(rc);
+    lode_status st = ret_status_from_sqlite(sqlite3_errcode(s->db));
     return st == LODE_OK ? LODE_ERR_DB : st;
 }
 
@@ -500,7 +499,7 @@ lode_status ret_store_doc_lookup(ret_store *s, const char *uri, ret_doc_info *ou
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "doc_lookup: no URI");
     sqlite3_stmt *st = ret_store_stmt(
         s, RET_STMT_DOC_LOOKUP, "SELECT id, sha256, size, mtime_ns FROM documents WHERE uri = ?1");
-    if (!st) return stmt_failed(s);
+    if (!st) return ret_stmt_failed(s);
     sqlite3_bind_text(st, 1, uri, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     lode_status ls = LODE_OK;
@@ -528,7 +527,7 @@ static lode_status chunk_ids(ret_store *s, int64_t doc_id, char **json, int64_t 
     sqlite3_stmt *st = ret_store_stmt(s, RET_STMT_CHUNK_IDS,
                                       "SELECT count(*), json_group_array(id) FROM "
                                       "(SELECT id FROM chunks WHERE document_id = ?1 ORDER BY id)");
-    if (!st) return stmt_failed(s);
+    if (!st) return ret_stmt_failed(s);
     sqlite3_bind_int64(st, 1, doc_id);
     int rc = sqlite3_step(st);
     lode_status ls = LODE_OK;
@@ -552,7 +551,7 @@ static lode_status log_change(ret_store *s, const char *op, int64_t doc_id, cons
                                       "INSERT INTO changes(op, document_id, uri, chunks_removed, "
                                       "chunks_added, removed_ids, added_ids, at) "
                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-    if (!st) return stmt_failed(s);
+    if (!st) return ret_stmt_failed(s);
     sqlite3_bind_text(st, 1, op, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, doc_id);
     sqlite3_bind_text(st, 3, uri, -1, SQLITE_STATIC);
@@ -635,7 +634,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
                            "UPDATE documents SET title = ?2, media_type = ?3, sha256 = lower(?4), "
                            "size = ?5, mtime_ns = ?6, ingested_at = ?7 WHERE id = ?1");
         if (!q) {
-            st = stmt_failed(s);
+            st = ret_stmt_failed(s);
             goto out;
         }
         sqlite3_bind_int64(q, 1, id);
@@ -644,7 +643,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
                            "INSERT INTO documents(uri, title, media_type, sha256, size, mtime_ns, "
                            "ingested_at) VALUES (?1, ?2, ?3, lower(?4), ?5, ?6, ?7)");
         if (!q) {
-            st = stmt_failed(s);
+            st = ret_stmt_failed(s);
             goto out;
         }
         sqlite3_bind_text(q, 1, doc->uri, -1, SQLITE_STATIC);
@@ -665,7 +664,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
     if (existed && removed > 0) {
         q = ret_store_stmt(s, RET_STMT_CHUNKS_DELETE, "DELETE FROM chunks WHERE document_id = ?1");
         if (!q) {
-            st = stmt_failed(s);
+            st = ret_stmt_failed(s);
             goto out;
         }
         sqlite3_bind_int64(q, 1, id);
@@ -681,7 +680,7 @@ lode_status ret_store_doc_replace(ret_store *s, const ret_doc *doc, const ret_ch
                                           "VALUES (?1, ?2, ?3)")
                          : NULL;
     if (!q || !fq) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     lode_buf_putc(&added, '['); /* reserved above: cannot fail */
@@ -723,7 +722,7 @@ lode_status ret_store_doc_set_mtime(ret_store *s, int64_t doc_id, int64_t mtime_
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_DOC_SET_MTIME,
                                      "UPDATE documents SET mtime_ns = ?2 WHERE id = ?1");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     sqlite3_bind_int64(q, 1, doc_id);
@@ -754,7 +753,7 @@ lode_status ret_store_doc_delete(ret_store *s, const char *uri)
     if ((st = chunk_ids(s, old.id, &removed_ids, &removed))) goto out;
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_DOC_DELETE, "DELETE FROM documents WHERE id = ?1");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     sqlite3_bind_int64(q, 1, old.id);
@@ -794,7 +793,7 @@ lode_status ret_store_doc_uris(ret_store *s, const char *prefix, char ***uris, s
                        "SELECT uri FROM documents WHERE uri >= ?1 AND (?2 IS NULL OR uri < ?2) "
                        "ORDER BY uri");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     sqlite3_bind_text(q, 1, prefix, -1, SQLITE_STATIC);
@@ -868,7 +867,7 @@ lode_status ret_store_run_start(ret_store *s, const char *const *paths, size_t n
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_RUN_START,
                                      "INSERT INTO ingest_runs(started_at, paths) VALUES (?1, ?2)");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
     } else {
         sqlite3_bind_double(q, 1, now_unix());
         sqlite3_bind_text(q, 2, js.data, -1, SQLITE_STATIC);
@@ -894,7 +893,7 @@ lode_status ret_store_run_finish(ret_store *s, int64_t run_id, const ret_run_sta
         "files_updated = ?5, files_skipped = ?6, files_failed = ?7, files_pruned = ?8, "
         "bytes = ?9, status = ?10 WHERE id = ?1");
     if (!q) {
-        st = stmt_failed(s);
+        st = ret_stmt_failed(s);
         goto out;
     }
     sqlite3_bind_int64(q, 1, run_id);
@@ -922,7 +921,7 @@ lode_status ret_store_get_counts(ret_store *s, ret_store_counts *out)
                                      "SELECT (SELECT count(*) FROM documents), "
                                      "(SELECT count(*) FROM chunks), "
                                      "(SELECT coalesce(max(seq), 0) FROM changes)");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     int rc = sqlite3_step(q);
     lode_status st = LODE_OK;
     if (rc == SQLITE_ROW) {
@@ -991,7 +990,7 @@ lode_status ret_store_changes(ret_store *s, int64_t after, size_t max, ret_chang
     sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHANGES,
                                      "SELECT seq, op, document_id, removed_ids, added_ids "
                                      "FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-    if (!q) return stmt_failed(s);
+    if (!q) return ret_stmt_failed(s);
     sqlite3_bind_int64(q, 1, after);
     sqlite3_bind_int64(q, 2, (int64_t)max);
     ret_change *v = lode_calloc(max, sizeof *v);

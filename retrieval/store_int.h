@@ -17,6 +17,10 @@ extern const char *const lode_sql_texts[];
 /* The text of an embedded file by its path ("sql/schema.sql"); NULL when absent. */
 const char *ret_sql_file(const char *name);
 
+/* The status of the statement that just failed on s (never LODE_OK: LODE_ERR_DB when
+ * SQLite's code maps to nothing more precise). */
+lode_status ret_stmt_failed(ret_store *s);
+
 /* Slots of the prepared-statement cache: each is prepared on first use and kept. */
 typedef enum ret_stmt_id {
     RET_STMT_DOC_LOOKUP,

@@ -62,3 +62,15 @@ else
 fi
 
 scripts/models.sh
+
+# The official `openai` Python client, for tests/test_server's compatibility check
+# (scripts/openai-compat.py). Set up here, not inside the timed test; without network the
+# test says it is skipped.
+VENV=${LODE_CACHE_DIR:-.cache}/venv-openai
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import openai' 2>/dev/null; then
+  echo "deps: openai client present ($VENV)"
+elif { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q openai; } >/dev/null 2>&1; then
+  echo "deps: openai client installed ($VENV)"
+else
+  echo "deps: could not install the openai client into $VENV (test_openai_client will skip)"
+fi

@@ -38,7 +38,7 @@ def main():
         model=model,
         messages=[{"role": "system", "content": "You are brief."},
                   {"role": "user", "content": "Name a colour."}],
-        max_tokens=8, temperature=0, seed=1)
+        max_tokens=4, temperature=0, seed=1)
     c = r.choices[0]
     check("chat", r.object == "chat.completion" and c.message.role == "assistant"
           and isinstance(c.message.content, str) and len(c.message.content) > 0
@@ -49,10 +49,10 @@ def main():
 
     again = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Name a colour."}],
-        max_tokens=8, temperature=0, seed=1)
+        max_tokens=4, temperature=0, seed=1)
     stream = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "Name a colour."}],
-        max_tokens=8, temperature=0, seed=1, stream=True,
+        max_tokens=4, temperature=0, seed=1, stream=True,
         stream_options={"include_usage": True})
     parts, finish, usage, chunks = [], None, None, 0
     for ch in stream:

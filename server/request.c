@@ -2,9 +2,12 @@
  * request.c: OpenAI-style error objects and the validation of chat and completion request
  * bodies. The rules follow the OpenAI API where lode supports a feature (types, ranges,
  * defaults) and reject clearly what lode does not support (echo, suffix, best_of != n,
- * non-text message parts) instead of silently ignoring it.
+ * non-text message parts) instead of silently ignoring it. Also the bodies of
+ * /v1/embeddings, POST /v1/documents and /v1/ask.
  */
 #include "server/request.h"
+
+#include "orchestrate/ask.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -565,4 +568,73 @@ out:
         srv_error_set(e, st, 500, "server_error", NULL, NULL, "out of memory");
     srv_doc_request_clear(r);
     return st;
+}
+
+/* ---- /v1/ask ------------------------------------------------------------------------ */
+
+lode_status srv_ask_request_parse(const char *body, size_t len, srv_ask_request *r, srv_error *e)
+{
+    lode_json_err je;
+    lode_json_err_clear(&je);
+    memset(r, 0, sizeof *r);
+    r->k = ORC_DEFAULT_K;
+    r->max_tokens = ORC_DEFAULT_MAX_TOKENS;
+    lode_status st = lode_json_parse(body ? body : "", len, &r->root, &je);
+    if (st) {
+        srv_error_set(e, st, 400, "invalid_request_error", "invalid_json", NULL,
+                      "the body is not valid JSON: %s", je.message);
+        return st;
+    }
+    if (!json_is_object(r->root)) {
+        srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, NULL,
+                      "the body must be a JSON object");
+        return LODE_ERR_INVALID;
+    }
+    json_t *filters = NULL;
+    int has_filters = 0;
+    if ((st = lode_json_get_string(r->root, "question", NULL, 1, &r->question, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "model", NULL, 0, &r->model, NULL, &je)) ||
+        (st = lode_json_get_string(r->root, "mode", NULL, 0, &r->mode, NULL, &je)) ||
+        (st = lode_json_get_int(r->root, "k", NULL, 0, 1, ORC_MAX_K, &r->k, NULL, &je)) ||
+        (st = lode_json_get_int(r->root, "max_tokens", NULL, 0, 1, SRV_ASK_MAX_TOKENS,
+                                &r->max_tokens, NULL, &je)) ||
+        (st = lode_json_get_number(r->root, "temperature", NULL, 0, 0, 2, &r->temperature,
+                                   &r->has_temperature, &je)) ||
+        (st = lode_json_get_int(r->root, "seed", NULL, 0, INT64_MIN, INT64_MAX, &r->seed,
+                                &r->has_seed, &je)) ||
+        (st = lode_json_get_bool(r->root, "stream", NULL, 0, &r->stream, NULL, &je)) ||
+        (st = lode_json_get_object(r->root, "filters", NULL, 0, &filters, &has_filters, &je))) {
+        srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field[0] ? je.field : NULL,
+                      "%s", je.message);
+        return st;
+    }
+    if (has_filters) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(filters, key, v)
+        {
+            if (strcmp(key, "uri") != 0 && strcmp(key, "media_type") != 0) {
+                char field[160];
+                snprintf(field, sizeof field, "filters.%.100s", key);
+                srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, field,
+                              "unknown filter '%.100s' (filters: uri, a glob on the document's "
+                              "URI; media_type)",
+                              key);
+                return LODE_ERR_INVALID;
+            }
+        }
+        if ((st = lode_json_get_string(filters, "uri", "filters.uri", 0, &r->uri, NULL, &je)) ||
+            (st = lode_json_get_string(filters, "media_type", "filters.media_type", 0,
+                                       &r->media_type, NULL, &je))) {
+            srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
+            return st;
+        }
+    }
+    return LODE_OK;
+}
+
+void srv_ask_request_clear(srv_ask_request *r)
+{
+    json_decref(r->root);
+    r->root = NULL;
 }

@@ -121,6 +121,30 @@ void srv_doc_request_clear(srv_doc_request *r);
  * ignored); *media gets ingest's kind number (ing_media) for it. */
 int srv_media_type_ok(const char *mt, int *media /* OUT */);
 
+/* ---- POST /v1/ask -------------------------------------------------------------------- */
+#define SRV_ASK_MAX_TOKENS 4096
+/* A parsed question: {question, k, mode, filters: {uri, media_type}, stream, max_tokens,
+ * temperature, seed, model}. Strings point into `root`; mode is checked by the
+ * orchestrator (orc_mode_parse), the rest here. */
+typedef struct srv_ask_request {
+    json_t *root; /* owned; may be set even when parsing failed */
+    const char *question;
+    const char *model;      /* may be NULL */
+    const char *mode;       /* may be NULL */
+    const char *uri;        /* filters.uri, a glob; may be NULL */
+    const char *media_type; /* filters.media_type; may be NULL */
+    int64_t k, max_tokens, seed;
+    double temperature;
+    int has_seed, has_temperature;
+    int stream;
+} srv_ask_request;
+
+/* Parses a /v1/ask body. Errors as srv_gen_request_parse. Release with
+ * srv_ask_request_clear, whatever the outcome. */
+lode_status srv_ask_request_parse(const char *body, size_t len, srv_ask_request *out /* OUT */,
+                                  srv_error *e);
+void srv_ask_request_clear(srv_ask_request *r);
+
 /* Role name as the API spells it. */
 const char *srv_role_name(srv_role r);
 

@@ -23,8 +23,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ASK_MAX_TOKENS_LIMIT 4096
-
 typedef struct ask_job {
     srv_job base; /* first: the shared life cycle (job.c) */
     orc_answer *a;
@@ -127,81 +125,6 @@ static void on_done(void *user, orc_answer *a)
     srv_job_unref(&j->base);
 }
 
-/* The request body, validated. Strings point into root. */
-typedef struct ask_req {
-    json_t *root;
-    const char *question;
-    const char *model;
-    const char *mode;
-    const char *uri;
-    const char *media_type;
-    int64_t k, max_tokens, seed;
-    double temperature;
-    int has_seed, has_temperature;
-    int stream;
-} ask_req;
-
-static lode_status parse(srv_conn *c, ask_req *r, srv_error *e)
-{
-    lode_json_err je;
-    lode_json_err_clear(&je);
-    memset(r, 0, sizeof *r);
-    r->k = ORC_DEFAULT_K;
-    r->max_tokens = ORC_DEFAULT_MAX_TOKENS;
-    lode_status st = lode_json_parse(c->body.data ? c->body.data : "", c->body.len, &r->root, &je);
-    if (st) {
-        srv_error_set(e, st, 400, "invalid_request_error", "invalid_json", NULL,
-                      "the body is not valid JSON: %s", je.message);
-        return st;
-    }
-    if (!json_is_object(r->root)) {
-        srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, NULL,
-                      "the body must be a JSON object");
-        return LODE_ERR_INVALID;
-    }
-    json_t *filters = NULL;
-    int has_filters = 0;
-    if ((st = lode_json_get_string(r->root, "question", NULL, 1, &r->question, NULL, &je)) ||
-        (st = lode_json_get_string(r->root, "model", NULL, 0, &r->model, NULL, &je)) ||
-        (st = lode_json_get_string(r->root, "mode", NULL, 0, &r->mode, NULL, &je)) ||
-        (st = lode_json_get_int(r->root, "k", NULL, 0, 1, ORC_MAX_K, &r->k, NULL, &je)) ||
-        (st = lode_json_get_int(r->root, "max_tokens", NULL, 0, 1, ASK_MAX_TOKENS_LIMIT,
-                                &r->max_tokens, NULL, &je)) ||
-        (st = lode_json_get_number(r->root, "temperature", NULL, 0, 0, 2, &r->temperature,
-                                   &r->has_temperature, &je)) ||
-        (st = lode_json_get_int(r->root, "seed", NULL, 0, INT64_MIN, INT64_MAX, &r->seed,
-                                &r->has_seed, &je)) ||
-        (st = lode_json_get_bool(r->root, "stream", NULL, 0, &r->stream, NULL, &je)) ||
-        (st = lode_json_get_object(r->root, "filters", NULL, 0, &filters, &has_filters, &je))) {
-        srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field[0] ? je.field : NULL,
-                      "%s", je.message);
-        return st;
-    }
-    if (has_filters) {
-        const char *key;
-        json_t *v;
-        json_object_foreach(filters, key, v)
-        {
-            if (strcmp(key, "uri") != 0 && strcmp(key, "media_type") != 0) {
-                char field[160];
-                snprintf(field, sizeof field, "filters.%.100s", key);
-                srv_error_set(e, LODE_ERR_INVALID, 400, "invalid_request_error", NULL, field,
-                              "unknown filter '%.100s' (filters: uri, a glob on the document's "
-                              "URI; media_type)",
-                              key);
-                return LODE_ERR_INVALID;
-            }
-        }
-        if ((st = lode_json_get_string(filters, "uri", "filters.uri", 0, &r->uri, NULL, &je)) ||
-            (st = lode_json_get_string(filters, "media_type", "filters.media_type", 0,
-                                       &r->media_type, NULL, &je))) {
-            srv_error_set(e, st, 400, "invalid_request_error", NULL, je.field, "%s", je.message);
-            return st;
-        }
-    }
-    return LODE_OK;
-}
-
 /* An orc_prepare failure as the API reports it. */
 static void reply_prepare_error(srv_conn *c, lode_status st, const char *msg)
 {
@@ -232,12 +155,12 @@ static void reply_prepare_error(srv_conn *c, lode_status st, const char *msg)
 void srv_h_ask(srv_conn *c)
 {
     srv_server *s = c->srv;
-    ask_req r;
+    srv_ask_request r;
     srv_error e;
     orc_answer *a = NULL;
     ask_job *j = NULL;
     char err[1024];
-    if (parse(c, &r, &e)) {
+    if (srv_ask_request_parse(c->body.data, c->body.len, &r, &e)) {
         srv_reply_error(c, &e);
         goto out;
     }
@@ -321,5 +244,5 @@ void srv_h_ask(srv_conn *c)
     }
 out:
     orc_answer_free(a);
-    json_decref(r.root);
+    srv_ask_request_clear(&r);
 }

@@ -1134,7 +1134,7 @@ static void test_streaming(void **state)
     char body[512];
     snprintf(body, sizeof body,
              "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Name three "
-             "colours.\"}],\"max_tokens\":10,\"temperature\":0%%s}",
+             "colours.\"}],\"max_tokens\":6,\"temperature\":0%%s}",
              model);
     char plain[600], streamed[600];
     snprintf(plain, sizeof plain, body, "");
@@ -1938,14 +1938,15 @@ static void test_search_dense(void **state)
 static void test_openai_client(void **state)
 {
     NEED_MODEL();
-    const char *venv = ".cache/venv-openai";
+    const char *venv = ".cache/venv-openai"; /* set up by `make deps` (scripts/deps.sh) */
     char cmd[512];
+    /* the package's files, not an import: importing it costs seconds on a loaded box */
     snprintf(cmd, sizeof cmd,
-             "test -x %s/bin/python && %s/bin/python -c 'import openai' 2>/dev/null || "
-             "{ python3 -m venv %s && %s/bin/pip install -q openai; } >/dev/null 2>&1",
-             venv, venv, venv, venv);
+             "test -x %s/bin/python && ls %s/lib/python3*/site-packages/openai/__init__.py "
+             ">/dev/null 2>&1",
+             venv, venv);
     if (system(cmd) != 0) {
-        printf("skipped: pip could not install the openai package into %s\n", venv);
+        printf("skipped: no openai client in %s (`make deps` installs it)\n", venv);
         skip();
     }
     server s;
