@@ -294,6 +294,16 @@ bench-sched:
 	$(MAKE) -j2 $(B)/bench/bench_sched
 	bench/bench_sched.sh $(B)/bench/bench_sched
 
+# Preemption by recompute vs swap, and embeddings beside generation (bench/bench_share.c).
+$(B)/bench/bench_share: $(B)/obj/bench/bench_share.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+.PHONY: bench-share
+bench-share:
+	$(MAKE) -j2 $(B)/bench/bench_share
+	$(B)/bench/bench_share models/SmolLM2-135M-Instruct.Q4_1.gguf models/all-MiniLM-L6-v2
+
 # ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --
 $(B)/bench/bench_gpu_serve: $(B)/obj/bench/bench_gpu_serve.o $(LIB)
 	@mkdir -p $(dir $@)

@@ -52,11 +52,13 @@ for r in $(seq "$ROUNDS"); do
   awk -F'|' -v r="$r" 'FNR == NR { w[$3 + 0] = $4; c[$3 + 0] = $5; next }
     { t = $3 + 0; printf "| %d | %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |\n", r, t, w[t], $4, w[t] / $4, c[t], $5, c[t] / $5 }' \
     "$W/lode.txt" "$W/st.txt" | tee -a "$W/rounds.txt"
+  others=$(rt_others)
+  [ "$others" -gt 0 ] && echo "round $r: $others other real-time process(es) running at its end"
 done
 echo
 head -1 "$W/st.txt" | awk -F'|' '{ gsub(/^ +| +$/, "", $2); print "peer: " $2 }'
 for t in 1 2; do
-  awk -F'|' -v t="$t" '$3 + 0 == t { w[n] = $6 + 0; c[n] = $9 + 0; n++ }
+  awk -F'|' -v t="$t" 'BEGIN { n = 0 } $3 + 0 == t { w[n] = $6 + 0; c[n] = $9 + 0; n++ }
     function med(a, n,   i, j, x) { for (i = 1; i < n; i++) { x = a[i]; for (j = i - 1; j >= 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
       return n % 2 ? a[int(n / 2)] : (a[n / 2 - 1] + a[n / 2]) / 2 }
     END { printf "median lode / sentence-transformers at %d thread%s over %d rounds: %.2fx wall, %.2fx per CPU-second\n", t, (t > 1 ? "s" : ""), n, med(w, n), med(c, n) }' "$W/rounds.txt"

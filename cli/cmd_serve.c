@@ -66,6 +66,8 @@ static void serve_usage(FILE *f)
             "  --embed-model PATH   embedding model folder for /v1/embeddings and dense\n"
             "                       search (default $LODE_EMBED_MODEL or " DEFAULT_EMBED ")\n"
             "  --no-embed-model     serve without embeddings\n"
+            "  --embed-queue N      texts waiting for the embedding model, then 429\n"
+            "                       (default 16384)\n"
             "  --no-dense           lexical search only, even when the store has vectors\n"
             "  --engine-threads N   CPU threads of the engine (default: all)\n"
             "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
@@ -135,6 +137,7 @@ enum {
     OPT_NOPREFIX,
     OPT_PREEMPT,
     OPT_SWAPMB,
+    OPT_EMBEDQ,
     OPT_BACKEND
 };
 
@@ -165,6 +168,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"no-prefix-cache", no_argument, 0, OPT_NOPREFIX},
                                          {"preempt", required_argument, 0, OPT_PREEMPT},
                                          {"swap-mb", required_argument, 0, OPT_SWAPMB},
+                                         {"embed-queue", required_argument, 0, OPT_EMBEDQ},
                                          {"backend", required_argument, 0, OPT_BACKEND},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -291,6 +295,12 @@ static int cmd_serve(int argc, char **argv)
         case OPT_PREEMPT:
             if (eng_preempt_parse(optarg, &mopts.preempt)) {
                 fprintf(stderr, "lode serve: --preempt must be recompute or swap\n");
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_EMBEDQ:
+            if (cli_parse_int(optarg, 1, 1 << 24, &be.embed_max_queue)) {
+                fprintf(stderr, "lode serve: --embed-queue must be 1..16777216\n");
                 return CLI_USAGE;
             }
             break;

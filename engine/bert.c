@@ -584,6 +584,28 @@ static lode_status forward(eng_bert *m, int n_tok, int n_seqs, float *out)
     return LODE_OK;
 }
 
+/* Appends text i's ids (k of them) to the staged batch, running the staged batch first
+ * when this one would not fit. */
+static lode_status stage(eng_bert *m, const int32_t *ids, int k, size_t i, float *out, int *n_tok,
+                         int *n_seqs, size_t *first)
+{
+    if (*n_tok + k > m->max_tok || *n_seqs == m->max_seqs) {
+        lode_status rc = forward(m, *n_tok, *n_seqs, out + *first * (size_t)m->dim);
+        if (rc) return rc;
+        *first = i;
+        *n_tok = *n_seqs = 0;
+    }
+    m->seq_start[*n_seqs] = *n_tok;
+    m->seq_len[*n_seqs] = k;
+    (*n_seqs)++;
+    for (int j = 0; j < k; j++) {
+        m->ids[*n_tok + j] = ids[j];
+        m->pos[*n_tok + j] = j;
+    }
+    *n_tok += k;
+    return LODE_OK;
+}
+
 lode_status eng_bert_embed(eng_bert *m, const char *const *texts, const size_t *lens, size_t n,
                            float *out)
 {
@@ -596,19 +618,27 @@ lode_status eng_bert_embed(eng_bert *m, const char *const *texts, const size_t *
         size_t len = lens ? lens[i] : strlen(t);
         if ((rc = eng_wordpiece_encode(m->wp, t, len, m->stage, m->max_seq, &k, NULL)))
             return lode_seterr(m->err, sizeof m->err, rc, "bert: tokenizing text %zu failed", i);
-        if (n_tok + k > m->max_tok || n_seqs == m->max_seqs) {
-            if ((rc = forward(m, n_tok, n_seqs, out + first * (size_t)m->dim))) return rc;
-            first = i;
-            n_tok = n_seqs = 0;
-        }
-        m->seq_start[n_seqs] = n_tok;
-        m->seq_len[n_seqs] = k;
-        n_seqs++;
-        for (int j = 0; j < k; j++) {
-            m->ids[n_tok + j] = m->stage[j];
-            m->pos[n_tok + j] = j;
-        }
-        n_tok += k;
+        if ((rc = stage(m, m->stage, k, i, out, &n_tok, &n_seqs, &first))) return rc;
+    }
+    if (n_seqs) return forward(m, n_tok, n_seqs, out + first * (size_t)m->dim);
+    return LODE_OK;
+}
+
+lode_status eng_bert_embed_ids(eng_bert *m, const int32_t *const *ids, const int *n_ids, size_t n,
+                               float *out)
+{
+    lode_status rc;
+    int n_tok = 0, n_seqs = 0;
+    size_t first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (n_ids[i] < 1 || n_ids[i] > m->max_seq)
+            return lode_seterr(m->err, sizeof m->err, LODE_ERR_INVALID,
+                               "bert: text %zu has %d tokens (1..%d)", i, n_ids[i], m->max_seq);
+        for (int j = 0; j < n_ids[i]; j++)
+            if (ids[i][j] < 0 || ids[i][j] >= m->n_vocab)
+                return lode_seterr(m->err, sizeof m->err, LODE_ERR_INVALID,
+                                   "bert: text %zu: token %d outside the vocabulary", i, ids[i][j]);
+        if ((rc = stage(m, ids[i], n_ids[i], i, out, &n_tok, &n_seqs, &first))) return rc;
     }
     if (n_seqs) return forward(m, n_tok, n_seqs, out + first * (size_t)m->dim);
     return LODE_OK;

@@ -50,6 +50,13 @@ const char *eng_bert_errmsg(const eng_bert *m);
 lode_status eng_bert_embed(eng_bert *m, const char *const *texts, const size_t *lens, size_t n,
                            float *out /* OUT */);
 
+/* The same for texts tokenized already by eng_bert_tokenize: text i is ids[i][0..n_ids[i])
+ * (1..max_seq_len ids). The vectors are bitwise those eng_bert_embed gives for the
+ * texts, in any grouping: every text's rows are computed independently of the others in
+ * its batch. LODE_ERR_INVALID for bad ids. */
+lode_status eng_bert_embed_ids(eng_bert *m, const int32_t *const *ids, const int *n_ids, size_t n,
+                               float *out /* OUT */);
+
 /* Token ids of one text as the embedder sees it ([CLS] ... [SEP], truncated) into
  * ids[0..*n_ids), at most max_ids. For tests and tools. */
 lode_status eng_bert_tokenize(const eng_bert *m, const char *text, size_t len, int32_t *ids,

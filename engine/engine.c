@@ -23,6 +23,8 @@
 #include "engine/backend.h"
 #include "engine/backend_cuda.h"
 #include "engine/chat.h"
+#include "engine/embedder.h"
+#include "engine/esched.h"
 #include "engine/gguf.h"
 #include "engine/kvcache.h"
 #include "engine/model.h"
@@ -91,6 +93,9 @@ struct eng_model {
     uint64_t next_id;
     int stopping;
     eng_serving_stats stats; /* snapshot under mu */
+    eng_embedder *emb;       /* hosted embedder (embedder.h), under mu */
+    int emb_busy;            /* the worker is in one of its batches */
+    eng_share share;         /* the worker's time between generation and emb */
     char err[512];
 };
 
@@ -355,6 +360,8 @@ static void run_step(eng_model *m)
     }
 }
 
+/* The scheduler thread: generation steps and, with a hosted embedder, its encoder
+ * batches, each kind picked by the time share while both have work. */
 static void *worker_main(void *arg)
 {
     eng_model *m = arg;
@@ -368,15 +375,33 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&m->mu);
             continue;
         }
-        if (eng_sched_n_live(m->sched) == 0) {
+        eng_embedder *e = m->emb;
+        int kind =
+            eng_share_pick(&m->share, eng_sched_n_live(m->sched) > 0, e && eng_embedder_ready(e));
+        if (kind < 0) {
             snapshot_stats(m);
             if (m->stopping) break;
             pthread_cond_wait(&m->cv, &m->mu);
             continue;
         }
+        m->emb_busy = kind == ENG_SHARE_ENC;
         pthread_mutex_unlock(&m->mu);
-        run_step(m);
+        int64_t t0 = lode_now_ns();
+        if (kind == ENG_SHARE_ENC)
+            eng_embedder_step(e);
+        else
+            run_step(m);
+        double secs = (double)(lode_now_ns() - t0) / 1e9;
         pthread_mutex_lock(&m->mu);
+        eng_share_charge(&m->share, kind, secs);
+        if (kind == ENG_SHARE_ENC) {
+            m->emb_busy = 0;
+            m->stats.enc_seconds += secs;
+            m->stats.enc_batches++;
+            pthread_cond_broadcast(&m->cv); /* a detach may wait for this batch */
+        } else {
+            m->stats.gen_seconds += secs;
+        }
         snapshot_stats(m);
     }
     pthread_mutex_unlock(&m->mu);
@@ -517,6 +542,32 @@ lode_status eng_cancel(eng_model *m, uint64_t id)
         }
     pthread_mutex_unlock(&m->mu);
     return st;
+}
+
+lode_status eng_model_host_embedder(eng_model *m, eng_embedder *e, int share)
+{
+    pthread_mutex_lock(&m->mu);
+    if (e && m->emb && m->emb != e) {
+        pthread_mutex_unlock(&m->mu);
+        return LODE_ERR_BUSY;
+    }
+    if (e) {
+        m->emb = e;
+        eng_share_init(&m->share, share);
+        pthread_cond_broadcast(&m->cv);
+    } else {
+        while (m->emb_busy) pthread_cond_wait(&m->cv, &m->mu);
+        m->emb = NULL;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return LODE_OK;
+}
+
+void eng_model_wake(eng_model *m)
+{
+    pthread_mutex_lock(&m->mu);
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
 }
 
 void eng_serving_stats_get(eng_model *m, eng_serving_stats *out)
@@ -697,6 +748,7 @@ void eng_model_free(eng_model *m)
         pthread_mutex_unlock(&m->mu);
         pthread_join(m->worker, NULL);
     }
+    if (m->emb) eng_embedder_host_gone(m->emb); /* its destroy must not find us */
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->cv);
     eng_sched_destroy(m->sched);
@@ -737,6 +789,7 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     }
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    eng_share_init(&m->share, 50);
     /* A llama file the fused CUDA decoder runs exactly (backend_cuda.h) goes there whenever
      * cuda is asked for or chosen; the model code then only reads the file's hyperparameters
      * and vocabulary on a CPU backend, whose weights stay in the mapping. */

@@ -75,7 +75,8 @@ typedef struct eng_model_opts {
 lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_model **out /* OUT */,
                            char *err, size_t errlen);
 /* Cancels every request (their on_done runs with LODE_ERR_CANCELLED), stops the worker
- * and frees everything. Accepts NULL. */
+ * and frees everything. A hosted embedder (embedder.h) gets its queued work cancelled and
+ * refuses more; it is still to be destroyed by its owner. Accepts NULL. */
 void eng_model_free(eng_model *m);
 
 typedef struct eng_model_info {
@@ -211,19 +212,32 @@ typedef struct eng_serving_stats {
     size_t kv_bytes; /* of the whole pool (GPU memory on the CUDA path) */
     uint64_t prefix_lookup_tokens, prefix_hit_tokens;
     double prefix_hit_rate;
-    uint64_t preemptions;   /* by recompute and by swap */
-    eng_preempt preempt;    /* the configured mode */
-    int swap_slots_total;   /* host pool, in blocks (0 without swap) */
-    int swap_slots_used;    /* blocks of swapped-out sequences held there */
-    uint64_t swapped_out;   /* preemptions by swap */
-    uint64_t swapped_in;    /* resumes from the host pool */
-    uint64_t swap_blocks;   /* blocks copied either way */
-    uint64_t steps;         /* forward steps run */
+    uint64_t preemptions; /* by recompute and by swap */
+    eng_preempt preempt;  /* the configured mode */
+    int swap_slots_total; /* host pool, in blocks (0 without swap) */
+    int swap_slots_used;  /* blocks of swapped-out sequences held there */
+    uint64_t swapped_out; /* preemptions by swap */
+    uint64_t swapped_in;  /* resumes from the host pool */
+    uint64_t swap_blocks; /* blocks copied either way */
+    uint64_t steps;       /* forward steps run */
+    double gen_seconds;   /* the scheduler thread's time in generation steps */
+    double enc_seconds;   /* and in encoder batches of the hosted embedder */
+    uint64_t enc_batches;
     uint64_t step_tokens;   /* tokens they computed */
     uint64_t rejected_busy; /* eng_submit calls refused with LODE_ERR_BUSY */
 } eng_serving_stats;
 /* A consistent snapshot, from any thread. */
 void eng_serving_stats_get(eng_model *m, eng_serving_stats *out /* OUT */);
+
+/* ---- embeddings on the same thread (embedder.h) ------------------------------------ */
+struct eng_embedder;
+/* Serves e's encoder batches on this model's scheduler thread, between its generation
+ * steps: while both kinds have work, encoder batches get share percent (1..99) of the
+ * thread's time. e NULL detaches the one served, waiting for a batch in progress.
+ * LODE_ERR_BUSY when another embedder is served. eng_embedder_create calls this. */
+lode_status eng_model_host_embedder(eng_model *m, struct eng_embedder *e, int share);
+/* Wakes the scheduler thread (the hosted embedder has work). */
+void eng_model_wake(eng_model *m);
 
 /* The last detailed message of a failed call on this model. */
 const char *eng_errmsg(const eng_model *m);

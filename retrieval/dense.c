@@ -6,6 +6,7 @@
 #include "retrieval/dense.h"
 
 #include "engine/bert.h"
+#include "engine/embedder.h"
 #include "retrieval/store_int.h"
 
 #include <pthread.h>
@@ -20,6 +21,7 @@
 struct ret_dense {
     struct eng_bert *bert;
     int own_bert;
+    struct eng_embedder *emb; /* when set, embedding goes through it (under mu) */
     ret_vindex *vi;
     ret_vindex_opts vo;
     char factory[128];
@@ -790,25 +792,44 @@ void ret_dense_close(ret_dense *d)
     lode_free(d);
 }
 
+lode_status ret_dense_use_embedder(ret_dense *d, struct eng_embedder *e)
+{
+    if (e) {
+        eng_bert *b = eng_embedder_bert(e);
+        if (strcmp(eng_bert_name(b), d->model) || eng_bert_dim(b) != d->dim)
+            return lode_seterr(d->err, sizeof d->err, LODE_ERR_INVALID,
+                               "the embedder's model %s (%d) is not the index's %s (%d)",
+                               eng_bert_name(b), eng_bert_dim(b), d->model, d->dim);
+    }
+    pthread_mutex_lock(&d->mu);
+    d->emb = e;
+    pthread_mutex_unlock(&d->mu);
+    return LODE_OK;
+}
+
 lode_status ret_dense_embed(ret_dense *d, const char *text, float *out)
 {
-    if (!d->bert)
-        return lode_seterr(d->err, sizeof d->err, LODE_ERR_INVALID,
-                           "this dense index was opened without its embedder");
-    pthread_mutex_lock(&d->mu);
     const char *t[1] = {text ? text : ""};
-    lode_status st = eng_bert_embed(d->bert, t, NULL, 1, out);
-    if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", eng_bert_errmsg(d->bert));
-    pthread_mutex_unlock(&d->mu);
-    return st;
+    return ret_dense_embed_many(d, t, 1, out);
 }
 
 lode_status ret_dense_embed_many(ret_dense *d, const char *const *texts, size_t n, float *out)
 {
-    if (!d->bert)
+    pthread_mutex_lock(&d->mu);
+    struct eng_embedder *e = d->emb;
+    if (e) {
+        /* the embedder is thread-safe and batches concurrent callers: no lock held */
+        pthread_mutex_unlock(&d->mu);
+        char msg[256];
+        lode_status st = eng_embed_run(e, texts, NULL, n, out, msg, sizeof msg);
+        if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", msg);
+        return st;
+    }
+    if (!d->bert) {
+        pthread_mutex_unlock(&d->mu);
         return lode_seterr(d->err, sizeof d->err, LODE_ERR_INVALID,
                            "this dense index was opened without its embedder");
-    pthread_mutex_lock(&d->mu);
+    }
     lode_status st = eng_bert_embed(d->bert, texts, NULL, n, out);
     if (st) lode_seterr(d->err, sizeof d->err, st, "embedding: %s", eng_bert_errmsg(d->bert));
     pthread_mutex_unlock(&d->mu);

@@ -141,6 +141,13 @@ int64_t ret_dense_seq(const ret_dense *d); /* the change sequence the index refl
 int64_t ret_dense_count(ret_dense *d);     /* vectors in the index */
 int ret_dense_is_approx(ret_dense *d);
 struct eng_bert *ret_dense_embedder(ret_dense *d); /* owned by d (or the caller's opts) */
+struct eng_embedder;
+/* Routes ret_dense_embed and ret_dense_embed_many through e (engine/embedder.h: a
+ * scheduler that batches them with other embedding work) instead of calling d's
+ * embedder directly; e must embed with d's model (same name and dimension, else
+ * LODE_ERR_INVALID) and stay alive until it is detached with e NULL. The vectors are the
+ * same bit for bit. */
+lode_status ret_dense_use_embedder(ret_dense *d, struct eng_embedder *e);
 /* What opening did to the index file: "loaded", "caught up", "rebuilt (...)"; owned by d. */
 const char *ret_dense_open_note(const ret_dense *d);
 /* The last detailed error message; owned by d. */

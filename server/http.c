@@ -10,6 +10,8 @@
  */
 #include "server/srv_int.h"
 
+#include "retrieval/dense.h"
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -542,10 +544,16 @@ srv_server *srv_create(const srv_config *cfg, char *err, size_t errlen)
         goto fail;
     }
     s->curl_init = 1;
-    if (s->be && s->be->embedder && !(s->emb = srv_embedder_create(s->be->embedder))) {
+    if (s->be && s->be->embedder &&
+        !(s->emb = srv_embedder_create(s->be->embedder, s->be->model, s->be->embed_max_queue))) {
         snprintf(err, errlen, "cannot start the embedding queue");
         goto fail;
     }
+    /* search queries and uploaded documents join the same queue when the store was
+     * embedded with the same model (else the dense side embeds directly) */
+    if (s->emb && s->be->dense &&
+        ret_dense_use_embedder(s->be->dense, srv_embedder_engine(s->emb)) == LODE_OK)
+        s->dense_shared = 1;
 
     if (srv_keepalive_start(s)) {
         snprintf(err, errlen, "cannot start the stream keep-alive thread");
@@ -650,6 +658,7 @@ void srv_destroy(srv_server *s)
     srv_shutdown(s);
     if (s->d) MHD_stop_daemon(s->d);
     srv_keepalive_stop(s);
+    if (s->dense_shared) ret_dense_use_embedder(s->be->dense, NULL);
     srv_embedder_destroy(s->emb);
     if (s->curl_init) curl_global_cleanup();
     srv_metrics_destroy(&s->m);

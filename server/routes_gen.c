@@ -693,7 +693,17 @@ void srv_h_embeddings(srv_conn *c)
     c->job_release = embed_conn_done;
     srv_defer(c);
     atomic_fetch_add(&r->refs, 1); /* the queue's */
-    if (srv_embed_submit(s->emb, &r->job)) {
+    lode_status st = srv_embed_submit(s->emb, &r->job);
+    if (st == LODE_ERR_BUSY) {
+        atomic_fetch_sub(&r->refs, 1);
+        srv_error_set(&e, st, 429, "rate_limit_error", "too_many_requests", NULL,
+                      "too many texts are waiting for the embedding model; try again later");
+        srv_deliver_error(c, &e);
+    } else if (st == LODE_ERR_RANGE) {
+        atomic_fetch_sub(&r->refs, 1);
+        srv_error_set(&e, st, 400, "invalid_request_error", NULL, "input", "%s", r->job.err);
+        srv_deliver_error(c, &e);
+    } else if (st) {
         atomic_fetch_sub(&r->refs, 1);
         srv_error_set(&e, LODE_ERR_CANCELLED, 503, "server_error", "shutting_down", NULL,
                       "the server is shutting down");

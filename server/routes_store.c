@@ -60,9 +60,15 @@ lode_status srv_metrics_render_backends(srv_server *s, lode_buf *b)
             "# TYPE lode_embed_texts_total counter\nlode_embed_texts_total %llu\n"
             "# HELP lode_embed_seconds_total Time the encoder ran; texts/s = "
             "rate(texts) / rate(seconds).\n"
-            "# TYPE lode_embed_seconds_total counter\nlode_embed_seconds_total %.6f\n",
+            "# TYPE lode_embed_seconds_total counter\nlode_embed_seconds_total %.6f\n"
+            "# HELP lode_embed_rejected_total Embedding jobs refused because the queue was "
+            "full (answered 429).\n"
+            "# TYPE lode_embed_rejected_total counter\nlode_embed_rejected_total %llu\n"
+            "# HELP lode_embed_shared_scheduler 1 when encoder batches run on the generation "
+            "model's scheduler thread, sharing its time with generation.\n"
+            "# TYPE lode_embed_shared_scheduler gauge\nlode_embed_shared_scheduler %d\n",
             es.queued, es.running, (unsigned long long)es.batches, (unsigned long long)es.texts,
-            es.seconds);
+            es.seconds, (unsigned long long)es.rejected, es.hosted);
         if (rc) return rc;
     }
     if (!srv_has_store(s)) return LODE_OK;
@@ -634,8 +640,9 @@ static lode_status write_doc(srv_server *s, const ret_doc *d, const ing_prepared
             }
             texts[i] = in[i].data;
         }
-        if ((rc = eng_bert_embed(m, texts, NULL, pr->n_chunks, vecs))) {
-            lode_seterr(msg, msglen, rc, "cannot embed the document: %s", eng_bert_errmsg(m));
+        /* through the shared embedding queue when the server has one for this model */
+        if ((rc = ret_dense_embed_many(dn, texts, pr->n_chunks, vecs))) {
+            lode_seterr(msg, msglen, rc, "cannot embed the document: %s", ret_dense_errmsg(dn));
             goto out;
         }
     }

@@ -87,6 +87,7 @@ struct srv_backends {
      * the server's embedding queue (srv_server.emb), never directly. */
     struct eng_bert *embedder;
     const char *embed_model_id; /* its name for /v1/models and the "model" field */
+    int embed_max_queue;        /* texts the embedding queue holds; beyond, 429; 0: default */
     int64_t embed_created;
 };
 
@@ -109,14 +110,21 @@ typedef struct srv_embed_job {
 typedef struct srv_embed_stats {
     int queued, running;
     uint64_t batches, texts, jobs;
+    uint64_t rejected; /* jobs refused because the queue was full (429) */
     double seconds;
+    int hosted; /* batches run on the generation model's scheduler thread */
 } srv_embed_stats;
-/* Starts the worker thread over m (borrowed; it must outlive the queue). NULL on failure. */
-srv_embedder *srv_embedder_create(struct eng_bert *m);
+/* An embedding queue over m (borrowed; it must outlive the queue) whose batches run on
+ * host's scheduler thread (host may be NULL: a thread of its own; when not NULL it must
+ * outlive the queue). NULL on failure. */
+srv_embedder *srv_embedder_create(struct eng_bert *m, struct eng_model *host, int max_queue);
+struct eng_embedder *srv_embedder_engine(srv_embedder *e);
 /* Fails what is still queued with LODE_ERR_CANCELLED, stops the worker, frees. NULL ok. */
 void srv_embedder_destroy(srv_embedder *e);
 int srv_embedder_dim(const srv_embedder *e);
-/* Queues j; LODE_ERR_CANCELLED (done never called) once the queue is stopping. */
+/* Queues j. On error done is never called and j->err says why: LODE_ERR_BUSY when the
+ * queue is full (429), LODE_ERR_CANCELLED once it is stopping, LODE_ERR_RANGE for more
+ * texts than the queue holds, or a tokenizer error. */
 lode_status srv_embed_submit(srv_embedder *e, srv_embed_job *j);
 /* Queues n texts and waits for them: the synchronous form for searches and uploads. */
 lode_status srv_embed_run(srv_embedder *e, const char *const *texts, const size_t *lens, size_t n,
@@ -136,6 +144,7 @@ struct srv_server {
     atomic_int stopping; /* shutdown began: new requests get 503 */
     int shut;            /* srv_shutdown ran */
     srv_metrics m;
+    int dense_shared;   /* be->dense embeds through emb */
     pthread_mutex_t mu; /* jobs list; the store */
     srv_job_link jobs;  /* list head */
     pthread_mutex_t log_mu;

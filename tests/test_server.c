@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/bert.h"
 #include "retrieval/store.h"
 
 #define MODEL_PATH "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -1446,6 +1447,149 @@ static double dot(const float *a, const float *b, int n)
     return s;
 }
 
+/* Embeddings and chat at once on one server: the encoder batches run on the generation
+ * model's scheduler thread, which shares its time between them. Both kinds of request
+ * progress (the embeddings are answered while the chats still generate), every vector
+ * is bitwise what the encoder gives for those texts alone, and beyond the embedding
+ * queue's bound a request is answered 429, never anything else. */
+static void test_embeddings_beside_chat(void **state)
+{
+    NEED_MODEL();
+    NEED_EMBED_MODEL();
+    server s;
+    start(&s, "--quiet", "--model", MODEL_PATH, "--embed-model", EMBED_PATH, "--embed-queue", "16",
+          "--engine-threads", "2", NULL);
+    const char *model = served_model(&s);
+    enum { N_CHAT = 3, N_EMB = 10, PER = 3 };
+    static char texts[N_EMB][PER][96];
+    for (int i = 0; i < N_EMB; i++)
+        for (int k = 0; k < PER; k++)
+            snprintf(texts[i][k], sizeof texts[i][k], "%s number %d of request %d",
+                     k % 2 ? "The write-ahead log keeps pages" : "A kitten rested on a rug",
+                     k * 7 + i, i);
+    /* the references, one request's texts per direct call */
+    char err[256];
+    eng_bert_opts bo = {1, 0, 0};
+    eng_bert *bert = NULL;
+    assert_int_equal(eng_bert_load(EMBED_PATH, &bo, &bert, err, sizeof err), LODE_OK);
+    static float ref[N_EMB][PER * 384];
+    for (int i = 0; i < N_EMB; i++) {
+        const char *t[PER];
+        for (int k = 0; k < PER; k++) t[k] = texts[i][k];
+        assert_int_equal(eng_bert_embed(bert, t, NULL, PER, ref[i]), LODE_OK);
+    }
+    eng_bert_destroy(bert);
+
+    CURLM *multi = curl_multi_init();
+    enum { N = N_CHAT + N_EMB };
+    CURL *easy[N];
+    resp rs[N];
+    char bodies[N][1024], url_chat[96], url_emb[96];
+    double t_done[N];
+    snprintf(url_chat, sizeof url_chat, "http://127.0.0.1:%d/v1/chat/completions", s.port);
+    snprintf(url_emb, sizeof url_emb, "http://127.0.0.1:%d/v1/embeddings", s.port);
+    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    for (int i = 0; i < N; i++) {
+        memset(&rs[i], 0, sizeof rs[i]);
+        rs[i].body = strdup("");
+        if (i < N_CHAT)
+            snprintf(bodies[i], sizeof bodies[i],
+                     "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Tell a "
+                     "long story about lighthouse %d.\"}],\"max_tokens\":64,\"temperature\":0}",
+                     model, i);
+        else {
+            int e = i - N_CHAT;
+            snprintf(bodies[i], sizeof bodies[i],
+                     "{\"model\":\"all-MiniLM-L6-v2\",\"encoding_format\":\"base64\","
+                     "\"input\":[\"%s\",\"%s\",\"%s\"]}",
+                     texts[e][0], texts[e][1], texts[e][2]);
+        }
+        easy[i] = curl_easy_init();
+        curl_easy_setopt(easy[i], CURLOPT_URL, i < N_CHAT ? url_chat : url_emb);
+        curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, hd);
+        curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, bodies[i]);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &rs[i]);
+        curl_easy_setopt(easy[i], CURLOPT_PRIVATE, (char *)&rs[i]);
+        curl_multi_add_handle(multi, easy[i]);
+        /* the chats first, so that generation is under way when the embeddings come */
+        if (i == N_CHAT - 1) {
+            int r0;
+            for (int k = 0; k < 5; k++) {
+                curl_multi_perform(multi, &r0);
+                curl_multi_poll(multi, NULL, 0, 100, NULL);
+            }
+        }
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(multi, &left)))
+            if (msg->msg == CURLMSG_DONE) {
+                struct timespec t1;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                for (int i = 0; i < N; i++)
+                    if (easy[i] == msg->easy_handle)
+                        t_done[i] = (double)(t1.tv_sec - t0.tv_sec) +
+                                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+            }
+        if (running) curl_multi_poll(multi, NULL, 0, 200, NULL);
+    }
+    double last_chat = 0, last_emb = 0;
+    int ok = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &rs[i].status);
+        if (i < N_CHAT) {
+            assert_int_equal(rs[i].status, 200);
+            json_t *v = json_of(&rs[i]);
+            assert_true(json_integer_value(
+                            json_object_get(json_object_get(v, "usage"), "completion_tokens")) > 0);
+            json_decref(v);
+            last_chat = LODE_MAX(last_chat, t_done[i]);
+        } else if (rs[i].status == 429) {
+            busy++;
+        } else {
+            assert_int_equal(rs[i].status, 200);
+            json_t *v = json_of(&rs[i]);
+            float got[384];
+            for (int k = 0; k < PER; k++) {
+                assert_int_equal(embedding_of(v, (size_t)k, got, 384), 384);
+                assert_memory_equal(got, ref[i - N_CHAT] + k * 384, sizeof got);
+            }
+            json_decref(v);
+            last_emb = LODE_MAX(last_emb, t_done[i]);
+            ok++;
+        }
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+        resp_free(&rs[i]);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(hd);
+    printf("%d embedding requests answered (%d refused with 429) by %.2f s; chats done at "
+           "%.2f s\n",
+           ok, busy, last_emb, last_chat);
+    assert_true(ok >= 1);
+    /* the embeddings did not wait for the generation to end */
+    assert_true(last_emb < last_chat);
+    char line[64];
+    snprintf(line, sizeof line, "lode_embed_rejected_total %d\n", busy);
+    assert_true(metrics_has(&s, line, 5));
+    assert_true(metrics_has(&s, "lode_embed_shared_scheduler 1\n", 5));
+    /* a request larger than the whole queue is a client error, not a 429 */
+    char big[2048] = "{\"model\":\"all-MiniLM-L6-v2\",\"input\":[\"a\"";
+    for (int k = 1; k < 17; k++) strcat(big, ",\"a\"");
+    strcat(big, "]}");
+    resp r = http(&s, "POST", "/v1/embeddings", big, NULL);
+    assert_int_equal(r.status, 400);
+    resp_free(&r);
+    stop(&s);
+}
+
 static void test_embeddings(void **state)
 {
     NEED_EMBED_MODEL();
@@ -1989,6 +2133,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_detects_gone_client),
         cmocka_unit_test(test_shutdown_cancels_generation),
         cmocka_unit_test(test_embeddings),
+        cmocka_unit_test(test_embeddings_beside_chat),
         cmocka_unit_test(test_document_uploads),
         cmocka_unit_test(test_document_url),
         cmocka_unit_test(test_search_dense),
