@@ -238,9 +238,13 @@ bench-embed:
 	$(MAKE) -j2 $(B)/bench/bench_embed
 	bench/bench_embed.sh $(B)/bench/bench_embed
 
+$(B)/bench/bench_vindex: $(B)/obj/bench/bench_vindex.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(SVC_LIBS)
 .PHONY: bench-retrieval
 bench-retrieval:
-	$(MAKE) -j2 $(B)/bench/bench_embed $(B)/lode
+	$(MAKE) -j2 $(B)/bench/bench_embed $(B)/bench/bench_vindex $(B)/lode
 	LODE_BUILD=$(B) bench/bench_retrieval.sh $(B)/bench/bench_embed
 
 # HTTP serving under 1..64 concurrent streaming clients (bench/bench_serve.sh), into

@@ -83,7 +83,7 @@ static void usage(FILE *f)
             "  -k N           depth of the ranking judged (default 10, 5..100)\n"
             "  --rrf-k X      hybrid: the k of reciprocal rank fusion (default %g)\n"
             "  --w-lexical X, --w-dense X\n"
-            "                 hybrid: the weights of the two lists (default 1 and 1)\n"
+            "                 hybrid: the weights of the two lists (default %g and %g)\n"
             "  --embed-model PATH\n"
             "                 the embedding model's folder (default: the store's)\n"
             "  --json         one JSON document with every mode's metrics and per-query ranks\n"
@@ -92,7 +92,7 @@ static void usage(FILE *f)
             "  -h, --help     this text\n\n"
             "Exit status: 0 when every query ran, 1 when the store or a search failed,\n"
             "2 for a usage error or a malformed FILE (the message names the line).\n",
-            RET_RRF_K_DEFAULT);
+            RET_RRF_K_DEFAULT, RET_W_LEXICAL_DEFAULT, RET_W_DENSE_DEFAULT);
 }
 
 static void set_free(eval_set *s)
@@ -445,7 +445,7 @@ static int eval_retrieval(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *db = cli_default_db(), *mode = "all";
-    eval_opts eo = {0};
+    eval_opts eo = {.w_lexical = RET_W_LEXICAL_DEFAULT, .w_dense = RET_W_DENSE_DEFAULT};
     int json = 0, verbose = 0, k = 10, c;
     optind = 1;
     opterr = 0;

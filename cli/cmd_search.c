@@ -43,7 +43,7 @@ static void usage(FILE *f)
         "  --after DATE   only documents modified at or after DATE (YYYY-MM-DD[THH:MM:SS], UTC)\n"
         "  --before DATE  only documents modified before DATE\n"
         "  --rrf-k K      reciprocal rank fusion constant (default 60)\n"
-        "  --weights L,D  weights of the lexical and dense lists in the fusion (default 1,1)\n"
+        "  --weights L,D  weights of the lexical and dense lists in the fusion (default 1,6)\n"
         "  --mmr LAMBDA   diversify by maximal marginal relevance, LAMBDA in (0,1): lower\n"
         "                 is more diverse\n"
         "  --depth N      candidates taken from each list (default max(4k, 50))\n"

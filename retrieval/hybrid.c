@@ -285,7 +285,10 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (qin) q = *qin;
     if (q.k == 0) q.k = 10;
     if (q.rrf_k == 0) q.rrf_k = RET_RRF_K_DEFAULT;
-    if (q.w_lexical == 0 && q.w_dense == 0) q.w_lexical = q.w_dense = 1.0;
+    if (q.w_lexical == 0 && q.w_dense == 0) {
+        q.w_lexical = RET_W_LEXICAL_DEFAULT;
+        q.w_dense = RET_W_DENSE_DEFAULT;
+    }
     if (!q.ellipsis) q.ellipsis = "...";
     if (q.k < 1 || q.k > RET_SEARCH_MAX_K)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "k must be 1..%d, not %d",

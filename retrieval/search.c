@@ -177,35 +177,53 @@ lode_status ret_fts_query(const char *text, size_t len, int any, lode_buf *out, 
 }
 
 /* ---- common terms ------------------------------------------------------------------- */
-/* BM25's IDF, log((N - n + 0.5) / (n + 0.5)), is negative for a term in more than half of
- * the N chunks, and FTS5 then clamps it to 1e-6: such a term adds nothing to any score,
- * but ranking it costs a step per matching chunk ("the" in the SQLite documentation: 9k
- * of 10.6k chunks, ~15 ms a query on the 2-core box). So terms of one token whose chunk
- * count is over N/2 are left out of an OR query that has other terms (an AND query is as
- * fast as its rarest term, so it keeps them), in stores of at least
- * RET_COMMON_MIN_ROWS chunks (small ones are fast anyway, and there a half is few chunks,
- * so keeping every term matches what users expect). Counts come from an
- * fts5vocab table over the index and the terms are tokenized with the index's own
- * tokenizer; when any of this is unavailable, nothing is left out. */
+/* Ranking costs a step per chunk that a query's terms match, and FTS5's AND and OR both
+ * walk the whole list of every term (a 13-word question with "the" and "of" in it took
+ * 7 ms to find that no chunk of 100k holds all its words, 0.4 ms without its five most
+ * common words; the any-word fill-up of such questions ranked most of the 100k chunks,
+ * 2.7 s). Yet common terms weigh little: BM25's IDF, log((N - n + 0.5) / (n + 0.5)), is
+ * about 0.5 for a term in a quarter of the chunks against 5 to 9 for the rare words that
+ * decide a ranking, and FTS5 clamps it to 1e-6 above N/2. So in stores of at least
+ * RET_COMMON_MIN_ROWS chunks, queries of several terms leave out (1) terms in more than
+ * half of the chunks, then (2) taking the others rarest first, every term that would bring
+ * the chunks matched by the terms kept over RET_SEARCH_QUERY_POSTINGS. The rarest term is always
+ * kept (of a query of common words only, the one in fewest chunks). Both the every-term
+ * query and the any-term fill-up of RET_MATCH_AUTO, and RET_MATCH_ANY, search the terms
+ * kept; RET_MATCH_ALL keeps every term, as asked. Small stores are fast anyway, and there
+ * a half is few chunks, so they keep every term.
+ *
+ * A term's count is that of its own query ("word" or "a phrase"), counted up to
+ * RET_SEARCH_QUERY_POSTINGS + 1 (FTS5 streams a single term's rows in rowid order, so a capped
+ * count costs what it counts: 0.2-0.5 ms), and kept until the store changes. Terms
+ * counted to the cap are ordered by the rowid at which they reached it, the later the
+ * rarer (an estimate that holds when rowids do not follow the words, as in a collection
+ * of many documents; exact counts walked whole lists, 10 ms for "the" in 100k chunks).
+ * RET_SEARCH_QUERY_POSTINGS, measured on the 70 questions of tests/data/eval (k = 50, real-time
+ * priority, 2-core box): over 100k synthetic chunks of the documentation's words, lexical
+ * p50 8.5 ms with 4000, 12 ms with 8000 (every term below N/2 kept: about 130 ms of CPU);
+ * over the SQLite documentation (10.6k chunks), recall@5/@10 and MRR@10 were 0.586/0.671/
+ * 0.398 keeping every term below N/2 (p50 12 ms, p99 39 ms), 0.557/0.671/0.408 with 8000
+ * (p50 8 ms, p99 14 ms), 0.543/0.586/0.385 with 4000, the same as all from 16000 on.
+ */
 #define RET_COMMON_MIN_ROWS 1000
 
-#define DF_CACHE         256       /* slots of the token count cache */
+#define DF_CACHE         256       /* slots of the term count cache */
+#define DF_TERM_BYTES    48        /* longer terms are not cached */
 #define LEN_CACHE_MAX_ID (1 << 26) /* rowids above are not cached (256 MiB of cache) */
 
 struct ret_search_state {
     int ready;            /* 1: set up, 0: not tried yet, -1: unavailable */
     int bm25;             /* lode_bm25 is registered on the connection */
-    fts5_tokenizer tok;   /* the index's tokenizer module ... */
-    Fts5Tokenizer *inst;  /* ... and an instance with the index's arguments */
     int64_t rows;         /* chunks in the index, cached */
     int64_t rows_version; /* PRAGMA data_version when rows was read */
     int64_t rows_changes; /* sqlite3_total_changes64 then */
     struct {
-        char token[32];
-        int len; /* 0: empty slot */
-        int64_t df;
-    } dfc[DF_CACHE]; /* chunk counts of tokens, kept while rows stays valid */
-    uint32_t *len;   /* (len_cap) tokens of chunk rowid, + 1; 0 = not known yet */
+        char term[DF_TERM_BYTES];
+        int len;       /* 0: empty slot */
+        int64_t df;    /* chunks counted, up to the cap */
+        int64_t reach; /* the rowid of the last one counted */
+    } dfc[DF_CACHE];   /* chunk counts of terms, kept while rows stays valid */
+    uint32_t *len;     /* (len_cap) tokens of chunk rowid, + 1; 0 = not known yet */
     size_t len_cap;
     int64_t len_version; /* PRAGMA data_version the lengths belong to */
 };
@@ -213,7 +231,6 @@ struct ret_search_state {
 void ret_search_state_free(struct ret_search_state *ss)
 {
     if (!ss) return;
-    if (ss->inst && ss->tok.xDelete) ss->tok.xDelete(ss->inst);
     lode_free(ss->len);
     lode_free(ss);
 }
@@ -368,22 +385,11 @@ static int state_ready(ret_store *s)
     if (ss->ready) return ss->ready > 0;
     ss->ready = -1;
     fts5_api *api = fts5_api_of(s->db);
-    void *uctx = NULL;
-    const char *args[] = {RET_FTS_TOKENIZER_ARGS};
-    if (!api || api->xFindTokenizer(api, RET_FTS_TOKENIZER, &uctx, &ss->tok) != SQLITE_OK ||
-        ss->tok.xCreate(uctx, args, (int)LODE_ARRAY_LEN(args), &ss->inst) != SQLITE_OK) {
-        ss->inst = NULL;
-        LODE_DEBUG("search: no FTS5 tokenizer; common terms stay in queries");
+    if (!api) {
+        LODE_DEBUG("search: no FTS5 API; FTS5's bm25 ranks and every term stays in queries");
         return 0;
     }
     ss->bm25 = api->xCreateFunction(api, "lode_bm25", ss, lode_bm25, NULL) == SQLITE_OK;
-    if (sqlite3_exec(s->db,
-                     "CREATE VIRTUAL TABLE IF NOT EXISTS temp.lode_fts_vocab USING "
-                     "fts5vocab(main, 'chunks_fts', 'row')",
-                     NULL, NULL, NULL) != SQLITE_OK) {
-        LODE_DEBUG("search: no fts5vocab table (%s)", sqlite3_errmsg(s->db));
-        return 0;
-    }
     ss->rows = -1;
     ss->ready = 1;
     return 1;
@@ -410,49 +416,44 @@ static int64_t indexed_rows(ret_store *s)
     return ss->rows;
 }
 
-typedef struct tok_ctx {
-    int n;
-    char token[RET_SEARCH_TERM_BYTES];
-    int len;
-} tok_ctx;
-
-static int token_cb(void *ctx, int flags, const char *t, int n, int start, int end)
-{
-    tok_ctx *c = ctx;
-    if (flags & FTS5_TOKEN_COLOCATED) return SQLITE_OK;
-    if (c->n++ == 0 && n > 0 && n < (int)sizeof c->token) {
-        memcpy(c->token, t, (size_t)n);
-        c->len = n;
-    }
-    return SQLITE_OK;
-}
-
-/* Chunks holding the term when it is one token; -1 when it is several or unknown. */
-static int64_t term_rows(ret_store *s, const char *t, size_t n)
+/* The chunks matching one term, counted up to cap (FTS5 streams them in rowid order, so
+ * this costs what it counts). When the count reaches the cap, *reach (may be NULL) is the
+ * rowid of the last one counted: the later, the sparser the term. -1 on error. */
+static int64_t term_rows(ret_store *s, const char *t, size_t n, int64_t cap, int64_t *reach)
 {
     struct ret_search_state *ss = s->search;
-    tok_ctx c = {0};
-    if (ss->tok.xTokenize(ss->inst, &c, FTS5_TOKENIZE_QUERY, t, (int)n, token_cb) != SQLITE_OK ||
-        c.n != 1 || c.len == 0)
-        return -1;
-    /* fts5vocab counts a token's rows by walking its whole list (~1 ms for "the" in the
-     * SQLite documentation), so counts are kept until the store changes */
     uint32_t hash = 2166136261u;
-    for (int i = 0; i < c.len; i++) hash = (hash ^ (unsigned char)c.token[i]) * 16777619u;
-    int slot = (int)(hash % DF_CACHE), cacheable = c.len < (int)sizeof ss->dfc[0].token;
-    if (cacheable && ss->dfc[slot].len == c.len &&
-        !memcmp(ss->dfc[slot].token, c.token, (size_t)c.len))
+    for (size_t i = 0; i < n; i++) hash = (hash ^ (unsigned char)t[i]) * 16777619u;
+    int slot = (int)(hash % DF_CACHE), cacheable = n < DF_TERM_BYTES;
+    if (cacheable && ss->dfc[slot].len == (int)n && !memcmp(ss->dfc[slot].term, t, n)) {
+        if (reach) *reach = ss->dfc[slot].reach;
         return ss->dfc[slot].df;
-    sqlite3_stmt *q =
-        ret_store_stmt(s, RET_STMT_VOCAB, "SELECT doc FROM temp.lode_fts_vocab WHERE term = ?1");
-    if (!q) return -1;
-    sqlite3_bind_text(q, 1, c.token, c.len, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    int64_t df = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : rc == SQLITE_DONE ? 0 : -1;
-    sqlite3_reset(q);
+    }
+    lode_buf fts = LODE_BUF_INIT;
+    if (emit_term(&fts, 0, 0, t, n)) {
+        lode_buf_free(&fts);
+        return -1;
+    }
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_TERM_COUNT,
+                                     "SELECT count(*), max(r) FROM (SELECT rowid AS r FROM "
+                                     "chunks_fts WHERE chunks_fts MATCH ?1 LIMIT ?2)");
+    int64_t df = -1, last = 0;
+    if (q) {
+        sqlite3_bind_text(q, 1, fts.data, (int)fts.len, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, cap);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            df = sqlite3_column_int64(q, 0);
+            last = sqlite3_column_int64(q, 1);
+        }
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+    }
+    lode_buf_free(&fts);
+    if (reach) *reach = last;
     if (cacheable && df >= 0) {
-        memcpy(ss->dfc[slot].token, c.token, (size_t)c.len);
-        ss->dfc[slot].len = c.len;
+        memcpy(ss->dfc[slot].term, t, n);
+        ss->dfc[slot].len = (int)n;
+        ss->dfc[slot].reach = last;
         ss->dfc[slot].df = df;
     }
     return df;
@@ -485,19 +486,41 @@ static lode_status collect_terms(const char *query, term_list *l)
     return LODE_OK;
 }
 
-/* Marks the common terms of l (see above), for an OR query. */
+/* Marks the terms a query leaves out (see above) in l->common. */
 static void mark_common(ret_store *s, term_list *l)
 {
     if (l->n < 2 || !state_ready(s)) return;
     int64_t rows = indexed_rows(s);
     if (rows < RET_COMMON_MIN_ROWS) return;
-    size_t kept = l->n;
+    const int64_t cap = RET_SEARCH_QUERY_POSTINGS + 1;
+    int64_t df[RET_SEARCH_MAX_TERMS], reach[RET_SEARCH_MAX_TERMS];
+    size_t order[RET_SEARCH_MAX_TERMS], n = 0;
     for (size_t i = 0; i < l->n; i++) {
-        int64_t df = term_rows(s, l->p[i], l->len[i]);
-        l->common[i] = df >= 0 && df * 2 > rows;
-        kept -= (size_t)l->common[i];
+        df[i] = term_rows(s, l->p[i], l->len[i], cap, &reach[i]);
+        l->common[i] = 0;
+        if (df[i] < 0) continue; /* unknown: kept */
+        /* insertion sort, rarest first; terms at the cap by how late they reached it */
+        size_t j = n++;
+        for (; j > 0; j--) {
+            size_t o = order[j - 1];
+            if (df[o] < df[i] || (df[o] == df[i] && (df[i] < cap || reach[o] >= reach[i]))) break;
+            order[j] = o;
+        }
+        order[j] = i;
+        l->common[i] = 1;
     }
-    if (kept == 0) memset(l->common, 0, sizeof l->common); /* nothing else to search by */
+    int64_t postings = 0;
+    int kept = n < l->n; /* an unknown term is kept */
+    for (size_t j = 0; j < n; j++) {
+        size_t i = order[j];
+        /* counts below the cap are exact */
+        if ((df[i] < cap && df[i] * 2 > rows) || postings + df[i] > RET_SEARCH_QUERY_POSTINGS)
+            continue;
+        postings += df[i];
+        l->common[i] = 0;
+        kept = 1;
+    }
+    if (!kept && n) l->common[order[0]] = 0; /* common words only: the rarest one */
 }
 
 /* The FTS5 query of the terms that are not common, joined by OR (any) or AND. */
@@ -650,9 +673,8 @@ lode_status ret_search_bm25(ret_store *s, const char *query, const ret_search_op
         lode_seterr(s->err, sizeof s->err, st, "out of memory for the search query");
         goto out;
     }
-    /* an AND query is as fast as its rarest term; an OR query ranks every chunk with any
-     * term, so common terms are left out of OR queries only */
-    if (any) mark_common(s, &tl);
+    /* common terms are left out, unless every term was asked for */
+    if (o.mode != RET_MATCH_ALL) mark_common(s, &tl);
     if ((st = build_query(&tl, any, &fts, &terms))) {
         lode_seterr(s->err, sizeof s->err, st, "out of memory for the search query");
         goto out;
@@ -660,7 +682,6 @@ lode_status ret_search_bm25(ret_store *s, const char *query, const ret_search_op
     if (terms == 0) goto out;
     if ((st = run_query(s, fts.data, &o, o.k, !any || terms == 1, 0, h))) goto out;
     if (o.mode == RET_MATCH_AUTO && terms > 1 && h->n < (size_t)o.k) {
-        mark_common(s, &tl);
         if ((st = build_query(&tl, 1, &fts, &terms))) {
             lode_seterr(s->err, sizeof s->err, st, "out of memory for the search query");
             goto out;

@@ -12,12 +12,13 @@
  * BM25 order too (their hit says all_terms = 0). Scores are comparable between the two
  * groups (the same BM25 over the same terms), but the order puts complete matches first.
  *
- * A word found in more than half of all chunks gets no weight from BM25 (FTS5 clamps its
- * negative IDF to ~0) but costs time for every chunk it is in; in stores of 1000 chunks or
- * more such words are left out of the any-term (OR) query when it has other words: "the
- * write-ahead log" fills up with chunks that have "write-ahead" or "log", not every chunk
- * with "the". The every-term query keeps all words. A query of such words only is
- * searched as it is.
+ * Common words cost time for every chunk they are in and weigh little in BM25 (FTS5 gives
+ * a word in more than half of all chunks no weight at all). In stores of 1000 chunks or
+ * more, queries of several words leave out such words, and then, taking the others rarest
+ * first, each word that would bring the chunks the words kept match together over
+ * RET_SEARCH_QUERY_POSTINGS: "the write-ahead log" searches chunks with "write-ahead" and
+ * "log", not every chunk with "the", and a long question is searched by its rarer words.
+ * The rarest word is always kept. RET_MATCH_ALL keeps every word, as asked.
  */
 #ifndef LODE_RETRIEVAL_SEARCH_H
 #define LODE_RETRIEVAL_SEARCH_H
@@ -37,6 +38,9 @@ typedef enum ret_match_mode {
 #define RET_SEARCH_MAX_K      1000
 #define RET_SEARCH_MAX_TERMS  64  /* terms past this are ignored */
 #define RET_SEARCH_TERM_BYTES 256 /* longer terms are cut */
+/* Chunks matched by a query's terms together (their counts summed) above which its most
+ * frequent terms are left out (see the top). */
+#define RET_SEARCH_QUERY_POSTINGS 8000
 
 /* Filters on a hit's document; every field set must hold. */
 typedef struct ret_filter {

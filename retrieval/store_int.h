@@ -40,7 +40,7 @@ typedef enum ret_stmt_id {
     RET_STMT_CHANGES,
     RET_STMT_SEARCH,
     RET_STMT_SEARCH_FTS5,
-    RET_STMT_VOCAB,
+    RET_STMT_TERM_COUNT,
     RET_STMT_DATA_VERSION,
     RET_STMT_ROW_COUNT,
     RET_STMT_SEARCH_F,
@@ -59,10 +59,6 @@ typedef enum ret_stmt_id {
     RET_STMT_COUNT
 } ret_stmt_id;
 
-/* The FTS5 tokenizer of chunks_fts, as sql/schema.sql declares it: the module and its
- * arguments (search.c tokenizes query terms with it to look up their counts). */
-#define RET_FTS_TOKENIZER      "porter"
-#define RET_FTS_TOKENIZER_ARGS "unicode61", "remove_diacritics", "2"
 /* The BM25 column weights (text, heading_path), as the schema's rank setting has them. */
 #define RET_FTS_WEIGHTS "1.0, 2.0"
 

@@ -31,7 +31,7 @@
 
 #define DEFAULT_THRESHOLD 20000
 #define DEFAULT_FACTORY   "HNSW32,Flat"
-#define DEFAULT_EF        64
+#define DEFAULT_EF        128
 #define FILE_MAGIC        "LODEVIX1"
 #define FILE_VERSION      1u
 

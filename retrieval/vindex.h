@@ -28,7 +28,7 @@ typedef struct ret_vindex_opts {
     int64_t approx_threshold;   /* live vectors at which the index turns approximate; 0: 20000,
                                    < 0: never */
     const char *approx_factory; /* FAISS factory string; NULL: "HNSW32,Flat" */
-    int ef_search;              /* HNSW search breadth; 0: 64 */
+    int ef_search;              /* HNSW search breadth; 0: 128 */
     uint32_t tag; /* saved in the file; loading a file with another tag is refused (the
                      store puts a hash of the embedding model's name here) */
 } ret_vindex_opts;

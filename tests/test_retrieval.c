@@ -499,6 +499,46 @@ static void test_search_hits(void **state)
     ret_store_close(s);
 }
 
+/* Past RET_SEARCH_QUERY_POSTINGS chunks matched by its terms together, a query leaves out
+ * its most frequent terms, even those in fewer than half of the chunks. */
+static void test_query_postings_bounded(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    enum { N = 2400, A = 900 };
+    /* a0..a7 in chunks 0..899, z in those and ten more: 8 * 900 + 910 > 8000 */
+    assert_int_equal(RET_SEARCH_QUERY_POSTINGS, 8000);
+    assert_int_equal(ret_store_begin(s), LODE_OK);
+    for (int i = 0; i < N; i++) {
+        char uri[32], text[128];
+        snprintf(uri, sizeof uri, "file:///p%d", i);
+        snprintf(text, sizeof text, "%s %s filler%d", i < A ? "a0 a1 a2 a3 a4 a5 a6 a7" : "b",
+                 i < A || (i >= 2000 && i < 2010) ? "z" : "y", i);
+        put(s, uri, NULL, text);
+    }
+    assert_int_equal(ret_store_commit(s), LODE_OK);
+    ret_hits *h = NULL;
+    ret_search_opts any = {.k = 1000, .mode = RET_MATCH_ANY};
+    ret_search_opts all = {.k = 1000, .mode = RET_MATCH_ALL};
+    ret_search_opts autom = {.k = 1000};
+    /* z, the most frequent, is left out: the 900 chunks of the a-words, not 910 */
+    assert_int_equal(ret_search_bm25(s, "z a0 a1 a2 a3 a4 a5 a6 a7", &any, &h), LODE_OK);
+    assert_int_equal(h->n, A);
+    ret_hits_free(h);
+    assert_int_equal(ret_search_bm25(s, "z a0 a1 a2 a3 a4 a5 a6 a7", &autom, &h), LODE_OK);
+    assert_int_equal(h->n, A);
+    ret_hits_free(h);
+    /* asked for every word, every word is searched */
+    assert_int_equal(ret_search_bm25(s, "z a0 a1 a2 a3 a4 a5 a6 a7", &all, &h), LODE_OK);
+    assert_int_equal(h->n, A);
+    ret_hits_free(h);
+    /* within the budget, z is searched */
+    assert_int_equal(ret_search_bm25(s, "z a0", &any, &h), LODE_OK);
+    assert_int_equal(h->n, A + 10);
+    ret_hits_free(h);
+    ret_store_close(s);
+}
+
 /* In a store of 1000+ chunks, a word in more than half of them is left out of a query
  * that has other words; alone it is still searched. */
 static void test_common_words_left_out(void **state)
@@ -530,11 +570,17 @@ static void test_common_words_left_out(void **state)
     assert_int_equal(ret_search_bm25(s, "the often rare", &all, &h), LODE_OK);
     assert_int_equal(h->n, 2);
     ret_hits_free(h);
-    /* AUTO: those two first, then the OR fill-up without the common words */
+    /* AUTO leaves them out of both of its queries: the four chunks with "rare", each
+     * holding every word searched */
     assert_int_equal(ret_search_bm25(s, "the often rare", &autom, &h), LODE_OK);
     assert_int_equal(h->n, 4);
+    for (size_t i = 0; i < h->n; i++) assert_true(h->hit[i].all_terms);
+    ret_hits_free(h);
+    /* with "mid" too: the chunks with both first, then those with either */
+    assert_int_equal(ret_search_bm25(s, "the mid rare", &autom, &h), LODE_OK);
+    assert_int_equal(h->n, 50);
     assert_true(h->hit[0].all_terms && h->hit[1].all_terms);
-    assert_false(h->hit[2].all_terms || h->hit[3].all_terms);
+    assert_false(h->hit[2].all_terms);
     ret_hits_free(h);
     /* "mid" (40%) is kept in OR queries */
     assert_int_equal(ret_search_bm25(s, "mid rare", &any, &h), LODE_OK);
@@ -1123,6 +1169,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_a_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_search_hits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_common_words_left_out, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_postings_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ranking_matches_fts5_bm25, setup, teardown),
         cmocka_unit_test_setup_teardown(test_raw_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_escaping_never_fails, setup, teardown),
