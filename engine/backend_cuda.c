@@ -13,6 +13,7 @@
 #include "kernels/quant.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,20 @@ static lode_status dmalloc(eng_cuda_model *m, void *pp, size_t n)
     return LODE_OK;
 }
 
+/* Most pieces a decode attention splits a sequence into: KRN_CUDA_ATTN_SPLITS, or
+ * LODE_CUDA_ATTN_SPLITS (1..KRN_CUDA_ATTN_SPLITS, read once) to measure the trade between
+ * attention's parallelism and the combine in the o projection's input stage. */
+static int attn_splits(void)
+{
+    static int n = 0;
+    if (!n) {
+        const char *e = getenv("LODE_CUDA_ATTN_SPLITS");
+        n = e ? atoi(e) : KRN_CUDA_ATTN_SPLITS;
+        if (n < 1 || n > KRN_CUDA_ATTN_SPLITS) n = KRN_CUDA_ATTN_SPLITS;
+    }
+    return n;
+}
+
 lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda_model **out)
 {
     *out = NULL;
@@ -199,7 +214,7 @@ lode_status eng_cuda_model_create(const eng_cuda_config *c, int device, eng_cuda
     const size_t O = (size_t)LODE_MAX(c->max_seqs, c->step_out);
     const size_t T = LODE_MAX(S, P);
     m->maxb = (c->max_ctx + KRN_CUDA_KV_BLOCK - 1) / KRN_CUDA_KV_BLOCK;
-    m->nsplit = LODE_MIN(KRN_CUDA_ATTN_SPLITS, (c->max_ctx + 31) / 32);
+    m->nsplit = LODE_MIN(attn_splits(), (c->max_ctx + 31) / 32);
     size_t wmax = (size_t)LODE_MAX(LODE_MAX(c->dim, c->ff), H * hd);
     if ((st = dmalloc(m, &m->x, T * c->dim * 4)) ||
         (st = dmalloc(m, &m->qkv, P * qkv_rows(c) * 4)) ||
@@ -947,6 +962,18 @@ lode_status eng_cuda_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, 
     return LODE_OK;
 }
 
+/* 1 unless LODE_CUDA_KV_EARLY=0 (read once): decode attention requests the cached keys and
+ * values before waiting for the QKV kernel (krn_cuda_attn_cfg.kv_early). */
+static int kv_early(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_KV_EARLY");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
 /* Records the embedding and every layer of a decode step of `batch` single tokens (device
  * arrays: token, position, cache slot, sequence length after it, block table row of stride
  * maxb) on the stream, leaving the residual stream in m->x. */
@@ -991,6 +1018,8 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
             TRY(m, krn_cuda_gemv(&g, s), "gemv v");
         }
         prof_mark(m, "gemv qkv (+norm, rope, kv write)");
+        /* only this step's keys and values come from the QKV kernel just ahead */
+        a.kv_early = kv_early();
         TRY(m, krn_cuda_attn_decode(&a, m->q32, batch, seqlen, m->nsplit, m->acc, m->ml, s),
             "attention");
         prof_mark(m, "attention decode");

@@ -11,7 +11,9 @@
 #                                    the tests and the serving benchmark only
 # The serving benchmark (bench/bench_gpu_serve.c: the scheduler's batches on the GPU,
 # llama3-8b BF16, 128 prompt + 128 output tokens at 1..256 concurrent) runs in full and serve.
-# Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ..."
+# Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ...";
+# GPU_CHECK_VARIANTS="label:VAR=v,VAR=v ..." times batch-1 decode of the detail shapes per setting;
+# GPU_CHECK_BENCH_ARGS adds `lode bench` arguments (e.g. "--batch 1"); GPU_CHECK_SKIP_PEER=1
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -98,7 +100,7 @@ else
 fi
 for sb in $BENCH; do
   log "lode bench $sb"
-  timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+  timeout 300 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" ${GPU_CHECK_BENCH_ARGS:-} --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
 
 # ---- where decode time goes: per-op profile and the same step without programmatic launch --
@@ -114,12 +116,32 @@ for sb in $DETAIL; do
 done
 [ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v "^RESULT.* prefill"
 
+# ---- variants: the decode step of the DETAIL shapes under environment settings -----------
+# GPU_CHECK_VARIANTS="label:VAR=v,VAR=v label2:..." (e.g. LODE_CUDA_PDL=0, or BIN=path for
+# another build of lode), each label run in turn, all in the same run, on one card.
+if [ -n "${GPU_CHECK_VARIANTS:-}" ]; then
+  rm -f "$OUT/variants.log"
+  for round in $(seq "${GPU_CHECK_VARIANT_ROUNDS:-1}"); do
+    for v in $GPU_CHECK_VARIANTS; do
+      label=${v%%:*}
+      envs=$(echo "${v#*:}" | tr ',' ' ')
+      bin=$LODE # BIN=path runs another build of lode (a baseline) under the label
+      for e in $envs; do case $e in BIN=*) bin=${e#BIN=} ;; esac; done
+      for sb in $DETAIL; do
+        case " $BENCH " in *" $sb "*) ;; *) continue ;; esac
+        env $envs timeout 120 "$bin" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 128 --batch 1 --reps 5 2>&1 \
+          | grep "decode_b1" | sed "s/^RESULT /VARIANT $label round$round /" | tee -a "$OUT/variants.log"
+      done
+    done
+  done
+fi
+
 # ---- peers ----------------------------------------------------------------------------
 PEER=../shared/peers/torch_graphs.py
 [ -f "$PEER" ] || PEER=peers/torch_graphs.py
 [ -f "$PEER" ] && PEER=$(realpath "$PEER")
 SHAPES=$(for sb in $BENCH; do echo "${sb%%:*}"; done | sort -u)
-if [ -f "$PEER" ]; then
+if [ -f "$PEER" ] && [ "${GPU_CHECK_SKIP_PEER:-0}" != 1 ]; then
   ARGS=""
   for s in $SHAPES; do ARGS="$ARGS $s:1 $s:16"; done
   log "peer torch_graphs $ARGS"
@@ -144,5 +166,6 @@ fi
 
 log "table"
 python3 scripts/gpu_table.py "$OUT" | tee "$OUT/table.txt"
+[ -f "$OUT/variants.log" ] && { log "variants (decode b1)"; awk '{printf "%-14s %-7s %-13s %-5s %9s tok/s %s\n", $2, $3, $4, $5, $8, $14}' "$OUT/variants.log"; }
 [ -f "$OUT/serve.log" ] && grep -E "^(model|\|)" "$OUT/serve.log"
 echo "CUDA tests exit status: $TEST_RC"

@@ -357,10 +357,9 @@ static double silu_d(double g)
     return g / (1 + exp(-g));
 }
 
-static void gemv_fused(int wt)
+static void gemv_fused(int wt, int B)
 {
     const int64_t rows = 256, cols = 1024;
-    const int B = 5;
     krn_cuda_mat m;
     double *w;
     make_mat(&m, wt, rows, cols, &w);
@@ -405,8 +404,8 @@ static void gemv_fused(int wt)
         CK(krn_cuda_gemv(&a, NULL));
         get(y, dy, sizeof(float) * B * rows);
         double e = rel_l2(y, ref, (size_t)B * rows);
-        printf("gemv %s %s: rel L2 %.2e (bound %.1e)\n", lode_dtype_name(wt),
-               mode == 0 ? "rmsnorm+add" : "swiglu", e, gemv_bound(wt));
+        printf("gemv %s %s batch %d: rel L2 %.2e (bound %.1e)\n", lode_dtype_name(wt),
+               mode == 0 ? "rmsnorm+add" : "swiglu", B, e, gemv_bound(wt));
         assert_true(e < gemv_bound(wt));
         krn_cuda_free(dy);
     }
@@ -425,8 +424,12 @@ static void gemv_fused(int wt)
 static void test_gemv_fused(void **state)
 {
     if (!gpu_ok()) skip();
-    gemv_fused(LODE_F16);
-    gemv_fused(LODE_Q4_0);
+    /* batch 1 takes the folded RMS statistic (applied after the sums), batch 5 the pre-pass */
+    const int types[] = {LODE_F16, LODE_BF16, LODE_Q4_0, LODE_Q4_1, LODE_Q6_K};
+    for (size_t i = 0; i < LODE_ARRAY_LEN(types); i++) {
+        gemv_fused(types[i], 1);
+        gemv_fused(types[i], 5);
+    }
 }
 
 /* ---- attention -------------------------------------------------------------------------- */
@@ -555,6 +558,24 @@ static void test_attn_decode(void **state)
         double e = rel_l2(out, ref, (size_t)B * H * hd);
         printf("attention decode hd %d (lens 1, 130, 509): rel L2 %.2e (bound 1e-4)\n", hd, e);
         assert_true(e < 1e-4);
+
+        /* the same with the first tile requested before the wait for the previous kernel */
+        krn_cuda_attn_cfg ce = c;
+        ce.kv_early = 1;
+        float *dout2 = dev_poison(sizeof(float) * B * H * hd);
+        float *acc2 = dev_poison(sizeof(float) * B * H * nsplit * hd);
+        float *ml2 = dev_poison(sizeof(float) * B * H * nsplit * 2);
+        krn_cuda_attn_parts p2 = {acc2, ml2, dl, H, hd, nsplit};
+        CK(krn_cuda_attn_decode(&ce, dq, B, dl, nsplit, acc2, ml2, NULL));
+        CK(krn_cuda_attn_combine(&p2, B, dout2, NULL));
+        get(out, dout2, sizeof(float) * B * H * hd);
+        e = rel_l2(out, ref, (size_t)B * H * hd);
+        printf("attention decode hd %d, keys requested before the wait: rel L2 %.2e (bound 1e-4)\n",
+               hd, e);
+        assert_true(e < 1e-4);
+        krn_cuda_free(dout2);
+        krn_cuda_free(acc2);
+        krn_cuda_free(ml2);
 
         /* the same combine done by the o-projection's input stage: W = identity (f32) */
         krn_cuda_mat id;

@@ -43,8 +43,14 @@ __global__ void __launch_bounds__(128)
     __shared__ float sc[MAXG][TT];
     __shared__ float mrun[MAXG], lrun[MAXG], alpha[MAXG];
     __shared__ float part[4 * MAXG * HD];
-    pdl_wait();
-    pdl_trigger();
+    /* kv_early: the sequence lengths, the block table and every key and value but the newest
+     * were written before the preceding kernel, so the first tile is requested before waiting
+     * for it; the newest position and q come after */
+    bool waited = !c.kv_early;
+    if (waited) {
+        pdl_wait();
+        pdl_trigger();
+    }
     constexpr int TPW = TT / 4; /* tokens of a tile whose V rows a warp accumulates */
     const int b = blockIdx.z, kvh = blockIdx.y, sp = blockIdx.x, tid = threadIdx.x;
     const int lane = tid & 31, wp = tid >> 5;
@@ -56,10 +62,13 @@ __global__ void __launch_bounds__(128)
     const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
     const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
 
-    for (int i = tid; i < G * HD; i += 128) {
-        int g = i / HD, d = i % HD;
-        qs[g][d] = q[((int64_t)b * H + kvh * G + g) * HD + d] * c.scale;
-    }
+    auto stage_q = [&]() {
+        for (int i = tid; i < G * HD; i += 128) {
+            int g = i / HD, d = i % HD;
+            qs[g][d] = q[((int64_t)b * H + kvh * G + g) * HD + d] * c.scale;
+        }
+    };
+    if (waited) stage_q();
     if (tid < MAXG) mrun[tid] = -INFINITY, lrun[tid] = 0.f;
     float a[MAXG][DPL];
 #pragma unroll
@@ -71,20 +80,34 @@ __global__ void __launch_bounds__(128)
         const int n = min(TT, t1 - tt);
         /* this thread's K piece and its warp's V rows of the tile are all requested before
          * any is used: one round trip to memory a tile */
-        const int t = tid >> 2, qq = tid & 3;
+        const int t = tid >> 2, qq = tid & 3, newest = seq - 1;
         uint4 w[QD / 8];
-        if (t < n) {
+        typedef typename std::conditional<DPL == 4, uint2, uint32_t>::type VRaw;
+        VRaw vraw[TPW];
+        auto load_k = [&]() {
             const uint4 *kp = (const uint4 *)(kc + cache_row(c, bt, tt + t, kvh) * HD + qq * QD);
 #pragma unroll
             for (int d8 = 0; d8 < QD / 8; d8++) w[d8] = kp[d8];
-        }
-        typedef typename std::conditional<DPL == 4, uint2, uint32_t>::type VRaw;
-        VRaw vraw[TPW];
+        };
+        auto load_v = [&](int i) {
+            vraw[i] =
+                *(const VRaw *)(vc + cache_row(c, bt, tt + wp + 4 * i, kvh) * HD + lane * DPL);
+        };
+        if (t < n && (waited || tt + t != newest)) load_k();
 #pragma unroll
         for (int i = 0; i < TPW; i++) {
             const int tv = wp + 4 * i;
-            if (tv < n)
-                vraw[i] = *(const VRaw *)(vc + cache_row(c, bt, tt + tv, kvh) * HD + lane * DPL);
+            if (tv < n && (waited || tt + tv != newest)) load_v(i);
+        }
+        if (!waited) {
+            pdl_wait();
+            pdl_trigger();
+            waited = true;
+            if (t < n && tt + t == newest) load_k();
+#pragma unroll
+            for (int i = 0; i < TPW; i++)
+                if (wp + 4 * i < n && tt + wp + 4 * i == newest) load_v(i);
+            stage_q();
         }
         __syncthreads(); /* previous tile done with sc; qs and mrun visible */
         /* scores: token tid/4, dims (tid%4)*QD .. */

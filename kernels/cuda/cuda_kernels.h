@@ -232,6 +232,11 @@ typedef struct krn_cuda_attn_cfg {
     const void *k_cache, *v_cache; /* f16 paged, see the file comment */
     const int32_t *block_table;    /* [n_seq][max_blocks] */
     int max_blocks;
+    /* Decode: nonzero when seq_len, the block table and the keys and values of every position
+     * but each sequence's newest were written before the kernel launched just ahead of this
+     * one (as in a decode step, where only the QKV projection precedes it): the first tile is
+     * then requested before waiting for that kernel (programmatic launch). */
+    int kv_early;
 } krn_cuda_attn_cfg;
 
 /* Decode: one query token per sequence b < batch: q f32 [batch][H][hd] (RoPE applied),

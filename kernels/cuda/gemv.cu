@@ -18,7 +18,9 @@
  * before the kernel waits for its predecessor (programmatic dependent launch, launch_k);
  * the input stage keeps one round of loads in flight per thread; the grid is one wave of
  * blocks (occupancy API) with equal shares of row groups, so x is staged once per block;
- * and the next row group's weights are requested while the current one is reduced.
+ * and the next row group's weights are requested while the current one is reduced. At batch
+ * 1 an RMS-normalized input is staged as x * norm_w in one pass, its statistic applied to the
+ * finished sums (one barrier instead of three).
  */
 #include "kernels/cuda/unit.cuh"
 
@@ -98,6 +100,21 @@ __device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const
     }
 }
 
+/* fold: x * norm_w at k (batch row 0), adding x's squares to ss. */
+__device__ __forceinline__ float4 load_x_fold(const GemvP &p, int64_t k, float &ss)
+{
+    float4 v = f4(p.x + k), g = f4(p.norm_w + k);
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    return make_float4(v.x * g.x, v.y * g.y, v.z * g.z, v.w * g.w);
+}
+
+/* fold: the warp's sum of squares to aux[1 + warp] (read after the staging barrier). */
+__device__ __forceinline__ void fold_partial(float ss, float *aux, int lane, int warp)
+{
+    ss = warp_sum(ss);
+    if (lane == 0) aux[1 + warp] = ss;
+}
+
 __device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, float y0, float y1)
 {
     const krn_cuda_rope &r = p.rope;
@@ -151,6 +168,11 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
     const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
     const bool one_chunk = u_end - u_begin <= CU;
+    /* batch 1 with the whole row in one chunk: the RMS statistic is summed while x is staged
+     * (x * norm_w, quantized per 32 without it, since the scale of a unit is linear in it) and
+     * applied to the finished sums, so the input stage is one pass and one barrier */
+    const bool fold = BT == 1 && p.xmode == KRN_X_RMSNORM && p.ks == 1 && one_chunk;
+    float rstd = 1.f;
 
     /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
      * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
@@ -182,7 +204,9 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     pdl_wait();
     pdl_trigger();
 
-    if (p.xmode == KRN_X_RMSNORM) {
+    if (fold) {
+        /* statistic summed during staging */
+    } else if (p.xmode == KRN_X_RMSNORM) {
         /* all warps share each row's sum of squares: one round of loads in flight */
         float *red = aux + BT;
         for (int b = 0; b < p.batch; b++) {
@@ -215,7 +239,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             aux[2 * i + 1] = den > 0.f ? 1.f / den : 0.f;
         }
     }
-    __syncthreads();
+    if (!fold) __syncthreads();
 
     /* pref: raw already holds the first units of this row group (loaded before the wait, or
      * while the previous row group was reduced and stored) */
@@ -241,6 +265,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                      */
                     const int total = BT * cu * NC;
                     constexpr int PF = 4; /* loads of x in flight a thread */
+                    float ss = 0.f;       /* fold: this thread's share of sum x^2 */
                     for (int base = 0; base < total; base += WARPS * 32 * PF) {
                         float4 vv[PF];
 #pragma unroll
@@ -249,8 +274,11 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                             vv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
                             if (f < total) {
                                 const int b = f / (cu * NC), rr = f % (cu * NC);
-                                if (b < p.batch)
-                                    vv[j] = load_x(p, b, (c0 + rr / NC) * N + 4 * (rr % NC), aux);
+                                const int64_t k = (c0 + rr / NC) * N + 4 * (rr % NC);
+                                if (fold)
+                                    vv[j] = load_x_fold(p, k, ss);
+                                else if (b < p.batch)
+                                    vv[j] = load_x(p, b, k, aux);
                             }
                         }
 #pragma unroll
@@ -286,18 +314,23 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                             }
                         }
                     }
+                    if (fold) fold_partial(ss, aux, lane, warp);
                 } else {
                     constexpr int PF = 4; /* loads of x in flight a thread */
                     const int total = BT * cu * NC;
+                    float ss = 0.f;
                     for (int base = tid; base < total; base += WARPS * 32 * PF) {
                         float4 vv[PF];
 #pragma unroll
                         for (int j = 0; j < PF; j++) {
                             const int f = base + j * WARPS * 32;
                             const int b = f / (cu * NC), rr = f % (cu * NC);
+                            const int64_t k = (c0 + rr / NC) * N + 4 * (rr % NC);
                             vv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-                            if (f < total && b < p.batch)
-                                vv[j] = load_x(p, b, (c0 + rr / NC) * N + 4 * (rr % NC), aux);
+                            if (f < total && fold)
+                                vv[j] = load_x_fold(p, k, ss);
+                            else if (f < total && b < p.batch)
+                                vv[j] = load_x(p, b, k, aux);
                         }
 #pragma unroll
                         for (int j = 0; j < PF; j++) {
@@ -308,9 +341,16 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                             xs4[b * CU * NC + u * NC + (c ^ swz<NC>(u))] = vv[j];
                         }
                     }
+                    if (fold) fold_partial(ss, aux, lane, warp);
                 }
                 __syncthreads();
                 staged = true;
+                if (fold) {
+                    float t = 0.f;
+#pragma unroll
+                    for (int w = 0; w < WARPS; w++) t += aux[1 + w];
+                    rstd = rsqrtf(t / (float)K + p.eps);
+                }
             }
 
             for (int u0 = lane; u0 < cu; u0 += 32 * UNR) {
@@ -394,7 +434,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
 #pragma unroll
         for (int b = 0; b < BT; b++)
 #pragma unroll
-            for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]);
+            for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]) * (BT == 1 ? rstd : 1.f);
 
 #pragma unroll
         for (int b = 0; b < BT; b++) {
