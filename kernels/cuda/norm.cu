@@ -46,6 +46,76 @@ extern "C" lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, vo
     return LODE_OK;
 }
 
+/* 16-bit gate/up rows (T = __nv_bfloat16 or __half): 8 outputs a thread, 16-byte loads (ff a
+ * multiple of 8), or one a thread otherwise */
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+template <> __device__ __forceinline__ float to_f(__half v)
+{
+    return __half2float(v);
+}
+
+template <typename T>
+__global__ void swiglu16_kernel(const T *gu, int64_t rows, int ff, void *out, int out_type)
+{
+    const int64_t n = rows * ff;
+    if (ff % 8 == 0) {
+        const int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+        if (i >= n) return;
+        const int64_t r = i / ff, j = i % ff;
+        uint4 g4 = *(const uint4 *)(gu + r * 2 * ff + j);
+        uint4 u4 = *(const uint4 *)(gu + r * 2 * ff + ff + j);
+        const T *g = (const T *)&g4, *u = (const T *)&u4;
+        float y[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) y[e] = silu(to_f(g[e])) * to_f(u[e]);
+        if (out_type == LODE_BF16 || out_type == LODE_F16) {
+            uint4 o4;
+            uint32_t *o = (uint32_t *)&o4;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (out_type == LODE_BF16) {
+                    __nv_bfloat162 h = __floats2bfloat162_rn(y[2 * e], y[2 * e + 1]);
+                    o[e] = *(uint32_t *)&h;
+                } else {
+                    __half2 h = __floats2half2_rn(y[2 * e], y[2 * e + 1]);
+                    o[e] = *(uint32_t *)&h;
+                }
+            }
+            *(uint4 *)((uint16_t *)out + i) = o4;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) store_as(out, out_type, i + e, y[e]);
+        }
+        return;
+    }
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t r = i / ff, j = i % ff;
+    store_as(out, out_type, i, silu(to_f(gu[r * 2 * ff + j])) * to_f(gu[r * 2 * ff + ff + j]));
+}
+
+extern "C" lode_status krn_cuda_swiglu16(const void *gu, int gu_type, int64_t rows, int ff,
+                                         void *out, int out_type, void *stream)
+{
+    if (rows <= 0) return LODE_OK;
+    if (gu_type != LODE_BF16 && gu_type != LODE_F16)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "swiglu16: gate/up must be bf16 or f16");
+    const int64_t n = rows * ff, threads = ff % 8 == 0 ? n / 8 : n;
+    cudaStream_t st = STREAM(stream);
+    if (gu_type == LODE_BF16)
+        swiglu16_kernel<<<cdiv(threads, 256), 256, 0, st>>>((const __nv_bfloat16 *)gu, rows, ff,
+                                                            out, out_type);
+    else
+        swiglu16_kernel<<<cdiv(threads, 256), 256, 0, st>>>((const __half *)gu, rows, ff, out,
+                                                            out_type);
+    CU_LAUNCHED("swiglu16");
+    return LODE_OK;
+}
+
 /* one thread per (row, pair) of the [q | k | v] row */
 __global__ void rope_kv_kernel(const float *qkv, int64_t n, krn_cuda_rope r, __half *q_out)
 {
