@@ -84,10 +84,13 @@ struct eng_cuda_model {
     int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
     int gg_tuned; /* the step GEMMs were tuned (krn_cuda_gemm_prepare, step_tune) */
     /* steps of at least this many single-token rows attend with krn_cuda_attn_decode_rows
-     * (LODE_CUDA_ATTN_ROWS, default 32); fewer take the split kernel */
+     * (LODE_CUDA_ATTN_ROWS, default 2: on an H200 it beat the split kernel at 4 and 16
+     * sequences of 128..256 tokens too, 755 / 2768 against 726 / 2507 output tok/s); fewer
+     * take the split kernel */
     int rows_min;
     void *gg_exec[32];
-    int prof_min; /* profile one eager step of at least this many tokens (0: never) */
+    int prof_min;   /* profile one eager step of at least this many tokens (0: never) */
+    int prof_mixed; /* the same for a step with prefill chunks (LODE_CUDA_STEP_PROFILE_MIXED) */
     /* per-op timing of an eager decode step (eng_cuda_profile) */
     void **pev;
     const char **pname;
@@ -1476,7 +1479,8 @@ static void print_prof(void *arg, const char *op, int count, float ms)
 static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
 
 /* Runs the GEMM step eagerly with an event after each op and prints where its time went
- * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens). */
+ * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens;
+ * LODE_CUDA_STEP_PROFILE_MIXED=N: once, for the first step with prefill chunks of at least N). */
 static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
 {
     lode_status st = prof_events(m);
@@ -1486,7 +1490,7 @@ static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn
     m->prof = 1;
     st = step_gemm(m, T, D, P, maxn, n_out);
     m->prof = 0;
-    m->prof_min = -1;
+    if (P == 0) m->prof_min = -1;
     if (st) return st;
     TRY(m, krn_cuda_stream_sync(m->stream), "profile");
     fprintf(stderr, "step profile: %d tokens (%d single, %d prefill chunks), %d logits rows\n", T,
@@ -1680,13 +1684,17 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
         e = getenv("LODE_CUDA_STEP_PROFILE");
         m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
         e = getenv("LODE_CUDA_ATTN_ROWS");
-        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 32;
+        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 2;
+        e = getenv("LODE_CUDA_STEP_PROFILE_MIXED");
+        m->prof_mixed = e && atoi(e) > 0 ? atoi(e) : -1;
     }
     if (!m->gg_tuned) {
         m->gg_tuned = 1;
         if ((st = step_tune(m))) return st;
     }
-    if (m->prof_min > 0 && P == 0 && T >= m->prof_min) {
+    if ((m->prof_min > 0 && P == 0 && T >= m->prof_min) ||
+        (m->prof_mixed > 0 && P > 0 && T >= m->prof_mixed)) {
+        if (P > 0) m->prof_mixed = -1;
         if ((st = step_profile(m, T, D, P, maxn, NO))) return st;
     } else if (P == 0 && D <= m->gemv_max && in_order) {
         void **exec = &m->sv_graph[D];

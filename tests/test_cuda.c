@@ -840,6 +840,46 @@ static void test_norm_swiglu_embed(void **state)
     double e = rel_l2(out, ref, (size_t)rows * dim);
     printf("rmsnorm: rel L2 %.2e (bound 1e-5)\n", e);
     assert_true(e < 1e-5);
+    /* the register-resident kernel (dim a multiple of 1024), f32 and bf16 out */
+    for (int dv = 1024; dv <= 4096; dv *= 4) {
+        const int rv = 7;
+        float *xv = malloc(sizeof(float) * rv * dv), *wv = malloc(sizeof(float) * dv);
+        float *ov = malloc(sizeof(float) * rv * dv);
+        uint16_t *o16 = malloc(2 * (size_t)rv * dv);
+        double *rf = malloc(sizeof(double) * rv * dv);
+        fill(xv, (size_t)rv * dv, 3.f);
+        fill(wv, dv, 1.f);
+        float *dxv = dev_put(xv, sizeof(float) * rv * dv), *dwv = dev_put(wv, sizeof(float) * dv);
+        void *dov = dev_poison(sizeof(float) * rv * dv);
+        for (int r = 0; r < rv; r++) {
+            double ss = 0;
+            for (int i = 0; i < dv; i++) ss += (double)xv[r * dv + i] * xv[r * dv + i];
+            for (int i = 0; i < dv; i++)
+                rf[(size_t)r * dv + i] = xv[r * dv + i] / sqrt(ss / dv + 1e-5) * wv[i];
+        }
+        for (int ot = 0; ot < 2; ot++) {
+            CK(krn_cuda_memset(dov, 0xff, sizeof(float) * rv * dv, NULL));
+            CK(krn_cuda_rmsnorm(dxv, dwv, 1e-5f, rv, dv, dov, ot ? LODE_BF16 : LODE_F32, NULL));
+            if (ot) {
+                get(o16, dov, 2 * (size_t)rv * dv);
+                for (size_t i = 0; i < (size_t)rv * dv; i++) ov[i] = lode_bf16_to_float(o16[i]);
+            } else {
+                get(ov, dov, sizeof(float) * rv * dv);
+            }
+            double ev = rel_l2(ov, rf, (size_t)rv * dv), bv = ot ? 8e-3 : 1e-5;
+            printf("rmsnorm dim %d out %s: rel L2 %.2e (bound %.0e)\n", dv, ot ? "bf16" : "f32", ev,
+                   bv);
+            assert_true(ev < bv);
+        }
+        krn_cuda_free(dxv);
+        krn_cuda_free(dwv);
+        krn_cuda_free(dov);
+        free(xv);
+        free(wv);
+        free(ov);
+        free(o16);
+        free(rf);
+    }
     CK(krn_cuda_swiglu(dx, rows, ff, dout, LODE_F32, NULL));
     get(out, dout, sizeof(float) * rows * ff);
     for (int r = 0; r < rows; r++)
