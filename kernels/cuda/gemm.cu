@@ -8,10 +8,11 @@
  * Shapes the caller prepares (krn_cuda_gemm_prepare: the decode steps' sizes and the full
  * prefill step, before their graphs are captured) are timed once over cublasGemmEx's default
  * and up to N_CAND of cuBLASLt's heuristic candidates (tiles, split-K, stages) on the real
- * operands, and the fastest is kept per (n, k, m, ldy, types). cuBLAS's default for 256 rows
- * against the narrow outputs of a decode step (llama3-8b's 6144-column QKV, 4096-column O)
- * filled few multiprocessors: 121 and 103 us on an H100 where cuBLASLt's candidates take 27
- * and 17 (bench/RESULTS.md, serving core on the GPU). Shapes never prepared use cublasGemmEx.
+ * operands, and the fastest is kept per (n, k, m, ldy, types). On an H200 for llama3-8b's O
+ * projection (4096 x 4096) cuBLAS's default took 67.0 us at 16 rows where a cuBLASLt
+ * candidate takes 15.8; at 256 rows the gains are a few percent (18.1 -> 16.6 us) and at 2048
+ * rows gate/up 532 -> 507 us (bench/RESULTS.md, serving core on the GPU). Shapes never
+ * prepared use cublasGemmEx.
  */
 #include "kernels/cuda/common.cuh"
 
@@ -228,12 +229,18 @@ static tuned *tune(krn_cuda_blas *h, const void *w, const void *x, int f16, int 
     if (best < 0.f) return NULL;
     e->gemmex = bi < 0;
     if (bi >= 0) e->algo = res[bi].algo;
-    if (getenv("LODE_CUDA_GEMM_TRACE"))
+    if (getenv("LODE_CUDA_GEMM_TRACE")) {
+        char pick[32];
+        if (bi < 0)
+            snprintf(pick, sizeof pick, "cublasGemmEx");
+        else
+            snprintf(pick, sizeof pick, "#%d", bi);
         fprintf(stderr,
                 "gemm tune n %d k %d m %d: cublasGemmEx %.1f us, cuBLASLt #0 %.1f us, best of %d "
-                "candidates: %s%d %.1f us\n",
-                n, k, m, t_ex * 1000.f / TUNE_REPS, t0 * 1000.f / TUNE_REPS, nres,
-                bi < 0 ? "cublasGemmEx" : "#", bi < 0 ? 0 : bi, best * 1000.f / TUNE_REPS);
+                "candidates: %s %.1f us\n",
+                n, k, m, t_ex * 1000.f / TUNE_REPS, t0 * 1000.f / TUNE_REPS, nres, pick,
+                best * 1000.f / TUNE_REPS);
+    }
     h->n_cache++;
     return e;
 }
