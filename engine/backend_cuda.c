@@ -341,10 +341,10 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
     krn_cuda_mat_free(&m->tok_embd);
     krn_cuda_mat_free(&m->output);
     krn_cuda_free(m->output_norm);
-    void *bufs[] = {m->x,       m->qkv,      m->q32,    m->gu,        m->logits,   m->acc,
-                    m->ml,      m->inv_freq, m->lp,     m->qh,        m->attn_out, m->act,
-                    m->scratch, m->d_tokens, m->d_pos,  m->d_slot,    m->d_seqlen, m->d_chosen,
-                    m->d_pf,    m->d_hist,   m->d_step, m->d_step_pf, m->bt,       m->sv_d,
+    void *bufs[] = {m->x,       m->qkv,      m->q32,      m->gu,        m->logits,   m->acc,
+                    m->ml,      m->inv_freq, m->lp,       m->qh,        m->attn_out, m->act,
+                    m->scratch, m->d_tokens, m->d_pos,    m->d_slot,    m->d_seqlen, m->d_chosen,
+                    m->d_pf,    m->d_hist,   m->d_step,   m->d_step_pf, m->bt,       m->sv_d,
                     m->sv_tok,  m->sv_lp,    m->d_layers, m->d_bar};
     for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) krn_cuda_free(bufs[i]);
     krn_cuda_host_free(m->h_stage);
@@ -714,19 +714,15 @@ out:
     return eng_cuda_model_ready(m);
 }
 
-/* LODE_CUDA_PERSIST (read when a model becomes ready): 0 never runs the persistent layers
- * kernel, 1 runs it whenever it supports the model; unset, it runs for models whose layers
- * are small enough that the per-kernel latency, not the weights' bytes, sets the step time. */
+/* LODE_CUDA_PERSIST=1 (read when a model becomes ready) runs batch-1 decode steps on the
+ * persistent layers kernel wherever it supports the model. It is off by default: on an H100
+ * it was 8% slower than the five kernels a layer for smollm2-135m Q4_1, even for Q8_0 and
+ * 3.4x slower for BF16 (bench/RESULTS.md, 2026-11-27), so it stays an option to measure. */
 static int persist_env(void)
 {
     const char *e = getenv("LODE_CUDA_PERSIST");
-    return e && *e ? atoi(e) : -1;
+    return e && !strcmp(e, "1");
 }
-
-/* Largest layer (bytes of weights) that the persistent kernel takes by default, and only
- * for quantized weights: float weights make its o projection (on one block a head) the
- * longest stage (bench/RESULTS.md, H100) */
-#define PERSIST_AUTO_LAYER_BYTES (8u << 20)
 
 static krn_cuda_layers_cfg layers_cfg(const eng_cuda_model *m)
 {
@@ -754,11 +750,9 @@ static krn_cuda_layers_cfg layers_cfg(const eng_cuda_model *m)
 static lode_status persist_setup(eng_cuda_model *m)
 {
     const eng_cuda_config *c = &m->c;
-    const int mode = persist_env();
     m->persist = 0;
-    if (mode == 0) return LODE_OK;
+    if (!persist_env()) return LODE_OK;
     const int fmt = m->L[0].qkv.fmt;
-    size_t layer_bytes = 0;
     for (int l = 0; l < c->n_layer; l++) {
         const layer *L = &m->L[l];
         if (!L->k_fused || !L->v_fused || !L->up_fused || L->qkv.fmt != fmt || L->o.fmt != fmt ||
@@ -766,14 +760,7 @@ static lode_status persist_setup(eng_cuda_model *m)
             L->qkv.rows < (int64_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim ||
             L->gu.rows < 2 * (int64_t)c->ff)
             return LODE_OK;
-        layer_bytes = LODE_MAX(layer_bytes, krn_cuda_mat_bytes(&L->qkv) + krn_cuda_mat_bytes(&L->o) +
-                                                krn_cuda_mat_bytes(&L->gu) +
-                                                krn_cuda_mat_bytes(&L->down));
     }
-    const int dt = m->L[0].qkv.dtype;
-    if (mode < 0 && (layer_bytes > PERSIST_AUTO_LAYER_BYTES || dt == LODE_BF16 || dt == LODE_F16 ||
-                     dt == LODE_F32))
-        return LODE_OK;
     krn_cuda_layers_cfg k = layers_cfg(m);
     if (!krn_cuda_layers_supported(&k)) return LODE_OK;
     krn_cuda_layer *h = lode_calloc((size_t)c->n_layer, sizeof *h);

@@ -280,16 +280,16 @@ typedef struct krn_cuda_layers_cfg {
     int n_layer, dim, ff, n_head, n_kv_head, head_dim;
     int fmt; /* the packed layout (krn_cuda_mat.fmt) of every matrix of every layer */
     float eps;
-    const float *inv_freq;        /* device, head_dim/2 RoPE frequencies */
-    const int32_t *pos, *slot;    /* device: the token's position and KV cache slot (-1: skip) */
-    const int32_t *seq_len;       /* device: tokens cached after this one is written */
-    const int32_t *block_table;   /* device, the sequence's row */
-    float *x;                     /* device [dim]: the residual stream, in and out */
-    float *q;                     /* device [n_head head_dim] scratch */
-    float *h;                     /* device [ff] scratch */
-    unsigned *bar;                /* device, 2 words zeroed once (the grid barrier's state) */
-    unsigned long long *trace;    /* NULL, or device [2][4 n_layer + 1][blocks]: when each
-                                     block arrived at and left each barrier (ns) */
+    const float *inv_freq;      /* device, head_dim/2 RoPE frequencies */
+    const int32_t *pos, *slot;  /* device: the token's position and KV cache slot (-1: skip) */
+    const int32_t *seq_len;     /* device: tokens cached after this one is written */
+    const int32_t *block_table; /* device, the sequence's row */
+    float *x;                   /* device [dim]: the residual stream, in and out */
+    float *q;                   /* device [n_head head_dim] scratch */
+    float *h;                   /* device [ff] scratch */
+    unsigned *bar;              /* device, 2 words zeroed once (the grid barrier's state) */
+    unsigned long long *trace;  /* NULL, or device [2][4 n_layer + 1][blocks]: when each
+                                   block arrived at and left each barrier (ns) */
 } krn_cuda_layers_cfg;
 
 /* Whether krn_cuda_layers_decode runs this shape and layout on the current device (sets up

@@ -13,11 +13,18 @@
  *   C  x * ffn_norm staged; gate and up rows of the same index in one block; h = silu(g) u
  *   D  h staged; down rows added into x
  *
- * Each block requests the weights of its share of the next stage before it waits at the
- * barrier, so the chain after the barrier is: input from L2 -> dot products -> store.
- * Weights are read as the GEMV reads them (unit.cuh) and dequantized in registers; x is
- * staged as floats (swizzled so that the lanes' 16-byte reads of consecutive units hit
- * different banks). The RMS statistic is summed while x is staged and applied to the sums.
+ * Each block requests the weights of its share of the next stage between arriving at the
+ * barrier and waiting for it, so the chain after the barrier is: input from L2 -> dot
+ * products -> store. Weights are read as the GEMV reads them (unit.cuh) and dequantized in
+ * registers; x is staged as floats (swizzled so that the lanes' 16-byte reads of consecutive
+ * units hit different banks). The RMS statistic is summed while x is staged and applied to
+ * the sums.
+ *
+ * Measured on an H100 (bench/RESULTS.md, 2026-11-27) it is not faster than the graph of five
+ * PDL kernels a layer (smollm2-135m Q4_1: 1510 against 1640 tok/s): a barrier costs 1-1.8 us
+ * and each stage 2.5-3.5 us after it (attention + o, on one block a head, 5.7 us), about 22
+ * us a layer. So the engine runs it only when asked (LODE_CUDA_PERSIST=1);
+ * LODE_CUDA_LAYERS_TRACE=1 prints those per-stage times.
  */
 #include "kernels/cuda/unit.cuh"
 
@@ -28,9 +35,9 @@
 namespace
 {
 
-constexpr int T = 256;  /* threads a block */
+constexpr int T = 256; /* threads a block */
 constexpr int NW = T / 32;
-constexpr int JP = 6;   /* weight units a thread holds in registers (prefetched) */
+constexpr int JP = 6; /* weight units a thread holds in registers (prefetched) */
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
 {
@@ -47,10 +54,10 @@ __device__ __forceinline__ unsigned long long now_ns()
 }
 
 /* Grid-wide barrier (arrive, then wait): every block arrives before any leaves, and what a
- * block wrote before arriving is visible to every block after its wait. bar[0] counts the arrivals of this launch (a release
- * add, no reply awaited) and each block waits for the count of its k-th barrier, k nb; the
- * last block to finish resets bar (grid_done). With trace, thread 0 records when the block
- * arrives at and leaves barrier ev (krn_cuda_layers_cfg.trace). */
+ * block wrote before arriving is visible to every block after its wait. bar[0] counts the arrivals
+ * of this launch (a release add, no reply awaited) and each block waits for the count of its k-th
+ * barrier, k nb; the last block to finish resets bar (grid_done). With trace, thread 0 records when
+ * the block arrives at and leaves barrier ev (krn_cuda_layers_cfg.trace). */
 struct Sync {
     unsigned *bar;
     unsigned long long *trace;
@@ -156,8 +163,8 @@ __device__ __forceinline__ float unit_dot(const typename Unit<FMT>::Raw &r, cons
 #pragma unroll
     for (int c = 0; c < NC; c++) {
         const float4 xv = xs4[u * NC + (c ^ swz<NC>(u))];
-        const float t = v[4 * c] * xv.x + v[4 * c + 1] * xv.y + v[4 * c + 2] * xv.z +
-                        v[4 * c + 3] * xv.w;
+        const float t =
+            v[4 * c] * xv.x + v[4 * c + 1] * xv.y + v[4 * c + 2] * xv.z + v[4 * c + 3] * xv.w;
         if (c < NC / 2 || NC == 1)
             lo += t;
         else
@@ -196,10 +203,10 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
     float4 *xs4 = smem4;
     const int xs_floats = LODE_MAX(LODE_MAX(c.dim, c.ff), c.n_head * HD);
     float *racc = (float *)smem4 + xs_floats;
-    float *red = racc + racc_n;      /* NW floats */
-    float *am = red + NW;            /* NW: attention maxima */
-    float *al = am + NW;             /* NW: attention sums */
-    float *aacc = al + NW;           /* NW x HD */
+    float *red = racc + racc_n; /* NW floats */
+    float *am = red + NW;       /* NW: attention maxima */
+    float *al = am + NW;        /* NW: attention sums */
+    float *aacc = al + NW;      /* NW x HD */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nb = gridDim.x, b = blockIdx.x;
     const int dim = c.dim, ff = c.ff, H = c.n_head, KV = c.n_kv_head;
