@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "common/lode.h"
+#include "common/threadpool.h"
 #include "engine/gguf.h"
 #include "kernels/quant.h"
 
@@ -195,6 +196,9 @@ lode_status eng_backend_cpu_create(const eng_backend_opts *o, eng_backend **out 
                                    char *err, size_t errlen);
 /* Threads of a CPU backend (for reports); 1 for any other backend. */
 int eng_backend_cpu_threads(const eng_backend *be);
+/* The thread pool of a CPU backend, for host work between steps (sampling) while its
+ * ops are idle; NULL for any other backend. The backend keeps it. */
+lode_pool *eng_backend_cpu_pool(eng_backend *be);
 #ifdef LODE_CUDA
 lode_status eng_backend_cuda_create(const eng_backend_opts *o, eng_backend **out /* OUT */,
                                     char *err, size_t errlen);

@@ -25,7 +25,15 @@ typedef struct cpu_backend {
     float *rows; /* (max_tokens, max_width) normed rows for logits */
     size_t rows_size;
     int max_tokens, max_width;
+    /* the rope angles of the step's tokens, (max_tokens, 2 * ROPE_MAX) cos then sin: every
+     * layer's q and k turn by the same ones */
+    float *rope_tab;
+    int rope_ok; /* rope_tab holds the current batch's angles for rope_p, rope_hd */
+    krn_rope_params rope_p;
+    int rope_hd;
 } cpu_backend;
+
+#define ROPE_MAX 256 /* pairs per head (krn_rope_half's bound) */
 
 static cpu_backend *cpu(eng_backend *be)
 {
@@ -46,6 +54,7 @@ static void cpu_destroy(eng_backend *be)
     lode_pool_destroy(c->pool);
     lode_aligned_free(c->ws);
     lode_aligned_free(c->rows);
+    lode_aligned_free(c->rope_tab);
     lode_free(c);
 }
 
@@ -193,6 +202,13 @@ static lode_status cpu_reserve(eng_backend *be, int max_tokens, int max_width)
         c->rows = p;
         c->rows_size = rows;
     }
+    if (max_tokens > c->max_tokens) {
+        float *p = lode_aligned_alloc(64, (size_t)max_tokens * 2 * ROPE_MAX * sizeof(float));
+        if (!p) return LODE_ERR_NOMEM;
+        lode_aligned_free(c->rope_tab);
+        c->rope_tab = p;
+        c->rope_ok = 0;
+    }
     if (max_tokens > c->max_tokens) c->max_tokens = max_tokens;
     if (max_width > c->max_width) c->max_width = max_width;
     return LODE_OK;
@@ -205,6 +221,7 @@ static lode_status cpu_batch_begin(eng_backend *be, const eng_batch *b)
         return lode_seterr(be->err, sizeof be->err, LODE_ERR_INVALID,
                            "cpu backend: batch of %d tokens (reserved %d)", b->n_tokens,
                            c->max_tokens);
+    c->rope_ok = 0;
     return LODE_OK;
 }
 
@@ -289,10 +306,26 @@ static void cpu_matmul(eng_backend *be, int n, const eng_weight *const *ws, cons
 static void cpu_rope(eng_backend *be, float *x, int n_head, int head_dim, const eng_batch *b,
                      const eng_rope *r)
 {
+    cpu_backend *c = cpu(be);
     krn_rope_params p = {r->base, r->freq_scale, r->freq_factors, (size_t)r->n_rot, r->neox};
     size_t stride = (size_t)n_head * (size_t)head_dim;
-    for (int32_t t = 0; t < b->n_tokens; t++)
-        krn_rope(x + (size_t)t * stride, (size_t)n_head, (size_t)head_dim, b->pos[t], &p);
+    const krn_rope_params *o = &c->rope_p;
+    if (!c->rope_ok || c->rope_hd != head_dim || o->base != p.base ||
+        o->freq_scale != p.freq_scale || o->freq_factors != p.freq_factors || o->n_rot != p.n_rot ||
+        o->neox != p.neox) {
+        for (int32_t t = 0; t < b->n_tokens; t++) {
+            float *cs = c->rope_tab + (size_t)t * 2 * ROPE_MAX;
+            krn_rope_angles(cs, cs + ROPE_MAX, (size_t)head_dim, b->pos[t], &p);
+        }
+        c->rope_p = p;
+        c->rope_hd = head_dim;
+        c->rope_ok = 1;
+    }
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        const float *cs = c->rope_tab + (size_t)t * 2 * ROPE_MAX;
+        krn_rope_apply(x + (size_t)t * stride, (size_t)n_head, (size_t)head_dim, cs, cs + ROPE_MAX,
+                       &p);
+    }
 }
 
 static void cpu_kv_store(eng_backend *be, eng_kv *kv, int layer, const float *k, const float *v,
@@ -438,4 +471,9 @@ lode_status eng_backend_cpu_create(const eng_backend_opts *o, eng_backend **out,
 int eng_backend_cpu_threads(const eng_backend *be)
 {
     return be && be->ops == &cpu_ops ? lode_pool_size(((const cpu_backend *)be)->pool) : 1;
+}
+
+lode_pool *eng_backend_cpu_pool(eng_backend *be)
+{
+    return be && be->ops == &cpu_ops ? ((cpu_backend *)be)->pool : NULL;
 }

@@ -75,6 +75,9 @@ struct eng_model {
     float *gpu_lp;                     /* (max_out) its logprob */
     uint8_t *host_rows;                /* (max_out) rows whose logits the host needs */
     size_t kv_bytes;                   /* of the KV pool */
+    int32_t *item_row;                 /* (max_seqs) first logits row of each plan item */
+    int32_t *item_tok;                 /* (max_seqs) its sampled token */
+    float *item_lp;                    /* (max_seqs) and the token's logprob */
     req **done_tmp;                    /* (max_seqs + max_queue) */
     char *piece;                       /* (piece_cap) detokenizer output of one step */
     size_t piece_cap;
@@ -203,37 +206,49 @@ static int plain_greedy(const req *q)
            g->frequency_penalty == 0;
 }
 
-/* The prompt rows and the sampled token of one batch item, whose logits rows start at
- * lg; gt/gl (NULL without) are the GPU's argmax and logprob of the same rows. Returns 1
- * when the request finished (and is freed). */
-static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg, const int32_t *gt,
-                        const float *gl)
+/* The host's work on the logits rows of one batch item, which start at lg (gt/gl: the
+ * GPU's argmax and logprob of the same rows, NULL without): the prompt logprobs and the
+ * sampled token with its logprob (*tok, *lp). It touches only the item's own request, so
+ * the items of a step run it in parallel. */
+static void sample_item(eng_model *m, const eng_sched_item *it, const float *lg, const int32_t *gt,
+                        const float *gl, int32_t *tok, float *lp)
 {
     req *q = it->s->user;
     const eng_request *r = &q->r;
     int n_vocab = m->llm->hp.n_vocab;
     eng_sseq *s = &q->seq;
-    if (r->want_prompt_logprobs) {
+    if (r->want_prompt_logprobs)
         for (int p = it->out_lo; p < it->out_hi && p < s->n_prompt - 1; p++)
             q->prompt_lp[p] = eng_logprobs(lg + (size_t)(p - it->out_lo) * n_vocab, n_vocab,
                                            s->toks[p + 1], NULL, 0);
-        if (!q->lp_sent && s->lp_next >= s->n_prompt - 1) {
-            q->lp_sent = 1;
-            if (r->on_prompt_logprobs)
-                r->on_prompt_logprobs(r->user, q->prompt_lp, s->n_prompt - 1);
-        }
-    }
-    if (!it->last) return 0;
+    if (!it->last) return;
     int last = it->out_hi - 1 - it->out_lo;
     eng_sample_result res;
-    int32_t tok;
     if (gt && plain_greedy(q)) {
-        tok = gt[last];
-        res.logprob = gl[last];
-        eng_sampler_accept(q->smp, tok);
+        *tok = gt[last];
+        *lp = gl[last];
+        eng_sampler_accept(q->smp, *tok);
     } else {
-        tok = eng_sampler_sample(q->smp, lg + (size_t)last * n_vocab, &res);
+        /* the logprob (a pass over the vocabulary) only for those who asked */
+        *tok =
+            eng_sampler_sample(q->smp, lg + (size_t)last * n_vocab, r->want_logprobs ? &res : NULL);
+        *lp = r->want_logprobs ? res.logprob : 0.0f;
     }
+}
+
+/* Hands out what sample_item computed for one item: the prompt logprobs callback, the
+ * token to the stream, and the end of the request. Returns 1 when the request finished
+ * (and is freed). */
+static int take_outputs(eng_model *m, const eng_sched_item *it, int32_t tok, float lp)
+{
+    req *q = it->s->user;
+    const eng_request *r = &q->r;
+    eng_sseq *s = &q->seq;
+    if (r->want_prompt_logprobs && !q->lp_sent && s->lp_next >= s->n_prompt - 1) {
+        q->lp_sent = 1;
+        if (r->on_prompt_logprobs) r->on_prompt_logprobs(r->user, q->prompt_lp, s->n_prompt - 1);
+    }
+    if (!it->last) return 0;
     if (!q->t_first) {
         q->t_first = lode_now_ns();
         q->stats.ttft_ms = ms_between(q->t_submit, q->t_first);
@@ -244,8 +259,7 @@ static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg,
     int full = why == ENG_STOP_NONE && s->n_toks + 1 >= m->n_ctx;
     if (full) k += eng_textgen_finish(q->tg, m->piece + k, m->piece_cap - k);
     int stop_cb = 0;
-    if (r->on_token)
-        stop_cb = r->on_token(r->user, tok, m->piece, k, r->want_logprobs ? res.logprob : 0.0f);
+    if (r->on_token) stop_cb = r->on_token(r->user, tok, m->piece, k, r->want_logprobs ? lp : 0.0f);
     if (why != ENG_STOP_NONE || full) {
         finish(m, q, LODE_OK,
                why == ENG_STOP_EOG      ? ENG_FINISH_EOG
@@ -259,6 +273,21 @@ static int take_outputs(eng_model *m, const eng_sched_item *it, const float *lg,
     }
     s->toks[s->n_toks++] = tok;
     return 0;
+}
+
+typedef struct sample_ctx {
+    eng_model *m;
+    const eng_sched_plan *p;
+} sample_ctx;
+
+static void sample_task(void *ctx, size_t i, int thread)
+{
+    const sample_ctx *c = ctx;
+    eng_model *m = c->m;
+    int o = m->item_row[i];
+    sample_item(m, &c->p->items[i], m->logits + (size_t)o * m->llm->hp.n_vocab,
+                m->gpu ? m->gpu_tok + o : NULL, m->gpu ? m->gpu_lp + o : NULL, &m->item_tok[i],
+                &m->item_lp[i]);
 }
 
 /* Hands submitted requests to the scheduler and takes out cancelled ones (into
@@ -349,15 +378,16 @@ static void run_step(eng_model *m)
     m->stats.steps++;
     m->stats.step_tokens += (uint64_t)nt;
     pthread_mutex_unlock(&m->mu);
-    int n_vocab = m->llm->hp.n_vocab;
-    const float *lg = m->logits;
+    /* sampling (a few passes over each row's vocabulary) on the backend's threads, then
+     * the streams in plan order on this one */
     for (int i = 0, o = 0; i < p.n_items; i++) {
-        const eng_sched_item *it = &p.items[i];
-        int rows = it->out_hi - it->out_lo;
-        take_outputs(m, it, lg, m->gpu ? m->gpu_tok + o : NULL, m->gpu ? m->gpu_lp + o : NULL);
-        lg += (size_t)rows * n_vocab;
-        o += rows;
+        m->item_row[i] = o;
+        o += p.items[i].out_hi - p.items[i].out_lo;
     }
+    sample_ctx sc = {m, &p};
+    lode_parallel_for(p.n_items > 1 ? eng_backend_cpu_pool(m->be) : NULL, (size_t)p.n_items,
+                      sample_task, &sc);
+    for (int i = 0; i < p.n_items; i++) take_outputs(m, &p.items[i], m->item_tok[i], m->item_lp[i]);
 }
 
 /* The scheduler thread: generation steps and, with a hosted embedder, its encoder
@@ -766,6 +796,9 @@ void eng_model_free(eng_model *m)
     lode_free(m->gpu_lp);
     lode_free(m->host_rows);
     lode_free(m->done_tmp);
+    lode_free(m->item_row);
+    lode_free(m->item_tok);
+    lode_free(m->item_lp);
     lode_free(m->piece);
     lode_aligned_free(m->swap_pool);
     lode_free(m->swap_blk);
@@ -915,8 +948,12 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
     m->gpu_lp = lode_malloc((size_t)m->max_out * sizeof *m->gpu_lp);
     m->host_rows = lode_malloc((size_t)m->max_out);
     m->piece = lode_malloc(m->piece_cap);
+    m->item_row = lode_malloc((size_t)m->max_seqs * sizeof *m->item_row);
+    m->item_tok = lode_malloc((size_t)m->max_seqs * sizeof *m->item_tok);
+    m->item_lp = lode_malloc((size_t)m->max_seqs * sizeof *m->item_lp);
     if (!m->batch_tokens || !m->batch_pos || !m->batch_seqs || !m->out_rows || !m->logits ||
-        !m->done_tmp || !m->piece || !m->gpu_tok || !m->gpu_lp || !m->host_rows) {
+        !m->done_tmp || !m->piece || !m->gpu_tok || !m->gpu_lp || !m->host_rows || !m->item_row ||
+        !m->item_tok || !m->item_lp) {
         st = lode_seterr(err, errlen, LODE_ERR_NOMEM, "engine: out of memory");
         goto fail;
     }

@@ -9,6 +9,7 @@
 #include "retrieval/store_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,11 @@
 static const char CHUNK_META_SQL[] =
     "SELECT c.document_id, d.uri, coalesce(d.title, ''), c.heading_path, d.media_type, c.text, "
     "c.char_start, c.char_end, d.mtime_ns FROM chunks c JOIN documents d ON d.id = c.document_id "
+    "WHERE c.id = ?1 AND " RET_FILTER_SQL("2", "3", "4", "5");
+
+/* A chunk's document, when it passes the filter (?2..?5). */
+static const char CHUNK_DOC_SQL[] =
+    "SELECT c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id "
     "WHERE c.id = ?1 AND " RET_FILTER_SQL("2", "3", "4", "5");
 
 const char *ret_mode_name(ret_mode m)
@@ -88,6 +94,112 @@ size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, 
     }
     lode_free(f);
     return n;
+}
+
+/* A chunk of per-document fusion. */
+typedef struct dchunk {
+    int64_t id, doc;
+    double score;  /* chunk-level RRF */
+    int best_rank; /* the better of its chunk ranks */
+    size_t d;      /* its document's index in the document table */
+    size_t dorder; /* its document's place in the fused document order */
+    int rep;       /* 1: the best chunk of its document */
+} dchunk;
+
+/* A document of per-document fusion. */
+typedef struct ddoc {
+    int64_t id;
+    double score;  /* RRF over document ranks */
+    int best_rank; /* the better of its document ranks */
+    size_t rep;    /* index of its best chunk */
+    size_t index;  /* its index in the table before sorting */
+} ddoc;
+
+static int ddoc_cmp(const void *a, const void *b)
+{
+    const ddoc *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The order of per-document fusion: best chunks first, then by document, then by the
+ * chunk's own score. */
+static int dchunk_cmp(const void *a, const void *b)
+{
+    const dchunk *x = a, *y = b;
+    if (x->rep != y->rep) return x->rep ? -1 : 1;
+    if (x->dorder != y->dorder) return x->dorder < y->dorder ? -1 : 1;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+size_t ret_rrf_fuse_docs(const ret_cand *a, size_t n_a, double w_a, const ret_cand *b, size_t n_b,
+                         double w_b, double rrf_k, int64_t *out, double *scores)
+{
+    size_t cap = n_a + n_b, nc = 0, nd = 0;
+    if (cap == 0) return 0;
+    dchunk *c = lode_calloc(cap, sizeof *c);
+    ddoc *d = lode_calloc(cap, sizeof *d);
+    size_t *order = lode_calloc(cap, sizeof *order);
+    if (!c || !d || !order) {
+        nc = 0;
+        goto out;
+    }
+    for (int list = 0; list < 2; list++) {
+        const ret_cand *l = list ? b : a;
+        size_t cnt = list ? n_b : n_a;
+        double w = list ? w_b : w_a;
+        int drank = 0; /* documents seen so far in this list */
+        for (size_t r = 0; r < cnt; r++) {
+            size_t j = 0, k = 0;
+            while (j < nc && c[j].id != l[r].chunk_id) j++; /* lists are short (<= 1000) */
+            if (j == nc) {
+                while (k < nd && d[k].id != l[r].document_id) k++;
+                if (k == nd) d[nd++] = (ddoc){.id = l[r].document_id, .best_rank = INT32_MAX};
+                c[nc++] = (dchunk){
+                    .id = l[r].chunk_id, .doc = l[r].document_id, .d = k, .best_rank = (int)r + 1};
+            }
+            k = c[j].d;
+            c[j].score += w / (rrf_k + (double)(r + 1));
+            if ((int)r + 1 < c[j].best_rank) c[j].best_rank = (int)r + 1;
+            /* the document's first chunk in this list gives it its rank here; a chunk
+             * repeated in a list counts once, like a document */
+            int first = 1;
+            for (size_t p = 0; p < r && first; p++) first = l[p].document_id != d[k].id;
+            if (!first) continue;
+            drank++;
+            d[k].score += w / (rrf_k + (double)drank);
+            if (drank < d[k].best_rank) d[k].best_rank = drank;
+        }
+    }
+    /* each document's best chunk */
+    for (size_t k = 0; k < nd; k++) d[k].rep = cap;
+    for (size_t j = 0; j < nc; j++) {
+        ddoc *x = &d[c[j].d];
+        const dchunk *r = x->rep < cap ? &c[x->rep] : NULL;
+        if (!r || c[j].score > r->score ||
+            (c[j].score == r->score && (c[j].best_rank < r->best_rank ||
+                                        (c[j].best_rank == r->best_rank && c[j].id < r->id))))
+            x->rep = j;
+    }
+    for (size_t k = 0; k < nd; k++) c[d[k].rep].rep = 1;
+    /* the document order, then the chunks in it */
+    for (size_t k = 0; k < nd; k++) d[k].index = k;
+    qsort(d, nd, sizeof *d, ddoc_cmp);
+    for (size_t k = 0; k < nd; k++) order[d[k].index] = k;
+    for (size_t j = 0; j < nc; j++) c[j].dorder = order[c[j].d];
+    qsort(c, nc, sizeof *c, dchunk_cmp);
+    for (size_t j = 0; j < nc; j++) {
+        out[j] = c[j].id;
+        if (scores) scores[j] = d[c[j].dorder].score;
+    }
+out:
+    lode_free(c);
+    lode_free(d);
+    lode_free(order);
+    return nc;
 }
 
 size_t ret_mmr_order(size_t n, const double *rel, const float *vecs, const int *has_vec, int dim,
@@ -187,6 +299,26 @@ static lode_status chunk_meta(ret_store *s, int64_t id, const ret_filter *f, ret
     return st;
 }
 
+/* Reads chunk id's document into *doc when it passes the filter; *pass says so. */
+static lode_status chunk_doc(ret_store *s, int64_t id, const ret_filter *f, int64_t *doc, int *pass)
+{
+    *pass = 0;
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHUNK_DOC, CHUNK_DOC_SQL);
+    if (!q) return ret_stmt_failed(s);
+    sqlite3_bind_int64(q, 1, id);
+    ret_filter_bind(q, 2, f);
+    int rc = sqlite3_step(q);
+    lode_status st = LODE_OK;
+    if (rc == SQLITE_ROW) {
+        *pass = 1;
+        *doc = sqlite3_column_int64(q, 0);
+    } else if (rc != SQLITE_DONE) {
+        st = ret_store_dberr(s, rc, "reading a chunk");
+    }
+    sqlite3_reset(q);
+    return st;
+}
+
 /* The first words of text (at most words of them), with ellipsis when cut. */
 static char *lead_snippet(const char *text, int words, const char *ellipsis)
 {
@@ -207,36 +339,49 @@ static char *lead_snippet(const char *text, int words, const char *ellipsis)
     return lode_buf_take(&b);
 }
 
-/* The dense candidates: up to depth chunks that pass the filter, best first. */
+/* The dense candidates: up to depth chunks that pass the filter, best first, with their
+ * documents when docs is not NULL (the filter, or per-document fusion, reads them).
+ * pre (may be NULL) holds the index's first n_pre hits for depth, already fetched. */
 static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_t depth,
-                              const ret_filter *f, int64_t **ids, double **scores, size_t *n)
+                              const ret_vhit *pre, size_t n_pre, const ret_filter *f, int64_t **ids,
+                              double **scores, int64_t **docs, size_t *n)
 {
     *ids = NULL;
     *scores = NULL;
+    if (docs) *docs = NULL;
     *n = 0;
     int64_t total = ret_dense_count(d);
     size_t fetch = depth, got = 0;
     ret_vhit *hits = NULL;
     int64_t *out_ids = lode_calloc(depth ? depth : 1, sizeof *out_ids);
     double *out_sc = lode_calloc(depth ? depth : 1, sizeof *out_sc);
+    int64_t *out_docs = docs ? lode_calloc(depth ? depth : 1, sizeof *out_docs) : NULL;
     lode_status st = LODE_OK;
-    if (!out_ids || !out_sc) goto nomem;
+    if (!out_ids || !out_sc || (docs && !out_docs)) goto nomem;
     int filtered = !ret_filter_empty(f);
-    for (;;) {
+    for (int round = 0;; round++) {
         size_t nh = 0;
-        lode_free(hits);
-        if (!(hits = lode_calloc(fetch ? fetch : 1, sizeof *hits))) goto nomem;
-        if ((st = ret_dense_search_vec(d, qv, fetch, hits, &nh))) {
-            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
-            goto out;
+        const ret_vhit *hv = pre;
+        if (round == 0 && pre) {
+            nh = n_pre;
+        } else {
+            lode_free(hits);
+            if (!(hits = lode_calloc(fetch ? fetch : 1, sizeof *hits))) goto nomem;
+            if ((st = ret_dense_search_vec(d, qv, fetch, hits, &nh))) {
+                lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+                goto out;
+            }
+            hv = hits;
         }
         got = 0;
         for (size_t i = 0; i < nh && got < depth; i++) {
             int pass = 1;
-            if (filtered && (st = chunk_meta(s, hits[i].id, f, NULL, &pass))) goto out;
-            if (!pass) continue;
-            out_ids[got] = hits[i].id;
-            out_sc[got] = hits[i].score;
+            int64_t doc = 0;
+            if ((filtered || docs) && (st = chunk_doc(s, hv[i].id, f, &doc, &pass))) goto out;
+            if (!pass) continue; /* filtered out, or deleted since the index saw it */
+            if (out_docs) out_docs[got] = doc;
+            out_ids[got] = hv[i].id;
+            out_sc[got] = hv[i].score;
             got++;
         }
         /* too few passed the filter: look deeper, up to the whole index */
@@ -245,9 +390,11 @@ static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_
     }
     *ids = out_ids;
     *scores = out_sc;
+    if (docs) *docs = out_docs;
     *n = got;
     out_ids = NULL;
     out_sc = NULL;
+    out_docs = NULL;
     goto out;
 nomem:
     st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
@@ -255,7 +402,25 @@ out:
     lode_free(hits);
     lode_free(out_ids);
     lode_free(out_sc);
+    lode_free(out_docs);
     return st;
+}
+
+/* The lexical candidates, run where ret_hybrid_search says. */
+typedef struct lex_job {
+    ret_store *s;
+    const char *text;
+    ret_search_opts so;
+    ret_hits *hits; /* OUT */
+    lode_status st; /* OUT; its message in s */
+    pthread_t th;
+} lex_job;
+
+static void *lex_run(void *arg)
+{
+    lex_job *j = arg;
+    j->st = ret_search_bm25(j->s, j->text, &j->so, &j->hits);
+    return NULL;
 }
 
 /* Vectors of the candidates for MMR, from the store (rows without one get has[i] = 0). */
@@ -300,6 +465,9 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (!(q.mmr_lambda >= 0 && q.mmr_lambda <= 1))
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID,
                            "the MMR lambda must be in [0, 1]");
+    if (q.fuse != RET_FUSE_DOCUMENT && q.fuse != RET_FUSE_CHUNK)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "unknown fusion unit %d",
+                           (int)q.fuse);
     if (q.depth < 0 || q.depth > RET_SEARCH_MAX_K)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "depth must be 0..%d",
                            RET_SEARCH_MAX_K);
@@ -314,7 +482,10 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
 
     lode_status st = LODE_OK;
     ret_hits *lex = NULL;
-    int64_t *dids = NULL, *lids = NULL, *order_ids = NULL;
+    lex_job job = {0};
+    int64_t *dids = NULL, *ddocs = NULL, *lids = NULL, *order_ids = NULL;
+    ret_cand *lc = NULL, *dc = NULL;
+    ret_vhit *pre = NULL;
     double *dsc = NULL, *fsc = NULL, *rel = NULL;
     size_t nd = 0, nl = 0, nf = 0;
     float *qv = NULL, *cvecs = NULL;
@@ -348,8 +519,15 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     }
     r->mode = mode;
 
-    if (mode == RET_MODE_LEXICAL || mode == RET_MODE_HYBRID) {
-        ret_search_opts so = {
+    /* Hybrid search runs the lexical query on a thread of its own while this one embeds
+     * the query and searches the vector index: neither waits for the other, and the two
+     * use nothing in common (the store handle stays the lexical side's until the join;
+     * the dense candidates' documents are read after it). */
+    job.s = s;
+    job.text = q.text ? q.text : "";
+    int lexical = mode == RET_MODE_LEXICAL || mode == RET_MODE_HYBRID, threaded = 0;
+    if (lexical) {
+        job.so = (ret_search_opts){
             .k = (int)depth,
             .mode = q.match,
             .hl_open = q.hl_open,
@@ -357,21 +535,41 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
             .ellipsis = q.ellipsis,
             .snippet_tokens = q.snippet_tokens,
             .filter = ret_filter_empty(&q.filter) ? NULL : &q.filter,
+            /* fusion keeps a few of the candidates: their snippets are made at the end */
+            .ids_only = mode == RET_MODE_HYBRID,
         };
-        if ((st = ret_search_bm25(s, q.text ? q.text : "", &so, &lex))) goto out;
-        nl = lex->n;
-        if (!(lids = lode_calloc(nl ? nl : 1, sizeof *lids))) goto nomem;
-        for (size_t i = 0; i < nl; i++) lids[i] = lex->hit[i].chunk_id;
+        threaded = mode == RET_MODE_HYBRID && pthread_create(&job.th, NULL, lex_run, &job) == 0;
+        if (!threaded) lex_run(&job);
     }
     if (mode == RET_MODE_DENSE || mode == RET_MODE_HYBRID) {
         double te = lode_now_s();
-        if (!(qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d)))) goto nomem;
-        if ((st = ret_dense_embed(d, q.text ? q.text : "", qv))) {
-            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+        lode_status es = LODE_ERR_NOMEM, ds = LODE_ERR_NOMEM;
+        size_t n_pre = 0;
+        qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d));
+        pre = lode_calloc(depth, sizeof *pre);
+        if (qv && pre && !(es = ret_dense_embed(d, q.text ? q.text : "", qv))) {
+            r->embed_ms = (lode_now_s() - te) * 1e3;
+            ds = ret_dense_search_vec(d, qv, depth, pre, &n_pre);
+        }
+        if (threaded) pthread_join(job.th, NULL);
+        threaded = 0;
+        if (!qv || !pre) goto nomem;
+        if (es || ds) {
+            st = lode_seterr(s->err, sizeof s->err, es ? es : ds, "%s", ret_dense_errmsg(d));
             goto out;
         }
-        r->embed_ms = (lode_now_s() - te) * 1e3;
-        if ((st = dense_list(s, d, qv, depth, &q.filter, &dids, &dsc, &nd))) goto out;
+        int by_doc = mode == RET_MODE_HYBRID && q.fuse == RET_FUSE_DOCUMENT;
+        if ((st = dense_list(s, d, qv, depth, pre, n_pre, &q.filter, &dids, &dsc,
+                             by_doc ? &ddocs : NULL, &nd)))
+            goto out;
+    }
+    if (lexical) {
+        lex = job.hits;
+        job.hits = NULL;
+        if ((st = job.st)) goto out; /* its message is in s */
+        nl = lex->n;
+        if (!(lids = lode_calloc(nl ? nl : 1, sizeof *lids))) goto nomem;
+        for (size_t i = 0; i < nl; i++) lids[i] = lex->hit[i].chunk_id;
     }
 
     /* fuse (or take the one list) */
@@ -379,7 +577,16 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (!(order_ids = lode_calloc(cap ? cap : 1, sizeof *order_ids)) ||
         !(fsc = lode_calloc(cap ? cap : 1, sizeof *fsc)))
         goto nomem;
-    if (mode == RET_MODE_HYBRID) {
+    if (mode == RET_MODE_HYBRID && q.fuse == RET_FUSE_DOCUMENT) {
+        if (!(lc = lode_calloc(nl ? nl : 1, sizeof *lc)) ||
+            !(dc = lode_calloc(nd ? nd : 1, sizeof *dc)))
+            goto nomem;
+        for (size_t i = 0; i < nl; i++)
+            lc[i] = (ret_cand){lex->hit[i].chunk_id, lex->hit[i].document_id};
+        for (size_t i = 0; i < nd; i++) dc[i] = (ret_cand){dids[i], ddocs[i]};
+        nf = ret_rrf_fuse_docs(lc, nl, q.w_lexical, dc, nd, q.w_dense, q.rrf_k, order_ids, fsc);
+        if (nf == 0 && cap) goto nomem;
+    } else if (mode == RET_MODE_HYBRID) {
         nf = ret_rrf_fuse(lids, nl, q.w_lexical, dids, nd, q.w_dense, q.rrf_k, order_ids, fsc);
         if (nf == 0 && cap) goto nomem;
     } else if (mode == RET_MODE_LEXICAL) {
@@ -423,7 +630,20 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
             if (lids[j] == x->chunk_id) {
                 x->lexical_rank = (int)j + 1;
                 x->lexical_score = lex->hit[j].score;
-                x->snippet = lode_strdup(lex->hit[j].snippet);
+                if (lex->hit[j].snippet) {
+                    x->snippet = lode_strdup(lex->hit[j].snippet);
+                    break;
+                }
+                ret_search_opts so = {.hl_open = q.hl_open,
+                                      .hl_close = q.hl_close,
+                                      .ellipsis = q.ellipsis,
+                                      .snippet_tokens = q.snippet_tokens};
+                st = ret_search_snippet(s, lex->fts, x->chunk_id, &so, (char **)&x->snippet);
+                if (st == LODE_ERR_NOTFOUND) st = LODE_OK; /* changed since: its first words */
+                if (st) {
+                    r->n++; /* free what was copied */
+                    goto out;
+                }
                 break;
             }
         for (size_t j = 0; j < nd; j++)
@@ -442,9 +662,14 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
 nomem:
     st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
 out:
+    ret_hits_free(job.hits); /* when a later step failed first */
     ret_hits_free(lex);
     lode_free(lids);
+    lode_free(pre);
     lode_free(dids);
+    lode_free(ddocs);
+    lode_free(lc);
+    lode_free(dc);
     lode_free(dsc);
     lode_free(order_ids);
     lode_free(fsc);

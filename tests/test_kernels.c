@@ -796,6 +796,38 @@ static void test_rope(void **state)
             rope_ref(ref, x, NH, HD, positions[pi], &cases[c]);
             assert_true(rel_l2(y, ref, NH * HD) < 1e-5);
         }
+    /* every ISA's rotation has the scalar one's bits, and so has the split form (angles
+     * once, then the rotations) that a step uses for all its layers; head size 40 and a
+     * rotation of 24 dims leave tails past the vector width */
+    krn_isa isas[3];
+    int ni = n_isas(isas);
+    krn_rope_params bits[6] = {cases[0],
+                               cases[1],
+                               cases[2],
+                               cases[3],
+                               {10000.f, 1.f, NULL, 40, 0},
+                               {10000.f, 1.f, NULL, 24, 1}};
+    size_t hds[6] = {HD, HD, HD, HD, 40, 40};
+    for (int c = 0; c < 6; c++)
+        for (int pi = 0; pi < 4; pi++) {
+            float want[NH * HD], cs[256], sn[256];
+            fill(x, NH * HD, 1.f);
+            krn_isa_set(KRN_ISA_SCALAR);
+            memcpy(want, x, sizeof x);
+            krn_rope(want, NH, hds[c], positions[pi], &bits[c]);
+            for (int v = 0; v < ni; v++) {
+                krn_isa_set(isas[v]);
+                memcpy(y, x, sizeof x);
+                krn_rope(y, NH, hds[c], positions[pi], &bits[c]);
+                assert_memory_equal(y, want, sizeof y);
+                memcpy(y, x, sizeof x);
+                assert_true(krn_rope_half(hds[c], &bits[c]) == bits[c].n_rot / 2);
+                krn_rope_angles(cs, sn, hds[c], positions[pi], &bits[c]);
+                krn_rope_apply(y, NH, hds[c], cs, sn, &bits[c]);
+                assert_memory_equal(y, want, sizeof y);
+            }
+        }
+    krn_isa_set(isas[ni - 1]);
     /* position 0 is the identity; GGUF llama rotates adjacent pairs */
     fill(x, NH * HD, 1.f);
     memcpy(y, x, sizeof x);

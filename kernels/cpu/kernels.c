@@ -311,13 +311,18 @@ void krn_add_rmsnorm(float *y, float *x, const float *r, const float *w, size_t 
  * float multiplication by theta_scale (not a power per pair), cosine and sine in float,
  * and each rotated value one fused multiply-add of a rounded product (as GCC contracts
  * GGML's x0*cos - x1*sin). */
-void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_rope_params *p)
+size_t krn_rope_half(size_t head_dim, const krn_rope_params *p)
 {
     size_t n_rot = p->n_rot ? p->n_rot : head_dim;
     if (n_rot > head_dim) n_rot = head_dim;
-    size_t half = n_rot / 2;
-    float cs[256], sn[256];
-    if (half > 256) half = 256;
+    return LODE_MIN(n_rot / 2, (size_t)256);
+}
+
+void krn_rope_angles(float *cs, float *sn, size_t head_dim, int64_t pos, const krn_rope_params *p)
+{
+    size_t n_rot = p->n_rot ? p->n_rot : head_dim;
+    if (n_rot > head_dim) n_rot = head_dim;
+    size_t half = krn_rope_half(head_dim, p);
     float scale = p->freq_scale > 0 ? p->freq_scale : 1.f;
     float theta_scale = powf(p->base, -2.0f / (float)n_rot);
     float theta = (float)pos;
@@ -326,15 +331,19 @@ void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_r
         sincosf(scale * (theta / ff), &sn[i], &cs[i]);
         theta *= theta_scale;
     }
-    for (size_t h = 0; h < n_head; h++) {
-        float *v = x + h * head_dim;
-        for (size_t i = 0; i < half; i++) {
-            size_t a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;
-            float x0 = v[a], x1 = v[b];
-            v[a] = fmaf(x0, cs[i], -(x1 * sn[i]));
-            v[b] = fmaf(x0, sn[i], x1 * cs[i]);
-        }
-    }
+}
+
+void krn_rope_apply(float *x, size_t n_head, size_t head_dim, const float *cs, const float *sn,
+                    const krn_rope_params *p)
+{
+    krn_ops_get()->rope(x, n_head, head_dim, krn_rope_half(head_dim, p), p->neox, cs, sn);
+}
+
+void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_rope_params *p)
+{
+    float cs[256], sn[256];
+    krn_rope_angles(cs, sn, head_dim, pos, p);
+    krn_rope_apply(x, n_head, head_dim, cs, sn, p);
 }
 
 void krn_softmax(float *x, size_t n)

@@ -123,6 +123,14 @@ typedef struct krn_rope_params {
  * pos: pair i turns by pos * freq_scale * base^(-2i/n_rot) / freq_factors[i]. Dims past
  * n_rot are left alone. */
 void krn_rope(float *x, size_t n_head, size_t head_dim, int64_t pos, const krn_rope_params *p);
+/* krn_rope in two halves, for a step whose layers all turn the same positions: the
+ * angles of position pos once (cs, sn OUT: krn_rope_half(head_dim, p) floats each), then
+ * any number of rotations by them, with the same bits as krn_rope. */
+size_t krn_rope_half(size_t head_dim, const krn_rope_params *p);
+void krn_rope_angles(float *cs /* OUT */, float *sn /* OUT */, size_t head_dim, int64_t pos,
+                     const krn_rope_params *p);
+void krn_rope_apply(float *x, size_t n_head, size_t head_dim, const float *cs, const float *sn,
+                    const krn_rope_params *p);
 
 /* In place: x = exp(x - max) / sum. */
 void krn_softmax(float *x, size_t n);

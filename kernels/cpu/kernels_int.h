@@ -50,6 +50,11 @@ typedef struct krn_ops {
     /* y = exp(x - max), returns the sum in double accumulated per vector as GGML's
      * softmax does (the lane width of the ISA, scalar expf for the tail) */
     double (*exp_sum)(float *y, const float *x, float max, size_t n);
+    /* rotates n_head heads by the angles (cs, sn) of their half pairs: pair i is (2i, 2i+1),
+     * or (i, i + half) with neox; v[a] = fma(v[a], c, -(v[b] * s)), v[b] = fma(v[a], s,
+     * v[b] * c) with the old v[a], v[b] */
+    void (*rope)(float *x, size_t n_head, size_t head_dim, size_t half, int neox, const float *cs,
+                 const float *sn);
     void (*add)(float *y, const float *a, const float *b, size_t n);
     void (*scale)(float *x, float s, size_t n);
     void (*f16_to_f32)(const lode_half *x, float *y, size_t n);

@@ -229,6 +229,45 @@ static double z_exp_sum(float *y, const float *x, float max, size_t n)
     return s;
 }
 
+/* r_rope's roundings, 8 pairs per vector: the pairs of (2i, 2i+1) are lanes (2j, 2j+1),
+ * each lane computing both of its pair's formulas and keeping its own */
+static void z_rope(float *x, size_t n_head, size_t head_dim, size_t half, int neox, const float *cs,
+                   const float *sn)
+{
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i swap = _mm512_setr_epi32(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    const __mmask16 odd = 0xAAAA;
+    for (size_t h = 0; h < n_head; h++) {
+        float *v = x + h * head_dim;
+        size_t i = 0;
+        if (neox)
+            for (; i + 16 <= half; i += 16) {
+                __m512 c = _mm512_loadu_ps(cs + i), s = _mm512_loadu_ps(sn + i);
+                __m512 x0 = _mm512_loadu_ps(v + i), x1 = _mm512_loadu_ps(v + i + half);
+                _mm512_storeu_ps(v + i, _mm512_fmsub_ps(x0, c, _mm512_mul_ps(x1, s)));
+                _mm512_storeu_ps(v + i + half, _mm512_fmadd_ps(x0, s, _mm512_mul_ps(x1, c)));
+            }
+        else
+            for (; i + 8 <= half; i += 8) {
+                __m512 c =
+                    _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(cs + i)));
+                __m512 s =
+                    _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_loadu_ps(sn + i)));
+                __m512 a = _mm512_loadu_ps(v + 2 * i), b = _mm512_permutexvar_ps(swap, a);
+                /* even lane: a = x0, b = x1; odd lane: a = x1, b = x0 */
+                __m512 ev = _mm512_fmsub_ps(a, c, _mm512_mul_ps(b, s));
+                __m512 od = _mm512_fmadd_ps(b, s, _mm512_mul_ps(a, c));
+                _mm512_storeu_ps(v + 2 * i, _mm512_mask_blend_ps(odd, ev, od));
+            }
+        for (; i < half; i++) {
+            size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = fmaf(x0, cs[i], -(x1 * sn[i]));
+            v[b] = fmaf(x0, sn[i], x1 * cs[i]);
+        }
+    }
+}
+
 void krn_quant_avx512_init(krn_ops *o);
 
 void krn_ops_init_avx512(krn_ops *o)
@@ -244,5 +283,6 @@ void krn_ops_init_avx512(krn_ops *o)
     o->f32_to_f16 = z_f32_to_f16;
     o->silu_mul = z_silu_mul;
     o->exp_sum = z_exp_sum;
+    o->rope = z_rope;
     krn_quant_avx512_init(o);
 }

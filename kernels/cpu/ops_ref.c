@@ -43,6 +43,20 @@ static void r_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
     for (size_t i = 0; i < n; i++) acc[i] += a * lode_half_to_float(v[i]);
 }
 
+static void r_rope(float *x, size_t n_head, size_t head_dim, size_t half, int neox, const float *cs,
+                   const float *sn)
+{
+    for (size_t h = 0; h < n_head; h++) {
+        float *v = x + h * head_dim;
+        for (size_t i = 0; i < half; i++) {
+            size_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = fmaf(x0, cs[i], -(x1 * sn[i]));
+            v[b] = fmaf(x0, sn[i], x1 * cs[i]);
+        }
+    }
+}
+
 static float r_dot_f32(const float *x, const float *y, size_t n)
 {
     float s = 0;
@@ -115,6 +129,7 @@ void krn_ops_init_scalar(krn_ops *o)
     o->mul_scale = r_mul_scale;
     o->silu_mul = r_silu_mul;
     o->exp_sum = r_exp_sum;
+    o->rope = r_rope;
     o->add = r_add;
     o->scale = r_scale;
     o->f16_to_f32 = r_f16_to_f32;
