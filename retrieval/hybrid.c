@@ -366,7 +366,9 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (mode == RET_MODE_DENSE || mode == RET_MODE_HYBRID) {
         double te = lode_now_s();
         if (!(qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d)))) goto nomem;
-        if ((st = ret_dense_embed(d, q.text ? q.text : "", qv))) {
+        if (q.vec)
+            memcpy(qv, q.vec, sizeof(float) * (size_t)ret_dense_dim(d));
+        else if ((st = ret_dense_embed(d, q.text ? q.text : "", qv))) {
             lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
             goto out;
         }
