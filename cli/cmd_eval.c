@@ -61,6 +61,8 @@ static const ret_mode MODES[] = {RET_MODE_LEXICAL, RET_MODE_DENSE, RET_MODE_HYBR
 /* Fusion and model settings passed to every search. */
 typedef struct eval_opts {
     double rrf_k, w_lexical, w_dense;
+    ret_fuse_unit fuse;
+    int depth; /* candidates per list; 0: ret_hybrid_search's default */
     const char *embed_model;
 } eval_opts;
 
@@ -81,6 +83,9 @@ static void usage(FILE *f)
             "  --mode MODE    lexical, dense, hybrid or all (default all: lexical, and dense\n"
             "                 and hybrid when the store has vectors)\n"
             "  -k N           depth of the ranking judged (default 10, 5..100)\n"
+            "  --fuse UNIT    hybrid: fuse per document (default) or per chunk\n"
+            "  --depth N      candidates taken from each list (default: the search's,\n"
+            "                 max(4 x 5k, 50) chunks)\n"
             "  --rrf-k X      hybrid: the k of reciprocal rank fusion (default %g)\n"
             "  --w-lexical X, --w-dense X\n"
             "                 hybrid: the weights of the two lists (default %g and %g)\n"
@@ -314,6 +319,8 @@ static lode_status run_mode(ret_store *s, ret_dense *d, ret_mode mode, const eva
         ret_query rq = {.text = q->query,
                         .k = q->by_answer ? k : LODE_MIN(k * DOC_DEPTH, RET_SEARCH_MAX_K),
                         .mode = mode,
+                        .fuse = eo->fuse,
+                        .depth = eo->depth,
                         .rrf_k = eo->rrf_k,
                         .w_lexical = eo->w_lexical,
                         .w_dense = eo->w_dense};
@@ -431,7 +438,17 @@ static double num_arg(const char *name, const char *v)
 
 static int eval_retrieval(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_DB, OPT_MODE, OPT_RRF, OPT_WL, OPT_WD, OPT_EMBED };
+    enum {
+        OPT_JSON = 256,
+        OPT_DB,
+        OPT_MODE,
+        OPT_RRF,
+        OPT_WL,
+        OPT_WD,
+        OPT_EMBED,
+        OPT_FUSE,
+        OPT_DEPTH
+    };
     static const struct option longopts[] = {
         {"json", no_argument, NULL, OPT_JSON},
         {"db", required_argument, NULL, OPT_DB},
@@ -440,6 +457,8 @@ static int eval_retrieval(int argc, char **argv)
         {"w-lexical", required_argument, NULL, OPT_WL},
         {"w-dense", required_argument, NULL, OPT_WD},
         {"embed-model", required_argument, NULL, OPT_EMBED},
+        {"fuse", required_argument, NULL, OPT_FUSE},
+        {"depth", required_argument, NULL, OPT_DEPTH},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -482,6 +501,27 @@ static int eval_retrieval(int argc, char **argv)
         case OPT_EMBED:
             eo.embed_model = optarg;
             break;
+        case OPT_FUSE:
+            if (!strcmp(optarg, "document")) {
+                eo.fuse = RET_FUSE_DOCUMENT;
+            } else if (!strcmp(optarg, "chunk")) {
+                eo.fuse = RET_FUSE_CHUNK;
+            } else {
+                fprintf(stderr, "lode eval: --fuse wants document or chunk, not '%s'\n", optarg);
+                return CLI_USAGE;
+            }
+            break;
+        case OPT_DEPTH: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > RET_SEARCH_MAX_K) {
+                fprintf(stderr, "lode eval: --depth wants a number from 1 to %d, not '%s'\n",
+                        RET_SEARCH_MAX_K, optarg);
+                return CLI_USAGE;
+            }
+            eo.depth = (int)v;
+            break;
+        }
         case 'v':
             verbose = 1;
             break;

@@ -42,6 +42,9 @@ static void usage(FILE *f)
         "                 (text/)\n"
         "  --after DATE   only documents modified at or after DATE (YYYY-MM-DD[THH:MM:SS], UTC)\n"
         "  --before DATE  only documents modified before DATE\n"
+        "  --fuse UNIT    hybrid: fuse the two lists per document (default: a document\n"
+        "                 ranks by its best chunk, and the hits give each document's best\n"
+        "                 chunk first) or per chunk\n"
         "  --rrf-k K      reciprocal rank fusion constant (default 60)\n"
         "  --weights L,D  weights of the lexical and dense lists in the fusion (default 1,6)\n"
         "  --mmr LAMBDA   diversify by maximal marginal relevance, LAMBDA in (0,1): lower\n"
@@ -237,6 +240,7 @@ static int cmd_search(int argc, char **argv)
         OPT_MMR,
         OPT_DEPTH,
         OPT_EMBED,
+        OPT_FUSE,
     };
     static const struct option longopts[] = {
         {"json", no_argument, NULL, OPT_JSON},
@@ -255,6 +259,7 @@ static int cmd_search(int argc, char **argv)
         {"mmr", required_argument, NULL, OPT_MMR},
         {"depth", required_argument, NULL, OPT_DEPTH},
         {"embed-model", required_argument, NULL, OPT_EMBED},
+        {"fuse", required_argument, NULL, OPT_FUSE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -328,6 +333,16 @@ static int cmd_search(int argc, char **argv)
                 q.filter.modified_before_ns = ns ? ns : 1;
             break;
         }
+        case OPT_FUSE:
+            if (!strcmp(optarg, "document")) {
+                q.fuse = RET_FUSE_DOCUMENT;
+            } else if (!strcmp(optarg, "chunk")) {
+                q.fuse = RET_FUSE_CHUNK;
+            } else {
+                fprintf(stderr, "lode search: --fuse wants document or chunk, not '%s'\n", optarg);
+                return CLI_USAGE;
+            }
+            break;
         case OPT_RRF:
             if (parse_double(optarg, &q.rrf_k) || !(q.rrf_k > 0)) {
                 fprintf(stderr, "lode search: --rrf-k wants a number > 0, not '%s'\n", optarg);

@@ -19,6 +19,11 @@ static const char CHUNK_META_SQL[] =
     "c.char_start, c.char_end, d.mtime_ns FROM chunks c JOIN documents d ON d.id = c.document_id "
     "WHERE c.id = ?1 AND " RET_FILTER_SQL("2", "3", "4", "5");
 
+/* A chunk's document, when it passes the filter (?2..?5). */
+static const char CHUNK_DOC_SQL[] =
+    "SELECT c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id "
+    "WHERE c.id = ?1 AND " RET_FILTER_SQL("2", "3", "4", "5");
+
 const char *ret_mode_name(ret_mode m)
 {
     switch (m) {
@@ -88,6 +93,112 @@ size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, 
     }
     lode_free(f);
     return n;
+}
+
+/* A chunk of per-document fusion. */
+typedef struct dchunk {
+    int64_t id, doc;
+    double score;  /* chunk-level RRF */
+    int best_rank; /* the better of its chunk ranks */
+    size_t d;      /* its document's index in the document table */
+    size_t dorder; /* its document's place in the fused document order */
+    int rep;       /* 1: the best chunk of its document */
+} dchunk;
+
+/* A document of per-document fusion. */
+typedef struct ddoc {
+    int64_t id;
+    double score;  /* RRF over document ranks */
+    int best_rank; /* the better of its document ranks */
+    size_t rep;    /* index of its best chunk */
+    size_t index;  /* its index in the table before sorting */
+} ddoc;
+
+static int ddoc_cmp(const void *a, const void *b)
+{
+    const ddoc *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The order of per-document fusion: best chunks first, then by document, then by the
+ * chunk's own score. */
+static int dchunk_cmp(const void *a, const void *b)
+{
+    const dchunk *x = a, *y = b;
+    if (x->rep != y->rep) return x->rep ? -1 : 1;
+    if (x->dorder != y->dorder) return x->dorder < y->dorder ? -1 : 1;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+size_t ret_rrf_fuse_docs(const ret_cand *a, size_t n_a, double w_a, const ret_cand *b, size_t n_b,
+                         double w_b, double rrf_k, int64_t *out, double *scores)
+{
+    size_t cap = n_a + n_b, nc = 0, nd = 0;
+    if (cap == 0) return 0;
+    dchunk *c = lode_calloc(cap, sizeof *c);
+    ddoc *d = lode_calloc(cap, sizeof *d);
+    size_t *order = lode_calloc(cap, sizeof *order);
+    if (!c || !d || !order) {
+        nc = 0;
+        goto out;
+    }
+    for (int list = 0; list < 2; list++) {
+        const ret_cand *l = list ? b : a;
+        size_t cnt = list ? n_b : n_a;
+        double w = list ? w_b : w_a;
+        int drank = 0; /* documents seen so far in this list */
+        for (size_t r = 0; r < cnt; r++) {
+            size_t j = 0, k = 0;
+            while (j < nc && c[j].id != l[r].chunk_id) j++; /* lists are short (<= 1000) */
+            if (j == nc) {
+                while (k < nd && d[k].id != l[r].document_id) k++;
+                if (k == nd) d[nd++] = (ddoc){.id = l[r].document_id, .best_rank = INT32_MAX};
+                c[nc++] = (dchunk){
+                    .id = l[r].chunk_id, .doc = l[r].document_id, .d = k, .best_rank = (int)r + 1};
+            }
+            k = c[j].d;
+            c[j].score += w / (rrf_k + (double)(r + 1));
+            if ((int)r + 1 < c[j].best_rank) c[j].best_rank = (int)r + 1;
+            /* the document's first chunk in this list gives it its rank here; a chunk
+             * repeated in a list counts once, like a document */
+            int first = 1;
+            for (size_t p = 0; p < r && first; p++) first = l[p].document_id != d[k].id;
+            if (!first) continue;
+            drank++;
+            d[k].score += w / (rrf_k + (double)drank);
+            if (drank < d[k].best_rank) d[k].best_rank = drank;
+        }
+    }
+    /* each document's best chunk */
+    for (size_t k = 0; k < nd; k++) d[k].rep = cap;
+    for (size_t j = 0; j < nc; j++) {
+        ddoc *x = &d[c[j].d];
+        const dchunk *r = x->rep < cap ? &c[x->rep] : NULL;
+        if (!r || c[j].score > r->score ||
+            (c[j].score == r->score && (c[j].best_rank < r->best_rank ||
+                                        (c[j].best_rank == r->best_rank && c[j].id < r->id))))
+            x->rep = j;
+    }
+    for (size_t k = 0; k < nd; k++) c[d[k].rep].rep = 1;
+    /* the document order, then the chunks in it */
+    for (size_t k = 0; k < nd; k++) d[k].index = k;
+    qsort(d, nd, sizeof *d, ddoc_cmp);
+    for (size_t k = 0; k < nd; k++) order[d[k].index] = k;
+    for (size_t j = 0; j < nc; j++) c[j].dorder = order[c[j].d];
+    qsort(c, nc, sizeof *c, dchunk_cmp);
+    for (size_t j = 0; j < nc; j++) {
+        out[j] = c[j].id;
+        if (scores) scores[j] = d[c[j].dorder].score;
+    }
+out:
+    lode_free(c);
+    lode_free(d);
+    lode_free(order);
+    return nc;
 }
 
 size_t ret_mmr_order(size_t n, const double *rel, const float *vecs, const int *has_vec, int dim,
@@ -187,6 +298,26 @@ static lode_status chunk_meta(ret_store *s, int64_t id, const ret_filter *f, ret
     return st;
 }
 
+/* Reads chunk id's document into *doc when it passes the filter; *pass says so. */
+static lode_status chunk_doc(ret_store *s, int64_t id, const ret_filter *f, int64_t *doc, int *pass)
+{
+    *pass = 0;
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_CHUNK_DOC, CHUNK_DOC_SQL);
+    if (!q) return ret_stmt_failed(s);
+    sqlite3_bind_int64(q, 1, id);
+    ret_filter_bind(q, 2, f);
+    int rc = sqlite3_step(q);
+    lode_status st = LODE_OK;
+    if (rc == SQLITE_ROW) {
+        *pass = 1;
+        *doc = sqlite3_column_int64(q, 0);
+    } else if (rc != SQLITE_DONE) {
+        st = ret_store_dberr(s, rc, "reading a chunk");
+    }
+    sqlite3_reset(q);
+    return st;
+}
+
 /* The first words of text (at most words of them), with ellipsis when cut. */
 static char *lead_snippet(const char *text, int words, const char *ellipsis)
 {
@@ -207,20 +338,24 @@ static char *lead_snippet(const char *text, int words, const char *ellipsis)
     return lode_buf_take(&b);
 }
 
-/* The dense candidates: up to depth chunks that pass the filter, best first. */
+/* The dense candidates: up to depth chunks that pass the filter, best first, with their
+ * documents when docs is not NULL (the filter, or per-document fusion, reads them). */
 static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_t depth,
-                              const ret_filter *f, int64_t **ids, double **scores, size_t *n)
+                              const ret_filter *f, int64_t **ids, double **scores, int64_t **docs,
+                              size_t *n)
 {
     *ids = NULL;
     *scores = NULL;
+    if (docs) *docs = NULL;
     *n = 0;
     int64_t total = ret_dense_count(d);
     size_t fetch = depth, got = 0;
     ret_vhit *hits = NULL;
     int64_t *out_ids = lode_calloc(depth ? depth : 1, sizeof *out_ids);
     double *out_sc = lode_calloc(depth ? depth : 1, sizeof *out_sc);
+    int64_t *out_docs = docs ? lode_calloc(depth ? depth : 1, sizeof *out_docs) : NULL;
     lode_status st = LODE_OK;
-    if (!out_ids || !out_sc) goto nomem;
+    if (!out_ids || !out_sc || (docs && !out_docs)) goto nomem;
     int filtered = !ret_filter_empty(f);
     for (;;) {
         size_t nh = 0;
@@ -233,8 +368,10 @@ static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_
         got = 0;
         for (size_t i = 0; i < nh && got < depth; i++) {
             int pass = 1;
-            if (filtered && (st = chunk_meta(s, hits[i].id, f, NULL, &pass))) goto out;
-            if (!pass) continue;
+            int64_t doc = 0;
+            if ((filtered || docs) && (st = chunk_doc(s, hits[i].id, f, &doc, &pass))) goto out;
+            if (!pass) continue; /* filtered out, or deleted since the index saw it */
+            if (out_docs) out_docs[got] = doc;
             out_ids[got] = hits[i].id;
             out_sc[got] = hits[i].score;
             got++;
@@ -245,9 +382,11 @@ static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_
     }
     *ids = out_ids;
     *scores = out_sc;
+    if (docs) *docs = out_docs;
     *n = got;
     out_ids = NULL;
     out_sc = NULL;
+    out_docs = NULL;
     goto out;
 nomem:
     st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
@@ -255,6 +394,7 @@ out:
     lode_free(hits);
     lode_free(out_ids);
     lode_free(out_sc);
+    lode_free(out_docs);
     return st;
 }
 
@@ -300,6 +440,9 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (!(q.mmr_lambda >= 0 && q.mmr_lambda <= 1))
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID,
                            "the MMR lambda must be in [0, 1]");
+    if (q.fuse != RET_FUSE_DOCUMENT && q.fuse != RET_FUSE_CHUNK)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "unknown fusion unit %d",
+                           (int)q.fuse);
     if (q.depth < 0 || q.depth > RET_SEARCH_MAX_K)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "depth must be 0..%d",
                            RET_SEARCH_MAX_K);
@@ -314,7 +457,8 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
 
     lode_status st = LODE_OK;
     ret_hits *lex = NULL;
-    int64_t *dids = NULL, *lids = NULL, *order_ids = NULL;
+    int64_t *dids = NULL, *ddocs = NULL, *lids = NULL, *order_ids = NULL;
+    ret_cand *lc = NULL, *dc = NULL;
     double *dsc = NULL, *fsc = NULL, *rel = NULL;
     size_t nd = 0, nl = 0, nf = 0;
     float *qv = NULL, *cvecs = NULL;
@@ -373,7 +517,9 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
             goto out;
         }
         r->embed_ms = (lode_now_s() - te) * 1e3;
-        if ((st = dense_list(s, d, qv, depth, &q.filter, &dids, &dsc, &nd))) goto out;
+        int by_doc = mode == RET_MODE_HYBRID && q.fuse == RET_FUSE_DOCUMENT;
+        if ((st = dense_list(s, d, qv, depth, &q.filter, &dids, &dsc, by_doc ? &ddocs : NULL, &nd)))
+            goto out;
     }
 
     /* fuse (or take the one list) */
@@ -381,7 +527,16 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (!(order_ids = lode_calloc(cap ? cap : 1, sizeof *order_ids)) ||
         !(fsc = lode_calloc(cap ? cap : 1, sizeof *fsc)))
         goto nomem;
-    if (mode == RET_MODE_HYBRID) {
+    if (mode == RET_MODE_HYBRID && q.fuse == RET_FUSE_DOCUMENT) {
+        if (!(lc = lode_calloc(nl ? nl : 1, sizeof *lc)) ||
+            !(dc = lode_calloc(nd ? nd : 1, sizeof *dc)))
+            goto nomem;
+        for (size_t i = 0; i < nl; i++)
+            lc[i] = (ret_cand){lex->hit[i].chunk_id, lex->hit[i].document_id};
+        for (size_t i = 0; i < nd; i++) dc[i] = (ret_cand){dids[i], ddocs[i]};
+        nf = ret_rrf_fuse_docs(lc, nl, q.w_lexical, dc, nd, q.w_dense, q.rrf_k, order_ids, fsc);
+        if (nf == 0 && cap) goto nomem;
+    } else if (mode == RET_MODE_HYBRID) {
         nf = ret_rrf_fuse(lids, nl, q.w_lexical, dids, nd, q.w_dense, q.rrf_k, order_ids, fsc);
         if (nf == 0 && cap) goto nomem;
     } else if (mode == RET_MODE_LEXICAL) {
@@ -447,6 +602,9 @@ out:
     ret_hits_free(lex);
     lode_free(lids);
     lode_free(dids);
+    lode_free(ddocs);
+    lode_free(lc);
+    lode_free(dc);
     lode_free(dsc);
     lode_free(order_ids);
     lode_free(fsc);

@@ -4,8 +4,16 @@
  *
  * Modes: lexical (BM25 over FTS5, search.h), dense (the query embedded by the store's
  * model, nearest chunks in the FAISS index, dense.h), and hybrid: both lists fused by
- * reciprocal rank fusion, score(c) = sum over lists L of w_L / (rrf_k + rank_L(c)), ranks
- * from 1, a chunk absent from a list adding nothing. Optionally the fused list is then
+ * reciprocal rank fusion, score(x) = sum over lists L of w_L / (rrf_k + rank_L(x)), ranks
+ * from 1, an x absent from a list adding nothing. By default x is a document (fusion per
+ * document, RET_FUSE_DOCUMENT): in each list a document takes the rank of its best chunk
+ * among the documents there (its other chunks do not push later documents down), the
+ * documents are ordered by their fused score, and the results list each document's best
+ * chunk (by the chunk-level score) in that order, then the other candidate chunks of
+ * those documents. Relevance is a document's: a page that both lists find, each by
+ * another passage, is what fusion should raise, and a page with many matching chunks
+ * should not crowd the others out of either list. RET_FUSE_CHUNK fuses chunks as they
+ * are. Optionally the fused list is then
  * diversified by maximal marginal relevance: greedily take the candidate with the
  * highest lambda * rel(c) - (1 - lambda) * max cos(c, taken), rel being the fused score
  * divided by the best one. Filters (path glob, media type, modification dates) apply to
@@ -35,20 +43,31 @@ typedef enum ret_mode {
 #define RET_RRF_K_DEFAULT 60.0
 /* The default weights of the lexical and the dense list. Chosen on the 70 development
  * questions over the SQLite documentation (tests/data/eval, bench/RESULTS.md), the only
- * judged set there is, by recall@5 then nDCG@10 over RRF k 5..120 and dense weights 1..6:
- * weights 1 and 1 gave R@5 0.714 against dense alone 0.771; 1 and 6 gave 0.771, with
- * R@1, R@10, MRR@10 and nDCG@10 above dense alone. On paraphrased questions the BM25
- * list is mostly noise; with these weights it reorders and adds to the dense list. */
+ * judged set there is, by recall@5 then nDCG@10 over RRF k 5..120 and dense weights 1..6,
+ * fusing chunks: weights 1 and 1 gave R@5 0.714 against dense alone 0.771; 1 and 6 gave
+ * 0.771, with R@1, R@10, MRR@10 and nDCG@10 above dense alone. On paraphrased questions
+ * the BM25 list is mostly noise; with these weights it reorders and adds to the dense
+ * list. Fusing documents (the default since) kept them: on the same questions it gave R@5
+ * 0.786 with them, and a higher R@5 than fusing chunks at each of the 15 pairs of RRF k
+ * (10, 30, 60) and dense weight (1 to 6) tried; R@10 was lower at 10 of them (by one to
+ * three questions of 70). */
 #define RET_W_LEXICAL_DEFAULT 1.0
 #define RET_W_DENSE_DEFAULT   6.0
+
+/* What reciprocal rank fusion ranks (see the top). */
+typedef enum ret_fuse_unit {
+    RET_FUSE_DOCUMENT = 0, /* documents, at the rank of their best chunk (the default) */
+    RET_FUSE_CHUNK,        /* chunks */
+} ret_fuse_unit;
 
 typedef struct ret_query {
     const char *text; /* the user's words (never FTS5 syntax here) */
     int k;            /* results wanted, 1..RET_SEARCH_MAX_K; 0: 10 */
     ret_mode mode;
-    ret_filter filter; /* all-zero: no filter */
-    double rrf_k;      /* 0: RET_RRF_K_DEFAULT */
-    double w_lexical;  /* weights of the two lists in the fusion; both 0: the defaults */
+    ret_filter filter;  /* all-zero: no filter */
+    ret_fuse_unit fuse; /* hybrid: documents (default) or chunks */
+    double rrf_k;       /* 0: RET_RRF_K_DEFAULT */
+    double w_lexical;   /* weights of the two lists in the fusion; both 0: the defaults */
     double w_dense;
     double mmr_lambda;    /* 0: no MMR; (0, 1]: relevance weight of MMR (1 = plain order) */
     int depth;            /* candidates taken from each list; 0: max(4 k, 50) */
@@ -66,7 +85,8 @@ typedef struct ret_query {
 typedef struct ret_result {
     int64_t chunk_id;
     int64_t document_id;
-    double score;         /* the fused score (hybrid), -bm25 (lexical), cosine (dense) */
+    double score;         /* the fused score (hybrid: its document's, fusing documents),
+                             -bm25 (lexical), cosine (dense) */
     int lexical_rank;     /* 1-based rank in the lexical list; 0 when not in it */
     int dense_rank;       /* 1-based rank in the dense list; 0 when not in it */
     double lexical_score; /* -bm25, when lexical_rank > 0 */
@@ -105,6 +125,25 @@ void ret_results_free(ret_results *r);
  * the number of fused ids. Exposed for tests and tools. */
 size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, size_t n_b,
                     double w_b, double rrf_k, int64_t *out /* OUT */, double *scores /* OUT */);
+
+/* A candidate of a list fused per document: a chunk and its document. */
+typedef struct ret_cand {
+    int64_t chunk_id;
+    int64_t document_id;
+} ret_cand;
+
+/* Reciprocal rank fusion per document of two ranked lists of chunks (either may be
+ * empty; see the top): each list ranks documents by their best chunk there, and
+ * score(d) = w_a / (rrf_k + rank_a(d)) + w_b / (rrf_k + rank_b(d)). Writes the fused
+ * chunk ids into out (room for n_a + n_b): first each document's best chunk (the highest
+ * chunk-level RRF score, as ret_rrf_fuse gives it), documents by score, ties by the
+ * better document rank in either list, then by id; after them the documents' other
+ * chunks, in the same document order and by their own score within a document.
+ * scores[i] (may be NULL) is the score of out[i]'s document. Returns the number of chunks
+ * written; 0 for none or when out of memory. Exposed for tests and tools. */
+size_t ret_rrf_fuse_docs(const ret_cand *a, size_t n_a, double w_a, const ret_cand *b, size_t n_b,
+                         double w_b, double rrf_k, int64_t *out /* OUT */,
+                         double *scores /* OUT */);
 
 /* MMR over n candidates with relevance rel[i] (on [0, 1]) and L2-normalized vectors
  * vecs[i * dim ..]; has_vec[i] = 0 marks a candidate without a vector, whose

@@ -55,6 +55,7 @@ typedef enum ret_stmt_id {
     RET_STMT_VECTORS_OF,
     RET_STMT_UNEMBEDDED,
     RET_STMT_CHUNK_META,
+    RET_STMT_CHUNK_DOC,
     RET_STMT_DENSE_STATE,
     RET_STMT_COUNT
 } ret_stmt_id;

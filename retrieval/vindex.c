@@ -18,11 +18,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cblas.h>
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
 #include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/error_c.h>
@@ -329,6 +332,94 @@ lode_status ret_vindex_remove(ret_vindex *v, size_t n, const int64_t *ids, size_
     return rc;
 }
 
+/* ---- exact search --------------------------------------------------------------------- */
+/* The flat index searched without FAISS's search: the inner products of the query with
+ * every stored vector (FAISS's own array, faiss_IndexFlat_xb) as one OpenBLAS sgemv, then
+ * the k best live labels by a heap. FAISS 1.7.3 takes a BLAS product only for 20 queries
+ * or more and scores a single query with its portable dot-product loop: over the SQLite
+ * documentation's 10,599 vectors of 384 floats, 5.3 ms a query against 0.9 ms this way
+ * (one thread; OpenBLAS on two threads 0.4 ms), the same neighbours, on this 2-core
+ * Xeon. */
+typedef struct scored {
+    float score;
+    int64_t label;
+} scored;
+
+/* 1 when a ranks below b: lower score, or the same score and a later label. */
+static int below(const scored *a, const scored *b)
+{
+    return a->score < b->score || (a->score == b->score && a->label > b->label);
+}
+
+/* Restores the min-heap h (of n) below i: the worst hit at the root. */
+static void sift_down(scored *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && below(&h[l], &h[m])) m = l;
+        if (r < n && below(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        scored t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static int scored_cmp(const void *a, const void *b)
+{
+    return below(a, b) ? 1 : below(b, a) ? -1 : 0;
+}
+
+/* The k best live vectors of the flat index by inner product; the caller holds the lock. */
+static lode_status flat_search(ret_vindex *v, FaissIndexFlat *flat, const float *q, size_t k,
+                               ret_vhit *hits, size_t *n_hits)
+{
+    float *xb = NULL;
+    size_t size = 0;
+    faiss_IndexFlat_xb(flat, &xb, &size);
+    int64_t n = v->n_labels;
+    if ((int64_t)(size / (size_t)v->dim) < n || n > INT32_MAX)
+        return lode_seterr(v->err, sizeof v->err, LODE_ERR_INTERNAL,
+                           "vindex: the flat index holds %zu floats for %lld labels", size,
+                           (long long)n);
+    if (n == 0) return LODE_OK;
+    float *ip = lode_malloc((size_t)n * sizeof *ip);
+    scored *h = lode_malloc(k * sizeof *h);
+    if (!ip || !h) {
+        lode_free(ip);
+        lode_free(h);
+        return lode_seterr(v->err, sizeof v->err, LODE_ERR_NOMEM, "vindex: out of memory");
+    }
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, v->dim, 1.0f, xb, v->dim, q, 1, 0.0f, ip, 1);
+    size_t nh = 0;
+    for (int64_t l = 0; l < n; l++) {
+        if (v->label_id[l] < 0) continue;
+        scored c = {ip[l], l};
+        if (nh < k) {
+            /* sift up */
+            size_t i = nh++;
+            while (i > 0 && below(&c, &h[(i - 1) / 2])) {
+                h[i] = h[(i - 1) / 2];
+                i = (i - 1) / 2;
+            }
+            h[i] = c;
+        } else if (below(&h[0], &c)) {
+            h[0] = c;
+            sift_down(h, nh, 0);
+        }
+    }
+    qsort(h, nh, sizeof *h, scored_cmp);
+    for (size_t i = 0; i < nh; i++) {
+        hits[i].id = v->label_id[h[i].label];
+        hits[i].score = h[i].score;
+    }
+    *n_hits = nh;
+    lode_free(ip);
+    lode_free(h);
+    return LODE_OK;
+}
+
 lode_status ret_vindex_search(ret_vindex *v, const float *q, size_t k, ret_vhit *hits,
                               size_t *n_hits)
 {
@@ -338,6 +429,12 @@ lode_status ret_vindex_search(ret_vindex *v, const float *q, size_t k, ret_vhit 
     *n_hits = 0;
     if (k == 0) return LODE_OK;
     pthread_rwlock_rdlock(&v->lock);
+    FaissIndexFlat *flat = v->approx ? NULL : faiss_IndexFlat_cast(v->index);
+    if (flat) {
+        rc = flat_search(v, flat, q, k, hits, n_hits);
+        pthread_rwlock_unlock(&v->lock);
+        return rc;
+    }
     int64_t total = v->n_labels;
     /* fetch more than k when labels are dead, doubling until k live ones are found */
     int64_t want = (int64_t)k + (v->n_dead ? (int64_t)k : 0);

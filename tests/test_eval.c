@@ -248,6 +248,10 @@ static void test_bad_input(void **state)
     assert_int_equal(run_lode(dense, f->out, f->err), 1);
     const char *rrf[] = {"eval", "retrieval", "--db", f->db, "--rrf-k", "-3", f->file, NULL};
     assert_int_equal(run_lode(rrf, f->out, f->err), 2);
+    const char *fuse[] = {"eval", "retrieval", "--db", f->db, "--fuse", "page", f->file, NULL};
+    assert_int_equal(run_lode(fuse, f->out, f->err), 2);
+    const char *depth[] = {"eval", "retrieval", "--db", f->db, "--depth", "0", f->file, NULL};
+    assert_int_equal(run_lode(depth, f->out, f->err), 2);
     const char *nodb[] = {"eval", "retrieval", "--db", "/nonexistent/x.db", f->file, NULL};
     assert_int_equal(run_lode(nodb, f->out, f->err), 1);
     const char *nofile[] = {"eval", "retrieval", "--db", f->db, "/nonexistent/q.jsonl", NULL};

@@ -74,6 +74,57 @@ static void test_rrf_math(void **state)
     assert_int_equal(ret_rrf_fuse(NULL, 0, 1, NULL, 0, 1, 60, out, sc), 0);
 }
 
+static void test_rrf_docs_math(void **state)
+{
+    (void)state;
+    /* documents 10 (chunks 1, 2), 20 (chunks 3, 4), 30 (chunk 5) */
+    const ret_cand a[] = {{1, 10}, {2, 10}, {3, 20}}, b[] = {{4, 20}, {5, 30}, {1, 10}};
+    int64_t out[6];
+    double sc[6];
+    /* document ranks: a: 10 first, 20 second (chunk 2 does not push it to third);
+     * b: 20, 30, 10. So 20 (1/62 + 1/61) passes 10 (1/61 + 1/63), then 30 (1/62).
+     * Fusing chunks, chunk 1 (1/61 + 1/63) would come first. */
+    size_t n = ret_rrf_fuse_docs(a, 3, 1.0, b, 3, 1.0, 60.0, out, sc);
+    assert_int_equal(n, 5);
+    /* each document's best chunk by its own RRF score, in document order: 4 (1/61) over
+     * 3 (1/63); 1 (1/61 + 1/63) over 2 (1/62) */
+    assert_int_equal(out[0], 4);
+    assert_int_equal(out[1], 1);
+    assert_int_equal(out[2], 5);
+    assert_true(fabs(sc[0] - (1.0 / 62 + 1.0 / 61)) < 1e-12);
+    assert_true(fabs(sc[1] - (1.0 / 61 + 1.0 / 63)) < 1e-12);
+    assert_true(fabs(sc[2] - 1.0 / 62) < 1e-12);
+    /* then the other chunks, in document order, scored as their document */
+    assert_int_equal(out[3], 3);
+    assert_int_equal(out[4], 2);
+    assert_true(sc[3] == sc[0] && sc[4] == sc[1]);
+
+    /* weights: with a five times b and k 1, 10 (5/2 + 1/4) passes 20 (5/3 + 1/2), and
+     * 20's best chunk is now 3 (5/4) rather than 4 (1/2) */
+    n = ret_rrf_fuse_docs(a, 3, 5.0, b, 3, 1.0, 1.0, out, sc);
+    assert_int_equal(n, 5);
+    const int64_t want[] = {1, 3, 5, 2, 4};
+    for (size_t i = 0; i < n; i++) assert_int_equal(out[i], want[i]);
+    assert_true(fabs(sc[0] - 2.75) < 1e-12);
+    assert_true(fabs(sc[1] - (5.0 / 3 + 0.5)) < 1e-12);
+
+    /* one list: its documents in order, best chunks first; both empty: nothing */
+    n = ret_rrf_fuse_docs(a, 3, 1.0, NULL, 0, 1.0, 60.0, out, sc);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 3);
+    assert_int_equal(out[2], 2);
+    assert_true(fabs(sc[1] - 1.0 / 62) < 1e-12);
+    assert_int_equal(ret_rrf_fuse_docs(NULL, 0, 1, NULL, 0, 1, 60, out, sc), 0);
+
+    /* equal scores: the better document rank in either list, then the smaller id */
+    const ret_cand c[] = {{7, 70}, {8, 80}}, e[] = {{8, 80}, {7, 70}};
+    n = ret_rrf_fuse_docs(c, 2, 1.0, e, 2, 1.0, 60.0, out, NULL);
+    assert_int_equal(n, 2);
+    assert_int_equal(out[0], 7);
+    assert_int_equal(out[1], 8);
+}
+
 static void test_mmr_math(void **state)
 {
     (void)state;
@@ -290,9 +341,24 @@ static const char *top_uri(ret_store *s, ret_dense *d, ret_mode mode, const char
     assert_int_equal(r->mode, mode);
     *n_out = r->n;
     snprintf(buf, buflen, "%s", r->n ? r->r[0].uri : "");
+    /* best first; fusing documents, each document's best chunk comes before any second
+     * chunk, and those carry their document's score */
+    int repeat = 0;
     for (size_t i = 0; i < r->n; i++) {
         assert_non_null(r->r[i].text);
         assert_non_null(r->r[i].snippet);
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++) seen = r->r[j].document_id == r->r[i].document_id;
+        if (mode == RET_MODE_HYBRID) {
+            if (repeat) assert_true(seen);
+            if (seen) {
+                for (size_t j = 0; j < i; j++)
+                    if (r->r[j].document_id == r->r[i].document_id)
+                        assert_true(r->r[j].score == r->r[i].score);
+                repeat = 1;
+                continue;
+            }
+        }
         if (i) assert_true(r->r[i].score <= r->r[i - 1].score);
     }
     ret_results_free(r);
@@ -335,8 +401,17 @@ static void test_dense_and_hybrid(void **state)
     q.mode = RET_MODE_DENSE;
     assert_int_equal(ret_hybrid_search(f.s, NULL, &q, &r), LODE_ERR_UNSUPPORTED);
     assert_null(r);
-    /* bad options */
+    /* fusing chunks finds the same page first; an unknown unit is refused */
     q.mode = RET_MODE_HYBRID;
+    q.fuse = RET_FUSE_CHUNK;
+    assert_int_equal(ret_hybrid_search(f.s, d, &q, &r), LODE_OK);
+    assert_true(r->n >= 1);
+    assert_non_null(strstr(r->r[0].uri, "/fk.html"));
+    ret_results_free(r);
+    q.fuse = (ret_fuse_unit)7;
+    assert_int_equal(ret_hybrid_search(f.s, d, &q, &r), LODE_ERR_INVALID);
+    q.fuse = RET_FUSE_DOCUMENT;
+    /* bad options */
     q.mmr_lambda = 2;
     assert_int_equal(ret_hybrid_search(f.s, d, &q, &r), LODE_ERR_INVALID);
     q.mmr_lambda = 0.5; /* MMR runs and keeps k results */
@@ -771,12 +846,12 @@ static int teardown_all(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rrf_math),     cmocka_unit_test(test_mmr_math),
-        cmocka_unit_test(test_mode_names),   cmocka_unit_test(test_dense_and_hybrid),
-        cmocka_unit_test(test_filters),      cmocka_unit_test(test_catch_up),
-        cmocka_unit_test(test_model_change), cmocka_unit_test(test_doctor_repairs),
-        cmocka_unit_test(test_kill9),        cmocka_unit_test(test_index_kind),
-        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_rrf_math),         cmocka_unit_test(test_rrf_docs_math),
+        cmocka_unit_test(test_mmr_math),         cmocka_unit_test(test_mode_names),
+        cmocka_unit_test(test_dense_and_hybrid), cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_catch_up),         cmocka_unit_test(test_model_change),
+        cmocka_unit_test(test_doctor_repairs),   cmocka_unit_test(test_kill9),
+        cmocka_unit_test(test_index_kind),       cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, NULL, teardown_all);
 }
