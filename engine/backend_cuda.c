@@ -81,7 +81,11 @@ struct eng_cuda_model {
     int gemv_max; /* decode-only steps of at most this many tokens run the GEMV graph */
     /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
     int gg_n, gg_next, gg_size[32];
-    int gg_off; /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
+    int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
+    int gg_tuned; /* the GEMMs of every bucket were tuned (krn_cuda_gemm_prepare) */
+    /* steps of at least this many single-token rows attend with krn_cuda_attn_decode_rows
+     * (LODE_CUDA_ATTN_ROWS, default 32); fewer take the split kernel */
+    int rows_min;
     void *gg_exec[32];
     int prof_min; /* profile one eager step of at least this many tokens (0: never) */
     /* per-op timing of an eager decode step (eng_cuda_profile) */
@@ -1386,9 +1390,15 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
         prof_mark(m, "gemm qkv");
         TRY(m, krn_cuda_rope_kv(m->qkv, T, &r, m->qh, s), "rope");
         prof_mark(m, "rope + kv write");
-        if (D > 0) {
-            /* single tokens: f32 queries for the split decode kernel, combined back into the
-             * rows of the attention output */
+        if (D > 0 && D >= m->rows_min) {
+            /* many single tokens: a block per sequence and KV head, f16 queries in, the
+             * attention output in the GEMM's type */
+            TRY(m, krn_cuda_attn_decode_rows(&a, m->qh, D, len, m->attn_out, f16, s),
+                "attention decode");
+            prof_mark(m, "attention decode (rows kernel)");
+        } else if (D > 0) {
+            /* few single tokens: f32 queries for the split decode kernel, combined back into
+             * the rows of the attention output */
             int64_t nq = (int64_t)D * H * hd;
             TRY(m, krn_cuda_convert(m->qh, LODE_F16, m->q32, LODE_F32, nq, s), "convert q");
             TRY(m, krn_cuda_attn_decode(&a, m->q32, D, len, m->nsplit, m->acc, m->ml, s),
@@ -1460,11 +1470,14 @@ static void print_prof(void *arg, const char *op, int count, float ms)
             count, ms);
 }
 
+static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
+
 /* Runs the GEMM step eagerly with an event after each op and prints where its time went
  * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens). */
 static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
 {
     lode_status st = prof_events(m);
+    if (!st) st = step_gemm_prepare(m, T); /* tuning stays out of the timed step */
     if (st) return st;
     m->pn = 0;
     m->prof = 1;
@@ -1488,6 +1501,25 @@ static int step_bucket(const eng_cuda_model *m, int d)
     return LODE_MIN(b, m->c.step_seqs);
 }
 
+/* Chooses the algorithms of a decode step's GEMMs for T rows (the layers share shapes). */
+static lode_status step_gemm_prepare(eng_cuda_model *m, int T)
+{
+    const eng_cuda_config *c = &m->c;
+    const layer *L = &m->L[0];
+    const int f16 = m->act_f16;
+    krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
+    void *s = m->stream, *sc = m->scratch;
+    TRY(m, krn_cuda_gemm_prepare(m->blas, &qv, m->act, f16, T, m->qkv, qkv_rows(c), 0, sc, s),
+        "gemm qkv");
+    TRY(m, krn_cuda_gemm_prepare(m->blas, &L->o, m->attn_out, f16, T, m->x, c->dim, 1, sc, s),
+        "gemm o");
+    TRY(m, krn_cuda_gemm_prepare(m->blas, &gv, m->act, f16, T, m->gu, 2 * c->ff, 0, sc, s),
+        "gemm gate/up");
+    TRY(m, krn_cuda_gemm_prepare(m->blas, &L->down, m->act, f16, T, m->x, c->dim, 1, sc, s),
+        "gemm down");
+    return LODE_OK;
+}
+
 /* A decode-only step of D tokens (already staged for upload, rows in batch order) as a graph
  * of the GEMM step padded to its bucket: padding rows write no K/V (slot -1) and attend to
  * one position of block 0. Returns LODE_ERR_UNSUPPORTED (nothing queued) when graphs cannot
@@ -1509,6 +1541,15 @@ static lode_status step_graph(eng_cuda_model *m, int D)
     for (int i = 0; i < m->gg_n; i++)
         if (m->gg_size[i] == Db) exec = m->gg_exec[i];
     void *s = m->stream;
+    if (!m->gg_tuned) {
+        /* every bucket's GEMMs at once (timed, so never during a capture) */
+        m->gg_tuned = 1;
+        for (int b = step_bucket(m, 2);; b = step_bucket(m, b + 1)) {
+            lode_status st = step_gemm_prepare(m, b);
+            if (st) return st;
+            if (b >= m->c.step_seqs) break;
+        }
+    }
     if (!exec) {
         if (krn_cuda_graph_begin(s)) {
             m->gg_off = 1;
@@ -1628,6 +1669,8 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
         m->gg_off = e && !strcmp(e, "0");
         e = getenv("LODE_CUDA_STEP_PROFILE");
         m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
+        e = getenv("LODE_CUDA_ATTN_ROWS");
+        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 32;
     }
     if (m->prof_min > 0 && P == 0 && T >= m->prof_min) {
         if ((st = step_profile(m, T, D, P, maxn, NO))) return st;

@@ -611,6 +611,60 @@ static void test_attn_decode(void **state)
     }
 }
 
+/* The many-sequence decode kernel: f16 queries, bf16/f16 output, lengths around its 16- and
+ * 64-key tile edges, 3, 4 and 8 query heads a KV head. */
+static void test_attn_decode_rows(void **state)
+{
+    if (!gpu_ok()) skip();
+    const int heads[3][2] = {{8, 2}, {6, 2}, {8, 1}};
+    for (int hd = 64; hd <= 128; hd *= 2)
+        for (int hi = 0; hi < 3; hi++) {
+            const int H = heads[hi][0], KV = heads[hi][1], B = 37, maxb = 20; /* 320 tokens */
+            kvfix f;
+            kv_make(&f, H, KV, hd, B, maxb);
+            int lens[37];
+            const int edge[] = {1, 2, 15, 16, 17, 63, 64, 65, 128, 129, 191, 320};
+            for (int b = 0; b < B; b++)
+                lens[b] = b < (int)LODE_ARRAY_LEN(edge) ? edge[b] : 1 + (int)(rnd64() % 320);
+            const size_t nq = (size_t)B * H * hd;
+            lode_half *qh = malloc(2 * nq);
+            float *qf = malloc(sizeof(float) * nq), *of = malloc(sizeof(float) * nq);
+            uint16_t *o = malloc(2 * nq);
+            double *ref = malloc(sizeof(double) * nq);
+            for (size_t i = 0; i < nq; i++) {
+                qf[i] = f16r(2.f * frand());
+                qh[i] = lode_float_to_half(qf[i]);
+            }
+            for (int b = 0; b < B; b++)
+                attn_ref(&f, b, qf + (size_t)b * H * hd, lens[b], ref + (size_t)b * H * hd);
+            void *dq = dev_put(qh, 2 * nq);
+            int32_t *dl = dev_put(lens, sizeof lens);
+            krn_cuda_attn_cfg c = attn_cfg(&f, 0);
+            for (int of16 = 0; of16 < 2; of16++) {
+                void *dout = dev_poison(2 * nq);
+                CK(krn_cuda_attn_decode_rows(&c, dq, B, dl, dout, of16, NULL));
+                get(o, dout, 2 * nq);
+                for (size_t i = 0; i < nq; i++)
+                    of[i] = of16 ? lode_half_to_float(o[i]) : lode_bf16_to_float(o[i]);
+                double e = rel_l2(of, ref, nq);
+                double bound = of16 ? 2e-3 : 8e-3; /* P in f16; bf16 output rounding */
+                printf("attention decode rows hd %d, %d/%d heads, %d sequences of 1..320, out %s: "
+                       "rel L2 %.2e (bound %.0e)\n",
+                       hd, H, KV, B, of16 ? "f16" : "bf16", e, bound);
+                assert_true(e < bound);
+                krn_cuda_free(dout);
+            }
+            krn_cuda_free(dq);
+            krn_cuda_free(dl);
+            free(qh);
+            free(qf);
+            free(of);
+            free(o);
+            free(ref);
+            kv_free(&f);
+        }
+}
+
 static void test_attn_prefill(void **state)
 {
     if (!gpu_ok()) skip();
@@ -848,13 +902,20 @@ static void test_gemm(void **state)
             }
         void *dx = dev_put(x, 2 * M * cols), *dy = dev_put(y0, sizeof(float) * M * rows);
         void *scratch = dev_put(NULL, krn_cuda_gemm_scratch_bytes(&m));
-        CK(krn_cuda_gemm(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
-        get(y, dy, sizeof(float) * M * rows);
-        double e = rel_l2(y, ref, (size_t)(M * rows));
         double bound = (t == LODE_BF16 || t == LODE_F16) ? 1e-5 : 5e-3; /* bf16 dequantization */
-        printf("gemm %-5s m %d (accumulate): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t),
-               (int)M, e, bound);
-        assert_true(e < bound);
+        /* cuBLAS's default algorithm, then the one krn_cuda_gemm_prepare times and keeps */
+        for (int prep = 0; prep < 2; prep++) {
+            if (prep) {
+                CK(krn_cuda_h2d(dy, y0, sizeof(float) * M * rows, NULL));
+                CK(krn_cuda_gemm_prepare(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
+            }
+            CK(krn_cuda_gemm(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
+            get(y, dy, sizeof(float) * M * rows);
+            double e = rel_l2(y, ref, (size_t)(M * rows));
+            printf("gemm %-5s m %d (accumulate%s): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t),
+                   (int)M, prep ? ", tuned" : "", e, bound);
+            assert_true(e < bound);
+        }
         krn_cuda_free(dx);
         krn_cuda_free(dy);
         krn_cuda_free(scratch);
@@ -1166,11 +1227,11 @@ static void test_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemv_types),  cmocka_unit_test(test_gemv_fused),
-        cmocka_unit_test(test_attn_decode), cmocka_unit_test(test_attn_prefill),
-        cmocka_unit_test(test_rope_kv),     cmocka_unit_test(test_norm_swiglu_embed),
-        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_sampling),
-        cmocka_unit_test(test_model),
+        cmocka_unit_test(test_gemv_types),        cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_attn_decode),       cmocka_unit_test(test_attn_decode_rows),
+        cmocka_unit_test(test_attn_prefill),      cmocka_unit_test(test_rope_kv),
+        cmocka_unit_test(test_norm_swiglu_embed), cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_sampling),          cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

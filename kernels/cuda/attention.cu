@@ -477,3 +477,235 @@ extern "C" lode_status krn_cuda_attn_prefill_varlen(const krn_cuda_attn_cfg *c, 
 {
     return attn_prefill_launch(c, q, max_n, 0, out, out_f16, seqs, n_seq, stream);
 }
+
+/* ---- decode of many sequences ---------------------------------------------------------------- */
+
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+}
+static __device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Shared memory of attn_rows_kernel<HD>: two stages of a 64-key K and V tile. */
+template <int HD> static constexpr size_t rows_smem()
+{
+    return (size_t)2 * 2 * 64 * (HD + 8) * sizeof(__half);
+}
+
+/* Block (KV head, sequence b) of 4 warps: the G query heads of the KV head are the rows of
+ * one m16 tile (rows G..15 zero), so S = Q K^T and O += P V run on tensor cores with each key
+ * and value read once for all G heads. 64-key tiles are double-buffered in shared memory
+ * (cp.async, zero-filled past the sequence); warp w takes keys 16w..16w+15 of every tile and
+ * keeps its own online softmax; the four warps' partial results are merged in shared memory
+ * at the end, and the output is written in the GEMM's 16-bit type. */
+template <int HD, bool OUT_F16>
+__global__ void __launch_bounds__(128)
+    attn_rows_kernel(krn_cuda_attn_cfg c, const __half *q, const int32_t *seq_len, void *out)
+{
+    constexpr int BK = 64, KP = HD + 8, CH = HD / 8; /* 16-byte chunks a key row */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __half(*Ks)[BK][KP] = (__half(*)[BK][KP])smem_raw; /* [stage][key][dim] */
+    __half(*Vs)[BK][KP] = (__half(*)[BK][KP])(smem_raw + 2 * BK * KP * 2);
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.x, b = blockIdx.y, H = c.n_head, G = H / c.n_kv_head;
+    const int len = seq_len[b];
+    const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
+    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
+    const float sl2 = c.scale * 1.4426950408889634f;
+    const int ntiles = (int)cdiv(len, BK);
+
+    auto load_tile = [&](int kt, int stage) {
+#pragma unroll
+        for (int i = tid; i < BK * CH; i += 128) {
+            const int key = i / CH, c8 = (i % CH) * 8;
+            const int64_t j = (int64_t)kt * BK + key;
+            const __half *kp = kc, *vp = vc;
+            int n = 0;
+            if (j < len) {
+                const int64_t row = cache_row(c, bt, j, kvh);
+                kp = kc + row * HD + c8;
+                vp = vc + row * HD + c8;
+                n = 16;
+            }
+            cp_async16(&Ks[stage][key][c8], kp, n);
+            cp_async16(&Vs[stage][key][c8], vp, n);
+        }
+        cp_async_commit();
+    };
+    if (ntiles > 0) load_tile(0, 0);
+
+    /* Q fragment: row g is head kvh*G + g (rows >= G and 8..15 are zero) */
+    uint32_t qf[HD / 16][2];
+    {
+        const __half *qr = q + ((int64_t)b * H + kvh * G + g) * HD + 2 * t;
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) {
+            qf[kk][0] = g < G ? ld32(qr + kk * 16) : 0u;
+            qf[kk][1] = g < G ? ld32(qr + kk * 16 + 8) : 0u;
+        }
+    }
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mrow = -INFINITY, lrow = 0.f;
+
+    for (int kt = 0; kt < ntiles; kt++) {
+        const int st = kt & 1;
+        if (kt + 1 < ntiles) {
+            load_tile(kt + 1, st ^ 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const int k0 = kt * BK + w * 16; /* this warp's first key */
+        if (k0 < len) {
+            float s[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk++) {
+                    const __half *kp = &Ks[st][w * 16 + nt * 8 + g][kk * 16 + 2 * t];
+                    const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
+                    mma16816(s[nt], a, ld32(kp), ld32(kp + 8));
+                }
+            }
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int j = k0 + nt * 8 + 2 * t + e;
+                    s[nt][e] = j < len ? s[nt][e] * sl2 : -INFINITY;
+                    mx = fmaxf(mx, s[nt][e]);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mnew = fmaxf(mrow, mx); /* finite: key k0 < len is in this slice */
+            const float alpha = exp2f(mrow - mnew);
+            float sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    s[nt][e] = exp2f(s[nt][e] - mnew);
+                    sum += s[nt][e];
+                }
+            lrow = lrow * alpha + sum;
+            mrow = mnew;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) o[d][0] *= alpha, o[d][1] *= alpha;
+            const uint32_t a[4] = {pack_h2(s[0][0], s[0][1]), 0u, pack_h2(s[1][0], s[1][1]), 0u};
+            const int vrow = w * 16 + (lane & 15), vcol = (lane >> 4) * 8;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d += 2) {
+                uint32_t bv[4];
+                ldsm_x4_trans(bv, &Vs[st][vrow][d * 8 + vcol]);
+                mma16816(o[d], a, bv[0], bv[1]);
+                mma16816(o[d + 1], a, bv[2], bv[3]);
+            }
+        }
+        __syncthreads(); /* the stage is refilled by the next iteration's load */
+    }
+
+    /* merge the warps: unnormalized rows, running max and sum per warp, in the tile memory */
+    lrow += __shfl_xor_sync(0xffffffffu, lrow, 1);
+    lrow += __shfl_xor_sync(0xffffffffu, lrow, 2);
+    float *ob = (float *)smem_raw;  /* [4][G][HD] */
+    float *mw = ob + 4 * MAXG * HD; /* [4][G] */
+    float *lw = mw + 4 * MAXG;      /* [4][G] */
+    if (g < G) {
+#pragma unroll
+        for (int d = 0; d < HD / 8; d++)
+            *(float2 *)&ob[(w * G + g) * HD + d * 8 + 2 * t] = make_float2(o[d][0], o[d][1]);
+        if (t == 0) mw[w * G + g] = mrow, lw[w * G + g] = lrow;
+    }
+    __syncthreads();
+    for (int i = tid; i < G * HD / 2; i += 128) {
+        const int r = (2 * i) / HD, d = (2 * i) % HD;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < 4; k++) mx = fmaxf(mx, mw[k * G + r]);
+        float v0 = 0.f, v1 = 0.f, den = 0.f;
+        if (mx != -INFINITY) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float f = exp2f(mw[k * G + r] - mx);
+                const float2 x = *(const float2 *)&ob[(k * G + r) * HD + d];
+                v0 += f * x.x, v1 += f * x.y, den += f * lw[k * G + r];
+            }
+        }
+        const float inv = den > 0.f ? 1.f / den : 0.f;
+        const int64_t oi = ((int64_t)b * H + kvh * G + r) * HD + d;
+        if (OUT_F16)
+            *(__half2 *)((__half *)out + oi) = __floats2half2_rn(v0 * inv, v1 * inv);
+        else
+            *(__nv_bfloat162 *)((__nv_bfloat16 *)out + oi) =
+                __floats2bfloat162_rn(v0 * inv, v1 * inv);
+    }
+}
+
+template <int HD, bool F16> static cudaError_t rows_prepare_one()
+{
+    return cudaFuncSetAttribute(attn_rows_kernel<HD, F16>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)rows_smem<HD>());
+}
+
+extern "C" lode_status krn_cuda_attn_prepare(void)
+{
+    CU_TRY((rows_prepare_one<64, false>()));
+    CU_TRY((rows_prepare_one<64, true>()));
+    CU_TRY((rows_prepare_one<128, false>()));
+    CU_TRY((rows_prepare_one<128, true>()));
+    return LODE_OK;
+}
+
+extern "C" lode_status krn_cuda_attn_decode_rows(const krn_cuda_attn_cfg *c, const void *q,
+                                                 int batch, const int32_t *seq_len, void *out,
+                                                 int out_f16, void *stream)
+{
+    if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || c->n_head / c->n_kv_head > MAXG ||
+        batch <= 0)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_decode_rows: bad heads or batch");
+    static thread_local int prepared = -1;
+    int dev = 0;
+    CU_TRY(cudaGetDevice(&dev));
+    if (prepared != dev) {
+        lode_status st = krn_cuda_attn_prepare();
+        if (st) return st;
+        prepared = dev;
+    }
+    dim3 grid((unsigned)c->n_kv_head, (unsigned)batch);
+    cudaStream_t st = STREAM(stream);
+    const __half *qh = (const __half *)q;
+#define RK(HD, F16)                                                                                \
+    attn_rows_kernel<HD, F16><<<grid, 128, rows_smem<HD>(), st>>>(*c, qh, seq_len, out)
+    if (c->head_dim == 64) {
+        if (out_f16)
+            RK(64, true);
+        else
+            RK(64, false);
+    } else if (c->head_dim == 128) {
+        if (out_f16)
+            RK(128, true);
+        else
+            RK(128, false);
+    } else {
+        return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED,
+                                 "attn_decode_rows: head_dim must be 64 or 128");
+    }
+#undef RK
+    CU_LAUNCHED("attn_decode_rows");
+    return LODE_OK;
+}

@@ -178,6 +178,13 @@ lode_status krn_cuda_gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x
                           int64_t m, float *y, int64_t ldy, int accumulate, void *scratch,
                           void *stream);
 size_t krn_cuda_gemm_scratch_bytes(const krn_cuda_mat *w);
+/* Chooses, once per shape, the algorithm krn_cuda_gemm will then use for the same arguments
+ * (products of up to 512 rows: the fastest of cuBLASLt's candidates, timed on these operands
+ * into a private buffer); writes nothing the caller sees. Shapes never prepared get cuBLAS's
+ * default choice. Not during a graph capture (it does nothing then). */
+lode_status krn_cuda_gemm_prepare(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, int x_f16,
+                                  int64_t m, const float *y, int64_t ldy, int accumulate,
+                                  void *scratch, void *stream);
 
 /* ---- elementwise ----------------------------------------------------------------------- */
 
@@ -246,6 +253,17 @@ typedef struct krn_cuda_attn_cfg {
 lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const float *q, int batch,
                                  const int32_t *seq_len, int n_split, float *acc, float *ml,
                                  void *stream);
+/* Decode of many sequences (the regime of a serving step): one query token per sequence
+ * b < batch, q f16 [batch][H][hd] (RoPE applied, the layout krn_cuda_rope_kv writes), keys
+ * 0..seq_len[b]-1 through row b of c->block_table. One block per (KV head, sequence) scores
+ * every key for all the query heads that share it on tensor cores, with no split and no
+ * combine pass; out [batch][H*hd] bf16 (f16 when out_f16), the next GEMM's input. Suited to
+ * many sequences of short to moderate length (few blocks when the batch is small). */
+lode_status krn_cuda_attn_decode_rows(const krn_cuda_attn_cfg *c, const void *q, int batch,
+                                      const int32_t *seq_len, void *out, int out_f16, void *stream);
+/* One-time setup of the attention kernels' shared-memory limits on the current device
+ * (krn_cuda_prepare calls it). */
+lode_status krn_cuda_attn_prepare(void);
 /* Combines decode splits to out f32 [batch][H*hd] (the KRN_X_ATTN input, for tests). */
 lode_status krn_cuda_attn_combine(const krn_cuda_attn_parts *p, int batch, float *out,
                                   void *stream);

@@ -541,7 +541,7 @@ extern "C" lode_status krn_cuda_prepare(void)
     if ((st = prepare_fmt<FMT_F32>()) || (st = prepare_fmt<FMT_F16>()) ||
         (st = prepare_fmt<FMT_BF16>()) || (st = prepare_fmt<FMT_Q4>()) ||
         (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) ||
-        (st = prepare_fmt<FMT_Q6>()))
+        (st = prepare_fmt<FMT_Q6>()) || (st = krn_cuda_attn_prepare()))
         return st;
     return LODE_OK;
 }
