@@ -547,9 +547,14 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
         size_t n_pre = 0;
         qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d));
         pre = lode_calloc(depth, sizeof *pre);
-        if (qv && pre && !(es = ret_dense_embed(d, q.text ? q.text : "", qv))) {
-            r->embed_ms = (lode_now_s() - te) * 1e3;
-            ds = ret_dense_search_vec(d, qv, depth, pre, &n_pre);
+        if (qv && pre) {
+            if (q.vec) { /* embedded by the caller */
+                memcpy(qv, q.vec, sizeof(float) * (size_t)ret_dense_dim(d));
+                es = LODE_OK;
+            } else if (!(es = ret_dense_embed(d, q.text ? q.text : "", qv))) {
+                r->embed_ms = (lode_now_s() - te) * 1e3;
+            }
+            if (!es) ds = ret_dense_search_vec(d, qv, depth, pre, &n_pre);
         }
         if (threaded) pthread_join(job.th, NULL);
         threaded = 0;

@@ -84,6 +84,10 @@ typedef struct ret_query {
     const char *hl_close;
     const char *ellipsis; /* NULL: "..." */
     int snippet_tokens;   /* 0: 24 */
+    /* The text's embedding by the dense side (ret_dense_dim floats, from ret_dense_embed),
+     * when the caller made it beforehand, e.g. outside a lock it holds around the search;
+     * NULL: the search embeds the text itself when it needs to. */
+    const float *vec;
 } ret_query;
 
 typedef struct ret_result {
