@@ -117,6 +117,7 @@ static lode_status orc_retrieve(ret_store *s, ret_dense *dense, const char *ques
     q.hl_close = "";
     q.ellipsis = "...";
     q.snippet_tokens = 32;
+    q.vec = o->qvec;
     st = ret_hybrid_search(s, dense, &q, out);
     lode_buf_free(&text);
     if (st == LODE_ERR_UNSUPPORTED)
@@ -124,6 +125,29 @@ static lode_status orc_retrieve(ret_store *s, ret_dense *dense, const char *ques
                            orc_mode_name(o->mode), ret_store_errmsg(s));
     if (st) return lode_seterr(err, errlen, st, "search failed: %s", ret_store_errmsg(s));
     return LODE_OK;
+}
+
+static int utf8_ok(const char *s);
+
+lode_status orc_embed_question(ret_dense *dense, const char *question, float *out, char *err,
+                               size_t errlen)
+{
+    if (!question || strlen(question) > ORC_MAX_QUESTION_BYTES || !utf8_ok(question))
+        return lode_seterr(err, errlen, LODE_ERR_INVALID, "no valid question");
+    /* what orc_retrieve gets: the question without surrounding blank space */
+    size_t lead = strspn(question, " \t\r\n"), end = strlen(question);
+    while (end > lead && strchr(" \t\r\n", question[end - 1])) end--;
+    char *trimmed = lode_strndup(question + lead, end - lead);
+    if (!trimmed) return lode_seterr(err, errlen, LODE_ERR_NOMEM, "out of memory");
+    lode_buf text = LODE_BUF_INIT;
+    lode_status st = lexical_query(trimmed, &text);
+    if (st)
+        lode_seterr(err, errlen, st, "out of memory");
+    else if ((st = ret_dense_embed(dense, text.data ? text.data : "", out)))
+        lode_seterr(err, errlen, st, "%s", ret_dense_errmsg(dense));
+    lode_buf_free(&text);
+    lode_free(trimmed);
+    return st;
 }
 
 /* ---- prompt ------------------------------------------------------------------------ */

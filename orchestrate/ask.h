@@ -68,7 +68,16 @@ typedef struct orc_opts {
     int passage_tokens; /* the most tokens of one passage's text; 0: ORC_DEFAULT_PASSAGE_TOKNS */
     eng_sampling sampling;
     int has_sampling; /* 0: greedy with a mild repetition penalty (tiny models loop) */
+    /* The question's embedding from orc_embed_question, when the caller made it before
+     * taking the store's lock; NULL: orc_prepare embeds it when retrieval needs it. */
+    const float *qvec;
 } orc_opts;
+
+/* The embedding dense retrieval uses for question (ret_dense_dim(dense) floats into out),
+ * for orc_opts.qvec: a server makes it before it takes the lock around orc_prepare, so
+ * that the encoder's queue is not waited for with the store held. */
+lode_status orc_embed_question(ret_dense *dense, const char *question, float *out /* OUT */,
+                               char *err, size_t errlen);
 
 /* Per-stage milliseconds. */
 typedef struct orc_timings {

@@ -9,6 +9,7 @@
 #include "retrieval/store_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,10 +340,11 @@ static char *lead_snippet(const char *text, int words, const char *ellipsis)
 }
 
 /* The dense candidates: up to depth chunks that pass the filter, best first, with their
- * documents when docs is not NULL (the filter, or per-document fusion, reads them). */
+ * documents when docs is not NULL (the filter, or per-document fusion, reads them).
+ * pre (may be NULL) holds the index's first n_pre hits for depth, already fetched. */
 static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_t depth,
-                              const ret_filter *f, int64_t **ids, double **scores, int64_t **docs,
-                              size_t *n)
+                              const ret_vhit *pre, size_t n_pre, const ret_filter *f, int64_t **ids,
+                              double **scores, int64_t **docs, size_t *n)
 {
     *ids = NULL;
     *scores = NULL;
@@ -357,23 +359,29 @@ static lode_status dense_list(ret_store *s, ret_dense *d, const float *qv, size_
     lode_status st = LODE_OK;
     if (!out_ids || !out_sc || (docs && !out_docs)) goto nomem;
     int filtered = !ret_filter_empty(f);
-    for (;;) {
+    for (int round = 0;; round++) {
         size_t nh = 0;
-        lode_free(hits);
-        if (!(hits = lode_calloc(fetch ? fetch : 1, sizeof *hits))) goto nomem;
-        if ((st = ret_dense_search_vec(d, qv, fetch, hits, &nh))) {
-            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
-            goto out;
+        const ret_vhit *hv = pre;
+        if (round == 0 && pre) {
+            nh = n_pre;
+        } else {
+            lode_free(hits);
+            if (!(hits = lode_calloc(fetch ? fetch : 1, sizeof *hits))) goto nomem;
+            if ((st = ret_dense_search_vec(d, qv, fetch, hits, &nh))) {
+                lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+                goto out;
+            }
+            hv = hits;
         }
         got = 0;
         for (size_t i = 0; i < nh && got < depth; i++) {
             int pass = 1;
             int64_t doc = 0;
-            if ((filtered || docs) && (st = chunk_doc(s, hits[i].id, f, &doc, &pass))) goto out;
+            if ((filtered || docs) && (st = chunk_doc(s, hv[i].id, f, &doc, &pass))) goto out;
             if (!pass) continue; /* filtered out, or deleted since the index saw it */
             if (out_docs) out_docs[got] = doc;
-            out_ids[got] = hits[i].id;
-            out_sc[got] = hits[i].score;
+            out_ids[got] = hv[i].id;
+            out_sc[got] = hv[i].score;
             got++;
         }
         /* too few passed the filter: look deeper, up to the whole index */
@@ -396,6 +404,23 @@ out:
     lode_free(out_sc);
     lode_free(out_docs);
     return st;
+}
+
+/* The lexical candidates, run where ret_hybrid_search says. */
+typedef struct lex_job {
+    ret_store *s;
+    const char *text;
+    ret_search_opts so;
+    ret_hits *hits; /* OUT */
+    lode_status st; /* OUT; its message in s */
+    pthread_t th;
+} lex_job;
+
+static void *lex_run(void *arg)
+{
+    lex_job *j = arg;
+    j->st = ret_search_bm25(j->s, j->text, &j->so, &j->hits);
+    return NULL;
 }
 
 /* Vectors of the candidates for MMR, from the store (rows without one get has[i] = 0). */
@@ -446,19 +471,12 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (q.depth < 0 || q.depth > RET_SEARCH_MAX_K)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "depth must be 0..%d",
                            RET_SEARCH_MAX_K);
-    /* one list alone needs only k candidates, unless MMR picks among more */
-    int fusing = q.mode != RET_MODE_LEXICAL && q.mode != RET_MODE_DENSE;
-    int mmr = q.mmr_lambda > 0 && q.mmr_lambda < 1;
-    size_t depth = q.depth         ? (size_t)q.depth
-                   : fusing || mmr ? (size_t)LODE_MAX(4 * q.k, 50)
-                                   : (size_t)q.k;
-    if (depth > RET_SEARCH_MAX_K) depth = RET_SEARCH_MAX_K;
-    if (depth < (size_t)q.k) depth = (size_t)q.k;
-
     lode_status st = LODE_OK;
     ret_hits *lex = NULL;
+    lex_job job = {0};
     int64_t *dids = NULL, *ddocs = NULL, *lids = NULL, *order_ids = NULL;
     ret_cand *lc = NULL, *dc = NULL;
+    ret_vhit *pre = NULL;
     double *dsc = NULL, *fsc = NULL, *rel = NULL;
     size_t nd = 0, nl = 0, nf = 0;
     float *qv = NULL, *cvecs = NULL;
@@ -492,8 +510,24 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     }
     r->mode = mode;
 
-    if (mode == RET_MODE_LEXICAL || mode == RET_MODE_HYBRID) {
-        ret_search_opts so = {
+    /* one list alone needs only k candidates, unless MMR picks among more */
+    int mmr = q.mmr_lambda > 0 && q.mmr_lambda < 1;
+    size_t depth = q.depth                   ? (size_t)q.depth
+                   : mode == RET_MODE_HYBRID ? (size_t)LODE_MAX(4 * q.k, RET_FUSE_DEPTH)
+                   : mmr                     ? (size_t)LODE_MAX(4 * q.k, 50)
+                                             : (size_t)q.k;
+    if (depth > RET_SEARCH_MAX_K) depth = RET_SEARCH_MAX_K;
+    if (depth < (size_t)q.k) depth = (size_t)q.k;
+
+    /* Hybrid search runs the lexical query on a thread of its own while this one embeds
+     * the query and searches the vector index: neither waits for the other, and the two
+     * use nothing in common (the store handle stays the lexical side's until the join;
+     * the dense candidates' documents are read after it). */
+    job.s = s;
+    job.text = q.text ? q.text : "";
+    int lexical = mode == RET_MODE_LEXICAL || mode == RET_MODE_HYBRID, threaded = 0;
+    if (lexical) {
+        job.so = (ret_search_opts){
             .k = (int)depth,
             .mode = q.match,
             .hl_open = q.hl_open,
@@ -501,23 +535,46 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
             .ellipsis = q.ellipsis,
             .snippet_tokens = q.snippet_tokens,
             .filter = ret_filter_empty(&q.filter) ? NULL : &q.filter,
+            /* fusion keeps a few of the candidates: their snippets are made at the end */
+            .ids_only = mode == RET_MODE_HYBRID,
         };
-        if ((st = ret_search_bm25(s, q.text ? q.text : "", &so, &lex))) goto out;
-        nl = lex->n;
-        if (!(lids = lode_calloc(nl ? nl : 1, sizeof *lids))) goto nomem;
-        for (size_t i = 0; i < nl; i++) lids[i] = lex->hit[i].chunk_id;
+        threaded = mode == RET_MODE_HYBRID && pthread_create(&job.th, NULL, lex_run, &job) == 0;
+        if (!threaded) lex_run(&job);
     }
     if (mode == RET_MODE_DENSE || mode == RET_MODE_HYBRID) {
         double te = lode_now_s();
-        if (!(qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d)))) goto nomem;
-        if ((st = ret_dense_embed(d, q.text ? q.text : "", qv))) {
-            lode_seterr(s->err, sizeof s->err, st, "%s", ret_dense_errmsg(d));
+        lode_status es = LODE_ERR_NOMEM, ds = LODE_ERR_NOMEM;
+        size_t n_pre = 0;
+        qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(d));
+        pre = lode_calloc(depth, sizeof *pre);
+        if (qv && pre) {
+            if (q.vec) { /* embedded by the caller */
+                memcpy(qv, q.vec, sizeof(float) * (size_t)ret_dense_dim(d));
+                es = LODE_OK;
+            } else if (!(es = ret_dense_embed(d, q.text ? q.text : "", qv))) {
+                r->embed_ms = (lode_now_s() - te) * 1e3;
+            }
+            if (!es) ds = ret_dense_search_vec(d, qv, depth, pre, &n_pre);
+        }
+        if (threaded) pthread_join(job.th, NULL);
+        threaded = 0;
+        if (!qv || !pre) goto nomem;
+        if (es || ds) {
+            st = lode_seterr(s->err, sizeof s->err, es ? es : ds, "%s", ret_dense_errmsg(d));
             goto out;
         }
-        r->embed_ms = (lode_now_s() - te) * 1e3;
         int by_doc = mode == RET_MODE_HYBRID && q.fuse == RET_FUSE_DOCUMENT;
-        if ((st = dense_list(s, d, qv, depth, &q.filter, &dids, &dsc, by_doc ? &ddocs : NULL, &nd)))
+        if ((st = dense_list(s, d, qv, depth, pre, n_pre, &q.filter, &dids, &dsc,
+                             by_doc ? &ddocs : NULL, &nd)))
             goto out;
+    }
+    if (lexical) {
+        lex = job.hits;
+        job.hits = NULL;
+        if ((st = job.st)) goto out; /* its message is in s */
+        nl = lex->n;
+        if (!(lids = lode_calloc(nl ? nl : 1, sizeof *lids))) goto nomem;
+        for (size_t i = 0; i < nl; i++) lids[i] = lex->hit[i].chunk_id;
     }
 
     /* fuse (or take the one list) */
@@ -578,7 +635,20 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
             if (lids[j] == x->chunk_id) {
                 x->lexical_rank = (int)j + 1;
                 x->lexical_score = lex->hit[j].score;
-                x->snippet = lode_strdup(lex->hit[j].snippet);
+                if (lex->hit[j].snippet) {
+                    x->snippet = lode_strdup(lex->hit[j].snippet);
+                    break;
+                }
+                ret_search_opts so = {.hl_open = q.hl_open,
+                                      .hl_close = q.hl_close,
+                                      .ellipsis = q.ellipsis,
+                                      .snippet_tokens = q.snippet_tokens};
+                st = ret_search_snippet(s, lex->fts, x->chunk_id, &so, (char **)&x->snippet);
+                if (st == LODE_ERR_NOTFOUND) st = LODE_OK; /* changed since: its first words */
+                if (st) {
+                    r->n++; /* free what was copied */
+                    goto out;
+                }
                 break;
             }
         for (size_t j = 0; j < nd; j++)
@@ -597,8 +667,10 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
 nomem:
     st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
 out:
+    ret_hits_free(job.hits); /* when a later step failed first */
     ret_hits_free(lex);
     lode_free(lids);
+    lode_free(pre);
     lode_free(dids);
     lode_free(ddocs);
     lode_free(lc);

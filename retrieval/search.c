@@ -36,6 +36,23 @@ static const char SEARCH_LODE_F_SQL[] =
 static const char SEARCH_FTS5_F_SQL[] =
     SEARCH_SELECT SEARCH_FILTER "ORDER BY chunks_fts.rank LIMIT ?6";
 
+/* The same ranking for hits of ids only (ret_search_opts.ids_only): no snippet, no
+ * document row unless the filter needs it. ?2..?5 are bound and unused, so that one
+ * binding serves every statement. */
+#define SEARCH_IDS_SELECT                                                                          \
+    "SELECT c.id, c.document_id, chunks_fts.rank, ?2, ?3, ?4, ?5 FROM chunks_fts "                 \
+    "JOIN chunks c ON c.id = chunks_fts.rowid "
+#define SEARCH_RANKED                                                                              \
+    "AND chunks_fts.rank MATCH 'lode_bm25(" RET_FTS_WEIGHTS ")' ORDER BY chunks_fts.rank LIMIT ?6"
+static const char SEARCH_IDS_SQL[] = SEARCH_IDS_SELECT "WHERE chunks_fts MATCH ?1 " SEARCH_RANKED;
+static const char SEARCH_IDS_F_SQL[] = SEARCH_IDS_SELECT
+    "JOIN documents d ON d.id = c.document_id WHERE chunks_fts MATCH ?1 " SEARCH_FILTER
+        SEARCH_RANKED;
+/* One chunk's snippet for a query (?6 its rowid). */
+static const char SNIPPET_SQL[] =
+    "SELECT snippet(chunks_fts, 0, ?2, ?3, ?4, ?5) FROM chunks_fts WHERE chunks_fts MATCH ?1 "
+    "AND rowid = ?6";
+
 int ret_filter_empty(const ret_filter *f)
 {
     return !f ||
@@ -546,6 +563,7 @@ void ret_hits_free(ret_hits *h)
         lode_free((char *)h->hit[i].snippet);
     }
     lode_free(h->hit);
+    lode_free(h->fts);
     lode_free(h);
 }
 
@@ -555,14 +573,15 @@ static char *col_dup(sqlite3_stmt *q, int col)
     return lode_strdup(t ? t : "");
 }
 
-/* Fills hit x from a row of the search statement. */
-static lode_status fill_hit(ret_store *s, sqlite3_stmt *q, int all_terms, ret_hit *x)
+/* Fills hit x from a row of the search statement (of ids only: the first three columns). */
+static lode_status fill_hit(ret_store *s, sqlite3_stmt *q, int all_terms, int ids_only, ret_hit *x)
 {
     memset(x, 0, sizeof *x);
     x->chunk_id = sqlite3_column_int64(q, 0);
     x->document_id = sqlite3_column_int64(q, 1);
     x->score = -sqlite3_column_double(q, 2);
     x->all_terms = all_terms;
+    if (ids_only) return LODE_OK;
     x->uri = col_dup(q, 3);
     x->title = col_dup(q, 4);
     x->heading_path = col_dup(q, 5);
@@ -608,8 +627,11 @@ static lode_status run_query(ret_store *s, const char *fts, const ret_search_opt
     int lode_rank = state_ready(s) && s->search->bm25;
     if (lode_rank) lengths_check(s);
     int filtered = !ret_filter_empty(o->filter);
+    int ids_only = o->ids_only && lode_rank; /* FTS5's bm25 ranks with the full statement */
     sqlite3_stmt *q =
-        filtered    ? (lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH_F, SEARCH_LODE_F_SQL)
+        ids_only    ? (filtered ? ret_store_stmt(s, RET_STMT_SEARCH_IDS_F, SEARCH_IDS_F_SQL)
+                                : ret_store_stmt(s, RET_STMT_SEARCH_IDS, SEARCH_IDS_SQL))
+        : filtered  ? (lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH_F, SEARCH_LODE_F_SQL)
                                  : ret_store_stmt(s, RET_STMT_SEARCH_FTS5_F, SEARCH_FTS5_F_SQL))
         : lode_rank ? ret_store_stmt(s, RET_STMT_SEARCH, SEARCH_LODE_SQL)
                     : ret_store_stmt(s, RET_STMT_SEARCH_FTS5, SEARCH_FTS5_SQL);
@@ -620,7 +642,7 @@ static lode_status run_query(ret_store *s, const char *fts, const ret_search_opt
     sqlite3_bind_int(q, 6, k);
     while (!st && h->n < (size_t)k && (rc = sqlite3_step(q)) == SQLITE_ROW)
         if (!is_dup(h, have, sqlite3_column_int64(q, 0)))
-            st = fill_hit(s, q, all_terms, &h->hit[h->n++]);
+            st = fill_hit(s, q, all_terms, ids_only, &h->hit[h->n++]);
     if (!st && h->n < (size_t)k && rc != SQLITE_DONE) st = search_failed(s, rc, raw, fts);
     sqlite3_reset(q);
     return st;
@@ -665,6 +687,8 @@ lode_status ret_search_bm25(ret_store *s, const char *query, const ret_search_op
         }
         if (ql == 0) goto out; /* nothing to match; FTS5 would call it a syntax error */
         st = run_query(s, query, &o, o.k, 1, 1, h);
+        if (!st && !(h->fts = lode_strdup(query)))
+            st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
         goto out;
     }
     size_t terms = 0;
@@ -687,8 +711,16 @@ lode_status ret_search_bm25(ret_store *s, const char *query, const ret_search_op
             goto out;
         }
         /* the OR query returns the AND hits again; run_query skips those */
-        st = run_query(s, fts.data, &o, o.k, 0, 0, h);
+        if ((st = run_query(s, fts.data, &o, o.k, 0, 0, h))) goto out;
     }
+    /* the terms searched, joined by OR: every hit matches it, and its snippet marks the
+     * same words as the query that found it */
+    if (!any && terms > 1 && (st = build_query(&tl, 1, &fts, &terms))) {
+        lode_seterr(s->err, sizeof s->err, st, "out of memory for the search query");
+        goto out;
+    }
+    if (!(h->fts = lode_buf_take(&fts)))
+        st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
 out:
     lode_buf_free(&tl.text);
     lode_buf_free(&fts);
@@ -698,4 +730,39 @@ out:
     }
     *out = h;
     return LODE_OK;
+}
+
+lode_status ret_search_snippet(ret_store *s, const char *fts, int64_t chunk_id,
+                               const ret_search_opts *opts, char **out)
+{
+    *out = NULL;
+    ret_search_opts o = {0};
+    if (opts) o = *opts;
+    if (o.snippet_tokens == 0) o.snippet_tokens = 24;
+    if (!o.hl_open) o.hl_open = "[";
+    if (!o.hl_close) o.hl_close = "]";
+    if (!o.ellipsis) o.ellipsis = "...";
+    if (o.snippet_tokens < 1 || o.snippet_tokens > 64)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID,
+                           "snippet length must be 1..64 tokens, not %d", o.snippet_tokens);
+    if (!fts || !*fts)
+        return lode_seterr(s->err, sizeof s->err, LODE_ERR_NOTFOUND, "no query to mark");
+    sqlite3_stmt *q = ret_store_stmt(s, RET_STMT_SNIPPET, SNIPPET_SQL);
+    if (!q) return ret_stmt_failed(s);
+    sqlite3_bind_text(q, 1, fts, -1, SQLITE_STATIC);
+    bind_snippet(q, &o);
+    sqlite3_bind_int64(q, 6, chunk_id);
+    int rc = sqlite3_step(q);
+    lode_status st = LODE_OK;
+    if (rc == SQLITE_ROW) {
+        if (!(*out = col_dup(q, 0)))
+            st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOMEM, "out of memory in search");
+    } else if (rc == SQLITE_DONE) {
+        st = lode_seterr(s->err, sizeof s->err, LODE_ERR_NOTFOUND,
+                         "chunk %lld does not match the query", (long long)chunk_id);
+    } else {
+        st = search_failed(s, rc, 1, fts);
+    }
+    sqlite3_reset(q);
+    return st;
 }

@@ -64,6 +64,10 @@ typedef struct ret_search_opts {
     const char *ellipsis;     /* where the snippet cuts text; NULL means "..." */
     int snippet_tokens;       /* snippet length in tokens, 1..64; 0 means 24 */
     const ret_filter *filter; /* only hits whose document passes it; NULL: all */
+    int ids_only;             /* hits carry chunk_id, document_id, score and all_terms only
+                                 (uri, title, heading_path and snippet NULL, char_start and
+                                 char_end 0): for callers that keep a few of many hits and
+                                 make their snippets with ret_search_snippet */
 } ret_search_opts;
 
 typedef struct ret_hit {
@@ -83,6 +87,9 @@ typedef struct ret_hit {
 typedef struct ret_hits {
     size_t n;
     ret_hit *hit; /* n hits, best first */
+    char *fts;    /* the FTS5 query that every hit matches (the terms searched, joined by
+                     OR; the raw query when raw), for ret_search_snippet; NULL when
+                     nothing was searched */
 } ret_hits;
 
 /* Searches the store. On success *out holds 0..k hits (freed with ret_hits_free; it owns
@@ -93,6 +100,13 @@ typedef struct ret_hits {
 lode_status ret_search_bm25(ret_store *s, const char *query, const ret_search_opts *opts,
                             ret_hits **out /* OUT */);
 void ret_hits_free(ret_hits *h);
+
+/* The snippet of chunk_id's text for the FTS5 query fts (a ret_hits' fts), as
+ * ret_search_bm25 makes it with opts' markers, ellipsis and length (the rest of opts is
+ * ignored; NULL: the defaults). On success *out is the caller's (lode_free).
+ * LODE_ERR_NOTFOUND when the chunk does not match fts (or no longer exists). */
+lode_status ret_search_snippet(ret_store *s, const char *fts, int64_t chunk_id,
+                               const ret_search_opts *opts, char **out /* OUT */);
 
 /* Turns user text (len bytes, any content) into a safe FTS5 query appended to out: each
  * word (split on whitespace) or "double-quoted phrase" becomes one quoted FTS5 phrase;

@@ -56,6 +56,9 @@ typedef enum ret_stmt_id {
     RET_STMT_UNEMBEDDED,
     RET_STMT_CHUNK_META,
     RET_STMT_CHUNK_DOC,
+    RET_STMT_SEARCH_IDS,
+    RET_STMT_SEARCH_IDS_F,
+    RET_STMT_SNIPPET,
     RET_STMT_DENSE_STATE,
     RET_STMT_COUNT
 } ret_stmt_id;

@@ -334,12 +334,18 @@ lode_status ret_vindex_remove(ret_vindex *v, size_t n, const int64_t *ids, size_
 
 /* ---- exact search --------------------------------------------------------------------- */
 /* The flat index searched without FAISS's search: the inner products of the query with
- * every stored vector (FAISS's own array, faiss_IndexFlat_xb) as one OpenBLAS sgemv, then
- * the k best live labels by a heap. FAISS 1.7.3 takes a BLAS product only for 20 queries
- * or more and scores a single query with its portable dot-product loop: over the SQLite
- * documentation's 10,599 vectors of 384 floats, 5.3 ms a query against 0.9 ms this way
- * (one thread; OpenBLAS on two threads 0.4 ms), the same neighbours, on this 2-core
- * Xeon. */
+ * every stored vector (FAISS's own array, faiss_IndexFlat_xb) by OpenBLAS sgemv, then the
+ * k best live labels by a heap. FAISS 1.7.3 takes a BLAS product only for 20 queries or
+ * more and scores a single query with its portable dot-product loop: over the SQLite
+ * documentation's 10,599 vectors of 384 floats, 5.3 ms a query against 0.85 ms this way,
+ * the same neighbours, on the 2-core Xeon of bench/RESULTS.md.
+ *
+ * The rows go in blocks of fewer than GEMV_ONE_THREAD elements, which OpenBLAS computes
+ * on the calling thread (it threads a gemv of 2304 * GEMM_MULTITHREAD_THRESHOLD, 4 by
+ * default, elements or more). One sgemv of all rows on two threads takes 0.4 ms, but its
+ * workers then spin for a while, and a hybrid search runs its lexical query beside this
+ * one: hybrid p50 went from 10.5 to 7.7 ms with OpenBLAS held to one thread. */
+#define GEMV_ONE_THREAD (2304 * 4)
 typedef struct scored {
     float score;
     int64_t label;
@@ -391,7 +397,11 @@ static lode_status flat_search(ret_vindex *v, FaissIndexFlat *flat, const float 
         lode_free(h);
         return lode_seterr(v->err, sizeof v->err, LODE_ERR_NOMEM, "vindex: out of memory");
     }
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, v->dim, 1.0f, xb, v->dim, q, 1, 0.0f, ip, 1);
+    int64_t rows = (GEMV_ONE_THREAD - 1) / v->dim;
+    if (rows < 1) rows = 1;
+    for (int64_t i = 0; i < n; i += rows)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)LODE_MIN(rows, n - i), v->dim, 1.0f,
+                    xb + (size_t)i * (size_t)v->dim, v->dim, q, 1, 0.0f, ip + i, 1);
     size_t nh = 0;
     for (int64_t l = 0; l < n; l++) {
         if (v->label_id[l] < 0) continue;

@@ -195,10 +195,18 @@ void srv_h_ask(srv_conn *c)
         o.sampling.seed = (uint64_t)r.seed;
         o.has_sampling = 1;
     }
+    /* the question is embedded before the store lock is taken (as a search's query is:
+     * routes_store.c); if that fails, orc_prepare embeds it again and reports why */
+    float *qv = NULL;
+    if (s->be->dense && o.mode != ORC_MODE_LEXICAL &&
+        (qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(s->be->dense))) &&
+        orc_embed_question(s->be->dense, r.question, qv, err, sizeof err) == LODE_OK)
+        o.qvec = qv;
     pthread_mutex_lock(&s->store_mu);
     lode_status st =
         orc_prepare(s->be->store, s->be->dense, m, r.question, &o, &a, err, sizeof err);
     pthread_mutex_unlock(&s->store_mu);
+    lode_free(qv);
     if (st) {
         reply_prepare_error(c, st, err);
         goto out;

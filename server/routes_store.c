@@ -5,8 +5,9 @@
  * upload goes through ingest's preparation (ing_prepare) and, when the store has dense
  * search, is embedded with the store's model and written with its vectors in one
  * transaction, so it is stored exactly as `lode ingest` would store the same file. The
- * store handle, and the dense side with its embedder, are used by one worker at a time
- * (store_mu).
+ * store handle is used by one worker at a time (store_mu); embedding (an upload's chunks,
+ * a search's query) happens before that lock is taken, through the server's embedding
+ * queue when it has one, so a long upload does not hold searches back.
  */
 #include "server/srv_int.h"
 
@@ -216,10 +217,26 @@ void srv_h_search(srv_conn *c)
     if (!search_query(c, &q) || !srv_need_store(c)) return;
     ret_results *res = NULL;
     char msg[512];
+    /* the query is embedded before the store lock is taken, so that it waits neither for
+     * an upload being embedded nor holds the store while it sits in the encoder queue
+     * (if this fails, the search embeds it again and reports why) */
+    float *qv = NULL;
+    double embed_ms = 0;
+    ret_dense *dn = s->be->dense;
+    if (dn && q.mode != RET_MODE_LEXICAL &&
+        (qv = lode_malloc(sizeof(float) * (size_t)ret_dense_dim(dn)))) {
+        double t0 = lode_now_s();
+        if (ret_dense_embed(dn, q.text ? q.text : "", qv) == LODE_OK) {
+            q.vec = qv;
+            embed_ms = (lode_now_s() - t0) * 1e3;
+        }
+    }
     pthread_mutex_lock(&s->store_mu);
-    lode_status st = ret_hybrid_search(s->be->store, s->be->dense, &q, &res);
+    lode_status st = ret_hybrid_search(s->be->store, dn, &q, &res);
     if (st) snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
     pthread_mutex_unlock(&s->store_mu);
+    lode_free(qv);
+    if (!st && q.vec && res->mode != RET_MODE_LEXICAL) res->embed_ms = embed_ms;
     if (st == LODE_ERR_UNSUPPORTED) {
         srv_reply_errorf(c, 400, "invalid_request_error", "dense_unavailable", "mode", "%s", msg);
         return;
@@ -609,67 +626,103 @@ static int declared_media(srv_conn *c, const char *mt, const char *param, ing_me
     return 0;
 }
 
-/* Writes the prepared document and, when the store has dense search, its chunks'
- * vectors in the same transaction, as `lode ingest` does (embedded with the store's
- * model, the text each chunk is embedded from built by ret_embed_input). Call under
- * store_mu, which also serializes every use of the dense side's embedder. Returns the
- * store's status with msg set on failure. */
-static lode_status write_doc(srv_server *s, const ret_doc *d, const ing_prepared *pr, int64_t *id,
-                             int *embedded, char *msg, size_t msglen)
+/* The vectors of the prepared document's chunks (*vecs, the caller frees) when the store
+ * has dense search, else *vecs NULL; embedded with the store's model from the texts
+ * ret_embed_input builds, as `lode ingest` does. Called without store_mu: the embedding
+ * queue (or, without one, the dense side's own lock) serializes the encoder, so searches
+ * and questions keep using the store while a document is embedded, and their query
+ * texts join the next encoder batch beside its chunks. Returns the status with msg set
+ * on failure. */
+static lode_status embed_doc(srv_server *s, const ing_prepared *pr, float **vecs, char *msg,
+                             size_t msglen)
 {
-    ret_store *st = s->be->store;
     ret_dense *dn = s->be->dense;
     struct eng_bert *m = dn ? ret_dense_embedder(dn) : NULL;
     lode_buf *in = NULL;
     const char **texts = NULL;
-    float *vecs = NULL;
     lode_status rc = LODE_OK;
-    *embedded = 0;
-    if (m) {
-        in = lode_calloc(pr->n_chunks, sizeof *in);
-        texts = lode_calloc(pr->n_chunks, sizeof *texts);
-        vecs = lode_malloc(sizeof(float) * (size_t)eng_bert_dim(m) * pr->n_chunks);
-        if (!in || !texts || !vecs) {
-            rc = lode_seterr(msg, msglen, LODE_ERR_NOMEM, "out of memory for embeddings");
-            goto out;
-        }
-        for (size_t i = 0; i < pr->n_chunks; i++) {
-            if ((rc = ret_embed_input(&in[i], pr->cin[i].heading_path, pr->cin[i].text))) {
-                lode_seterr(msg, msglen, rc, "out of memory for embeddings");
-                goto out;
-            }
-            texts[i] = in[i].data;
-        }
-        /* through the shared embedding queue when the server has one for this model */
-        if ((rc = ret_dense_embed_many(dn, texts, pr->n_chunks, vecs))) {
-            lode_seterr(msg, msglen, rc, "cannot embed the document: %s", ret_dense_errmsg(dn));
-            goto out;
-        }
+    *vecs = NULL;
+    if (!m || pr->n_chunks == 0) return LODE_OK;
+    in = lode_calloc(pr->n_chunks, sizeof *in);
+    texts = lode_calloc(pr->n_chunks, sizeof *texts);
+    *vecs = lode_malloc(sizeof(float) * (size_t)eng_bert_dim(m) * pr->n_chunks);
+    if (!in || !texts || !*vecs) {
+        rc = lode_seterr(msg, msglen, LODE_ERR_NOMEM, "out of memory for embeddings");
+        goto out;
     }
+    for (size_t i = 0; i < pr->n_chunks; i++) {
+        if ((rc = ret_embed_input(&in[i], pr->cin[i].heading_path, pr->cin[i].text))) {
+            lode_seterr(msg, msglen, rc, "out of memory for embeddings");
+            goto out;
+        }
+        texts[i] = in[i].data;
+    }
+    /* through the shared embedding queue when the server has one for this model */
+    if ((rc = ret_dense_embed_many(dn, texts, pr->n_chunks, *vecs)))
+        lode_seterr(msg, msglen, rc, "cannot embed the document: %s", ret_dense_errmsg(dn));
+out:
+    for (size_t i = 0; in && i < pr->n_chunks; i++) lode_buf_free(&in[i]);
+    lode_free(in);
+    lode_free(texts);
+    if (rc) {
+        lode_free(*vecs);
+        *vecs = NULL;
+    }
+    return rc;
+}
+
+/* Writes the prepared document and, when the store has dense search, its chunks'
+ * vectors (from embed_doc) in the same transaction, as `lode ingest` does. Call under
+ * store_mu. Returns the store's status with msg set on failure. */
+static lode_status write_doc(srv_server *s, const ret_doc *d, const ing_prepared *pr,
+                             const float *vecs, int64_t *id, int *embedded, char *msg,
+                             size_t msglen)
+{
+    ret_store *st = s->be->store;
+    ret_dense *dn = s->be->dense;
+    struct eng_bert *m = dn ? ret_dense_embedder(dn) : NULL;
+    lode_status rc;
+    *embedded = 0;
     if ((rc = ret_store_begin(st))) goto fail;
     rc = ret_store_doc_replace(st, d, pr->cin, pr->n_chunks, id);
-    if (!rc && m)
+    if (!rc && m && vecs)
         rc = ret_store_doc_vectors_put(st, eng_bert_name(m), eng_bert_dim(m), *id, pr->n_chunks,
                                        vecs);
     if (!rc) rc = ret_store_commit(st);
     if (rc) {
         snprintf(msg, msglen, "%s", ret_store_errmsg(st));
         if (ret_store_in_txn(st)) ret_store_rollback(st);
-        goto out;
+        return rc;
     }
     *embedded = m != NULL;
-    goto out;
+    return LODE_OK;
 fail:
     snprintf(msg, msglen, "%s", ret_store_errmsg(st));
-out:
-    for (size_t i = 0; in && i < pr->n_chunks; i++) lode_buf_free(&in[i]);
-    lode_free(in);
-    lode_free(texts);
-    lode_free(vecs);
     return rc;
 }
 
-/* Stores one upload through ingest's preparation (as `lode ingest` does) and answers. */
+/* Whether the document at uri must be written (*need): not when the store holds it with
+ * the same hash (*what "unchanged", *id its id). Call under store_mu. */
+static lode_status lookup_doc(srv_server *s, const char *uri, const char *sha, int *need,
+                              const char **what, int64_t *id, char *msg, size_t msglen)
+{
+    ret_doc_info old;
+    lode_status st = ret_store_doc_lookup(s->be->store, uri, &old);
+    *need = 0;
+    if (st == LODE_OK && !strcmp(old.sha256, sha)) {
+        *what = "unchanged";
+        *id = old.id;
+        return LODE_OK;
+    }
+    if (st == LODE_OK || st == LODE_ERR_NOTFOUND) {
+        *what = st == LODE_OK ? "updated" : "created";
+        *need = 1;
+        return LODE_OK;
+    }
+    snprintf(msg, msglen, "%s", ret_store_errmsg(s->be->store));
+    return st;
+}
+
 static void store_upload(srv_conn *c, upload *u)
 {
     srv_server *s = c->srv;
@@ -708,22 +761,23 @@ static void store_upload(srv_conn *c, upload *u)
                  .sha256 = sha,
                  .size = (int64_t)u->len,
                  .mtime_ns = (int64_t)time(NULL) * 1000000000};
-    ret_doc_info old;
     int64_t id = 0;
     const char *what = "created";
     int embedded = 0;
+    /* looked up under the store lock; a new or changed document is embedded outside it
+     * (embed_doc), then looked up again and written under it */
+    float *vecs = NULL;
+    int need = 0;
     pthread_mutex_lock(&s->store_mu);
-    st = ret_store_doc_lookup(s->be->store, uri, &old);
-    if (st == LODE_OK && !strcmp(old.sha256, sha)) {
-        what = "unchanged";
-        id = old.id;
-    } else if (st == LODE_OK || st == LODE_ERR_NOTFOUND) {
-        if (st == LODE_OK) what = "updated";
-        st = write_doc(s, &d, &pr, &id, &embedded, msg, sizeof msg);
-    } else {
-        snprintf(msg, sizeof msg, "%s", ret_store_errmsg(s->be->store));
-    }
+    st = lookup_doc(s, uri, sha, &need, &what, &id, msg, sizeof msg);
     pthread_mutex_unlock(&s->store_mu);
+    if (!st && need && !(st = embed_doc(s, &pr, &vecs, msg, sizeof msg))) {
+        pthread_mutex_lock(&s->store_mu);
+        st = lookup_doc(s, uri, sha, &need, &what, &id, msg, sizeof msg);
+        if (!st && need) st = write_doc(s, &d, &pr, vecs, &id, &embedded, msg, sizeof msg);
+        pthread_mutex_unlock(&s->store_mu);
+    }
+    lode_free(vecs);
     if (st) {
         srv_reply_store_error(c, st, msg);
         goto out;

@@ -17,6 +17,7 @@
 #include "common/lode.h"
 #include "common/threadpool.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/kernels_int.h"
 
 /* ---- helpers ----------------------------------------------------------------------- */
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
@@ -961,6 +962,71 @@ static void check_attention(size_t n_head, size_t n_kv, size_t hd, size_t n_ctx,
     lode_free(sc);
 }
 
+/* The probability x V product in the order attn_one's generic path sums it (classes
+ * j % ncls from +0, the fold of 64 classes to 16, the tree of _mm512_reduce_add_ps, the
+ * rest in double), written out in scalar C */
+static void pv_ordered_ref(float *out, const float *p, const lode_half *const *vblk, size_t n,
+                           size_t m, size_t ncls, size_t hd)
+{
+    static float part[64][128];
+    memset(part, 0, sizeof part);
+    for (size_t j = 0; j < m; j++)
+        for (size_t d = 0; d < hd; d++)
+            part[j % ncls][d] += p[j] * lode_half_to_float(vblk[j / 16][(j % 16) * hd + d]);
+    for (size_t d = 0; d < hd; d++) {
+        float f[16];
+        for (size_t i = 0; i < 16; i++)
+            f[i] = ncls == 16
+                       ? part[i][d]
+                       : (part[i][d] + part[32 + i][d]) + (part[16 + i][d] + part[48 + i][d]);
+        float t3[8], t6[4];
+        for (int i = 0; i < 8; i++) t3[i] = f[i + 8] + f[i];
+        for (int i = 0; i < 4; i++) t6[i] = t3[i + 4] + t3[i];
+        double s = (t6[0] + t6[2]) + (t6[1] + t6[3]);
+        for (size_t j = m; j < n; j++)
+            s += (double)(p[j] * lode_half_to_float(vblk[j / 16][(j % 16) * hd + d]));
+        out[d] = (float)s;
+    }
+}
+
+/* An ISA's fused probability x V product has the bits of the generic path's order, in
+ * both of GGML's orders, for lengths around the class and padding boundaries */
+static void test_attention_pv_order(void **state)
+{
+    enum { MAXN = 200, HD = 128 };
+    static lode_half v[MAXN / 16 + 1][16 * HD];
+    float p[MAXN], out[HD], want[HD];
+    const lode_half *vblk[MAXN / 16 + 1];
+    for (size_t b = 0; b <= MAXN / 16; b++) {
+        for (size_t i = 0; i < 16 * HD; i++) v[b][i] = lode_float_to_half(grand());
+        vblk[(b * 7) % (MAXN / 16 + 1)] = v[b]; /* blocks out of order, as a table has them */
+    }
+    krn_isa isas[3];
+    int ni = n_isas(isas), tested = 0;
+    size_t lens[] = {1, 5, 16, 31, 32, 33, 64, 65, 70, 96, 127, 128, 129, 200};
+    for (int vi = 0; vi < ni; vi++) {
+        krn_isa_set(isas[vi]);
+        const krn_ops *o = krn_ops_get();
+        if (!o->pv_ordered) continue;
+        tested++;
+        for (size_t li = 0; li < LODE_ARRAY_LEN(lens); li++)
+            for (int gemm = 0; gemm < 2; gemm++)
+                for (size_t hd = 64; hd <= HD; hd += 64) {
+                    size_t n = lens[li];
+                    for (size_t j = 0; j < n; j++)
+                        p[j] = lode_half_to_float(lode_float_to_half((frand() + 1) / 2));
+                    size_t n_kv = n < 32 ? 32 : (n + 31) & ~(size_t)31;
+                    size_t m = gemm ? n : LODE_MIN(n, n_kv & ~(size_t)63), ncls = gemm ? 16 : 64;
+                    poison(out, HD);
+                    o->pv_ordered(out, p, vblk, n, m, ncls, hd);
+                    pv_ordered_ref(want, p, vblk, n, m, ncls, hd);
+                    assert_memory_equal(out, want, hd * sizeof *out);
+                }
+    }
+    krn_isa_set(isas[ni - 1]);
+    if (!tested) skip(); /* no ISA of this CPU has the fused product */
+}
+
 static void test_attention(void **state)
 {
     check_attention(9, 3, 64, 1, 1, 2);   /* first token */
@@ -987,6 +1053,7 @@ int main(void)
         cmocka_unit_test(test_row_ops),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_pv_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

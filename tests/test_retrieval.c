@@ -499,6 +499,72 @@ static void test_search_hits(void **state)
     ret_store_close(s);
 }
 
+/* Hits of ids only are the full search's hits without their strings, and their snippets,
+ * made afterwards from the query the hits carry, are the full search's snippets. */
+static void test_search_ids_and_snippets(void **state)
+{
+    fixture *f = *state;
+    ret_store *s = open_rw(f->db);
+    put(s, "file:///both", "Guide > Logging",
+        "the write-ahead log keeps readers and writers apart; a log of changes");
+    put(s, "file:///one", "Other", "a ship's log book, written at sea");
+    put(s, "file:///ahead", "Ahead", "rotate the log well ahead of time");
+    put(s, "file:///none", "Zed", "nothing relevant at all");
+    ret_filter only_one = {.path_glob = "*/one"};
+    for (int filtered = 0; filtered < 2; filtered++) {
+        ret_search_opts full = {.k = 5, .filter = filtered ? &only_one : NULL},
+                        ids = {.k = 5, .filter = filtered ? &only_one : NULL, .ids_only = 1};
+        ret_hits *a = NULL, *b = NULL;
+        assert_int_equal(ret_search_bm25(s, "write-ahead log", &full, &a), LODE_OK);
+        assert_int_equal(ret_search_bm25(s, "write-ahead log", &ids, &b), LODE_OK);
+        assert_int_equal(a->n, filtered ? 1 : 3);
+        assert_int_equal(b->n, a->n);
+        assert_non_null(b->fts);
+        assert_string_equal(b->fts, a->fts);
+        for (size_t i = 0; i < a->n; i++) {
+            assert_int_equal(b->hit[i].chunk_id, a->hit[i].chunk_id);
+            assert_int_equal(b->hit[i].document_id, a->hit[i].document_id);
+            assert_true(b->hit[i].score == a->hit[i].score);
+            assert_int_equal(b->hit[i].all_terms, a->hit[i].all_terms);
+            assert_null(b->hit[i].snippet);
+            assert_null(b->hit[i].uri);
+            char *sn = NULL;
+            assert_int_equal(ret_search_snippet(s, b->fts, b->hit[i].chunk_id, NULL, &sn), LODE_OK);
+            assert_string_equal(sn, a->hit[i].snippet);
+            lode_free(sn);
+        }
+        if (!filtered) {
+            /* the every-term match first, its snippet marking both words */
+            assert_non_null(strstr(a->hit[0].snippet, "[write-ahead]"));
+            assert_non_null(strstr(a->hit[0].snippet, "[log]"));
+            /* a chunk the query does not match has no snippet */
+            ret_hits *z = NULL;
+            assert_int_equal(ret_search_bm25(s, "nothing relevant", &ids, &z), LODE_OK);
+            assert_int_equal(z->n, 1);
+            char *sn = NULL;
+            assert_int_equal(ret_search_snippet(s, b->fts, z->hit[0].chunk_id, NULL, &sn),
+                             LODE_ERR_NOTFOUND);
+            assert_null(sn);
+            ret_hits_free(z);
+            ret_search_opts marks = {.hl_open = "<", .hl_close = ">", .snippet_tokens = 3};
+            assert_int_equal(ret_search_snippet(s, b->fts, a->hit[1].chunk_id, &marks, &sn),
+                             LODE_OK);
+            assert_non_null(strstr(sn, "<log>"));
+            lode_free(sn);
+        }
+        ret_hits_free(a);
+        ret_hits_free(b);
+    }
+    /* nothing searched: no query to mark */
+    ret_hits *h = NULL;
+    ret_search_opts o = {.k = 5};
+    assert_int_equal(ret_search_bm25(s, "...", &o, &h), LODE_OK);
+    assert_int_equal(h->n, 0);
+    assert_null(h->fts);
+    ret_hits_free(h);
+    ret_store_close(s);
+}
+
 /* Past RET_SEARCH_QUERY_POSTINGS chunks matched by its terms together, a query leaves out
  * its most frequent terms, even those in fewer than half of the chunks. */
 static void test_query_postings_bounded(void **state)
@@ -1168,6 +1234,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_store_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_search_hits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_ids_and_snippets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_common_words_left_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_postings_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ranking_matches_fts5_bm25, setup, teardown),

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2079,6 +2080,104 @@ static void test_search_dense(void **state)
     stop(&s);
 }
 
+typedef struct upload_arg {
+    server *s;
+    const char *body;
+    resp r;
+    double t_done;
+} upload_arg;
+
+static void *upload_thread(void *p)
+{
+    upload_arg *a = p;
+    a->r = http(a->s, "POST", "/v1/documents", a->body, NULL);
+    a->t_done = now_s();
+    return NULL;
+}
+
+/* With a generation model and an embedding model of the store's kind, a search's query
+ * and an upload's chunks are embedded by the embedding queue on the model's scheduler
+ * thread (counted in lode_embed_texts_total; a search that embedded on its own would
+ * not count), and outside the store lock: a search made while a long upload is being
+ * embedded is answered before that upload is. */
+static void test_store_embeds_through_queue(void **state)
+{
+    NEED_MODEL();
+    NEED_EMBED_MODEL();
+    server s;
+    make_dir(&s);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/docs && printf '# Vacuum\\n\\nVACUUM rebuilds the database file into a "
+             "minimal amount of space.\\n' >%s/docs/vacuum.md && %s/lode ingest --embed-model %s "
+             "--db %s %s/docs >/dev/null 2>&1",
+             s.dir, s.dir, build_dir(), EMBED_PATH, s.db, s.dir);
+    assert_int_equal(system(cmd), 0);
+    const char *args[] = {"--quiet",  "--model",          MODEL_PATH, "--embed-model",
+                          EMBED_PATH, "--engine-threads", "2",        NULL};
+    start_args(&s, args);
+    assert_true(metrics_has(&s, "lode_embed_shared_scheduler 1\n", 5));
+    resp r = http(&s, "GET", "/v1/search?q=shrinking%20the%20file&mode=dense&k=1", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "vacuum.md"));
+    resp_free(&r);
+    assert_true(metrics_has(&s, "lode_embed_texts_total 1\n", 5));
+
+    /* a document of 48 sections of about 150 words: one chunk each */
+    lode_buf text = LODE_BUF_INIT;
+    for (int i = 0; i < 48; i++) {
+        char h[64];
+        snprintf(h, sizeof h, "# Section %d\\n\\n", i);
+        assert_int_equal(lode_buf_puts(&text, h), LODE_OK);
+        for (int k = 0; k < 10; k++)
+            assert_int_equal(lode_buf_puts(&text, "Lighthouse keepers trimmed the wicks, wound the "
+                                                  "clockwork and logged the passing ships. "),
+                             LODE_OK);
+        assert_int_equal(lode_buf_puts(&text, "\\n\\n"), LODE_OK);
+    }
+    lode_buf body = LODE_BUF_INIT;
+    assert_int_equal(lode_buf_puts(&body, "{\"name\":\"keepers\",\"text\":\""), LODE_OK);
+    assert_int_equal(lode_buf_puts(&body, text.data), LODE_OK);
+    assert_int_equal(lode_buf_puts(&body, "\"}"), LODE_OK);
+    upload_arg up = {&s, body.data, {0}, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, upload_thread, &up), 0);
+    /* the upload's job is in the embedding queue */
+    assert_true(metrics_has(&s, "lode_embed_queue_depth 1\n", 30));
+    r = http(&s, "GET", "/v1/search?q=shrinking%20the%20file&mode=dense&k=1", NULL, NULL);
+    double t_search = now_s();
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "vacuum.md"));
+    resp_free(&r);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(up.r.status, 201);
+    json_t *v = json_of(&up.r);
+    assert_true(json_is_true(json_object_get(v, "embedded")));
+    json_int_t chunks = json_integer_value(json_object_get(v, "chunks"));
+    assert_true(chunks >= 48);
+    json_decref(v);
+    resp_free(&up.r);
+    printf("search answered %.2f s before the upload of %lld chunks\n", up.t_done - t_search,
+           (long long)chunks);
+    assert_true(t_search < up.t_done);
+    char line[64];
+    snprintf(line, sizeof line, "lode_embed_texts_total %lld\n", (long long)chunks + 2);
+    assert_true(metrics_has(&s, line, 5));
+    /* a question's dense retrieval embeds through the queue too */
+    r = http(&s, "POST", "/v1/ask",
+             "{\"question\":\"How is the file made smaller?\",\"mode\":\"dense\",\"k\":1,"
+             "\"max_tokens\":2}",
+             NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "vacuum.md"));
+    resp_free(&r);
+    snprintf(line, sizeof line, "lode_embed_texts_total %lld\n", (long long)chunks + 3);
+    assert_true(metrics_has(&s, line, 5));
+    lode_buf_free(&text);
+    lode_buf_free(&body);
+    stop(&s);
+}
+
 static void test_openai_client(void **state)
 {
     NEED_MODEL();
@@ -2137,6 +2236,7 @@ int main(void)
         cmocka_unit_test(test_document_uploads),
         cmocka_unit_test(test_document_url),
         cmocka_unit_test(test_search_dense),
+        cmocka_unit_test(test_store_embeds_through_queue),
         cmocka_unit_test(test_openai_client),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

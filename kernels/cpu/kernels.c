@@ -498,6 +498,14 @@ static void attn_one(const krn_attn_args *a, size_t task)
     size_t n_kv = n < 32 ? 32 : (n + 31) & ~(size_t)31;
     size_t vnp = n_kv & ~(size_t)63;
     size_t ncls = vgemm ? 16 : 64, m = vgemm ? n : LODE_MIN(n, vnp);
+    if (o->pv_ordered && hd % 16 == 0) {
+        const lode_half *vblk[ATTN_MAX_CTX / KRN_KV_BLOCK];
+        for (size_t j0 = 0; j0 < n; j0 += KRN_KV_BLOCK)
+            vblk[j0 / KRN_KV_BLOCK] =
+                a->v_cache + kv_off(a->block_table, a->n_kv_head, hd, kvh, (int64_t)j0);
+        o->pv_ordered(out, sc, vblk, n, m, ncls, hd);
+        return;
+    }
     /* partial sums by class (j % ncls); p_j * v exact, so axpy's fma is the add */
     float part[64 * 512];
     memset(part, 0, ncls * hd * sizeof(float));

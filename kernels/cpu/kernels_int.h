@@ -39,6 +39,15 @@ typedef struct krn_ops {
     void (*kq_block)(const lode_half *k, const float *q, size_t hd, int ns, int several,
                      float *out);
     void (*pv_block)(float *part, const float *p, const lode_half *v, size_t hd, int ns);
+    /* optional, for hd % 16 == 0: the whole probability x V product of one head in
+     * GGML's order, in registers: out[d] = over the n rows j (row j at
+     * vblk[j / KRN_KV_BLOCK] + (j % KRN_KV_BLOCK) * hd), the first m of them summed by
+     * class j % ncls (each class from +0, fma in order of j), the classes folded as
+     * attn_one does for ncls = 64 (then 16) and reduced by the tree of
+     * _mm512_reduce_add_ps, the rest (j >= m) added in double in order of j. ncls is 16
+     * (m = n) or 64. */
+    void (*pv_ordered)(float *out, const float *p, const lode_half *const *vblk, size_t n, size_t m,
+                       size_t ncls, size_t hd);
     void (*axpy_f16)(float *acc, float a, const lode_half *v, size_t n); /* acc += a*v */
     float (*dot_f32)(const float *x, const float *y, size_t n);
     /* sum of x[i]*x[i], each square rounded to float and summed in double (as GGML) */

@@ -105,6 +105,59 @@ static void z_pv_block(float *part, const float *p, const lode_half *v, size_t h
     }
 }
 
+/* The sum by class c of one 16-wide column chunk (dims d..d+15): +0, then fma(p_j,
+ * v_j, .) for j = c, c + ncls, ... < m */
+static inline __m512 pv_class(const float *p, const lode_half *const *vblk, size_t c, size_t m,
+                              size_t ncls, size_t hd, size_t d)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (size_t j = c; j < m; j += ncls)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]),
+                              load_h16(vblk[j / KRN_KV_BLOCK] + (j % KRN_KV_BLOCK) * hd + d), acc);
+    return acc;
+}
+
+static void z_pv_ordered(float *out, const float *p, const lode_half *const *vblk, size_t n,
+                         size_t m, size_t ncls, size_t hd)
+{
+    for (size_t d = 0; d < hd; d += 16) {
+        __m512 f[16];
+        for (size_t i = 0; i < 16; i++) {
+            if (ncls == 16) {
+                f[i] = pv_class(p, vblk, i, m, 16, hd, d);
+                continue;
+            }
+            /* GGML's fold of 64 sums to 16: (s[i] + s[32 + i]) + (s[16 + i] + s[48 + i]) */
+            __m512 a = _mm512_add_ps(pv_class(p, vblk, i, m, 64, hd, d),
+                                     pv_class(p, vblk, 32 + i, m, 64, hd, d));
+            __m512 b = _mm512_add_ps(pv_class(p, vblk, 16 + i, m, 64, hd, d),
+                                     pv_class(p, vblk, 48 + i, m, 64, hd, d));
+            f[i] = _mm512_add_ps(a, b);
+        }
+        /* the tree of _mm512_reduce_add_ps over the 16 sums, lane by lane */
+        for (size_t i = 0; i < 8; i++) f[i] = _mm512_add_ps(f[i], f[i + 8]);
+        for (size_t i = 0; i < 4; i++) f[i] = _mm512_add_ps(f[i], f[i + 4]);
+        f[0] = _mm512_add_ps(f[0], f[2]);
+        f[1] = _mm512_add_ps(f[1], f[3]);
+        __m512 r = _mm512_add_ps(f[0], f[1]);
+        if (m >= n) {
+            _mm512_storeu_ps(out + d, r);
+            continue;
+        }
+        /* the rest in double, in order of j: each exact float product widened and added */
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(r));
+        __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(r, 1));
+        for (size_t j = m; j < n; j++) {
+            __m512 t = _mm512_mul_ps(_mm512_set1_ps(p[j]), load_h16(vblk[j / KRN_KV_BLOCK] +
+                                                                    (j % KRN_KV_BLOCK) * hd + d));
+            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
+            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1)));
+        }
+        _mm256_storeu_ps(out + d, _mm512_cvtpd_ps(lo));
+        _mm256_storeu_ps(out + d + 8, _mm512_cvtpd_ps(hi));
+    }
+}
+
 static void z_axpy_f16(float *acc, float a, const lode_half *v, size_t n)
 {
     __m512 va = _mm512_set1_ps(a);
@@ -277,6 +330,7 @@ void krn_ops_init_avx512(krn_ops *o)
     o->dot_f16_ordered = z_dot_f16_ordered;
     o->kq_block = z_kq_block;
     o->pv_block = z_pv_block;
+    o->pv_ordered = z_pv_ordered;
     o->dot_f32 = z_dot_f32;
     o->sumsq = z_sumsq;
     o->f16_to_f32 = z_f16_to_f32;

@@ -123,6 +123,7 @@ void krn_ops_init_scalar(krn_ops *o)
     o->dot_f16_ordered = r_dot_f16_ordered;
     o->kq_block = NULL;
     o->pv_block = NULL;
+    o->pv_ordered = NULL;
     o->axpy_f16 = r_axpy_f16;
     o->dot_f32 = r_dot_f32;
     o->sumsq = r_sumsq;
