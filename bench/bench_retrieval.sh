@@ -153,7 +153,7 @@ fi
   echo
   "$LODE" eval retrieval --db "$REAL/sqlite.db" "$EVAL" 2>/dev/null | grep '^|'
   echo
-  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 50 candidates from each"
+  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 200 candidates from each"
   echo "list), through ret_hybrid_search (bench_vindex):"
   echo
   "$VINDEX_BIN" "$REAL/sqlite.db" "$EVAL" | sed -n '/^| mode/,$p'
@@ -192,7 +192,7 @@ for m in json.load(open(sys.argv[1]))["modes"]:
   echo "$(head -1 "$W/vindex.txt"); $(sed -n 2p "$W/vindex.txt")):"
   echo
   sed -n '/^| index/,/^$/p' "$W/vindex.txt"
-  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 50 candidates from each"
+  echo "The same questions as \`lode search\` runs them (k = 10: fusion of 200 candidates from each"
   echo "list), through ret_hybrid_search (bench_vindex):"
   echo
   sed -n '/^| mode/,$p' "$W/vindex.txt"

@@ -85,7 +85,7 @@ static void usage(FILE *f)
             "  -k N           depth of the ranking judged (default 10, 5..100)\n"
             "  --fuse UNIT    hybrid: fuse per document (default) or per chunk\n"
             "  --depth N      candidates taken from each list (default: the search's,\n"
-            "                 max(4 x 5k, 50) chunks)\n"
+            "                 max(4 x 5k, 200) chunks fusing)\n"
             "  --rrf-k X      hybrid: the k of reciprocal rank fusion (default %g)\n"
             "  --w-lexical X, --w-dense X\n"
             "                 hybrid: the weights of the two lists (default %g and %g)\n"

@@ -88,6 +88,11 @@ struct eng_cuda_model {
     int rows_min;
     void *gg_exec[32];
     int prof_min; /* profile one eager step of at least this many tokens (0: never) */
+    /* batch-1 decode steps run every layer in one persistent kernel (krn_cuda_layers_decode)
+     * when persist is set: its layer table and grid-barrier words on the device */
+    krn_cuda_layer *d_layers;
+    unsigned *d_bar;
+    int persist;
     /* per-op timing of an eager decode step (eng_cuda_profile) */
     void **pev;
     const char **pname;
@@ -340,11 +345,11 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
     krn_cuda_mat_free(&m->tok_embd);
     krn_cuda_mat_free(&m->output);
     krn_cuda_free(m->output_norm);
-    void *bufs[] = {m->x,       m->qkv,      m->q32,    m->gu,        m->logits,   m->acc,
-                    m->ml,      m->inv_freq, m->lp,     m->qh,        m->attn_out, m->act,
-                    m->scratch, m->d_tokens, m->d_pos,  m->d_slot,    m->d_seqlen, m->d_chosen,
-                    m->d_pf,    m->d_hist,   m->d_step, m->d_step_pf, m->bt,       m->sv_d,
-                    m->sv_tok,  m->sv_lp};
+    void *bufs[] = {m->x,       m->qkv,      m->q32,      m->gu,        m->logits,   m->acc,
+                    m->ml,      m->inv_freq, m->lp,       m->qh,        m->attn_out, m->act,
+                    m->scratch, m->d_tokens, m->d_pos,    m->d_slot,    m->d_seqlen, m->d_chosen,
+                    m->d_pf,    m->d_hist,   m->d_step,   m->d_step_pf, m->bt,       m->sv_d,
+                    m->sv_tok,  m->sv_lp,    m->d_layers, m->d_bar};
     for (size_t i = 0; i < LODE_ARRAY_LEN(bufs); i++) krn_cuda_free(bufs[i]);
     krn_cuda_host_free(m->h_stage);
     krn_cuda_host_free(m->sv_h);
@@ -713,6 +718,80 @@ out:
     return eng_cuda_model_ready(m);
 }
 
+/* LODE_CUDA_PERSIST=1 (read when a model becomes ready) runs batch-1 decode steps on the
+ * persistent layers kernel wherever it supports the model. It is off by default: on an H100
+ * it was 8% slower than the five kernels a layer for smollm2-135m Q4_1, even for Q8_0 and
+ * 3.4x slower for BF16 (bench/RESULTS.md, 2026-11-27), so it stays an option to measure. */
+static int persist_env(void)
+{
+    const char *e = getenv("LODE_CUDA_PERSIST");
+    return e && !strcmp(e, "1");
+}
+
+static krn_cuda_layers_cfg layers_cfg(const eng_cuda_model *m)
+{
+    const eng_cuda_config *c = &m->c;
+    krn_cuda_layers_cfg k;
+    memset(&k, 0, sizeof k);
+    k.layers = m->d_layers;
+    k.n_layer = c->n_layer;
+    k.dim = c->dim;
+    k.ff = c->ff;
+    k.n_head = c->n_head;
+    k.n_kv_head = c->n_kv_head;
+    k.head_dim = c->head_dim;
+    k.fmt = m->L[0].qkv.fmt;
+    k.eps = c->eps;
+    k.inv_freq = m->inv_freq;
+    k.x = m->x;
+    k.q = m->q32;
+    k.h = m->gu;
+    k.bar = m->d_bar;
+    return k;
+}
+
+/* Decides m->persist and uploads the layer table the persistent kernel reads. */
+static lode_status persist_setup(eng_cuda_model *m)
+{
+    const eng_cuda_config *c = &m->c;
+    m->persist = 0;
+    if (!persist_env()) return LODE_OK;
+    const int fmt = m->L[0].qkv.fmt;
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer *L = &m->L[l];
+        if (!L->k_fused || !L->v_fused || !L->up_fused || L->qkv.fmt != fmt || L->o.fmt != fmt ||
+            L->gu.fmt != fmt || L->down.fmt != fmt ||
+            L->qkv.rows < (int64_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim ||
+            L->gu.rows < 2 * (int64_t)c->ff)
+            return LODE_OK;
+    }
+    krn_cuda_layers_cfg k = layers_cfg(m);
+    if (!krn_cuda_layers_supported(&k)) return LODE_OK;
+    krn_cuda_layer *h = lode_calloc((size_t)c->n_layer, sizeof *h);
+    if (!h) return LODE_ERR_NOMEM;
+    for (int l = 0; l < c->n_layer; l++) {
+        const layer *L = &m->L[l];
+        h[l].qkv = L->qkv;
+        h[l].o = L->o;
+        h[l].gu = L->gu;
+        h[l].down = L->down;
+        h[l].attn_norm = L->attn_norm;
+        h[l].ffn_norm = L->ffn_norm;
+        h[l].k_cache = L->kc;
+        h[l].v_cache = L->vc;
+    }
+    lode_status st = LODE_OK;
+    if (!m->d_layers) st = dmalloc(m, &m->d_layers, (size_t)c->n_layer * sizeof *h);
+    if (!st && !m->d_bar) st = dmalloc(m, &m->d_bar, 2 * sizeof(unsigned));
+    if (!st) st = krn_cuda_h2d(m->d_layers, h, (size_t)c->n_layer * sizeof *h, m->stream);
+    if (!st) st = krn_cuda_memset(m->d_bar, 0, 2 * sizeof(unsigned), m->stream);
+    if (!st) st = krn_cuda_stream_sync(m->stream);
+    lode_free(h);
+    if (st) return fail(m, st, "persistent layers setup");
+    m->persist = 1;
+    return LODE_OK;
+}
+
 lode_status eng_cuda_model_ready(eng_cuda_model *m)
 {
     const eng_cuda_config *c = &m->c;
@@ -746,8 +825,15 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
         if (st) return st;
         m->scratch_bytes = scratch;
     }
+    lode_status st = persist_setup(m);
+    if (st) return st;
     m->ready = 1;
     return LODE_OK;
+}
+
+int eng_cuda_model_persistent(const eng_cuda_model *m)
+{
+    return m->persist;
 }
 
 size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m)
@@ -991,6 +1077,16 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
     prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, tokens, batch, m->x, s), "embed");
     prof_mark(m, "embed");
+    if (batch == 1 && m->persist) {
+        krn_cuda_layers_cfg k = layers_cfg(m);
+        k.pos = pos;
+        k.slot = slot;
+        k.seq_len = seqlen;
+        k.block_table = bt;
+        TRY(m, krn_cuda_layers_decode(&k, s), "persistent layers");
+        prof_mark(m, "layers (persistent kernel)");
+        return LODE_OK;
+    }
     krn_cuda_attn_parts parts = {m->acc, m->ml, seqlen, H, hd, m->nsplit};
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
@@ -2306,6 +2402,10 @@ const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m)
 lode_status eng_cuda_model_ready(eng_cuda_model *m)
 {
     return LODE_ERR_UNSUPPORTED;
+}
+int eng_cuda_model_persistent(const eng_cuda_model *m)
+{
+    return 0;
 }
 size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m)
 {

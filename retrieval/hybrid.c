@@ -471,15 +471,6 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
     if (q.depth < 0 || q.depth > RET_SEARCH_MAX_K)
         return lode_seterr(s->err, sizeof s->err, LODE_ERR_INVALID, "depth must be 0..%d",
                            RET_SEARCH_MAX_K);
-    /* one list alone needs only k candidates, unless MMR picks among more */
-    int fusing = q.mode != RET_MODE_LEXICAL && q.mode != RET_MODE_DENSE;
-    int mmr = q.mmr_lambda > 0 && q.mmr_lambda < 1;
-    size_t depth = q.depth         ? (size_t)q.depth
-                   : fusing || mmr ? (size_t)LODE_MAX(4 * q.k, 50)
-                                   : (size_t)q.k;
-    if (depth > RET_SEARCH_MAX_K) depth = RET_SEARCH_MAX_K;
-    if (depth < (size_t)q.k) depth = (size_t)q.k;
-
     lode_status st = LODE_OK;
     ret_hits *lex = NULL;
     lex_job job = {0};
@@ -518,6 +509,15 @@ lode_status ret_hybrid_search(ret_store *s, ret_dense *d, const ret_query *qin, 
         goto out;
     }
     r->mode = mode;
+
+    /* one list alone needs only k candidates, unless MMR picks among more */
+    int mmr = q.mmr_lambda > 0 && q.mmr_lambda < 1;
+    size_t depth = q.depth                   ? (size_t)q.depth
+                   : mode == RET_MODE_HYBRID ? (size_t)LODE_MAX(4 * q.k, RET_FUSE_DEPTH)
+                   : mmr                     ? (size_t)LODE_MAX(4 * q.k, 50)
+                                             : (size_t)q.k;
+    if (depth > RET_SEARCH_MAX_K) depth = RET_SEARCH_MAX_K;
+    if (depth < (size_t)q.k) depth = (size_t)q.k;
 
     /* Hybrid search runs the lexical query on a thread of its own while this one embeds
      * the query and searches the vector index: neither waits for the other, and the two

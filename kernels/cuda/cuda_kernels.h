@@ -281,6 +281,46 @@ lode_status krn_cuda_attn_prefill_varlen(const krn_cuda_attn_cfg *c, const void 
                                          const int32_t *seqs, int n_seq, int64_t max_n, void *out,
                                          int out_f16, void *stream);
 
+/* ---- every layer of a batch-1 decode step in one persistent kernel (layers.cu) -------- */
+
+/* One decoder layer's weights and cache, as the persistent kernel reads them. */
+typedef struct krn_cuda_layer {
+    krn_cuda_mat qkv;                  /* (n_head + 2 n_kv_head) head_dim x dim: [q | k | v] */
+    krn_cuda_mat o;                    /* dim x n_head head_dim */
+    krn_cuda_mat gu;                   /* 2 ff x dim: [gate | up] */
+    krn_cuda_mat down;                 /* dim x ff */
+    const float *attn_norm, *ffn_norm; /* [dim] */
+    void *k_cache, *v_cache;           /* f16 paged, as in krn_cuda_attn_cfg */
+} krn_cuda_layer;
+
+typedef struct krn_cuda_layers_cfg {
+    const krn_cuda_layer *layers; /* device array [n_layer] */
+    int n_layer, dim, ff, n_head, n_kv_head, head_dim;
+    int fmt; /* the packed layout (krn_cuda_mat.fmt) of every matrix of every layer */
+    float eps;
+    const float *inv_freq;      /* device, head_dim/2 RoPE frequencies */
+    const int32_t *pos, *slot;  /* device: the token's position and KV cache slot (-1: skip) */
+    const int32_t *seq_len;     /* device: tokens cached after this one is written */
+    const int32_t *block_table; /* device, the sequence's row */
+    float *x;                   /* device [dim]: the residual stream, in and out */
+    float *q;                   /* device [n_head head_dim] scratch */
+    float *h;                   /* device [ff] scratch */
+    unsigned *bar;              /* device, 2 words zeroed once (the grid barrier's state) */
+    unsigned long long *trace;  /* NULL, or device [2][4 n_layer + 1][blocks]: when each
+                                   block arrived at and left each barrier (ns) */
+} krn_cuda_layers_cfg;
+
+/* Whether krn_cuda_layers_decode runs this shape and layout on the current device (sets up
+ * its kernel attributes; call it outside graph capture). */
+int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c);
+/* Every layer of a decode step of one sequence, in one cooperative launch: grid-wide barriers
+ * between RMSNorm + QKV + RoPE + KV write, attention + o projection + residual, RMSNorm +
+ * gate/up + SwiGLU, and down projection + residual. x holds the embedded token on entry and
+ * the residual stream after the last layer on return. With
+ * LODE_CUDA_LAYERS_TRACE=1, an eager (not captured) call waits for the kernel and prints to
+ * stderr how long each kind of stage and the barriers took (the slowest block's arrival). */
+lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void *stream);
+
 /* ---- sampling on the device ------------------------------------------------------------ */
 
 /* tok[b] = argmax of logits[b][0..vocab) (the lowest index on ties). */
