@@ -49,7 +49,7 @@ typedef enum ret_mode {
  * the BM25 list is mostly noise; with these weights it reorders and adds to the dense
  * list. Fusing documents (the default since) kept them: on the same questions it gave R@5
  * 0.786 with them, and a higher R@5 than fusing chunks at each of the 15 pairs of RRF k
- * (10, 30, 60) and dense weight (1 to 6) tried; R@10 was lower at 10 of them (by one to
+ * (10, 30, 60) and dense weight (1 to 6) tried; R@10 was lower at 8 of them (by one to
  * three questions of 70). */
 #define RET_W_LEXICAL_DEFAULT 1.0
 #define RET_W_DENSE_DEFAULT   6.0
