@@ -284,11 +284,17 @@ static void cpu_matmul(eng_backend *be, int n, const eng_weight *const *ws, cons
               krn_quantize_acts(c->pool, ws[0]->type, x, n_in, (size_t)n_rows, n_in, c->ws,
                                 c->ws_size),
               "quantize activations");
-        for (int i = 0; i < n; i++)
-            latch(be,
-                  krn_matmul_q(c->pool, ws[i]->type, ws[i]->data, (size_t)ws[i]->n_out, n_in, c->ws,
-                               n_in, (size_t)n_rows, ys[i], (size_t)ws[i]->n_out),
-                  "matmul");
+        /* Q, K and V (or gate and up) in one parallel region: fewer waits at its end, and
+         * the small K and V share their tasks' balance with Q */
+        krn_mm mms[8];
+        for (int i = 0; i < n && i < 8; i++)
+            mms[i] = (krn_mm){ws[i]->type, ws[i]->data, (size_t)ws[i]->n_out, ys[i],
+                              (size_t)ws[i]->n_out};
+        latch(be,
+              n <= 8
+                  ? krn_matmul_q_multi(c->pool, mms, (size_t)n, n_in, c->ws, n_in, (size_t)n_rows)
+                  : LODE_ERR_INVALID,
+              "matmul");
     } else {
         for (int i = 0; i < n; i++)
             latch(be,

@@ -990,7 +990,8 @@ static void pv_ordered_ref(float *out, const float *p, const lode_half *const *v
 }
 
 /* An ISA's fused probability x V product has the bits of the generic path's order, in
- * both of GGML's orders, for lengths around the class and padding boundaries */
+ * both of GGML's orders, for lengths around the class and padding boundaries and head
+ * sizes that are and are not multiples of its 64-dim groups */
 static void test_attention_pv_order(void **state)
 {
     enum { MAXN = 200, HD = 128 };
@@ -1011,7 +1012,7 @@ static void test_attention_pv_order(void **state)
         tested++;
         for (size_t li = 0; li < LODE_ARRAY_LEN(lens); li++)
             for (int gemm = 0; gemm < 2; gemm++)
-                for (size_t hd = 64; hd <= HD; hd += 64) {
+                for (size_t hd = 48; hd <= HD; hd += 16) {
                     size_t n = lens[li];
                     for (size_t j = 0; j < n; j++)
                         p[j] = lode_half_to_float(lode_float_to_half((frand() + 1) / 2));
@@ -1025,6 +1026,38 @@ static void test_attention_pv_order(void **state)
     }
     krn_isa_set(isas[ni - 1]);
     if (!tested) skip(); /* no ISA of this CPU has the fused product */
+}
+
+/* An ISA's block of q.k scores has the bits of its one-row ordered dot product, in both
+ * of GGML's orders, for full and partial blocks */
+static void test_attention_kq_order(void **state)
+{
+    enum { HD = 128 };
+    static lode_half k[16 * HD];
+    float q[HD], out[16];
+    for (size_t i = 0; i < 16 * HD; i++) k[i] = lode_float_to_half(grand());
+    for (size_t i = 0; i < HD; i++) q[i] = lode_half_to_float(lode_float_to_half(grand()));
+    krn_isa isas[3];
+    int ni = n_isas(isas), tested = 0;
+    for (int vi = 0; vi < ni; vi++) {
+        krn_isa_set(isas[vi]);
+        const krn_ops *o = krn_ops_get();
+        if (!o->kq_block) continue;
+        tested++;
+        for (size_t hd = 64; hd <= HD; hd += 64)
+            for (int several = 0; several < 2; several++)
+                for (int ns = 1; ns <= 16; ns++) {
+                    poison(out, 16);
+                    o->kq_block(k, q, hd, ns, several, out);
+                    for (int s = 0; s < ns; s++) {
+                        float want = o->dot_f16_ordered(k + (size_t)s * hd, q, hd, several);
+                        assert_memory_equal(&out[s], &want, sizeof want);
+                    }
+                    for (int s = ns; s < 16; s++) assert_true(isnan(out[s])); /* untouched */
+                }
+    }
+    krn_isa_set(isas[ni - 1]);
+    if (!tested) skip(); /* no ISA of this CPU has the block form */
 }
 
 static void test_attention(void **state)
@@ -1054,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_pv_order),
+        cmocka_unit_test(test_attention_kq_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

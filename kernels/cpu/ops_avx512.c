@@ -62,6 +62,27 @@ static float z_dot_f16_ordered(const lode_half *x, const float *y, size_t n, int
     return (float)s;
 }
 
+/* _mm512_reduce_add_ps of 16 vectors at once, out[s] = reduce(a[s]): the same tree
+ * (lanes i + i+8, then + i+4, then (0 + 2) and (1 + 3), then those two) done on the
+ * lanes of shuffled pairs, so every sum is the one the reduction makes (a is clobbered) */
+static inline __m512 reduce16(__m512 *a)
+{
+    for (int u = 0; u < 8; u++) /* key 2u in the low half, 2u+1 in the high */
+        a[u] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * u], a[2 * u + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a[2 * u], a[2 * u + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int v = 0; v < 4; v++) /* quarter q: key 4v + q */
+        a[v] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * v], a[2 * v + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(a[2 * v], a[2 * v + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int w = 0; w < 2; w++) /* quarter q: two halves of key 8w + q, two of 8w + 4 + q */
+        a[w] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * w], a[2 * w + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a[2 * w], a[2 * w + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* lane 4q + k: key q + 4k */
+    __m512 e = _mm512_add_ps(_mm512_shuffle_ps(a[0], a[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(a[0], a[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, e);
+}
+
 static void z_kq_block(const lode_half *k, const float *q, size_t hd, int ns, int several,
                        float *out)
 {
@@ -71,22 +92,26 @@ static void z_kq_block(const lode_half *k, const float *q, size_t hd, int ns, in
     }
     const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
     const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
-    for (int s = 0; s < ns; s++) {
+    __m512 a[16];
+    for (int s = 0; s < 16; s++) {
+        if (s >= ns) { /* past the block's rows: a lane nobody reads */
+            a[s] = _mm512_setzero_ps();
+            continue;
+        }
         const lode_half *r = k + (size_t)s * 64;
         __m512 p0 = _mm512_mul_ps(load_h16(r), q0);
         if (several) { /* one accumulator, chunks in order */
-            __m512 a = _mm512_fmadd_ps(load_h16(r + 16), q1, p0);
-            a = _mm512_fmadd_ps(load_h16(r + 32), q2, a);
-            a = _mm512_fmadd_ps(load_h16(r + 48), q3, a);
-            out[s] = _mm512_reduce_add_ps(a);
+            __m512 v = _mm512_fmadd_ps(load_h16(r + 16), q1, p0);
+            v = _mm512_fmadd_ps(load_h16(r + 32), q2, v);
+            a[s] = _mm512_fmadd_ps(load_h16(r + 48), q3, v);
         } else { /* four accumulators of one product each */
             __m512 p1 = _mm512_mul_ps(load_h16(r + 16), q1);
             __m512 p2 = _mm512_mul_ps(load_h16(r + 32), q2);
             __m512 p3 = _mm512_mul_ps(load_h16(r + 48), q3);
-            out[s] =
-                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(p0, p2), _mm512_add_ps(p1, p3)));
+            a[s] = _mm512_add_ps(_mm512_add_ps(p0, p2), _mm512_add_ps(p1, p3));
         }
     }
+    _mm512_mask_storeu_ps(out, tail_mask((size_t)ns), reduce16(a));
 }
 
 static void z_pv_block(float *part, const float *p, const lode_half *v, size_t hd, int ns)
@@ -105,56 +130,68 @@ static void z_pv_block(float *part, const float *p, const lode_half *v, size_t h
     }
 }
 
-/* The sum by class c of one 16-wide column chunk (dims d..d+15): +0, then fma(p_j,
- * v_j, .) for j = c, c + ncls, ... < m */
-static inline __m512 pv_class(const float *p, const lode_half *const *vblk, size_t c, size_t m,
-                              size_t ncls, size_t hd, size_t d)
+/* The sums by class c of 64 dims (d..d+63, four vectors; fewer at the end of a head):
+ * +0, then fma(p_j, v_j, .) for j = c, c + ncls, ... < m */
+#define PV_ROW(j) (vblk[(j) / KRN_KV_BLOCK] + ((j) % KRN_KV_BLOCK) * hd)
+static inline void pv_class(__m512 *acc, const float *p, const lode_half *const *vblk, size_t hd,
+                            size_t c, size_t m, size_t ncls, size_t d, int nv)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (size_t j = c; j < m; j += ncls)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(p[j]),
-                              load_h16(vblk[j / KRN_KV_BLOCK] + (j % KRN_KV_BLOCK) * hd + d), acc);
-    return acc;
+    for (int k = 0; k < nv; k++) acc[k] = _mm512_setzero_ps();
+    for (size_t j = c; j < m; j += ncls) {
+        __m512 pj = _mm512_set1_ps(p[j]);
+        const lode_half *v = PV_ROW(j) + d;
+        for (int k = 0; k < nv; k++)
+            acc[k] = _mm512_fmadd_ps(pj, load_h16(v + 16 * (size_t)k), acc[k]);
+    }
 }
 
 static void z_pv_ordered(float *out, const float *p, const lode_half *const *vblk, size_t n,
                          size_t m, size_t ncls, size_t hd)
 {
-    for (size_t d = 0; d < hd; d += 16) {
-        __m512 f[16];
+    for (size_t d = 0; d < hd; d += 64) {
+        const int nv = (int)LODE_MIN((size_t)4, (hd - d) / 16);
+        _Alignas(64) float f[16][64];
         for (size_t i = 0; i < 16; i++) {
+            __m512 a[4], b[4], c[4], e[4];
+            pv_class(a, p, vblk, hd, i, m, ncls, d, nv);
             if (ncls == 16) {
-                f[i] = pv_class(p, vblk, i, m, 16, hd, d);
+                for (int k = 0; k < nv; k++) _mm512_store_ps(f[i] + 16 * k, a[k]);
                 continue;
             }
             /* GGML's fold of 64 sums to 16: (s[i] + s[32 + i]) + (s[16 + i] + s[48 + i]) */
-            __m512 a = _mm512_add_ps(pv_class(p, vblk, i, m, 64, hd, d),
-                                     pv_class(p, vblk, 32 + i, m, 64, hd, d));
-            __m512 b = _mm512_add_ps(pv_class(p, vblk, 16 + i, m, 64, hd, d),
-                                     pv_class(p, vblk, 48 + i, m, 64, hd, d));
-            f[i] = _mm512_add_ps(a, b);
+            pv_class(b, p, vblk, hd, 32 + i, m, 64, d, nv);
+            pv_class(c, p, vblk, hd, 16 + i, m, 64, d, nv);
+            pv_class(e, p, vblk, hd, 48 + i, m, 64, d, nv);
+            for (int k = 0; k < nv; k++)
+                _mm512_store_ps(f[i] + 16 * k, _mm512_add_ps(_mm512_add_ps(a[k], b[k]),
+                                                             _mm512_add_ps(c[k], e[k])));
         }
-        /* the tree of _mm512_reduce_add_ps over the 16 sums, lane by lane */
-        for (size_t i = 0; i < 8; i++) f[i] = _mm512_add_ps(f[i], f[i + 8]);
-        for (size_t i = 0; i < 4; i++) f[i] = _mm512_add_ps(f[i], f[i + 4]);
-        f[0] = _mm512_add_ps(f[0], f[2]);
-        f[1] = _mm512_add_ps(f[1], f[3]);
-        __m512 r = _mm512_add_ps(f[0], f[1]);
-        if (m >= n) {
-            _mm512_storeu_ps(out + d, r);
-            continue;
+        for (int k = 0; k < nv; k++) {
+            /* the tree of _mm512_reduce_add_ps over the 16 sums, lane by lane */
+            __m512 t[8];
+            for (size_t i = 0; i < 8; i++)
+                t[i] =
+                    _mm512_add_ps(_mm512_load_ps(f[i] + 16 * k), _mm512_load_ps(f[i + 8] + 16 * k));
+            for (size_t i = 0; i < 4; i++) t[i] = _mm512_add_ps(t[i], t[i + 4]);
+            t[0] = _mm512_add_ps(t[0], t[2]);
+            t[1] = _mm512_add_ps(t[1], t[3]);
+            __m512 r = _mm512_add_ps(t[0], t[1]);
+            size_t dk = d + 16 * (size_t)k;
+            if (m >= n) {
+                _mm512_storeu_ps(out + dk, r);
+                continue;
+            }
+            /* the rest in double, in order of j: each exact float product widened and added */
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(r));
+            __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(r, 1));
+            for (size_t j = m; j < n; j++) {
+                __m512 t2 = _mm512_mul_ps(_mm512_set1_ps(p[j]), load_h16(PV_ROW(j) + dk));
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(t2)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(t2, 1)));
+            }
+            _mm256_storeu_ps(out + dk, _mm512_cvtpd_ps(lo));
+            _mm256_storeu_ps(out + dk + 8, _mm512_cvtpd_ps(hi));
         }
-        /* the rest in double, in order of j: each exact float product widened and added */
-        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(r));
-        __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(r, 1));
-        for (size_t j = m; j < n; j++) {
-            __m512 t = _mm512_mul_ps(_mm512_set1_ps(p[j]), load_h16(vblk[j / KRN_KV_BLOCK] +
-                                                                    (j % KRN_KV_BLOCK) * hd + d));
-            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
-            hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(t, 1)));
-        }
-        _mm256_storeu_ps(out + d, _mm512_cvtpd_ps(lo));
-        _mm256_storeu_ps(out + d + 8, _mm512_cvtpd_ps(hi));
     }
 }
 
