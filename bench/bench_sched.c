@@ -10,15 +10,21 @@
  *  2. Prefix cache: R requests sharing a PREFIX-token head (a warm-up request puts it in
  *     the cache first, as a system prompt would be), each with its own 16-token tail and
  *     one output token; mean time to first token with the cache and without.
- *  3. Chunked prefill: 16 streams decode; the inter-token latency p50/p99 of those
- *     streams alone, then again while a LONG-token prompt arrives, with a step budget of
- *     48 tokens (16 decode tokens + 32-token prompt chunks).
+ *  3. Chunked prefill: STREAMS streams decode; the inter-token latency p50/p99 of those
+ *     streams alone (DECODE tokens each), then while a LONG-token prompt arrives and is
+ *     prefilled (the streams decode DECODE tokens or until its first token), twice: with the
+ *     latency-aware chunk (step budget BUDGET, --prefill-slack SLACK) and with the fixed
+ *     budget of STREAMS + 32 tokens (32-token prompt chunks) and no slack. Also the long
+ *     prompt's time to first token, the price of holding the streams' latency.
  *
- *   bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=1024]
- * (PREFIX and LONG both 0: the throughput part alone)
+ *   bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=4000] [STREAMS=32]
+ *               [SLACK=1.6] [BUDGET=256]
+ * (PREFIX and LONG both 0: the throughput part alone; PREFIX < 0: the chunked-prefill part
+ * alone)
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +53,8 @@ typedef struct stream {
     int n_gaps;
 } stream;
 
+static atomic_int long_started;   /* the long prompt has its first token: streams stop */
+static atomic_int long_submitted; /* streams with record_gaps 2 record from then on */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int32_t *corpus;
@@ -56,9 +64,12 @@ static int on_token(void *user, int32_t tok, const char *piece, size_t len, floa
 {
     stream *s = user;
     int64_t now = lode_now_ns();
+    if (s->record_gaps == 2 && atomic_load(&long_started)) return 1;
+    if (s->record_gaps == 0 && !s->t_first) atomic_store(&long_started, 1);
     if (!s->t_first)
         s->t_first = now;
-    else if (s->record_gaps && s->n_gaps < MAX_GAPS)
+    else if ((s->record_gaps == 1 || (s->record_gaps == 2 && atomic_load(&long_submitted))) &&
+             s->n_gaps < MAX_GAPS)
         s->gaps[s->n_gaps++] = (float)((double)(now - s->t_last) / 1e6);
     s->t_last = now;
     s->n++;
@@ -127,12 +138,15 @@ static void prompt_at(int32_t *out, int n, size_t off)
     for (int i = 0; i < n; i++) out[i] = corpus[(off + (size_t)i) % n_corpus];
 }
 
-static eng_model *load(const char *path, int threads, int n_batch, int no_cache)
+static eng_model *load(const char *path, int threads, int n_batch, int no_cache, int n_ctx,
+                       double slack)
 {
     eng_model_opts o = {0};
     o.n_threads = threads;
-    o.n_ctx = 2048;
+    o.n_ctx = n_ctx;
     o.n_batch = n_batch;
+    o.kv_mb = 768;
+    o.prefill_slack = slack;
     o.max_seqs = MAX_STREAMS;
     o.no_prefix_cache = no_cache;
     char err[512];
@@ -161,26 +175,38 @@ static float pct(float *v, int n, double p)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr,
-                "usage: bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=1024]\n");
+        fprintf(stderr, "usage: bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=4000] "
+                        "[STREAMS=32] [SLACK=1.6] [BUDGET=256]\n");
         return 2;
     }
     const char *path = argv[1];
     int threads = argc > 2 ? atoi(argv[2]) : 2;
     int decode = argc > 3 ? atoi(argv[3]) : 64;
     int prefix = argc > 4 ? atoi(argv[4]) : 512;
-    int long_n = argc > 5 ? atoi(argv[5]) : 1024;
+    int long_n = argc > 5 ? atoi(argv[5]) : 4000;
+    int n_str = argc > 6 ? atoi(argv[6]) : 32;
+    double slack = argc > 7 ? atof(argv[7]) : 1.6;
+    int budget = argc > 8 ? atoi(argv[8]) : 256;
+    if (long_n < 0 || long_n > 8000 || n_str < 1 || n_str > MAX_STREAMS || budget < n_str + 1 ||
+        !(slack == 0 || slack >= 1)) {
+        fprintf(stderr,
+                "bench_sched: LONG 0..8000, STREAMS 1..%d, BUDGET > STREAMS, SLACK 0 "
+                "or >= 1\n",
+                MAX_STREAMS);
+        return 2;
+    }
     static stream st[MAX_STREAMS + 1];
     static float gaps[MAX_STREAMS][MAX_GAPS];
-    static int32_t prompt[4096];
+    static int32_t prompt[8192];
 
-    eng_model *m = load(path, threads, 256, 0);
+    eng_model *m = load(path, threads, 256, 0, 2048, 0);
     lode_buf b = LODE_BUF_INIT;
     for (int i = 0; i < 40; i++) lode_buf_puts(&b, text);
     size_t n_ids = 0;
     if (eng_tokenize(m, b.data, b.len, 0, 0, &corpus, &n_ids)) return 1;
     n_corpus = n_ids;
     lode_buf_free(&b);
+    if (prefix < 0) goto chunked;
 
     /* 1. throughput */
     printf("| streams | output tokens | wall s | output tok/s | CPU s | speed-up vs 1 | load (1 "
@@ -207,15 +233,19 @@ int main(int argc, char **argv)
                cpu_seconds() - cpu0, rate / base, l0, load1());
         fflush(stdout);
     }
-    eng_model_free(m);
-    if (prefix <= 0 && long_n <= 0) return 0; /* PREFIX=0 LONG=0: throughput only */
+    if (prefix <= 0 && long_n <= 0) { /* PREFIX=0 LONG=0: throughput only */
+        eng_model_free(m);
+        lode_free(corpus);
+        return 0;
+    }
 
     /* 2. prefix cache */
     int R = 8;
     double ttft[2] = {0, 0};
     double cpu_pc[2] = {0, 0};
+    eng_model_free(m);
     for (int nc = 0; nc < 2; nc++) {
-        m = load(path, threads, 256, nc);
+        m = load(path, threads, 256, nc, 2048, 0);
         memset(st, 0, sizeof st);
         prompt_at(prompt, prefix + 16, 11);
         submit(m, &st[R], prompt, prefix + 16, 1); /* warm-up: the head is computed once */
@@ -239,19 +269,35 @@ int main(int argc, char **argv)
     printf("\nTTFT without the cache / with it: %.1fx (load %.1f)\n", ttft[1] / ttft[0], load1());
     fflush(stdout);
 
-    /* 3. chunked prefill: inter-token latency of 16 streams with and without a long prompt */
-    float p50[2], p99[2];
-    int S = 16;
-    for (int with = 0; with < 2; with++) {
-        m = load(path, threads, 48, 0);
+    m = NULL;
+
+chunked:
+    /* 3. chunked prefill: inter-token latency of S streams alone and while a long prompt is
+     * prefilled, with the latency-aware chunk and with the fixed 32-token chunk */
+    if (m) eng_model_free(m);
+    if (long_n <= 0) {
+        lode_free(corpus);
+        return 0;
+    }
+    int S = n_str, n_ctx = LODE_MAX(2048, long_n + 64);
+    float p50[3], p99[3];
+    double tt_long[3] = {0, 0, 0};
+    int n_gaps[3];
+    const int fixed = S + 32;
+    for (int run = 0; run < 3; run++) {
+        /* 0: alone; 1: with the long prompt, slack; 2: with it, fixed budget */
+        m = run < 2 ? load(path, threads, budget, 0, n_ctx, slack > 0 ? slack : -1)
+                    : load(path, threads, fixed, 0, n_ctx, -1);
         memset(st, 0, sizeof st);
+        atomic_store(&long_started, 0);
+        atomic_store(&long_submitted, 0);
         for (int i = 0; i < S; i++) {
             st[i].gaps = gaps[i];
-            st[i].record_gaps = 1;
+            st[i].record_gaps = run ? 2 : 1;
             prompt_at(prompt, 16, (size_t)(i * 31 + 5));
             submit(m, &st[i], prompt, 16, decode);
         }
-        if (with) {
+        if (run) {
             /* arrives once the streams decode */
             for (;;) {
                 pthread_mutex_lock(&mu);
@@ -262,22 +308,35 @@ int main(int argc, char **argv)
                 nanosleep(&ts, NULL);
             }
             prompt_at(prompt, long_n, 3);
+            atomic_store(&long_submitted, 1);
             submit(m, &st[S], prompt, long_n, 1);
         }
-        wait_all(st, S + with);
+        wait_all(st, S + (run > 0));
         static float all[MAX_STREAMS * MAX_GAPS];
         int n = 0;
         for (int i = 0; i < S; i++)
             for (int k = 0; k < st[i].n_gaps; k++) all[n++] = st[i].gaps[k];
-        p50[with] = pct(all, n, 0.5);
-        p99[with] = pct(all, n, 0.99);
+        n_gaps[run] = n;
+        p50[run] = pct(all, n, 0.5);
+        p99[run] = pct(all, n, 0.99);
+        if (run) tt_long[run] = (double)(st[S].t_first - st[S].t_submit) / 1e6;
         eng_model_free(m);
     }
-    printf(
-        "\n| 16 streams decoding, step budget 48 | inter-token p50 ms | p99 ms |\n|---|---|---|\n");
-    printf("| alone | %.1f | %.1f |\n| with a %d-token prompt arriving | %.1f | %.1f |\n", p50[0],
-           p99[0], long_n, p50[1], p99[1]);
-    printf("\np99 with the long prompt / without: %.2fx (load %.1f)\n", p99[1] / p99[0], load1());
+    printf("\n| %d streams decoding, %d-token prompt | step budget | inter-token p50 ms | p99 ms "
+           "| p99 / alone | gaps | long prompt TTFT ms |\n|---|---|---|---|---|---|---|\n",
+           S, long_n);
+    printf("| alone | %d | %.1f | %.1f | 1.00x | %d | |\n", budget, p50[0], p99[0], n_gaps[0]);
+    if (slack > 0)
+        printf("| with the prompt, --prefill-slack %.2g | %d | %.1f | %.1f | %.2fx | %d | %.0f |\n",
+               slack, budget, p50[1], p99[1], p99[1] / p99[0], n_gaps[1], tt_long[1]);
+    else
+        printf("| with the prompt, no slack | %d | %.1f | %.1f | %.2fx | %d | %.0f |\n", budget,
+               p50[1], p99[1], p99[1] / p99[0], n_gaps[1], tt_long[1]);
+    printf("| with the prompt, fixed 32-token chunks | %d | %.1f | %.1f | %.2fx | %d | %.0f |\n",
+           fixed, p50[2], p99[2], p99[2] / p99[0], n_gaps[2], tt_long[2]);
+    printf("\np99 with the long prompt / without: %.2fx with the slack, %.2fx with fixed chunks "
+           "(load %.1f)\n",
+           p99[1] / p99[0], p99[2] / p99[0], load1());
     lode_free(corpus);
     return 0;
 }

@@ -82,6 +82,10 @@ static void serve_usage(FILE *f)
             "  --preempt MODE       when KV memory runs out: recompute (default) or swap\n"
             "                       (blocks copied to a host pool and back)\n"
             "  --swap-mb N          host pool for swapped blocks in MiB (default: --kv-mb)\n"
+            "  --prefill-slack F    while requests decode, cut each step's prompt chunk so the\n"
+            "                       step's predicted time (a cost model fitted to the engine's\n"
+            "                       own steps) is at most F times a decode-only step; F >= 1\n"
+            "                       (default 1.6; 0: off, the fixed step budget alone)\n"
             "  --host ADDR          address to bind (default 127.0.0.1)\n"
             "  --port N             port (default 8080; 0 picks a free one)\n"
             "  --threads N          HTTP worker threads (default 4)\n"
@@ -138,7 +142,8 @@ enum {
     OPT_PREEMPT,
     OPT_SWAPMB,
     OPT_EMBEDQ,
-    OPT_BACKEND
+    OPT_BACKEND,
+    OPT_SLACK
 };
 
 static int cmd_serve(int argc, char **argv)
@@ -170,6 +175,7 @@ static int cmd_serve(int argc, char **argv)
                                          {"swap-mb", required_argument, 0, OPT_SWAPMB},
                                          {"embed-queue", required_argument, 0, OPT_EMBEDQ},
                                          {"backend", required_argument, 0, OPT_BACKEND},
+                                         {"prefill-slack", required_argument, 0, OPT_SLACK},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     srv_config cfg = {0};
@@ -311,6 +317,16 @@ static int cmd_serve(int argc, char **argv)
             }
             mopts.backend = optarg;
             break;
+        case OPT_SLACK: {
+            char *end;
+            double f = strtod(optarg, &end);
+            if (end == optarg || *end || !(f == 0 || (f >= 1 && f <= 100))) {
+                fprintf(stderr, "lode serve: --prefill-slack must be 0 or 1..100\n");
+                return CLI_USAGE;
+            }
+            mopts.prefill_slack = f == 0 ? -1 : f;
+            break;
+        }
         case OPT_SWAPMB:
             if (cli_parse_int(optarg, 1, 1 << 20, &mopts.swap_mb)) {
                 fprintf(stderr, "lode serve: --swap-mb must be 1..1048576\n");

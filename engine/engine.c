@@ -337,7 +337,8 @@ static void run_step(eng_model *m)
     }
     if (p.n_items == 0) return;
     int nt = 0, no = 0;
-    int64_t now = lode_now_ns();
+    int64_t now = lode_now_ns(); /* the step's time, sampling and streaming included, feeds
+                                    the scheduler's cost model */
     for (int i = 0; i < p.n_items; i++) {
         const eng_sched_item *it = &p.items[i];
         eng_sseq *s = it->s;
@@ -388,6 +389,7 @@ static void run_step(eng_model *m)
     lode_parallel_for(p.n_items > 1 ? eng_backend_cpu_pool(m->be) : NULL, (size_t)p.n_items,
                       sample_task, &sc);
     for (int i = 0; i < p.n_items; i++) take_outputs(m, &p.items[i], m->item_tok[i], m->item_lp[i]);
+    eng_sched_observe(m->sched, &p, (double)(lode_now_ns() - now) / 1e9);
 }
 
 /* The scheduler thread: generation steps and, with a hosted embedder, its encoder
@@ -932,6 +934,9 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         .max_out = m->max_out,
         .prefix_cache = m->prefix_cache,
         .swap_slots = m->n_slots,
+        .prefill_slack = opts->prefill_slack < 0    ? 0
+                         : opts->prefill_slack == 0 ? ENG_PREFILL_SLACK
+                                                    : LODE_MAX(opts->prefill_slack, 1.0),
     };
     if ((st = eng_sched_create(&so, m->n_blocks, &m->sched))) {
         lode_seterr(err, errlen, st, "engine: cannot create the scheduler");

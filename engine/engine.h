@@ -21,6 +21,8 @@ typedef struct eng_model eng_model;
 /* The default generation model, relative to the working directory; LODE_MODEL
  * overrides it in eng_default_model_path. */
 #define ENG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+/* prefill_slack when eng_model_opts leaves it 0 */
+#define ENG_PREFILL_SLACK 1.6
 /* $LODE_MODEL when set and not empty, else ENG_DEFAULT_MODEL. Never NULL. */
 const char *eng_default_model_path(void);
 
@@ -61,11 +63,14 @@ typedef struct eng_model_opts {
     int max_queue; /* requests waiting beyond those; <= 0: 256. eng_submit returns
                       LODE_ERR_BUSY past it */
     eng_policy policy;
-    int no_prefix_cache; /* 1: do not reuse computed prefixes across requests */
-    eng_preempt preempt; /* LODE_ERR_UNSUPPORTED from eng_model_load for swap on a backend
-                            that cannot */
-    int swap_mb;         /* host pool for swapped blocks in MiB; <= 0: as large as the KV
-                            pool */
+    int no_prefix_cache;  /* 1: do not reuse computed prefixes across requests */
+    eng_preempt preempt;  /* LODE_ERR_UNSUPPORTED from eng_model_load for swap on a backend
+                             that cannot */
+    int swap_mb;          /* host pool for swapped blocks in MiB; <= 0: as large as the KV
+                             pool */
+    double prefill_slack; /* while requests decode, a step's prompt chunk is cut so that
+                             the step's predicted time stays within this factor of a
+                             decode-only step (sched.h); 0: 1.6; < 0: off (n_batch alone) */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the

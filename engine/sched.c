@@ -22,11 +22,29 @@
  * (level, arrival), a sequence drops a level after running quantum << level tokens, and
  * every mlfq_boost steps all go back to level 0. Waiting sequences preempt running ones
  * only under MLFQ, and only ones of a lower level.
+ *
+ * Chunk size: a fixed token budget cannot bound the decode streams' inter-token latency,
+ * since what a prompt token costs against a decode row changes with the backend, the
+ * batch and the prompt's position (attention). So the scheduler fits a cost model of its
+ * own steps (seconds against decode rows, prompt tokens and attended positions; least
+ * squares over the last COST_WIN steps with prompt tokens and the last COST_WIN without,
+ * coefficients kept non-negative) and, while sequences decode, gives prompt chunks only
+ * the predicted time that keeps the step within prefill_slack times the decode-only step.
+ * The first chunk of a step always gets prefill_min tokens, so prompts progress.
  */
 #include "engine/sched.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define COST_WIN 32 /* steps of each kind (with and without prompt tokens) in the fit */
+#define COST_NF  4  /* features: 1, decode rows, prompt tokens, attended positions/1024 */
+
+typedef struct cost_obs {
+    double x[COST_NF];
+    double t; /* seconds */
+} cost_obs;
 
 struct eng_sched {
     eng_sched_opts o;
@@ -47,6 +65,11 @@ struct eng_sched {
     int n_slot_pending;
     eng_sched_copy *swap_out, *swap_in; /* (swap_slots) each */
     eng_sched_swap_stats swap;
+    /* the step cost model */
+    cost_obs obs_dec[COST_WIN], obs_pre[COST_WIN]; /* rings: without / with prompt tokens */
+    int n_dec, n_pre;
+    uint64_t i_dec, i_pre;
+    double cost[COST_NF];
 };
 
 lode_status eng_policy_parse(const char *name, eng_policy *out)
@@ -110,7 +133,8 @@ lode_status eng_sched_create(const eng_sched_opts *o, int n_blocks, eng_sched **
 {
     *out = NULL;
     if (o->max_seqs <= 0 || o->step_tokens < o->max_seqs || o->max_live < o->max_seqs ||
-        o->max_out < 2 || n_blocks <= 0 || o->swap_slots < 0)
+        o->max_out < 2 || n_blocks <= 0 || o->swap_slots < 0 ||
+        !(o->prefill_slack == 0 || o->prefill_slack >= 1))
         return LODE_ERR_INVALID;
     eng_sched *s = lode_calloc(1, sizeof *s);
     if (!s) return LODE_ERR_NOMEM;
@@ -118,6 +142,7 @@ lode_status eng_sched_create(const eng_sched_opts *o, int n_blocks, eng_sched **
     if (s->o.mlfq_levels <= 0) s->o.mlfq_levels = 4;
     if (s->o.mlfq_quantum <= 0) s->o.mlfq_quantum = 32;
     if (s->o.mlfq_boost <= 0) s->o.mlfq_boost = 512;
+    if (s->o.prefill_min <= 0) s->o.prefill_min = 4;
     lode_status st = eng_kvcache_create(n_blocks, &s->kv);
     if (st) {
         eng_sched_destroy(s);
@@ -170,6 +195,137 @@ void eng_sched_swap_stats_get(const eng_sched *s, eng_sched_swap_stats *out)
 {
     *out = s->swap;
     out->slots_used = s->o.swap_slots - s->n_slot_free - s->n_slot_pending;
+}
+
+/* ---- the step cost model ----------------------------------------------------------- */
+/* Solves a x = b for the features in `on` (others 0) by Gaussian elimination with
+ * partial pivoting; a is COST_NF x COST_NF, row-major. */
+static void solve(const double *a, const double *b, const int *on, double *x)
+{
+    double m[COST_NF][COST_NF + 1];
+    int idx[COST_NF], n = 0;
+    for (int i = 0; i < COST_NF; i++) {
+        x[i] = 0;
+        if (on[i]) idx[n++] = i;
+    }
+    for (int r = 0; r < n; r++) {
+        for (int c = 0; c < n; c++) m[r][c] = a[idx[r] * COST_NF + idx[c]];
+        m[r][n] = b[idx[r]];
+    }
+    for (int c = 0; c < n; c++) {
+        int piv = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(m[r][c]) > fabs(m[piv][c])) piv = r;
+        if (fabs(m[piv][c]) < 1e-300) continue; /* a feature that never varied: left at 0 */
+        if (piv != c)
+            for (int k = 0; k <= n; k++) {
+                double t = m[c][k];
+                m[c][k] = m[piv][k];
+                m[piv][k] = t;
+            }
+        for (int r = 0; r < n; r++) {
+            if (r == c) continue;
+            double f = m[r][c] / m[c][c];
+            for (int k = c; k <= n; k++) m[r][k] -= f * m[c][k];
+        }
+    }
+    for (int r = 0; r < n; r++) x[idx[r]] = fabs(m[r][r]) < 1e-300 ? 0 : m[r][n] / m[r][r];
+}
+
+/* Non-negative least squares over both rings: a feature whose coefficient comes out
+ * negative (noise, or a cost it does not have) is dropped and the rest refitted. */
+static void cost_fit(eng_sched *s)
+{
+    double a[COST_NF * COST_NF] = {0}, b[COST_NF] = {0};
+    for (int k = 0; k < 2; k++) {
+        const cost_obs *o = k ? s->obs_pre : s->obs_dec;
+        int n = k ? s->n_pre : s->n_dec;
+        for (int j = 0; j < n; j++) {
+            for (int r = 0; r < COST_NF; r++) {
+                for (int c = 0; c < COST_NF; c++) a[r * COST_NF + c] += o[j].x[r] * o[j].x[c];
+                b[r] += o[j].x[r] * o[j].t;
+            }
+        }
+    }
+    /* a little ridge: features that move together (every step with the same decode rows)
+     * still give a stable fit */
+    for (int r = 0; r < COST_NF; r++) a[r * COST_NF + r] *= 1 + 1e-6;
+    int on[COST_NF] = {1, 1, 1, 1};
+    for (int round = 0; round < COST_NF; round++) {
+        solve(a, b, on, s->cost);
+        int worst = -1;
+        for (int i = 0; i < COST_NF; i++)
+            if (on[i] && s->cost[i] < 0 && (worst < 0 || s->cost[i] < s->cost[worst])) worst = i;
+        if (worst < 0) return;
+        on[worst] = 0;
+    }
+    for (int i = 0; i < COST_NF; i++)
+        if (s->cost[i] < 0) s->cost[i] = 0;
+}
+
+void eng_sched_observe(eng_sched *s, const eng_sched_plan *p, double secs)
+{
+    if (p->n_items == 0 || !(secs >= 0)) return;
+    cost_obs o = {{1, 0, 0, 0}, secs};
+    for (int i = 0; i < p->n_items; i++) {
+        const eng_sched_item *it = &p->items[i];
+        if (it->n == 1)
+            o.x[1] += 1;
+        else
+            o.x[2] += it->n;
+        o.x[3] += ((double)it->n * it->pos0 + (double)it->n * (it->n + 1) / 2) / 1024;
+    }
+    if (o.x[2] > 0) {
+        s->obs_pre[s->i_pre++ % COST_WIN] = o;
+        if (s->n_pre < COST_WIN) s->n_pre++;
+    } else {
+        s->obs_dec[s->i_dec++ % COST_WIN] = o;
+        if (s->n_dec < COST_WIN) s->n_dec++;
+    }
+    cost_fit(s);
+}
+
+void eng_sched_cost_get(const eng_sched *s, eng_sched_cost *out)
+{
+    memcpy(out->c, s->cost, sizeof out->c);
+    out->n_obs = s->n_dec + s->n_pre;
+    out->n_prefill_obs = s->n_pre;
+}
+
+/* Predicted seconds of k prompt tokens at positions pos0.. */
+static double chunk_cost(const eng_sched *s, int pos0, int k)
+{
+    return s->cost[2] * k + s->cost[3] * ((double)k * pos0 + (double)k * (k + 1) / 2) / 1024;
+}
+
+/* The most prompt tokens at pos0 that fit `allow` predicted seconds; INT32_MAX when the
+ * model gives prompt tokens no cost (nothing observed yet). */
+static int chunk_fit(const eng_sched *s, double allow, int pos0)
+{
+    double qa = s->cost[3] / 2048, qb = s->cost[2] + s->cost[3] * (pos0 + 0.5) / 1024;
+    if (allow <= 0) return 0;
+    if (qb <= 0) return INT32_MAX;
+    double k = qa > 0 ? (-qb + sqrt(qb * qb + 4 * qa * allow)) / (2 * qa) : allow / qb;
+    if (k >= INT32_MAX) return INT32_MAX;
+    int n = (int)k;
+    /* rounding at the edge: the prediction, not the formula, decides */
+    while (n > 0 && chunk_cost(s, pos0, n) > allow) n--;
+    return n;
+}
+
+/* Predicted seconds that prompt chunks may add to a step of n_decode rows attending
+ * decode_attn positions/1024 in all; < 0 when uncapped. */
+static double prefill_allowance(const eng_sched *s, int n_decode, double decode_attn)
+{
+    if (s->o.prefill_slack <= 0 || n_decode == 0 || s->n_pre == 0) return -1;
+    double t = s->cost[0] + s->cost[1] * n_decode + s->cost[3] * decode_attn;
+    return (s->o.prefill_slack - 1) * t;
+}
+
+int eng_sched_prefill_cap(const eng_sched *s, int n_decode, double decode_attn, int pos0)
+{
+    double allow = prefill_allowance(s, n_decode, decode_attn);
+    return allow < 0 ? INT32_MAX : chunk_fit(s, allow, pos0);
 }
 
 static int blocks_for(int n_tok)
@@ -331,6 +487,17 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
     qsort(s->order, (size_t)n, sizeof *s->order, cmp_seq);
     int budget = s->o.step_tokens, out_left = s->o.max_out;
     int hold_line = 0; /* FCFS-like: a waiting sequence that cannot start blocks later ones */
+    /* the prompt chunks' share of the step's predicted time while sequences decode */
+    int n_decode = 0, n_chunks = 0;
+    double decode_attn = 0;
+    for (int i = 0; i < n; i++) {
+        const eng_sseq *q = s->order[i];
+        if (q->state == ENG_SEQ_RUNNING && q->n_toks - q->n_computed == 1) {
+            n_decode++;
+            decode_attn += (double)q->n_toks / 1024;
+        }
+    }
+    double allow = prefill_allowance(s, n_decode, decode_attn);
     for (int i = 0; i < n && budget > 0 && out_left > 0; i++) {
         eng_sseq *q = s->order[i];
         int waiting = q->state != ENG_SEQ_RUNNING;
@@ -360,6 +527,12 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
         }
         int pending = q->n_toks - q->n_computed;
         int take = LODE_MIN(pending, budget);
+        if (pending > 1 && allow >= 0) {
+            int cap = chunk_fit(s, allow, q->n_computed);
+            if (n_chunks == 0) cap = LODE_MAX(cap, s->o.prefill_min);
+            if (cap <= 0) goto skip; /* the step's prompt share is spent */
+            take = LODE_MIN(take, cap);
+        }
         int lp_end = q->want_prompt ? q->n_prompt - 1 : 0; /* prompt rows owed: lp_next.. */
         if (q->lp_next < lp_end && q->n_computed + take > q->lp_next) {
             /* every owed prompt row of the chunk needs a logits row */
@@ -445,6 +618,10 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *p)
             it->out_hi = q->n_computed + take;
         }
         q->in_step = 1;
+        if (pending > 1) {
+            n_chunks++;
+            if (allow >= 0) allow = LODE_MAX(allow - chunk_cost(s, it->pos0, take), 0);
+        }
         budget -= take;
         out_left -= it->out_hi - it->out_lo;
         p->n_tokens += take;

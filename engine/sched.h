@@ -38,6 +38,13 @@ typedef struct eng_sched_opts {
     int mlfq_boost;   /* steps between lifting every sequence back to level 0; <= 0: 512 */
     int swap_slots;   /* > 0: preempt by swapping to a host pool of this many block slots,
                          by recompute when it is full; 0: always by recompute */
+    /* Latency-aware chunked prefill: while sequences decode, a step's prompt tokens are
+     * capped so that its predicted time (eng_sched_observe's cost model) stays within
+     * prefill_slack times that of the same step without them; the first prompt chunk
+     * of a step gets at least prefill_min tokens. 0: off, the token budget alone. */
+    double prefill_slack; /* 0 or >= 1 */
+    int prefill_min;      /* <= 0: 4 (on a CPU a prompt token deep in a long prompt can
+                             cost a sixth of a 32-row decode step: its attention) */
 } eng_sched_opts;
 
 typedef enum eng_seq_state {
@@ -132,6 +139,24 @@ void eng_sched_next(eng_sched *s, eng_sched_plan *plan /* OUT */);
 /* Records that the plan's tokens were computed: publishes newly full blocks to the
  * prefix cache and advances the MLFQ accounting. */
 void eng_sched_commit(eng_sched *s, const eng_sched_plan *plan);
+
+/* Records the wall time of a step run from plan (call it before the next eng_sched_next;
+ * it reads only the items' pos0 and n, so sequences may have been removed). Feeds the
+ * step cost model that prefill_slack uses. */
+void eng_sched_observe(eng_sched *s, const eng_sched_plan *plan, double secs);
+
+/* The step cost model: predicted seconds = c[0] + c[1]*decode rows + c[2]*prompt tokens
+ * + c[3]*attended positions/1024 (a row at position p attends p+1 positions), fitted by
+ * non-negative least squares over recent steps. n_obs counts the steps it holds. */
+typedef struct eng_sched_cost {
+    double c[4];
+    int n_obs, n_prefill_obs;
+} eng_sched_cost;
+void eng_sched_cost_get(const eng_sched *s, eng_sched_cost *out /* OUT */);
+/* The prompt tokens the next step would give one prompt chunk at position pos0 while
+ * n_decode rows at the given attended positions run beside it, from the cost model and
+ * prefill_slack (before the token budget and prefill_min); INT32_MAX when not capped. */
+int eng_sched_prefill_cap(const eng_sched *s, int n_decode, double decode_attn, int pos0);
 
 int eng_sched_n_live(const eng_sched *s);
 int eng_sched_n_running(const eng_sched *s);

@@ -175,7 +175,7 @@ typedef struct share_run {
 static void run_share(int share, int with_gen, int with_enc, share_run *r)
 {
     memset(r, 0, sizeof *r);
-    eng_sched_opts so = {ENG_POLICY_FCFS, 64, G_SEQS, 64, G_SEQS + 8, 0, 0, 0, 0, 0};
+    eng_sched_opts so = {ENG_POLICY_FCFS, 64, G_SEQS, 64, G_SEQS + 8, 0, 0, 0, 0, 0, 0, 0};
     eng_sched *gs;
     assert_int_equal(eng_sched_create(&so, 512, &gs), LODE_OK);
     static gseq seqs[G_SEQS];

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,7 +332,8 @@ static void expect_output(const sim_seq *x)
 
 static eng_sched_opts sim_opts(eng_policy pol, int step, int max_seqs)
 {
-    eng_sched_opts o = {pol, step, max_seqs, 128, LODE_MIN(step, max_seqs + 8), 1, 0, 0, 0, 0};
+    eng_sched_opts o = {pol, step, max_seqs, 128, LODE_MIN(step, max_seqs + 8), 1, 0, 0,
+                        0,   0,    0,        0};
     return o;
 }
 
@@ -693,6 +695,164 @@ static void test_sched_admission_bound(void **state)
     eng_sched_destroy(s);
 }
 
+/* ---- latency-aware chunked prefill ------------------------------------------------- */
+/* Simulated step costs: a fixed part, each decode row, each prompt token, and attention
+ * per attended position (a row at position p attends p+1). */
+#define C_FIX  0.004
+#define C_ROW  0.0005
+#define C_TOK  0.0001
+#define C_ATTN 2e-7
+#define SLACK  1.5
+#define P_MIN  8
+#define N_DEC  8
+#define N_LONG 2
+
+typedef struct slack_run {
+    int over;        /* steps with decode rows and prompt chunks above SLACK */
+    int checked;     /* steps with both, after the warm-up */
+    int full_alone;  /* prompt-only steps given the whole budget (or all pending) */
+    int alone;       /* prompt-only steps after the decode streams left */
+    int chunk_early; /* the first long prompt's chunk below position 100 */
+    int chunk_late;  /* and above 300, while streams decode */
+    int cap_checked; /* eng_sched_prefill_cap compared with the true optimum */
+} slack_run;
+
+static double attn_of(int pos0, int n)
+{
+    return (double)n * pos0 + (double)n * (n + 1) / 2;
+}
+
+static void slack_workload(double slack, slack_run *r)
+{
+    static sim m;
+    static sim_seq seqs[N_DEC + N_LONG];
+    memset(r, 0, sizeof *r);
+    eng_sched_opts o = sim_opts(ENG_POLICY_FCFS, 128, 16);
+    o.prefill_slack = slack;
+    o.prefill_min = P_MIN;
+    sim_init(&m, &o, 200);
+    int32_t prompt[400];
+    for (int i = 0; i < N_DEC; i++) {
+        for (int k = 0; k < 16; k++) prompt[k] = 1 + i * 16 + k;
+        sim_seq_init(&seqs[i], (uint64_t)i, prompt, 16, 60);
+        sim_add(&m, &seqs[i]);
+    }
+    eng_sched_plan p;
+    int pre_obs = 0;
+    for (int guard = 0; eng_sched_n_live(m.s) > 0 || guard < 60; guard++) {
+        assert_true(guard < 5000);
+        if (guard == 10 || guard == 55) {
+            /* the long prompts arrive while the streams decode */
+            int j = N_DEC + (guard == 55);
+            for (int k = 0; k < 400; k++) prompt[k] = 500 + j * 400 + k;
+            sim_seq_init(&seqs[j], (uint64_t)j, prompt, 400, 2);
+            sim_add(&m, &seqs[j]);
+        }
+        if (eng_sched_n_live(m.s) == 0) continue;
+        /* the cap the scheduler would give the first long prompt now, against the true
+         * optimum of the simulated costs, once the model has seen enough steps */
+        eng_sseq *lq = &seqs[N_DEC].q;
+        int n_dec = 0;
+        double dattn = 0;
+        for (int i = 0; i < N_DEC; i++)
+            if (!seqs[i].done && seqs[i].q.state == ENG_SEQ_RUNNING &&
+                seqs[i].q.n_toks - seqs[i].q.n_computed == 1) {
+                n_dec++;
+                dattn += seqs[i].q.n_toks;
+            }
+        if (slack > 0 && pre_obs >= 6 && n_dec > 0 && !seqs[N_DEC].done &&
+            lq->state == ENG_SEQ_RUNNING) {
+            double allow = (slack - 1) * (C_FIX + C_ROW * n_dec + C_ATTN * dattn);
+            int best = 0;
+            while (C_TOK * (best + 1) + C_ATTN * attn_of(lq->n_computed, best + 1) <= allow) best++;
+            int cap = eng_sched_prefill_cap(m.s, n_dec, dattn / 1024, lq->n_computed);
+            assert_true(abs(cap - best) <= 1 + best / 20);
+            r->cap_checked++;
+        }
+        sim_step(&m, seqs, N_DEC + N_LONG, &p);
+        int D = 0, P = 0;
+        double a_dec = 0, a_pre = 0;
+        for (int i = 0; i < p.n_items; i++) {
+            const eng_sched_item *it = &p.items[i];
+            if (it->n == 1) {
+                D++;
+                a_dec += attn_of(it->pos0, 1);
+            } else {
+                P += it->n;
+                a_pre += attn_of(it->pos0, it->n);
+            }
+            if (it->s == lq && it->n > 1 && D + (p.n_items - i - 1) > 0) {
+                if (it->pos0 < 100) r->chunk_early = LODE_MAX(r->chunk_early, it->n);
+                if (it->pos0 > 300) r->chunk_late = LODE_MAX(r->chunk_late, it->n);
+            }
+        }
+        double t_dec = C_FIX + C_ROW * D + C_ATTN * a_dec;
+        double t = t_dec + C_TOK * P + C_ATTN * a_pre;
+        if (p.n_items) eng_sched_observe(m.s, &p, t);
+        if (P > 0 && D > 0) {
+            pre_obs++;
+            /* a single chunk of prefill_min tokens is the floor, not an overrun */
+            int floor_only = p.n_items == D + 1 && P <= P_MIN;
+            if (pre_obs > 6 && !floor_only) {
+                r->checked++;
+                if (t > SLACK * t_dec * 1.001) r->over++;
+            }
+        } else if (P > 0) {
+            pre_obs++;
+            int all_done = 1;
+            for (int i = 0; i < N_DEC; i++) all_done &= seqs[i].done;
+            if (all_done) {
+                r->alone++;
+                int pending_all = 1;
+                for (int i = 0; i < p.n_items; i++) pending_all &= p.items[i].last;
+                if (p.n_tokens == 128 || pending_all) r->full_alone++;
+            }
+        }
+    }
+    /* every request finished with its own output; no block is held */
+    for (int i = 0; i < N_DEC + N_LONG; i++) {
+        assert_true(seqs[i].done && !seqs[i].failed);
+        expect_output(&seqs[i]);
+    }
+    eng_kvcache_stats ks;
+    eng_kvcache_stats_get(eng_sched_kvcache(m.s), &ks);
+    assert_int_equal(ks.blocks_used, 0);
+    assert_int_equal(eng_kvcache_check(eng_sched_kvcache(m.s)), LODE_OK);
+    if (slack > 0) {
+        /* the fitted model is the simulated one */
+        eng_sched_cost c;
+        eng_sched_cost_get(m.s, &c);
+        assert_true(c.n_prefill_obs > 6);
+        assert_true(fabs(c.c[2] - C_TOK) < 0.05 * C_TOK);
+        assert_true(fabs(c.c[3] - C_ATTN * 1024) < 0.05 * C_ATTN * 1024);
+    }
+    eng_sched_destroy(m.s);
+}
+
+/* With a cost model the scheduler keeps each step that mixes decode rows and a prompt
+ * chunk within the slack of the decode-only step, cuts the chunk as attention makes
+ * later positions dearer, and gives a prompt the whole budget once nobody decodes; the
+ * fixed budget alone breaks the bound on the same workload. */
+static void test_sched_prefill_slack(void **state)
+{
+    slack_run on, off;
+    slack_workload(SLACK, &on);
+    assert_true(on.checked > 10);
+    assert_int_equal(on.over, 0);
+    assert_true(on.cap_checked > 10);
+    assert_true(on.chunk_early > P_MIN && on.chunk_late > 0);
+    assert_true(on.chunk_late < on.chunk_early);
+    assert_true(on.alone > 0);
+    assert_int_equal(on.full_alone, on.alone);
+    slack_workload(0, &off);
+    assert_true(off.over > 0);
+    /* the option is checked */
+    eng_sched_opts o = sim_opts(ENG_POLICY_FCFS, 16, 2);
+    eng_sched *s;
+    o.prefill_slack = 0.5;
+    assert_int_equal(eng_sched_create(&o, 8, &s), LODE_ERR_INVALID);
+}
+
 /* ---- the real model: batched output is bitwise the output alone -------------------- */
 /* The sanitizer build (GCC's __SANITIZE_ADDRESS__, clang's address_sanitizer feature)
  * runs the same code paths with 8 sequences and 2 references instead of 32 and 4: the
@@ -910,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_sched_cannot_fit_alone),
         cmocka_unit_test(test_sched_prefix_reuse),
         cmocka_unit_test(test_sched_admission_bound),
+        cmocka_unit_test(test_sched_prefill_slack),
         cmocka_unit_test(test_real_batched_equals_alone),
         cmocka_unit_test(test_real_busy),
     };
