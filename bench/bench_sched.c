@@ -18,7 +18,9 @@
  *     prompt's time to first token, the price of holding the streams' latency.
  *
  *   bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=4000] [STREAMS=32]
- *               [SLACK=1.6] [BUDGET=256]
+ *               [SLACK=1.6] [BUDGET=256] [WHOLE=0]
+ * (WHOLE=1: with the prompt, the streams decode until its first token however long that
+ * takes, so that they run beside the whole prompt, its dearest positions included)
  * (PREFIX and LONG both 0: the throughput part alone; PREFIX < 0: the chunked-prefill part
  * alone)
  */
@@ -176,7 +178,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_sched MODEL [THREADS=2] [DECODE=64] [PREFIX=512] [LONG=4000] "
-                        "[STREAMS=32] [SLACK=1.6] [BUDGET=256]\n");
+                        "[STREAMS=32] [SLACK=1.6] [BUDGET=256] [WHOLE=0]\n");
         return 2;
     }
     const char *path = argv[1];
@@ -187,6 +189,7 @@ int main(int argc, char **argv)
     int n_str = argc > 6 ? atoi(argv[6]) : 32;
     double slack = argc > 7 ? atof(argv[7]) : 1.6;
     int budget = argc > 8 ? atoi(argv[8]) : 256;
+    int whole = argc > 9 ? atoi(argv[9]) : 0;
     if (long_n < 0 || long_n > 8000 || n_str < 1 || n_str > MAX_STREAMS || budget < n_str + 1 ||
         !(slack == 0 || slack >= 1)) {
         fprintf(stderr,
@@ -295,7 +298,7 @@ chunked:
             st[i].gaps = gaps[i];
             st[i].record_gaps = run ? 2 : 1;
             prompt_at(prompt, 16, (size_t)(i * 31 + 5));
-            submit(m, &st[i], prompt, 16, decode);
+            submit(m, &st[i], prompt, 16, run && whole ? n_ctx - 32 : decode);
         }
         if (run) {
             /* arrives once the streams decode */
