@@ -82,12 +82,15 @@ struct eng_cuda_model {
     /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
     int gg_n, gg_next, gg_size[32];
     int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
-    int gg_tuned; /* the GEMMs of every bucket were tuned (krn_cuda_gemm_prepare) */
+    int gg_tuned; /* the step GEMMs were tuned (krn_cuda_gemm_prepare, step_tune) */
     /* steps of at least this many single-token rows attend with krn_cuda_attn_decode_rows
-     * (LODE_CUDA_ATTN_ROWS, default 32); fewer take the split kernel */
+     * (LODE_CUDA_ATTN_ROWS, default 2: on an H200 it beat the split kernel at 4 and 16
+     * sequences of 128..256 tokens too, 755 / 2768 against 726 / 2507 output tok/s); fewer
+     * take the split kernel */
     int rows_min;
     void *gg_exec[32];
-    int prof_min; /* profile one eager step of at least this many tokens (0: never) */
+    int prof_min;   /* profile one eager step of at least this many tokens (0: never) */
+    int prof_mixed; /* the same for a step with prefill chunks (LODE_CUDA_STEP_PROFILE_MIXED) */
     /* batch-1 decode steps run every layer in one persistent kernel (krn_cuda_layers_decode)
      * when persist is set: its layer table and grid-barrier words on the device */
     krn_cuda_layer *d_layers;
@@ -1513,15 +1516,18 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
         prof_mark(m, "gemm o (+residual)");
         TRY(m, krn_cuda_rmsnorm(m->x, L->ffn_norm, c->eps, T, c->dim, m->act, at, s), "rmsnorm");
         prof_mark(m, "rmsnorm");
-        TRY(m, krn_cuda_gemm(m->blas, &gv, m->act, f16, T, m->gu, 2 * c->ff, 0, m->scratch, s),
+        /* gate/up in the activations' 16-bit type: half the bytes of f32 for the GEMM to
+         * write and swiglu to read (58 MB a layer at 256 rows of llama3-8b) */
+        TRY(m,
+            krn_cuda_gemm_y(m->blas, &gv, m->act, f16, T, m->gu, at, 2 * c->ff, 0, m->scratch, s),
             "gemm gate/up");
         if (!L->up_fused)
             TRY(m,
-                krn_cuda_gemm(m->blas, &L->up, m->act, f16, T, m->gu + c->ff, 2 * c->ff, 0,
-                              m->scratch, s),
+                krn_cuda_gemm_y(m->blas, &L->up, m->act, f16, T, (uint16_t *)m->gu + c->ff, at,
+                                2 * c->ff, 0, m->scratch, s),
                 "gemm up");
         prof_mark(m, "gemm gate/up");
-        TRY(m, krn_cuda_swiglu(m->gu, T, c->ff, m->act, at, s), "swiglu");
+        TRY(m, krn_cuda_swiglu16(m->gu, at, T, c->ff, m->act, at, s), "swiglu");
         prof_mark(m, "swiglu");
         TRY(m, krn_cuda_gemm(m->blas, &L->down, m->act, f16, T, m->x, c->dim, 1, m->scratch, s),
             "gemm down");
@@ -1569,7 +1575,8 @@ static void print_prof(void *arg, const char *op, int count, float ms)
 static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
 
 /* Runs the GEMM step eagerly with an event after each op and prints where its time went
- * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens). */
+ * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens;
+ * LODE_CUDA_STEP_PROFILE_MIXED=N: once, for the first step with prefill chunks of at least N). */
 static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
 {
     lode_status st = prof_events(m);
@@ -1579,7 +1586,7 @@ static lode_status step_profile(eng_cuda_model *m, int T, int D, int P, int maxn
     m->prof = 1;
     st = step_gemm(m, T, D, P, maxn, n_out);
     m->prof = 0;
-    m->prof_min = -1;
+    if (P == 0) m->prof_min = -1;
     if (st) return st;
     TRY(m, krn_cuda_stream_sync(m->stream), "profile");
     fprintf(stderr, "step profile: %d tokens (%d single, %d prefill chunks), %d logits rows\n", T,
@@ -1597,22 +1604,38 @@ static int step_bucket(const eng_cuda_model *m, int d)
     return LODE_MIN(b, m->c.step_seqs);
 }
 
-/* Chooses the algorithms of a decode step's GEMMs for T rows (the layers share shapes). */
+/* Chooses the algorithms of a step's GEMMs for T rows (the layers share shapes). Between
+ * steps the outputs it writes (qkv, x, gu) hold nothing live: each step starts from its
+ * embedding. */
 static lode_status step_gemm_prepare(eng_cuda_model *m, int T)
 {
     const eng_cuda_config *c = &m->c;
     const layer *L = &m->L[0];
-    const int f16 = m->act_f16;
+    const int f16 = m->act_f16, at = f16 ? LODE_F16 : LODE_BF16, F = LODE_F32;
     krn_cuda_mat qv = qkv_view(c, L), gv = gu_view(c, L);
     void *s = m->stream, *sc = m->scratch;
-    TRY(m, krn_cuda_gemm_prepare(m->blas, &qv, m->act, f16, T, m->qkv, qkv_rows(c), 0, sc, s),
+    krn_cuda_blas *h = m->blas;
+    TRY(m, krn_cuda_gemm_prepare(h, &qv, m->act, f16, T, m->qkv, F, qkv_rows(c), 0, sc, s),
         "gemm qkv");
-    TRY(m, krn_cuda_gemm_prepare(m->blas, &L->o, m->attn_out, f16, T, m->x, c->dim, 1, sc, s),
+    TRY(m, krn_cuda_gemm_prepare(h, &L->o, m->attn_out, f16, T, m->x, F, c->dim, 1, sc, s),
         "gemm o");
-    TRY(m, krn_cuda_gemm_prepare(m->blas, &gv, m->act, f16, T, m->gu, 2 * c->ff, 0, sc, s),
+    TRY(m, krn_cuda_gemm_prepare(h, &gv, m->act, f16, T, m->gu, at, 2 * c->ff, 0, sc, s),
         "gemm gate/up");
-    TRY(m, krn_cuda_gemm_prepare(m->blas, &L->down, m->act, f16, T, m->x, c->dim, 1, sc, s),
+    TRY(m, krn_cuda_gemm_prepare(h, &L->down, m->act, f16, T, m->x, F, c->dim, 1, sc, s),
         "gemm down");
+    return LODE_OK;
+}
+
+/* Once, at the first step: the GEMMs of every decode bucket and of a full prefill step. */
+static lode_status step_tune(eng_cuda_model *m)
+{
+    lode_status st;
+    for (int b = step_bucket(m, 2);; b = step_bucket(m, b + 1)) {
+        if ((st = step_gemm_prepare(m, b))) return st;
+        if (b >= m->c.step_seqs) break;
+    }
+    if (m->c.step_tokens > m->c.step_seqs && (st = step_gemm_prepare(m, m->c.step_tokens)))
+        return st;
     return LODE_OK;
 }
 
@@ -1637,15 +1660,6 @@ static lode_status step_graph(eng_cuda_model *m, int D)
     for (int i = 0; i < m->gg_n; i++)
         if (m->gg_size[i] == Db) exec = m->gg_exec[i];
     void *s = m->stream;
-    if (!m->gg_tuned) {
-        /* every bucket's GEMMs at once (timed, so never during a capture) */
-        m->gg_tuned = 1;
-        for (int b = step_bucket(m, 2);; b = step_bucket(m, b + 1)) {
-            lode_status st = step_gemm_prepare(m, b);
-            if (st) return st;
-            if (b >= m->c.step_seqs) break;
-        }
-    }
     if (!exec) {
         if (krn_cuda_graph_begin(s)) {
             m->gg_off = 1;
@@ -1766,9 +1780,17 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
         e = getenv("LODE_CUDA_STEP_PROFILE");
         m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
         e = getenv("LODE_CUDA_ATTN_ROWS");
-        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 32;
+        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 2;
+        e = getenv("LODE_CUDA_STEP_PROFILE_MIXED");
+        m->prof_mixed = e && atoi(e) > 0 ? atoi(e) : -1;
     }
-    if (m->prof_min > 0 && P == 0 && T >= m->prof_min) {
+    if (!m->gg_tuned) {
+        m->gg_tuned = 1;
+        if ((st = step_tune(m))) return st;
+    }
+    if ((m->prof_min > 0 && P == 0 && T >= m->prof_min) ||
+        (m->prof_mixed > 0 && P > 0 && T >= m->prof_mixed)) {
+        if (P > 0) m->prof_mixed = -1;
         if ((st = step_profile(m, T, D, P, maxn, NO))) return st;
     } else if (P == 0 && D <= m->gemv_max && in_order) {
         void **exec = &m->sv_graph[D];

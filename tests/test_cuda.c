@@ -847,6 +847,46 @@ static void test_norm_swiglu_embed(void **state)
     double e = rel_l2(out, ref, (size_t)rows * dim);
     printf("rmsnorm: rel L2 %.2e (bound 1e-5)\n", e);
     assert_true(e < 1e-5);
+    /* the register-resident kernel (dim a multiple of 1024), f32 and bf16 out */
+    for (int dv = 1024; dv <= 4096; dv *= 4) {
+        const int rv = 7;
+        float *xv = malloc(sizeof(float) * rv * dv), *wv = malloc(sizeof(float) * dv);
+        float *ov = malloc(sizeof(float) * rv * dv);
+        uint16_t *o16 = malloc(2 * (size_t)rv * dv);
+        double *rf = malloc(sizeof(double) * rv * dv);
+        fill(xv, (size_t)rv * dv, 3.f);
+        fill(wv, dv, 1.f);
+        float *dxv = dev_put(xv, sizeof(float) * rv * dv), *dwv = dev_put(wv, sizeof(float) * dv);
+        void *dov = dev_poison(sizeof(float) * rv * dv);
+        for (int r = 0; r < rv; r++) {
+            double ss = 0;
+            for (int i = 0; i < dv; i++) ss += (double)xv[r * dv + i] * xv[r * dv + i];
+            for (int i = 0; i < dv; i++)
+                rf[(size_t)r * dv + i] = xv[r * dv + i] / sqrt(ss / dv + 1e-5) * wv[i];
+        }
+        for (int ot = 0; ot < 2; ot++) {
+            CK(krn_cuda_memset(dov, 0xff, sizeof(float) * rv * dv, NULL));
+            CK(krn_cuda_rmsnorm(dxv, dwv, 1e-5f, rv, dv, dov, ot ? LODE_BF16 : LODE_F32, NULL));
+            if (ot) {
+                get(o16, dov, 2 * (size_t)rv * dv);
+                for (size_t i = 0; i < (size_t)rv * dv; i++) ov[i] = lode_bf16_to_float(o16[i]);
+            } else {
+                get(ov, dov, sizeof(float) * rv * dv);
+            }
+            double ev = rel_l2(ov, rf, (size_t)rv * dv), bv = ot ? 8e-3 : 1e-5;
+            printf("rmsnorm dim %d out %s: rel L2 %.2e (bound %.0e)\n", dv, ot ? "bf16" : "f32", ev,
+                   bv);
+            assert_true(ev < bv);
+        }
+        krn_cuda_free(dxv);
+        krn_cuda_free(dwv);
+        krn_cuda_free(dov);
+        free(xv);
+        free(wv);
+        free(ov);
+        free(o16);
+        free(rf);
+    }
     CK(krn_cuda_swiglu(dx, rows, ff, dout, LODE_F32, NULL));
     get(out, dout, sizeof(float) * rows * ff);
     for (int r = 0; r < rows; r++)
@@ -855,6 +895,41 @@ static void test_norm_swiglu_embed(void **state)
     e = rel_l2(out, ref, (size_t)rows * ff);
     printf("swiglu: rel L2 %.2e (bound 1e-5)\n", e);
     assert_true(e < 1e-5);
+    /* from 16-bit gate/up rows, vectorized (ff % 8 == 0) and not (ff - 2), out bf16 and f32 */
+    for (int ti = 0; ti < 2; ti++)
+        for (int ffi = 0; ffi < 2; ffi++) {
+            const int t16 = ti ? LODE_F16 : LODE_BF16, f = ffi ? ff - 2 : ff;
+            const int ot = ffi ? LODE_F32 : LODE_BF16;
+            uint16_t *h = malloc(2 * (size_t)rows * 2 * f), *o16 = malloc(2 * (size_t)rows * f);
+            for (size_t i = 0; i < (size_t)rows * 2 * f; i++)
+                h[i] = t16 == LODE_F16 ? lode_float_to_half(x[i]) : lode_float_to_bf16(x[i]);
+            void *dh = dev_put(h, 2 * (size_t)rows * 2 * f);
+            CK(krn_cuda_memset(dout, 0xff, sizeof(float) * rows * f, NULL));
+            CK(krn_cuda_swiglu16(dh, t16, rows, f, dout, ot, NULL));
+            if (ot == LODE_F32) {
+                get(out, dout, sizeof(float) * rows * f);
+            } else {
+                get(o16, dout, 2 * (size_t)rows * f);
+                for (size_t i = 0; i < (size_t)rows * f; i++) out[i] = lode_bf16_to_float(o16[i]);
+            }
+            for (int r = 0; r < rows; r++)
+                for (int j = 0; j < f; j++) {
+                    size_t gi = (size_t)r * 2 * f + j;
+                    double g =
+                        t16 == LODE_F16 ? lode_half_to_float(h[gi]) : lode_bf16_to_float(h[gi]);
+                    double u = t16 == LODE_F16 ? lode_half_to_float(h[gi + f])
+                                               : lode_bf16_to_float(h[gi + f]);
+                    ref[(size_t)r * f + j] = silu_d(g) * u;
+                }
+            e = rel_l2(out, ref, (size_t)rows * f);
+            double bound = ot == LODE_F32 ? 1e-5 : 8e-3;
+            printf("swiglu16 %s in, ff %d, out %s: rel L2 %.2e (bound %.0e)\n",
+                   lode_dtype_name(t16), f, lode_dtype_name(ot), e, bound);
+            assert_true(e < bound);
+            krn_cuda_free(dh);
+            free(h);
+            free(o16);
+        }
 
     krn_cuda_mat m;
     double *wm;
@@ -912,9 +987,9 @@ static void test_gemm(void **state)
         double bound = (t == LODE_BF16 || t == LODE_F16) ? 1e-5 : 5e-3; /* bf16 dequantization */
         /* cuBLAS's default algorithm, then the one krn_cuda_gemm_prepare times and keeps */
         for (int prep = 0; prep < 2; prep++) {
-            if (prep) {
+            if (prep) { /* the tuning runs write y */
+                CK(krn_cuda_gemm_prepare(h, &m, dx, xf16, M, dy, LODE_F32, rows, 1, scratch, NULL));
                 CK(krn_cuda_h2d(dy, y0, sizeof(float) * M * rows, NULL));
-                CK(krn_cuda_gemm_prepare(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
             }
             CK(krn_cuda_gemm(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
             get(y, dy, sizeof(float) * M * rows);
@@ -923,6 +998,25 @@ static void test_gemm(void **state)
                    (int)M, prep ? ", tuned" : "", e, bound);
             assert_true(e < bound);
         }
+        /* 16-bit output in the activations' type, prepared, no accumulation */
+        const int yt = xf16 ? LODE_F16 : LODE_BF16;
+        void *dy16 = dev_poison(2 * M * rows);
+        uint16_t *y16 = malloc(2 * M * rows);
+        CK(krn_cuda_gemm_prepare(h, &m, dx, xf16, M, dy16, yt, rows, 0, scratch, NULL));
+        CK(krn_cuda_memset(dy16, 0xff, 2 * M * rows, NULL));
+        CK(krn_cuda_gemm_y(h, &m, dx, xf16, M, dy16, yt, rows, 0, scratch, NULL));
+        get(y16, dy16, 2 * M * rows);
+        for (int64_t i = 0; i < M * rows; i++) {
+            y[i] = xf16 ? lode_half_to_float(y16[i]) : lode_bf16_to_float(y16[i]);
+            ref[i] -= y0[i];
+        }
+        double e16 = rel_l2(y, ref, (size_t)(M * rows));
+        double b16 = (xf16 ? 1e-3 : 8e-3) + bound; /* output rounding */
+        printf("gemm %-5s m %d (%s out, tuned): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t),
+               (int)M, lode_dtype_name(yt), e16, b16);
+        assert_true(e16 < b16);
+        krn_cuda_free(dy16);
+        free(y16);
         krn_cuda_free(dx);
         krn_cuda_free(dy);
         krn_cuda_free(scratch);

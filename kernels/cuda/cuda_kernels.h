@@ -178,12 +178,17 @@ lode_status krn_cuda_gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x
                           int64_t m, float *y, int64_t ldy, int accumulate, void *scratch,
                           void *stream);
 size_t krn_cuda_gemm_scratch_bytes(const krn_cuda_mat *w);
-/* Chooses, once per shape, the algorithm krn_cuda_gemm will then use for the same arguments
- * (products of up to 512 rows: the fastest of cuBLASLt's candidates, timed on these operands
- * into a private buffer); writes nothing the caller sees. Shapes never prepared get cuBLAS's
- * default choice. Not during a graph capture (it does nothing then). */
+/* As krn_cuda_gemm with Y of y_type: LODE_F32, LODE_BF16 or LODE_F16 (ldy in elements). */
+lode_status krn_cuda_gemm_y(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, int x_f16,
+                            int64_t m, void *y, int y_type, int64_t ldy, int accumulate,
+                            void *scratch, void *stream);
+/* Chooses, once per shape, the algorithm krn_cuda_gemm(_y) will then use for the same
+ * arguments: the fastest of cublasGemmEx's default and cuBLASLt's candidates, timed on these
+ * operands. It writes y (its contents are undefined afterwards; nothing else changes).
+ * Shapes never prepared get cuBLAS's default. Does nothing during a graph capture, or with
+ * LODE_CUDA_GEMM_TUNE=0. */
 lode_status krn_cuda_gemm_prepare(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, int x_f16,
-                                  int64_t m, const float *y, int64_t ldy, int accumulate,
+                                  int64_t m, void *y, int y_type, int64_t ldy, int accumulate,
                                   void *scratch, void *stream);
 
 /* ---- elementwise ----------------------------------------------------------------------- */
@@ -194,6 +199,9 @@ lode_status krn_cuda_rmsnorm(const float *x, const float *w, float eps, int64_t 
 /* out[r][j] = silu(gu[r][j]) * gu[r][ff + j]; out_type as above. */
 lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, void *out, int out_type,
                             void *stream);
+/* The same from 16-bit gate/up rows: gu_type LODE_BF16 or LODE_F16, [rows][2 ff]. */
+lode_status krn_cuda_swiglu16(const void *gu, int gu_type, int64_t rows, int ff, void *out,
+                              int out_type, void *stream);
 /* out[i] = row tokens[i] of the embedding matrix, f32 [n][cols]. Token ids are checked
  * against emb->rows on the device: an id out of range yields a zero row. */
 lode_status krn_cuda_embed(const krn_cuda_mat *emb, const int32_t *tokens, int64_t n, float *out,

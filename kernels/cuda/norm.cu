@@ -19,11 +19,61 @@ __global__ void rmsnorm_kernel(const float *x, const float *w, float eps, int di
         store_as(out, out_type, r * dim + i, xr[i] * s * w[i]);
 }
 
+/* The same for dim = 1024 NV: the row stays in registers (NV float4 a thread, one pass over
+ * memory) and the output is stored 4 elements at a time. On an H200 the scalar kernel took
+ * about 14 us for 256 rows of 4096 (6 MB moved) in a decode step. */
+template <int NV>
+__global__ void __launch_bounds__(256)
+    rmsnorm_vec_kernel(const float *x, const float *w, float eps, int dim, void *out, int out_type)
+{
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x;
+    const float4 *xr = (const float4 *)(x + r * dim), *w4 = (const float4 *)w;
+    float4 v[NV];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        v[k] = xr[threadIdx.x + k * 256];
+        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+    ss = block_sum(ss, red);
+    const float s = rsqrtf(ss / (float)dim + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = threadIdx.x + k * 256;
+        const float4 g = w4[i];
+        const float y0 = v[k].x * s * g.x, y1 = v[k].y * s * g.y, y2 = v[k].z * s * g.z,
+                    y3 = v[k].w * s * g.w;
+        const int64_t o = r * dim + 4 * (int64_t)i;
+        if (out_type == LODE_F32) {
+            *(float4 *)((float *)out + o) = make_float4(y0, y1, y2, y3);
+        } else if (out_type == LODE_BF16) {
+            __nv_bfloat162 a = __floats2bfloat162_rn(y0, y1), b = __floats2bfloat162_rn(y2, y3);
+            *(uint2 *)((__nv_bfloat16 *)out + o) = make_uint2(*(uint32_t *)&a, *(uint32_t *)&b);
+        } else {
+            __half2 a = __floats2half2_rn(y0, y1), b = __floats2half2_rn(y2, y3);
+            *(uint2 *)((__half *)out + o) = make_uint2(*(uint32_t *)&a, *(uint32_t *)&b);
+        }
+    }
+}
+
 extern "C" lode_status krn_cuda_rmsnorm(const float *x, const float *w, float eps, int64_t rows,
                                         int dim, void *out, int out_type, void *stream)
 {
     if (rows <= 0) return LODE_OK;
-    rmsnorm_kernel<<<(unsigned)rows, 256, 0, STREAM(stream)>>>(x, w, eps, dim, out, out_type);
+    cudaStream_t st = STREAM(stream);
+    const int aligned = !(((uintptr_t)x | (uintptr_t)w | (uintptr_t)out) & 15);
+    const int nv = aligned && dim % 1024 == 0 ? dim / 1024 : 0;
+    if (nv == 1)
+        rmsnorm_vec_kernel<1><<<(unsigned)rows, 256, 0, st>>>(x, w, eps, dim, out, out_type);
+    else if (nv == 2)
+        rmsnorm_vec_kernel<2><<<(unsigned)rows, 256, 0, st>>>(x, w, eps, dim, out, out_type);
+    else if (nv == 4)
+        rmsnorm_vec_kernel<4><<<(unsigned)rows, 256, 0, st>>>(x, w, eps, dim, out, out_type);
+    else if (nv == 8)
+        rmsnorm_vec_kernel<8><<<(unsigned)rows, 256, 0, st>>>(x, w, eps, dim, out, out_type);
+    else
+        rmsnorm_kernel<<<(unsigned)rows, 256, 0, st>>>(x, w, eps, dim, out, out_type);
     CU_LAUNCHED("rmsnorm");
     return LODE_OK;
 }
@@ -43,6 +93,76 @@ extern "C" lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, vo
     if (rows <= 0) return LODE_OK;
     swiglu_kernel<<<cdiv(rows * ff, 256), 256, 0, STREAM(stream)>>>(gu, rows, ff, out, out_type);
     CU_LAUNCHED("swiglu");
+    return LODE_OK;
+}
+
+/* 16-bit gate/up rows (T = __nv_bfloat16 or __half): 8 outputs a thread, 16-byte loads (ff a
+ * multiple of 8), or one a thread otherwise */
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+template <> __device__ __forceinline__ float to_f(__half v)
+{
+    return __half2float(v);
+}
+
+template <typename T>
+__global__ void swiglu16_kernel(const T *gu, int64_t rows, int ff, void *out, int out_type)
+{
+    const int64_t n = rows * ff;
+    if (ff % 8 == 0) {
+        const int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8;
+        if (i >= n) return;
+        const int64_t r = i / ff, j = i % ff;
+        uint4 g4 = *(const uint4 *)(gu + r * 2 * ff + j);
+        uint4 u4 = *(const uint4 *)(gu + r * 2 * ff + ff + j);
+        const T *g = (const T *)&g4, *u = (const T *)&u4;
+        float y[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) y[e] = silu(to_f(g[e])) * to_f(u[e]);
+        if (out_type == LODE_BF16 || out_type == LODE_F16) {
+            uint4 o4;
+            uint32_t *o = (uint32_t *)&o4;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (out_type == LODE_BF16) {
+                    __nv_bfloat162 h = __floats2bfloat162_rn(y[2 * e], y[2 * e + 1]);
+                    o[e] = *(uint32_t *)&h;
+                } else {
+                    __half2 h = __floats2half2_rn(y[2 * e], y[2 * e + 1]);
+                    o[e] = *(uint32_t *)&h;
+                }
+            }
+            *(uint4 *)((uint16_t *)out + i) = o4;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) store_as(out, out_type, i + e, y[e]);
+        }
+        return;
+    }
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t r = i / ff, j = i % ff;
+    store_as(out, out_type, i, silu(to_f(gu[r * 2 * ff + j])) * to_f(gu[r * 2 * ff + ff + j]));
+}
+
+extern "C" lode_status krn_cuda_swiglu16(const void *gu, int gu_type, int64_t rows, int ff,
+                                         void *out, int out_type, void *stream)
+{
+    if (rows <= 0) return LODE_OK;
+    if (gu_type != LODE_BF16 && gu_type != LODE_F16)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "swiglu16: gate/up must be bf16 or f16");
+    const int64_t n = rows * ff, threads = ff % 8 == 0 ? n / 8 : n;
+    cudaStream_t st = STREAM(stream);
+    if (gu_type == LODE_BF16)
+        swiglu16_kernel<<<cdiv(threads, 256), 256, 0, st>>>((const __nv_bfloat16 *)gu, rows, ff,
+                                                            out, out_type);
+    else
+        swiglu16_kernel<<<cdiv(threads, 256), 256, 0, st>>>((const __half *)gu, rows, ff, out,
+                                                            out_type);
+    CU_LAUNCHED("swiglu16");
     return LODE_OK;
 }
 
