@@ -357,9 +357,8 @@ static double silu_d(double g)
     return g / (1 + exp(-g));
 }
 
-static void gemv_fused(int wt, int B)
+static void gemv_fused(int wt, int B, int64_t rows, int64_t cols)
 {
-    const int64_t rows = 256, cols = 1024;
     krn_cuda_mat m;
     double *w;
     make_mat(&m, wt, rows, cols, &w);
@@ -404,8 +403,9 @@ static void gemv_fused(int wt, int B)
         CK(krn_cuda_gemv(&a, NULL));
         get(y, dy, sizeof(float) * B * rows);
         double e = rel_l2(y, ref, (size_t)B * rows);
-        printf("gemv %s %s batch %d: rel L2 %.2e (bound %.1e)\n", lode_dtype_name(wt),
-               mode == 0 ? "rmsnorm+add" : "swiglu", B, e, gemv_bound(wt));
+        printf("gemv %s %s batch %d, %lld x %lld: rel L2 %.2e (bound %.1e)\n", lode_dtype_name(wt),
+               mode == 0 ? "rmsnorm+add" : "swiglu", B, (long long)rows, (long long)cols, e,
+               gemv_bound(wt));
         assert_true(e < gemv_bound(wt));
         krn_cuda_free(dy);
     }
@@ -427,9 +427,16 @@ static void test_gemv_fused(void **state)
     /* batch 1 takes the folded RMS statistic (applied after the sums), batch 5 the pre-pass */
     const int types[] = {LODE_F16, LODE_BF16, LODE_Q4_0, LODE_Q4_1, LODE_Q6_K};
     for (size_t i = 0; i < LODE_ARRAY_LEN(types); i++) {
-        gemv_fused(types[i], 1);
-        gemv_fused(types[i], 5);
+        gemv_fused(types[i], 1, 256, 1024);
+        gemv_fused(types[i], 5, 256, 1024);
     }
+    /* batch 1, shapes that take the other launch paths: many row groups a block (one wave of
+     * blocks, each staging x once); llama3-8b's down projection, whose K range is split over
+     * blocks by load rounds (4 x 112 units on 132 SMs), the last round of a row partial */
+    gemv_fused(LODE_Q4_0, 1, 16384, 1024);
+    gemv_fused(LODE_BF16, 1, 16384, 1024);
+    gemv_fused(LODE_Q4_0, 1, 4096, 14336);
+    gemv_fused(LODE_BF16, 1, 256, 14336);
 }
 
 /* ---- attention -------------------------------------------------------------------------- */

@@ -24,6 +24,9 @@
  */
 #include "kernels/cuda/unit.cuh"
 
+#include <stdlib.h>
+#include <string.h>
+
 namespace
 {
 
@@ -48,6 +51,12 @@ struct GemvP {
     int64_t nu; /* units per row */
     int ks;     /* the K range is split over gridDim.y blocks (KRN_Y_ADD only: atomic adds) */
 };
+
+/* Units of each row a lane loads together (one round) */
+template <int BT> constexpr int unr()
+{
+    return BT >= 8 ? 2 : 4;
+}
 
 /* Shared-memory words a staged unit of x takes for one batch row: N floats, or for quantized
  * layouts 8 words of int8 values, the sums of its two halves and its scale. */
@@ -176,7 +185,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
 
     /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
      * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
-    constexpr int UNR = BT >= 8 ? 2 : 4;
+    constexpr int UNR = unr<BT>();
     typename U::Raw raw[UNR][R];
     int64_t row_base = 0, rowi[R];
     auto set_rows = [&](int64_t rg) {
@@ -461,6 +470,45 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
     }
 }
 
+/* Whether the K range of a batch-1 GEMV that adds onto the residual (o, down) is split by
+ * load rounds (split_by_rounds); LODE_CUDA_GEMV_SPLIT=0 (read once) keeps only the split
+ * that gives every SM four blocks, for comparison. */
+static bool split_by_rounds_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_GEMV_SPLIT");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+/* The K split (ks0..8) of a matrix of nu units a row and nrg row groups that makes the fewest
+ * dependent round trips a block, where `slots` blocks are resident at once: each block stages
+ * its share of x (rounds of WARPS * 32 * 4 items, `items` a unit), then takes its row groups
+ * one after another, each in rounds of `round` units a row loaded together. A round costs a
+ * memory latency whether it carries 22 units or `round`: four blocks an SM split the 448
+ * units of llama3-8b's down projection into 3 x 150, two rounds a row group, where 4 x 112
+ * takes one. Splits coarser than ks0 are not taken: fewer blocks staging a longer x cost more
+ * than the model says when x is assembled from the attention splits (o, measured). Returns
+ * ks0 when nothing is better. */
+static int split_by_rounds(int64_t nu, unsigned nrg, int slots, int cu, int round, int items,
+                           int ks0)
+{
+    int best = ks0;
+    int64_t best_cost = INT64_MAX;
+    for (int ks = ks0; ks <= 8; ks++) {
+        const int64_t ups = (nu + ks - 1) / ks;
+        if (ks > ks0 && ups < 32) break;
+        if (ups > cu) continue;
+        const int64_t wave = LODE_MAX(1, slots / ks), per = ((int64_t)nrg + wave - 1) / wave;
+        const int64_t cost = per * ((ups + round - 1) / round) +
+                             (ups * items + WARPS * 32 * 4 - 1) / (WARPS * 32 * 4);
+        if (cost < best_cost) best_cost = cost, best = ks;
+    }
+    return best;
+}
+
 template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
 {
     int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * XF<FMT>::v);
@@ -478,6 +526,14 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         CU_TRY(cudaGetDevice(&dev));
         CU_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     }
+    static thread_local size_t occ_smem = 0;
+    static thread_local int occ = 0;
+    if (occ_smem != smem || !occ) {
+        CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<FMT, BT>, WARPS * 32,
+                                                             smem));
+        occ_smem = smem;
+        if (occ < 1) occ = 1;
+    }
     /* few rows (o and down projections): split K so that every SM has several blocks; the
      * partial sums meet in atomic adds onto the residual */
     p.ks = 1;
@@ -485,19 +541,14 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         int64_t ks = ((int64_t)sms * 4 + blocks - 1) / blocks;
         ks = LODE_MIN(ks, LODE_MIN((int64_t)8, p.nu / 64));
         p.ks = (int)LODE_MAX(ks, (int64_t)1);
+        if (BT == 1 && split_by_rounds_on())
+            p.ks = split_by_rounds(p.nu, blocks, sms * occ, cu, 32 * unr<BT>(), Unit<FMT>::N / 4,
+                                   p.ks);
     }
     if ((p.nu + p.ks - 1) / p.ks <= cu) {
         /* x staged once a block: one wave of blocks (as many as fit at once), each taking an
          * equal share of the row groups, so the staging is paid once per block and no block
          * waits for a second wave */
-        static thread_local size_t occ_smem = 0;
-        static thread_local int occ = 0;
-        if (occ_smem != smem || !occ) {
-            CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<FMT, BT>,
-                                                                 WARPS * 32, smem));
-            occ_smem = smem;
-            if (occ < 1) occ = 1;
-        }
         unsigned wave = (unsigned)LODE_MAX(1, sms * occ / p.ks);
         unsigned per = cdiv(blocks, wave);
         blocks = cdiv(blocks, per);
