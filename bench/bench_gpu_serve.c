@@ -143,7 +143,10 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_gpu_serve MODEL [PROMPT=128] [OUT=128] [C,C,...] "
-                        "[N_BATCH=2048]\n");
+                        "[N_BATCH=2048] [PREFILL_SLACK]\n"
+                        "  PREFILL_SLACK: the engine's latency-aware prompt chunking (0: off, "
+                        "the step budget alone; F >= 1: a step within F times a decode-only "
+                        "step; absent: the engine's default)\n");
         return 2;
     }
     const char *path = argv[1];
@@ -151,6 +154,11 @@ int main(int argc, char **argv)
     int n_out = argc > 3 ? atoi(argv[3]) : 128;
     const char *list = argc > 4 ? argv[4] : "1,4,16,64,256";
     int n_batch = argc > 5 ? atoi(argv[5]) : 2048;
+    double slack = argc > 6 ? atof(argv[6]) : -2; /* -2: the engine's default */
+    if (slack != -2 && !(slack == 0 || slack >= 1)) {
+        fprintf(stderr, "bench_gpu_serve: PREFILL_SLACK must be 0 or >= 1\n");
+        return 2;
+    }
     int cs[16], n_cs = 0, max_c = 1;
     for (const char *p = list; *p && n_cs < 16;) {
         cs[n_cs] = atoi(p);
@@ -174,6 +182,7 @@ int main(int argc, char **argv)
     o.n_batch = n_batch;
     o.max_seqs = max_c;
     o.max_queue = max_c;
+    if (slack != -2) o.prefill_slack = slack == 0 ? -1 : slack;
     char err[512];
     eng_model *m = NULL;
     int64_t tl = lode_now_ns();
@@ -182,15 +191,24 @@ int main(int argc, char **argv)
         return 1;
     }
     double load_s = (double)(lode_now_ns() - tl) / 1e9;
+    char slack_s[32];
+    if (slack == -2)
+        snprintf(slack_s, sizeof slack_s, "default (%.1f)", ENG_PREFILL_SLACK);
+    else if (slack == 0)
+        snprintf(slack_s, sizeof slack_s, "off");
+    else
+        snprintf(slack_s, sizeof slack_s, "%.2f", slack);
     eng_model_info info;
     eng_model_info_get(m, &info);
     eng_serving_stats ss;
     eng_serving_stats_get(m, &ss);
     printf("model %s (%s backend), load %.1f s; KV pool %d blocks of %d tokens = %.2f GiB (free "
-           "GPU memory after the weights); step budget %d tokens, %d sequences; device copy "
+           "GPU memory after the weights); step budget %d tokens, %d sequences; prefill slack %s; "
+           "device copy "
            "bandwidth %.0f GB/s; weights read a decode step %.2f GB, K/V %.0f KiB a token\n",
            info.name, info.backend, load_s, ss.kv_blocks_total, ss.kv_block_tokens,
-           (double)ss.kv_bytes / (1 << 30), n_batch, max_c, bw / 1e9, wbytes / 1e9, kv_tok / 1024);
+           (double)ss.kv_bytes / (1 << 30), n_batch, max_c, slack_s, bw / 1e9, wbytes / 1e9,
+           kv_tok / 1024);
     if (strcmp(info.backend, "cuda")) {
         fprintf(stderr, "bench_gpu_serve: the model did not load on the fused CUDA path\n");
         return 1;
