@@ -957,14 +957,19 @@ static void test_real_batched_equals_alone(void **state)
     char err[512];
     /* A: roomy pool with the prefix cache; B: a pool of one context (5 blocks) for
      * N_REAL sequences, no prefix cache: preemption by recompute all along; C: the same
-     * pool with the prefix cache (shared blocks) and preemption by swap */
+     * pool with the prefix cache (shared blocks) and preemption by swap. A cuts prompt
+     * chunks by the measured step times (the default --prefill-slack); B and C use the
+     * token budget alone, so that the preemptions they assert do not depend on timing
+     * (a sanitizer build's steps cost differently) */
     eng_model_opts oa = {.n_threads = 2, .n_ctx = 64, .n_batch = 128};
     eng_model_opts ob = oa;
     ob.kv_mb = 1;
     ob.no_prefix_cache = 1;
+    ob.prefill_slack = -1;
     eng_model_opts oc = oa;
     oc.kv_mb = 1;
     oc.preempt = ENG_PREEMPT_SWAP;
+    oc.prefill_slack = -1;
     eng_model *ma = NULL, *mb = NULL, *mc = NULL;
     assert_int_equal(eng_model_load(path, &oa, &ma, err, sizeof err), LODE_OK);
     assert_int_equal(eng_model_load(path, &ob, &mb, err, sizeof err), LODE_OK);
