@@ -191,9 +191,9 @@ int main(int argc, char **argv)
         return 1;
     }
     double load_s = (double)(lode_now_ns() - tl) / 1e9;
-    char slack_s[32];
+    char slack_s[64];
     if (slack == -2)
-        snprintf(slack_s, sizeof slack_s, "default (%.1f)", ENG_PREFILL_SLACK);
+        snprintf(slack_s, sizeof slack_s, "the engine's default (off on a GPU)");
     else if (slack == 0)
         snprintf(slack_s, sizeof slack_s, "off");
     else

@@ -926,6 +926,11 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
             goto fail;
         }
     }
+    /* On a GPU a full prompt step costs several decode steps (2048 tokens: about 43 ms
+     * against 5-10 ms for llama3-8b on an H200), and capping it behind a burst of
+     * arrivals cost a third of the output rate at 256 concurrent (bench/RESULTS.md), so
+     * latency-aware chunking is there only on request; on the CPU it is the default. */
+    int on_gpu = m->gpu || strcmp(m->be->ops->name, "cpu") != 0;
     eng_sched_opts so = {
         .policy = m->policy,
         .step_tokens = m->n_step,
@@ -935,7 +940,7 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         .prefix_cache = m->prefix_cache,
         .swap_slots = m->n_slots,
         .prefill_slack = opts->prefill_slack < 0    ? 0
-                         : opts->prefill_slack == 0 ? ENG_PREFILL_SLACK
+                         : opts->prefill_slack == 0 ? (on_gpu ? 0 : ENG_PREFILL_SLACK)
                                                     : LODE_MAX(opts->prefill_slack, 1.0),
     };
     if ((st = eng_sched_create(&so, m->n_blocks, &m->sched))) {

@@ -21,7 +21,7 @@ typedef struct eng_model eng_model;
 /* The default generation model, relative to the working directory; LODE_MODEL
  * overrides it in eng_default_model_path. */
 #define ENG_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-/* prefill_slack when eng_model_opts leaves it 0 */
+/* prefill_slack when eng_model_opts leaves it 0 on the CPU backend (on a GPU backend: off) */
 #define ENG_PREFILL_SLACK 1.6
 /* $LODE_MODEL when set and not empty, else ENG_DEFAULT_MODEL. Never NULL. */
 const char *eng_default_model_path(void);
@@ -70,7 +70,8 @@ typedef struct eng_model_opts {
                              pool */
     double prefill_slack; /* while requests decode, a step's prompt chunk is cut so that
                              the step's predicted time stays within this factor of a
-                             decode-only step (sched.h); 0: 1.6; < 0: off (n_batch alone) */
+                             decode-only step (sched.h); 0: ENG_PREFILL_SLACK on the
+                             CPU, off on a GPU; < 0: off (n_batch alone) */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the
