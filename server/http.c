@@ -139,8 +139,14 @@ static void queue(srv_conn *c, unsigned status, struct MHD_Response *r, uint64_t
     c->answered = 1;
     c->status = status;
     if (!r) {
-        /* Out of memory for the response itself: close the connection. */
+        /* Out of memory for the response itself: give the slot back and close the
+         * connection (the access handler answers MHD_NO), never leave it hanging. */
         c->status = 500;
+        c->failed = 1;
+        if (c->holds_slot) {
+            atomic_fetch_sub(&c->srv->slots, 1);
+            c->holds_slot = 0;
+        }
         return;
     }
     add_error_headers(c, r, status);
@@ -189,8 +195,15 @@ void srv_reply_error(srv_conn *c, const srv_error *e)
 {
     lode_buf b = LODE_BUF_INIT;
     if (error_body(&b, e)) {
+        /* The error object could not be built: a fixed one, from static memory. */
+        static const char fixed[] = "{\"error\":{\"message\":\"internal error while reporting "
+                                    "an error\",\"type\":\"server_error\",\"param\":null,"
+                                    "\"code\":null}}\n";
         lode_buf_free(&b);
-        queue(c, 500, NULL, 0);
+        struct MHD_Response *r = MHD_create_response_from_buffer(sizeof fixed - 1, (void *)fixed,
+                                                                 MHD_RESPMEM_PERSISTENT);
+        if (r) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        queue(c, 500, r, sizeof fixed - 1);
         return;
     }
     srv_reply_buf(c, (unsigned)e->status, "application/json", &b);
@@ -469,11 +482,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mhd, const ch
         queue(c, c->ready_status, r, c->ready_bytes);
         return MHD_YES;
     }
-    if (c->answered) return MHD_YES;
+    if (c->answered) return c->failed ? MHD_NO : MHD_YES;
     if (c->too_large) {
         srv_reply_errorf(c, 413, "invalid_request_error", "request_too_large", NULL,
                          "request body is over the limit of %zu bytes", s->cfg.max_body);
-        return MHD_YES;
+        return c->failed ? MHD_NO : MHD_YES;
     }
     char arg[sizeof c->arg];
     const route_def *d = match(c->path, arg, sizeof arg);
@@ -485,7 +498,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mhd, const ch
     if (h) h(c);
     if (!c->answered)
         srv_reply_errorf(c, 500, "server_error", NULL, NULL, "the request was not answered");
-    return MHD_YES;
+    return c->failed ? MHD_NO : MHD_YES;
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -32,14 +32,27 @@ lode_status srv_error_set(srv_error *e, lode_status st, int status, const char *
     return st;
 }
 
+/* A JSON string of s with bytes that are not valid UTF-8 replaced: messages quote the
+ * client's input (a JSON parser's context, a field name), and json_string refuses
+ * invalid UTF-8, which would turn a 400 into no error object at all. */
+static json_t *clean_string(const char *s)
+{
+    size_t n = strlen(s);
+    if (lode_utf8_valid_prefix(s, n) == n) return json_string(s);
+    char *c = lode_utf8_clean(s, n);
+    json_t *v = c ? json_string(c) : NULL;
+    lode_free(c);
+    return v;
+}
+
 lode_status srv_error_append_json(const srv_error *e, lode_buf *b)
 {
     lode_status st = LODE_ERR_NOMEM;
     json_t *o = json_object(), *in = json_object();
     if (!o || !in) goto out;
-    if (json_object_set_new(in, "message", json_string(e->j.message)) ||
+    if (json_object_set_new(in, "message", clean_string(e->j.message)) ||
         json_object_set_new(in, "type", json_string(e->type ? e->type : "server_error")) ||
-        json_object_set_new(in, "param", e->j.field[0] ? json_string(e->j.field) : json_null()) ||
+        json_object_set_new(in, "param", e->j.field[0] ? clean_string(e->j.field) : json_null()) ||
         json_object_set_new(in, "code", e->code ? json_string(e->code) : json_null()))
         goto out;
     if (json_object_set(o, "error", in)) goto out;

@@ -177,6 +177,7 @@ struct srv_conn {
     int too_large;
     int holds_slot;
     int answered; /* a response is queued (or a stream is running) */
+    int failed;   /* no response could be made: the connection is closed */
     int64_t t0;
     unsigned status;
     atomic_uint_fast64_t bytes;

@@ -803,6 +803,10 @@ static void test_search_and_documents(void **state)
     r = http(&s, "POST", "/v1/documents", "{\"text\":", NULL);
     expect_error(&r, 400, "malformed JSON", NULL, "invalid_json");
     resp_free(&r);
+    /* a bad escape before bytes that are not UTF-8: the parser's message quotes them */
+    r = http(&s, "POST", "/v1/documents", "{\"text\":\"# T\\\xd9\x91\x9d\x90\"}", NULL);
+    expect_error(&r, 400, "malformed JSON", NULL, "invalid_json");
+    resp_free(&r);
     assert_true(metrics_has(&s, "lode_store_documents 3\n", 5));
     stop(&s);
 }
