@@ -731,6 +731,32 @@ static int persist_env(void)
     return e && !strcmp(e, "1");
 }
 
+/* LODE_CUDA_CLUSTER=0 (read when a model becomes ready) keeps batch-1 decode steps of a model
+ * whose layers fit a cluster's shared memory (krn_cuda_clayer_decode: 4-bit weights of small
+ * models such as smollm2-135m) on the five kernels a layer. */
+static int cluster_env(void)
+{
+    const char *e = getenv("LODE_CUDA_CLUSTER");
+    return !(e && !strcmp(e, "0"));
+}
+
+/* The device view of layer l that the layer kernels take. */
+static krn_cuda_layer layer_view(const eng_cuda_model *m, int l)
+{
+    const layer *L = &m->L[l];
+    krn_cuda_layer v;
+    memset(&v, 0, sizeof v);
+    v.qkv = L->qkv;
+    v.o = L->o;
+    v.gu = L->gu;
+    v.down = L->down;
+    v.attn_norm = L->attn_norm;
+    v.ffn_norm = L->ffn_norm;
+    v.k_cache = L->kc;
+    v.v_cache = L->vc;
+    return v;
+}
+
 static krn_cuda_layers_cfg layers_cfg(const eng_cuda_model *m)
 {
     const eng_cuda_config *c = &m->c;
@@ -758,7 +784,8 @@ static lode_status persist_setup(eng_cuda_model *m)
 {
     const eng_cuda_config *c = &m->c;
     m->persist = 0;
-    if (!persist_env()) return LODE_OK;
+    const int want = persist_env() ? 1 : cluster_env() ? 2 : 0;
+    if (!want) return LODE_OK;
     const int fmt = m->L[0].qkv.fmt;
     for (int l = 0; l < c->n_layer; l++) {
         const layer *L = &m->L[l];
@@ -769,20 +796,14 @@ static lode_status persist_setup(eng_cuda_model *m)
             return LODE_OK;
     }
     krn_cuda_layers_cfg k = layers_cfg(m);
+    if (want == 2) {
+        m->persist = krn_cuda_clayer_supported(&k) ? 2 : 0;
+        return LODE_OK;
+    }
     if (!krn_cuda_layers_supported(&k)) return LODE_OK;
     krn_cuda_layer *h = lode_calloc((size_t)c->n_layer, sizeof *h);
     if (!h) return LODE_ERR_NOMEM;
-    for (int l = 0; l < c->n_layer; l++) {
-        const layer *L = &m->L[l];
-        h[l].qkv = L->qkv;
-        h[l].o = L->o;
-        h[l].gu = L->gu;
-        h[l].down = L->down;
-        h[l].attn_norm = L->attn_norm;
-        h[l].ffn_norm = L->ffn_norm;
-        h[l].k_cache = L->kc;
-        h[l].v_cache = L->vc;
-    }
+    for (int l = 0; l < c->n_layer; l++) h[l] = layer_view(m, l);
     lode_status st = LODE_OK;
     if (!m->d_layers) st = dmalloc(m, &m->d_layers, (size_t)c->n_layer * sizeof *h);
     if (!st && !m->d_bar) st = dmalloc(m, &m->d_bar, 2 * sizeof(unsigned));
@@ -1086,6 +1107,14 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
         k.slot = slot;
         k.seq_len = seqlen;
         k.block_table = bt;
+        if (m->persist == 2) {
+            for (int l = 0; l < c->n_layer; l++) {
+                krn_cuda_layer v = layer_view(m, l);
+                TRY(m, krn_cuda_clayer_decode(&k, &v, s), "cluster layer");
+                prof_mark(m, "layer (cluster kernel)");
+            }
+            return LODE_OK;
+        }
         TRY(m, krn_cuda_layers_decode(&k, s), "persistent layers");
         prof_mark(m, "layers (persistent kernel)");
         return LODE_OK;

@@ -222,8 +222,13 @@ static void cuda_vs_cpu(const char *type, double bound, int persist)
     eng_cuda_model *gm = NULL;
     if (eng_cuda_model_from_gguf(path, CTX, 1, 64, 0, &gm, err, sizeof err)) fail_msg("%s", err);
     /* LODE_CUDA_PERSIST=1 asks for the persistent layers kernel at batch 1: every layout the
-     * synthetic files use takes it but q6_K's (whose f16 K rows are a separate matrix) */
-    if (strcmp(type, "q6_K")) assert_int_equal(eng_cuda_model_persistent(gm), persist);
+     * synthetic files use takes it but q6_K's (whose f16 K rows are a separate matrix); the
+     * cluster layer kernel (2) takes the 4-bit layouts */
+    const int q4 = !strcmp(type, "q4_0") || !strcmp(type, "q4_1");
+    if (persist == 2)
+        assert_int_equal(eng_cuda_model_persistent(gm), q4 ? 2 : 0);
+    else if (strcmp(type, "q6_K"))
+        assert_int_equal(eng_cuda_model_persistent(gm), persist);
 
     int32_t bt[8], tok[64], pos[64], outr[4];
     for (int i = 0; i < NB; i++) bt[i] = i;
@@ -263,10 +268,18 @@ static void cuda_vs_cpu(const char *type, double bound, int persist)
         steps++;
         next = a;
     }
-    printf("cuda vs cpu backend, %s%s: max relative L2 error of logits %.2e (bound %.0e), "
+    const int kpath = eng_cuda_model_persistent(gm);
+    const char *kv = getenv("LODE_CUDA_CLUSTER_KVCAP");
+    printf("cuda vs cpu backend, %s%s%s: max relative L2 error of logits %.2e (bound %.0e), "
            "argmax equal on %d/%d rows (%d differing rows within the error)\n",
-           type, eng_cuda_model_persistent(gm) ? " (persistent layers kernel)" : "", worst, bound,
-           same, steps, close_calls);
+           type,
+           kpath == 1   ? " (persistent layers kernel)"
+           : kpath == 2 ? " (cluster layer kernel"
+                        : "",
+           kpath == 2
+               ? (kv ? ", keys and values of one cache block a block in shared memory)" : ")")
+               : "",
+           worst, bound, same, steps, close_calls);
     assert_true(worst < bound);
     assert_int_equal(same + close_calls, steps);
     free(lc);
@@ -286,6 +299,7 @@ static void test_cuda_vs_cpu_backend(void **state)
     /* the CPU backend quantizes activations to 8 bits for quantized weights, the CUDA GEMV
      * too (per 32 values), and both accumulate in f32; float weights differ by summation
      * order and the f16 KV cache of the CUDA side */
+    setenv("LODE_CUDA_CLUSTER", "0", 1);
     for (int persist = 0; persist < 2; persist++) {
         setenv("LODE_CUDA_PERSIST", persist ? "1" : "0", 1);
         cuda_vs_cpu("bf16", 1e-2, persist);
@@ -294,6 +308,17 @@ static void test_cuda_vs_cpu_backend(void **state)
         cuda_vs_cpu("q4_1", 3e-2, persist);
         cuda_vs_cpu("q6_K", 3e-2, persist);
     }
+    /* the cluster layer kernel (the default where it fits), with the cached keys and values
+     * in shared memory and, past one cache block a block, read from global memory */
+    setenv("LODE_CUDA_PERSIST", "0", 1);
+    setenv("LODE_CUDA_CLUSTER", "1", 1);
+    cuda_vs_cpu("q4_0", 3e-2, 2);
+    cuda_vs_cpu("q4_1", 3e-2, 2);
+    cuda_vs_cpu("q8_0", 3e-2, 2);
+    setenv("LODE_CUDA_CLUSTER_KVCAP", "1", 1);
+    cuda_vs_cpu("q4_1", 3e-2, 2);
+    unsetenv("LODE_CUDA_CLUSTER_KVCAP");
+    unsetenv("LODE_CUDA_CLUSTER");
     unsetenv("LODE_CUDA_PERSIST");
 }
 

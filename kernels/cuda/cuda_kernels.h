@@ -329,6 +329,20 @@ int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c);
  * stderr how long each kind of stage and the barriers took (the slowest block's arrival). */
 lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void *stream);
 
+/* ---- a batch-1 decode layer on one thread-block cluster (cluster.cu) ------------------ */
+
+/* Whether krn_cuda_clayer_decode runs this shape and layout on the current device: 4-bit
+ * weights (Q4_0, Q4_1) whose layer, cut in 16 shares, fits a block's shared memory, and a
+ * device where a cluster of 16 such blocks can be resident (sets up the kernel's attributes;
+ * call it outside graph capture). c->layers, x, q, h and bar are not used. */
+int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c);
+/* One decoder layer (L) of a decode step of one sequence on one cluster: RMSNorm + QKV +
+ * RoPE + KV write, attention, o projection + residual, RMSNorm + gate/up + SwiGLU, down
+ * projection + residual; x (c->x) in and out. Launched with programmatic serialization, so
+ * the next layer's kernel copies its weights while this one runs. */
+lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, const krn_cuda_layer *L,
+                                   void *stream);
+
 /* ---- sampling on the device ------------------------------------------------------------ */
 
 /* tok[b] = argmax of logits[b][0..vocab) (the lowest index on ties). */

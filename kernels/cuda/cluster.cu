@@ -1,0 +1,660 @@
+/*
+ * cluster.cu: a whole decoder layer of a batch-1 decode step on one thread-block cluster.
+ *
+ * A small model's batch-1 step is a chain of dependent latencies, not a stream of bytes:
+ * smollm2-135m moves 2.2 MB a layer (Q4_1), which the copy rate of an H100 moves in under a
+ * microsecond, but five kernels a layer cost about 4 us each (launch boundary, input from L2,
+ * dot products, stores), and grid-wide barriers in one persistent kernel cost as much as the
+ * boundaries they replace (layers.cu). Here a layer is one kernel of one cluster of CL = 16
+ * blocks, one block a SM:
+ *
+ *   - every block copies its share of the layer's weights (its rows of qkv, o, gate, up and
+ *     down: 138 KB for smollm2 Q4_1) and the cached keys and values of its share of the
+ *     sequence into shared memory with bulk copies as soon as it starts, before it waits for
+ *     the previous layer (programmatic launch), so the weights of the next layers stream in
+ *     while this one computes, and every dot product reads shared memory;
+ *   - the stages of the layer meet at cluster barriers (hardware, within a GPC) and exchange
+ *     their outputs by stores into the other blocks' shared memory:
+ *       A  x * attn_norm (every block, from L2), its QKV rows, RoPE, k/v into the paged
+ *          cache; q to every block, the new k/v to the block holding the last position
+ *       B  attention over its KV-cache blocks (blocks j with j % CL == rank), every head;
+ *          the partial softmax state of each head to every block
+ *       C  the partials combined (every block), its rows of o added to x; x to every block
+ *       D  x * ffn_norm, its gate and up rows, h = silu(g) u; h to every block
+ *       E  its down rows added to x, written to global memory for the next layer
+ *
+ * Quantized weights (Q4_0, Q4_1) meet the input as the GEMV does it: x quantized to 8 bits per
+ * 32 values, dot products with __dp4a, the scales applied per unit. The cluster has 16 blocks
+ * (a non-portable size Hopper allows); a layer whose share does not fit in a block's shared
+ * memory, or a device where such a cluster cannot be resident, takes the five-kernel path.
+ */
+#include "kernels/cuda/unit.cuh"
+
+#include <cooperative_groups.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace cg = cooperative_groups;
+
+namespace
+{
+
+constexpr int CL = 16; /* blocks of the cluster */
+constexpr int T = 256; /* threads a block */
+constexpr int NW = T / 32;
+constexpr int MAXG = 4;           /* query heads a KV head, at most */
+constexpr int SMEM_MAX = 227 * 1024; /* Hopper's opt-in shared memory a block */
+
+/* Where things live in a block's shared memory (bytes from the start), and the shares. */
+struct Lay {
+    int nu_d, nu_o, nu_f;  /* units a row: dim, n_head head_dim, ff */
+    int rq, ro, rf;        /* rows a block: qkv, o and down, gate (and as many up) */
+    int sb;                /* bytes of scale a unit */
+    int wq[5], ws[5];      /* values and scales of the slices: qkv, o, gate, up, down */
+    int wqb[5], wsb[5];    /* their sizes */
+    int wbytes;            /* weight bytes a block */
+    int xw, xsum, xsc;     /* the quantized input: int8 words, half sums, scales */
+    int xres, qkv, hs;     /* residual x [dim], this token's q|k|v, gathered h [ff] */
+    int part;              /* attention partials [CL][n_head][head_dim + 2] */
+    int wpart;             /* per-warp attention state [NW][MAXG][head_dim + 2] */
+    int racc, red, ew;     /* row sums, block reduction, combine weights [CL][n_head] */
+    int mbar;              /* the bulk copies' barrier */
+    int kv;                /* cached keys and values: [kvcap][2][n_kv_head][16][head_dim] */
+    int kvcap;             /* KV-cache blocks a block stages */
+    int smem;              /* total */
+};
+
+__device__ __forceinline__ uint32_t sa(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes,
+                                          uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];" ::"r"(sa(dst)),
+                 "l"(src), "r"(bytes), "r"(sa(bar))
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t phase)
+{
+    uint32_t ok = 0;
+    while (!ok)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
+                     "selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ok)
+                     : "r"(sa(bar)), "r"(phase)
+                     : "memory");
+}
+
+/* Cluster barrier halves: what a block wrote before arriving (shared memory of any block,
+ * global memory) is visible to every block after its wait. */
+__device__ __forceinline__ void cl_arrive()
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cl_arrive_relaxed()
+{
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cl_wait()
+{
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+/* Block sum; every thread gets it. Synchronizes the block. */
+__device__ __forceinline__ float bsum(float v, float *red)
+{
+    v = warp_sum(v);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = 0.f;
+#pragma unroll
+    for (int i = 0; i < NW; i++) t += red[i];
+    return t;
+}
+
+/* The K values of src (shared memory) times w (global, may be NULL) times mul, quantized to
+ * int8 per 32 (xw: word c of unit u holds elements 4c..4c+3), with the sums of each unit's
+ * two halves (xsum) and its scale (xsc), as the GEMV stages its input. Synchronizes. */
+__device__ __forceinline__ void quant_x(const float *src, const float *w, float mul, int K,
+                                        int *xw, float *xsum, float *xsc)
+{
+    const int n4 = K / 4, tid = threadIdx.x;
+    for (int base = 0; base < n4; base += T) {
+        const int f = base + tid;
+        const bool act = f < n4;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (act) {
+            v = ((const float4 *)src)[f];
+            if (w) {
+                const float4 g = __ldg((const float4 *)w + f);
+                v.x *= g.x, v.y *= g.y, v.z *= g.z, v.w *= g.w;
+            }
+            v.x *= mul, v.y *= mul, v.z *= mul, v.w *= mul;
+        }
+        float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+        const float id = am > 0.f ? 127.f / am : 0.f;
+        const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+        const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+        int qs = q0 + q1 + q2 + q3;
+        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+        if (act) {
+            const int u = f / 8, c = f % 8;
+            xw[f] = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
+            if ((c & 3) == 0) xsum[2 * u + (c >> 2)] = (float)qs;
+            if (c == 0) xsc[u] = am / 127.f;
+        }
+    }
+    __syncthreads();
+}
+
+/* out[r] = row r of a weight slice in shared memory (nr rows of nu units: values wq, scales
+ * ws) times the quantized input, for r < nr. S threads a row (a power of two, at most 32)
+ * take its units in turn and meet in shuffles. Synchronizes. */
+template <int FMT>
+__device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, int nu,
+                                     const int *xw, const float *xsum, const float *xsc,
+                                     float *out)
+{
+    int S = 1;
+    while (S < 32 && S * 3 < nu) S *= 2;
+    const int gpr = T / S, g = threadIdx.x / S, j = threadIdx.x % S;
+    const int passes = (nr + gpr - 1) / gpr;
+    for (int ps = 0; ps < passes; ps++) {
+        const int r = ps * gpr + g;
+        float acc = 0.f;
+        if (r < nr) {
+            for (int u = j; u < nu; u += S) {
+                const int64_t i = (int64_t)r * nu + u;
+                const uint4 q = wq[i];
+                int lo[4], hi[4];
+                nib_i8(q, lo, hi);
+                const int4 x0 = ((const int4 *)xw)[2 * u], x1 = ((const int4 *)xw)[2 * u + 1];
+                int dl = __dp4a(lo[0], x0.x, 0);
+                dl = __dp4a(lo[1], x0.y, dl);
+                dl = __dp4a(lo[2], x0.z, dl);
+                dl = __dp4a(lo[3], x0.w, dl);
+                int dh = __dp4a(hi[0], x1.x, 0);
+                dh = __dp4a(hi[1], x1.y, dh);
+                dh = __dp4a(hi[2], x1.z, dh);
+                dh = __dp4a(hi[3], x1.w, dh);
+                const float2 sx = ((const float2 *)xsum)[u];
+                float a;
+                if constexpr (FMT == FMT_Q4M) {
+                    const float2 dm = __half22float2(((const __half2 *)ws)[i]);
+                    a = dm.x * (float)(dl + dh) + dm.y * (sx.x + sx.y);
+                } else {
+                    const float d = __half2float(((const __half *)ws)[i]);
+                    a = d * (((float)dl - 8.f * sx.x) + ((float)dh - 8.f * sx.y));
+                }
+                acc += xsc[u] * a;
+            }
+        }
+        for (int o = S / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (j == 0 && r < nr) out[r] = acc;
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ void h8(const uint4 &r, float *f)
+{
+    const __half2 *h = (const __half2 *)&r;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float2 t = __half22float2(h[e]);
+        f[2 * e] = t.x, f[2 * e + 1] = t.y;
+    }
+}
+
+template <int FMT, int HD>
+__global__ void __launch_bounds__(T, 1)
+    clayer_kernel(const krn_cuda_layers_cfg c, const krn_cuda_layer L, const Lay y)
+{
+    cg::cluster_group cl = cg::this_cluster();
+    const int rank = (int)cl.block_rank();
+    extern __shared__ __align__(128) unsigned char sm[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int dim = c.dim, ff = c.ff, H = c.n_head, KV = c.n_kv_head, G = H / KV;
+    constexpr int BLK = KRN_CUDA_KV_BLOCK;
+    const int qkv_rows = (H + 2 * KV) * HD;
+    uint64_t *mbar = (uint64_t *)(sm + y.mbar);
+    int *xw = (int *)(sm + y.xw);
+    float *xsum = (float *)(sm + y.xsum), *xsc = (float *)(sm + y.xsc);
+    float *xres = (float *)(sm + y.xres), *qkv = (float *)(sm + y.qkv), *hs = (float *)(sm + y.hs);
+    float *part = (float *)(sm + y.part), *wpart = (float *)(sm + y.wpart);
+    float *racc = (float *)(sm + y.racc), *red = (float *)(sm + y.red), *ew = (float *)(sm + y.ew);
+    const __half *kvs = (const __half *)(sm + y.kv);
+
+    /* The sequence's state was written before this step's graph began (as the decode
+     * attention's kv_early assumes): the weights and the cached keys and values are requested
+     * before the wait for the previous layer. */
+    const int seq = c.seq_len[0];
+    const int nblk = (seq + BLK - 1) / BLK;
+    const int nloc = rank < nblk ? (nblk - rank + CL - 1) / CL : 0; /* KV blocks of this one */
+    const int staged = LODE_MIN(nloc, y.kvcap);
+    const int kvb = KV * BLK * HD * 2; /* bytes of K (or V) of a KV-cache block */
+    if (tid == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(sa(mbar)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        const uint32_t total = (uint32_t)y.wbytes + (uint32_t)staged * 2u * kvb;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(mbar)),
+                     "r"(total)
+                     : "memory");
+        const krn_cuda_mat *ms[5] = {&L.qkv, &L.o, &L.gu, &L.gu, &L.down};
+        const int64_t r0[5] = {(int64_t)rank * y.rq, (int64_t)rank * y.ro, (int64_t)rank * y.rf,
+                               (int64_t)ff + rank * y.rf, (int64_t)rank * y.ro};
+        const int nus[5] = {y.nu_d, y.nu_o, y.nu_d, y.nu_d, y.nu_f};
+        for (int i = 0; i < 5; i++) {
+            const int64_t u0 = r0[i] * nus[i];
+            bulk_copy(sm + y.wq[i], (const uint4 *)ms[i]->q + u0, (uint32_t)y.wqb[i], mbar);
+            bulk_copy(sm + y.ws[i], (const char *)ms[i]->s + u0 * y.sb, (uint32_t)y.wsb[i], mbar);
+        }
+        for (int j = 0; j < staged; j++) {
+            const int64_t phys = c.block_table[j * CL + rank];
+            bulk_copy(sm + y.kv + (size_t)(2 * j) * kvb, (const char *)L.k_cache + phys * kvb,
+                      (uint32_t)kvb, mbar);
+            bulk_copy(sm + y.kv + (size_t)(2 * j + 1) * kvb, (const char *)L.v_cache + phys * kvb,
+                      (uint32_t)kvb, mbar);
+        }
+    }
+    __syncthreads();
+    cl_arrive_relaxed(); /* this block runs: the others may write into its shared memory */
+    pdl_trigger();       /* the next layer may start loading its weights */
+    pdl_wait();
+
+    /* ---- A: RMSNorm, QKV, RoPE, KV write ------------------------------------------------ */
+    float ss = 0.f;
+    for (int f = tid; f < dim / 4; f += T) {
+        const float4 v = __ldcg((const float4 *)c.x + f);
+        ((float4 *)xres)[f] = v;
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = bsum(ss, red);
+    quant_x(xres, L.attn_norm, rsqrtf(ss / (float)dim + c.eps), dim, xw, xsum, xsc);
+    mbar_wait(mbar, 0);
+    dots<FMT>((const uint4 *)(sm + y.wq[0]), sm + y.ws[0], y.rq, y.nu_d, xw, xsum, xsc, racc);
+    const int pos = c.pos[0], slot = c.slot[0];
+    const int a0 = rank * y.rq;
+    for (int t = tid; t < y.rq / 2; t += T) {
+        float y0 = racc[2 * t], y1 = racc[2 * t + 1];
+        const int vr = a0 + 2 * t;
+        if (vr < (H + KV) * HD) {
+            float s, co;
+            sincosf((float)pos * c.inv_freq[(vr % HD) / 2], &s, &co);
+            const float a = y0 * co - y1 * s, e = y0 * s + y1 * co;
+            y0 = a, y1 = e;
+        }
+        if (vr >= H * HD) {
+            /* k and v as the cache holds them */
+            const __half2 hv = __floats2half2_rn(y0, y1);
+            const float2 r = __half22float2(hv);
+            y0 = r.x, y1 = r.y;
+            int kv = vr - H * HD;
+            __half *cache = (__half *)L.k_cache;
+            if (kv >= KV * HD) {
+                kv -= KV * HD;
+                cache = (__half *)L.v_cache;
+            }
+            if (slot >= 0) {
+                const int kh = kv / HD, d = kv % HD;
+                const int64_t idx =
+                    (((int64_t)(slot / BLK) * KV + kh) * BLK + slot % BLK) * HD + d;
+                *(__half2 *)(cache + idx) = hv;
+            }
+        }
+        racc[2 * t] = y0, racc[2 * t + 1] = y1;
+    }
+    __syncthreads();
+    cl_wait(); /* every block of the cluster has started */
+    {
+        const int last = seq > 0 ? ((seq - 1) / BLK) % CL : 0; /* holds the newest position */
+        const int nq = LODE_MAX(0, LODE_MIN(y.rq, H * HD - a0)); /* q rows of this block */
+        for (int i = tid; i < nq * CL; i += T) {
+            const int r = i % nq, d = i / nq;
+            cl.map_shared_rank(qkv, d)[a0 + r] = racc[r];
+        }
+        for (int r = nq + tid; r < y.rq; r += T) cl.map_shared_rank(qkv, last)[a0 + r] = racc[r];
+    }
+    cl_arrive();
+    cl_wait();
+
+    /* ---- B: attention over this block's KV-cache blocks, every head --------------------- */
+    {
+        constexpr int LPP = HD / 8, PPW = 32 / LPP;
+        const int wpk = NW / KV; /* warps a KV head */
+        const int kh = warp / wpk, wi = warp % wpk;
+        const int lp = lane % LPP, pg = lane / LPP;
+        const float scale = rsqrtf((float)HD);
+        float m[MAXG], l[MAXG], acc[MAXG][8], qv[MAXG][8];
+#pragma unroll
+        for (int g = 0; g < MAXG; g++) {
+            m[g] = -INFINITY, l[g] = 0.f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                acc[g][e] = 0.f;
+                qv[g][e] = g < G && kh < KV ? qkv[(kh * G + g) * HD + lp * 8 + e] * scale : 0.f;
+            }
+        }
+        const int npos = nloc * BLK, step = wpk * PPW;
+        const int rounds = kh < KV ? (npos + step - 1) / step : 0;
+        for (int rd = 0; rd < rounds; rd++) {
+            const int it = rd * step + wi * PPW + pg;
+            const int j = it / BLK, t = it % BLK, p = (j * CL + rank) * BLK + t;
+            const bool valid = it < npos && p < seq;
+            float kf[8], vf[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) kf[e] = vf[e] = 0.f;
+            if (valid) {
+                if (p == seq - 1) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        kf[e] = qkv[(H + kh) * HD + lp * 8 + e];
+                        vf[e] = qkv[(H + KV + kh) * HD + lp * 8 + e];
+                    }
+                } else if (j < staged) {
+                    const int64_t o = ((int64_t)kh * BLK + t) * HD + lp * 8;
+                    h8(*(const uint4 *)(kvs + (size_t)(2 * j) * (kvb / 2) + o), kf);
+                    h8(*(const uint4 *)(kvs + (size_t)(2 * j + 1) * (kvb / 2) + o), vf);
+                } else {
+                    const int64_t phys = c.block_table[p / BLK];
+                    const int64_t o = ((phys * KV + kh) * BLK + t) * HD + lp * 8;
+                    h8(__ldcg((const uint4 *)((const __half *)L.k_cache + o)), kf);
+                    h8(__ldcg((const uint4 *)((const __half *)L.v_cache + o)), vf);
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g >= G) break;
+                float s = 0.f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) s += qv[g][e] * kf[e];
+#pragma unroll
+                for (int o = 1; o < LPP; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                if (!valid) continue;
+                const float mt = fmaxf(m[g], s);
+                const float alpha = m[g] == -INFINITY ? 0.f : __expf(m[g] - mt);
+                const float pj = __expf(s - mt);
+                l[g] = l[g] * alpha + pj;
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[g][e] = acc[g][e] * alpha + pj * vf[e];
+                m[g] = mt;
+            }
+        }
+        /* the position groups of a warp, then the warps of a KV head */
+#pragma unroll
+        for (int g = 0; g < MAXG; g++) {
+            if (g >= G) break;
+#pragma unroll
+            for (int o = LPP; o < 32; o <<= 1) {
+                const float m2 = __shfl_xor_sync(0xffffffffu, m[g], o);
+                const float l2 = __shfl_xor_sync(0xffffffffu, l[g], o);
+                const float M = fmaxf(m[g], m2);
+                const float a1 = m[g] == -INFINITY ? 0.f : __expf(m[g] - M);
+                const float a2 = m2 == -INFINITY ? 0.f : __expf(m2 - M);
+                l[g] = l[g] * a1 + l2 * a2;
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    const float o2 = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+                    acc[g][e] = acc[g][e] * a1 + o2 * a2;
+                }
+                m[g] = M;
+            }
+            if (lane < LPP && kh < KV) {
+                float *w = wpart + ((size_t)warp * MAXG + g) * (HD + 2);
+                if (lane == 0) w[0] = m[g], w[1] = l[g];
+#pragma unroll
+                for (int e = 0; e < 8; e++) w[2 + lp * 8 + e] = acc[g][e];
+            }
+        }
+        __syncthreads();
+        /* this block's partial of each head, to every block that needs it: all of them */
+        if (nloc > 0) {
+            const int W = HD + 2;
+            for (int i = tid; i < H * W; i += T) {
+                const int h = i / W, e = i % W, k2 = h / G, g = h % G;
+                float M = -INFINITY;
+                for (int w = 0; w < wpk; w++)
+                    M = fmaxf(M, wpart[((size_t)(k2 * wpk + w) * MAXG + g) * W]);
+                float v = 0.f;
+                if (e == 0) {
+                    v = M;
+                } else {
+                    for (int w = 0; w < wpk; w++) {
+                        const float *src = wpart + ((size_t)(k2 * wpk + w) * MAXG + g) * W;
+                        const float a = src[0] == -INFINITY ? 0.f : __expf(src[0] - M);
+                        v += a * src[e];
+                    }
+                }
+                const size_t at = ((size_t)rank * H + h) * W + e;
+                for (int d = 0; d < CL; d++) cl.map_shared_rank(part, d)[at] = v;
+            }
+        }
+    }
+    cl_arrive();
+    cl_wait();
+
+    /* ---- C: the partials combined, o, residual ----------------------------------------- */
+    {
+        const int W = HD + 2, nsrc = LODE_MIN(nblk, CL);
+        for (int h = tid; h < H; h += T) {
+            float M = -INFINITY, den = 0.f;
+            for (int s = 0; s < nsrc; s++) M = fmaxf(M, part[((size_t)s * H + h) * W]);
+            for (int s = 0; s < nsrc; s++) {
+                const float *p = part + ((size_t)s * H + h) * W;
+                const float e = p[0] == -INFINITY ? 0.f : __expf(p[0] - M);
+                ew[s * H + h] = e;
+                den += e * p[1];
+            }
+            const float inv = den > 0.f ? 1.f / den : 0.f;
+            for (int s = 0; s < nsrc; s++) ew[s * H + h] *= inv;
+        }
+        __syncthreads();
+        float *att = hs; /* the attention output [n_head head_dim], until h arrives */
+        for (int i = tid; i < H * HD; i += T) {
+            const int h = i / HD, d = i % HD;
+            float v = 0.f;
+            for (int s = 0; s < nsrc; s++) v += ew[s * H + h] * part[((size_t)s * H + h) * W + 2 + d];
+            att[i] = v;
+        }
+        __syncthreads();
+        quant_x(att, nullptr, 1.f, H * HD, xw, xsum, xsc);
+        dots<FMT>((const uint4 *)(sm + y.wq[1]), sm + y.ws[1], y.ro, y.nu_o, xw, xsum, xsc, racc);
+        const int r0 = rank * y.ro;
+        for (int i = tid; i < y.ro * CL; i += T) {
+            const int r = i % y.ro, d = i / y.ro;
+            cl.map_shared_rank(xres, d)[r0 + r] = xres[r0 + r] + racc[r];
+        }
+    }
+    cl_arrive();
+    cl_wait();
+
+    /* ---- D: RMSNorm, gate and up, SwiGLU ------------------------------------------------ */
+    {
+        float s2 = 0.f;
+        for (int f = tid; f < dim / 4; f += T) {
+            const float4 v = ((const float4 *)xres)[f];
+            s2 += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+        s2 = bsum(s2, red);
+        quant_x(xres, L.ffn_norm, rsqrtf(s2 / (float)dim + c.eps), dim, xw, xsum, xsc);
+        dots<FMT>((const uint4 *)(sm + y.wq[2]), sm + y.ws[2], y.rf, y.nu_d, xw, xsum, xsc, racc);
+        dots<FMT>((const uint4 *)(sm + y.wq[3]), sm + y.ws[3], y.rf, y.nu_d, xw, xsum, xsc,
+                  racc + y.rf);
+        const int r0 = rank * y.rf;
+        for (int i = tid; i < y.rf * CL; i += T) {
+            const int r = i % y.rf, d = i / y.rf;
+            cl.map_shared_rank(hs, d)[r0 + r] = silu(racc[r]) * racc[y.rf + r];
+        }
+    }
+    cl_arrive();
+    cl_wait();
+
+    /* ---- E: down, residual, out ---------------------------------------------------------- */
+    {
+        quant_x(hs, nullptr, 1.f, ff, xw, xsum, xsc);
+        dots<FMT>((const uint4 *)(sm + y.wq[4]), sm + y.ws[4], y.ro, y.nu_f, xw, xsum, xsc, racc);
+        const int r0 = rank * y.ro;
+        for (int r = tid; r < y.ro; r += T) __stcg(c.x + r0 + r, xres[r0 + r] + racc[r]);
+    }
+    (void)qkv_rows;
+}
+
+typedef void (*kern_t)(const krn_cuda_layers_cfg, const krn_cuda_layer, const Lay);
+
+static kern_t pick(int fmt, int hd)
+{
+    if (fmt == FMT_Q4) return hd == 64 ? clayer_kernel<FMT_Q4, 64> : clayer_kernel<FMT_Q4, 128>;
+    if (fmt == FMT_Q4M) return hd == 64 ? clayer_kernel<FMT_Q4M, 64> : clayer_kernel<FMT_Q4M, 128>;
+    return nullptr;
+}
+
+/* LODE_CUDA_CLUSTER_KVCAP=n stages at most n KV-cache blocks a block in shared memory, the
+ * rest being read from global memory (for tests of that path; read at each launch, which a
+ * captured graph does not repeat). */
+static int kvcap_env()
+{
+    const char *e = getenv("LODE_CUDA_CLUSTER_KVCAP");
+    const int cap = e && *e ? atoi(e) : 8;
+    return cap < 0 ? 0 : cap;
+}
+
+static int up16(int64_t v)
+{
+    return (int)((v + 15) / 16 * 16);
+}
+
+/* The layout of a block's shared memory for this shape, or false when it does not fit. */
+static bool plan(const krn_cuda_layers_cfg *c, Lay *y)
+{
+    memset(y, 0, sizeof *y);
+    const int hd = c->head_dim, H = c->n_head, KV = c->n_kv_head;
+    if (!pick(c->fmt, hd) || KV <= 0 || H % KV || H / KV > MAXG || KV > NW || c->dim % 32 ||
+        c->ff % 32 || (H * hd) % 32 || c->n_layer <= 0)
+        return false;
+    const int qkv_rows = (H + 2 * KV) * hd;
+    if (qkv_rows % (2 * CL) || c->dim % CL || c->ff % CL) return false;
+    y->nu_d = c->dim / 32, y->nu_o = H * hd / 32, y->nu_f = c->ff / 32;
+    y->rq = qkv_rows / CL, y->ro = c->dim / CL, y->rf = c->ff / CL;
+    y->sb = c->fmt == FMT_Q4 ? 2 : 4;
+    const int rows[5] = {y->rq, y->ro, y->rf, y->rf, y->ro};
+    const int nus[5] = {y->nu_d, y->nu_o, y->nu_d, y->nu_d, y->nu_f};
+    int off = 0;
+    for (int i = 0; i < 5; i++) {
+        const int64_t q = (int64_t)rows[i] * nus[i] * 16, s = (int64_t)rows[i] * nus[i] * y->sb;
+        /* bulk copies move multiples of 16 bytes from 16-byte aligned addresses */
+        if (s % 16) return false;
+        y->wq[i] = off, y->wqb[i] = (int)q, off += (int)q;
+        y->ws[i] = off, y->wsb[i] = (int)s, off += (int)s;
+    }
+    y->wbytes = off;
+    auto take = [&](int bytes) {
+        const int at = off;
+        off = up16(off + bytes);
+        return at;
+    };
+    const int kmax = LODE_MAX(LODE_MAX(c->dim, c->ff), H * hd);
+    y->xw = take(kmax);
+    y->xsum = take(kmax / 32 * 8);
+    y->xsc = take(kmax / 32 * 4);
+    y->xres = take(c->dim * 4);
+    y->qkv = take(qkv_rows * 4);
+    y->hs = take(LODE_MAX(c->ff, H * hd) * 4);
+    y->part = take(CL * H * (hd + 2) * 4);
+    y->wpart = take(NW * MAXG * (hd + 2) * 4);
+    y->racc = take(LODE_MAX(LODE_MAX(y->rq, y->ro), 2 * y->rf) * 4);
+    y->red = take(NW * 4);
+    y->ew = take(CL * H * 4);
+    y->mbar = take(16);
+    off = (off + 127) / 128 * 128;
+    y->kv = off;
+    const int kvb = 2 * KV * KRN_CUDA_KV_BLOCK * hd * 2;
+    if (off > SMEM_MAX) return false;
+    y->kvcap = LODE_MIN(LODE_MIN(8, kvcap_env()), (SMEM_MAX - off) / kvb);
+    y->smem = off + y->kvcap * kvb;
+    return true;
+}
+
+struct Dev {
+    int dev = -1, ok = 0;
+};
+static thread_local Dev devc;
+
+} // namespace
+
+extern "C" int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c)
+{
+    Lay y;
+    if (!plan(c, &y)) return 0;
+    kern_t k = pick(c->fmt, c->head_dim);
+    int dev = 0, optin = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        major < 9 ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess ||
+        y.smem > optin) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, y.smem) !=
+            cudaSuccess ||
+        cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+            cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(CL);
+    cfg.blockDim = dim3(T);
+    cfg.dynamicSmemBytes = y.smem;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = CL;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, k, &cfg) != cudaSuccess || n < 1) {
+        cudaGetLastError();
+        return 0;
+    }
+    devc.dev = dev;
+    devc.ok = 1;
+    return 1;
+}
+
+extern "C" lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, const krn_cuda_layer *L,
+                                              void *stream)
+{
+    Lay y;
+    kern_t k = pick(c->fmt, c->head_dim);
+    if (!k || !plan(c, &y) || !L || !c->x || !c->pos || !c->slot || !c->seq_len ||
+        !c->block_table)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "clayer_decode: bad arguments");
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(CL);
+    cfg.blockDim = dim3(T);
+    cfg.dynamicSmemBytes = y.smem;
+    cfg.stream = STREAM(stream);
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = CL;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    at[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = krn_cuda_pdl_enabled() ? 2 : 1;
+    CU_TRY(cudaLaunchKernelEx(&cfg, k, *c, *L, y));
+    CU_LAUNCHED("clayer_decode");
+    return LODE_OK;
+}
