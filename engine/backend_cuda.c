@@ -1110,7 +1110,7 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
         if (m->persist == 2) {
             for (int l = 0; l < c->n_layer; l++) {
                 krn_cuda_layer v = layer_view(m, l);
-                TRY(m, krn_cuda_clayer_decode(&k, &v, s), "cluster layer");
+                TRY(m, krn_cuda_clayer_decode(&k, &v, l, s), "cluster layer");
                 prof_mark(m, "layer (cluster kernel)");
             }
             return LODE_OK;

@@ -42,35 +42,45 @@ namespace
 constexpr int CL = 16; /* blocks of the cluster */
 constexpr int T = 256; /* threads a block */
 constexpr int NW = T / 32;
-constexpr int MAXG = 4;           /* query heads a KV head, at most */
+constexpr int MAXG = 4;              /* query heads a KV head, at most */
 constexpr int SMEM_MAX = 227 * 1024; /* Hopper's opt-in shared memory a block */
 
 /* Where things live in a block's shared memory (bytes from the start), and the shares. */
 struct Lay {
-    int nu_d, nu_o, nu_f;  /* units a row: dim, n_head head_dim, ff */
-    int rq, ro, rf;        /* rows a block: qkv, o and down, gate (and as many up) */
-    int sb;                /* bytes of scale a unit */
-    int wq[5], ws[5];      /* values and scales of the slices: qkv, o, gate, up, down */
-    int wqb[5], wsb[5];    /* their sizes */
-    int wbytes;            /* weight bytes a block */
-    int xw, xsum, xsc;     /* the quantized input: int8 words, half sums, scales */
-    int xres, qkv, hs;     /* residual x [dim], this token's q|k|v, gathered h [ff] */
-    int part;              /* attention partials [CL][n_head][head_dim + 2] */
-    int wpart;             /* per-warp attention state [NW][MAXG][head_dim + 2] */
-    int racc, red, ew;     /* row sums, block reduction, combine weights [CL][n_head] */
-    int mbar;              /* the bulk copies' barrier */
-    int kv;                /* cached keys and values: [kvcap][2][n_kv_head][16][head_dim] */
-    int kvcap;             /* KV-cache blocks a block stages */
-    int smem;              /* total */
+    int nu_d, nu_o, nu_f; /* units a row: dim, n_head head_dim, ff */
+    int rq, ro, rf;       /* rows a block: qkv, o and down, gate (and as many up) */
+    int sb;               /* bytes of scale a unit */
+    int wq[5], ws[5];     /* values and scales of the slices: qkv, o, gate, up, down */
+    int wqb[5], wsb[5];   /* their sizes */
+    int wbytes;           /* weight bytes a block */
+    int xw, xsum, xsc;    /* the quantized input: int8 words, half sums, scales */
+    int xres, qkv, hs;    /* residual x [dim], this token's q|k|v, gathered h [ff] */
+    int part;             /* attention partials [CL][n_head][head_dim + 4] */
+    int wpart;            /* per-warp attention state [NW][MAXG][head_dim + 4] */
+    int racc, red, ew;    /* row sums, block reduction, combine weights [CL][n_head] */
+    int mbar;             /* the bulk copies' barrier */
+    int kv;               /* cached keys and values: [kvcap][2][n_kv_head][16][head_dim] */
+    int kvcap;            /* KV-cache blocks a block stages */
+    int smem;             /* total */
 };
+
+constexpr int NEV = 12; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
+
+__device__ __forceinline__ void mark(unsigned long long *tr, int e)
+{
+    if (tr && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        tr[e] = t;
+    }
+}
 
 __device__ __forceinline__ uint32_t sa(const void *p)
 {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes,
-                                          uint64_t *bar)
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
 {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
                  "%2, [%3];" ::"r"(sa(dst)),
@@ -120,8 +130,8 @@ __device__ __forceinline__ float bsum(float v, float *red)
 /* The K values of src (shared memory) times w (global, may be NULL) times mul, quantized to
  * int8 per 32 (xw: word c of unit u holds elements 4c..4c+3), with the sums of each unit's
  * two halves (xsum) and its scale (xsc), as the GEMV stages its input. Synchronizes. */
-__device__ __forceinline__ void quant_x(const float *src, const float *w, float mul, int K,
-                                        int *xw, float *xsum, float *xsc)
+__device__ __forceinline__ void quant_x(const float *src, const float *w, float mul, int K, int *xw,
+                                        float *xsum, float *xsc)
 {
     const int n4 = K / 4, tid = threadIdx.x;
     for (int base = 0; base < n4; base += T) {
@@ -160,9 +170,8 @@ __device__ __forceinline__ void quant_x(const float *src, const float *w, float 
  * ws) times the quantized input, for r < nr. S threads a row (a power of two, at most 32)
  * take its units in turn and meet in shuffles. Synchronizes. */
 template <int FMT>
-__device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, int nu,
-                                     const int *xw, const float *xsum, const float *xsc,
-                                     float *out)
+__device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, int nu, const int *xw,
+                                     const float *xsum, const float *xsc, float *out)
 {
     int S = 1;
     while (S < 32 && S * 3 < nu) S *= 2;
@@ -232,6 +241,8 @@ __global__ void __launch_bounds__(T, 1)
     float *part = (float *)(sm + y.part), *wpart = (float *)(sm + y.wpart);
     float *racc = (float *)(sm + y.racc), *red = (float *)(sm + y.red), *ew = (float *)(sm + y.ew);
     const __half *kvs = (const __half *)(sm + y.kv);
+    unsigned long long *tr = c.trace ? c.trace + (size_t)rank * NEV : nullptr;
+    mark(tr, 0);
 
     /* The sequence's state was written before this step's graph began (as the decode
      * attention's kv_early assumes): the weights and the cached keys and values are requested
@@ -269,6 +280,7 @@ __global__ void __launch_bounds__(T, 1)
     cl_arrive_relaxed(); /* this block runs: the others may write into its shared memory */
     pdl_trigger();       /* the next layer may start loading its weights */
     pdl_wait();
+    mark(tr, 1);
 
     /* ---- A: RMSNorm, QKV, RoPE, KV write ------------------------------------------------ */
     float ss = 0.f;
@@ -280,6 +292,7 @@ __global__ void __launch_bounds__(T, 1)
     ss = bsum(ss, red);
     quant_x(xres, L.attn_norm, rsqrtf(ss / (float)dim + c.eps), dim, xw, xsum, xsc);
     mbar_wait(mbar, 0);
+    mark(tr, 2);
     dots<FMT>((const uint4 *)(sm + y.wq[0]), sm + y.ws[0], y.rq, y.nu_d, xw, xsum, xsc, racc);
     const int pos = c.pos[0], slot = c.slot[0];
     const int a0 = rank * y.rq;
@@ -305,8 +318,7 @@ __global__ void __launch_bounds__(T, 1)
             }
             if (slot >= 0) {
                 const int kh = kv / HD, d = kv % HD;
-                const int64_t idx =
-                    (((int64_t)(slot / BLK) * KV + kh) * BLK + slot % BLK) * HD + d;
+                const int64_t idx = (((int64_t)(slot / BLK) * KV + kh) * BLK + slot % BLK) * HD + d;
                 *(__half2 *)(cache + idx) = hv;
             }
         }
@@ -315,7 +327,7 @@ __global__ void __launch_bounds__(T, 1)
     __syncthreads();
     cl_wait(); /* every block of the cluster has started */
     {
-        const int last = seq > 0 ? ((seq - 1) / BLK) % CL : 0; /* holds the newest position */
+        const int last = seq > 0 ? ((seq - 1) / BLK) % CL : 0;   /* holds the newest position */
         const int nq = LODE_MAX(0, LODE_MIN(y.rq, H * HD - a0)); /* q rows of this block */
         for (int i = tid; i < nq * CL; i += T) {
             const int r = i % nq, d = i / nq;
@@ -323,8 +335,10 @@ __global__ void __launch_bounds__(T, 1)
         }
         for (int r = nq + tid; r < y.rq; r += T) cl.map_shared_rank(qkv, last)[a0 + r] = racc[r];
     }
+    mark(tr, 3);
     cl_arrive();
     cl_wait();
+    mark(tr, 4);
 
     /* ---- B: attention over this block's KV-cache blocks, every head --------------------- */
     {
@@ -408,42 +422,43 @@ __global__ void __launch_bounds__(T, 1)
                 m[g] = M;
             }
             if (lane < LPP && kh < KV) {
-                float *w = wpart + ((size_t)warp * MAXG + g) * (HD + 2);
-                if (lane == 0) w[0] = m[g], w[1] = l[g];
+                float *w = wpart + ((size_t)warp * MAXG + g) * (HD + 4);
+                if (lane == 0) w[0] = m[g], w[1] = l[g], w[2] = w[3] = 0.f;
 #pragma unroll
-                for (int e = 0; e < 8; e++) w[2 + lp * 8 + e] = acc[g][e];
+                for (int e = 0; e < 8; e++) w[4 + lp * 8 + e] = acc[g][e];
             }
         }
         __syncthreads();
-        /* this block's partial of each head, to every block that needs it: all of them */
+        /* this block's partial of each head (max, sum, 2 unused, the weighted values), to
+         * every block, which all need every head: 16-byte stores */
         if (nloc > 0) {
-            const int W = HD + 2;
-            for (int i = tid; i < H * W; i += T) {
-                const int h = i / W, e = i % W, k2 = h / G, g = h % G;
+            constexpr int W = HD + 4, W4 = W / 4;
+            for (int i = tid; i < H * W4; i += T) {
+                const int h = i / W4, e4 = i % W4, k2 = h / G, g = h % G;
                 float M = -INFINITY;
                 for (int w = 0; w < wpk; w++)
                     M = fmaxf(M, wpart[((size_t)(k2 * wpk + w) * MAXG + g) * W]);
-                float v = 0.f;
-                if (e == 0) {
-                    v = M;
-                } else {
-                    for (int w = 0; w < wpk; w++) {
-                        const float *src = wpart + ((size_t)(k2 * wpk + w) * MAXG + g) * W;
-                        const float a = src[0] == -INFINITY ? 0.f : __expf(src[0] - M);
-                        v += a * src[e];
-                    }
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                for (int w = 0; w < wpk; w++) {
+                    const float *src = wpart + ((size_t)(k2 * wpk + w) * MAXG + g) * W;
+                    const float a = src[0] == -INFINITY ? 0.f : __expf(src[0] - M);
+                    const float4 t = ((const float4 *)src)[e4];
+                    v.x += a * t.x, v.y += a * t.y, v.z += a * t.z, v.w += a * t.w;
                 }
-                const size_t at = ((size_t)rank * H + h) * W + e;
-                for (int d = 0; d < CL; d++) cl.map_shared_rank(part, d)[at] = v;
+                if (e4 == 0) v.x = M;
+                const size_t at = ((size_t)rank * H + h) * W4 + e4;
+                for (int d = 0; d < CL; d++) ((float4 *)cl.map_shared_rank(part, d))[at] = v;
             }
         }
     }
+    mark(tr, 5);
     cl_arrive();
     cl_wait();
+    mark(tr, 6);
 
     /* ---- C: the partials combined, o, residual ----------------------------------------- */
     {
-        const int W = HD + 2, nsrc = LODE_MIN(nblk, CL);
+        const int W = HD + 4, nsrc = LODE_MIN(nblk, CL);
         for (int h = tid; h < H; h += T) {
             float M = -INFINITY, den = 0.f;
             for (int s = 0; s < nsrc; s++) M = fmaxf(M, part[((size_t)s * H + h) * W]);
@@ -461,7 +476,8 @@ __global__ void __launch_bounds__(T, 1)
         for (int i = tid; i < H * HD; i += T) {
             const int h = i / HD, d = i % HD;
             float v = 0.f;
-            for (int s = 0; s < nsrc; s++) v += ew[s * H + h] * part[((size_t)s * H + h) * W + 2 + d];
+            for (int s = 0; s < nsrc; s++)
+                v += ew[s * H + h] * part[((size_t)s * H + h) * W + 4 + d];
             att[i] = v;
         }
         __syncthreads();
@@ -473,8 +489,10 @@ __global__ void __launch_bounds__(T, 1)
             cl.map_shared_rank(xres, d)[r0 + r] = xres[r0 + r] + racc[r];
         }
     }
+    mark(tr, 7);
     cl_arrive();
     cl_wait();
+    mark(tr, 8);
 
     /* ---- D: RMSNorm, gate and up, SwiGLU ------------------------------------------------ */
     {
@@ -494,8 +512,10 @@ __global__ void __launch_bounds__(T, 1)
             cl.map_shared_rank(hs, d)[r0 + r] = silu(racc[r]) * racc[y.rf + r];
         }
     }
+    mark(tr, 9);
     cl_arrive();
     cl_wait();
+    mark(tr, 10);
 
     /* ---- E: down, residual, out ---------------------------------------------------------- */
     {
@@ -504,6 +524,8 @@ __global__ void __launch_bounds__(T, 1)
         const int r0 = rank * y.ro;
         for (int r = tid; r < y.ro; r += T) __stcg(c.x + r0 + r, xres[r0 + r] + racc[r]);
     }
+    __syncthreads();
+    mark(tr, 11);
     (void)qkv_rows;
 }
 
@@ -567,8 +589,8 @@ static bool plan(const krn_cuda_layers_cfg *c, Lay *y)
     y->xres = take(c->dim * 4);
     y->qkv = take(qkv_rows * 4);
     y->hs = take(LODE_MAX(c->ff, H * hd) * 4);
-    y->part = take(CL * H * (hd + 2) * 4);
-    y->wpart = take(NW * MAXG * (hd + 2) * 4);
+    y->part = take(CL * H * (hd + 4) * 4);
+    y->wpart = take(NW * MAXG * (hd + 4) * 4);
     y->racc = take(LODE_MAX(LODE_MAX(y->rq, y->ro), 2 * y->rf) * 4);
     y->red = take(NW * 4);
     y->ew = take(CL * H * 4);
@@ -606,8 +628,7 @@ extern "C" int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c)
     }
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, y.smem) !=
             cudaSuccess ||
-        cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
-            cudaSuccess) {
+        cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
@@ -632,13 +653,67 @@ extern "C" int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c)
     return 1;
 }
 
+/* LODE_CUDA_LAYERS_TRACE=1: eager (not captured) steps record when each block of each layer
+ * reaches each stage and print the times, averaged over the layers, after the last layer */
+static int trace_on()
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_LAYERS_TRACE");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on;
+}
+
+static lode_status trace_report(const unsigned long long *dbuf, int n_layer, cudaStream_t st)
+{
+    const size_t n = (size_t)n_layer * CL * NEV;
+    unsigned long long *h = (unsigned long long *)malloc(n * sizeof *h);
+    if (!h) return LODE_ERR_NOMEM;
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e == cudaSuccess) e = cudaMemcpy(h, dbuf, n * sizeof *h, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {
+        free(h);
+        return krn_cuda_fail(e, "cluster trace", __FILE__, __LINE__);
+    }
+    /* per layer: the first block's entry, the last block's time at each event */
+    double sum[NEV + 2] = {0};
+    for (int l = 0; l < n_layer; l++) {
+        unsigned long long first = ~0ull, last[NEV];
+        for (int e2 = 0; e2 < NEV; e2++) last[e2] = 0;
+        for (int b = 0; b < CL; b++) {
+            const unsigned long long *t = h + ((size_t)l * CL + b) * NEV;
+            first = LODE_MIN(first, t[0]);
+            for (int e2 = 0; e2 < NEV; e2++) last[e2] = LODE_MAX(last[e2], t[e2]);
+        }
+        for (int e2 = 1; e2 < NEV; e2++) sum[e2] += (double)(last[e2] - last[e2 - 1]);
+        if (l) {
+            unsigned long long pend = 0;
+            for (int b = 0; b < CL; b++)
+                pend = LODE_MAX(pend, h[((size_t)(l - 1) * CL + b) * NEV + NEV - 1]);
+            sum[NEV] += (double)first - (double)pend; /* entry after the previous layer's end */
+            sum[NEV + 1] += (double)last[1] - (double)pend; /* wait returned after it */
+        }
+    }
+    const double L = n_layer, L1 = n_layer > 1 ? n_layer - 1 : 1;
+    fprintf(stderr,
+            "cluster layer trace (us a layer, slowest block, from the event before): entry after "
+            "previous layer's end %.2f, wait returned after it %.2f; weights in %.2f, A %.2f, "
+            "barrier %.2f, B attention %.2f, barrier %.2f, C combine+o %.2f, barrier %.2f, D "
+            "gate/up %.2f, barrier %.2f, E down %.2f\n",
+            sum[NEV] / L1 / 1e3, sum[NEV + 1] / L1 / 1e3, sum[2] / L / 1e3, sum[3] / L / 1e3,
+            sum[4] / L / 1e3, sum[5] / L / 1e3, sum[6] / L / 1e3, sum[7] / L / 1e3,
+            sum[8] / L / 1e3, sum[9] / L / 1e3, sum[10] / L / 1e3, sum[11] / L / 1e3);
+    free(h);
+    return LODE_OK;
+}
+
 extern "C" lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, const krn_cuda_layer *L,
-                                              void *stream)
+                                              int layer, void *stream)
 {
     Lay y;
     kern_t k = pick(c->fmt, c->head_dim);
-    if (!k || !plan(c, &y) || !L || !c->x || !c->pos || !c->slot || !c->seq_len ||
-        !c->block_table)
+    if (!k || !plan(c, &y) || !L || !c->x || !c->pos || !c->slot || !c->seq_len || !c->block_table)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "clayer_decode: bad arguments");
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(CL);
@@ -654,7 +729,26 @@ extern "C" lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, cons
     at[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = at;
     cfg.numAttrs = krn_cuda_pdl_enabled() ? 2 : 1;
-    CU_TRY(cudaLaunchKernelEx(&cfg, k, *c, *L, y));
+    krn_cuda_layers_cfg kc = *c;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    const bool trace = trace_on() && !kc.trace &&
+                       cudaStreamIsCapturing(cfg.stream, &cs) == cudaSuccess &&
+                       cs == cudaStreamCaptureStatusNone;
+    static thread_local unsigned long long *tbuf = nullptr;
+    static thread_local size_t tbytes = 0;
+    if (trace) {
+        const size_t need = (size_t)c->n_layer * CL * NEV * sizeof *tbuf;
+        if (need > tbytes) {
+            cudaFree(tbuf);
+            tbuf = nullptr;
+            tbytes = 0;
+            CU_TRY(cudaMalloc(&tbuf, need));
+            tbytes = need;
+        }
+        kc.trace = tbuf + (size_t)layer * CL * NEV;
+    }
+    CU_TRY(cudaLaunchKernelEx(&cfg, k, kc, *L, y));
     CU_LAUNCHED("clayer_decode");
+    if (trace && layer == c->n_layer - 1) return trace_report(tbuf, c->n_layer, cfg.stream);
     return LODE_OK;
 }

@@ -336,11 +336,13 @@ lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void *stream);
  * device where a cluster of 16 such blocks can be resident (sets up the kernel's attributes;
  * call it outside graph capture). c->layers, x, q, h and bar are not used. */
 int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c);
-/* One decoder layer (L) of a decode step of one sequence on one cluster: RMSNorm + QKV +
- * RoPE + KV write, attention, o projection + residual, RMSNorm + gate/up + SwiGLU, down
- * projection + residual; x (c->x) in and out. Launched with programmatic serialization, so
- * the next layer's kernel copies its weights while this one runs. */
-lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, const krn_cuda_layer *L,
+/* Decoder layer `layer` (weights and cache L) of a decode step of one sequence on one
+ * cluster: RMSNorm + QKV + RoPE + KV write, attention, o projection + residual, RMSNorm +
+ * gate/up + SwiGLU, down projection + residual; x (c->x) in and out. Launched with
+ * programmatic serialization, so the next layer's kernel copies its weights while this one
+ * runs. With LODE_CUDA_LAYERS_TRACE=1, eager (not captured) calls record when each block
+ * reaches each stage, and the call for the last layer waits and prints the times to stderr. */
+lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, const krn_cuda_layer *L, int layer,
                                    void *stream);
 
 /* ---- sampling on the device ------------------------------------------------------------ */
