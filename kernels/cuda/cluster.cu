@@ -40,9 +40,11 @@ namespace
 {
 
 constexpr int CL = 16; /* blocks of the cluster */
-constexpr int T = 256; /* threads a block */
+constexpr int T = 512; /* threads a block */
 constexpr int NW = T / 32;
 constexpr int MAXG = 4;              /* query heads a KV head, at most */
+constexpr int UPT = 3;               /* units of a row a thread takes in a dot product, at most */
+constexpr int NA_MIN = 4;            /* blocks that share the attention of a short sequence */
 constexpr int SMEM_MAX = 227 * 1024; /* Hopper's opt-in shared memory a block */
 
 /* Where things live in a block's shared memory (bytes from the start), and the shares. */
@@ -166,51 +168,79 @@ __device__ __forceinline__ void quant_x(const float *src, const float *w, float 
     __syncthreads();
 }
 
-/* out[r] = row r of a weight slice in shared memory (nr rows of nu units: values wq, scales
- * ws) times the quantized input, for r < nr. S threads a row (a power of two, at most 32)
- * take its units in turn and meet in shuffles. Synchronizes. */
+/* out[r] = row r of a weight slice in shared memory (nr rows of nu <= 32 UPT units: values
+ * wq, scales ws) times the quantized input, for r < nr. S threads a row (a power of two, at
+ * most 32) take its units, at most UPT each, all loaded before any is used, and meet in
+ * shuffles. Synchronizes. */
 template <int FMT>
 __device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, int nu, const int *xw,
                                      const float *xsum, const float *xsc, float *out)
 {
     int S = 1;
-    while (S < 32 && S * 3 < nu) S *= 2;
+    while (S < 32 && S * UPT < nu) S *= 2;
     const int gpr = T / S, g = threadIdx.x / S, j = threadIdx.x % S;
     const int passes = (nr + gpr - 1) / gpr;
     for (int ps = 0; ps < passes; ps++) {
         const int r = ps * gpr + g;
-        float acc = 0.f;
-        if (r < nr) {
-            for (int u = j; u < nu; u += S) {
-                const int64_t i = (int64_t)r * nu + u;
-                const uint4 q = wq[i];
-                int lo[4], hi[4];
-                nib_i8(q, lo, hi);
-                const int4 x0 = ((const int4 *)xw)[2 * u], x1 = ((const int4 *)xw)[2 * u + 1];
-                int dl = __dp4a(lo[0], x0.x, 0);
-                dl = __dp4a(lo[1], x0.y, dl);
-                dl = __dp4a(lo[2], x0.z, dl);
-                dl = __dp4a(lo[3], x0.w, dl);
-                int dh = __dp4a(hi[0], x1.x, 0);
-                dh = __dp4a(hi[1], x1.y, dh);
-                dh = __dp4a(hi[2], x1.z, dh);
-                dh = __dp4a(hi[3], x1.w, dh);
-                const float2 sx = ((const float2 *)xsum)[u];
-                float a;
-                if constexpr (FMT == FMT_Q4M) {
-                    const float2 dm = __half22float2(((const __half2 *)ws)[i]);
-                    a = dm.x * (float)(dl + dh) + dm.y * (sx.x + sx.y);
-                } else {
-                    const float d = __half2float(((const __half *)ws)[i]);
-                    a = d * (((float)dl - 8.f * sx.x) + ((float)dh - 8.f * sx.y));
-                }
-                acc += xsc[u] * a;
+        uint4 q[UPT];
+        uint32_t sc[UPT];
+#pragma unroll
+        for (int k = 0; k < UPT; k++) {
+            const int u = j + k * S;
+            q[k] = make_uint4(0u, 0u, 0u, 0u);
+            sc[k] = 0u;
+            if (r < nr && u < nu) {
+                const int i = r * nu + u;
+                q[k] = wq[i];
+                sc[k] = FMT == FMT_Q4M ? ((const uint32_t *)ws)[i]
+                                       : (uint32_t)((const unsigned short *)ws)[i];
             }
+        }
+        float acc = 0.f;
+#pragma unroll
+        for (int k = 0; k < UPT; k++) {
+            const int u = j + k * S;
+            if (r >= nr || u >= nu) break;
+            int lo[4], hi[4];
+            nib_i8(q[k], lo, hi);
+            const int4 x0 = ((const int4 *)xw)[2 * u], x1 = ((const int4 *)xw)[2 * u + 1];
+            int dl = __dp4a(lo[0], x0.x, 0);
+            dl = __dp4a(lo[1], x0.y, dl);
+            dl = __dp4a(lo[2], x0.z, dl);
+            dl = __dp4a(lo[3], x0.w, dl);
+            int dh = __dp4a(hi[0], x1.x, 0);
+            dh = __dp4a(hi[1], x1.y, dh);
+            dh = __dp4a(hi[2], x1.z, dh);
+            dh = __dp4a(hi[3], x1.w, dh);
+            const float2 sx = ((const float2 *)xsum)[u];
+            float a;
+            if constexpr (FMT == FMT_Q4M) {
+                const float2 dm = __half22float2(*(const __half2 *)&sc[k]);
+                a = dm.x * (float)(dl + dh) + dm.y * (sx.x + sx.y);
+            } else {
+                __half_raw hr;
+                hr.x = (unsigned short)sc[k];
+                const float d = __half2float(__half(hr));
+                a = d * (((float)dl - 8.f * sx.x) + ((float)dh - 8.f * sx.y));
+            }
+            acc += xsc[u] * a;
         }
         for (int o = S / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
         if (j == 0 && r < nr) out[r] = acc;
     }
     __syncthreads();
+}
+
+/* n floats (n % 4 == 0, 16-byte aligned) of src into dst, which is at the same place in the
+ * shared memory of blocks [d0, d1) of the cluster: 16-byte stores. */
+__device__ __forceinline__ void bcast(cg::cluster_group &cl, float *dst, const float *src, int n,
+                                      int d0, int d1)
+{
+    const int n4 = n / 4;
+    for (int i = threadIdx.x; i < n4 * (d1 - d0); i += T) {
+        const int d = d0 + i / n4, k = i % n4;
+        ((float4 *)cl.map_shared_rank(dst, d))[k] = ((const float4 *)src)[k];
+    }
 }
 
 __device__ __forceinline__ void h8(const uint4 &r, float *f)
@@ -249,7 +279,10 @@ __global__ void __launch_bounds__(T, 1)
      * before the wait for the previous layer. */
     const int seq = c.seq_len[0];
     const int nblk = (seq + BLK - 1) / BLK;
-    const int nloc = rank < nblk ? (nblk - rank + CL - 1) / CL : 0; /* KV blocks of this one */
+    /* the blocks that attend: few for a short sequence (fewer partials to exchange), as many
+     * as it takes to hold the cached keys and values in shared memory for a long one */
+    const int na = LODE_MIN(CL, LODE_MAX(NA_MIN, y.kvcap ? (nblk + y.kvcap - 1) / y.kvcap : CL));
+    const int nloc = rank < LODE_MIN(nblk, na) ? (nblk - rank + na - 1) / na : 0; /* KV blocks */
     const int staged = LODE_MIN(nloc, y.kvcap);
     const int kvb = KV * BLK * HD * 2; /* bytes of K (or V) of a KV-cache block */
     if (tid == 0) {
@@ -269,7 +302,7 @@ __global__ void __launch_bounds__(T, 1)
             bulk_copy(sm + y.ws[i], (const char *)ms[i]->s + u0 * y.sb, (uint32_t)y.wsb[i], mbar);
         }
         for (int j = 0; j < staged; j++) {
-            const int64_t phys = c.block_table[j * CL + rank];
+            const int64_t phys = c.block_table[j * na + rank];
             bulk_copy(sm + y.kv + (size_t)(2 * j) * kvb, (const char *)L.k_cache + phys * kvb,
                       (uint32_t)kvb, mbar);
             bulk_copy(sm + y.kv + (size_t)(2 * j + 1) * kvb, (const char *)L.v_cache + phys * kvb,
@@ -327,13 +360,10 @@ __global__ void __launch_bounds__(T, 1)
     __syncthreads();
     cl_wait(); /* every block of the cluster has started */
     {
-        const int last = seq > 0 ? ((seq - 1) / BLK) % CL : 0;   /* holds the newest position */
+        const int last = seq > 0 ? ((seq - 1) / BLK) % na : 0;   /* holds the newest position */
         const int nq = LODE_MAX(0, LODE_MIN(y.rq, H * HD - a0)); /* q rows of this block */
-        for (int i = tid; i < nq * CL; i += T) {
-            const int r = i % nq, d = i / nq;
-            cl.map_shared_rank(qkv, d)[a0 + r] = racc[r];
-        }
-        for (int r = nq + tid; r < y.rq; r += T) cl.map_shared_rank(qkv, last)[a0 + r] = racc[r];
+        bcast(cl, qkv + a0, racc, nq, 0, LODE_MIN(nblk, na));
+        bcast(cl, qkv + a0 + nq, racc + nq, y.rq - nq, last, last + 1);
     }
     mark(tr, 3);
     cl_arrive();
@@ -361,7 +391,7 @@ __global__ void __launch_bounds__(T, 1)
         const int rounds = kh < KV ? (npos + step - 1) / step : 0;
         for (int rd = 0; rd < rounds; rd++) {
             const int it = rd * step + wi * PPW + pg;
-            const int j = it / BLK, t = it % BLK, p = (j * CL + rank) * BLK + t;
+            const int j = it / BLK, t = it % BLK, p = (j * na + rank) * BLK + t;
             const bool valid = it < npos && p < seq;
             float kf[8], vf[8];
 #pragma unroll
@@ -458,7 +488,7 @@ __global__ void __launch_bounds__(T, 1)
 
     /* ---- C: the partials combined, o, residual ----------------------------------------- */
     {
-        const int W = HD + 4, nsrc = LODE_MIN(nblk, CL);
+        const int W = HD + 4, nsrc = LODE_MIN(nblk, na);
         for (int h = tid; h < H; h += T) {
             float M = -INFINITY, den = 0.f;
             for (int s = 0; s < nsrc; s++) M = fmaxf(M, part[((size_t)s * H + h) * W]);
@@ -484,10 +514,9 @@ __global__ void __launch_bounds__(T, 1)
         quant_x(att, nullptr, 1.f, H * HD, xw, xsum, xsc);
         dots<FMT>((const uint4 *)(sm + y.wq[1]), sm + y.ws[1], y.ro, y.nu_o, xw, xsum, xsc, racc);
         const int r0 = rank * y.ro;
-        for (int i = tid; i < y.ro * CL; i += T) {
-            const int r = i % y.ro, d = i / y.ro;
-            cl.map_shared_rank(xres, d)[r0 + r] = xres[r0 + r] + racc[r];
-        }
+        for (int r = tid; r < y.ro; r += T) racc[r] += xres[r0 + r];
+        __syncthreads();
+        bcast(cl, xres + r0, racc, y.ro, 0, CL);
     }
     mark(tr, 7);
     cl_arrive();
@@ -507,10 +536,9 @@ __global__ void __launch_bounds__(T, 1)
         dots<FMT>((const uint4 *)(sm + y.wq[3]), sm + y.ws[3], y.rf, y.nu_d, xw, xsum, xsc,
                   racc + y.rf);
         const int r0 = rank * y.rf;
-        for (int i = tid; i < y.rf * CL; i += T) {
-            const int r = i % y.rf, d = i / y.rf;
-            cl.map_shared_rank(hs, d)[r0 + r] = silu(racc[r]) * racc[y.rf + r];
-        }
+        for (int r = tid; r < y.rf; r += T) racc[r] = silu(racc[r]) * racc[y.rf + r];
+        __syncthreads();
+        bcast(cl, hs + r0, racc, y.rf, 0, CL);
     }
     mark(tr, 9);
     cl_arrive();
@@ -562,7 +590,9 @@ static bool plan(const krn_cuda_layers_cfg *c, Lay *y)
         c->ff % 32 || (H * hd) % 32 || c->n_layer <= 0)
         return false;
     const int qkv_rows = (H + 2 * KV) * hd;
-    if (qkv_rows % (2 * CL) || c->dim % CL || c->ff % CL) return false;
+    if (qkv_rows % (4 * CL) || c->dim % (4 * CL) || c->ff % (4 * CL) || (H * hd) % 4 ||
+        c->dim > 32 * 32 * UPT || c->ff > 32 * 32 * UPT || H * hd > 32 * 32 * UPT)
+        return false;
     y->nu_d = c->dim / 32, y->nu_o = H * hd / 32, y->nu_f = c->ff / 32;
     y->rq = qkv_rows / CL, y->ro = c->dim / CL, y->rf = c->ff / CL;
     y->sb = c->fmt == FMT_Q4 ? 2 : 4;
