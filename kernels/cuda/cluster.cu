@@ -54,7 +54,8 @@ struct Lay {
     int sb;               /* bytes of scale a unit */
     int wq[5], ws[5];     /* values and scales of the slices: qkv, o, gate, up, down */
     int wqb[5], wsb[5];   /* their sizes */
-    int wbytes;           /* weight bytes a block */
+    int nw[2];            /* attn_norm, ffn_norm [dim] */
+    int wbytes;           /* bytes copied in a block: weights and norms */
     int xw, xsum, xsc;    /* the quantized input: int8 words, half sums, scales */
     int xres, qkv, hs;    /* residual x [dim], this token's q|k|v, gathered h [ff] */
     int part;             /* attention partials [CL][n_head][head_dim + 4] */
@@ -66,7 +67,7 @@ struct Lay {
     int smem;             /* total */
 };
 
-constexpr int NEV = 12; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
+constexpr int NEV = 20; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
 
 __device__ __forceinline__ void mark(unsigned long long *tr, int e)
 {
@@ -129,7 +130,7 @@ __device__ __forceinline__ float bsum(float v, float *red)
     return t;
 }
 
-/* The K values of src (shared memory) times w (global, may be NULL) times mul, quantized to
+/* The K values of src times w (may be NULL; both in shared memory) times mul, quantized to
  * int8 per 32 (xw: word c of unit u holds elements 4c..4c+3), with the sums of each unit's
  * two halves (xsum) and its scale (xsc), as the GEMV stages its input. Synchronizes. */
 __device__ __forceinline__ void quant_x(const float *src, const float *w, float mul, int K, int *xw,
@@ -143,7 +144,7 @@ __device__ __forceinline__ void quant_x(const float *src, const float *w, float 
         if (act) {
             v = ((const float4 *)src)[f];
             if (w) {
-                const float4 g = __ldg((const float4 *)w + f);
+                const float4 g = ((const float4 *)w)[f];
                 v.x *= g.x, v.y *= g.y, v.z *= g.z, v.w *= g.w;
             }
             v.x *= mul, v.y *= mul, v.z *= mul, v.w *= mul;
@@ -180,6 +181,17 @@ __device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, in
     while (S < 32 && S * UPT < nu) S *= 2;
     const int gpr = T / S, g = threadIdx.x / S, j = threadIdx.x % S;
     const int passes = (nr + gpr - 1) / gpr;
+    /* a thread meets the same units of x in every row: they stay in registers */
+    int4 x0[UPT], x1[UPT];
+    float2 sx[UPT];
+    float dx[UPT];
+#pragma unroll
+    for (int k = 0; k < UPT; k++) {
+        const int u = LODE_MIN(j + k * S, nu - 1);
+        x0[k] = ((const int4 *)xw)[2 * u], x1[k] = ((const int4 *)xw)[2 * u + 1];
+        sx[k] = ((const float2 *)xsum)[u];
+        dx[k] = xsc[u];
+    }
     for (int ps = 0; ps < passes; ps++) {
         const int r = ps * gpr + g;
         uint4 q[UPT];
@@ -203,27 +215,25 @@ __device__ __forceinline__ void dots(const uint4 *wq, const void *ws, int nr, in
             if (r >= nr || u >= nu) break;
             int lo[4], hi[4];
             nib_i8(q[k], lo, hi);
-            const int4 x0 = ((const int4 *)xw)[2 * u], x1 = ((const int4 *)xw)[2 * u + 1];
-            int dl = __dp4a(lo[0], x0.x, 0);
-            dl = __dp4a(lo[1], x0.y, dl);
-            dl = __dp4a(lo[2], x0.z, dl);
-            dl = __dp4a(lo[3], x0.w, dl);
-            int dh = __dp4a(hi[0], x1.x, 0);
-            dh = __dp4a(hi[1], x1.y, dh);
-            dh = __dp4a(hi[2], x1.z, dh);
-            dh = __dp4a(hi[3], x1.w, dh);
-            const float2 sx = ((const float2 *)xsum)[u];
+            int dl = __dp4a(lo[0], x0[k].x, 0);
+            dl = __dp4a(lo[1], x0[k].y, dl);
+            dl = __dp4a(lo[2], x0[k].z, dl);
+            dl = __dp4a(lo[3], x0[k].w, dl);
+            int dh = __dp4a(hi[0], x1[k].x, 0);
+            dh = __dp4a(hi[1], x1[k].y, dh);
+            dh = __dp4a(hi[2], x1[k].z, dh);
+            dh = __dp4a(hi[3], x1[k].w, dh);
             float a;
             if constexpr (FMT == FMT_Q4M) {
                 const float2 dm = __half22float2(*(const __half2 *)&sc[k]);
-                a = dm.x * (float)(dl + dh) + dm.y * (sx.x + sx.y);
+                a = dm.x * (float)(dl + dh) + dm.y * (sx[k].x + sx[k].y);
             } else {
                 __half_raw hr;
                 hr.x = (unsigned short)sc[k];
                 const float d = __half2float(__half(hr));
-                a = d * (((float)dl - 8.f * sx.x) + ((float)dh - 8.f * sx.y));
+                a = d * (((float)dl - 8.f * sx[k].x) + ((float)dh - 8.f * sx[k].y));
             }
-            acc += xsc[u] * a;
+            acc += dx[k] * a;
         }
         for (int o = S / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
         if (j == 0 && r < nr) out[r] = acc;
@@ -301,6 +311,8 @@ __global__ void __launch_bounds__(T, 1)
             bulk_copy(sm + y.wq[i], (const uint4 *)ms[i]->q + u0, (uint32_t)y.wqb[i], mbar);
             bulk_copy(sm + y.ws[i], (const char *)ms[i]->s + u0 * y.sb, (uint32_t)y.wsb[i], mbar);
         }
+        bulk_copy(sm + y.nw[0], L.attn_norm, (uint32_t)dim * 4u, mbar);
+        bulk_copy(sm + y.nw[1], L.ffn_norm, (uint32_t)dim * 4u, mbar);
         for (int j = 0; j < staged; j++) {
             const int64_t phys = c.block_table[j * na + rank];
             bulk_copy(sm + y.kv + (size_t)(2 * j) * kvb, (const char *)L.k_cache + phys * kvb,
@@ -323,9 +335,10 @@ __global__ void __launch_bounds__(T, 1)
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
     ss = bsum(ss, red);
-    quant_x(xres, L.attn_norm, rsqrtf(ss / (float)dim + c.eps), dim, xw, xsum, xsc);
     mbar_wait(mbar, 0);
     mark(tr, 2);
+    quant_x(xres, (const float *)(sm + y.nw[0]), rsqrtf(ss / (float)dim + c.eps), dim, xw, xsum,
+            xsc);
     dots<FMT>((const uint4 *)(sm + y.wq[0]), sm + y.ws[0], y.rq, y.nu_d, xw, xsum, xsc, racc);
     const int pos = c.pos[0], slot = c.slot[0];
     const int a0 = rank * y.rq;
@@ -382,11 +395,16 @@ __global__ void __launch_bounds__(T, 1)
         for (int g = 0; g < MAXG; g++) {
             m[g] = -INFINITY, l[g] = 0.f;
 #pragma unroll
-            for (int e = 0; e < 8; e++) {
-                acc[g][e] = 0.f;
-                qv[g][e] = g < G && kh < KV ? qkv[(kh * G + g) * HD + lp * 8 + e] * scale : 0.f;
+            for (int e = 0; e < 8; e++) acc[g][e] = qv[g][e] = 0.f;
+            if (g < G && kh < KV) {
+                const float4 a = *(const float4 *)(qkv + (kh * G + g) * HD + lp * 8);
+                const float4 b = *(const float4 *)(qkv + (kh * G + g) * HD + lp * 8 + 4);
+                qv[g][0] = a.x * scale, qv[g][1] = a.y * scale, qv[g][2] = a.z * scale;
+                qv[g][3] = a.w * scale, qv[g][4] = b.x * scale, qv[g][5] = b.y * scale;
+                qv[g][6] = b.z * scale, qv[g][7] = b.w * scale;
             }
         }
+        mark(tr, 12);
         const int npos = nloc * BLK, step = wpk * PPW;
         const int rounds = kh < KV ? (npos + step - 1) / step : 0;
         for (int rd = 0; rd < rounds; rd++) {
@@ -432,6 +450,7 @@ __global__ void __launch_bounds__(T, 1)
                 m[g] = mt;
             }
         }
+        mark(tr, 13);
         /* the position groups of a warp, then the warps of a KV head */
 #pragma unroll
         for (int g = 0; g < MAXG; g++) {
@@ -459,6 +478,7 @@ __global__ void __launch_bounds__(T, 1)
             }
         }
         __syncthreads();
+        mark(tr, 14);
         /* this block's partial of each head (max, sum, 2 unused, the weighted values), to
          * every block, which all need every head: 16-byte stores */
         if (nloc > 0) {
@@ -531,13 +551,19 @@ __global__ void __launch_bounds__(T, 1)
             s2 += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
         s2 = bsum(s2, red);
-        quant_x(xres, L.ffn_norm, rsqrtf(s2 / (float)dim + c.eps), dim, xw, xsum, xsc);
+        mark(tr, 15);
+        quant_x(xres, (const float *)(sm + y.nw[1]), rsqrtf(s2 / (float)dim + c.eps), dim, xw, xsum,
+                xsc);
+        mark(tr, 16);
         dots<FMT>((const uint4 *)(sm + y.wq[2]), sm + y.ws[2], y.rf, y.nu_d, xw, xsum, xsc, racc);
+        mark(tr, 17);
         dots<FMT>((const uint4 *)(sm + y.wq[3]), sm + y.ws[3], y.rf, y.nu_d, xw, xsum, xsc,
                   racc + y.rf);
+        mark(tr, 18);
         const int r0 = rank * y.rf;
         for (int r = tid; r < y.rf; r += T) racc[r] = silu(racc[r]) * racc[y.rf + r];
         __syncthreads();
+        mark(tr, 19);
         bcast(cl, hs + r0, racc, y.rf, 0, CL);
     }
     mark(tr, 9);
@@ -606,6 +632,8 @@ static bool plan(const krn_cuda_layers_cfg *c, Lay *y)
         y->wq[i] = off, y->wqb[i] = (int)q, off += (int)q;
         y->ws[i] = off, y->wsb[i] = (int)s, off += (int)s;
     }
+    y->nw[0] = off, off += c->dim * 4;
+    y->nw[1] = off, off += c->dim * 4;
     y->wbytes = off;
     auto take = [&](int bytes) {
         const int at = off;
@@ -725,7 +753,21 @@ static lode_status trace_report(const unsigned long long *dbuf, int n_layer, cud
             sum[NEV + 1] += (double)last[1] - (double)pend; /* wait returned after it */
         }
     }
+    double b0[NEV] = {0};
+    const int prev[NEV] = {0, 0, 0, 0, 0, 14, 0, 0, 0, 19, 0, 0, 4, 12, 13, 8, 15, 16, 17, 18};
+    for (int l = 0; l < n_layer; l++) {
+        const unsigned long long *t = h + (size_t)l * CL * NEV;
+        for (int e2 = 12; e2 < NEV; e2++) b0[e2] += (double)(t[e2] - t[prev[e2]]);
+        b0[5] += (double)(t[5] - t[14]);
+        b0[9] += (double)(t[9] - t[19]);
+    }
     const double L = n_layer, L1 = n_layer > 1 ? n_layer - 1 : 1;
+    fprintf(stderr,
+            "cluster layer trace, block 0 (us a layer): B q %.2f, rounds %.2f, merge %.2f, send "
+            "%.2f; D norm %.2f, quantize %.2f, gate %.2f, up %.2f, swiglu %.2f, send %.2f\n",
+            b0[12] / L / 1e3, b0[13] / L / 1e3, b0[14] / L / 1e3, b0[5] / L / 1e3, b0[15] / L / 1e3,
+            b0[16] / L / 1e3, b0[17] / L / 1e3, b0[18] / L / 1e3, b0[19] / L / 1e3,
+            b0[9] / L / 1e3);
     fprintf(stderr,
             "cluster layer trace (us a layer, slowest block, from the event before): entry after "
             "previous layer's end %.2f, wait returned after it %.2f; weights in %.2f, A %.2f, "
