@@ -67,7 +67,7 @@ struct Lay {
     int smem;             /* total */
 };
 
-constexpr int NEV = 20; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
+constexpr int NEV = 24; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
 
 __device__ __forceinline__ void mark(unsigned long long *tr, int e)
 {
@@ -522,6 +522,7 @@ __global__ void __launch_bounds__(T, 1)
             for (int s = 0; s < nsrc; s++) ew[s * H + h] *= inv;
         }
         __syncthreads();
+        mark(tr, 20);
         float *att = hs; /* the attention output [n_head head_dim], until h arrives */
         for (int i = tid; i < H * HD; i += T) {
             const int h = i / HD, d = i % HD;
@@ -531,8 +532,11 @@ __global__ void __launch_bounds__(T, 1)
             att[i] = v;
         }
         __syncthreads();
+        mark(tr, 21);
         quant_x(att, nullptr, 1.f, H * HD, xw, xsum, xsc);
+        mark(tr, 22);
         dots<FMT>((const uint4 *)(sm + y.wq[1]), sm + y.ws[1], y.ro, y.nu_o, xw, xsum, xsc, racc);
+        mark(tr, 23);
         const int r0 = rank * y.ro;
         for (int r = tid; r < y.ro; r += T) racc[r] += xres[r0 + r];
         __syncthreads();
@@ -754,18 +758,22 @@ static lode_status trace_report(const unsigned long long *dbuf, int n_layer, cud
         }
     }
     double b0[NEV] = {0};
-    const int prev[NEV] = {0, 0, 0, 0, 0, 14, 0, 0, 0, 19, 0, 0, 4, 12, 13, 8, 15, 16, 17, 18};
+    const int prev[NEV] = {0, 0,  0,  0, 0,  14, 0,  0,  0, 19, 0,  0,
+                           4, 12, 13, 8, 15, 16, 17, 18, 6, 20, 21, 22};
     for (int l = 0; l < n_layer; l++) {
         const unsigned long long *t = h + (size_t)l * CL * NEV;
         for (int e2 = 12; e2 < NEV; e2++) b0[e2] += (double)(t[e2] - t[prev[e2]]);
         b0[5] += (double)(t[5] - t[14]);
         b0[9] += (double)(t[9] - t[19]);
+        b0[7] += (double)(t[7] - t[23]);
     }
     const double L = n_layer, L1 = n_layer > 1 ? n_layer - 1 : 1;
     fprintf(stderr,
             "cluster layer trace, block 0 (us a layer): B q %.2f, rounds %.2f, merge %.2f, send "
-            "%.2f; D norm %.2f, quantize %.2f, gate %.2f, up %.2f, swiglu %.2f, send %.2f\n",
-            b0[12] / L / 1e3, b0[13] / L / 1e3, b0[14] / L / 1e3, b0[5] / L / 1e3, b0[15] / L / 1e3,
+            "%.2f; C weights %.2f, values %.2f, quantize %.2f, o %.2f, send %.2f; D norm %.2f, "
+            "quantize %.2f, gate %.2f, up %.2f, swiglu %.2f, send %.2f\n",
+            b0[12] / L / 1e3, b0[13] / L / 1e3, b0[14] / L / 1e3, b0[5] / L / 1e3, b0[20] / L / 1e3,
+            b0[21] / L / 1e3, b0[22] / L / 1e3, b0[23] / L / 1e3, b0[7] / L / 1e3, b0[15] / L / 1e3,
             b0[16] / L / 1e3, b0[17] / L / 1e3, b0[18] / L / 1e3, b0[19] / L / 1e3,
             b0[9] / L / 1e3);
     fprintf(stderr,
