@@ -67,7 +67,8 @@ struct Lay {
     int smem;             /* total */
 };
 
-constexpr int NEV = 24; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE) */
+constexpr int NEV = 26; /* traced moments of a block (LODE_CUDA_LAYERS_TRACE); 24, 25: the
+                         SM clock at entry and end */
 
 __device__ __forceinline__ void mark(unsigned long long *tr, int e)
 {
@@ -283,6 +284,7 @@ __global__ void __launch_bounds__(T, 1)
     const __half *kvs = (const __half *)(sm + y.kv);
     unsigned long long *tr = c.trace ? c.trace + (size_t)rank * NEV : nullptr;
     mark(tr, 0);
+    if (tr && tid == 0) tr[24] = clock64();
 
     /* The sequence's state was written before this step's graph began (as the decode
      * attention's kv_early assumes): the weights and the cached keys and values are requested
@@ -584,6 +586,7 @@ __global__ void __launch_bounds__(T, 1)
     }
     __syncthreads();
     mark(tr, 11);
+    if (tr && tid == 0) tr[25] = clock64();
     (void)qkv_rows;
 }
 
@@ -738,52 +741,53 @@ static lode_status trace_report(const unsigned long long *dbuf, int n_layer, cud
         free(h);
         return krn_cuda_fail(e, "cluster trace", __FILE__, __LINE__);
     }
-    /* per layer: the first block's entry, the last block's time at each event */
-    double sum[NEV + 2] = {0};
+    /* per layer: the first block's entry, the last block's time at each stage event (0..11) */
+    constexpr int END = 11;
+    double sum[END + 3] = {0};
     for (int l = 0; l < n_layer; l++) {
-        unsigned long long first = ~0ull, last[NEV];
-        for (int e2 = 0; e2 < NEV; e2++) last[e2] = 0;
+        unsigned long long first = ~0ull, last[END + 1];
+        for (int e2 = 0; e2 <= END; e2++) last[e2] = 0;
         for (int b = 0; b < CL; b++) {
             const unsigned long long *t = h + ((size_t)l * CL + b) * NEV;
             first = LODE_MIN(first, t[0]);
-            for (int e2 = 0; e2 < NEV; e2++) last[e2] = LODE_MAX(last[e2], t[e2]);
+            for (int e2 = 0; e2 <= END; e2++) last[e2] = LODE_MAX(last[e2], t[e2]);
         }
-        for (int e2 = 1; e2 < NEV; e2++) sum[e2] += (double)(last[e2] - last[e2 - 1]);
+        for (int e2 = 1; e2 <= END; e2++) sum[e2] += (double)(last[e2] - last[e2 - 1]);
         if (l) {
             unsigned long long pend = 0;
             for (int b = 0; b < CL; b++)
-                pend = LODE_MAX(pend, h[((size_t)(l - 1) * CL + b) * NEV + NEV - 1]);
-            sum[NEV] += (double)first - (double)pend; /* entry after the previous layer's end */
-            sum[NEV + 1] += (double)last[1] - (double)pend; /* wait returned after it */
+                pend = LODE_MAX(pend, h[((size_t)(l - 1) * CL + b) * NEV + END]);
+            sum[END + 1] += (double)first - (double)pend;   /* entry after the previous end */
+            sum[END + 2] += (double)last[1] - (double)pend; /* wait returned after it */
         }
     }
-    double b0[NEV] = {0};
-    const int prev[NEV] = {0, 0,  0,  0, 0,  14, 0,  0,  0, 19, 0,  0,
-                           4, 12, 13, 8, 15, 16, 17, 18, 6, 20, 21, 22};
+    /* block 0's parts of stages B, C and D: each event from the one before it */
+    double b0[24] = {0}, cyc = 0, ns = 0;
+    const int prev[24] = {0, 0,  0,  0, 0,  14, 0,  23, 0, 19, 0,  0,
+                          4, 12, 13, 8, 15, 16, 17, 18, 6, 20, 21, 22};
     for (int l = 0; l < n_layer; l++) {
         const unsigned long long *t = h + (size_t)l * CL * NEV;
-        for (int e2 = 12; e2 < NEV; e2++) b0[e2] += (double)(t[e2] - t[prev[e2]]);
-        b0[5] += (double)(t[5] - t[14]);
-        b0[9] += (double)(t[9] - t[19]);
-        b0[7] += (double)(t[7] - t[23]);
+        for (int e2 : {5, 7, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23})
+            b0[e2] += (double)(t[e2] - t[prev[e2]]);
+        cyc += (double)(t[25] - t[24]);
+        ns += (double)(t[END] - t[0]);
     }
     const double L = n_layer, L1 = n_layer > 1 ? n_layer - 1 : 1;
+    auto u = [&](double v) { return v / L / 1e3; };
     fprintf(stderr,
-            "cluster layer trace, block 0 (us a layer): B q %.2f, rounds %.2f, merge %.2f, send "
-            "%.2f; C weights %.2f, values %.2f, quantize %.2f, o %.2f, send %.2f; D norm %.2f, "
-            "quantize %.2f, gate %.2f, up %.2f, swiglu %.2f, send %.2f\n",
-            b0[12] / L / 1e3, b0[13] / L / 1e3, b0[14] / L / 1e3, b0[5] / L / 1e3, b0[20] / L / 1e3,
-            b0[21] / L / 1e3, b0[22] / L / 1e3, b0[23] / L / 1e3, b0[7] / L / 1e3, b0[15] / L / 1e3,
-            b0[16] / L / 1e3, b0[17] / L / 1e3, b0[18] / L / 1e3, b0[19] / L / 1e3,
-            b0[9] / L / 1e3);
+            "cluster layer trace, block 0 (us a layer; SM clock %.0f MHz): B q %.2f, rounds %.2f, "
+            "merge %.2f, send %.2f; C weights %.2f, values %.2f, quantize %.2f, o %.2f, send "
+            "%.2f; D norm %.2f, quantize %.2f, gate %.2f, up %.2f, swiglu %.2f, send %.2f\n",
+            ns > 0 ? cyc / ns * 1e3 : 0.0, u(b0[12]), u(b0[13]), u(b0[14]), u(b0[5]), u(b0[20]),
+            u(b0[21]), u(b0[22]), u(b0[23]), u(b0[7]), u(b0[15]), u(b0[16]), u(b0[17]), u(b0[18]),
+            u(b0[19]), u(b0[9]));
     fprintf(stderr,
             "cluster layer trace (us a layer, slowest block, from the event before): entry after "
             "previous layer's end %.2f, wait returned after it %.2f; weights in %.2f, A %.2f, "
             "barrier %.2f, B attention %.2f, barrier %.2f, C combine+o %.2f, barrier %.2f, D "
             "gate/up %.2f, barrier %.2f, E down %.2f\n",
-            sum[NEV] / L1 / 1e3, sum[NEV + 1] / L1 / 1e3, sum[2] / L / 1e3, sum[3] / L / 1e3,
-            sum[4] / L / 1e3, sum[5] / L / 1e3, sum[6] / L / 1e3, sum[7] / L / 1e3,
-            sum[8] / L / 1e3, sum[9] / L / 1e3, sum[10] / L / 1e3, sum[11] / L / 1e3);
+            sum[END + 1] / L1 / 1e3, sum[END + 2] / L1 / 1e3, u(sum[2]), u(sum[3]), u(sum[4]),
+            u(sum[5]), u(sum[6]), u(sum[7]), u(sum[8]), u(sum[9]), u(sum[10]), u(sum[11]));
     free(h);
     return LODE_OK;
 }
