@@ -92,7 +92,8 @@ struct eng_cuda_model {
     int prof_min;   /* profile one eager step of at least this many tokens (0: never) */
     int prof_mixed; /* the same for a step with prefill chunks (LODE_CUDA_STEP_PROFILE_MIXED) */
     /* batch-1 decode steps run every layer in one persistent kernel (krn_cuda_layers_decode)
-     * when persist is set: its layer table and grid-barrier words on the device */
+     * when persist is 1 (its layer table and grid-barrier words on the device), or each layer
+     * as one cluster kernel (krn_cuda_clayer_decode) when it is 2 */
     krn_cuda_layer *d_layers;
     unsigned *d_bar;
     int persist;
@@ -731,13 +732,15 @@ static int persist_env(void)
     return e && !strcmp(e, "1");
 }
 
-/* LODE_CUDA_CLUSTER=0 (read when a model becomes ready) keeps batch-1 decode steps of a model
+/* LODE_CUDA_CLUSTER=1 (read when a model becomes ready) runs batch-1 decode steps of a model
  * whose layers fit a cluster's shared memory (krn_cuda_clayer_decode: 4-bit weights of small
- * models such as smollm2-135m) on the five kernels a layer. */
+ * models such as smollm2-135m) one cluster kernel a layer. It is off by default: on an H200 it
+ * was 13% slower than the five kernels a layer for smollm2-135m Q4_1 (1441 against 1654
+ * tok/s, bench/RESULTS.md, 2026-11-27), so it stays an option to measure. */
 static int cluster_env(void)
 {
     const char *e = getenv("LODE_CUDA_CLUSTER");
-    return !(e && !strcmp(e, "0"));
+    return e && !strcmp(e, "1");
 }
 
 /* The device view of layer l that the layer kernels take. */

@@ -110,9 +110,10 @@ const eng_cuda_config *eng_cuda_model_config(const eng_cuda_model *m);
 
 /* Checks that every weight is set; builds what depends on them. Call before running. */
 lode_status eng_cuda_model_ready(eng_cuda_model *m);
-/* 1 when a decode step of one sequence runs every layer in one persistent kernel (decided
- * when the model became ready: only with LODE_CUDA_PERSIST=1, where the kernel supports the
- * model), 0 when it runs five kernels a layer (the default). */
+/* How a decode step of one sequence runs its layers (decided when the model became ready):
+ * 1 every layer in one persistent kernel (only with LODE_CUDA_PERSIST=1, where the kernel
+ * supports the model), 2 one cluster kernel a layer (only with LODE_CUDA_CLUSTER=1, where the
+ * layers fit), 0 five kernels a layer (the default). */
 int eng_cuda_model_persistent(const eng_cuda_model *m);
 /* Bytes of weights one decode step reads (all layers, the head, norms). */
 size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m);

@@ -308,8 +308,8 @@ static void test_cuda_vs_cpu_backend(void **state)
         cuda_vs_cpu("q4_1", 3e-2, persist);
         cuda_vs_cpu("q6_K", 3e-2, persist);
     }
-    /* the cluster layer kernel (the default where it fits), with the cached keys and values
-     * in shared memory and, past one cache block a block, read from global memory */
+    /* the cluster layer kernel (LODE_CUDA_CLUSTER=1, where it fits), with the cached keys and
+     * values in shared memory and, past one cache block a block, read from global memory */
     setenv("LODE_CUDA_PERSIST", "0", 1);
     setenv("LODE_CUDA_CLUSTER", "1", 1);
     cuda_vs_cpu("q4_0", 3e-2, 2);

@@ -27,6 +27,14 @@
  * 32 values, dot products with __dp4a, the scales applied per unit. The cluster has 16 blocks
  * (a non-portable size Hopper allows); a layer whose share does not fit in a block's shared
  * memory, or a device where such a cluster cannot be resident, takes the five-kernel path.
+ *
+ * Measured on an H200 (bench/RESULTS.md, 2026-11-27) it is correct but not faster: smollm2-135m
+ * Q4_1 decodes at 1441 tok/s against 1654 for the five kernels a layer, about 22 us a layer.
+ * The cluster barriers are cheap (0.4-0.7 us) and the weights arrive in time; the stages are
+ * not: 16 SMs do all of a layer's instructions (about 3600 a warp, 16 warps a block, issued
+ * at about one a cycle an SM), so each stage takes 2-4.7 us. So the engine runs it only when
+ * asked (LODE_CUDA_CLUSTER=1); LODE_CUDA_LAYERS_TRACE=1 prints the per-stage times of an eager
+ * step. A faster version needs far fewer instructions a warp, not fewer boundaries.
  */
 #include "kernels/cuda/unit.cuh"
 

@@ -331,8 +331,9 @@ lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void *stream);
 
 /* ---- a batch-1 decode layer on one thread-block cluster (cluster.cu) ------------------ */
 
-/* Whether krn_cuda_clayer_decode runs this shape and layout on the current device: 4-bit
- * weights (Q4_0, Q4_1) whose layer, cut in 16 shares, fits a block's shared memory, and a
+/* (An option, off by default in the engine: slower than the five kernels a layer, see
+ * cluster.cu.) Whether krn_cuda_clayer_decode runs this shape and layout on the current device:
+ * 4-bit weights (Q4_0, Q4_1) whose layer, cut in 16 shares, fits a block's shared memory, and a
  * device where a cluster of 16 such blocks can be resident (sets up the kernel's attributes;
  * call it outside graph capture). c->layers, x, q, h and bar are not used. */
 int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c);
