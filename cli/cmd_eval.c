@@ -501,16 +501,15 @@ static int eval_retrieval(int argc, char **argv)
         case OPT_EMBED:
             eo.embed_model = optarg;
             break;
-        case OPT_FUSE:
-            if (!strcmp(optarg, "document")) {
-                eo.fuse = RET_FUSE_DOCUMENT;
-            } else if (!strcmp(optarg, "chunk")) {
-                eo.fuse = RET_FUSE_CHUNK;
-            } else {
+        case OPT_FUSE: {
+            int f = ret_fuse_parse(optarg);
+            if (f < 0) {
                 fprintf(stderr, "lode eval: --fuse wants document or chunk, not '%s'\n", optarg);
                 return CLI_USAGE;
             }
+            eo.fuse = (ret_fuse_unit)f;
             break;
+        }
         case OPT_DEPTH: {
             char *end = NULL;
             long v = strtol(optarg, &end, 10);

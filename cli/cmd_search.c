@@ -334,16 +334,15 @@ static int cmd_search(int argc, char **argv)
                 q.filter.modified_before_ns = ns ? ns : 1;
             break;
         }
-        case OPT_FUSE:
-            if (!strcmp(optarg, "document")) {
-                q.fuse = RET_FUSE_DOCUMENT;
-            } else if (!strcmp(optarg, "chunk")) {
-                q.fuse = RET_FUSE_CHUNK;
-            } else {
+        case OPT_FUSE: {
+            int f = ret_fuse_parse(optarg);
+            if (f < 0) {
                 fprintf(stderr, "lode search: --fuse wants document or chunk, not '%s'\n", optarg);
                 return CLI_USAGE;
             }
+            q.fuse = (ret_fuse_unit)f;
             break;
+        }
         case OPT_RRF:
             if (parse_double(optarg, &q.rrf_k) || !(q.rrf_k > 0)) {
                 fprintf(stderr, "lode search: --rrf-k wants a number > 0, not '%s'\n", optarg);

@@ -49,6 +49,14 @@ int ret_mode_parse(const char *s)
     return -1;
 }
 
+int ret_fuse_parse(const char *s)
+{
+    if (!s) return -1;
+    if (!strcmp(s, "document")) return RET_FUSE_DOCUMENT;
+    if (!strcmp(s, "chunk")) return RET_FUSE_CHUNK;
+    return -1;
+}
+
 /* ---- fusion ------------------------------------------------------------------------------ */
 typedef struct fused {
     int64_t id;
@@ -56,12 +64,19 @@ typedef struct fused {
     int best_rank; /* the better of its ranks, for ties */
 } fused;
 
+/* The order of fused items (chunks or documents): the higher score first, then the better of
+ * their best ranks, then the lower id. */
+static int rrf_order(double sx, int rx, int64_t ix, double sy, int ry, int64_t iy)
+{
+    if (sx != sy) return sx > sy ? -1 : 1;
+    if (rx != ry) return rx < ry ? -1 : 1;
+    return ix < iy ? -1 : ix > iy;
+}
+
 static int fused_cmp(const void *a, const void *b)
 {
     const fused *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
+    return rrf_order(x->score, x->best_rank, x->id, y->score, y->best_rank, y->id);
 }
 
 size_t ret_rrf_fuse(const int64_t *a, size_t n_a, double w_a, const int64_t *b, size_t n_b,
@@ -118,9 +133,7 @@ typedef struct ddoc {
 static int ddoc_cmp(const void *a, const void *b)
 {
     const ddoc *x = a, *y = b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    if (x->best_rank != y->best_rank) return x->best_rank < y->best_rank ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
+    return rrf_order(x->score, x->best_rank, x->id, y->score, y->best_rank, y->id);
 }
 
 /* The order of per-document fusion: best chunks first, then by document, then by the
@@ -179,9 +192,7 @@ size_t ret_rrf_fuse_docs(const ret_cand *a, size_t n_a, double w_a, const ret_ca
     for (size_t j = 0; j < nc; j++) {
         ddoc *x = &d[c[j].d];
         const dchunk *r = x->rep < cap ? &c[x->rep] : NULL;
-        if (!r || c[j].score > r->score ||
-            (c[j].score == r->score && (c[j].best_rank < r->best_rank ||
-                                        (c[j].best_rank == r->best_rank && c[j].id < r->id))))
+        if (!r || rrf_order(c[j].score, c[j].best_rank, c[j].id, r->score, r->best_rank, r->id) < 0)
             x->rep = j;
     }
     for (size_t k = 0; k < nd; k++) c[d[k].rep].rep = 1;

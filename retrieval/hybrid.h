@@ -163,5 +163,7 @@ size_t ret_mmr_order(size_t n, const double *rel, const float *vecs, const int *
 /* "lexical", "dense", "hybrid", "auto"; and back (-1 for an unknown word). */
 const char *ret_mode_name(ret_mode m);
 int ret_mode_parse(const char *s);
+/* RET_FUSE_* for "document" or "chunk"; -1 otherwise. */
+int ret_fuse_parse(const char *s);
 
 #endif

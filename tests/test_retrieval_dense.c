@@ -157,6 +157,10 @@ static void test_mode_names(void **state)
     assert_int_equal(ret_mode_parse("lexical"), RET_MODE_LEXICAL);
     assert_int_equal(ret_mode_parse("bm25"), -1);
     assert_string_equal(ret_mode_name(RET_MODE_DENSE), "dense");
+    assert_int_equal(ret_fuse_parse("document"), RET_FUSE_DOCUMENT);
+    assert_int_equal(ret_fuse_parse("chunk"), RET_FUSE_CHUNK);
+    assert_int_equal(ret_fuse_parse("page"), -1);
+    assert_int_equal(ret_fuse_parse(NULL), -1);
 }
 
 /* ---- a small corpus with the real model ---------------------------------------------- */
