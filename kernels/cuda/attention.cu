@@ -9,10 +9,11 @@
  * (KRN_X_ATTN) or by krn_cuda_attn_combine.
  *
  * Prefill is FlashAttention-2 style on tensor cores: a block of 4 warps takes 64 queries of
- * one head, walks the 64-key tiles up to the causal limit with K and V^T staged in shared
- * memory, computes S = Q K^T and O += P V with mma.sync m16n8k16 (f16 in, f32 accumulate) and
- * keeps the softmax online in registers. Keys are found through the block table, so prefill
- * of a later chunk attends to everything already cached.
+ * one head (the longest query tiles first), walks the 64-key tiles up to the causal limit with
+ * K and V staged in shared memory in two stages (the next tile copied while this one is used),
+ * computes S = Q K^T and O += P V with mma.sync m16n8k16 (f16 in, f32 accumulate) and keeps the
+ * softmax online in registers. Keys are found through the block table, so prefill of a later chunk
+ * attends to everything already cached.
  */
 #include "kernels/cuda/common.cuh"
 
@@ -287,6 +288,27 @@ static __device__ __forceinline__ uint32_t ld32(const __half *p)
     return *(const uint32_t *)p;
 }
 
+static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+}
+static __device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Shared memory of attn_prefill_kernel<HD>: two stages of a 64-key K and V tile. */
+template <int HD> static constexpr size_t prefill_smem()
+{
+    return (size_t)2 * 2 * 64 * (HD + 8) * sizeof(__half);
+}
+
 template <int HD, bool OUT_F16>
 __global__ void __launch_bounds__(128)
     attn_prefill_kernel(krn_cuda_attn_cfg c, const __half *q, int64_t n, int64_t pos0, void *out,
@@ -297,20 +319,23 @@ __global__ void __launch_bounds__(128)
         /* sequence blockIdx.z of a batch: its first query row, length, position, table row */
         const int32_t *v = varlen + 4 * blockIdx.z;
         n = v[1];
-        if ((int64_t)blockIdx.x * BQ >= n) return;
         q += (int64_t)v[0] * c.n_head * HD;
         out = (char *)out + (int64_t)v[0] * c.n_head * HD * 2;
         pos0 = v[2];
         c.block_table += (int64_t)v[3] * c.max_blocks;
     }
     /* K and V tiles as stored (key-major rows, padded by 16 bytes so that 8 consecutive rows
-     * start in different banks); V reaches the P V product through ldmatrix .trans */
-    __shared__ __align__(16) __half Ks[BK][KP];
-    __shared__ __align__(16) __half Vs[BK][KP];
+     * start in different banks), two stages: the next tile is copied (cp.async) while this one
+     * is used; V reaches the P V product through ldmatrix .trans */
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __half(*Ks)[BK][KP] = (__half(*)[BK][KP])smem_raw; /* [stage][key][dim] */
+    __half(*Vs)[BK][KP] = (__half(*)[BK][KP])(smem_raw + 2 * BK * KP * sizeof(__half));
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int h = blockIdx.y, H = c.n_head, kvh = h / (H / c.n_kv_head);
-    const int64_t qt = blockIdx.x;
+    /* the last query tiles, which attend to the most keys, first: the short ones fill in */
+    const int64_t qt = gridDim.x - 1 - blockIdx.x;
+    if (qt * BQ >= n) return;
     const int64_t r0 = qt * BQ + w * 16 + g, r1 = r0 + 8;
     const float sl2 = c.scale * 1.4426950408889634f;
     const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
@@ -335,19 +360,33 @@ __global__ void __launch_bounds__(128)
     const int64_t kv_end = pos0 + q_last + 1;
     const int ntiles = (int)cdiv(kv_end, BK);
 
-    for (int kt = 0; kt < ntiles; kt++) {
-        __syncthreads();
+    /* keys past the cache are zero-filled (and masked: they lie after every query) */
+    auto load_tile = [&](int kt, int stage) {
         for (int i = tid; i < BK * HD / 8; i += 128) {
-            int key = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
-            int64_t j = (int64_t)kt * BK + key;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            const int key = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
+            const int64_t j = (int64_t)kt * BK + key;
+            const __half *kp = kc, *vp = vc;
+            int nb = 0;
             if (j < kv_len) {
-                int64_t row = cache_row(c, c.block_table, j, kvh);
-                kv = *(const uint4 *)(kc + row * HD + c8);
-                vv = *(const uint4 *)(vc + row * HD + c8);
+                const int64_t row = cache_row(c, c.block_table, j, kvh);
+                kp = kc + row * HD + c8;
+                vp = vc + row * HD + c8;
+                nb = 16;
             }
-            *(uint4 *)&Ks[key][c8] = kv;
-            *(uint4 *)&Vs[key][c8] = vv;
+            cp_async16(&Ks[stage][key][c8], kp, nb);
+            cp_async16(&Vs[stage][key][c8], vp, nb);
+        }
+        cp_async_commit();
+    };
+    if (ntiles > 0) load_tile(0, 0);
+
+    for (int kt = 0; kt < ntiles; kt++) {
+        const int st = kt & 1;
+        if (kt + 1 < ntiles) {
+            load_tile(kt + 1, st ^ 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
 
@@ -357,10 +396,12 @@ __global__ void __launch_bounds__(128)
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
-                const __half *kp = &Ks[nt * 8 + g][kk * 16 + 2 * t];
+                const __half *kp = &Ks[st][nt * 8 + g][kk * 16 + 2 * t];
                 mma16816(s[nt], qf[kk], ld32(kp), ld32(kp + 8));
             }
         }
+        /* only tiles reaching past the block's first query need the causal mask */
+        const bool diag = (int64_t)kt * BK + BK - 1 > pos0 + qt * BQ;
 #pragma unroll
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
@@ -368,7 +409,7 @@ __global__ void __launch_bounds__(128)
                 int64_t row = e < 2 ? r0 : r1;
                 int64_t col = (int64_t)kt * BK + nt * 8 + 2 * t + (e & 1);
                 float v = s[nt][e] * sl2;
-                s[nt][e] = col > pos0 + row ? -INFINITY : v;
+                s[nt][e] = diag && col > pos0 + row ? -INFINITY : v;
             }
 #pragma unroll
         for (int i = 0; i < 2; i++) {
@@ -405,11 +446,12 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
             for (int d = 0; d < HD / 8; d += 2) {
                 uint32_t b[4];
-                ldsm_x4_trans(b, &Vs[vrow][d * 8 + vcol]);
+                ldsm_x4_trans(b, &Vs[st][vrow][d * 8 + vcol]);
                 mma16816(o[d], a, b[0], b[1]);
                 mma16816(o[d + 1], a, b[2], b[3]);
             }
         }
+        __syncthreads(); /* the stage is refilled by the next iteration's load */
     }
 
 #pragma unroll
@@ -443,10 +485,20 @@ static lode_status attn_prefill_launch(const krn_cuda_attn_cfg *c, const void *q
     if (n <= 0 || n_seq <= 0) return LODE_OK;
     if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || pos0 < 0)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_prefill: bad heads");
+    static thread_local int prepared = -1;
+    int dev = 0;
+    CU_TRY(cudaGetDevice(&dev));
+    if (prepared != dev) {
+        lode_status pst = krn_cuda_attn_prepare();
+        if (pst) return pst;
+        prepared = dev;
+    }
     dim3 grid(cdiv(n, 64), (unsigned)c->n_head, (unsigned)n_seq);
     cudaStream_t st = STREAM(stream);
     const __half *qh = (const __half *)q;
-#define PF(HD, F16) attn_prefill_kernel<HD, F16><<<grid, 128, 0, st>>>(*c, qh, n, pos0, out, varlen)
+#define PF(HD, F16)                                                                                \
+    attn_prefill_kernel<HD, F16>                                                                   \
+        <<<grid, 128, prefill_smem<HD>(), st>>>(*c, qh, n, pos0, out, varlen)
     if (c->head_dim == 64) {
         if (out_f16)
             PF(64, true);
@@ -479,21 +531,6 @@ extern "C" lode_status krn_cuda_attn_prefill_varlen(const krn_cuda_attn_cfg *c, 
 }
 
 /* ---- decode of many sequences ---------------------------------------------------------------- */
-
-static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes));
-}
-static __device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N> static __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 /* Shared memory of attn_rows_kernel<HD, *, NW>: two stages of a K and V tile of 16 NW keys. */
 template <int HD, int NW> static constexpr size_t rows_smem()
@@ -663,8 +700,19 @@ template <int HD, bool F16, int NW> static cudaError_t rows_prepare_one()
                                 (int)rows_smem<HD, NW>());
 }
 
+template <int HD, bool F16> static cudaError_t prefill_prepare_one()
+{
+    return cudaFuncSetAttribute(attn_prefill_kernel<HD, F16>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)prefill_smem<HD>());
+}
+
 extern "C" lode_status krn_cuda_attn_prepare(void)
 {
+    CU_TRY((prefill_prepare_one<64, false>()));
+    CU_TRY((prefill_prepare_one<64, true>()));
+    CU_TRY((prefill_prepare_one<128, false>()));
+    CU_TRY((prefill_prepare_one<128, true>()));
     CU_TRY((rows_prepare_one<64, false, 4>()));
     CU_TRY((rows_prepare_one<64, true, 4>()));
     CU_TRY((rows_prepare_one<128, false, 4>()));
