@@ -13,7 +13,9 @@
 # llama3-8b BF16, 128 prompt + 128 output tokens at 1..256 concurrent) runs in full and serve.
 # Environment: GPU_CHECK_SKIP_HF=1 skips the HF peer and comparison; GPU_CHECK_BENCH="shape:type ...";
 # GPU_CHECK_VARIANTS="label:VAR=v,VAR=v ..." times batch-1 decode of the detail shapes per setting;
-# GPU_CHECK_BENCH_ARGS adds `lode bench` arguments (e.g. "--batch 1"); GPU_CHECK_SKIP_PEER=1
+# GPU_CHECK_BENCH_ARGS adds `lode bench` arguments (e.g. "--batch 1"); GPU_CHECK_SKIP_SERVE=1
+# leaves the serving benchmark out of full (to fit one call of limited time); GPU_CHECK_SKIP_PEER=1
+# skips the torch CUDA-graph peer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -82,7 +84,7 @@ printf 'Hello there\nWhat is two plus two?\n' | timeout 120 "$LODE" chat -m "$SY
 
 # ---- the serving core on the GPU --------------------------------------------------------
 rm -f "$OUT/serve.log" "$OUT/serve_slack.log"
-if [ "$MODE" = full ] || [ "$MODE" = serve ]; then
+if { [ "$MODE" = full ] && [ "${GPU_CHECK_SKIP_SERVE:-0}" != 1 ]; } || [ "$MODE" = serve ]; then
   log "serving: llama3-8b bf16, 128 prompt + 128 output tokens at 1, 4, 16, 64, 256 concurrent"
   SYN8=${TMPDIR:-/tmp}/lode-gpu-check-8b.gguf
   "$LODE" synth --shape llama3-8b --type bf16 -o "$SYN8" >/dev/null \
