@@ -16,9 +16,10 @@
  *   - the stages of the layer meet at cluster barriers (hardware, within a GPC) and exchange
  *     their outputs by stores into the other blocks' shared memory:
  *       A  x * attn_norm (every block, from L2), its QKV rows, RoPE, k/v into the paged
- *          cache; q to every block, the new k/v to the block holding the last position
- *       B  attention over its KV-cache blocks (blocks j with j % CL == rank), every head;
- *          the partial softmax state of each head to every block
+ *          cache; q to the attending blocks, the new k/v to the one holding the last position
+ *       B  the first na blocks attend (4 for a short sequence, more when the cache would not
+ *          fit their shared memory), each over KV-cache blocks j with j % na == rank, every
+ *          head; the partial softmax state of each head to every block
  *       C  the partials combined (every block), its rows of o added to x; x to every block
  *       D  x * ffn_norm, its gate and up rows, h = silu(g) u; h to every block
  *       E  its down rows added to x, written to global memory for the next layer
@@ -30,11 +31,12 @@
  *
  * Measured on an H200 (bench/RESULTS.md, 2026-11-27) it is correct but not faster: smollm2-135m
  * Q4_1 decodes at 1441 tok/s against 1654 for the five kernels a layer, about 22 us a layer.
- * The cluster barriers are cheap (0.4-0.7 us) and the weights arrive in time; the stages are
- * not: 16 SMs do all of a layer's instructions (about 3600 a warp, 16 warps a block, issued
- * at about one a cycle an SM), so each stage takes 2-4.7 us. So the engine runs it only when
- * asked (LODE_CUDA_CLUSTER=1); LODE_CUDA_LAYERS_TRACE=1 prints the per-stage times of an eager
- * step. A faster version needs far fewer instructions a warp, not fewer boundaries.
+ * The cluster barriers are cheap (0.4-0.7 us) and the weights are in 1.3 us after the wait
+ * even in an eager step; the stages are not: 16 SMs do all of a layer's instructions (about 3600 a
+ * warp, 16 warps a block, issued at about one a cycle an SM), so each stage takes 2-4.7 us. So the
+ * engine runs it only when asked (LODE_CUDA_CLUSTER=1); LODE_CUDA_LAYERS_TRACE=1 prints the
+ * per-stage times of an eager step. A faster version needs far fewer instructions a warp, not fewer
+ * boundaries.
  */
 #include "kernels/cuda/unit.cuh"
 
