@@ -887,14 +887,6 @@ static void test_norm_swiglu_embed(void **state)
         free(o16);
         free(rf);
     }
-    CK(krn_cuda_swiglu(dx, rows, ff, dout, LODE_F32, NULL));
-    get(out, dout, sizeof(float) * rows * ff);
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < ff; j++)
-            ref[r * ff + j] = silu_d(x[r * 2 * ff + j]) * x[r * 2 * ff + ff + j];
-    e = rel_l2(out, ref, (size_t)rows * ff);
-    printf("swiglu: rel L2 %.2e (bound 1e-5)\n", e);
-    assert_true(e < 1e-5);
     /* from 16-bit gate/up rows, vectorized (ff % 8 == 0) and not (ff - 2), out bf16 and f32 */
     for (int ti = 0; ti < 2; ti++)
         for (int ffi = 0; ffi < 2; ffi++) {

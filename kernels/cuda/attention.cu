@@ -303,6 +303,33 @@ template <int N> static __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/* One cp.async group, by NT threads (tid of them): keys and values kt BK .. kt BK + BK - 1 of
+ * KV head kvh, found through the block table bt, into K and V tiles of BK rows of KP halves;
+ * positions from len on are zero-filled. */
+template <int HD, int BK, int KP, int NT>
+static __device__ __forceinline__ void kv_tile_async(const krn_cuda_attn_cfg &c, const int32_t *bt,
+                                                     int kvh, int64_t len, int kt, __half (*K)[KP],
+                                                     __half (*V)[KP], int tid)
+{
+    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
+#pragma unroll
+    for (int i = tid; i < BK * HD / 8; i += NT) {
+        const int key = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
+        const int64_t j = (int64_t)kt * BK + key;
+        const __half *kp = kc, *vp = vc;
+        int nb = 0;
+        if (j < len) {
+            const int64_t row = cache_row(c, bt, j, kvh);
+            kp = kc + row * HD + c8;
+            vp = vc + row * HD + c8;
+            nb = 16;
+        }
+        cp_async16(&K[key][c8], kp, nb);
+        cp_async16(&V[key][c8], vp, nb);
+    }
+    cp_async_commit();
+}
+
 /* Shared memory of attn_prefill_kernel<HD>: two stages of a 64-key K and V tile. */
 template <int HD> static constexpr size_t prefill_smem()
 {
@@ -338,7 +365,6 @@ __global__ void __launch_bounds__(128)
     if (qt * BQ >= n) return;
     const int64_t r0 = qt * BQ + w * 16 + g, r1 = r0 + 8;
     const float sl2 = c.scale * 1.4426950408889634f;
-    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
 
     uint32_t qf[HD / 16][4];
 #pragma unroll
@@ -362,21 +388,8 @@ __global__ void __launch_bounds__(128)
 
     /* keys past the cache are zero-filled (and masked: they lie after every query) */
     auto load_tile = [&](int kt, int stage) {
-        for (int i = tid; i < BK * HD / 8; i += 128) {
-            const int key = i / (HD / 8), c8 = (i % (HD / 8)) * 8;
-            const int64_t j = (int64_t)kt * BK + key;
-            const __half *kp = kc, *vp = vc;
-            int nb = 0;
-            if (j < kv_len) {
-                const int64_t row = cache_row(c, c.block_table, j, kvh);
-                kp = kc + row * HD + c8;
-                vp = vc + row * HD + c8;
-                nb = 16;
-            }
-            cp_async16(&Ks[stage][key][c8], kp, nb);
-            cp_async16(&Vs[stage][key][c8], vp, nb);
-        }
-        cp_async_commit();
+        kv_tile_async<HD, BK, KP, 128>(c, c.block_table, kvh, kv_len, kt, Ks[stage], Vs[stage],
+                                       tid);
     };
     if (ntiles > 0) load_tile(0, 0);
 
@@ -548,7 +561,7 @@ template <int HD, bool OUT_F16, int NW>
 __global__ void __launch_bounds__(32 * NW)
     attn_rows_kernel(krn_cuda_attn_cfg c, const __half *q, const int32_t *seq_len, void *out)
 {
-    constexpr int BK = 16 * NW, KP = HD + 8, CH = HD / 8; /* 16-byte chunks a key row */
+    constexpr int BK = 16 * NW, KP = HD + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __half(*Ks)[BK][KP] = (__half(*)[BK][KP])smem_raw; /* [stage][key][dim] */
     __half(*Vs)[BK][KP] = (__half(*)[BK][KP])(smem_raw + 2 * BK * KP * 2);
@@ -557,27 +570,11 @@ __global__ void __launch_bounds__(32 * NW)
     const int kvh = blockIdx.x, b = blockIdx.y, H = c.n_head, G = H / c.n_kv_head;
     const int len = seq_len[b];
     const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
-    const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
     const float sl2 = c.scale * 1.4426950408889634f;
     const int ntiles = (int)cdiv(len, BK);
 
     auto load_tile = [&](int kt, int stage) {
-#pragma unroll
-        for (int i = tid; i < BK * CH; i += 32 * NW) {
-            const int key = i / CH, c8 = (i % CH) * 8;
-            const int64_t j = (int64_t)kt * BK + key;
-            const __half *kp = kc, *vp = vc;
-            int n = 0;
-            if (j < len) {
-                const int64_t row = cache_row(c, bt, j, kvh);
-                kp = kc + row * HD + c8;
-                vp = vc + row * HD + c8;
-                n = 16;
-            }
-            cp_async16(&Ks[stage][key][c8], kp, n);
-            cp_async16(&Vs[stage][key][c8], vp, n);
-        }
-        cp_async_commit();
+        kv_tile_async<HD, BK, KP, 32 * NW>(c, bt, kvh, len, kt, Ks[stage], Vs[stage], tid);
     };
     if (ntiles > 0) load_tile(0, 0);
 

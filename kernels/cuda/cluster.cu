@@ -284,7 +284,6 @@ __global__ void __launch_bounds__(T, 1)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int dim = c.dim, ff = c.ff, H = c.n_head, KV = c.n_kv_head, G = H / KV;
     constexpr int BLK = KRN_CUDA_KV_BLOCK;
-    const int qkv_rows = (H + 2 * KV) * HD;
     uint64_t *mbar = (uint64_t *)(sm + y.mbar);
     int *xw = (int *)(sm + y.xw);
     float *xsum = (float *)(sm + y.xsum), *xsc = (float *)(sm + y.xsc);
@@ -597,7 +596,6 @@ __global__ void __launch_bounds__(T, 1)
     __syncthreads();
     mark(tr, 11);
     if (tr && tid == 0) tr[25] = clock64();
-    (void)qkv_rows;
 }
 
 typedef void (*kern_t)(const krn_cuda_layers_cfg, const krn_cuda_layer, const Lay);
@@ -679,11 +677,6 @@ static bool plan(const krn_cuda_layers_cfg *c, Lay *y)
     return true;
 }
 
-struct Dev {
-    int dev = -1, ok = 0;
-};
-static thread_local Dev devc;
-
 } // namespace
 
 extern "C" int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c)
@@ -723,23 +716,12 @@ extern "C" int krn_cuda_clayer_supported(const krn_cuda_layers_cfg *c)
         cudaGetLastError();
         return 0;
     }
-    devc.dev = dev;
-    devc.ok = 1;
     return 1;
 }
 
 /* LODE_CUDA_LAYERS_TRACE=1: eager (not captured) steps record when each block of each layer
- * reaches each stage and print the times, averaged over the layers, after the last layer */
-static int trace_on()
-{
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_LAYERS_TRACE");
-        on = e && *e && strcmp(e, "0") != 0;
-    }
-    return on;
-}
-
+ * reaches each stage (trace_report prints the times, averaged over the layers, after the
+ * last layer) */
 static lode_status trace_report(const unsigned long long *dbuf, int n_layer, cudaStream_t st)
 {
     const size_t n = (size_t)n_layer * CL * NEV;
@@ -825,7 +807,7 @@ extern "C" lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, cons
     cfg.numAttrs = krn_cuda_pdl_enabled() ? 2 : 1;
     krn_cuda_layers_cfg kc = *c;
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    const bool trace = trace_on() && !kc.trace &&
+    const bool trace = krn_cuda_layers_trace_on() && !kc.trace &&
                        cudaStreamIsCapturing(cfg.stream, &cs) == cudaSuccess &&
                        cs == cudaStreamCaptureStatusNone;
     static thread_local unsigned long long *tbuf = nullptr;

@@ -70,6 +70,9 @@ __device__ __forceinline__ void pdl_trigger()
 
 /* 1 unless LODE_CUDA_PDL=0 (read once): whether launch_k asks for programmatic launch. */
 int krn_cuda_pdl_enabled(void);
+/* 1 with LODE_CUDA_LAYERS_TRACE set and not 0 (read once): the layer kernels (layers.cu,
+ * cluster.cu) record and print per-stage times of eager steps. */
+int krn_cuda_layers_trace_on(void);
 
 /* Launches kern<<<grid, block, smem, st>>>(args...) with programmatic stream serialization
  * when enabled; the kernel must call pdl_wait before reading earlier kernels' output. */

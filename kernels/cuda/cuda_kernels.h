@@ -196,10 +196,9 @@ lode_status krn_cuda_gemm_prepare(krn_cuda_blas *h, const krn_cuda_mat *w, const
 /* out[r] = x[r] / rms(x[r]) * w, rows of dim; out_type LODE_F32, LODE_BF16 or LODE_F16. */
 lode_status krn_cuda_rmsnorm(const float *x, const float *w, float eps, int64_t rows, int dim,
                              void *out, int out_type, void *stream);
-/* out[r][j] = silu(gu[r][j]) * gu[r][ff + j]; out_type as above. */
-lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, void *out, int out_type,
-                            void *stream);
-/* The same from 16-bit gate/up rows: gu_type LODE_BF16 or LODE_F16, [rows][2 ff]. */
+/* out[r][j] = silu(gu[r][j]) * gu[r][ff + j] from 16-bit gate/up rows: gu_type LODE_BF16 or
+ * LODE_F16, [rows][2 ff]; out_type as above. (The prefill and the serving step write gate/up
+ * in 16 bits, so there is no f32 form.) */
 lode_status krn_cuda_swiglu16(const void *gu, int gu_type, int64_t rows, int ff, void *out,
                               int out_type, void *stream);
 /* out[i] = row tokens[i] of the embedding matrix, f32 [n][cols]. Token ids are checked

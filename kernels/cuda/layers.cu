@@ -570,17 +570,6 @@ extern "C" int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c)
     return 1;
 }
 
-/* LODE_CUDA_LAYERS_TRACE=1: the barrier times of eager calls, summed by stage kind */
-static int trace_on()
-{
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_LAYERS_TRACE");
-        on = e && *e && strcmp(e, "0") != 0;
-    }
-    return on;
-}
-
 static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, cudaStream_t st)
 {
     const int nev = 4 * c->n_layer;
@@ -645,7 +634,7 @@ extern "C" lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void
     cfg.numAttrs = 1;
     krn_cuda_layers_cfg kc = *c;
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    const bool trace = trace_on() && !kc.trace &&
+    const bool trace = krn_cuda_layers_trace_on() && !kc.trace &&
                        cudaStreamIsCapturing(cfg.stream, &cs) == cudaSuccess &&
                        cs == cudaStreamCaptureStatusNone;
     static thread_local unsigned long long *tbuf = nullptr;

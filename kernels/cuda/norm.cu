@@ -78,24 +78,6 @@ extern "C" lode_status krn_cuda_rmsnorm(const float *x, const float *w, float ep
     return LODE_OK;
 }
 
-__global__ void swiglu_kernel(const float *gu, int64_t rows, int ff, void *out, int out_type)
-{
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= rows * ff) return;
-    int64_t r = i / ff, j = i % ff;
-    float g = gu[r * 2 * ff + j], u = gu[r * 2 * ff + ff + j];
-    store_as(out, out_type, i, silu(g) * u);
-}
-
-extern "C" lode_status krn_cuda_swiglu(const float *gu, int64_t rows, int ff, void *out,
-                                       int out_type, void *stream)
-{
-    if (rows <= 0) return LODE_OK;
-    swiglu_kernel<<<cdiv(rows * ff, 256), 256, 0, STREAM(stream)>>>(gu, rows, ff, out, out_type);
-    CU_LAUNCHED("swiglu");
-    return LODE_OK;
-}
-
 /* 16-bit gate/up rows (T = __nv_bfloat16 or __half): 8 outputs a thread, 16-byte loads (ff a
  * multiple of 8), or one a thread otherwise */
 template <typename T> __device__ __forceinline__ float to_f(T v);

@@ -25,6 +25,16 @@ lode_status krn_cuda_fail_msg(lode_status st, const char *msg)
     return st;
 }
 
+int krn_cuda_layers_trace_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_LAYERS_TRACE");
+        on = e && *e && strcmp(e, "0") != 0;
+    }
+    return on;
+}
+
 int krn_cuda_pdl_enabled(void)
 {
     static int on = -1;
