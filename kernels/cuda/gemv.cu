@@ -76,6 +76,15 @@ __device__ __forceinline__ float4 f4(const float *p)
     return *(const float4 *)p;
 }
 
+/* Decode-attention splits whose partial sums the input stage loads together: one where the
+ * weights' registers are many (Q8_0, Q6_K: more would cost the kernel its second block an SM
+ * or spill), else 4; their (max, sum) pairs load twice as many at a time. */
+template <int FMT> constexpr int attn_batch()
+{
+    return FMT == FMT_Q8 || FMT == FMT_Q6 ? 1 : 4;
+}
+
+template <int AB>
 __device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const float *aux)
 {
     const int64_t K = p.w.cols;
@@ -96,11 +105,23 @@ __device__ __forceinline__ float4 load_x(const GemvP &p, int b, int64_t k, const
         int bh = b * a.n_head + h;
         float mx = aux[2 * bh], inv = aux[2 * bh + 1];
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int s = 0; s < ns; s++) {
-            int64_t i = (int64_t)bh * a.n_split + s;
-            float e = __expf(a.ml[2 * i] - mx);
-            float4 c = f4(a.acc + i * a.head_dim + d);
-            v.x += e * c.x, v.y += e * c.y, v.z += e * c.z, v.w += e * c.w;
+        /* the splits' loads are issued AB at a time, so a combine costs a few round trips to
+         * L2 rather than one a split */
+        for (int s0 = 0; s0 < ns; s0 += AB) {
+            float m[AB];
+            float4 c[AB];
+#pragma unroll
+            for (int j = 0; j < AB; j++) {
+                const int64_t i = (int64_t)bh * a.n_split + s0 + j;
+                m[j] = -INFINITY;
+                c[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (s0 + j < ns) m[j] = a.ml[2 * i], c[j] = f4(a.acc + i * a.head_dim + d);
+            }
+#pragma unroll
+            for (int j = 0; j < AB; j++) {
+                const float e = __expf(m[j] - mx);
+                v.x += e * c[j].x, v.y += e * c[j].y, v.z += e * c[j].z, v.w += e * c[j].w;
+            }
         }
         return make_float4(v.x * inv, v.y * inv, v.z * inv, v.w * inv);
     }
@@ -158,7 +179,10 @@ __device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, flo
     *(__half2 *)(cache + idx) = __floats2half2_rn(y0, y1);
 }
 
-template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const GemvP p)
+/* Batches 1 and 2 are held to two blocks an SM (128 registers): left free, ptxas gives the
+ * Q8_0 and Q6_K instances 160-190 registers and one block an SM, slower. */
+template <int FMT, int BT>
+__global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const GemvP p)
 {
     typedef Unit<FMT> U;
     constexpr int N = U::N, NC = N / 4;
@@ -242,8 +266,29 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
             int ns = (int)cdiv(a.seq_len[b], krn_attn_split_len(a.seq_len[b], a.n_split));
             const float *ml = a.ml + (int64_t)i * a.n_split * 2;
             float mx = -INFINITY, den = 0.f;
-            for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
-            for (int s = 0; s < ns; s++) den += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+            if constexpr (attn_batch<FMT>() == 1) {
+                for (int s = 0; s < ns; s++) mx = fmaxf(mx, ml[2 * s]);
+                for (int s = 0; s < ns; s++) den += __expf(ml[2 * s] - mx) * ml[2 * s + 1];
+            } else {
+                /* the splits' (max, sum) pairs are requested PB at a time and folded with a
+                 * running rescale: one round trip to L2 for up to 8 splits */
+                constexpr int PB = 2 * attn_batch<FMT>();
+                for (int s0 = 0; s0 < ns; s0 += PB) {
+                    float2 v[PB];
+#pragma unroll
+                    for (int j = 0; j < PB; j++)
+                        v[j] = s0 + j < ns ? *(const float2 *)(ml + 2 * (s0 + j))
+                                           : make_float2(-INFINITY, 0.f);
+                    float m = mx;
+#pragma unroll
+                    for (int j = 0; j < PB; j++) m = fmaxf(m, v[j].x);
+                    den = mx == -INFINITY ? 0.f : den * __expf(mx - m);
+#pragma unroll
+                    for (int j = 0; j < PB; j++)
+                        if (s0 + j < ns) den += __expf(v[j].x - m) * v[j].y;
+                    mx = m;
+                }
+            }
             aux[2 * i] = mx;
             aux[2 * i + 1] = den > 0.f ? 1.f / den : 0.f;
         }
@@ -287,7 +332,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                                 if (fold)
                                     vv[j] = load_x_fold(p, k, ss);
                                 else if (b < p.batch)
-                                    vv[j] = load_x(p, b, k, aux);
+                                    vv[j] = load_x<attn_batch<FMT>()>(p, b, k, aux);
                             }
                         }
 #pragma unroll
@@ -339,7 +384,7 @@ template <int FMT, int BT> __global__ void __launch_bounds__(WARPS * 32) gemv_ke
                             if (f < total && fold)
                                 vv[j] = load_x_fold(p, k, ss);
                             else if (f < total && b < p.batch)
-                                vv[j] = load_x(p, b, k, aux);
+                                vv[j] = load_x<attn_batch<FMT>()>(p, b, k, aux);
                         }
 #pragma unroll
                         for (int j = 0; j < PF; j++) {
