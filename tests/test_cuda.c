@@ -606,6 +606,54 @@ static void test_attn_decode(void **state)
         krn_cuda_mat_free(&id);
         free(eye);
         krn_cuda_free(dy);
+
+        /* batch 1 over every weight type, the 509-token sequence in 16 splits (the input stage
+         * loads the splits' sums a few at a time, with a remainder): W attn against W ref */
+        {
+            const int n16 = 16, rows = 64, K = H * hd;
+            krn_cuda_attn_cfg c2 = attn_cfg(&f, 2);
+            int32_t *dl1 = dev_put(&lens[2], sizeof(int32_t));
+            float *acc16 = dev_poison(sizeof(float) * H * n16 * hd);
+            float *ml16 = dev_poison(sizeof(float) * H * n16 * 2);
+            CK(krn_cuda_attn_decode(&c2, dq + (size_t)2 * K, 1, dl1, n16, acc16, ml16, NULL));
+            krn_cuda_attn_parts p16 = {acc16, ml16, dl1, H, hd, n16};
+            float *y1 = malloc(sizeof(float) * rows);
+            double *yref = malloc(sizeof(double) * rows);
+            for (size_t ti = 0; ti < LODE_ARRAY_LEN(all_types); ti++) {
+                const int t = all_types[ti];
+                krn_cuda_mat m;
+                double *w;
+                make_mat(&m, t, rows, K, &w);
+                for (int r = 0; r < rows; r++) {
+                    double s = 0;
+                    for (int k = 0; k < K; k++) s += w[(size_t)r * K + k] * ref[(size_t)2 * K + k];
+                    yref[r] = s;
+                }
+                float *dy1 = dev_poison(sizeof(float) * rows);
+                krn_cuda_gemv_args a1 = {0};
+                a1.w = &m;
+                a1.batch = 1;
+                a1.xmode = KRN_X_ATTN;
+                a1.attn = &p16;
+                a1.y = dy1;
+                a1.ldy = rows;
+                CK(krn_cuda_gemv(&a1, NULL));
+                get(y1, dy1, sizeof(float) * rows);
+                e = rel_l2(y1, yref, rows);
+                printf("gemv %-5s batch 1, attention input of 16 splits, hd %d: rel L2 %.2e "
+                       "(bound %.0e)\n",
+                       lode_dtype_name(t), hd, e, gemv_bound(t));
+                assert_true(e < gemv_bound(t));
+                krn_cuda_free(dy1);
+                krn_cuda_mat_free(&m);
+                free(w);
+            }
+            free(y1);
+            free(yref);
+            krn_cuda_free(acc16);
+            krn_cuda_free(ml16);
+            krn_cuda_free(dl1);
+        }
         krn_cuda_free(dq);
         krn_cuda_free(dl);
         krn_cuda_free(acc);
