@@ -498,14 +498,8 @@ static lode_status attn_prefill_launch(const krn_cuda_attn_cfg *c, const void *q
     if (n <= 0 || n_seq <= 0) return LODE_OK;
     if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || pos0 < 0)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_prefill: bad heads");
-    static thread_local int prepared = -1;
-    int dev = 0;
-    CU_TRY(cudaGetDevice(&dev));
-    if (prepared != dev) {
-        lode_status pst = krn_cuda_attn_prepare();
-        if (pst) return pst;
-        prepared = dev;
-    }
+    lode_status pst = krn_cuda_prepare_once();
+    if (pst) return pst;
     dim3 grid(cdiv(n, 64), (unsigned)c->n_head, (unsigned)n_seq);
     cudaStream_t st = STREAM(stream);
     const __half *qh = (const __half *)q;
@@ -759,14 +753,8 @@ extern "C" lode_status krn_cuda_attn_decode_rows(const krn_cuda_attn_cfg *c, con
     if (c->n_kv_head <= 0 || c->n_head % c->n_kv_head || c->n_head / c->n_kv_head > MAXG ||
         batch <= 0)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_decode_rows: bad heads or batch");
-    static thread_local int prepared = -1;
-    int dev = 0;
-    CU_TRY(cudaGetDevice(&dev));
-    if (prepared != dev) {
-        lode_status st = krn_cuda_attn_prepare();
-        if (st) return st;
-        prepared = dev;
-    }
+    lode_status pst = krn_cuda_prepare_once();
+    if (pst) return pst;
     dim3 grid((unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
     const __half *qh = (const __half *)q;

@@ -806,23 +806,14 @@ extern "C" lode_status krn_cuda_clayer_decode(const krn_cuda_layers_cfg *c, cons
     cfg.attrs = at;
     cfg.numAttrs = krn_cuda_pdl_enabled() ? 2 : 1;
     krn_cuda_layers_cfg kc = *c;
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    const bool trace = krn_cuda_layers_trace_on() && !kc.trace &&
-                       cudaStreamIsCapturing(cfg.stream, &cs) == cudaSuccess &&
-                       cs == cudaStreamCaptureStatusNone;
-    static thread_local unsigned long long *tbuf = nullptr;
-    static thread_local size_t tbytes = 0;
-    if (trace) {
-        const size_t need = (size_t)c->n_layer * CL * NEV * sizeof *tbuf;
-        if (need > tbytes) {
-            cudaFree(tbuf);
-            tbuf = nullptr;
-            tbytes = 0;
-            CU_TRY(cudaMalloc(&tbuf, need));
-            tbytes = need;
-        }
-        kc.trace = tbuf + (size_t)layer * CL * NEV;
+    unsigned long long *tbuf = nullptr;
+    if (!kc.trace) {
+        lode_status tst = krn_cuda_layers_trace_buf(
+            cfg.stream, (size_t)c->n_layer * CL * NEV * sizeof *tbuf, &tbuf);
+        if (tst) return tst;
     }
+    const bool trace = tbuf != nullptr;
+    if (trace) kc.trace = tbuf + (size_t)layer * CL * NEV;
     CU_TRY(cudaLaunchKernelEx(&cfg, k, kc, *L, y));
     CU_LAUNCHED("clayer_decode");
     if (trace && layer == c->n_layer - 1) return trace_report(tbuf, c->n_layer, cfg.stream);

@@ -73,6 +73,12 @@ int krn_cuda_pdl_enabled(void);
 /* 1 with LODE_CUDA_LAYERS_TRACE set and not 0 (read once): the layer kernels (layers.cu,
  * cluster.cu) record and print per-stage times of eager steps. */
 int krn_cuda_layers_trace_on(void);
+/* The layer kernels' trace buffer: when tracing is on and st is not being captured (an eager
+ * step), *buf gets a device buffer of at least `bytes` (one a thread, grown as needed, shared by
+ * both layer kernels); else *buf = NULL. */
+lode_status krn_cuda_layers_trace_buf(cudaStream_t st, size_t bytes, unsigned long long **buf);
+/* krn_cuda_prepare once a thread and device (the launchers that need its attributes call it). */
+lode_status krn_cuda_prepare_once(void);
 
 /* Launches kern<<<grid, block, smem, st>>>(args...) with programmatic stream serialization
  * when enabled; the kernel must call pdl_wait before reading earlier kernels' output. */

@@ -642,7 +642,7 @@ extern "C" lode_status krn_cuda_prepare(void)
     return LODE_OK;
 }
 
-extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
+lode_status krn_cuda_prepare_once(void)
 {
     static thread_local int prepared = -1;
     int dev = 0;
@@ -652,6 +652,13 @@ extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
         if (st) return st;
         prepared = dev;
     }
+    return LODE_OK;
+}
+
+extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
+{
+    lode_status pst = krn_cuda_prepare_once();
+    if (pst) return pst;
     const krn_cuda_mat *w = a->w;
     if (!w || !w->fmt || a->batch < 1 || a->batch > KRN_CUDA_MAX_BATCH || !a->y)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad arguments");

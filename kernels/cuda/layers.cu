@@ -633,23 +633,14 @@ extern "C" lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void
     cfg.attrs = at;
     cfg.numAttrs = 1;
     krn_cuda_layers_cfg kc = *c;
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    const bool trace = krn_cuda_layers_trace_on() && !kc.trace &&
-                       cudaStreamIsCapturing(cfg.stream, &cs) == cudaSuccess &&
-                       cs == cudaStreamCaptureStatusNone;
-    static thread_local unsigned long long *tbuf = nullptr;
-    static thread_local size_t tbytes = 0;
-    if (trace) {
-        const size_t need = (size_t)2 * (4 * c->n_layer + 1) * nb * sizeof *tbuf;
-        if (need > tbytes) {
-            cudaFree(tbuf);
-            tbuf = nullptr;
-            tbytes = 0;
-            CU_TRY(cudaMalloc(&tbuf, need));
-            tbytes = need;
-        }
-        kc.trace = tbuf;
+    unsigned long long *tbuf = nullptr;
+    if (!kc.trace) {
+        lode_status tst = krn_cuda_layers_trace_buf(
+            cfg.stream, (size_t)2 * (4 * c->n_layer + 1) * nb * sizeof *tbuf, &tbuf);
+        if (tst) return tst;
     }
+    const bool trace = tbuf != nullptr;
+    if (trace) kc.trace = tbuf;
     CU_TRY(cudaLaunchKernelEx(&cfg, k, kc, racc_n));
     CU_LAUNCHED("layers_decode");
     if (trace) return trace_report(&kc, nb, cfg.stream);

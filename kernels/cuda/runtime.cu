@@ -35,6 +35,26 @@ int krn_cuda_layers_trace_on(void)
     return on;
 }
 
+lode_status krn_cuda_layers_trace_buf(cudaStream_t st, size_t bytes, unsigned long long **buf)
+{
+    static thread_local unsigned long long *tbuf = nullptr;
+    static thread_local size_t tbytes = 0;
+    *buf = nullptr;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (!krn_cuda_layers_trace_on() || cudaStreamIsCapturing(st, &cs) != cudaSuccess ||
+        cs != cudaStreamCaptureStatusNone)
+        return LODE_OK;
+    if (bytes > tbytes) {
+        cudaFree(tbuf);
+        tbuf = nullptr;
+        tbytes = 0;
+        CU_TRY(cudaMalloc(&tbuf, bytes));
+        tbytes = bytes;
+    }
+    *buf = tbuf;
+    return LODE_OK;
+}
+
 int krn_cuda_pdl_enabled(void)
 {
     static int on = -1;
