@@ -37,8 +37,9 @@ static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, 
 template <int HD>
 __global__ void __launch_bounds__(128)
     attn_decode_kernel(krn_cuda_attn_cfg c, const float *q, const int32_t *seq_len, int n_split,
-                       float *acc, float *ml)
+                       float *acc, float *ml, unsigned long long *tr)
 {
+    ktrace(tr, 0);
     constexpr int TT = 32, QD = HD / 4, DPL = HD / 32;
     __shared__ float qs[MAXG][HD];
     __shared__ float sc[MAXG][TT];
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(128)
     bool waited = !c.kv_early;
     if (waited) {
         pdl_wait();
+        ktrace(tr, 1);
         pdl_trigger();
     }
     constexpr int TPW = TT / 4; /* tokens of a tile whose V rows a warp accumulates */
@@ -59,7 +61,10 @@ __global__ void __launch_bounds__(128)
     const int seq = seq_len[b];
     const int len = krn_attn_split_len(seq, n_split);
     const int t0 = sp * len, t1 = min(seq, t0 + len);
-    if (t0 >= seq) return;
+    if (t0 >= seq) {
+        ktrace(tr, 3);
+        return;
+    }
     const int32_t *bt = c.block_table + (int64_t)b * c.max_blocks;
     const __half *kc = (const __half *)c.k_cache, *vc = (const __half *)c.v_cache;
 
@@ -102,6 +107,7 @@ __global__ void __launch_bounds__(128)
         }
         if (!waited) {
             pdl_wait();
+            ktrace(tr, 1);
             pdl_trigger();
             waited = true;
             if (t < n && tt + t == newest) load_k();
@@ -190,6 +196,7 @@ __global__ void __launch_bounds__(128)
             }
         }
     }
+    ktrace(tr, 2);
 #pragma unroll
     for (int g = 0; g < MAXG; g++) {
         if (g >= G) break; /* a[] stays in registers: compile-time indices only */
@@ -209,6 +216,7 @@ __global__ void __launch_bounds__(128)
         ml[2 * i] = mrun[tid];
         ml[2 * i + 1] = lrun[tid];
     }
+    ktrace(tr, 3);
 }
 
 extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const float *q, int batch,
@@ -220,12 +228,13 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_decode: bad heads or batch");
     dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
+    unsigned long long *tr = krn_ktrace_slot("attn", grid.x * grid.y * grid.z, st);
     if (c->head_dim == 64)
         CU_TRY(launch_k(attn_decode_kernel<64>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
-                        acc, ml));
+                        acc, ml, tr));
     else if (c->head_dim == 128)
         CU_TRY(launch_k(attn_decode_kernel<128>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
-                        acc, ml));
+                        acc, ml, tr));
     else
         return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "attn_decode: head_dim must be 64 or 128");
     CU_LAUNCHED("attn_decode");

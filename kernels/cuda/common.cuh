@@ -39,6 +39,20 @@ lode_status krn_cuda_fail_msg(lode_status st, const char *msg);
 
 #define STREAM(s) ((cudaStream_t)(s))
 
+/* Kernel timeline trace (LODE_CUDA_KTRACE=1; measurement only): for a launch captured into a
+ * graph, a slot of nblocks x 4 timestamps (%globaltimer) that thread 0 of each block fills at
+ * four points (ktrace); printed at exit for the last replay. Else NULL. */
+unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st);
+void krn_ktrace_init(void);
+__device__ __forceinline__ void ktrace(unsigned long long *tr, int ev)
+{
+    if (tr && threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
+        tr[(((size_t)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 4 + ev] = t;
+    }
+}
+
 /* internal packed layouts of krn_cuda_mat */
 enum {
     FMT_F32 = 1, /* unit 4 floats */

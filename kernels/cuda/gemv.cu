@@ -50,6 +50,7 @@ struct GemvP {
     int cu;     /* units per chunk */
     int64_t nu; /* units per row */
     int ks;     /* the K range is split over gridDim.y blocks (KRN_Y_ADD only: atomic adds) */
+    unsigned long long *tr;
 };
 
 /* Units of each row a lane loads together (one round) */
@@ -272,6 +273,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
 
     /* the first weights depend on no earlier kernel: they are on their way before the wait
      * for the previous kernel's output (programmatic launch) and while x is prepared */
+    ktrace(p.tr, 0);
     int64_t rg = blockIdx.x;
     set_rows(rg);
     {
@@ -279,6 +281,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
         if (lane < cu0) load_group(u_begin, cu0, lane);
     }
     pdl_wait();
+    ktrace(p.tr, 1);
     pdl_trigger();
 
     if (fold) {
@@ -444,6 +447,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                     if (fold) fold_partial(ss, aux, lane, warp);
                 }
                 __syncthreads();
+                if (!staged) ktrace(p.tr, 2);
                 staged = true;
                 if (fold) {
                     float t = 0.f;
@@ -559,6 +563,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
             }
         }
     }
+    ktrace(p.tr, 3);
 }
 
 /* Whether the K range of a batch-1 GEMV that adds onto the residual (o, down) is split by
@@ -644,6 +649,14 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
         unsigned per = cdiv(blocks, wave);
         blocks = cdiv(blocks, per);
     }
+    {
+        static const char *names[] = {"gemv-rms", "gemv-swiglu", "gemv-attn", "gemv-plain"};
+        const char *nm = p.xmode == KRN_X_RMSNORM  ? names[0]
+                         : p.xmode == KRN_X_SWIGLU ? names[1]
+                         : p.xmode == KRN_X_ATTN   ? names[2]
+                                                   : names[3];
+        p.tr = krn_ktrace_slot(nm, blocks * (unsigned)p.ks, st);
+    }
     CU_TRY(launch_k(gemv_kernel<FMT, BT>, dim3(blocks, (unsigned)p.ks), dim3(WARPS * 32), smem, st,
                     p));
     CU_LAUNCHED("gemv");
@@ -685,6 +698,7 @@ extern "C" lode_status krn_cuda_prepare(void)
         (st = prepare_fmt<FMT_Q4M>()) || (st = prepare_fmt<FMT_Q8>()) ||
         (st = prepare_fmt<FMT_Q6>()) || (st = krn_cuda_attn_prepare()))
         return st;
+    krn_ktrace_init();
     return LODE_OK;
 }
 

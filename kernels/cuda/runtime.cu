@@ -55,6 +55,100 @@ lode_status krn_cuda_layers_trace_buf(cudaStream_t st, size_t bytes, unsigned lo
     return LODE_OK;
 }
 
+namespace
+{
+struct KtRec {
+    const char *name;
+    size_t off;
+    unsigned nb;
+};
+constexpr size_t KT_WORDS = (size_t)8 << 20; /* 64 MB */
+unsigned long long *kt_buf = nullptr;
+size_t kt_used = 0;
+KtRec kt_rec[4096];
+int kt_n = 0;
+
+int cmp_u64(const void *a, const void *b)
+{
+    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+void kt_dump(void)
+{
+    if (!kt_buf || !kt_n) return;
+    unsigned long long *h = (unsigned long long *)malloc(kt_used * 8);
+    if (!h || cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpy(h, kt_buf, kt_used * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        free(h);
+        return;
+    }
+    unsigned long long t0 = ~0ull;
+    for (size_t i = 0; i < kt_rec[0].nb; i++)
+        if (h[kt_rec[0].off + 4 * i] && h[kt_rec[0].off + 4 * i] < t0)
+            t0 = h[kt_rec[0].off + 4 * i];
+    unsigned long long *v = (unsigned long long *)malloc(65536 * 8);
+    printf("KT idx name blocks | per event (entry, after wait, staged, end): min med max ns from "
+           "the first kernel's first block\n");
+    for (int r = 0; r < kt_n; r++) {
+        printf("KT %d %s %u", r, kt_rec[r].name, kt_rec[r].nb);
+        for (int e = 0; e < 4; e++) {
+            size_t n = 0;
+            for (size_t i = 0; i < kt_rec[r].nb && n < 65536; i++) {
+                unsigned long long x = h[kt_rec[r].off + 4 * i + e];
+                if (x) v[n++] = x - t0;
+            }
+            if (!n) {
+                printf(" | - - -");
+                continue;
+            }
+            qsort(v, n, 8, cmp_u64);
+            printf(" | %llu %llu %llu", v[0], v[n / 2], v[n - 1]);
+        }
+        printf("\n");
+    }
+    free(v);
+    free(h);
+}
+} // namespace
+
+void krn_ktrace_init(void)
+{
+    const char *e = getenv("LODE_CUDA_KTRACE");
+    if (!e || strcmp(e, "1") || kt_buf) return;
+    if (cudaMalloc(&kt_buf, KT_WORDS * 8) != cudaSuccess) {
+        kt_buf = nullptr;
+        return;
+    }
+    cudaMemset(kt_buf, 0, KT_WORDS * 8);
+    cudaDeviceSynchronize();
+    atexit(kt_dump);
+}
+
+unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_KTRACE");
+        on = e && !strcmp(e, "1");
+    }
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (!on || cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusActive)
+        return nullptr;
+    if (!kt_buf) return nullptr;
+    /* only the first captured graph is kept */
+    unsigned long long id = 0;
+    if (cudaStreamGetCaptureInfo(st, &cs, &id) != cudaSuccess) return nullptr;
+    static unsigned long long first_id = 0;
+    if (!first_id) first_id = id;
+    if (id != first_id) return nullptr;
+    if (kt_used + (size_t)nblocks * 4 > KT_WORDS || kt_n >= 4096) return nullptr;
+    kt_rec[kt_n++] = KtRec{name, kt_used, nblocks};
+    unsigned long long *p = kt_buf + kt_used;
+    kt_used += (size_t)nblocks * 4;
+    return p;
+}
+
 int krn_cuda_pdl_enabled(void)
 {
     static int on = -1;
