@@ -3,6 +3,10 @@
 #   make            build/lode and build/liblode.a (CPU backend)
 #   make SAN=1      the same with ASan+UBSan, into build-san/
 #   make CUDA=1     with the CUDA backend (nvcc, sm_90a + PTX), into build-cuda/
+#   make CUDA=1 KTRACE=1
+#                   the same with the kernel timeline trace compiled in, into build-cuda-ktrace/:
+#                   LODE_CUDA_KTRACE=1 then times every block of each GEMV and decode attention
+#                   launch of the first captured graph (scripts/ktrace-summary.py reads it)
 #   make ENGINE_ONLY=1
 #                   common + kernels + engine and the engine's commands only: needs no
 #                   SQLite, FAISS, libmicrohttpd, curl or jansson (the GPU machine has none)
@@ -18,6 +22,7 @@
 
 SAN ?= 0
 CUDA ?= 0
+KTRACE ?= 0
 V ?= 0
 # V=1 prints whole command lines; the default prints one short line per step.
 ifeq ($(V),1)
@@ -31,7 +36,7 @@ ENGINE_ONLY ?= 0
 FUZZ_SECONDS ?= 30
 
 ifeq ($(CUDA),1)
-B := build-cuda
+B := build-cuda$(if $(filter 1,$(KTRACE)),-ktrace)
 else ifeq ($(SAN),1)
 B := build-san
 else ifeq ($(ENGINE_ONLY),1)
@@ -127,7 +132,8 @@ $(B)/obj/%.o: %.c
 
 NVCCFLAGS := -O3 -std=c++17 -I. -lineinfo -Xcompiler -fPIC,-Wall,-Wextra,-Werror \
   -Werror all-warnings --expt-relaxed-constexpr \
-  -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+  -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90 \
+  $(if $(filter 1,$(KTRACE)),-DLODE_KTRACE)
 $(B)/obj/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(call say,NVCC,$@)

@@ -39,18 +39,26 @@ lode_status krn_cuda_fail_msg(lode_status st, const char *msg);
 
 #define STREAM(s) ((cudaStream_t)(s))
 
-/* Kernel timeline trace (LODE_CUDA_KTRACE=1; measurement only): for a launch captured into a
- * graph, a slot of nblocks x 4 timestamps (%globaltimer) that thread 0 of each block fills at
- * four points (ktrace); printed at exit for the last replay. Else NULL. */
+/* Kernel timeline trace, a measurement build only (make CUDA=1 KTRACE=1 defines LODE_KTRACE;
+ * elsewhere ktrace is empty and krn_ktrace_slot returns NULL). With LODE_CUDA_KTRACE=1, each
+ * GEMV and decode-attention launch captured into the first graph gets a slot of nblocks x 4
+ * timestamps (%globaltimer), which thread 0 of each block fills at entry (0), after the wait
+ * for the previous kernel (1), after its input is staged or its tiles are done (2) and at its
+ * end (3); at exit the last replay's slots are summarized on stderr, a line a launch. */
 unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st);
+/* Allocates the trace buffer (outside any capture); a no-op unless tracing is on. */
 void krn_ktrace_init(void);
 __device__ __forceinline__ void ktrace(unsigned long long *tr, int ev)
 {
+#ifdef LODE_KTRACE
     if (tr && threadIdx.x == 0) {
         unsigned long long t;
         asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
         tr[(((size_t)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 4 + ev] = t;
     }
+#else
+    (void)tr, (void)ev;
+#endif
 }
 
 /* internal packed layouts of krn_cuda_mat */

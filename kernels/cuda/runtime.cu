@@ -55,6 +55,7 @@ lode_status krn_cuda_layers_trace_buf(cudaStream_t st, size_t bytes, unsigned lo
     return LODE_OK;
 }
 
+#ifdef LODE_KTRACE
 namespace
 {
 struct KtRec {
@@ -62,11 +63,22 @@ struct KtRec {
     size_t off;
     unsigned nb;
 };
-constexpr size_t KT_WORDS = (size_t)8 << 20; /* 64 MB */
+constexpr size_t KT_WORDS = (size_t)8 << 20; /* 64 MB of timestamps */
+constexpr int KT_RECS = 4096;
 unsigned long long *kt_buf = nullptr;
 size_t kt_used = 0;
-KtRec kt_rec[4096];
+KtRec kt_rec[KT_RECS];
 int kt_n = 0;
+
+int kt_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_KTRACE");
+        on = e && !strcmp(e, "1");
+    }
+    return on;
+}
 
 int cmp_u64(const void *a, const void *b)
 {
@@ -74,24 +86,28 @@ int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* At exit: per launch and event, the earliest, median and latest block, in ns from the first
+ * launch's first block (0 = never written, e.g. an attention split with no tokens). */
 void kt_dump(void)
 {
     if (!kt_buf || !kt_n) return;
     unsigned long long *h = (unsigned long long *)malloc(kt_used * 8);
-    if (!h || cudaDeviceSynchronize() != cudaSuccess ||
+    unsigned long long *v = (unsigned long long *)malloc(65536 * 8);
+    if (!h || !v || cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpy(h, kt_buf, kt_used * 8, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        fprintf(stderr, "ktrace: could not read the trace back\n");
         free(h);
+        free(v);
         return;
     }
     unsigned long long t0 = ~0ull;
     for (size_t i = 0; i < kt_rec[0].nb; i++)
         if (h[kt_rec[0].off + 4 * i] && h[kt_rec[0].off + 4 * i] < t0)
             t0 = h[kt_rec[0].off + 4 * i];
-    unsigned long long *v = (unsigned long long *)malloc(65536 * 8);
-    printf("KT idx name blocks | per event (entry, after wait, staged, end): min med max ns from "
-           "the first kernel's first block\n");
+    fprintf(stderr, "KT idx name blocks | per event (entry, after wait, staged, end): min med "
+                    "max ns from the first launch's first block\n");
     for (int r = 0; r < kt_n; r++) {
-        printf("KT %d %s %u", r, kt_rec[r].name, kt_rec[r].nb);
+        fprintf(stderr, "KT %d %s %u", r, kt_rec[r].name, kt_rec[r].nb);
         for (int e = 0; e < 4; e++) {
             size_t n = 0;
             for (size_t i = 0; i < kt_rec[r].nb && n < 65536; i++) {
@@ -99,54 +115,58 @@ void kt_dump(void)
                 if (x) v[n++] = x - t0;
             }
             if (!n) {
-                printf(" | - - -");
+                fprintf(stderr, " | - - -");
                 continue;
             }
             qsort(v, n, 8, cmp_u64);
-            printf(" | %llu %llu %llu", v[0], v[n / 2], v[n - 1]);
+            fprintf(stderr, " | %llu %llu %llu", v[0], v[n / 2], v[n - 1]);
         }
-        printf("\n");
+        fprintf(stderr, "\n");
     }
     free(v);
     free(h);
 }
 } // namespace
+#endif
 
 void krn_ktrace_init(void)
 {
-    const char *e = getenv("LODE_CUDA_KTRACE");
-    if (!e || strcmp(e, "1") || kt_buf) return;
-    if (cudaMalloc(&kt_buf, KT_WORDS * 8) != cudaSuccess) {
+#ifdef LODE_KTRACE
+    if (!kt_on() || kt_buf) return;
+    if (cudaMalloc(&kt_buf, KT_WORDS * 8) != cudaSuccess ||
+        cudaMemset(kt_buf, 0, KT_WORDS * 8) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+        fprintf(stderr, "ktrace: no device memory for the trace; tracing off\n");
+        cudaFree(kt_buf);
         kt_buf = nullptr;
+        cudaGetLastError();
         return;
     }
-    cudaMemset(kt_buf, 0, KT_WORDS * 8);
-    cudaDeviceSynchronize();
     atexit(kt_dump);
+#endif
 }
 
 unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st)
 {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_KTRACE");
-        on = e && !strcmp(e, "1");
-    }
+#ifdef LODE_KTRACE
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-    if (!on || cudaStreamIsCapturing(st, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusActive)
-        return nullptr;
-    if (!kt_buf) return nullptr;
-    /* only the first captured graph is kept */
     unsigned long long id = 0;
-    if (cudaStreamGetCaptureInfo(st, &cs, &id) != cudaSuccess) return nullptr;
+    if (!kt_on() || !kt_buf || cudaStreamGetCaptureInfo(st, &cs, &id) != cudaSuccess ||
+        cs != cudaStreamCaptureStatusActive)
+        return nullptr;
+    /* only the first captured graph is traced */
     static unsigned long long first_id = 0;
     if (!first_id) first_id = id;
-    if (id != first_id) return nullptr;
-    if (kt_used + (size_t)nblocks * 4 > KT_WORDS || kt_n >= 4096) return nullptr;
+    if (id != first_id || kt_used + (size_t)nblocks * 4 > KT_WORDS || kt_n >= KT_RECS)
+        return nullptr;
     kt_rec[kt_n++] = KtRec{name, kt_used, nblocks};
     unsigned long long *p = kt_buf + kt_used;
     kt_used += (size_t)nblocks * 4;
     return p;
+#else
+    (void)name, (void)nblocks, (void)st;
+    return nullptr;
+#endif
 }
 
 int krn_cuda_pdl_enabled(void)

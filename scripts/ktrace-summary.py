@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""ktrace-summary.py: where each kernel of a batch-1 decode step spends its time.
+
+Reads the "KT" lines that a trace build prints at exit (make CUDA=1 KTRACE=1, run with
+LODE_CUDA_KTRACE=1, e.g. `build-cuda-ktrace/lode bench --shape llama3-8b --type q4_0 --prefill
+128 --batch 1 2> trace.txt`) and prints, for each kind of kernel of a layer, the medians over
+the middle layers of:
+
+  resident  how long before the previous kernel's last block ended this kernel's median block
+            started (negative: after it)
+  released  when its wait for the previous kernel returned, after that same moment
+  staged    from the release to the median block's input staged (attention: its tiles done)
+  to end    from there to the median block's end
+  tail      the last block's end after the median block's
+  span      from the previous kernel's end to this kernel's end
+
+Kernels are named by the trace (gemv-rms, attn, gemv-attn, gemv-swiglu, gemv-plain) and
+grouped into layers by position: the RMS-normalized GEMVs before an attention are its QKV, the
+GEMV that reads the attention is o, the next RMS-normalized GEMV gate/up, the SwiGLU GEMV down;
+a last RMS-normalized GEMV after the final layer is the head.
+"""
+import statistics
+import sys
+
+
+def parse(path):
+    recs = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.startswith("KT ") or line.startswith("KT idx"):
+                continue
+            head, *events = line.rstrip("\n").split("|")
+            h = head.split()
+            ev = []
+            for e in events:
+                x = e.split()
+                ev.append(None if not x or x[0] == "-" else tuple(int(v) for v in x))
+            recs.append({"name": h[2], "blocks": int(h[3]), "ev": ev})
+    return recs
+
+
+def label(recs):
+    """Kind of each launch, and the index of the layer it belongs to."""
+    out, layer, seen_attn = [], 0, False
+    for i, r in enumerate(recs):
+        n = r["name"]
+        if n == "attn":
+            kind, seen_attn = "attention", True
+        elif n == "gemv-attn":
+            kind = "o"
+        elif n == "gemv-swiglu":
+            kind = "down"
+        elif n == "gemv-rms":
+            nxt = recs[i + 1]["name"] if i + 1 < len(recs) else None
+            if i + 1 == len(recs):
+                kind = "head"
+            elif seen_attn and nxt == "gemv-swiglu":
+                kind = "gate/up"
+            else:
+                kind = "qkv"
+        else:
+            kind = n
+        out.append((kind, layer))
+        if kind == "down":
+            layer, seen_attn = layer + 1, False
+    return out
+
+
+def ev(r, e, i):
+    v = r["ev"][e] if e < len(r["ev"]) else None
+    return None if v is None else v[i]
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: ktrace-summary.py TRACE (the stderr of a LODE_CUDA_KTRACE=1 run)")
+    recs = parse(sys.argv[1])
+    if len(recs) < 2:
+        sys.exit("ktrace-summary: no KT lines (a trace build, LODE_CUDA_KTRACE=1, and a "
+                 "captured decode step are needed)")
+    labels = label(recs)
+    n_layers = sum(1 for k, _ in labels if k == "down")
+    lo, hi = (1, n_layers - 1) if n_layers > 3 else (0, n_layers)
+    order, rows = [], {}
+    for i in range(1, len(recs)):
+        kind, layer = labels[i]
+        if not lo <= layer < hi and kind != "head":
+            continue
+        r, prev_end = recs[i], ev(recs[i - 1], 3, 2)
+        entry, wait, staged = ev(r, 0, 1), ev(r, 1, 1), ev(r, 2, 1)
+        end, end_max = ev(r, 3, 1), ev(r, 3, 2)
+        if None in (prev_end, entry, end, end_max):
+            continue
+        m = {"blocks": r["blocks"], "resident": prev_end - entry,
+             "tail": end_max - end, "span": end_max - prev_end}
+        if wait is not None:
+            m["released"] = wait - prev_end
+            if staged is not None:
+                m["staged"], m["to end"] = staged - wait, end - staged
+        if kind not in rows:
+            order.append(kind)
+        for k, v in m.items():
+            rows.setdefault(kind, {}).setdefault(k, []).append(v)
+    spans = []
+    for layer in range(lo, hi):
+        idx = [i for i, (k, l) in enumerate(labels) if l == layer and k != "head"]
+        if idx and idx[0] > 0:
+            a, b = ev(recs[idx[0] - 1], 3, 2), ev(recs[idx[-1]], 3, 2)
+            if a is not None and b is not None:
+                spans.append(b - a)
+    print(f"{len(recs)} launches, {n_layers} layers; medians over layers {lo}..{hi - 1}, us")
+    if spans:
+        print(f"layer span {statistics.median(spans) / 1000:.1f} us")
+    cols = ["blocks", "resident", "released", "staged", "to end", "tail", "span"]
+    print("| kernel | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for kind in order:
+        cells = []
+        for c in cols:
+            v = rows[kind].get(c)
+            if not v:
+                cells.append("")
+            elif c == "blocks":
+                cells.append(str(int(statistics.median(v))))
+            else:
+                cells.append(f"{statistics.median(v) / 1000:.2f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
