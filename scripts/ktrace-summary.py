@@ -15,9 +15,9 @@ the middle layers of:
   span      from the previous kernel's end to this kernel's end
 
 Kernels are named by the trace (gemv-rms, attn, gemv-attn, gemv-swiglu, gemv-plain) and
-grouped into layers by position: the RMS-normalized GEMVs before an attention are its QKV, the
-GEMV that reads the attention is o, the next RMS-normalized GEMV gate/up, the SwiGLU GEMV down;
-a last RMS-normalized GEMV after the final layer is the head.
+grouped into layers by position: the RMS-normalized GEMVs before a layer's o projection are its
+QKV, the GEMV that reads the attention is o, the RMS-normalized GEMVs after it gate/up, the
+SwiGLU GEMV down; a last RMS-normalized GEMV after the final layer is the head.
 """
 import statistics
 import sys
@@ -40,29 +40,28 @@ def parse(path):
 
 
 def label(recs):
-    """Kind of each launch, and the index of the layer it belongs to."""
-    out, layer, seen_attn = [], 0, False
+    """Kind of each launch, and the index of the layer it belongs to. RMS-normalized GEMVs are
+    the QKV (one or three launches) until the layer's o projection, gate/up (one or two) after
+    it; the one after the last layer is the head."""
+    out, layer, seen_o = [], 0, False
     for i, r in enumerate(recs):
         n = r["name"]
         if n == "attn":
-            kind, seen_attn = "attention", True
+            kind = "attention"
         elif n == "gemv-attn":
-            kind = "o"
+            kind, seen_o = "o", True
         elif n == "gemv-swiglu":
             kind = "down"
         elif n == "gemv-rms":
-            nxt = recs[i + 1]["name"] if i + 1 < len(recs) else None
             if i + 1 == len(recs):
                 kind = "head"
-            elif seen_attn and nxt == "gemv-swiglu":
-                kind = "gate/up"
             else:
-                kind = "qkv"
+                kind = "gate/up" if seen_o else "qkv"
         else:
             kind = n
         out.append((kind, layer))
         if kind == "down":
-            layer, seen_attn = layer + 1, False
+            layer, seen_o = layer + 1, False
     return out
 
 
