@@ -42,6 +42,7 @@ typedef struct graph {
     void *exec;
     int batch;
     eng_cuda_sampling s;
+    int ao; /* the layers attend with krn_cuda_attn_o */
 } graph;
 
 struct eng_cuda_model {
@@ -97,6 +98,10 @@ struct eng_cuda_model {
     krn_cuda_layer *d_layers;
     unsigned *d_bar;
     int persist;
+    /* batch-1 decode steps of sequences of at most ao_len tokens attend and project with
+     * one kernel a layer (krn_cuda_attn_o) when ao_ok; ao is the choice of the step being
+     * recorded */
+    int ao_ok, ao_len, ao;
     /* per-op timing of an eager decode step (eng_cuda_profile) */
     void **pev;
     const char **pname;
@@ -819,6 +824,38 @@ static lode_status persist_setup(eng_cuda_model *m)
     return LODE_OK;
 }
 
+/* LODE_CUDA_ATTN_O=0 (read when a model becomes ready) keeps batch-1 decode on the split
+ * attention kernel and the o GEMV at every length; by default sequences short enough for
+ * krn_cuda_attn_o take it. */
+static int attn_o_env(void)
+{
+    const char *e = getenv("LODE_CUDA_ATTN_O");
+    return !(e && !strcmp(e, "0"));
+}
+
+static krn_cuda_attn_cfg attn_for(const eng_cuda_model *m, const layer *L, const int32_t *bt);
+
+/* Decides m->ao_ok: every layer's o projection and attention shape runs krn_cuda_attn_o. */
+static void attn_o_setup(eng_cuda_model *m)
+{
+    m->ao_ok = 0;
+    m->ao_len = krn_cuda_attn_o_max_len(m->c.head_dim);
+    if (!attn_o_env() || m->ao_len <= 0) return;
+    for (int l = 0; l < m->c.n_layer; l++) {
+        krn_cuda_attn_cfg a = attn_for(m, &m->L[l], m->bt);
+        if (!krn_cuda_attn_o_supported(&a, &m->L[l].o)) return;
+    }
+    m->ao_ok = 1;
+}
+
+/* Whether a decode step of `batch` sequences at their present lengths takes krn_cuda_attn_o:
+ * batch 1, not the persistent or cluster layer kernels, and the sequence after the step no
+ * longer than the kernel holds. */
+static int attn_o_for(const eng_cuda_model *m, int batch)
+{
+    return m->ao_ok && batch == 1 && !m->persist && m->len[0] + 1 <= m->ao_len;
+}
+
 lode_status eng_cuda_model_ready(eng_cuda_model *m)
 {
     const eng_cuda_config *c = &m->c;
@@ -854,6 +891,7 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
     }
     lode_status st = persist_setup(m);
     if (st) return st;
+    attn_o_setup(m);
     m->ready = 1;
     return LODE_OK;
 }
@@ -861,6 +899,11 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
 int eng_cuda_model_persistent(const eng_cuda_model *m)
 {
     return m->persist;
+}
+
+int eng_cuda_model_attn_o(const eng_cuda_model *m)
+{
+    return m->ao_ok;
 }
 
 size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m)
@@ -1100,7 +1143,7 @@ static int kv_early(void)
  * maxb) on the stream, leaving the residual stream in m->x. */
 static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *tokens,
                                  const int32_t *pos, const int32_t *slot, const int32_t *seqlen,
-                                 const int32_t *bt)
+                                 const int32_t *bt, int ao)
 {
     const eng_cuda_config *c = &m->c;
     const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
@@ -1159,19 +1202,24 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
         prof_mark(m, "gemv qkv (+norm, rope, kv write)");
         /* only this step's keys and values come from the QKV kernel just ahead */
         a.kv_early = kv_early();
-        TRY(m, krn_cuda_attn_decode(&a, m->q32, batch, seqlen, m->nsplit, m->acc, m->ml, s),
-            "attention");
-        prof_mark(m, "attention decode");
         memset(&g, 0, sizeof g);
         g.batch = batch;
-        g.w = &L->o;
-        g.xmode = KRN_X_ATTN;
-        g.attn = &parts;
-        g.ymode = KRN_Y_ADD;
-        g.y = m->x;
-        g.ldy = c->dim;
-        TRY(m, krn_cuda_gemv(&g, s), "gemv o");
-        prof_mark(m, "gemv o (+split combine, residual)");
+        if (ao) {
+            TRY(m, krn_cuda_attn_o(&a, m->q32, seqlen, &L->o, m->x, s), "attention + o");
+            prof_mark(m, "attention + o (+residual)");
+        } else {
+            TRY(m, krn_cuda_attn_decode(&a, m->q32, batch, seqlen, m->nsplit, m->acc, m->ml, s),
+                "attention");
+            prof_mark(m, "attention decode");
+            g.w = &L->o;
+            g.xmode = KRN_X_ATTN;
+            g.attn = &parts;
+            g.ymode = KRN_Y_ADD;
+            g.y = m->x;
+            g.ldy = c->dim;
+            TRY(m, krn_cuda_gemv(&g, s), "gemv o");
+            prof_mark(m, "gemv o (+split combine, residual)");
+        }
         g.w = &gv;
         g.xmode = KRN_X_RMSNORM;
         g.x = m->x;
@@ -1207,7 +1255,8 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
 {
     const eng_cuda_config *c = &m->c;
     void *s = m->stream;
-    lode_status st = decode_layers(m, batch, m->d_tokens, m->d_pos, m->d_slot, m->d_seqlen, m->bt);
+    lode_status st =
+        decode_layers(m, batch, m->d_tokens, m->d_pos, m->d_slot, m->d_seqlen, m->bt, m->ao);
     if (st) return st;
     krn_cuda_gemv_args g;
     memset(&g, 0, sizeof g);
@@ -1252,8 +1301,10 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     eng_cuda_sampling greedy = {0.f, 0, 1.f, 0};
     if (!smp) smp = &greedy;
     graph *gr = NULL;
+    const int ao = attn_o_for(m, batch);
     for (int i = 0; i < m->ng; i++)
-        if (m->g[i].batch == batch && same_sampling(&m->g[i].s, smp)) gr = &m->g[i];
+        if (m->g[i].batch == batch && m->g[i].ao == ao && same_sampling(&m->g[i].s, smp))
+            gr = &m->g[i];
     if (!gr) {
         if (m->ng == MAX_GRAPHS) {
             krn_cuda_graph_destroy(m->g[0].exec);
@@ -1263,7 +1314,9 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
         gr = &m->g[m->ng];
         memset(gr, 0, sizeof *gr);
         TRY(m, krn_cuda_graph_begin(m->stream), "graph capture");
+        m->ao = ao;
         lode_status st = decode_step(m, batch, smp);
+        m->ao = 0;
         void *exec = NULL;
         lode_status st2 = krn_cuda_graph_end(m->stream, &exec);
         if (st) {
@@ -1274,6 +1327,7 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
         gr->exec = exec;
         gr->batch = batch;
         gr->s = *smp;
+        gr->ao = ao;
         m->ng++;
     }
     TRY(m, krn_cuda_graph_launch(gr->exec, m->stream), "graph launch");
@@ -1312,7 +1366,9 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
     if (st) return st;
     m->pn = 0;
     m->prof = 1;
+    m->ao = attn_o_for(m, batch);
     st = decode_step(m, batch, NULL);
+    m->ao = 0;
     m->prof = 0;
     if (st) return st;
     TRY(m, krn_cuda_stream_sync(m->stream), "profile");
@@ -1466,7 +1522,7 @@ static lode_status step_gemv(eng_cuda_model *m, int batch)
     void *s = m->stream;
     lode_status st =
         decode_layers(m, batch, d + sv_off(m, SV_TOK), d + sv_off(m, SV_POS),
-                      d + sv_off(m, SV_SLOT), d + sv_off(m, SV_LEN), d + sv_off(m, SV_BT));
+                      d + sv_off(m, SV_SLOT), d + sv_off(m, SV_LEN), d + sv_off(m, SV_BT), 0);
     if (st) return st;
     krn_cuda_gemv_args g;
     memset(&g, 0, sizeof g);
@@ -2462,6 +2518,10 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
     return LODE_ERR_UNSUPPORTED;
 }
 int eng_cuda_model_persistent(const eng_cuda_model *m)
+{
+    return 0;
+}
+int eng_cuda_model_attn_o(const eng_cuda_model *m)
 {
     return 0;
 }

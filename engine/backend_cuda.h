@@ -115,6 +115,10 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m);
  * supports the model), 2 one cluster kernel a layer (only with LODE_CUDA_CLUSTER=1, where the
  * layers fit), 0 five kernels a layer (the default). */
 int eng_cuda_model_persistent(const eng_cuda_model *m);
+/* Whether batch-1 decode steps of short sequences attend and project with one kernel a layer
+ * (krn_cuda_attn_o; decided when the model became ready: on unless LODE_CUDA_ATTN_O=0, where
+ * the device and the model's shapes allow it). */
+int eng_cuda_model_attn_o(const eng_cuda_model *m);
 /* Bytes of weights one decode step reads (all layers, the head, norms). */
 size_t eng_cuda_model_weight_bytes(const eng_cuda_model *m);
 

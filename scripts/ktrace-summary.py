@@ -14,9 +14,10 @@ the middle layers of:
   tail      the last block's end after the median block's
   span      from the previous kernel's end to this kernel's end
 
-Kernels are named by the trace (gemv-rms, attn, gemv-attn, gemv-swiglu, gemv-plain) and
+Kernels are named by the trace (gemv-rms, attn, gemv-attn, attn-o, gemv-swiglu, gemv-plain) and
 grouped into layers by position: the RMS-normalized GEMVs before a layer's o projection are its
-QKV, the GEMV that reads the attention is o, the RMS-normalized GEMVs after it gate/up, the
+QKV, the GEMV that reads the attention (or the attention + o kernel) is o, the RMS-normalized
+GEMVs after it gate/up, the
 SwiGLU GEMV down; a last RMS-normalized GEMV after the final layer is the head.
 """
 import statistics
@@ -50,6 +51,8 @@ def label(recs):
             kind = "attention"
         elif n == "gemv-attn":
             kind, seen_o = "o", True
+        elif n == "attn-o":
+            kind, seen_o = "attention + o", True
         elif n == "gemv-swiglu":
             kind = "down"
         elif n == "gemv-rms":

@@ -666,6 +666,79 @@ static void test_attn_decode(void **state)
     }
 }
 
+/* Batch-1 attention and o projection in one kernel (krn_cuda_attn_o) against the float64
+ * reference: y = r + W attn(q) for every layout it takes, lengths from 1 to its limit, query
+ * heads 4 and 3 a KV head, clusters of 2, 4 and 8 KV heads, rows that fill no whole block.
+ * x meets quantized weights as 8-bit values, as in the GEMV, so the bounds are the GEMV's. */
+static void attn_o_case(int H, int KV, int hd, int rows)
+{
+    const int maxl = krn_cuda_attn_o_max_len(hd), maxb = maxl / 16, K = H * hd;
+    kvfix f;
+    kv_make(&f, H, KV, hd, 1, maxb);
+    const int lens[] = {1, 2, 130, maxl};
+    float *q = malloc(sizeof(float) * K), *r = malloc(sizeof(float) * rows);
+    float *y = malloc(sizeof(float) * rows);
+    double *ref = malloc(sizeof(double) * K), *yref = malloc(sizeof(double) * rows);
+    fill(q, (size_t)K, 1.f);
+    fill(r, (size_t)rows, 0.01f); /* small, so that y - r keeps the sums' precision */
+    float *dq = dev_put(q, sizeof(float) * K);
+    krn_cuda_attn_cfg c = attn_cfg(&f, 0);
+    for (size_t ti = 0; ti < LODE_ARRAY_LEN(all_types); ti++) {
+        const int t = all_types[ti];
+        krn_cuda_mat m;
+        double *w;
+        make_mat(&m, t, rows, K, &w);
+        const int ok = krn_cuda_attn_o_supported(&c, &m);
+        assert_int_equal(ok, t != LODE_F32); /* every layout but f32 */
+        for (size_t li = 0; ok && li < LODE_ARRAY_LEN(lens); li++) {
+            const int len = lens[li];
+            attn_ref(&f, 0, q, len, ref);
+            for (int n = 0; n < rows; n++) {
+                double s = 0;
+                for (int k = 0; k < K; k++) s += w[(size_t)n * K + k] * ref[k];
+                yref[n] = s;
+            }
+            int32_t *dl = dev_put(&len, sizeof len);
+            float *dy = dev_put(r, sizeof(float) * rows);
+            CK(krn_cuda_attn_o(&c, dq, dl, &m, dy, NULL));
+            get(y, dy, sizeof(float) * rows);
+            for (int n = 0; n < rows; n++) y[n] -= r[n];
+            const double e = rel_l2(y, yref, (size_t)rows), bound = gemv_bound(t);
+            if (e >= bound || li == LODE_ARRAY_LEN(lens) - 1)
+                printf("attention + o %-5s H %d KV %d hd %d, %d rows, %d tokens: rel L2 %.2e "
+                       "(bound %.0e)\n",
+                       lode_dtype_name(t), H, KV, hd, rows, len, e, bound);
+            assert_true(e < bound);
+            krn_cuda_free(dl);
+            krn_cuda_free(dy);
+        }
+        krn_cuda_mat_free(&m);
+        free(w);
+    }
+    krn_cuda_free(dq);
+    free(q);
+    free(r);
+    free(y);
+    free(ref);
+    free(yref);
+    kv_free(&f);
+}
+
+static void test_attn_o(void **state)
+{
+    if (!gpu_ok()) skip();
+    krn_cuda_devinfo di;
+    CK(krn_cuda_device_info(0, &di));
+    if (di.cc_major < 9) {
+        printf("attention + o needs thread-block clusters (Hopper or later): skipped\n");
+        skip();
+    }
+    attn_o_case(8, 2, 64, 100);
+    attn_o_case(12, 4, 64, 200);
+    attn_o_case(8, 2, 128, 100);
+    attn_o_case(32, 8, 128, 264);
+}
+
 /* The many-sequence decode kernel: f16 queries, bf16/f16 output, lengths around its 16- and
  * 64-key tile edges, 3, 4 and 8 query heads a KV head. */
 static void test_attn_decode_rows(void **state)
@@ -1368,11 +1441,12 @@ static void test_model(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemv_types),        cmocka_unit_test(test_gemv_fused),
-        cmocka_unit_test(test_attn_decode),       cmocka_unit_test(test_attn_decode_rows),
-        cmocka_unit_test(test_attn_prefill),      cmocka_unit_test(test_rope_kv),
-        cmocka_unit_test(test_norm_swiglu_embed), cmocka_unit_test(test_gemm),
-        cmocka_unit_test(test_sampling),          cmocka_unit_test(test_model),
+        cmocka_unit_test(test_gemv_types),  cmocka_unit_test(test_gemv_fused),
+        cmocka_unit_test(test_attn_decode), cmocka_unit_test(test_attn_decode_rows),
+        cmocka_unit_test(test_attn_o),      cmocka_unit_test(test_attn_prefill),
+        cmocka_unit_test(test_rope_kv),     cmocka_unit_test(test_norm_swiglu_embed),
+        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

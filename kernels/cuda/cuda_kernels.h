@@ -268,6 +268,19 @@ lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const float *q, int
  * many sequences of short to moderate length (few blocks when the batch is small). */
 lode_status krn_cuda_attn_decode_rows(const krn_cuda_attn_cfg *c, const void *q, int batch,
                                       const int32_t *seq_len, void *out, int out_f16, void *stream);
+/* Batch-1 decode attention and the o projection in one launch (attn_o.cu): q f32 [H][hd]
+ * (RoPE applied) of sequence 0 attends over keys 0..seq_len[0]-1 (the newest written by the
+ * kernel just ahead, every other one before it, as kv_early), and y[n] += o[n] . attention
+ * for every row n of o (the residual). seq_len[0] must be at most
+ * krn_cuda_attn_o_max_len(head_dim); every row's sum is one warp's, so results do not depend
+ * on timing. */
+lode_status krn_cuda_attn_o(const krn_cuda_attn_cfg *c, const float *q, const int32_t *seq_len,
+                            const krn_cuda_mat *o, float *y, void *stream);
+/* Longest sequence krn_cuda_attn_o takes for head_dim (0: none). */
+int krn_cuda_attn_o_max_len(int head_dim);
+/* Whether krn_cuda_attn_o runs this shape and layout on the current device (Hopper or
+ * later, a cluster of n_kv_head blocks resident). */
+int krn_cuda_attn_o_supported(const krn_cuda_attn_cfg *c, const krn_cuda_mat *o);
 /* One-time setup of the attention kernels' shared-memory limits on the current device
  * (krn_cuda_prepare calls it). */
 lode_status krn_cuda_attn_prepare(void);
