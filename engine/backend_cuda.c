@@ -3,7 +3,9 @@
  * model touches per token is allocated in eng_cuda_model_create; the decode step is captured
  * once per (batch, sampling) as a CUDA graph whose state (tokens, positions, cache slots,
  * step counter) lives on the device and is advanced by the graph itself, so queued steps
- * need no host round trip.
+ * need no host round trip. A batch-1 step whose sequence fits krn_cuda_attn_o (256 tokens at
+ * head size 128, 512 at 64) runs four kernels a layer, attention and o in one cluster kernel,
+ * and is captured apart from the longer steps, which attend with the split kernel.
  */
 #include "engine/backend_cuda.h"
 
