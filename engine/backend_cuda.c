@@ -81,7 +81,8 @@ struct eng_cuda_model {
     int32_t *sv_tok;
     float *sv_lp;
     void *sv_graph[KRN_CUDA_MAX_BATCH + 1];
-    int gemv_max; /* decode-only steps of at most this many tokens run the GEMV graph */
+    void *sv_graph_ao; /* the single-sequence decode step on krn_cuda_attn_o */
+    int gemv_max;      /* decode-only steps of at most this many tokens run the GEMV graph */
     /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
     int gg_n, gg_next, gg_size[32];
     int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
@@ -336,6 +337,7 @@ void eng_cuda_model_destroy(eng_cuda_model *m)
     if (m->stream) krn_cuda_stream_sync(m->stream);
     for (int i = 0; i < m->ng; i++) krn_cuda_graph_destroy(m->g[i].exec);
     for (int i = 0; i <= KRN_CUDA_MAX_BATCH; i++) krn_cuda_graph_destroy(m->sv_graph[i]);
+    krn_cuda_graph_destroy(m->sv_graph_ao);
     for (int i = 0; i < m->gg_n; i++) krn_cuda_graph_destroy(m->gg_exec[i]);
     if (m->L) {
         for (int l = 0; l < m->c.n_layer; l++) {
@@ -1517,14 +1519,14 @@ size_t eng_cuda_kv_bytes(const eng_cuda_model *m)
 /* A decode-only step of `batch` tokens on the fused GEMVs, rows in batch order: the layers,
  * the head, and argmax and logprob of every row. Recorded on the stream (captured once per
  * batch size: every pointer is fixed). */
-static lode_status step_gemv(eng_cuda_model *m, int batch)
+static lode_status step_gemv(eng_cuda_model *m, int batch, int ao)
 {
     const eng_cuda_config *c = &m->c;
     const int32_t *d = m->sv_d;
     void *s = m->stream;
     lode_status st =
         decode_layers(m, batch, d + sv_off(m, SV_TOK), d + sv_off(m, SV_POS),
-                      d + sv_off(m, SV_SLOT), d + sv_off(m, SV_LEN), d + sv_off(m, SV_BT), 0);
+                      d + sv_off(m, SV_SLOT), d + sv_off(m, SV_LEN), d + sv_off(m, SV_BT), ao);
     if (st) return st;
     krn_cuda_gemv_args g;
     memset(&g, 0, sizeof g);
@@ -1887,10 +1889,12 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
         if (P > 0) m->prof_mixed = -1;
         if ((st = step_profile(m, T, D, P, maxn, NO))) return st;
     } else if (P == 0 && D <= m->gemv_max && in_order) {
-        void **exec = &m->sv_graph[D];
+        /* one sequence short enough attends with krn_cuda_attn_o, in a graph of its own */
+        const int ao = D == 1 && m->ao_ok && !m->persist && h[sv_off(m, SV_LEN)] <= m->ao_len;
+        void **exec = ao ? &m->sv_graph_ao : &m->sv_graph[D];
         if (!*exec) {
             TRY(m, krn_cuda_graph_begin(s), "graph capture");
-            st = step_gemv(m, D);
+            st = step_gemv(m, D, ao);
             void *e = NULL;
             lode_status st2 = krn_cuda_graph_end(s, &e);
             if (st) {
