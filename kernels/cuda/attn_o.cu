@@ -68,10 +68,11 @@ template <int HD> constexpr int pstride()
     return lmax<HD>() + 8;
 }
 
-/* Shared memory: keys and values [LM][KS] f16, x [K] f32, q hi and lo [MAXG][KS] f16, scores
- * [MAXG][LM] f32, P hi and lo [MAXG][PS] f16, P V partials [NW / (HD / 16)][MAXG][HD] f32, the
- * softmax sums [MAXG], the o tasks' sums [parts], and for quantized weights x as int8
- * [K / 32][8 words] with the sums of each unit's halves [K / 32][2] and its scales [K / 32]. */
+/* Shared memory: keys and values [LM][KS] f16, x [K] f32, q hi and lo [MAXG][KS] f16, softmax
+ * scratch [MAXG][LM] f32 (each warp's maximum and sum of a head), P hi and lo [MAXG][PS] f16, P V
+ * partials [NW / (HD / 16)][MAXG][HD] f32, the softmax sums [MAXG], the o tasks' sums [parts], and
+ * for quantized weights x as int8 [K / 32][8 words] with the sums of each unit's halves [K / 32][2]
+ * and its scales [K / 32]. */
 template <int HD> constexpr size_t smem_bytes(int K, int parts)
 {
     return (size_t)2 * lmax<HD>() * kstride<HD>() * 2 + (size_t)K * 4 +
@@ -272,43 +273,83 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
     if (KT2 == 1) ktrace(p.tr, 2);
 
     /* scores on tensor cores: S (16 tokens x 8 heads) = K (16 x HD) q^T, a warp a 16-token
-     * step; fragments as in mma.m16n8k16 (row gq = lane / 4, pair tq = lane % 4) */
+     * step (MTW of them), kept in registers; fragments as in mma.m16n8k16 (row gq = lane / 4,
+     * pair tq = lane % 4) */
     const int gq = lane >> 2, tq = lane & 3;
-    for (int mt = warp; mt < nks; mt += NW) {
-        float s[4] = {0.f, 0.f, 0.f, 0.f};
-        const __half *k0 = Ks + (size_t)(mt * 16 + gq) * KS + 2 * tq, *k1 = k0 + 8 * KS;
-        const __half *bh = qh + gq * KS + 2 * tq, *bl = ql + gq * KS + 2 * tq;
+    constexpr int MTW = LM / 16 / NW;
+    float s[MTW][4];
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) {
-            const uint32_t a[4] = {ld32h(k0 + kk * 16), ld32h(k1 + kk * 16),
-                                   ld32h(k0 + kk * 16 + 8), ld32h(k1 + kk * 16 + 8)};
-            mma16816(s, a, ld32h(bh + kk * 16), ld32h(bh + kk * 16 + 8));
-            mma16816(s, a, ld32h(bl + kk * 16), ld32h(bl + kk * 16 + 8));
+    for (int i = 0; i < MTW; i++) {
+        const int mt = warp + i * NW;
+        s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+        if (mt < nks) {
+            const __half *k0 = Ks + (size_t)(mt * 16 + gq) * KS + 2 * tq, *k1 = k0 + 8 * KS;
+            const __half *bh = qh + gq * KS + 2 * tq, *bl = ql + gq * KS + 2 * tq;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                const uint32_t a[4] = {ld32h(k0 + kk * 16), ld32h(k1 + kk * 16),
+                                       ld32h(k0 + kk * 16 + 8), ld32h(k1 + kk * 16 + 8)};
+                mma16816(s[i], a, ld32h(bh + kk * 16), ld32h(bh + kk * 16 + 8));
+                mma16816(s[i], a, ld32h(bl + kk * 16), ld32h(bl + kk * 16 + 8));
+            }
         }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int t = mt * 16 + gq + (e >> 1) * 8, g = 2 * tq + (e & 1);
-            if (t < seq && g < G) sc[g * LM + t] = s[e];
+            if (t >= seq || g >= G) s[i][e] = -INFINITY;
+        }
+    }
+    /* softmax from the registers: each warp's maximum of a head, then the block's, then P
+     * (f16 hi + lo, zero past the sequence) and each warp's sums, added before P V */
+    float *wmax = sc, *wsum = sc + NW * MAXG;
+    {
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i = 0; i < MTW; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) mx[e & 1] = fmaxf(mx[e & 1], s[i][e]);
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], 4));
+            mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], 8));
+            mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], 16));
+            if (gq == 0) wmax[warp * MAXG + 2 * tq + j] = mx[j];
         }
     }
     __syncthreads();
-    /* softmax: a warp a head; P as f16 hi + lo, zero past the sequence */
-    for (int g = warp; g < G; g += NW) {
-        float mx = -INFINITY;
-        for (int t = lane; t < seq; t += 32) mx = fmaxf(mx, sc[g * LM + t]);
-        mx = warp_max(mx);
+    {
+        float mb[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            for (int w = 0; w < NW; w++) mb[j] = fmaxf(mb[j], wmax[w * MAXG + 2 * tq + j]);
+#pragma unroll
+        for (int i = 0; i < MTW; i++) {
+            const int mt = warp + i * NW;
+            if (mt >= nks) continue;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int t = mt * 16 + gq + (e >> 1) * 8, g = 2 * tq + (e & 1);
+                const float p = g < G && t < seq ? __expf(s[i][e] - mb[e & 1]) : 0.f;
+                const __half hi = __float2half_rn(p);
+                ph[g * PS + t] = hi;
+                pl[g * PS + t] = __float2half_rn(p - __half2float(hi));
+                l[e & 1] += p;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            l[j] += __shfl_xor_sync(0xffffffffu, l[j], 4);
+            l[j] += __shfl_xor_sync(0xffffffffu, l[j], 8);
+            l[j] += __shfl_xor_sync(0xffffffffu, l[j], 16);
+            if (gq == 0) wsum[warp * MAXG + 2 * tq + j] = l[j];
+        }
+    }
+    __syncthreads();
+    if (tid < G) {
         float l = 0.f;
-        for (int t = lane; t < nks * 16; t += 32) {
-            const float e = t < seq ? __expf(sc[g * LM + t] - mx) : 0.f;
-            const __half hi = __float2half_rn(e);
-            ph[g * PS + t] = hi;
-            pl[g * PS + t] = __float2half_rn(e - __half2float(hi));
-            l += e;
-        }
-        l = warp_sum(l);
-        if (lane == 0) lsum[g] = l;
+        for (int w = 0; w < NW; w++) l += wsum[w * MAXG + tid];
+        lsum[tid] = l; /* read after the barrier that follows P V */
     }
-    __syncthreads();
     /* P V on tensor cores: O (16 heads, 8 used, x 16 dims) += P (16 x 16 tokens) V; warp w
      * takes dims 16 (w % NP) .. and every KSPLIT-th token step from w / NP */
     {
