@@ -830,7 +830,7 @@ static lode_status persist_setup(eng_cuda_model *m)
 
 /* LODE_CUDA_ATTN_O=0 (read when a model becomes ready) keeps batch-1 decode on the split
  * attention kernel and the o GEMV at every length; by default sequences short enough for
- * krn_cuda_attn_o take it. */
+ * krn_cuda_attn_o take it. LODE_CUDA_ATTN_O_MAX=n lowers that length (tests cross it). */
 static int attn_o_env(void)
 {
     const char *e = getenv("LODE_CUDA_ATTN_O");
@@ -844,6 +844,8 @@ static void attn_o_setup(eng_cuda_model *m)
 {
     m->ao_ok = 0;
     m->ao_len = krn_cuda_attn_o_max_len(m->c.head_dim);
+    const char *e = getenv("LODE_CUDA_ATTN_O_MAX");
+    if (e && atoi(e) > 0) m->ao_len = LODE_MIN(m->ao_len, atoi(e));
     if (!attn_o_env() || m->ao_len <= 0) return;
     for (int l = 0; l < m->c.n_layer; l++) {
         krn_cuda_attn_cfg a = attn_for(m, &m->L[l], m->bt);

@@ -281,8 +281,10 @@ static void cuda_vs_cpu(const char *type, double bound, int persist)
            type,
            kpath == 1   ? " (persistent layers kernel)"
            : kpath == 2 ? " (cluster layer kernel"
-           : ao         ? " (attention + o kernel)"
-                        : "",
+           : ao && getenv("LODE_CUDA_ATTN_O_MAX")
+               ? " (attention + o kernel to LODE_CUDA_ATTN_O_MAX tokens, split kernels after)"
+           : ao ? " (attention + o kernel)"
+                : "",
            kpath == 2
                ? (kv ? ", keys and values of one cache block a block in shared memory)" : ")")
                : "",
@@ -334,6 +336,13 @@ static void test_cuda_vs_cpu_backend(void **state)
     setenv("LODE_CUDA_CLUSTER_KVCAP", "1", 1);
     cuda_vs_cpu("q4_1", 3e-2, 2);
     unsetenv("LODE_CUDA_CLUSTER_KVCAP");
+    /* the five kernels again, with the attention + o kernel only up to 30 tokens: the decode
+     * steps cross from its graph to the split kernels' at token 30 of 40 */
+    setenv("LODE_CUDA_CLUSTER", "0", 1);
+    setenv("LODE_CUDA_ATTN_O_MAX", "30", 1);
+    cuda_vs_cpu("bf16", 1e-2, 0);
+    cuda_vs_cpu("q4_0", 3e-2, 0);
+    unsetenv("LODE_CUDA_ATTN_O_MAX");
     unsetenv("LODE_CUDA_CLUSTER");
     unsetenv("LODE_CUDA_PERSIST");
 }
