@@ -314,6 +314,14 @@ bench-share:
 	$(MAKE) -j2 $(B)/bench/bench_share
 	$(B)/bench/bench_share models/SmolLM2-135M-Instruct.Q4_1.gguf models/all-MiniLM-L6-v2
 
+# ---- the CUDA build packed for scripts/gpu-check.sh on a GPU machine without this one's
+# libraries (scripts/gpu-prebuilt.sh: prebuilt.tar.xz, which the check unpacks) -----------
+.PHONY: gpu-prebuilt
+gpu-prebuilt:
+	$(MAKE) CUDA=1 ENGINE_ONLY=1 -j$$(nproc) build-cuda/lode build-cuda/tests/test_cuda \
+	  build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve
+	scripts/gpu-prebuilt.sh
+
 # ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --
 $(B)/bench/bench_gpu_serve: $(B)/obj/bench/bench_gpu_serve.o $(LIB)
 	@mkdir -p $(dir $@)

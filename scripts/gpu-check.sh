@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gpu-check.sh: one call on the GPU machine: build (make CUDA=1; the engine alone when the
-# service libraries are absent; binaries prebuilt elsewhere in prebuilt/ are used when they
+# service libraries are absent; binaries prebuilt elsewhere in prebuilt/, or packed by `make
+# gpu-prebuilt` into prebuilt.tar.xz, are used when they
 # run), the CUDA tests, the HF comparison, `lode bench` on the issue's shapes, the two peers
 # (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
 # the same run, where decode time goes (per-op profile of decode and of a 2048-token prefill,
@@ -22,6 +23,9 @@ OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
 MODE=${1:-full}
 export PYTHONUNBUFFERED=1
+if [ -f prebuilt.tar.xz ] && [ ! -x prebuilt/lode ]; then
+  mkdir -p prebuilt && tar -C prebuilt -xJf prebuilt.tar.xz
+fi
 [ -d prebuilt/lib ] && export LD_LIBRARY_PATH="$PWD/prebuilt/lib:${LD_LIBRARY_PATH:-}"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
@@ -32,6 +36,7 @@ log "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 git log -1 --format='commit %H %cd' 2>/dev/null | tee -a "$OUT/gpu.txt" || true
 [ -f COMMIT ] && cat COMMIT | tee -a "$OUT/gpu.txt"
+[ -f prebuilt/COMMIT ] && cat prebuilt/COMMIT | tee -a "$OUT/gpu.txt"
 
 # ---- build ----------------------------------------------------------------------------
 LODE=build-cuda/lode
@@ -143,6 +148,7 @@ fi
 # ---- peers ----------------------------------------------------------------------------
 PEER=../shared/peers/torch_graphs.py
 [ -f "$PEER" ] || PEER=peers/torch_graphs.py
+[ -f "$PEER" ] || PEER=prebuilt/peers/torch_graphs.py
 [ -f "$PEER" ] && PEER=$(realpath "$PEER")
 SHAPES=$(for sb in $BENCH; do echo "${sb%%:*}"; done | sort -u)
 if [ -f "$PEER" ] && [ "${GPU_CHECK_SKIP_PEER:-0}" != 1 ]; then
