@@ -21,13 +21,6 @@
 
 #define MAXG 8 /* query heads per KV head */
 
-static __device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
-                                                    int64_t pos, int kvh)
-{
-    int32_t blk = bt[pos / KRN_CUDA_KV_BLOCK];
-    return ((int64_t)blk * c.n_kv_head + kvh) * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
-}
-
 /* ---- decode ------------------------------------------------------------------------------- */
 
 /* Block (split sp, KV head, sequence b) of 128 threads walks its piece of the sequence in
@@ -267,49 +260,10 @@ extern "C" lode_status krn_cuda_attn_combine(const krn_cuda_attn_parts *p, int b
 
 /* ---- prefill ------------------------------------------------------------------------------ */
 
-static __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0,
-                                                uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 static __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
 {
     __half2 h = __floats2half2_rn(lo, hi);
     return *(uint32_t *)&h;
-}
-
-/* Four 8x8 f16 matrices from shared memory, transposed: lane l gives the row address of
- * matrix l / 8; register i receives this thread's pair of matrix i. */
-static __device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, const __half *p)
-{
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-static __device__ __forceinline__ uint32_t ld32(const __half *p)
-{
-    return *(const uint32_t *)p;
-}
-
-static __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
-                 "r"(src_bytes));
-}
-static __device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
-template <int N> static __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 /* One cp.async group, by NT threads (tid of them): keys and values kt BK .. kt BK + BK - 1 of

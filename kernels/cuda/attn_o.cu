@@ -81,40 +81,11 @@ template <int HD> constexpr size_t smem_bytes(int K, int parts)
            MAXG * 4 + (size_t)parts * 4 + (size_t)K / 32 * 11 * 4;
 }
 
-__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Four 8x8 f16 matrices from shared memory, transposed (lane l gives a row of matrix l / 8). */
-__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const __half *p)
-{
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
-__device__ __forceinline__ uint32_t ld32h(const __half *p)
-{
-    return *(const uint32_t *)p;
-}
-
 /* Units of a row a lane holds in one round: fewer for the layouts whose units take more
  * registers. */
 template <int FMT> constexpr int unr()
 {
     return sizeof(typename Unit<FMT>::Raw) > 24 ? 2 : 4;
-}
-
-template <int NC> __device__ __forceinline__ int swz(int u)
-{
-    if constexpr (NC == 8) return u & 7;
-    if constexpr (NC == 2) return (u >> 2) & 1;
-    return 0;
 }
 
 struct AoP {
@@ -133,31 +104,6 @@ struct AoP {
 #ifndef KT2
 #define KT2 0
 #endif
-
-__device__ __forceinline__ void cpa16(void *smem, const void *gmem)
-{
-    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-
-__device__ __forceinline__ void cl_arrive_relaxed()
-{
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void cl_arrive()
-{
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void cl_wait()
-{
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-
-__device__ __forceinline__ int64_t kv_row(const krn_cuda_attn_cfg &c, int64_t pos, int kvh)
-{
-    const int32_t blk = c.block_table[pos / KRN_CUDA_KV_BLOCK];
-    return ((int64_t)blk * c.n_kv_head + kvh) * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
-}
 
 template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel(const AoP p)
 {
@@ -233,11 +179,11 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
                 ((int64_t)bts[t / KRN_CUDA_KV_BLOCK] * KV + kvh) * KRN_CUDA_KV_BLOCK +
                 t % KRN_CUDA_KV_BLOCK;
             if (isv)
-                cpa16(Vs + (size_t)t * KS + ch * 8, vc + row * HD + ch * 8);
+                cp_async16(Vs + (size_t)t * KS + ch * 8, vc + row * HD + ch * 8);
             else
-                cpa16(Ks + (size_t)t * KS + ch * 8, kc + row * HD + ch * 8);
+                cp_async16(Ks + (size_t)t * KS + ch * 8, kc + row * HD + ch * 8);
         }
-        asm volatile("cp.async.commit_group;\n" ::: "memory");
+        cp_async_commit();
     }
     /* then the first o weights, needed after the attention */
     if (nt > 0 && lane < nu) load_task(ra, 0);
@@ -261,14 +207,14 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
     if (tid < 2 * CPR) {
         const bool isv = tid >= CPR;
         const int ch = tid % CPR, t = seq - 1;
-        const int64_t row = kv_row(c, t, kvh); /* its table entry may be new */
+        const int64_t row = cache_row(c, c.block_table, t, kvh); /* its table entry may be new */
         const uint4 v = __ldcg((const uint4 *)((isv ? vc : kc) + row * HD + ch * 8));
         *(uint4 *)((isv ? Vs : Ks) + (size_t)t * KS + ch * 8) = v;
     }
     const int nks = (seq + 15) / 16; /* 16-token steps */
     for (int i = seq * CPR + tid; i < nks * 16 * CPR; i += T)
         *(uint4 *)(Vs + (size_t)(i / CPR) * KS + (i % CPR) * 8) = make_uint4(0, 0, 0, 0);
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    cp_async_wait<0>();
     __syncthreads();
     if (KT2 == 1) ktrace(p.tr, 2);
 
@@ -287,10 +233,10 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
             const __half *bh = qh + gq * KS + 2 * tq, *bl = ql + gq * KS + 2 * tq;
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
-                const uint32_t a[4] = {ld32h(k0 + kk * 16), ld32h(k1 + kk * 16),
-                                       ld32h(k0 + kk * 16 + 8), ld32h(k1 + kk * 16 + 8)};
-                mma16816(s[i], a, ld32h(bh + kk * 16), ld32h(bh + kk * 16 + 8));
-                mma16816(s[i], a, ld32h(bl + kk * 16), ld32h(bl + kk * 16 + 8));
+                const uint32_t a[4] = {ld32(k0 + kk * 16), ld32(k1 + kk * 16),
+                                       ld32(k0 + kk * 16 + 8), ld32(k1 + kk * 16 + 8)};
+                mma16816(s[i], a, ld32(bh + kk * 16), ld32(bh + kk * 16 + 8));
+                mma16816(s[i], a, ld32(bl + kk * 16), ld32(bl + kk * 16 + 8));
             }
         }
 #pragma unroll
@@ -359,10 +305,10 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
         for (int ks = part; ks < nks; ks += KSPLIT) {
             const __half *ah = ph + gq * PS + ks * 16 + 2 * tq,
                          *al = pl + gq * PS + ks * 16 + 2 * tq;
-            const uint32_t a_hi[4] = {ld32h(ah), 0u, ld32h(ah + 8), 0u};
-            const uint32_t a_lo[4] = {ld32h(al), 0u, ld32h(al + 8), 0u};
+            const uint32_t a_hi[4] = {ld32(ah), 0u, ld32(ah + 8), 0u};
+            const uint32_t a_lo[4] = {ld32(al), 0u, ld32(al + 8), 0u};
             uint32_t b[4];
-            ldsm_x4_t(b, Vs + (size_t)(ks * 16 + (lane & 15)) * KS + pr * 16 + (lane >> 4) * 8);
+            ldsm_x4_trans(b, Vs + (size_t)(ks * 16 + (lane & 15)) * KS + pr * 16 + (lane >> 4) * 8);
             mma16816(o0, a_hi, b[0], b[1]);
             mma16816(o0, a_lo, b[0], b[1]);
             mma16816(o1, a_hi, b[2], b[3]);

@@ -113,21 +113,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t phase)
                      : "memory");
 }
 
-/* Cluster barrier halves: what a block wrote before arriving (shared memory of any block,
- * global memory) is visible to every block after its wait. */
-__device__ __forceinline__ void cl_arrive()
-{
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void cl_arrive_relaxed()
-{
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void cl_wait()
-{
-    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-
 /* Block sum; every thread gets it. Synchronizes the block. */
 __device__ __forceinline__ float bsum(float v, float *red)
 {

@@ -189,4 +189,71 @@ __host__ __device__ static inline int krn_attn_split_len(int seq, int n_split)
     return per < 32 ? 32 : per;
 }
 
+/* ---- device helpers shared by the attention kernels ----------------------------------- */
+
+/* Row of position pos of KV head kvh in lode's paged cache ([block][KV head][KV_BLOCK]
+ * positions), through the sequence's block table bt. */
+__device__ __forceinline__ int64_t cache_row(const krn_cuda_attn_cfg &c, const int32_t *bt,
+                                             int64_t pos, int kvh)
+{
+    int32_t blk = bt[pos / KRN_CUDA_KV_BLOCK];
+    return ((int64_t)blk * c.n_kv_head + kvh) * KRN_CUDA_KV_BLOCK + pos % KRN_CUDA_KV_BLOCK;
+}
+
+/* c += a b on tensor cores: mma.m16n8k16, f16 in, f32 accumulate. */
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Four 8x8 f16 matrices from shared memory, transposed: lane l gives the row address of
+ * matrix l / 8; register i receives this thread's pair of matrix i. */
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, const __half *p)
+{
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* Two halves as one word (a fragment register). */
+__device__ __forceinline__ uint32_t ld32(const __half *p)
+{
+    return *(const uint32_t *)p;
+}
+
+/* 16 bytes from global to shared memory, asynchronously; bytes past src_bytes are zeroed. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes = 16)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Cluster barrier halves: what a block wrote before arriving (shared memory of any block,
+ * global memory) is visible to every block after its wait. */
+__device__ __forceinline__ void cl_arrive()
+{
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cl_arrive_relaxed()
+{
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cl_wait()
+{
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
 #endif

@@ -65,13 +65,6 @@ template <int FMT> struct XF {
     static constexpr int v = IsQuant<FMT>::v ? 11 : Unit<FMT>::N;
 };
 
-template <int NC> __device__ __forceinline__ int swz(int u)
-{
-    if constexpr (NC == 8) return u & 7;
-    if constexpr (NC == 2) return (u >> 2) & 1;
-    return 0;
-}
-
 __device__ __forceinline__ float4 f4(const float *p)
 {
     return *(const float4 *)p;

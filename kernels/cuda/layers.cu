@@ -106,13 +106,6 @@ struct Sync {
     }
 };
 
-template <int NC> __device__ __forceinline__ int swz(int u)
-{
-    if constexpr (NC == 8) return u & 7;
-    if constexpr (NC == 2) return (u >> 2) & 1;
-    return 0;
-}
-
 /* Element k of a staged vector (unit-major, float4 c of unit u at c ^ swz(u)). */
 template <int N> __device__ __forceinline__ int xpos(int k)
 {

@@ -274,6 +274,15 @@ template <> struct Unit<FMT_Q6> {
     }
 };
 
+/* Swizzle of the float4 chunks of a unit of x staged in shared memory (chunk c of unit u at
+ * c ^ swz(u)), so that the lanes' 16-byte reads of consecutive units hit different banks. */
+template <int NC> __device__ __forceinline__ int swz(int u)
+{
+    if constexpr (NC == 8) return u & 7;
+    if constexpr (NC == 2) return (u >> 2) & 1;
+    return 0;
+}
+
 template <int FMT> struct IsQuant {
     static constexpr bool v = FMT >= FMT_Q4;
 };
