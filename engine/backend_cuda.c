@@ -854,12 +854,12 @@ static void attn_o_setup(eng_cuda_model *m)
     m->ao_ok = 1;
 }
 
-/* Whether a decode step of `batch` sequences at their present lengths takes krn_cuda_attn_o:
- * batch 1, not the persistent or cluster layer kernels, and the sequence after the step no
- * longer than the kernel holds. */
-static int attn_o_for(const eng_cuda_model *m, int batch)
+/* Whether a decode step of `batch` sequences takes krn_cuda_attn_o: batch 1, not the
+ * persistent or cluster layer kernels, and the sequence no longer than the kernel holds
+ * after the step (len: its tokens then). */
+static int attn_o_for(const eng_cuda_model *m, int batch, int len)
 {
-    return m->ao_ok && batch == 1 && !m->persist && m->len[0] + 1 <= m->ao_len;
+    return m->ao_ok && batch == 1 && !m->persist && len <= m->ao_len;
 }
 
 lode_status eng_cuda_model_ready(eng_cuda_model *m)
@@ -1307,7 +1307,7 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     eng_cuda_sampling greedy = {0.f, 0, 1.f, 0};
     if (!smp) smp = &greedy;
     graph *gr = NULL;
-    const int ao = attn_o_for(m, batch);
+    const int ao = attn_o_for(m, batch, m->len[0] + 1);
     for (int i = 0; i < m->ng; i++)
         if (m->g[i].batch == batch && m->g[i].ao == ao && same_sampling(&m->g[i].s, smp))
             gr = &m->g[i];
@@ -1372,7 +1372,7 @@ lode_status eng_cuda_profile(eng_cuda_model *m, int batch, eng_cuda_prof_fn fn, 
     if (st) return st;
     m->pn = 0;
     m->prof = 1;
-    m->ao = attn_o_for(m, batch);
+    m->ao = attn_o_for(m, batch, m->len[0] + 1);
     st = decode_step(m, batch, NULL);
     m->ao = 0;
     m->prof = 0;
@@ -1898,7 +1898,7 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
         if ((st = step_profile(m, T, D, P, maxn, NO))) return st;
     } else if (P == 0 && D <= m->gemv_max && in_order) {
         /* one sequence short enough attends with krn_cuda_attn_o, in a graph of its own */
-        const int ao = D == 1 && m->ao_ok && !m->persist && h[sv_off(m, SV_LEN)] <= m->ao_len;
+        const int ao = attn_o_for(m, D, h[sv_off(m, SV_LEN)]);
         void **exec = ao ? &m->sv_graph_ao : &m->sv_graph[D];
         if (!*exec) {
             TRY(m, krn_cuda_graph_begin(s), "graph capture");
