@@ -317,24 +317,40 @@ extern "C" lode_status krn_cuda_mat_random(krn_cuda_mat *m, uint64_t seed, float
 
 /* ---- dequantization and embedding lookup ------------------------------------------------ */
 
+/* A unit's values, 8 a thread (one 16-byte store; consecutive threads store consecutive
+ * bytes): N / 8 threads a unit, each decoding the unit and keeping its eighth. F32's 4-value
+ * units take one thread and two 8-byte stores. */
 template <int FMT>
 __global__ void dequant_kernel(krn_cuda_mat m, int64_t u0, int64_t nunits, void *out, int out_type)
 {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    constexpr int N = Unit<FMT>::N, P = N >= 8 ? N / 8 : 1, E = N >= 8 ? 8 : N;
+    const int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, i = g / P;
+    const int j = (int)(g % P);
     if (i >= nunits) return;
-    constexpr int N = Unit<FMT>::N;
     float v[N];
     unit_values<FMT>(m, u0 + i, v);
-    int64_t e0 = i * N;
-    if (out_type == LODE_BF16) {
-        __nv_bfloat162 *o = (__nv_bfloat162 *)((__nv_bfloat16 *)out + e0);
+    float o[E];
 #pragma unroll
-        for (int k = 0; k < N; k += 2) o[k / 2] = __floats2bfloat162_rn(v[k], v[k + 1]);
-    } else {
-        __half2 *o = (__half2 *)((__half *)out + e0);
+    for (int jj = 0; jj < P; jj++)
+        if (jj == j)
 #pragma unroll
-        for (int k = 0; k < N; k += 2) o[k / 2] = __floats2half2_rn(v[k], v[k + 1]);
+            for (int e = 0; e < E; e++) o[e] = v[E * jj + e];
+    uint32_t w[E / 2];
+#pragma unroll
+    for (int e = 0; e < E; e += 2) {
+        if (out_type == LODE_BF16) {
+            const __nv_bfloat162 h = __floats2bfloat162_rn(o[e], o[e + 1]);
+            w[e / 2] = *(const uint32_t *)&h;
+        } else {
+            const __half2 h = __floats2half2_rn(o[e], o[e + 1]);
+            w[e / 2] = *(const uint32_t *)&h;
+        }
     }
+    char *dst = (char *)out + (i * N + (int64_t)E * j) * 2;
+    if constexpr (E == 8)
+        *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
+    else
+        *(uint2 *)dst = make_uint2(w[0], w[1]);
 }
 
 extern "C" lode_status krn_cuda_mat_dequant(const krn_cuda_mat *m, int64_t row0, int64_t nrows,
@@ -345,7 +361,10 @@ extern "C" lode_status krn_cuda_mat_dequant(const krn_cuda_mat *m, int64_t row0,
     int ue = unit_elems(m->fmt);
     int64_t upr = m->cols / ue, u0 = row0 * upr, nu = nrows * upr;
     int ot = f16 ? LODE_F16 : LODE_BF16;
-#define DQ(F) dequant_kernel<F><<<cdiv(nu, 256), 256, 0, STREAM(stream)>>>(*m, u0, nu, out, ot)
+    if ((uintptr_t)out & 15)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "CUDA: dequant output alignment");
+    const int per = ue >= 8 ? ue / 8 : 1; /* threads a unit */
+#define DQ(F) dequant_kernel<F><<<cdiv(nu *per, 256), 256, 0, STREAM(stream)>>>(*m, u0, nu, out, ot)
     FMT_DISPATCH(m->fmt, DQ)
 #undef DQ
     CU_LAUNCHED("dequant");
