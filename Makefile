@@ -319,11 +319,16 @@ bench-share:
 .PHONY: gpu-prebuilt
 gpu-prebuilt:
 	$(MAKE) CUDA=1 ENGINE_ONLY=1 -j$$(nproc) build-cuda/lode build-cuda/tests/test_cuda \
-	  build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve
+	  build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve build-cuda/bench/bench_qmm
 	scripts/gpu-prebuilt.sh
 
 # ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --
 $(B)/bench/bench_gpu_serve: $(B)/obj/bench/bench_gpu_serve.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)
+# the quantized matrix product's paths by token count (bench/bench_qmm.c; gpu-check.sh full)
+$(B)/bench/bench_qmm: $(B)/obj/bench/bench_qmm.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_SAN) -o $@ $< $(LIB) $(ENGINE_LIBS)

@@ -2,7 +2,7 @@
 # gpu-prebuilt.sh: packs the CUDA build of this machine for scripts/gpu-check.sh on a GPU
 # machine that lacks this one's libraries (sqlite, libmicrohttpd, cmocka, ...) or its time to
 # build. Writes prebuilt.tar.xz in the repository root (ignored by git), which holds:
-#   lode, test_cuda, test_cuda_synth, bench_gpu_serve   stripped, from build-cuda/
+#   lode, test_cuda, test_cuda_synth, bench_gpu_serve, bench_qmm   stripped, from build-cuda/
 #   lib/                     the shared libraries they link beyond libc and the CUDA runtime
 #   peers/torch_graphs.py    the CUDA-graph peer, when ../shared/peers has it
 #   COMMIT                   the commit, its date and the nvcc release they were built from
@@ -10,7 +10,7 @@
 # Run through `make gpu-prebuilt`, which builds them first (make CUDA=1 ENGINE_ONLY=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BINS="build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve"
+BINS="build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve build-cuda/bench/bench_qmm"
 for b in $BINS; do
   [ -x "$b" ] || { echo "gpu-prebuilt: $b is missing (make gpu-prebuilt builds it)" >&2; exit 1; }
 done

@@ -1097,7 +1097,11 @@ static void test_gemm(void **state)
             }
         void *dx = dev_put(x, 2 * M * cols), *dy = dev_put(y0, sizeof(float) * M * rows);
         void *scratch = dev_put(NULL, krn_cuda_gemm_scratch_bytes(&m));
-        double bound = (t == LODE_BF16 || t == LODE_F16) ? 1e-5 : 5e-3; /* bf16 dequantization */
+        const int quant = t != LODE_BF16 && t != LODE_F16;
+        /* 16-bit weights: f32 sums of exact products. Quantized weights at M = 37 take qmm.cu
+         * (x as int8 per 32, the GEMV's bound); the dequantizing path (bf16 weights, about
+         * 2e-3) is checked on the same data below. */
+        double bound = quant ? gemv_bound(t) : 1e-5;
         /* cuBLAS's default algorithm, then the one krn_cuda_gemm_prepare times and keeps */
         for (int prep = 0; prep < 2; prep++) {
             if (prep) { /* the tuning runs write y */
@@ -1110,6 +1114,17 @@ static void test_gemm(void **state)
             printf("gemm %-5s m %d (accumulate%s): rel L2 %.2e (bound %.0e)\n", lode_dtype_name(t),
                    (int)M, prep ? ", tuned" : "", e, bound);
             assert_true(e < bound);
+        }
+        if (quant) { /* the dequantized cuBLAS path, as taken past krn_cuda_qmm_limit() rows */
+            const int lim = krn_cuda_qmm_limit(0);
+            CK(krn_cuda_h2d(dy, y0, sizeof(float) * M * rows, NULL));
+            CK(krn_cuda_gemm(h, &m, dx, xf16, M, dy, rows, 1, scratch, NULL));
+            krn_cuda_qmm_limit(lim);
+            get(y, dy, sizeof(float) * M * rows);
+            double e = rel_l2(y, ref, (size_t)(M * rows));
+            printf("gemm %-5s m %d (accumulate, dequantized to bf16): rel L2 %.2e (bound 5e-3)\n",
+                   lode_dtype_name(t), (int)M, e);
+            assert_true(e < 5e-3);
         }
         /* 16-bit output in the activations' type, prepared, no accumulation */
         const int yt = xf16 ? LODE_F16 : LODE_BF16;
@@ -1145,6 +1160,102 @@ static void test_gemm(void **state)
 }
 
 /* ---- sampling --------------------------------------------------------------------------- */
+
+/* qmm.cu, quantized W times a few to a few hundred rows of X, against the double-precision
+ * product: every quantized type; token counts that take each n-tile width and more than one
+ * 64-token chunk; rows that leave part of a 128-row tile; K of 1, 2 and 4 stages (one split, a
+ * split with a short last stage, several splits added by the reduce kernel); f32 output
+ * accumulated and 16-bit output written; and the same bits from a second run. */
+static void test_qmm(void **state)
+{
+    if (!gpu_ok()) skip();
+    static const int qtypes[] = {LODE_Q4_0, LODE_Q4_1, LODE_Q8_0, LODE_Q4_K, LODE_Q6_K};
+    static const struct {
+        int64_t rows, cols;
+    } shapes[] = {{300, 2048}, {200, 576}, {136, 512}};
+    static const int64_t ms[] = {1, 9, 37, 70};
+    for (size_t ti = 0; ti < LODE_ARRAY_LEN(qtypes); ti++)
+        for (size_t si = 0; si < LODE_ARRAY_LEN(shapes); si++) {
+            const int t = qtypes[ti];
+            const int64_t rows = shapes[si].rows, cols = shapes[si].cols;
+            if (cols % 256 && (t == LODE_Q4_K || t == LODE_Q6_K)) continue;
+            krn_cuda_mat m;
+            double *w;
+            make_mat(&m, t, rows, cols, &w);
+            const size_t sb = krn_cuda_gemm_scratch_bytes(&m);
+            void *scratch = dev_put(NULL, sb);
+            for (size_t mi = 0; mi < LODE_ARRAY_LEN(ms); mi++) {
+                const int64_t M = ms[mi];
+                const int xf16 = (int)(mi & 1);
+                uint16_t *x = malloc(2 * M * cols);
+                double *xd = malloc(sizeof(double) * M * cols),
+                       *ref = malloc(sizeof(double) * M * rows);
+                float *y0 = malloc(sizeof(float) * M * rows), *y = malloc(sizeof(float) * M * rows),
+                      *y2 = malloc(sizeof(float) * M * rows);
+                for (int64_t i = 0; i < M * cols; i++) {
+                    float v = frand();
+                    x[i] = xf16 ? lode_float_to_half(v) : lode_float_to_bf16(v);
+                    xd[i] = xf16 ? lode_half_to_float(x[i]) : lode_bf16_to_float(x[i]);
+                }
+                fill(y0, (size_t)M * rows, 1.f);
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double acc = 0;
+                        for (int64_t k = 0; k < cols; k++)
+                            acc += xd[i * cols + k] * w[r * cols + k];
+                        ref[i * rows + r] = acc;
+                    }
+                assert_true(krn_cuda_qmm_fits(&m, M, sb));
+                void *dx = dev_put(x, 2 * M * cols);
+                /* f32, accumulated into y0 */
+                float *dy = dev_put(y0, sizeof(float) * M * rows);
+                CK(krn_cuda_qmm(&m, dx, xf16, M, dy, LODE_F32, rows, 1, scratch, sb, NULL));
+                get(y, dy, sizeof(float) * M * rows);
+                for (int64_t i = 0; i < M * rows; i++) y[i] -= y0[i];
+                double e = rel_l2(y, ref, (size_t)(M * rows));
+                /* again: the same bits */
+                CK(krn_cuda_h2d(dy, y0, sizeof(float) * M * rows, NULL));
+                CK(krn_cuda_qmm(&m, dx, xf16, M, dy, LODE_F32, rows, 1, scratch, sb, NULL));
+                get(y2, dy, sizeof(float) * M * rows);
+                for (int64_t i = 0; i < M * rows; i++) y2[i] -= y0[i];
+                assert_memory_equal(y, y2, sizeof(float) * M * rows);
+                /* 16-bit, written over poison, row stride wider than the rows */
+                const int yt = xf16 ? LODE_F16 : LODE_BF16;
+                const int64_t ld = rows + 8;
+                uint16_t *y16 = malloc(2 * M * ld);
+                void *dy16 = dev_poison(2 * M * ld);
+                CK(krn_cuda_qmm(&m, dx, xf16, M, dy16, yt, ld, 0, scratch, sb, NULL));
+                get(y16, dy16, 2 * M * ld);
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        const uint16_t v = y16[i * ld + r];
+                        y2[i * rows + r] = xf16 ? lode_half_to_float(v) : lode_bf16_to_float(v);
+                    }
+                double e16 = rel_l2(y2, ref, (size_t)(M * rows));
+                const double b16 = gemv_bound(t) + (xf16 ? 1e-3 : 8e-3);
+                printf(
+                    "qmm %-5s %4lld x %4lld, m %2lld, x %s: rel L2 %.2e (bound %.1e), %s out %.2e "
+                    "(bound %.1e)\n",
+                    lode_dtype_name(t), (long long)rows, (long long)cols, (long long)M,
+                    xf16 ? "f16" : "bf16", e, gemv_bound(t), lode_dtype_name(yt), e16, b16);
+                assert_true(e < gemv_bound(t));
+                assert_true(e16 < b16);
+                krn_cuda_free(dy16);
+                krn_cuda_free(dy);
+                krn_cuda_free(dx);
+                free(y16);
+                free(x);
+                free(xd);
+                free(ref);
+                free(y0);
+                free(y);
+                free(y2);
+            }
+            krn_cuda_free(scratch);
+            krn_cuda_mat_free(&m);
+            free(w);
+        }
+}
 
 static void test_sampling(void **state)
 {
@@ -1445,8 +1556,8 @@ int main(void)
         cmocka_unit_test(test_attn_decode), cmocka_unit_test(test_attn_decode_rows),
         cmocka_unit_test(test_attn_o),      cmocka_unit_test(test_attn_prefill),
         cmocka_unit_test(test_rope_kv),     cmocka_unit_test(test_norm_swiglu_embed),
-        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_sampling),
-        cmocka_unit_test(test_model),
+        cmocka_unit_test(test_gemm),        cmocka_unit_test(test_qmm),
+        cmocka_unit_test(test_sampling),    cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

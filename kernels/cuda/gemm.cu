@@ -1,7 +1,8 @@
 /*
  * gemm.cu: the matrix product on tensor cores through cuBLAS. F16 and BF16 weights go straight
- * in; quantized weights are first dequantized into a reused bf16 buffer (one extra write and
- * read of the matrix, small next to the m x n x k product once m is in the hundreds). The
+ * in. Quantized weights for up to krn_cuda_qmm_limit() tokens go to qmm.cu, which decodes them
+ * on the fly; for more, they are first dequantized into a reused bf16 buffer (one extra write
+ * and read of the matrix, small next to the m x n x k product once m is in the hundreds). The
  * result is f32, optionally added to Y (the residual) by the GEMM itself, or 16-bit where the
  * next op reads it in that type.
  *
@@ -245,6 +246,19 @@ static tuned *tune(krn_cuda_blas *h, const void *w, const void *x, int f16, int 
     return e;
 }
 
+extern "C" int krn_cuda_qmm_limit(int set)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("LODE_CUDA_QMM_MAX");
+        v = e && *e ? atoi(e) : KRN_CUDA_QMM_MAX;
+        if (v < 0) v = 0;
+    }
+    const int old = v;
+    if (set >= 0) v = set;
+    return old;
+}
+
 /* 1 unless LODE_CUDA_GEMM_TUNE=0 (read once): whether prepared shapes are tuned. */
 static int tune_enabled(void)
 {
@@ -266,6 +280,12 @@ static lode_status gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, 
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemm: bad shape");
     cudaStream_t st = STREAM(stream);
     const void *wp = w->q;
+    /* quantized weights for up to krn_cuda_qmm_limit tokens: decoded on the fly (qmm.cu) */
+    const size_t sb = krn_cuda_gemm_scratch_bytes(w);
+    if (w->dtype != LODE_F32 && w->dtype != LODE_F16 && w->dtype != LODE_BF16 &&
+        m <= krn_cuda_qmm_limit(-1) && scratch && krn_cuda_qmm_fits(w, m, sb))
+        return run ? krn_cuda_qmm(w, x, x_f16, m, y, y_type, ldy, accumulate, scratch, sb, stream)
+                   : LODE_OK;
     if (w->dtype != (x_f16 ? LODE_F16 : LODE_BF16)) {
         if (!scratch) return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemm: scratch needed");
         if (run) {
