@@ -125,8 +125,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *n;
         int t;
-    } types[] = {{"q4_0", LODE_Q4_0}, {"q4_1", LODE_Q4_1}, {"q8_0", LODE_Q8_0},
-                 {"q4_K", LODE_Q4_K}, {"q6_K", LODE_Q6_K}};
+    } types[] = {{"q4_0", LODE_Q4_0},
+                 {"q4_1", LODE_Q4_1},
+                 {"q8_0", LODE_Q8_0},
+                 {"q4_K", LODE_Q4_K},
+                 {"q6_K", LODE_Q6_K}};
     for (size_t i = 0; i < LODE_ARRAY_LEN(types); i++)
         if (!strcmp(types[i].n, tname)) dtype = types[i].t;
     if (!sh || dtype < 0) {
@@ -212,7 +215,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < nm; k++) {
             const int m = ms[k];
             double tq = -1, td = -1, tg = -1;
-            if (krn_cuda_qmm_fits(&w, m, c.scratch_bytes)) tq = time_path(&c, P_QMM, &w, m);
+            if (krn_cuda_qmm_fits(&w, 0, m, c.scratch_bytes)) tq = time_path(&c, P_QMM, &w, m);
             td = time_path(&c, P_DEQ, &w, m);
             if (m <= MAX_M) tg = time_path(&c, P_GEMV, &w, m);
             const char *best = "qmm";

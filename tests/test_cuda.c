@@ -1098,10 +1098,10 @@ static void test_gemm(void **state)
         void *dx = dev_put(x, 2 * M * cols), *dy = dev_put(y0, sizeof(float) * M * rows);
         void *scratch = dev_put(NULL, krn_cuda_gemm_scratch_bytes(&m));
         const int quant = t != LODE_BF16 && t != LODE_F16;
-        /* 16-bit weights: f32 sums of exact products. Quantized weights at M = 37 take qmm.cu
-         * (x as int8 per 32, the GEMV's bound); the dequantizing path (bf16 weights, about
-         * 2e-3) is checked on the same data below. */
-        double bound = quant ? gemv_bound(t) : 1e-5;
+        /* 16-bit weights: f32 sums of exact products. Quantized weights meet x as bf16 values
+         * (about 2e-3): at M = 37 in qmm.cu, decoded in registers; past the qmm limit
+         * dequantized into the scratch for cuBLAS (checked on the same data below). */
+        double bound = quant ? 5e-3 : 1e-5;
         /* cuBLAS's default algorithm, then the one krn_cuda_gemm_prepare times and keeps */
         for (int prep = 0; prep < 2; prep++) {
             if (prep) { /* the tuning runs write y */
@@ -1161,11 +1161,12 @@ static void test_gemm(void **state)
 
 /* ---- sampling --------------------------------------------------------------------------- */
 
-/* qmm.cu, quantized W times a few to a few hundred rows of X, against the double-precision
+/* qmm.cu, quantized W times a few to a few dozen bf16 rows of X, against the double-precision
  * product: every quantized type; token counts that take each n-tile width and more than one
- * 64-token chunk; rows that leave part of a 128-row tile; K of 1, 2 and 4 stages (one split, a
- * split with a short last stage, several splits added by the reduce kernel); f32 output
- * accumulated and 16-bit output written; and the same bits from a second run. */
+ * block of tokens; rows that leave part of a 128-row tile; K of one stage, of stages with a
+ * short last one, and split over blocks (added by the reduce kernel); f32 output accumulated,
+ * bf16 and f16 output written; and the same bits from a second run. The weights meet x as
+ * bf16 values (scale and product rounded), as in the dequantizing path. */
 static void test_qmm(void **state)
 {
     if (!gpu_ok()) skip();
@@ -1186,7 +1187,7 @@ static void test_qmm(void **state)
             void *scratch = dev_put(NULL, sb);
             for (size_t mi = 0; mi < LODE_ARRAY_LEN(ms); mi++) {
                 const int64_t M = ms[mi];
-                const int xf16 = (int)(mi & 1);
+                const int xf16 = 0;
                 uint16_t *x = malloc(2 * M * cols);
                 double *xd = malloc(sizeof(double) * M * cols),
                        *ref = malloc(sizeof(double) * M * rows);
@@ -1205,7 +1206,7 @@ static void test_qmm(void **state)
                             acc += xd[i * cols + k] * w[r * cols + k];
                         ref[i * rows + r] = acc;
                     }
-                assert_true(krn_cuda_qmm_fits(&m, M, sb));
+                assert_true(krn_cuda_qmm_fits(&m, 0, M, sb));
                 void *dx = dev_put(x, 2 * M * cols);
                 /* f32, accumulated into y0 */
                 float *dy = dev_put(y0, sizeof(float) * M * rows);
@@ -1220,7 +1221,7 @@ static void test_qmm(void **state)
                 for (int64_t i = 0; i < M * rows; i++) y2[i] -= y0[i];
                 assert_memory_equal(y, y2, sizeof(float) * M * rows);
                 /* 16-bit, written over poison, row stride wider than the rows */
-                const int yt = xf16 ? LODE_F16 : LODE_BF16;
+                const int yt = mi & 1 ? LODE_F16 : LODE_BF16;
                 const int64_t ld = rows + 8;
                 uint16_t *y16 = malloc(2 * M * ld);
                 void *dy16 = dev_poison(2 * M * ld);
@@ -1229,16 +1230,16 @@ static void test_qmm(void **state)
                 for (int64_t i = 0; i < M; i++)
                     for (int64_t r = 0; r < rows; r++) {
                         const uint16_t v = y16[i * ld + r];
-                        y2[i * rows + r] = xf16 ? lode_half_to_float(v) : lode_bf16_to_float(v);
+                        y2[i * rows + r] =
+                            yt == LODE_F16 ? lode_half_to_float(v) : lode_bf16_to_float(v);
                     }
                 double e16 = rel_l2(y2, ref, (size_t)(M * rows));
-                const double b16 = gemv_bound(t) + (xf16 ? 1e-3 : 8e-3);
-                printf(
-                    "qmm %-5s %4lld x %4lld, m %2lld, x %s: rel L2 %.2e (bound %.1e), %s out %.2e "
-                    "(bound %.1e)\n",
-                    lode_dtype_name(t), (long long)rows, (long long)cols, (long long)M,
-                    xf16 ? "f16" : "bf16", e, gemv_bound(t), lode_dtype_name(yt), e16, b16);
-                assert_true(e < gemv_bound(t));
+                const double bound = 5e-3, b16 = bound + (yt == LODE_F16 ? 1e-3 : 8e-3);
+                printf("qmm %-5s %4lld x %4lld, m %2lld: rel L2 %.2e (bound %.0e), %s out %.2e "
+                       "(bound %.0e)\n",
+                       lode_dtype_name(t), (long long)rows, (long long)cols, (long long)M, e, bound,
+                       lode_dtype_name(yt), e16, b16);
+                assert_true(e < bound);
                 assert_true(e16 < b16);
                 krn_cuda_free(dy16);
                 krn_cuda_free(dy);

@@ -178,17 +178,18 @@ lode_status krn_cuda_gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x
                           int64_t m, float *y, int64_t ldy, int accumulate, void *scratch,
                           void *stream);
 size_t krn_cuda_gemm_scratch_bytes(const krn_cuda_mat *w);
-/* Quantized W times at most KRN_CUDA_QMM_MAX rows of X by default: qmm.cu's kernels, which
- * decode the weights on the fly (X quantized to 8 bits per 32 values, as the GEMV does); more
- * rows take the dequantized cuBLAS path. LODE_CUDA_QMM_MAX=n sets the limit (0: never).
- * krn_cuda_qmm_limit(n) sets it to n (n >= 0) and returns the previous limit (-1: only reads). */
+/* Quantized W times at most KRN_CUDA_QMM_MAX rows of bf16 X by default: qmm.cu's kernels,
+ * which decode the weights on the fly; more rows (and f16 X) take the dequantized cuBLAS path.
+ * LODE_CUDA_QMM_MAX=n sets the limit (0: never). krn_cuda_qmm_limit(n) sets it to n (n >= 0)
+ * and returns the previous limit (-1: only reads). */
 #define KRN_CUDA_QMM_MAX 64
 int krn_cuda_qmm_limit(int set);
-/* Whether krn_cuda_qmm takes W for m rows of X within scratch_bytes of scratch. */
-int krn_cuda_qmm_fits(const krn_cuda_mat *w, int64_t m, size_t scratch_bytes);
-/* Y[m][n] (+)= sum_k X[m][k] W[n][k] for quantized W (Q4_0, Q4_1, Q4_K, Q8_0, Q6_K), X as for
- * krn_cuda_gemm (16-byte aligned), Y of y_type with row stride ldy; scratch (16-byte aligned)
- * holds X quantized and the partial sums of K splits. The same result every run. */
+/* Whether krn_cuda_qmm takes W for m rows of X (f16 when x_f16) within scratch_bytes of
+ * scratch. */
+int krn_cuda_qmm_fits(const krn_cuda_mat *w, int x_f16, int64_t m, size_t scratch_bytes);
+/* Y[m][n] (+)= sum_k X[m][k] W[n][k] for quantized W (Q4_0, Q4_1, Q4_K, Q8_0, Q6_K), X bf16
+ * [m][cols] (16-byte aligned), Y of y_type with row stride ldy; scratch (16-byte aligned) holds
+ * the partial sums of K splits. The same result every run. */
 lode_status krn_cuda_qmm(const krn_cuda_mat *w, const void *x, int x_f16, int64_t m, void *y,
                          int y_type, int64_t ldy, int accumulate, void *scratch,
                          size_t scratch_bytes, void *stream);

@@ -280,10 +280,10 @@ static lode_status gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, 
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemm: bad shape");
     cudaStream_t st = STREAM(stream);
     const void *wp = w->q;
-    /* quantized weights for up to krn_cuda_qmm_limit tokens: decoded on the fly (qmm.cu) */
+    /* quantized weights times up to krn_cuda_qmm_limit bf16 rows: decoded on the fly (qmm.cu) */
     const size_t sb = krn_cuda_gemm_scratch_bytes(w);
     if (w->dtype != LODE_F32 && w->dtype != LODE_F16 && w->dtype != LODE_BF16 &&
-        m <= krn_cuda_qmm_limit(-1) && scratch && krn_cuda_qmm_fits(w, m, sb))
+        m <= krn_cuda_qmm_limit(-1) && scratch && krn_cuda_qmm_fits(w, x_f16, m, sb))
         return run ? krn_cuda_qmm(w, x, x_f16, m, y, y_type, ldy, accumulate, scratch, sb, stream)
                    : LODE_OK;
     if (w->dtype != (x_f16 ? LODE_F16 : LODE_BF16)) {
