@@ -10,7 +10,7 @@
  * copy bandwidth, measured first in the same run.
  *
  *   bench_qmm [--shape llama3-8b|llama3.2-1b|smollm2-135m] [--type q4_0|q4_1|q8_0|q4_K|q6_K]
- *             [--m 1,8,16,...]
+ *             [--m 1,8,16,...] [--matrix qkv|o|gate+up|down|head]
  * Prints a Markdown table and a `RESULT` line per matrix and m.
  */
 #include <stdio.h>
@@ -105,6 +105,7 @@ static double time_path(ctx *c, int path, const krn_cuda_mat *w, int m)
 int main(int argc, char **argv)
 {
     const char *sname = "llama3-8b", *tname = "q4_0", *mlist = "1,2,4,8,16,32,64,128,256";
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shape") && i + 1 < argc)
             sname = argv[++i];
@@ -112,9 +113,12 @@ int main(int argc, char **argv)
             tname = argv[++i];
         else if (!strcmp(argv[i], "--m") && i + 1 < argc)
             mlist = argv[++i];
+        else if (!strcmp(argv[i], "--matrix") && i + 1 < argc)
+            only = argv[++i];
         else {
             fprintf(stderr, "usage: bench_qmm [--shape llama3-8b|llama3.2-1b|smollm2-135m] "
-                            "[--type q4_0|q4_1|q8_0|q4_K|q6_K] [--m 1,8,16,...]\n");
+                            "[--type q4_0|q4_1|q8_0|q4_K|q6_K] [--m 1,8,16,...] "
+                            "[--matrix qkv|o|gate+up|down|head]\n");
             return 2;
         }
     }
@@ -207,6 +211,7 @@ int main(int argc, char **argv)
     printf("| matrix | rows x cols | MB | m | qmm us | qmm %% of copy | deq+cuBLAS us | gemv us | "
            "best |\n|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < LODE_ARRAY_LEN(mats); i++) {
+        if (only && strcmp(only, mats[i].n)) continue;
         krn_cuda_mat w;
         CK(krn_cuda_mat_alloc(&w, dtype, mats[i].rows, mats[i].cols));
         CK(krn_cuda_mat_random(&w, 7 + i, 0.02f, c.stream));

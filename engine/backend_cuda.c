@@ -1869,16 +1869,15 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
     /* The GEMV reads the weights once per row group of the batch: on an H100 llama3-8b BF16
      * decoded 170 tok/s at batch 1 but 303 at batch 16 (53 ms a step), where a cuBLAS GEMM
      * reads them once (about 6 ms). So single-token steps of 16-bit weights take the GEMV
-     * graph. Quantized weights reach the GEMM dequantized a layer at a time, which cost
-     * llama3-8b Q4_0 47 ms a step at any batch on an H200 (84 output tok/s for 4 streams,
-     * 424 for one), so their steps of up to 8 tokens take the GEMV (8 streams: 167 -> 790
-     * tok/s; smollm2-135m Q4_1 3261 -> 3654; at 16 the GEMM is faster for smollm2, 6783
-     * against 4080, and slower for llama3-8b, 333 against 538). LODE_CUDA_GEMV_BATCH sets
-     * the limit (at most KRN_CUDA_MAX_BATCH). */
+     * graph. Quantized weights meet steps of more tokens in qmm.cu, which reads them once and
+     * decodes them on the fly; on an H200, llama3-8b Q4_0 served 2 streams at 640 output
+     * tok/s on the GEMV against 508 there, 4 at 722 against 1038 and 8 at 818 against 1943
+     * (bench/RESULTS.md). So their steps of up to 2 tokens take the GEMV. LODE_CUDA_GEMV_BATCH
+     * sets the limit (at most KRN_CUDA_MAX_BATCH). */
     if (m->gemv_max == 0) {
         const char *e = getenv("LODE_CUDA_GEMV_BATCH");
         const int dt = m->L[0].gu.dtype, q = dt != LODE_F32 && dt != LODE_F16 && dt != LODE_BF16;
-        m->gemv_max = e && atoi(e) > 0 ? LODE_MIN(atoi(e), KRN_CUDA_MAX_BATCH) : q ? 8 : 1;
+        m->gemv_max = e && atoi(e) > 0 ? LODE_MIN(atoi(e), KRN_CUDA_MAX_BATCH) : q ? 2 : 1;
         e = getenv("LODE_CUDA_STEP_GRAPH");
         m->gg_off = e && !strcmp(e, "0");
         e = getenv("LODE_CUDA_STEP_PROFILE");

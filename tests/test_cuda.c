@@ -1174,7 +1174,7 @@ static void test_qmm(void **state)
     static const struct {
         int64_t rows, cols;
     } shapes[] = {{300, 2048}, {200, 576}, {136, 512}};
-    static const int64_t ms[] = {1, 9, 37, 70};
+    static const int64_t ms[] = {1, 9, 20, 37, 70};
     for (size_t ti = 0; ti < LODE_ARRAY_LEN(qtypes); ti++)
         for (size_t si = 0; si < LODE_ARRAY_LEN(shapes); si++) {
             const int t = qtypes[ti];

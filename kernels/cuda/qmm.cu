@@ -37,9 +37,9 @@ constexpr int BN = 128;                    /* rows of W a block: 16 a warp */
 constexpr int SMEM_MAX = 227 * 1024;       /* a block's shared memory on sm_90 */
 constexpr uint32_t BF_MAGIC = 0x43004300u; /* bf16 pair 128 + q for q < 128 in the mantissa */
 
-template <int FMT, int MT> struct Qf {
-    static constexpr int QW = FMT == FMT_Q8 ? 2 : 1;   /* 16-byte slots of a unit's integers */
-    static constexpr int KC = (MT == 8 ? 8 : 16) / QW; /* units a stage */
+template <int FMT, int MT, int OCC> struct Qf {
+    static constexpr int QW = FMT == FMT_Q8 ? 2 : 1; /* 16-byte slots of a unit's integers */
+    static constexpr int KC = (MT == 8 || OCC > 1 ? 8 : 16) / QW;      /* units a stage */
     static constexpr int SB = FMT == FMT_Q4M || FMT == FMT_Q6 ? 4 : 2; /* scale bytes a unit */
     static constexpr bool QH = FMT == FMT_Q6;
     static constexpr int MC = 8 * MT;
@@ -54,7 +54,8 @@ template <int FMT, int MT> struct Qf {
     static constexpr int XST = KC * 64 + 32;
     static constexpr int OS = BN * WST, OH = OS + BN * SST, OX = OH + (QH ? BN * HST : 0);
     static constexpr int SBYTES = OX + MC * XST;
-    static constexpr int STAGES = SMEM_MAX / SBYTES > 6 ? 6 : SMEM_MAX / SBYTES;
+    static constexpr int SMEM = SMEM_MAX / OCC - 1024; /* a block's share */
+    static constexpr int STAGES = SMEM / SBYTES > 6 ? 6 : SMEM / SBYTES;
 };
 
 struct QmmP {
@@ -130,8 +131,41 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
             dst[i & 1] = as_u32(__floats2bfloat162_rn(f[0], f[1]));
             dst[2 + (i & 1)] = as_u32(__floats2bfloat162_rn(f[2], f[3]));
         }
+    } else if constexpr (FMT == FMT_Q4 || FMT == FMT_Q4M) {
+        /* the nibbles straight into bf16 pairs: after bytes b0 b2 b1 b3, the pair masks
+         * 0x000F000F at shifts 0, 4, 8, 12 give (b0, b1) low, high and (b2, b3) low, high */
+        constexpr float OFF = FMT == FMT_Q4 ? 136.f : 128.f;
+        const __nv_bfloat162 off = __float2bfloat162_rn(OFF);
+        const void *scs[2] = {sc0, sc1};
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            __nv_bfloat162 mul, add;
+            if constexpr (FMT == FMT_Q4) {
+                mul = __float2bfloat162_rn(__half2float(*(const __half *)scs[r]));
+                add = mul;
+            } else {
+                const float2 f = __half22float2(*(const __half2 *)scs[r]);
+                mul = __float2bfloat162_rn(f.x);
+                add = __float2bfloat162_rn(f.y);
+            }
+            const uint32_t p = __byte_perm(w[r], 0, 0x3120);
+            const uint32_t v[4] = {
+                (p & 0x000F000Fu) | BF_MAGIC, ((p >> 8) & 0x000F000Fu) | BF_MAGIC,
+                ((p >> 4) & 0x000F000Fu) | BF_MAGIC, ((p >> 12) & 0x000F000Fu) | BF_MAGIC};
+            uint32_t o[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                __nv_bfloat162 t = __hsub2(as_bf2(v[i]), off); /* exact */
+                if constexpr (FMT == FMT_Q4M)
+                    t = __hfma2(t, mul, add);
+                else
+                    t = __hmul2(t, mul);
+                o[i] = as_u32(t);
+            }
+            a0[r] = o[0], a0[2 + r] = o[1], a1[r] = o[2], a1[2 + r] = o[3];
+        }
     } else {
-        uint32_t q[2][2]; /* [row][step]: 4 bytes of values 0..15 (0..63 for Q6) */
+        uint32_t q[2][2]; /* [row][step]: 4 bytes of values 0..63 */
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             q[r][0] = w[r] & 0x0F0F0F0Fu;
@@ -187,9 +221,10 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
     }
 }
 
-template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(const QmmP p)
+template <int FMT, int MT, int OCC>
+__global__ void __launch_bounds__(QT, OCC) qmm_kernel(const QmmP p)
 {
-    typedef Qf<FMT, MT> F;
+    typedef Qf<FMT, MT, OCC> F;
     constexpr int KC = F::KC, QW = F::QW, SB = F::SB, MC = F::MC;
     constexpr int STAGES = F::STAGES, SBYTES = F::SBYTES;
     extern __shared__ float4 smem4[];
@@ -203,59 +238,118 @@ template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(c
     /* ends of the scale and Q6 high arrays: the windows stop there */
     const uintptr_t send = (uintptr_t)(ws + N * U * SB), hend = (uintptr_t)(wh + N * U * 8);
 
+    /* This thread's copies of a stage, worked out once: which rows, units and tokens its 16-byte
+     * chunks are, as offsets that a stage only shifts. W: NWC chunks, unit slot k of rows
+     * rw + j QT / WCH. */
+    constexpr int WCH = KC * QW, NWC = BN * WCH / QT;
+    static_assert(BN * WCH % QT == 0, "qmm: W chunks a thread");
+    const int wk = tid % WCH, rw = tid / WCH;
+    const char *const wbase = wq + r0 * U * QW * 16;
+    uint32_t woff[NWC];
+    bool wrow_ok[NWC];
+#pragma unroll
+    for (int j = 0; j < NWC; j++) {
+        const int r = rw + j * (QT / WCH);
+        woff[j] = (uint32_t)(((int64_t)r * U * QW + wk) * 16);
+        wrow_ok[j] = r0 + r < N;
+    }
+    /* scales (and Q6's highs): the 16-byte aligned window around each row's KC units */
+    constexpr int SW = F::SST / 16, NSC = (BN * SW + QT - 1) / QT;
+    uintptr_t sbase[NSC];
+#pragma unroll
+    for (int j = 0; j < NSC; j++) {
+        const int i = tid + j * QT;
+        sbase[j] = (uintptr_t)(ws + min(r0 + i / SW, N - 1) * U * SB);
+    }
+    constexpr int HW = F::HST / 16, NHC = F::QH ? (BN * HW + QT - 1) / QT : 1;
+    uintptr_t hbase[NHC];
+#pragma unroll
+    for (int j = 0; j < NHC; j++) {
+        const int i = tid + j * QT;
+        hbase[j] = (uintptr_t)(wh + min(r0 + i / HW, N - 1) * U * 8);
+    }
+    /* X: NXC chunks, 16 bytes k % 4 of unit k / 4 of tokens tx + j QT / (4 KC) */
+    constexpr int XCH = KC * 4, NXC = (MC * XCH + QT - 1) / QT;
+    static_assert(MC * XCH % QT == 0 || MC * XCH < QT, "qmm: X chunks a thread");
+    const int xk = tid % XCH, tx = tid / XCH;
+    const __nv_bfloat16 *const xbase = p.x + m0 * K;
+    uint32_t xoff[NXC];
+    bool xtok_ok[NXC];
+#pragma unroll
+    for (int j = 0; j < NXC; j++) {
+        const int t = tx + j * (QT / XCH);
+        xoff[j] = (uint32_t)(t * K + (xk / 4) * 32 + (xk % 4) * 8);
+        xtok_ok[j] = t < MC && m0 + t < M;
+    }
+
     auto issue = [&](int c) {
         char *st = sm + (size_t)(c % STAGES) * SBYTES;
         const int64_t u0 = (int64_t)c * KC;
-        /* W's integers: BN rows x KC * QW slots; rows and units past the end are zeros */
-        for (int i = tid; i < BN * KC * QW; i += QT) {
-            const int r = i / (KC * QW), k = i % (KC * QW);
-            const int64_t row = r0 + r, u = u0 + k / QW;
-            const bool ok = row < N && u < U;
-            const char *src = wq + ((ok ? row * U + u : 0) * QW + k % QW) * 16;
-            cp_async16(st + r * F::WST + k * 16, src, ok ? 16 : 0);
+        /* rows and units past the end are zeros */
+        const bool wu_ok = u0 + wk / QW < U;
+        const char *const wst = wbase + u0 * QW * 16;
+#pragma unroll
+        for (int j = 0; j < NWC; j++) {
+            const bool ok = wu_ok && wrow_ok[j];
+            cp_async16(st + (rw + j * (QT / WCH)) * F::WST + wk * 16, ok ? wst + woff[j] : wq,
+                       ok ? 16 : 0);
         }
-        /* scales (and Q6's highs): the 16-byte aligned window around each row's KC units */
-        constexpr int SW = F::SST / 16;
-        for (int i = tid; i < BN * SW; i += QT) {
-            const int r = i / SW, k = i % SW;
-            const int64_t row = min(r0 + r, N - 1);
-            const uintptr_t a = ((uintptr_t)(ws + (row * U + u0) * SB) & ~(uintptr_t)15) + 16 * k;
+#pragma unroll
+        for (int j = 0; j < NSC; j++) {
+            const int i = tid + j * QT;
+            if (NSC * QT > BN * SW && i >= BN * SW) break;
+            const uintptr_t a = ((sbase[j] + u0 * SB) & ~(uintptr_t)15) + 16 * (i % SW);
             const int64_t n = (int64_t)(send - a);
-            cp_async16(st + F::OS + r * F::SST + 16 * k, n > 0 ? (const void *)a : (const void *)ws,
+            cp_async16(st + F::OS + (i / SW) * F::SST + 16 * (i % SW),
+                       n > 0 ? (const void *)a : (const void *)ws,
                        n >= 16 ? 16
                        : n > 0 ? (int)n
                                : 0);
         }
         if constexpr (F::QH) {
-            constexpr int HW = F::HST / 16;
-            for (int i = tid; i < BN * HW; i += QT) {
-                const int r = i / HW, k = i % HW;
-                const int64_t row = min(r0 + r, N - 1);
-                const uintptr_t a =
-                    ((uintptr_t)(wh + (row * U + u0) * 8) & ~(uintptr_t)15) + 16 * k;
+#pragma unroll
+            for (int j = 0; j < NHC; j++) {
+                const int i = tid + j * QT;
+                if (NHC * QT > BN * HW && i >= BN * HW) break;
+                const uintptr_t a = ((hbase[j] + u0 * 8) & ~(uintptr_t)15) + 16 * (i % HW);
                 const int64_t n = (int64_t)(hend - a);
-                cp_async16(st + F::OH + r * F::HST + 16 * k,
+                cp_async16(st + F::OH + (i / HW) * F::HST + 16 * (i % HW),
                            n > 0 ? (const void *)a : (const void *)wh,
                            n >= 16 ? 16
                            : n > 0 ? (int)n
                                    : 0);
             }
         }
-        /* X's rows: KC units of 32 bf16 a token; tokens and units past the end are zeros (a
-         * unit is 4 chunks of 16 bytes) */
-        for (int i = tid; i < MC * KC * 4; i += QT) {
-            const int t = i / (KC * 4), k = i % (KC * 4);
-            const int64_t tok = m0 + t, u = u0 + k / 4;
-            const bool ok = tok < M && u < U;
-            const __nv_bfloat16 *src = p.x + (ok ? tok * K + u * 32 + (k % 4) * 8 : 0);
-            cp_async16(st + F::OX + t * F::XST + k * 16, src, ok ? 16 : 0);
+        /* X's rows: KC units of 32 bf16 a token; tokens and units past the end are zeros */
+        const bool xu_ok = u0 + xk / 4 < U;
+        const __nv_bfloat16 *const xst = xbase + u0 * 32;
+#pragma unroll
+        for (int j = 0; j < NXC; j++) {
+            if (MC * XCH < QT && tid >= MC * XCH) break;
+            const bool ok = xu_ok && xtok_ok[j];
+            cp_async16(st + F::OX + (tx + j * (QT / XCH)) * F::XST + xk * 16,
+                       ok ? (const void *)(xst + xoff[j]) : (const void *)p.x, ok ? 16 : 0);
         }
     };
 
-    float acc[MT][4];
+    /* few n-tiles give a warp few independent mma chains: then the two k16 steps (and, for
+     * 16-byte units, even and odd units) accumulate apart, added at the end */
+    constexpr int NACC = MT >= 4 ? 1 : MT == 2 || QW == 2 ? 2 : 4;
+    float acc[NACC][MT][4];
 #pragma unroll
-    for (int n = 0; n < MT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+    for (int j = 0; j < NACC; j++)
+#pragma unroll
+        for (int n = 0; n < MT; n++)
+            acc[j][n][0] = acc[j][n][1] = acc[j][n][2] = acc[j][n][3] = 0.f;
 
+    /* low bits of this lane's two rows' scale (and Q6 high) addresses */
+    uint32_t srow_a[2], hrow_a[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int64_t row = min(r0 + warp * 16 + gq + 8 * h, N - 1);
+        srow_a[h] = (uint32_t)(uintptr_t)(ws + row * U * SB);
+        hrow_a[h] = (uint32_t)(uintptr_t)(wh + row * U * 8);
+    }
 #pragma unroll 1
     for (int s = 0; s < STAGES - 1; s++) {
         if (c0 + s < c1) issue(c0 + s);
@@ -273,9 +367,8 @@ template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(c
         int soff[2], hoff[2];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int64_t row = min(r0 + warp * 16 + gq + 8 * h, N - 1);
-            soff[h] = (int)((uintptr_t)(ws + (row * U + u0) * SB) & 15);
-            hoff[h] = (int)((uintptr_t)(wh + (row * U + u0) * 8) & 15);
+            soff[h] = (int)((srow_a[h] + (uint32_t)u0 * SB) & 15);
+            hoff[h] = (int)((hrow_a[h] + (uint32_t)u0 * 8) & 15);
         }
         const char *wrow = st + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * F::WST;
         const char *srow0 = st + F::OS + (warp * 16 + gq) * F::SST + soff[0];
@@ -286,7 +379,7 @@ template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(c
         const char *xrow = st + F::OX + gq * F::XST + 8 * tq;
         /* A words come two units at a time for 16-byte units (matrices 2, 3 of the load are
          * the second unit), one a unit for Q8's 32 bytes (matrices 2, 3: its high half) */
-#pragma unroll 2
+#pragma unroll
         for (int kp = 0; kp < KC; kp += 3 - QW) {
             uint32_t r[4];
             ldsm_x4(r, wrow + kp * QW * 16 + (lane >> 4) * 16);
@@ -310,8 +403,9 @@ template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(c
                 for (int n = 0; n < MT; n++) {
                     const uint2 b0 = *(const uint2 *)(xrow + n * 8 * F::XST + k * 64);
                     const uint2 b1 = *(const uint2 *)(xrow + n * 8 * F::XST + k * 64 + 32);
-                    mma_bf16(acc[n], a0, b0.x, b0.y);
-                    mma_bf16(acc[n], a1, b1.x, b1.y);
+                    const int ja = NACC == 4 ? 2 * kk : 0, jb = NACC > 1 ? ja + 1 : 0;
+                    mma_bf16(acc[ja][n], a0, b0.x, b0.y);
+                    mma_bf16(acc[jb][n], a1, b1.x, b1.y);
                 }
             }
         }
@@ -327,7 +421,9 @@ template <int FMT, int MT> __global__ void __launch_bounds__(QT, 1) qmm_kernel(c
             const int64_t row = r0 + warp * 16 + gq + (e >> 1) * 8;
             const int64_t tok = m0 + n * 8 + 2 * tq + (e & 1);
             if (row >= N || tok >= M) continue;
-            const float v = acc[n][e];
+            float v = acc[0][n][e];
+#pragma unroll
+            for (int j = 1; j < NACC; j++) v += acc[j][n][e];
             if (p.part) {
                 p.part[((int64_t)blockIdx.z * M + tok) * N + row] = v;
             } else {
@@ -367,11 +463,12 @@ __global__ void qmm_reduce(const float *part, int S, int64_t M, int64_t N, void 
     store_as(y, y_type, o, v);
 }
 
-template <int FMT, int MT> lode_status set_smem()
+template <int FMT, int MT, int OCC> lode_status set_smem()
 {
-    typedef Qf<FMT, MT> F;
+    typedef Qf<FMT, MT, OCC> F;
     static_assert(F::STAGES >= 2, "qmm: two stages must fit");
-    CU_TRY(cudaFuncSetAttribute(qmm_kernel<FMT, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CU_TRY(cudaFuncSetAttribute(qmm_kernel<FMT, MT, OCC>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 F::STAGES * F::SBYTES));
     return LODE_OK;
 }
@@ -379,9 +476,23 @@ template <int FMT, int MT> lode_status set_smem()
 template <int FMT> lode_status set_smem_fmt()
 {
     lode_status st;
-    if ((st = set_smem<FMT, 2>()) || (st = set_smem<FMT, 4>()) || (st = set_smem<FMT, 8>()))
+    if ((st = set_smem<FMT, 1, 1>()) || (st = set_smem<FMT, 2, 1>()) ||
+        (st = set_smem<FMT, 4, 1>()) || (st = set_smem<FMT, 8, 1>()) ||
+        (st = set_smem<FMT, 1, 2>()) || (st = set_smem<FMT, 2, 2>()) ||
+        (st = set_smem<FMT, 4, 2>()))
         return st;
     return LODE_OK;
+}
+
+/* Blocks an SM for up to 32 tokens: 2 unless LODE_CUDA_QMM_OCC=1 (read once). */
+int occ()
+{
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("LODE_CUDA_QMM_OCC");
+        v = e && !strcmp(e, "1") ? 1 : 2;
+    }
+    return v;
 }
 
 lode_status prepare_once()
@@ -412,20 +523,21 @@ int sm_count()
 
 /* The launch plan for m tokens: n-tiles a block, splits of K. */
 struct Plan {
-    int MT, S, cpb, nst;
+    int MT, OCC, S, cpb, nst;
     int64_t part_bytes;
 };
 
 Plan plan(const krn_cuda_mat *w, int64_t m, size_t scratch_bytes)
 {
     Plan p;
-    p.MT = m <= 16 ? 2 : m <= 32 ? 4 : 8;
-    const int kc = (p.MT == 8 ? 8 : 16) / (w->fmt == FMT_Q8 ? 2 : 1);
+    p.MT = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
+    p.OCC = p.MT == 8 ? 1 : occ();
+    const int kc = (p.MT == 8 || p.OCC > 1 ? 8 : 16) / (w->fmt == FMT_Q8 ? 2 : 1);
     const int64_t U = w->cols / 32, MC = 8 * p.MT;
     p.nst = (int)((U + kc - 1) / kc);
     /* splits of K: the fewest that fill the SMs (a block an SM), by waves times stages a block */
     const int64_t base = (w->rows + BN - 1) / BN * ((m + MC - 1) / MC);
-    const int sms = sm_count();
+    const int sms = sm_count() * p.OCC;
     int best = 1;
     double best_cost = 0;
     for (int s = 1; s <= p.nst && s <= 16; s++) {
@@ -447,19 +559,25 @@ Plan plan(const krn_cuda_mat *w, int64_t m, size_t scratch_bytes)
     return p;
 }
 
-template <int FMT, int MT> cudaError_t launch(const QmmP &q, const Plan &pl, cudaStream_t st)
+template <int FMT, int MT, int OCC>
+cudaError_t launch(const QmmP &q, const Plan &pl, cudaStream_t st)
 {
-    typedef Qf<FMT, MT> F;
+    typedef Qf<FMT, MT, OCC> F;
     dim3 grid(cdiv(q.M, F::MC), cdiv(q.N, BN), (unsigned)pl.S);
-    qmm_kernel<FMT, MT><<<grid, QT, F::STAGES * F::SBYTES, st>>>(q);
+    qmm_kernel<FMT, MT, OCC><<<grid, QT, F::STAGES * F::SBYTES, st>>>(q);
     return cudaGetLastError();
 }
 
 template <int FMT> cudaError_t launch_fmt(const QmmP &q, const Plan &pl, cudaStream_t st)
 {
-    return pl.MT == 2   ? launch<FMT, 2>(q, pl, st)
-           : pl.MT == 4 ? launch<FMT, 4>(q, pl, st)
-                        : launch<FMT, 8>(q, pl, st);
+    if (pl.MT == 8) return launch<FMT, 8, 1>(q, pl, st);
+    if (pl.OCC == 1)
+        return pl.MT == 1   ? launch<FMT, 1, 1>(q, pl, st)
+               : pl.MT == 2 ? launch<FMT, 2, 1>(q, pl, st)
+                            : launch<FMT, 4, 1>(q, pl, st);
+    return pl.MT == 1   ? launch<FMT, 1, 2>(q, pl, st)
+           : pl.MT == 2 ? launch<FMT, 2, 2>(q, pl, st)
+                        : launch<FMT, 4, 2>(q, pl, st);
 }
 
 } // namespace
