@@ -39,7 +39,8 @@ constexpr uint32_t BF_MAGIC = 0x43004300u; /* bf16 pair 128 + q for q < 128 in t
 
 template <int FMT, int MT, int OCC> struct Qf {
     static constexpr int QW = FMT == FMT_Q8 ? 2 : 1; /* 16-byte slots of a unit's integers */
-    static constexpr int KC = (MT == 8 || OCC > 1 ? 8 : 16) / QW;      /* units a stage */
+    /* units a stage: at least 8, so that a stage moves the scale windows by a multiple of 16 */
+    static constexpr int KC0 = (MT == 8 || OCC > 1 ? 8 : 16) / QW, KC = KC0 < 8 ? 8 : KC0;
     static constexpr int SB = FMT == FMT_Q4M || FMT == FMT_Q6 ? 4 : 2; /* scale bytes a unit */
     static constexpr bool QH = FMT == FMT_Q6;
     static constexpr int MC = 8 * MT;
@@ -56,6 +57,7 @@ template <int FMT, int MT, int OCC> struct Qf {
     static constexpr int SBYTES = OX + MC * XST;
     static constexpr int SMEM = SMEM_MAX / OCC - 1024; /* a block's share */
     static constexpr int STAGES = SMEM / SBYTES > 6 ? 6 : SMEM / SBYTES;
+    static_assert(KC * SB % 16 == 0 && KC % 2 == 0, "qmm: a stage's windows stay 16-byte aligned");
 };
 
 struct QmmP {
@@ -110,7 +112,7 @@ __device__ __forceinline__ void bytes_bf(uint32_t v, uint32_t &lo, uint32_t &hi)
  * first k16 step (elements 4t..4t+3), a1[4] for the second (16+4t..), in mma order (row g
  * positions 2t/2t+1, row g+8 the same, row g positions 2t+8/2t+9, row g+8 the same). The
  * scales are this lane's two rows' (sc0, sc1: d or (d, m) or (s_lo, s_hi) as half or half2). */
-template <int FMT>
+template <int FMT, bool POST>
 __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_t h1, int tq,
                                          const void *sc0, const void *sc1, uint32_t *a0,
                                          uint32_t *a1)
@@ -118,7 +120,8 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
     if constexpr (FMT == FMT_Q8) {
         /* w: row g low 16, row g+8 low, row g high, row g+8 high: int8 values; exact floats by
          * the 2^23 trick, times d in f32, then bf16 */
-        const float d[2] = {__half2float(*(const __half *)sc0), __half2float(*(const __half *)sc1)};
+        const float d[2] = {POST ? 1.f : __half2float(*(const __half *)sc0),
+                            POST ? 1.f : __half2float(*(const __half *)sc1)};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint32_t u = w[i] ^ 0x80808080u; /* q + 128 */
@@ -126,7 +129,10 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
             float f[4];
 #pragma unroll
             for (int j = 0; j < 4; j++)
-                f[j] = (__uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 | j)) - 8388736.f) * dd;
+                f[j] =
+                    POST ? __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 | j)) - 8388736.f
+                         : (__uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 | j)) - 8388736.f) *
+                               dd;
             uint32_t *dst = i < 2 ? a0 : a1;
             dst[i & 1] = as_u32(__floats2bfloat162_rn(f[0], f[1]));
             dst[2 + (i & 1)] = as_u32(__floats2bfloat162_rn(f[2], f[3]));
@@ -141,7 +147,8 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
         for (int r = 0; r < 2; r++) {
             __nv_bfloat162 mul, add;
             if constexpr (FMT == FMT_Q4) {
-                mul = __float2bfloat162_rn(__half2float(*(const __half *)scs[r]));
+                mul = POST ? __float2bfloat162_rn(1.f)
+                           : __float2bfloat162_rn(__half2float(*(const __half *)scs[r]));
                 add = mul;
             } else {
                 const float2 f = __half22float2(*(const __half2 *)scs[r]);
@@ -158,7 +165,7 @@ __device__ __forceinline__ void decode_a(const uint32_t *w, uint32_t h0, uint32_
                 __nv_bfloat162 t = __hsub2(as_bf2(v[i]), off); /* exact */
                 if constexpr (FMT == FMT_Q4M)
                     t = __hfma2(t, mul, add);
-                else
+                else if constexpr (!POST)
                     t = __hmul2(t, mul);
                 o[i] = as_u32(t);
             }
@@ -239,102 +246,110 @@ __global__ void __launch_bounds__(QT, OCC) qmm_kernel(const QmmP p)
     const uintptr_t send = (uintptr_t)(ws + N * U * SB), hend = (uintptr_t)(wh + N * U * 8);
 
     /* This thread's copies of a stage, worked out once: which rows, units and tokens its 16-byte
-     * chunks are, as offsets that a stage only shifts. W: NWC chunks, unit slot k of rows
-     * rw + j QT / WCH. */
+     * chunks are, as offsets that a stage only shifts. Rows past N and tokens past M read row
+     * N - 1 and token M - 1 (their results are not stored); units past U, in the last stage
+     * only, are zeros. W: NWC chunks, slot wk of rows rw + j QT / WCH. */
     constexpr int WCH = KC * QW, NWC = BN * WCH / QT;
     static_assert(BN * WCH % QT == 0, "qmm: W chunks a thread");
     const int wk = tid % WCH, rw = tid / WCH;
     const char *const wbase = wq + r0 * U * QW * 16;
     uint32_t woff[NWC];
-    bool wrow_ok[NWC];
 #pragma unroll
     for (int j = 0; j < NWC; j++) {
-        const int r = rw + j * (QT / WCH);
-        woff[j] = (uint32_t)(((int64_t)r * U * QW + wk) * 16);
-        wrow_ok[j] = r0 + r < N;
+        const int64_t r = min(r0 + rw + j * (QT / WCH), N - 1) - r0;
+        woff[j] = (uint32_t)((r * U * QW + wk) * 16);
     }
-    /* scales (and Q6's highs): the 16-byte aligned window around each row's KC units */
+    /* scales (and Q6's highs): the 16-byte aligned window around each row's KC units, which
+     * moves by KC * SB (a multiple of 16) a stage */
     constexpr int SW = F::SST / 16, NSC = (BN * SW + QT - 1) / QT;
-    uintptr_t sbase[NSC];
+    const char *sbase[NSC];
 #pragma unroll
     for (int j = 0; j < NSC; j++) {
         const int i = tid + j * QT;
-        sbase[j] = (uintptr_t)(ws + min(r0 + i / SW, N - 1) * U * SB);
+        sbase[j] =
+            (const char *)(((uintptr_t)(ws + min(r0 + i / SW, N - 1) * U * SB) & ~(uintptr_t)15) +
+                           16 * (i % SW));
     }
     constexpr int HW = F::HST / 16, NHC = F::QH ? (BN * HW + QT - 1) / QT : 1;
-    uintptr_t hbase[NHC];
+    const char *hbase[NHC];
 #pragma unroll
     for (int j = 0; j < NHC; j++) {
         const int i = tid + j * QT;
-        hbase[j] = (uintptr_t)(wh + min(r0 + i / HW, N - 1) * U * 8);
+        hbase[j] =
+            (const char *)(((uintptr_t)(wh + min(r0 + i / HW, N - 1) * U * 8) & ~(uintptr_t)15) +
+                           16 * (i % HW));
     }
-    /* X: NXC chunks, 16 bytes k % 4 of unit k / 4 of tokens tx + j QT / (4 KC) */
+    /* X: NXC chunks, 16 bytes xk % 4 of unit xk / 4 of tokens tx + j QT / (4 KC) */
     constexpr int XCH = KC * 4, NXC = (MC * XCH + QT - 1) / QT;
     static_assert(MC * XCH % QT == 0 || MC * XCH < QT, "qmm: X chunks a thread");
     const int xk = tid % XCH, tx = tid / XCH;
-    const __nv_bfloat16 *const xbase = p.x + m0 * K;
+    const __nv_bfloat16 *const xbase = p.x + (xk / 4) * 32 + (xk % 4) * 8;
     uint32_t xoff[NXC];
-    bool xtok_ok[NXC];
 #pragma unroll
     for (int j = 0; j < NXC; j++) {
-        const int t = tx + j * (QT / XCH);
-        xoff[j] = (uint32_t)(t * K + (xk / 4) * 32 + (xk % 4) * 8);
-        xtok_ok[j] = t < MC && m0 + t < M;
+        const int64_t t = min(m0 + tx + j * (QT / XCH), M - 1);
+        xoff[j] = (uint32_t)(t * K);
     }
 
     auto issue = [&](int c) {
         char *st = sm + (size_t)(c % STAGES) * SBYTES;
         const int64_t u0 = (int64_t)c * KC;
-        /* rows and units past the end are zeros */
-        const bool wu_ok = u0 + wk / QW < U;
+        const bool last = c == p.nst - 1;
+        /* a window reaches up to 31 bytes past its stage's units: past the end of the array
+         * for the last row in the last two stages */
+        const bool near_end = c >= p.nst - 2;
+        const bool wu_ok = !last || u0 + wk / QW < U;
         const char *const wst = wbase + u0 * QW * 16;
 #pragma unroll
-        for (int j = 0; j < NWC; j++) {
-            const bool ok = wu_ok && wrow_ok[j];
-            cp_async16(st + (rw + j * (QT / WCH)) * F::WST + wk * 16, ok ? wst + woff[j] : wq,
-                       ok ? 16 : 0);
-        }
+        for (int j = 0; j < NWC; j++)
+            cp_async16(st + (rw + j * (QT / WCH)) * F::WST + wk * 16, wu_ok ? wst + woff[j] : wq,
+                       wu_ok ? 16 : 0);
 #pragma unroll
         for (int j = 0; j < NSC; j++) {
             const int i = tid + j * QT;
             if (NSC * QT > BN * SW && i >= BN * SW) break;
-            const uintptr_t a = ((sbase[j] + u0 * SB) & ~(uintptr_t)15) + 16 * (i % SW);
-            const int64_t n = (int64_t)(send - a);
-            cp_async16(st + F::OS + (i / SW) * F::SST + 16 * (i % SW),
-                       n > 0 ? (const void *)a : (const void *)ws,
-                       n >= 16 ? 16
-                       : n > 0 ? (int)n
-                               : 0);
+            const char *a = sbase[j] + u0 * SB;
+            int n = 16;
+            if (near_end) {
+                const int64_t left = (int64_t)(send - (uintptr_t)a);
+                n = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+                if (n == 0) a = ws;
+            }
+            cp_async16(st + F::OS + (i / SW) * F::SST + 16 * (i % SW), a, n);
         }
         if constexpr (F::QH) {
 #pragma unroll
             for (int j = 0; j < NHC; j++) {
                 const int i = tid + j * QT;
                 if (NHC * QT > BN * HW && i >= BN * HW) break;
-                const uintptr_t a = ((hbase[j] + u0 * 8) & ~(uintptr_t)15) + 16 * (i % HW);
-                const int64_t n = (int64_t)(hend - a);
-                cp_async16(st + F::OH + (i / HW) * F::HST + 16 * (i % HW),
-                           n > 0 ? (const void *)a : (const void *)wh,
-                           n >= 16 ? 16
-                           : n > 0 ? (int)n
-                                   : 0);
+                const char *a = hbase[j] + u0 * 8;
+                int n = 16;
+                if (near_end) {
+                    const int64_t left = (int64_t)(hend - (uintptr_t)a);
+                    n = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+                    if (n == 0) a = wh;
+                }
+                cp_async16(st + F::OH + (i / HW) * F::HST + 16 * (i % HW), a, n);
             }
         }
-        /* X's rows: KC units of 32 bf16 a token; tokens and units past the end are zeros */
-        const bool xu_ok = u0 + xk / 4 < U;
+        /* X's rows: KC units of 32 bf16 a token */
+        const bool xu_ok = !last || u0 + xk / 4 < U;
         const __nv_bfloat16 *const xst = xbase + u0 * 32;
 #pragma unroll
         for (int j = 0; j < NXC; j++) {
             if (MC * XCH < QT && tid >= MC * XCH) break;
-            const bool ok = xu_ok && xtok_ok[j];
             cp_async16(st + F::OX + (tx + j * (QT / XCH)) * F::XST + xk * 16,
-                       ok ? (const void *)(xst + xoff[j]) : (const void *)p.x, ok ? 16 : 0);
+                       xu_ok ? (const void *)(xst + xoff[j]) : (const void *)p.x, xu_ok ? 16 : 0);
         }
     };
 
     /* few n-tiles give a warp few independent mma chains: then the two k16 steps (and, for
      * 16-byte units, even and odd units) accumulate apart, added at the end */
-    constexpr int NACC = MT >= 4 ? 1 : MT == 2 || QW == 2 ? 2 : 4;
+    /* Q4_0 and Q8_0 with few n-tiles take their one scale after the product: a unit's two mma
+     * steps go into fresh sums, scaled in f32 into acc (fewer instructions than scaling the
+     * fragments, and only X's rounding) */
+    constexpr bool POST = (FMT == FMT_Q4 || FMT == FMT_Q8) && MT <= 2;
+    constexpr int NACC = POST || MT >= 4 ? 1 : MT == 2 || QW == 2 ? 2 : 4;
     float acc[NACC][MT][4];
 #pragma unroll
     for (int j = 0; j < NACC; j++)
@@ -398,14 +413,29 @@ __global__ void __launch_bounds__(QT, OCC) qmm_kernel(const QmmP p)
                     h1 = *(const uint32_t *)(hrow1 + k * 8);
                 }
                 uint32_t a0[4], a1[4];
-                decode_a<FMT>(w, h0, h1, tq, srow0 + k * SB, srow1 + k * SB, a0, a1);
+                decode_a<FMT, POST>(w, h0, h1, tq, srow0 + k * SB, srow1 + k * SB, a0, a1);
+                float d0 = 0.f, d1 = 0.f;
+                if constexpr (POST) {
+                    d0 = __half2float(*(const __half *)(srow0 + k * SB));
+                    d1 = __half2float(*(const __half *)(srow1 + k * SB));
+                }
 #pragma unroll
                 for (int n = 0; n < MT; n++) {
                     const uint2 b0 = *(const uint2 *)(xrow + n * 8 * F::XST + k * 64);
                     const uint2 b1 = *(const uint2 *)(xrow + n * 8 * F::XST + k * 64 + 32);
-                    const int ja = NACC == 4 ? 2 * kk : 0, jb = NACC > 1 ? ja + 1 : 0;
-                    mma_bf16(acc[ja][n], a0, b0.x, b0.y);
-                    mma_bf16(acc[jb][n], a1, b1.x, b1.y);
+                    if constexpr (POST) {
+                        float c4[4] = {0.f, 0.f, 0.f, 0.f};
+                        mma_bf16(c4, a0, b0.x, b0.y);
+                        mma_bf16(c4, a1, b1.x, b1.y);
+                        acc[0][n][0] = fmaf(d0, c4[0], acc[0][n][0]);
+                        acc[0][n][1] = fmaf(d0, c4[1], acc[0][n][1]);
+                        acc[0][n][2] = fmaf(d1, c4[2], acc[0][n][2]);
+                        acc[0][n][3] = fmaf(d1, c4[3], acc[0][n][3]);
+                    } else {
+                        const int ja = NACC == 4 ? 2 * kk : 0, jb = NACC > 1 ? ja + 1 : 0;
+                        mma_bf16(acc[ja][n], a0, b0.x, b0.y);
+                        mma_bf16(acc[jb][n], a1, b1.x, b1.y);
+                    }
                 }
             }
         }
@@ -532,7 +562,7 @@ Plan plan(const krn_cuda_mat *w, int64_t m, size_t scratch_bytes)
     Plan p;
     p.MT = m <= 8 ? 1 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
     p.OCC = p.MT == 8 ? 1 : occ();
-    const int kc = (p.MT == 8 || p.OCC > 1 ? 8 : 16) / (w->fmt == FMT_Q8 ? 2 : 1);
+    const int kc = LODE_MAX(8, (p.MT == 8 || p.OCC > 1 ? 8 : 16) / (w->fmt == FMT_Q8 ? 2 : 1));
     const int64_t U = w->cols / 32, MC = 8 * p.MT;
     p.nst = (int)((U + kc - 1) / kc);
     /* splits of K: the fewest that fill the SMs (a block an SM), by waves times stages a block */
