@@ -79,7 +79,10 @@ static void get(void *h, const void *d, size_t n)
 
 static int setup(void **state)
 {
-    rng_state = (uint64_t)lode_now_ns();
+    /* fresh inputs each run; LODE_TEST_SEED=n repeats a run's inputs */
+    const char *e = getenv("LODE_TEST_SEED");
+    rng_state = e && *e ? strtoull(e, NULL, 10) : (uint64_t)lode_now_ns();
+    printf("test_cuda: LODE_TEST_SEED=%llu\n", (unsigned long long)rng_state);
     return 0;
 }
 
@@ -263,10 +266,13 @@ static void ggml_deq(int t, const void *src, size_t n, double *out)
 
 /* Bound on the relative L2 error of the decode GEMV with weights of type t: float weights
  * are f32 arithmetic; quantized weights meet activations quantized to int8 per 32 elements
- * (integer dot products, as GGML's q8 dot products), about 0.5% relative error. */
+ * (integer dot products, as GGML's q8 dot products), about 0.5% relative error. Layouts with
+ * an offset per 32 (Q4_1, Q4_K) multiply it by the sum of x's quantized unit, an error shared
+ * by the unit's 32 terms: up to 1.6% was seen (attention + o, one token, Q4_K). */
 static double gemv_bound(int t)
 {
-    return (t == LODE_F32 || t == LODE_F16 || t == LODE_BF16) ? 1e-4 : 1.5e-2;
+    if (t == LODE_F32 || t == LODE_F16 || t == LODE_BF16) return 1e-4;
+    return t == LODE_Q4_1 || t == LODE_Q4_K ? 2.5e-2 : 1.5e-2;
 }
 
 static const int all_types[] = {LODE_F32,  LODE_F16,  LODE_BF16, LODE_Q4_0,
@@ -1560,6 +1566,8 @@ int main(void)
         cmocka_unit_test(test_gemm),        cmocka_unit_test(test_qmm),
         cmocka_unit_test(test_sampling),    cmocka_unit_test(test_model),
     };
+    /* LODE_TEST_FILTER=test_qmm runs one test (e.g. under compute-sanitizer) */
+    if (getenv("LODE_TEST_FILTER")) cmocka_set_test_filter(getenv("LODE_TEST_FILTER"));
     return cmocka_run_group_tests(tests, setup, NULL);
 }
 
