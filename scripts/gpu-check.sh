@@ -16,7 +16,8 @@
 # GPU_CHECK_VARIANTS="label:VAR=v,VAR=v ..." times batch-1 decode of the detail shapes per setting;
 # GPU_CHECK_BENCH_ARGS adds `lode bench` arguments (e.g. "--batch 1"); GPU_CHECK_SKIP_SERVE=1
 # leaves the serving benchmark out of full (to fit one call of limited time); GPU_CHECK_SKIP_PEER=1
-# skips the torch CUDA-graph peer.
+# skips the torch CUDA-graph peer. Full also times the quantized matrix product by token count
+# (bench/bench_qmm.c) and serves llama3-8b Q4_0 to 1..64 streams (GPU_CHECK_SKIP_QMM=1: not).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -43,13 +44,15 @@ LODE=build-cuda/lode
 TEST=build-cuda/tests/test_cuda
 TEST2=build-cuda/tests/test_cuda_synth
 SERVE=build-cuda/bench/bench_gpu_serve
+QMM=build-cuda/bench/bench_qmm
 if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
   log "using prebuilt binaries"
   LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth SERVE=prebuilt/bench_gpu_serve
+  QMM=prebuilt/bench_qmm
 else
   log "building"
   if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
-  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth "$SERVE" >"$OUT/build.log" 2>&1 \
+  make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth "$SERVE" "$QMM" >"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
 fi
 
@@ -97,6 +100,19 @@ if { [ "$MODE" = full ] && [ "${GPU_CHECK_SKIP_SERVE:-0}" != 1 ]; } || [ "$MODE"
     && { log "serving: 256 concurrent with the latency-aware prompt chunking on (slack 1.6, the CPU default)"
          timeout 240 "$SERVE" "$SYN8" 128 128 256 2048 1.6 2>&1 | tee "$OUT/serve_slack.log"; }
   rm -f "$SYN8"
+fi
+
+# ---- quantized weights times a few tokens: qmm.cu against dequantize + cuBLAS and the GEMV,
+# and a quantized model served to many streams (full; GPU_CHECK_SKIP_QMM=1 leaves it out) --
+rm -f "$OUT/qmm.log" "$OUT/serve_q.log"
+if [ "$MODE" = full ] && [ "${GPU_CHECK_SKIP_QMM:-0}" != 1 ] && [ -x "$QMM" ]; then
+  log "quantized matrix product by tokens: llama3-8b q4_0"
+  timeout 240 "$QMM" --shape llama3-8b --type q4_0 --m 1,2,4,8,16,32,64,128 2>&1 | grep -v "^RESULT" | tee "$OUT/qmm.log"
+  log "serving: llama3-8b q4_0, 128 prompt + 128 output tokens at 1, 2, 4, 8, 16, 64 concurrent"
+  SYNQ=${TMPDIR:-/tmp}/lode-gpu-check-8b-q4_0.gguf
+  "$LODE" synth --shape llama3-8b --type q4_0 -o "$SYNQ" >/dev/null \
+    && timeout 300 "$SERVE" "$SYNQ" 128 128 1,2,4,8,16,64 2>&1 | tee "$OUT/serve_q.log"
+  rm -f "$SYNQ"
 fi
 
 # ---- benchmarks -----------------------------------------------------------------------
@@ -177,6 +193,8 @@ fi
 log "table"
 python3 scripts/gpu_table.py "$OUT" | tee "$OUT/table.txt"
 [ -f "$OUT/variants.log" ] && { log "variants (decode b1)"; awk '{printf "%-14s %-7s %-13s %-5s %9s tok/s %s\n", $2, $3, $4, $5, $8, $14}' "$OUT/variants.log"; }
+[ -f "$OUT/qmm.log" ] && grep -E "^(bench_qmm|\|)" "$OUT/qmm.log"
+[ -f "$OUT/serve_q.log" ] && grep -E "^(model|\|)" "$OUT/serve_q.log"
 [ -f "$OUT/serve.log" ] && grep -E "^(model|\|)" "$OUT/serve.log"
 [ -f "$OUT/serve_slack.log" ] && grep -E "^(model|\| 256)" "$OUT/serve_slack.log"
 echo "CUDA tests exit status: $TEST_RC"
