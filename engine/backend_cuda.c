@@ -1872,8 +1872,11 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
      * graph. Quantized weights meet steps of more tokens in qmm.cu, which reads them once and
      * decodes them on the fly; on an H200, llama3-8b Q4_0 served 2 streams at 640 output
      * tok/s on the GEMV against 508 there, 4 at 722 against 1038 and 8 at 818 against 1943
-     * (bench/RESULTS.md). So their steps of up to 2 tokens take the GEMV. LODE_CUDA_GEMV_BATCH
-     * sets the limit (at most KRN_CUDA_MAX_BATCH). */
+     * (bench/RESULTS.md). So their steps of up to 2 tokens take the GEMV; the same limit
+     * serves the small models best too (smollm2-135m Q4_1 at 8 streams: 5972 against 3582 with
+     * the GEMV up to 8 tokens; llama3.2-1b Q4_0: 7330 against 2851), although their matrices
+     * alone favour the GEMV at 4-8 tokens. LODE_CUDA_GEMV_BATCH sets the limit (at most
+     * KRN_CUDA_MAX_BATCH). */
     if (m->gemv_max == 0) {
         const char *e = getenv("LODE_CUDA_GEMV_BATCH");
         const int dt = m->L[0].gu.dtype, q = dt != LODE_F32 && dt != LODE_F16 && dt != LODE_BF16;
