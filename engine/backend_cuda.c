@@ -83,6 +83,7 @@ struct eng_cuda_model {
     void *sv_graph[KRN_CUDA_MAX_BATCH + 1];
     void *sv_graph_ao; /* the single-sequence decode step on krn_cuda_attn_o */
     int gemv_max;      /* decode-only steps of at most this many tokens run the GEMV graph */
+    unsigned dg_tuned; /* bit b: the decoder's batch-b GEMM layers were tuned */
     /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
     int gg_n, gg_next, gg_size[32];
     int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
@@ -885,8 +886,11 @@ lode_status eng_cuda_model_ready(eng_cuda_model *m)
         }
     }
     m->act_f16 = all16 && anyf16;
-    /* batched steps of more than one logits row run the head as a GEMM */
+    /* batched steps of more than one logits row run the head as a GEMM, and so does the
+     * decoder's batched decode past the GEMV limit (where the head needs converting) */
     if (c->step_out > 1) scratch = LODE_MAX(scratch, krn_cuda_gemm_scratch_bytes(head(m)));
+    if (c->max_seqs > 1 && head(m)->dtype != (m->act_f16 ? LODE_F16 : LODE_BF16))
+        scratch = LODE_MAX(scratch, krn_cuda_gemm_scratch_bytes(head(m)));
     if (scratch > m->scratch_bytes) {
         krn_cuda_free(m->scratch);
         m->scratch = NULL;
@@ -1144,9 +1148,43 @@ static int kv_early(void)
     return on;
 }
 
+/* The step knobs, read once a model (serving steps and the decoder's batched decode).
+ * The GEMV reads the weights once per row group of the batch: on an H100 llama3-8b BF16
+ * decoded 170 tok/s at batch 1 but 303 at batch 16 (53 ms a step), where a cuBLAS GEMM
+ * reads them once (about 6 ms). So single-token steps of 16-bit weights take the GEMV
+ * graph. Quantized weights meet steps of more tokens in qmm.cu, which reads them once and
+ * decodes them on the fly; on an H200, llama3-8b Q4_0 served 2 streams at 640 output
+ * tok/s on the GEMV against 508 there, 4 at 722 against 1038 and 8 at 818 against 1943
+ * (bench/RESULTS.md). So their steps of up to 2 tokens take the GEMV; the same limit
+ * serves the small models best too (smollm2-135m Q4_1 at 8 streams: 5972 against 3582 with
+ * the GEMV up to 8 tokens; llama3.2-1b Q4_0: 7330 against 2851), although their matrices
+ * alone favour the GEMV at 4-8 tokens. LODE_CUDA_GEMV_BATCH sets the limit (at most
+ * KRN_CUDA_MAX_BATCH). */
+static void step_knobs(eng_cuda_model *m)
+{
+    if (m->gemv_max) return;
+    const char *e = getenv("LODE_CUDA_GEMV_BATCH");
+    const int dt = m->L[0].gu.dtype, q = dt != LODE_F32 && dt != LODE_F16 && dt != LODE_BF16;
+    m->gemv_max = e && atoi(e) > 0 ? LODE_MIN(atoi(e), KRN_CUDA_MAX_BATCH) : q ? 2 : 1;
+    e = getenv("LODE_CUDA_STEP_GRAPH");
+    m->gg_off = e && !strcmp(e, "0");
+    e = getenv("LODE_CUDA_STEP_PROFILE");
+    m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
+    e = getenv("LODE_CUDA_ATTN_ROWS");
+    m->rows_min = e && atoi(e) > 0 ? atoi(e) : 2;
+    e = getenv("LODE_CUDA_STEP_PROFILE_MIXED");
+    m->prof_mixed = e && atoi(e) > 0 ? atoi(e) : -1;
+}
+
+static lode_status gemm_layers(eng_cuda_model *m, int T, int D, int P, int maxn, const int32_t *pos,
+                               const int32_t *slot, const int32_t *len, const int32_t *vl,
+                               const int32_t *bt);
+static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
+
 /* Records the embedding and every layer of a decode step of `batch` single tokens (device
  * arrays: token, position, cache slot, sequence length after it, block table row of stride
- * maxb) on the stream, leaving the residual stream in m->x. */
+ * maxb) on the stream, leaving the residual stream in m->x. More tokens than the GEMV limit
+ * (step_knobs) take the GEMM layers, as the serving steps do. */
 static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *tokens,
                                  const int32_t *pos, const int32_t *slot, const int32_t *seqlen,
                                  const int32_t *bt, int ao)
@@ -1157,6 +1195,7 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
     prof_mark(m, "start");
     TRY(m, krn_cuda_embed(&m->tok_embd, tokens, batch, m->x, s), "embed");
     prof_mark(m, "embed");
+    if (batch > m->gemv_max) return gemm_layers(m, batch, batch, 0, 0, pos, slot, seqlen, NULL, bt);
     if (batch == 1 && m->persist) {
         krn_cuda_layers_cfg k = layers_cfg(m);
         k.pos = pos;
@@ -1264,19 +1303,29 @@ static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_samp
     lode_status st =
         decode_layers(m, batch, m->d_tokens, m->d_pos, m->d_slot, m->d_seqlen, m->bt, m->ao);
     if (st) return st;
-    krn_cuda_gemv_args g;
-    memset(&g, 0, sizeof g);
-    g.w = head(m);
-    g.batch = batch;
-    g.xmode = KRN_X_RMSNORM;
-    g.x = m->x;
-    g.ldx = c->dim;
-    g.norm_w = m->output_norm;
-    g.eps = c->eps;
-    g.ymode = KRN_Y_STORE;
-    g.y = m->logits;
-    g.ldy = c->vocab;
-    TRY(m, krn_cuda_gemv(&g, s), "head");
+    if (batch > m->gemv_max) {
+        const int at = m->act_f16 ? LODE_F16 : LODE_BF16;
+        TRY(m, krn_cuda_rmsnorm(m->x, m->output_norm, c->eps, batch, c->dim, m->act, at, s),
+            "rmsnorm");
+        TRY(m,
+            krn_cuda_gemm(m->blas, head(m), m->act, m->act_f16, batch, m->logits, c->vocab, 0,
+                          m->scratch, s),
+            "gemm head");
+    } else {
+        krn_cuda_gemv_args g;
+        memset(&g, 0, sizeof g);
+        g.w = head(m);
+        g.batch = batch;
+        g.xmode = KRN_X_RMSNORM;
+        g.x = m->x;
+        g.ldx = c->dim;
+        g.norm_w = m->output_norm;
+        g.eps = c->eps;
+        g.ymode = KRN_Y_STORE;
+        g.y = m->logits;
+        g.ldy = c->vocab;
+        TRY(m, krn_cuda_gemv(&g, s), "head");
+    }
     prof_mark(m, "head (+norm)");
     krn_cuda_sample_cfg sc = sample_cfg(smp, m->d_step);
     TRY(m, krn_cuda_sample(m->logits, batch, c->vocab, &sc, m->d_chosen, m->lp, s), "sample");
@@ -1306,6 +1355,13 @@ lode_status eng_cuda_decode(eng_cuda_model *m, int batch, const eng_cuda_samplin
     }
     eng_cuda_sampling greedy = {0.f, 0, 1.f, 0};
     if (!smp) smp = &greedy;
+    step_knobs(m);
+    if (batch > m->gemv_max && !(m->dg_tuned & (1u << batch))) {
+        /* the GEMM layers' algorithms are chosen before their first capture */
+        lode_status st = step_gemm_prepare(m, batch);
+        if (st) return st;
+        m->dg_tuned |= 1u << batch;
+    }
     graph *gr = NULL;
     const int ao = attn_o_for(m, batch, m->len[0] + 1);
     for (int i = 0; i < m->ng; i++)
@@ -1551,19 +1607,18 @@ static lode_status step_gemv(eng_cuda_model *m, int batch, int ao)
 /* Any step on tensor cores: T rows, the first D single-token sequences (split decode
  * attention), then P prefill chunks of at most maxn rows (flash prefill, one launch for
  * all); the head runs on the n_out gathered logits rows. */
-static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
+/* Every layer of a step of T tokens on the GEMMs (quantized weights through qmm.cu up to its
+ * limit): D single-token rows first, then P prefill chunks of at most maxn tokens (vl: their
+ * lengths). Device arrays as in decode_layers; the residual stream in m->x holds the
+ * embeddings on entry and the layers' output on return. */
+static lode_status gemm_layers(eng_cuda_model *m, int T, int D, int P, int maxn, const int32_t *pos,
+                               const int32_t *slot, const int32_t *len, const int32_t *vl,
+                               const int32_t *bt)
 {
     const eng_cuda_config *c = &m->c;
     const int H = c->n_head, KV = c->n_kv_head, hd = c->head_dim, QR = qkv_rows(c);
     const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
     void *s = m->stream;
-    const int32_t *d = m->sv_d;
-    const int32_t *tok = d + sv_off(m, SV_TOK), *pos = d + sv_off(m, SV_POS);
-    const int32_t *slot = d + sv_off(m, SV_SLOT), *len = d + sv_off(m, SV_LEN);
-    const int32_t *vl = d + sv_off(m, SV_VL), *bt = d + sv_off(m, SV_BT);
-    prof_mark(m, "start");
-    TRY(m, krn_cuda_embed(&m->tok_embd, tok, T, m->x, s), "step embed");
-    prof_mark(m, "embed");
     krn_cuda_attn_parts parts = {m->acc, m->ml, len, H, hd, m->nsplit};
     for (int l = 0; l < c->n_layer; l++) {
         layer *L = &m->L[l];
@@ -1631,6 +1686,23 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
             "gemm down");
         prof_mark(m, "gemm down (+residual)");
     }
+    return LODE_OK;
+}
+
+static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
+{
+    const eng_cuda_config *c = &m->c;
+    const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
+    void *s = m->stream;
+    const int32_t *d = m->sv_d;
+    const int32_t *tok = d + sv_off(m, SV_TOK), *pos = d + sv_off(m, SV_POS);
+    const int32_t *slot = d + sv_off(m, SV_SLOT), *len = d + sv_off(m, SV_LEN);
+    const int32_t *vl = d + sv_off(m, SV_VL), *bt = d + sv_off(m, SV_BT);
+    prof_mark(m, "start");
+    TRY(m, krn_cuda_embed(&m->tok_embd, tok, T, m->x, s), "step embed");
+    prof_mark(m, "embed");
+    lode_status st = gemm_layers(m, T, D, P, maxn, pos, slot, len, vl, bt);
+    if (st) return st;
     if (n_out <= 0) return LODE_OK;
     /* the logits rows: gathered (into the gate/up buffer, free now), normed, projected */
     float *xo = m->gu;
@@ -1669,8 +1741,6 @@ static void print_prof(void *arg, const char *op, int count, float ms)
     fprintf(stderr, "step profile (%d tokens): %-48s x%-3d %8.3f ms\n", *(const int *)arg, op,
             count, ms);
 }
-
-static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
 
 /* Runs the GEMM step eagerly with an event after each op and prints where its time went
  * (LODE_CUDA_STEP_PROFILE=N: once, for the first decode-only step of at least N tokens;
@@ -1866,30 +1936,7 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
                 krn_cuda_h2d(m->sv_d + sv_off(m, what[i]), h + sv_off(m, what[i]), cnt[i] * 4, s),
                 "step upload");
     lode_status st;
-    /* The GEMV reads the weights once per row group of the batch: on an H100 llama3-8b BF16
-     * decoded 170 tok/s at batch 1 but 303 at batch 16 (53 ms a step), where a cuBLAS GEMM
-     * reads them once (about 6 ms). So single-token steps of 16-bit weights take the GEMV
-     * graph. Quantized weights meet steps of more tokens in qmm.cu, which reads them once and
-     * decodes them on the fly; on an H200, llama3-8b Q4_0 served 2 streams at 640 output
-     * tok/s on the GEMV against 508 there, 4 at 722 against 1038 and 8 at 818 against 1943
-     * (bench/RESULTS.md). So their steps of up to 2 tokens take the GEMV; the same limit
-     * serves the small models best too (smollm2-135m Q4_1 at 8 streams: 5972 against 3582 with
-     * the GEMV up to 8 tokens; llama3.2-1b Q4_0: 7330 against 2851), although their matrices
-     * alone favour the GEMV at 4-8 tokens. LODE_CUDA_GEMV_BATCH sets the limit (at most
-     * KRN_CUDA_MAX_BATCH). */
-    if (m->gemv_max == 0) {
-        const char *e = getenv("LODE_CUDA_GEMV_BATCH");
-        const int dt = m->L[0].gu.dtype, q = dt != LODE_F32 && dt != LODE_F16 && dt != LODE_BF16;
-        m->gemv_max = e && atoi(e) > 0 ? LODE_MIN(atoi(e), KRN_CUDA_MAX_BATCH) : q ? 2 : 1;
-        e = getenv("LODE_CUDA_STEP_GRAPH");
-        m->gg_off = e && !strcmp(e, "0");
-        e = getenv("LODE_CUDA_STEP_PROFILE");
-        m->prof_min = e && atoi(e) > 0 ? atoi(e) : -1;
-        e = getenv("LODE_CUDA_ATTN_ROWS");
-        m->rows_min = e && atoi(e) > 0 ? atoi(e) : 2;
-        e = getenv("LODE_CUDA_STEP_PROFILE_MIXED");
-        m->prof_mixed = e && atoi(e) > 0 ? atoi(e) : -1;
-    }
+    step_knobs(m);
     if (!m->gg_tuned) {
         m->gg_tuned = 1;
         if ((st = step_tune(m))) return st;

@@ -1433,7 +1433,7 @@ static void test_model(void **state)
     for (size_t mi = 0; mi < LODE_ARRAY_LEN(mtypes); mi++) {
         int wt = mtypes[mi];
         eng_cuda_config c = {2, 256, 4, 2,  64, 512, 1000, 1e-5f, 10000.f, NULL,
-                             0, 96,  2, 32, 0,  0,   0,    0,     0};
+                             0, 96,  3, 32, 0,  0,   0,    0,     0};
         c.tied = mi == 1;
         eng_cuda_model *m = NULL;
         lode_status st = eng_cuda_model_create(&c, 0, &m);
@@ -1491,7 +1491,7 @@ static void test_model(void **state)
         /* prompt of 45 tokens: prefill in two chunks (max_prefill 32) */
         int32_t prompt[45];
         for (int i = 0; i < 45; i++) prompt[i] = (int32_t)(rnd64() % (uint64_t)c.vocab);
-        float *lg = malloc(sizeof(float) * c.vocab * 2);
+        float *lg = malloc(sizeof(float) * c.vocab * 3); /* up to 3 rows of logits */
         double *ref = malloc(sizeof(double) * c.vocab);
         int32_t next;
         st = eng_cuda_prefill(m, 0, prompt, 45, NULL, &next, lg);
@@ -1509,12 +1509,15 @@ static void test_model(void **state)
                "activations); next %d, reference argmax %d\n",
                lode_dtype_name(wt), e, pbound, next, best);
         assert_true(e < pbound);
-        /* a second sequence with a short prompt, then 20 graph decode steps of both */
-        int32_t p2[3] = {1, 2, 3}, n2;
+        /* two more sequences with short prompts, then 20 graph decode steps of the three: past
+         * the GEMV limit (1 token for 16-bit weights, 2 quantized), so the decoder takes the
+         * GEMM layers of the serving steps (cuBLAS; qmm.cu for quantized weights) */
+        int32_t p2[3] = {1, 2, 3}, p3[2] = {7, 8}, n2;
         assert_int_equal(eng_cuda_prefill(m, 1, p2, 3, NULL, &n2, NULL), LODE_OK);
-        int32_t toks[20][2];
+        assert_int_equal(eng_cuda_prefill(m, 2, p3, 2, NULL, &n2, NULL), LODE_OK);
+        int32_t toks[20][3];
         for (int s = 0; s < 20; s++) {
-            st = eng_cuda_decode(m, 2, NULL);
+            st = eng_cuda_decode(m, 3, NULL);
             if (st) printf("decode: %s\n", eng_cuda_errmsg(m));
             assert_int_equal(st, LODE_OK);
         }
@@ -1533,14 +1536,14 @@ static void test_model(void **state)
         }
         e = rel_l2(lg, ref, (size_t)c.vocab); /* logits of the last step, sequence 0 */
         worst = e;
-        /* quantized weights: int8 activations in the decode GEMV (see gemv_bound) */
-        double dbound = wt == LODE_BF16 ? 2e-3 : 5e-2;
-        printf("model %s decode (20 graph steps, batch 2): last logits rel L2 %.2e (bound %.0e); "
+        /* bf16 activations into the GEMMs, as in the prefill */
+        double dbound = wt == LODE_BF16 ? 3e-2 : 5e-2;
+        printf("model %s decode (20 graph steps, batch 3): last logits rel L2 %.2e (bound %.0e); "
                "greedy choices matching the reference argmax: %d/20\n",
                lode_dtype_name(wt), worst, dbound, agree);
         assert_true(worst < dbound);
-        /* random models have close logits: int8 activations may flip near ties */
-        assert_true(agree >= (wt == LODE_BF16 ? 19 : 15));
+        /* random models have close logits: 8-bit mantissas may flip near ties */
+        assert_true(agree >= 15);
         assert_int_equal(eng_cuda_seq_len(m, 0), 65);
         free(lg);
         free(ref);
