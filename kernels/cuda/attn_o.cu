@@ -351,22 +351,12 @@ template <int FMT, int HD> __global__ void __launch_bounds__(T, 1) attn_o_kernel
             const bool act = f < K / 4; /* the shuffles below take the whole warp */
             const float4 v = act ? ((const float4 *)xa)[u * 8 + (cc ^ swz<8>(u))]
                                  : make_float4(0.f, 0.f, 0.f, 0.f);
-            float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-            const float id = am > 0.f ? 127.f / am : 0.f;
-            const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-            const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-            int qs = q0 + q1 + q2 + q3;
-            qs += __shfl_xor_sync(0xffffffffu, qs, 1);
-            qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+            const Q8Lane q = q8_lane(v);
             if (!act) continue;
             const int h = (cc >> 2) ^ ((u >> 2) & 1);
-            xq[u * 8 + h * 4 + (cc & 3)] =
-                (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
-            if ((cc & 3) == 0) xqs[u * 2 + (cc >> 2)] = (float)qs;
-            if (cc == 0) xqd[u] = am / 127.f;
+            xq[u * 8 + h * 4 + (cc & 3)] = q.word;
+            if ((cc & 3) == 0) xqs[u * 2 + (cc >> 2)] = (float)q.half_sum;
+            if (cc == 0) xqd[u] = q.scale;
         }
         __syncthreads();
     }

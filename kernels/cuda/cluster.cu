@@ -145,21 +145,12 @@ __device__ __forceinline__ void quant_x(const float *src, const float *w, float 
             }
             v.x *= mul, v.y *= mul, v.z *= mul, v.w *= mul;
         }
-        float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-        const float id = am > 0.f ? 127.f / am : 0.f;
-        const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-        const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-        int qs = q0 + q1 + q2 + q3;
-        qs += __shfl_xor_sync(0xffffffffu, qs, 1);
-        qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+        const Q8Lane q = q8_lane(v);
         if (act) {
             const int u = f / 8, c = f % 8;
-            xw[f] = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
-            if ((c & 3) == 0) xsum[2 * u + (c >> 2)] = (float)qs;
-            if (c == 0) xsc[u] = am / 127.f;
+            xw[f] = q.word;
+            if ((c & 3) == 0) xsum[2 * u + (c >> 2)] = (float)q.half_sum;
+            if (c == 0) xsc[u] = q.scale;
         }
     }
     __syncthreads();

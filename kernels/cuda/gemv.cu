@@ -388,24 +388,13 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                                 int rr = f % (cu * NC);
                                 u = rr / NC, c = rr % NC;
                             }
-                            float am =
-                                fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-                            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-                            const float id = am > 0.f ? 127.f / am : 0.f;
-                            int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
-                            int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
-                            int qs = q0 + q1 + q2 + q3;
-                            qs += __shfl_xor_sync(0xffffffffu, qs, 1);
-                            qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+                            const Q8Lane q = q8_lane(v);
                             if (act) {
-                                int word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) |
-                                           ((uint32_t)q3 << 24);
                                 int h = (c >> 2) ^ ((u >> 2) & 1);
-                                ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = word;
-                                if ((c & 3) == 0) qsum[(b * CU + u) * 2 + (c >> 2)] = (float)qs;
-                                if (c == 0) qsum[2 * BT * CU + b * CU + u] = am / 127.f;
+                                ((int *)xs)[(b * CU + u) * 8 + h * 4 + (c & 3)] = q.word;
+                                if ((c & 3) == 0)
+                                    qsum[(b * CU + u) * 2 + (c >> 2)] = (float)q.half_sum;
+                                if (c == 0) qsum[2 * BT * CU + b * CU + u] = q.scale;
                             }
                         }
                     }

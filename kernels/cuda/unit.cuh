@@ -283,6 +283,34 @@ template <int NC> __device__ __forceinline__ int swz(int u)
     return 0;
 }
 
+/* One lane's share of x quantized to int8 per 32 values, as the GEMV and the fused decode
+ * kernels stage it: 8 adjacent lanes (aligned on 8) hold a unit's 32 values, 4 each. Gives
+ * this lane's 4 integers packed in a word, the sum of the integers of its half of the unit
+ * (the 4 lanes c..c+3, c a multiple of 4; every lane of the half gets it) and the unit's
+ * scale max|x| / 127. Every lane of the warp must call it (inactive lanes with zeros). */
+struct Q8Lane {
+    int word, half_sum;
+    float scale;
+};
+__device__ __forceinline__ Q8Lane q8_lane(const float4 v)
+{
+    float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+    const float id = am > 0.f ? 127.f / am : 0.f;
+    const int q0 = __float2int_rn(v.x * id), q1 = __float2int_rn(v.y * id);
+    const int q2 = __float2int_rn(v.z * id), q3 = __float2int_rn(v.w * id);
+    int qs = q0 + q1 + q2 + q3;
+    qs += __shfl_xor_sync(0xffffffffu, qs, 1);
+    qs += __shfl_xor_sync(0xffffffffu, qs, 2);
+    Q8Lane r;
+    r.word = (q0 & 0xff) | ((q1 & 0xff) << 8) | ((q2 & 0xff) << 16) | ((uint32_t)q3 << 24);
+    r.half_sum = qs;
+    r.scale = am / 127.f;
+    return r;
+}
+
 template <int FMT> struct IsQuant {
     static constexpr bool v = FMT >= FMT_Q4;
 };
