@@ -92,6 +92,8 @@ __device__ __forceinline__ void pdl_trigger()
 
 /* 1 unless LODE_CUDA_PDL=0 (read once): whether launch_k asks for programmatic launch. */
 int krn_cuda_pdl_enabled(void);
+/* SMs of the current device (kept a thread and device); 0 when it cannot be read. */
+int krn_cuda_sm_count(void);
 /* 1 with LODE_CUDA_LAYERS_TRACE set and not 0 (read once): the layer kernels (layers.cu,
  * cluster.cu) record and print per-stage times of eager steps. */
 int krn_cuda_layers_trace_on(void);

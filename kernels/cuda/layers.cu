@@ -505,29 +505,11 @@ static kern_t pick(int fmt, int hd)
 #undef K
 }
 
-struct Dev {
-    int sms = 0, dev = -1;
-};
-static thread_local Dev devc;
-
-static int sm_count()
-{
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-    if (devc.dev != dev) {
-        devc.dev = dev;
-        devc.sms = 0;
-        if (cudaDeviceGetAttribute(&devc.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            devc.sms = 0;
-    }
-    return devc.sms;
-}
-
 /* Blocks of the grid: one a SM, or fewer with LODE_CUDA_LAYERS_BLOCKS=n (to measure the
  * trade between the barrier's arrivals and each block's share of the work). */
 static int grid_blocks()
 {
-    const int sms = sm_count();
+    const int sms = krn_cuda_sm_count();
     static int lim = -1;
     if (lim < 0) {
         const char *e = getenv("LODE_CUDA_LAYERS_BLOCKS");

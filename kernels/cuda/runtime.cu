@@ -179,6 +179,19 @@ int krn_cuda_pdl_enabled(void)
     return on;
 }
 
+int krn_cuda_sm_count(void)
+{
+    static thread_local int dev_c = -1, sms = 0;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    if (dev != dev_c) {
+        dev_c = dev;
+        if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            sms = 0;
+    }
+    return sms;
+}
+
 extern "C" const char *krn_cuda_errmsg(void)
 {
     return errbuf;
