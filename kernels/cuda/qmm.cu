@@ -539,18 +539,6 @@ lode_status prepare_once()
     return LODE_OK;
 }
 
-int sm_count()
-{
-    static thread_local int n = 0;
-    if (!n) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-            n = 132;
-    }
-    return n;
-}
-
 /* The launch plan for m tokens: n-tiles a block, splits of K. */
 struct Plan {
     int MT, OCC, S, cpb, nst;
@@ -567,7 +555,7 @@ Plan plan(const krn_cuda_mat *w, int64_t m, size_t scratch_bytes)
     p.nst = (int)((U + kc - 1) / kc);
     /* splits of K: the fewest that fill the SMs (a block an SM), by waves times stages a block */
     const int64_t base = (w->rows + BN - 1) / BN * ((m + MC - 1) / MC);
-    const int sms = sm_count() * p.OCC;
+    const int sms = LODE_MAX(1, krn_cuda_sm_count()) * p.OCC;
     int best = 1;
     double best_cost = 0;
     for (int s = 1; s <= p.nst && s <= 16; s++) {
@@ -612,27 +600,34 @@ template <int FMT> cudaError_t launch_fmt(const QmmP &q, const Plan &pl, cudaStr
 
 } // namespace
 
-extern "C" int krn_cuda_qmm_fits(const krn_cuda_mat *w, int x_f16, int64_t m, size_t scratch_bytes)
+/* Whether qmm takes W for m rows of X within scratch_bytes; *pl gets the plan when it does. */
+static bool fits(const krn_cuda_mat *w, int x_f16, int64_t m, size_t scratch_bytes, Plan *pl)
 {
     if (!w || x_f16 || m < 1 || w->cols % 32 || w->rows < 1 || m > 65535 * 64 ||
         w->rows > 65535 * (int64_t)BN ||
         (w->fmt != FMT_Q4 && w->fmt != FMT_Q4M && w->fmt != FMT_Q8 && w->fmt != FMT_Q6))
-        return 0;
-    const Plan p = plan(w, m, scratch_bytes);
-    return (size_t)p.part_bytes <= scratch_bytes;
+        return false;
+    *pl = plan(w, m, scratch_bytes);
+    return (size_t)pl->part_bytes <= scratch_bytes;
+}
+
+extern "C" int krn_cuda_qmm_fits(const krn_cuda_mat *w, int x_f16, int64_t m, size_t scratch_bytes)
+{
+    Plan pl;
+    return fits(w, x_f16, m, scratch_bytes, &pl);
 }
 
 extern "C" lode_status krn_cuda_qmm(const krn_cuda_mat *w, const void *x, int x_f16, int64_t m,
                                     void *y, int y_type, int64_t ldy, int accumulate, void *scratch,
                                     size_t scratch_bytes, void *stream)
 {
-    if (!krn_cuda_qmm_fits(w, x_f16, m, scratch_bytes) || !x || !y || ((uintptr_t)x & 15) ||
+    Plan pl;
+    if (!fits(w, x_f16, m, scratch_bytes, &pl) || !x || !y || ((uintptr_t)x & 15) ||
         ((uintptr_t)scratch & 15) || ldy < w->rows ||
         (y_type != LODE_F32 && y_type != LODE_F16 && y_type != LODE_BF16))
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "qmm: bad arguments");
     lode_status pst = prepare_once();
     if (pst) return pst;
-    const Plan pl = plan(w, m, scratch_bytes);
     cudaStream_t st = STREAM(stream);
     QmmP q;
     memset(&q, 0, sizeof q);
