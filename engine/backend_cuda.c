@@ -1181,6 +1181,38 @@ static lode_status gemm_layers(eng_cuda_model *m, int T, int D, int P, int maxn,
                                const int32_t *bt);
 static lode_status step_gemm_prepare(eng_cuda_model *m, int T);
 
+/* m->logits of `rows` rows of the residual stream x (f32 [rows][dim]): the final RMSNorm and
+ * the head, on the GEMV up to the GEMV limit (step_knobs), else normed into the 16-bit
+ * activations for a GEMM. */
+static lode_status head_logits(eng_cuda_model *m, const float *x, int rows)
+{
+    const eng_cuda_config *c = &m->c;
+    void *s = m->stream;
+    if (rows <= m->gemv_max) {
+        krn_cuda_gemv_args g;
+        memset(&g, 0, sizeof g);
+        g.w = head(m);
+        g.batch = rows;
+        g.xmode = KRN_X_RMSNORM;
+        g.x = x;
+        g.ldx = c->dim;
+        g.norm_w = m->output_norm;
+        g.eps = c->eps;
+        g.ymode = KRN_Y_STORE;
+        g.y = m->logits;
+        g.ldy = c->vocab;
+        TRY(m, krn_cuda_gemv(&g, s), "head");
+        return LODE_OK;
+    }
+    const int at = m->act_f16 ? LODE_F16 : LODE_BF16;
+    TRY(m, krn_cuda_rmsnorm(x, m->output_norm, c->eps, rows, c->dim, m->act, at, s), "rmsnorm");
+    TRY(m,
+        krn_cuda_gemm(m->blas, head(m), m->act, m->act_f16, rows, m->logits, c->vocab, 0,
+                      m->scratch, s),
+        "gemm head");
+    return LODE_OK;
+}
+
 /* Records the embedding and every layer of a decode step of `batch` single tokens (device
  * arrays: token, position, cache slot, sequence length after it, block table row of stride
  * maxb) on the stream, leaving the residual stream in m->x. More tokens than the GEMV limit
@@ -1298,34 +1330,13 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
 /* Records one decode step of `batch` sequences on the stream (for capture). */
 static lode_status decode_step(eng_cuda_model *m, int batch, const eng_cuda_sampling *smp)
 {
+    step_knobs(m); /* the GEMV limit: eng_cuda_profile comes here first too */
     const eng_cuda_config *c = &m->c;
     void *s = m->stream;
     lode_status st =
         decode_layers(m, batch, m->d_tokens, m->d_pos, m->d_slot, m->d_seqlen, m->bt, m->ao);
     if (st) return st;
-    if (batch > m->gemv_max) {
-        const int at = m->act_f16 ? LODE_F16 : LODE_BF16;
-        TRY(m, krn_cuda_rmsnorm(m->x, m->output_norm, c->eps, batch, c->dim, m->act, at, s),
-            "rmsnorm");
-        TRY(m,
-            krn_cuda_gemm(m->blas, head(m), m->act, m->act_f16, batch, m->logits, c->vocab, 0,
-                          m->scratch, s),
-            "gemm head");
-    } else {
-        krn_cuda_gemv_args g;
-        memset(&g, 0, sizeof g);
-        g.w = head(m);
-        g.batch = batch;
-        g.xmode = KRN_X_RMSNORM;
-        g.x = m->x;
-        g.ldx = c->dim;
-        g.norm_w = m->output_norm;
-        g.eps = c->eps;
-        g.ymode = KRN_Y_STORE;
-        g.y = m->logits;
-        g.ldy = c->vocab;
-        TRY(m, krn_cuda_gemv(&g, s), "head");
-    }
+    if ((st = head_logits(m, m->x, batch))) return st;
     prof_mark(m, "head (+norm)");
     krn_cuda_sample_cfg sc = sample_cfg(smp, m->d_step);
     TRY(m, krn_cuda_sample(m->logits, batch, c->vocab, &sc, m->d_chosen, m->lp, s), "sample");
@@ -1585,20 +1596,7 @@ static lode_status step_gemv(eng_cuda_model *m, int batch, int ao)
     lode_status st =
         decode_layers(m, batch, d + sv_off(m, SV_TOK), d + sv_off(m, SV_POS),
                       d + sv_off(m, SV_SLOT), d + sv_off(m, SV_LEN), d + sv_off(m, SV_BT), ao);
-    if (st) return st;
-    krn_cuda_gemv_args g;
-    memset(&g, 0, sizeof g);
-    g.w = head(m);
-    g.batch = batch;
-    g.xmode = KRN_X_RMSNORM;
-    g.x = m->x;
-    g.ldx = c->dim;
-    g.norm_w = m->output_norm;
-    g.eps = c->eps;
-    g.ymode = KRN_Y_STORE;
-    g.y = m->logits;
-    g.ldy = c->vocab;
-    TRY(m, krn_cuda_gemv(&g, s), "head");
+    if (st || (st = head_logits(m, m->x, batch))) return st;
     TRY(m, krn_cuda_argmax(m->logits, batch, c->vocab, m->sv_tok, s), "argmax");
     TRY(m, krn_cuda_logprobs(m->logits, batch, c->vocab, m->sv_tok, m->sv_lp, s), "logprobs");
     return LODE_OK;
@@ -1692,7 +1690,6 @@ static lode_status gemm_layers(eng_cuda_model *m, int T, int D, int P, int maxn,
 static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, int n_out)
 {
     const eng_cuda_config *c = &m->c;
-    const int at = m->act_f16 ? LODE_F16 : LODE_BF16, f16 = m->act_f16;
     void *s = m->stream;
     const int32_t *d = m->sv_d;
     const int32_t *tok = d + sv_off(m, SV_TOK), *pos = d + sv_off(m, SV_POS);
@@ -1707,28 +1704,7 @@ static lode_status step_gemm(eng_cuda_model *m, int T, int D, int P, int maxn, i
     /* the logits rows: gathered (into the gate/up buffer, free now), normed, projected */
     float *xo = m->gu;
     TRY(m, krn_cuda_gather_rows(xo, m->x, d + sv_off(m, SV_ROWS), n_out, c->dim, s), "rows");
-    if (n_out <= m->gemv_max) {
-        krn_cuda_gemv_args g;
-        memset(&g, 0, sizeof g);
-        g.w = head(m);
-        g.batch = n_out;
-        g.xmode = KRN_X_RMSNORM;
-        g.x = xo;
-        g.ldx = c->dim;
-        g.norm_w = m->output_norm;
-        g.eps = c->eps;
-        g.ymode = KRN_Y_STORE;
-        g.y = m->logits;
-        g.ldy = c->vocab;
-        TRY(m, krn_cuda_gemv(&g, s), "head");
-    } else {
-        TRY(m, krn_cuda_rmsnorm(xo, m->output_norm, c->eps, n_out, c->dim, m->act, at, s),
-            "rmsnorm");
-        TRY(m,
-            krn_cuda_gemm(m->blas, head(m), m->act, f16, n_out, m->logits, c->vocab, 0, m->scratch,
-                          s),
-            "gemm head");
-    }
+    if ((st = head_logits(m, xo, n_out))) return st;
     prof_mark(m, "head (+gather, norm)");
     TRY(m, krn_cuda_argmax(m->logits, n_out, c->vocab, m->sv_tok, s), "argmax");
     TRY(m, krn_cuda_logprobs(m->logits, n_out, c->vocab, m->sv_tok, m->sv_lp, s), "logprobs");
