@@ -733,9 +733,10 @@ out:
 }
 
 /* LODE_CUDA_PERSIST=1 (read when a model becomes ready) runs batch-1 decode steps on the
- * persistent layers kernel wherever it supports the model. It is off by default: on an H100
- * it was 8% slower than the five kernels a layer for smollm2-135m Q4_1, even for Q8_0 and
- * 3.4x slower for BF16 (bench/RESULTS.md, 2026-11-27), so it stays an option to measure. */
+ * persistent layers kernel wherever it supports the model (quantized layouts with one scale
+ * array). It is off by default: on an H200 it was 12% slower than the five kernels a layer for
+ * llama3-8b Q4_0 and 24% for smollm2-135m Q4_1 (bench/RESULTS.md, 2026-11-27), so it stays an
+ * option to measure. */
 static int persist_env(void)
 {
     const char *e = getenv("LODE_CUDA_PERSIST");
@@ -788,6 +789,9 @@ static krn_cuda_layers_cfg layers_cfg(const eng_cuda_model *m)
     k.x = m->x;
     k.q = m->q32;
     k.h = m->gu;
+    k.att_acc = m->acc;
+    k.att_ml = m->ml;
+    k.att_splits = m->nsplit;
     k.bar = m->d_bar;
     return k;
 }

@@ -225,14 +225,14 @@ static void cuda_vs_cpu(const char *type, double bound, int persist)
     assert_int_equal(eng_runtime_create(llm, 64, NO, NB, &rt, err, sizeof err), LODE_OK);
     eng_cuda_model *gm = NULL;
     if (eng_cuda_model_from_gguf(path, CTX, 1, 64, 0, &gm, err, sizeof err)) fail_msg("%s", err);
-    /* LODE_CUDA_PERSIST=1 asks for the persistent layers kernel at batch 1: every layout the
-     * synthetic files use takes it but q6_K's (whose f16 K rows are a separate matrix); the
-     * cluster layer kernel (2) takes the 4-bit layouts */
+    /* LODE_CUDA_PERSIST=1 asks for the persistent layers kernel at batch 1: it takes the
+     * quantized layouts with one scale array (q8_0, q4_0, q4_1; not bf16, nor q6_K, whose f16
+     * K rows are a separate matrix); the cluster layer kernel (2) takes the 4-bit layouts */
     const int q4 = !strcmp(type, "q4_0") || !strcmp(type, "q4_1");
     if (persist == 2)
         assert_int_equal(eng_cuda_model_persistent(gm), q4 ? 2 : 0);
-    else if (strcmp(type, "q6_K"))
-        assert_int_equal(eng_cuda_model_persistent(gm), persist);
+    else
+        assert_int_equal(eng_cuda_model_persistent(gm), q4 || !strcmp(type, "q8_0") ? persist : 0);
 
     int32_t bt[8], tok[64], pos[64], outr[4];
     for (int i = 0; i < NB; i++) bt[i] = i;

@@ -340,20 +340,24 @@ typedef struct krn_cuda_layers_cfg {
     float *x;                   /* device [dim]: the residual stream, in and out */
     float *q;                   /* device [n_head head_dim] scratch */
     float *h;                   /* device [ff] scratch */
+    float *att_acc, *att_ml;    /* device [att_splits][n_head][head_dim] and [..][2] scratch */
+    int att_splits;             /* splits of a head's attention the scratch holds (>= 1) */
     unsigned *bar;              /* device, 2 words zeroed once (the grid barrier's state) */
-    unsigned long long *trace;  /* NULL, or device [2][4 n_layer + 1][blocks]: when each
+    unsigned long long *trace;  /* NULL, or device [2][5 n_layer + 1][blocks]: when each
                                    block arrived at and left each barrier (ns) */
 } krn_cuda_layers_cfg;
 
 /* Whether krn_cuda_layers_decode runs this shape and layout on the current device (sets up
  * its kernel attributes; call it outside graph capture). */
 int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c);
-/* Every layer of a decode step of one sequence, in one cooperative launch: grid-wide barriers
- * between RMSNorm + QKV + RoPE + KV write, attention + o projection + residual, RMSNorm +
- * gate/up + SwiGLU, and down projection + residual. x holds the embedded token on entry and
- * the residual stream after the last layer on return. With
- * LODE_CUDA_LAYERS_TRACE=1, an eager (not captured) call waits for the kernel and prints to
- * stderr how long each kind of stage and the barriers took (the slowest block's arrival). */
+/* Every layer of a decode step of one sequence, in one cooperative launch (layers.cu): the
+ * weights (Q4_0, Q4_1/Q4_K, Q8_0 layouts) stream through a ring in each block's shared memory
+ * while grid-wide barriers separate RMSNorm + QKV + RoPE + KV write, attention (split along the
+ * sequence into att_acc/att_ml), o projection + residual, RMSNorm + gate/up + SwiGLU, and down
+ * projection + residual. x holds the embedded token on entry and the residual stream after
+ * the last layer on return. With LODE_CUDA_LAYERS_TRACE=1, an eager (not captured) call waits
+ * for the kernel and prints to stderr how long each kind of stage and the barriers took (the
+ * slowest block's arrival). */
 lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void *stream);
 
 /* ---- a batch-1 decode layer on one thread-block cluster (cluster.cu) ------------------ */

@@ -1,30 +1,42 @@
 /*
- * layers.cu: every layer of a batch-1 decode step in one persistent, cooperative kernel.
+ * layers.cu: every layer of a batch-1 decode step in one persistent, cooperative kernel whose
+ * weights stream through shared memory without waiting for the layer's data dependencies.
  *
- * A small model's decode step is latency, not bandwidth: smollm2-135m moves under 1 MB per
- * GEMV, and as five kernels a layer each one costs its launch, its wait for the previous
- * kernel and its own dependent chain (about 4 us in a graph). Here one block per SM stays
- * resident for the whole step and the stages of a layer are separated by grid-wide barriers
- * (an arrival counter and a generation word):
+ * As kernels of one op each, a decode step drains the memory pipe at every boundary: the
+ * next kernel's blocks become resident only as the last ones leave, and each then waits a
+ * full memory latency for its first weights (bench/RESULTS.md: 4-6 us a kernel, about half of
+ * llama3-8b Q4_0's layer time over the bytes). Here one block per SM stays resident for the
+ * step, and its weights do not depend on anything computed: a producer warp copies the
+ * block's share of every matrix, layer after layer, into a ring of shared-memory slots
+ * (cp.async.bulk on an mbarrier a slot), as far ahead as the ring reaches, while eight consumer
+ * warps work through the stages of a layer:
  *
- *   A  x * attn_norm staged in shared memory; QKV rows; RoPE; q out, k/v to the paged cache
- *   B  attention of a head (a block per query head, the whole sequence, online softmax),
- *      times that head's columns of o, added into x (atomics: heads meet in the residual)
- *   C  x * ffn_norm staged; gate and up rows of the same index in one block; h = silu(g) u
- *   D  h staged; down rows added into x
+ *   A  x * attn_norm quantized to 8 bits per 32 (as the GEMV does); QKV rows; RoPE; q out,
+ *      k/v into the paged cache
+ *   B  attention, a block per query head (whole sequence, online softmax), into a scratch row
+ *   C  that row quantized; o rows; added into x
+ *   D  x * ffn_norm quantized; gate and up rows of the same index in one block; h = silu(g) u
+ *   E  h quantized; down rows; added into x
  *
- * Each block requests the weights of its share of the next stage between arriving at the
- * barrier and waiting for it, so the chain after the barrier is: input from L2 -> dot
- * products -> store. Weights are read as the GEMV reads them (unit.cuh) and dequantized in
- * registers; x is staged as floats (swizzled so that the lanes' 16-byte reads of consecutive
- * units hit different banks). The RMS statistic is summed while x is staged and applied to
- * the sums.
+ * Stages meet at grid-wide barriers (an arrival counter: a release add and an acquire poll by
+ * the consumers only). While the consumers wait at a barrier or attend, the producer keeps
+ * copying the next stages' weights, so the memory pipe stays full as long as the ring (about
+ * 185 KB a SM on an H100/H200) covers the wait. Each row's dot products are summed by fixed
+ * lanes and warps in a fixed order: the result does not depend on timing.
  *
- * Measured on an H100 (bench/RESULTS.md, 2026-11-27) it is not faster than the graph of five
- * PDL kernels a layer (smollm2-135m Q4_1: 1510 against 1640 tok/s): a barrier costs 1-1.8 us
- * and each stage 2.5-3.5 us after it (attention + o, on one block a head, 5.7 us), about 22
- * us a layer. So the engine runs it only when asked (LODE_CUDA_PERSIST=1);
- * LODE_CUDA_LAYERS_TRACE=1 prints those per-stage times.
+ * Weights: the quantized layouts with one scale array (Q4_0, Q4_1/Q4_K, Q8_0). A slot holds
+ * whole rows (their units, then their scales copied from a 16-byte aligned start); rows too
+ * long for eight to a slot are shared by several warps, whose partial sums are added in order.
+ *
+ * Measured on an H200 (bench/RESULTS.md, 2026-11-27) it is slower than the graph of five
+ * kernels a layer: llama3-8b Q4_0 459 against 519 tok/s, smollm2-135m Q4_1 1474 against 1958.
+ * The ring is not what limits it: the consumers waited for weights 7.5 us of a 66 us layer, and
+ * a ring of 4 slots ran as fast as one of 10. The eight consumer warps are: Nsight Compute
+ * shows 0.29 instructions issued a cycle per scheduler, 2.25 warps each, 0.34 of them eligible.
+ * Sixteen consumer warps leave 96-128 registers a thread and spill (slower still). So the engine
+ * runs it only when asked (LODE_CUDA_PERSIST=1); LODE_CUDA_LAYERS_TRACE=1 prints the per-stage
+ * times of an eager step and how long the consumers waited for weights; LODE_CUDA_LAYERS_SLOTS=n
+ * caps the ring at n slots.
  */
 #include "kernels/cuda/unit.cuh"
 
@@ -35,9 +47,15 @@
 namespace
 {
 
-constexpr int T = 256; /* threads a block */
-constexpr int NW = T / 32;
-constexpr int JP = 6; /* weight units a thread holds in registers (prefetched) */
+constexpr int NW = 8;         /* consumer warps */
+constexpr int TC = NW * 32;   /* consumer threads */
+constexpr int T = TC + 32;    /* and the producer warp */
+constexpr int SLOT = 18496;   /* bytes a ring slot: 8 rows of 4096 Q4_0 weights, scales aligned */
+constexpr int MAX_SLOTS = 16; /* ring slots at most */
+constexpr int PARTS = NW;     /* partial sums a row at most (the warps sharing a long row) */
+constexpr int UPL = 4;        /* units a lane loads before it uses them */
+constexpr int STAGES = 5;     /* barriers a layer */
+constexpr int MAX_SPLITS = 4; /* attention splits of a head at most */
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p)
 {
@@ -53,11 +71,177 @@ __device__ __forceinline__ unsigned long long now_ns()
     return t;
 }
 
-/* Grid-wide barrier (arrive, then wait): every block arrives before any leaves, and what a
- * block wrote before arriving is visible to every block after its wait. bar[0] counts the arrivals
- * of this launch (a release add, no reply awaited) and each block waits for the count of its k-th
- * barrier, k nb; the last block to finish resets bar (grid_done). With trace, thread 0 records when
- * the block arrives at and leaves barrier ev (krn_cuda_layers_cfg.trace). */
+__device__ __forceinline__ uint32_t sa(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* barrier of the consumer warps only (the producer never joins) */
+__device__ __forceinline__ void cbar()
+{
+    asm volatile("bar.sync 1, %0;" ::"n"(TC) : "memory");
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+    uint32_t ok = 0;
+    while (!ok)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
+                     "selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ok)
+                     : "r"(sa(bar)), "r"(parity)
+                     : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(sa(bar)) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(bar)), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];" ::"r"(sa(dst)),
+                 "l"(src), "r"(bytes), "r"(sa(bar))
+                 : "memory");
+}
+
+/* Bytes of a unit's values and of its scales in a slot. */
+template <int FMT> struct QL {
+    static constexpr int QB = FMT == FMT_Q8 ? 32 : 16;
+    static constexpr int SB = FMT == FMT_Q4M ? 4 : 2;
+};
+
+/* Whole rows of nu units a slot holds: a multiple of the consumer warps (a warp a row), or a
+ * power of two below it, each row shared by NW / rows warps; 0 when one row does not fit. */
+__host__ __device__ __forceinline__ int rows_per_slot(int nu, int qb, int sb)
+{
+    const int g = (SLOT - 32) / (nu * (qb + sb));
+    if (g >= NW) return g / NW * NW;
+    int p = 1;
+    while (2 * p <= g) p *= 2;
+    return g ? p : 0;
+}
+
+/* One unit of weights from a slot: values at q, scales at s (unit i of the slot). */
+template <int FMT>
+__device__ __forceinline__ typename Unit<FMT>::Raw raw_at(const uint4 *q, const unsigned char *s,
+                                                          int i)
+{
+    typename Unit<FMT>::Raw r;
+    if constexpr (FMT == FMT_Q8) {
+        r.a = q[2 * i];
+        r.b = q[2 * i + 1];
+        r.d = ((const __half *)s)[i];
+    } else if constexpr (FMT == FMT_Q4M) {
+        r.a = q[i];
+        r.dm = ((const __half2 *)s)[i];
+    } else {
+        r.a = q[i];
+        r.d = ((const __half *)s)[i];
+    }
+    return r;
+}
+
+/* x staged as the GEMV stages it for quantized weights: unit u's 8 words of int8 values (its
+ * halves swapped on every other group of 4 units, against bank conflicts), the integer sums
+ * of its two halves and its scale. */
+struct QX {
+    int *q;
+    float *hs, *sc;
+};
+
+/* The dot product of one weight unit with x's unit u (scaled). */
+template <int FMT>
+__device__ __forceinline__ float qdot(const typename Unit<FMT>::Raw &r, const QX &x, int u)
+{
+    typedef Unit<FMT> U;
+    int lo[4], hi[4];
+    U::decode_i8(r, lo, hi);
+    const float2 s = U::scales(r);
+    const int hsw = (u >> 2) & 1;
+    const int4 x0 = *(const int4 *)(x.q + u * 8 + 4 * hsw);
+    const int4 x1 = *(const int4 *)(x.q + u * 8 + 4 * (hsw ^ 1));
+    const float2 hs = *(const float2 *)(x.hs + 2 * u);
+    int dl = __dp4a(lo[0], x0.x, 0);
+    dl = __dp4a(lo[1], x0.y, dl);
+    dl = __dp4a(lo[2], x0.z, dl);
+    dl = __dp4a(lo[3], x0.w, dl);
+    int dh = __dp4a(hi[0], x1.x, 0);
+    dh = __dp4a(hi[1], x1.y, dh);
+    dh = __dp4a(hi[2], x1.z, dh);
+    dh = __dp4a(hi[3], x1.w, dh);
+    float a = s.x * ((float)dl - U::OFF * hs.x) + s.y * ((float)dh - U::OFF * hs.y);
+    if constexpr (FMT == FMT_Q4M) a += U::moff(r) * (hs.x + hs.y);
+    return x.sc[u] * a;
+}
+
+/* Stages K floats (float4 f is cv(ld(f)), times w with NORM) into x, quantized, PF loads in
+ * flight a thread; returns their sum of squares (every consumer thread).
+ * Synchronizes the consumers. */
+template <int PF, bool NORM, class LD, class CV>
+__device__ __forceinline__ float stage_q8(LD ld, CV cv, const float *w, int K, const QX &x,
+                                          float *red)
+{
+    typedef decltype(ld(0)) R;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n4 = K / 4;
+    float ss = 0.f;
+    for (int base = 0; base < n4; base += TC * PF) {
+        R v[PF];
+        float4 g[NORM ? PF : 1];
+#pragma unroll
+        for (int j = 0; j < PF; j++) {
+            const int f = base + j * TC + tid;
+            v[j] = R{};
+            if (f < n4) {
+                v[j] = ld(f);
+                if constexpr (NORM) g[j] = __ldg((const float4 *)w + f);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < PF; j++) {
+            if (base + j * TC >= n4) break; /* uniform */
+            const int f = base + j * TC + tid;
+            const bool act = f < n4; /* uniform over the 8 lanes of a unit */
+            float4 t = act ? cv(v[j]) : make_float4(0.f, 0.f, 0.f, 0.f);
+            ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+            if constexpr (NORM)
+                if (act) t.x *= g[j].x, t.y *= g[j].y, t.z *= g[j].z, t.w *= g[j].w;
+            const Q8Lane q = q8_lane(t);
+            if (act) {
+                const int u = f >> 3, cc = f & 7, h = (cc >> 2) ^ ((u >> 2) & 1);
+                x.q[u * 8 + h * 4 + (cc & 3)] = q.word;
+                if ((cc & 3) == 0) x.hs[u * 2 + (cc >> 2)] = (float)q.half_sum;
+                if (cc == 0) x.sc[u] = q.scale;
+            }
+        }
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) red[warp] = ss;
+    cbar();
+    float t = 0.f;
+#pragma unroll
+    for (int i = 0; i < NW; i++) t += red[i];
+    return t;
+}
+
+/* Grid-wide barrier of the consumers (arrive, then wait): every block arrives before any
+ * leaves, and what a block wrote before arriving is visible to every block after its wait.
+ * bar[0] counts the arrivals of this launch (a release add, no reply awaited) and each block
+ * waits for the count of its k-th barrier, k nb; the last block to finish resets bar (done).
+ * With trace, thread 0 records when the block arrives at and leaves barrier ev. */
 struct Sync {
     unsigned *bar;
     unsigned long long *trace;
@@ -68,21 +252,16 @@ struct Sync {
         if (trace && threadIdx.x == 0)
             trace[((int64_t)(leave ? nev + 1 : 0) + e) * gridDim.x + blockIdx.x] = now_ns();
     }
-    /* The block's writes so far are released to the grid. The next stage's weights are
-     * requested only after this: a release waits for the thread's outstanding accesses, so
-     * loads issued before it would put their memory latency on the chain. */
     __device__ __forceinline__ void arrive()
     {
-        __syncthreads();
+        cbar();
         target += gridDim.x;
         ev++;
         if (threadIdx.x == 0) {
             mark(ev, false);
             asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
         }
-        __syncthreads();
     }
-    /* Returns once every block has arrived. */
     __device__ __forceinline__ void wait()
     {
         if (threadIdx.x == 0) {
@@ -90,12 +269,11 @@ struct Sync {
             }
             mark(ev, true);
         }
-        __syncthreads();
+        cbar();
     }
-    /* after the last barrier: the last block out resets the counters for the next launch */
     __device__ __forceinline__ void done()
     {
-        __syncthreads();
+        cbar();
         if (threadIdx.x == 0) {
             mark(ev + 1, false);
             if (atomicAdd(bar + 1, 1u) == gridDim.x - 1) {
@@ -105,74 +283,6 @@ struct Sync {
         }
     }
 };
-
-/* Element k of a staged vector (unit-major, float4 c of unit u at c ^ swz(u)). */
-template <int N> __device__ __forceinline__ int xpos(int k)
-{
-    constexpr int NC = N / 4;
-    const int u = k / N, c = (k % N) / 4;
-    return (u * NC + (c ^ swz<NC>(u))) * 4 + (k & 3);
-}
-
-/* Stages K floats of src (times w when w is not NULL) into xs4; returns the block's sum of
- * src^2 (every thread). Synchronizes the block. */
-template <int N>
-__device__ __forceinline__ float stage_x(const float *src, const float *w, int K, float4 *xs4,
-                                         float *red)
-{
-    constexpr int NC = N / 4;
-    const int tid = threadIdx.x;
-    float ss = 0.f;
-#pragma unroll 4
-    for (int f = tid; f < K / 4; f += T) {
-        float4 v = __ldcg((const float4 *)src + f);
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-        if (w) {
-            float4 g = __ldg((const float4 *)w + f);
-            v.x *= g.x, v.y *= g.y, v.z *= g.z, v.w *= g.w;
-        }
-        const int u = f / NC, c = f % NC;
-        xs4[u * NC + (c ^ swz<NC>(u))] = v;
-    }
-    ss = warp_sum(ss);
-    if ((tid & 31) == 0) red[tid >> 5] = ss;
-    __syncthreads();
-    float t = 0.f;
-#pragma unroll
-    for (int i = 0; i < NW; i++) t += red[i];
-    return t;
-}
-
-/* Dot product of one weight unit with the staged x at unit u. */
-template <int FMT>
-__device__ __forceinline__ float unit_dot(const typename Unit<FMT>::Raw &r, const float4 *xs4,
-                                          int u)
-{
-    typedef Unit<FMT> U;
-    constexpr int N = U::N, NC = N / 4;
-    float v[N];
-    U::decode(r, v);
-    float lo = 0.f, hi = 0.f, xsum = 0.f;
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const float4 xv = xs4[u * NC + (c ^ swz<NC>(u))];
-        const float t =
-            v[4 * c] * xv.x + v[4 * c + 1] * xv.y + v[4 * c + 2] * xv.z + v[4 * c + 3] * xv.w;
-        if (c < NC / 2 || NC == 1)
-            lo += t;
-        else
-            hi += t;
-        if constexpr (FMT == FMT_Q4M) xsum += xv.x + xv.y + xv.z + xv.w;
-    }
-    if constexpr (IsQuant<FMT>::v) {
-        const float2 s = U::scales(r);
-        float d = s.x * lo + s.y * hi;
-        if constexpr (FMT == FMT_Q4M) d += U::moff(r) * xsum;
-        return d;
-    } else {
-        return lo + hi;
-    }
-}
 
 __device__ __forceinline__ void merge(float &m, float &l, float m2, float l2, float *acc,
                                       const float *acc2)
@@ -186,90 +296,205 @@ __device__ __forceinline__ void merge(float &m, float &l, float m2, float l2, fl
     m = M;
 }
 
+/* What the kernel reads of a layer, copied into shared memory at entry: the values and scales
+ * of qkv, o, gate/up and down, the two norms and the cache. */
+struct LayerP {
+    const void *q[4], *s[4];
+    const float *norm[2];
+    void *kc, *vc;
+};
+
+/* A block's rows of one matrix of a layer: rows r0..r0+nr of the matrix (nu units each),
+ * kept at rows lb.. of the block's sums. */
+struct Seg {
+    const void *q, *s;
+    int r0, nr, nu, lb;
+};
+
+/* The block's shares: rows of qkv (whole RoPE pairs), of o and down, and the indices of
+ * gate/up. Segment i of a layer: 0 qkv, 1 o, 2 gate, 3 up, 4 down. */
+struct Shares {
+    int a_r0, a_nr, d_r0, d_nr, c_n0, c_cnt;
+    __device__ Shares(const krn_cuda_layers_cfg &c, int HD)
+    {
+        const int b = blockIdx.x, nb = gridDim.x;
+        const int64_t pairs = (int64_t)(c.n_head + 2 * c.n_kv_head) * HD / 2;
+        a_r0 = (int)(2 * (pairs * b / nb));
+        a_nr = (int)(2 * (pairs * (b + 1) / nb)) - a_r0;
+        d_r0 = (int)((int64_t)c.dim * b / nb);
+        d_nr = (int)((int64_t)c.dim * (b + 1) / nb) - d_r0;
+        c_n0 = (int)((int64_t)c.ff * b / nb);
+        c_cnt = (int)((int64_t)c.ff * (b + 1) / nb) - c_n0;
+    }
+    __device__ Seg seg(const LayerP &L, int i, const krn_cuda_layers_cfg &c, int HD) const
+    {
+        switch (i) {
+        case 0:
+            return Seg{L.q[0], L.s[0], a_r0, a_nr, c.dim / 32, 0};
+        case 1:
+            return Seg{L.q[1], L.s[1], d_r0, d_nr, c.n_head * HD / 32, 0};
+        case 2:
+            return Seg{L.q[2], L.s[2], c_n0, c_cnt, c.dim / 32, 0};
+        case 3:
+            return Seg{L.q[2], L.s[2], c.ff + c_n0, c_cnt, c.dim / 32, c_cnt};
+        default:
+            return Seg{L.q[3], L.s[3], d_r0, d_nr, c.ff / 32, 0};
+        }
+    }
+};
+
 template <int FMT, int HD>
-__global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg c, int racc_n)
+__global__ void __launch_bounds__(T, 1)
+    layers_kernel(const krn_cuda_layers_cfg c, int ns, int racc_n)
 {
-    typedef Unit<FMT> U;
-    typedef typename U::Raw Raw;
-    constexpr int N = U::N;
-    extern __shared__ float4 smem4[];
-    float4 *xs4 = smem4;
-    const int xs_floats = LODE_MAX(LODE_MAX(c.dim, c.ff), c.n_head * HD);
-    float *racc = (float *)smem4 + xs_floats;
-    float *red = racc + racc_n; /* NW floats */
-    float *am = red + NW;       /* NW: attention maxima */
-    float *al = am + NW;        /* NW: attention sums */
-    float *aacc = al + NW;      /* NW x HD */
+    typedef QL<FMT> Q;
+    extern __shared__ __align__(128) unsigned char smem[];
+    unsigned char *ring = smem;
+    uint64_t *full = (uint64_t *)(ring + (size_t)ns * SLOT), *empty = full + ns;
+    const int ku = LODE_MAX(LODE_MAX(c.dim, c.ff), c.n_head * HD) / 32;
+    QX xs;
+    xs.q = (int *)(empty + ns);
+    xs.hs = (float *)(xs.q + 8 * ku);
+    xs.sc = xs.hs + 2 * ku;
+    float *racc = xs.sc + ku;
+    float *red = racc + racc_n;              /* NW floats */
+    float *am = red + NW;                    /* NW: attention maxima */
+    float *al = am + NW;                     /* NW: attention sums */
+    float *aacc = al + NW;                   /* NW x HD */
+    LayerP *lt = (LayerP *)(aacc + NW * HD); /* [n_layer] */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nb = gridDim.x, b = blockIdx.x;
-    const int dim = c.dim, ff = c.ff, H = c.n_head, KV = c.n_kv_head;
-    const int qkv_rows = (H + 2 * KV) * HD;
-    const int nu_d = dim / N, nu_f = ff / N, nu_o = H * HD / N;
-    constexpr int upr = HD / N; /* units of a head's columns in a row of o */
+    const int dim = c.dim, H = c.n_head, KV = c.n_kv_head;
+    const Shares sh(c, HD);
 
-    for (int i = tid; i < racc_n; i += T) racc[i] = 0.f;
-    Sync sy{c.bar, c.trace, 0u, 0, 4 * c.n_layer};
-    sy.mark(0, true);
-
-    Raw raw[JP];
-    /* the first units of a stage: items tid + j T, global unit index gu(i) */
-    auto prefetch = [&](const krn_cuda_mat &m, int items, auto gu) {
-#pragma unroll
-        for (int j = 0; j < JP; j++) {
-            const int i = tid + j * T;
-            if (i < items) raw[j] = U::load(m, gu(i));
+    for (int l = tid; l < c.n_layer; l += T) {
+        const krn_cuda_layer &L = c.layers[l];
+        LayerP p;
+        p.q[0] = L.qkv.q, p.q[1] = L.o.q, p.q[2] = L.gu.q, p.q[3] = L.down.q;
+        p.s[0] = L.qkv.s, p.s[1] = L.o.s, p.s[2] = L.gu.s, p.s[3] = L.down.s;
+        p.norm[0] = L.attn_norm, p.norm[1] = L.ffn_norm;
+        p.kc = L.k_cache, p.vc = L.v_cache;
+        lt[l] = p;
+    }
+    if (tid == 0) {
+        for (int i = 0; i < ns; i++) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], NW);
         }
-    };
-    /* every item: its unit's dot product with the staged x handed to sink(i, valid, d),
-     * called by every lane (sinks may shuffle) */
-    auto run = [&](const krn_cuda_mat &m, int items, auto gu, auto xu, auto sink) {
-        for (int base = 0; base < items; base += JP * T) {
-            if (base) {
-#pragma unroll
-                for (int j = 0; j < JP; j++) {
-                    const int i = base + tid + j * T;
-                    if (i < items) raw[j] = U::load(m, gu(i));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp == NW) {
+        /* the producer: every slot of the step in order, each once the consumers are done
+         * with the slot's previous rows */
+        if (lane == 0) {
+            int n = 0;
+            for (int l = 0; l < c.n_layer; l++) {
+                const LayerP &L = lt[l];
+                for (int i = 0; i < STAGES; i++) {
+                    const Seg sg = sh.seg(L, i, c, HD);
+                    const int G = rows_per_slot(sg.nu, Q::QB, Q::SB);
+                    for (int r = 0; r < sg.nr; r += G, n++) {
+                        const int g = LODE_MIN(G, sg.nr - r), s = n % ns, k = n / ns;
+                        if (k) mbar_wait(&empty[s], (k - 1) & 1);
+                        unsigned char *dst = ring + (size_t)s * SLOT;
+                        const int64_t u0 = (int64_t)(sg.r0 + r) * sg.nu, nu = (int64_t)g * sg.nu;
+                        const uint32_t qb = (uint32_t)(nu * Q::QB);
+                        const uintptr_t s0 = (uintptr_t)sg.s + u0 * Q::SB;
+                        const uintptr_t a0 = s0 & ~(uintptr_t)15;
+                        const uintptr_t a1 = (s0 + nu * Q::SB + 15) & ~(uintptr_t)15;
+                        mbar_expect(&full[s], qb + (uint32_t)(a1 - a0));
+                        bulk_copy(dst, (const unsigned char *)sg.q + u0 * Q::QB, qb, &full[s]);
+                        bulk_copy(dst + qb, (const void *)a0, (uint32_t)(a1 - a0), &full[s]);
+                    }
                 }
             }
-#pragma unroll
-            for (int j = 0; j < JP; j++) {
-                if (base + j * T >= items) break; /* uniform */
-                const int i = base + tid + j * T;
-                const bool ok = i < items;
-                const float d = ok ? unit_dot<FMT>(raw[j], xs4, xu(i)) : 0.f;
-                sink(i, ok, d);
-            }
         }
+        return;
+    }
+
+    for (int i = tid; i < racc_n; i += TC) racc[i] = 0.f;
+    Sync sy{c.bar, c.trace, 0u, 0, STAGES * c.n_layer};
+    sy.mark(0, true);
+    int n = 0; /* slots consumed */
+    unsigned long long waited = 0;
+
+    /* every row of a segment: its dot products with the staged x into racc (rows lb + i,
+     * PARTS partial sums a row); returns the partial sums a row took */
+    auto consume = [&](const Seg &sg) {
+        const int G = rows_per_slot(sg.nu, Q::QB, Q::SB);
+        const int wpr = G >= NW ? 1 : NW / G;
+        for (int r = 0; r < sg.nr; r += G, n++) {
+            const int g = LODE_MIN(G, sg.nr - r), s = n % ns, k = n / ns;
+            const unsigned long long t0 = c.trace && tid == 0 ? now_ns() : 0;
+            mbar_wait(&full[s], k & 1);
+            if (c.trace && tid == 0) waited += now_ns() - t0;
+            const unsigned char *slot = ring + (size_t)s * SLOT;
+            const int64_t u0 = (int64_t)(sg.r0 + r) * sg.nu;
+            const uint4 *q = (const uint4 *)slot;
+            const unsigned char *sc =
+                slot + g * sg.nu * Q::QB + (((uintptr_t)sg.s + u0 * Q::SB) & 15);
+            /* a warp's units of a row: UPL units a lane requested before any is used */
+            auto dots = [&](int row, int ub, int ue) {
+                float a = 0.f;
+                for (int u = ub + lane; u < ue; u += 32 * UPL) {
+                    typename Unit<FMT>::Raw w[UPL];
+#pragma unroll
+                    for (int j = 0; j < UPL; j++)
+                        if (u + 32 * j < ue) w[j] = raw_at<FMT>(q, sc, row * sg.nu + u + 32 * j);
+#pragma unroll
+                    for (int j = 0; j < UPL; j++)
+                        if (u + 32 * j < ue) a += qdot<FMT>(w[j], xs, u + 32 * j);
+                }
+                return warp_sum(a);
+            };
+            if (wpr == 1) {
+                for (int row = warp; row < g; row += NW) {
+                    const float a = dots(row, 0, sg.nu);
+                    if (lane == 0) racc[(sg.lb + r + row) * PARTS] = a;
+                }
+            } else {
+                const int row = warp / wpr, part = warp % wpr;
+                if (row < g) {
+                    const float a = dots(row, sg.nu * part / wpr, sg.nu * (part + 1) / wpr);
+                    if (lane == 0) racc[(sg.lb + r + row) * PARTS + part] = a;
+                }
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&empty[s]);
+        }
+        return wpr;
+    };
+    /* row i's sum over its wpr partial sums, in order */
+    auto rsum = [&](int i, int wpr) {
+        float t = racc[i * PARTS];
+        for (int p = 1; p < wpr; p++) t += racc[i * PARTS + p];
+        return t;
     };
 
     const int32_t pos = c.pos[0], slot = c.slot[0];
-    const int64_t pairs = qkv_rows / 2;
-    const int a_r0 = (int)(2 * (pairs * b / nb)), a_nr = (int)(2 * (pairs * (b + 1) / nb)) - a_r0;
-    const int c_n0 = (int)((int64_t)ff * b / nb), c_cnt = (int)((int64_t)ff * (b + 1) / nb) - c_n0;
-    const int d_r0 = (int)((int64_t)dim * b / nb), d_nr = (int)((int64_t)dim * (b + 1) / nb) - d_r0;
+    /* the attention of a head is split along the sequence over blocks (S splits) */
+    const int S = LODE_MAX(1, LODE_MIN(LODE_MIN(nb / H, c.att_splits), MAX_SPLITS));
+    auto ld_x = [&](int f) { return __ldcg((const float4 *)c.x + f); };
+    auto same4 = [](float4 v) { return v; };
 
     for (int l = 0; l < c.n_layer; l++) {
-        const krn_cuda_layer &L = c.layers[l];
+        const LayerP &L = lt[l];
 
         /* ---- A: RMSNorm, QKV, RoPE, KV write ------------------------------------------- */
         {
-            const krn_cuda_mat m = L.qkv;
-            auto gu = [&](int i) { return (int64_t)(a_r0 + i / nu_d) * nu_d + i % nu_d; };
-            if (l) sy.arrive();
-            prefetch(m, a_nr * nu_d, gu);
-            if (l) sy.wait();
-            const float ss = stage_x<N>(c.x, L.attn_norm, dim, xs4, red);
+            if (l) {
+                sy.arrive();
+                sy.wait();
+            }
+            const float ss = stage_q8<4, true>(ld_x, same4, L.norm[0], dim, xs, red);
             const float rstd = rsqrtf(ss / (float)dim + c.eps);
-            run(
-                m, a_nr * nu_d, gu, [&](int i) { return i % nu_d; },
-                [&](int i, bool ok, float d) {
-                    if (ok) atomicAdd(&racc[i / nu_d], d);
-                });
-            __syncthreads();
-            for (int t = tid; t < a_nr / 2; t += T) {
-                float y0 = racc[2 * t] * rstd, y1 = racc[2 * t + 1] * rstd;
-                racc[2 * t] = racc[2 * t + 1] = 0.f;
-                const int vr = a_r0 + 2 * t;
+            const int wpr = consume(sh.seg(L, 0, c, HD));
+            cbar();
+            for (int t = tid; t < sh.a_nr / 2; t += TC) {
+                float y0 = rsum(2 * t, wpr) * rstd, y1 = rsum(2 * t + 1, wpr) * rstd;
+                const int vr = sh.a_r0 + 2 * t;
                 if (vr < (H + KV) * HD) {
                     const int d = vr % HD;
                     float s, co;
@@ -283,10 +508,10 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
                     continue;
                 }
                 int kv = vr - H * HD;
-                __half *cache = (__half *)L.k_cache;
+                __half *cache = (__half *)L.kc;
                 if (kv >= KV * HD) {
                     kv -= KV * HD;
-                    cache = (__half *)L.v_cache;
+                    cache = (__half *)L.vc;
                 }
                 if (slot < 0) continue;
                 const int kh = kv / HD, d = kv % HD;
@@ -299,22 +524,19 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
             }
         }
 
-        /* ---- B: attention of head h, times o's columns of h, into x -------------------- */
+        /* ---- B: attention, split along the sequence ----------------------------------- */
         {
-            const krn_cuda_mat m = L.o;
-            int h = b;
-            auto gu = [&](int i) { return (int64_t)(i / upr) * nu_o + h * upr + i % upr; };
-            constexpr int LPP = HD / 8, PPP = T / LPP, NP = HD == 64 ? 8 : 4;
+            constexpr int LPP = HD / 8, PPP = TC / LPP, NP = HD == 64 ? 8 : 4;
             const int lp = tid % LPP, pi = tid / LPP;
-            const int seq = c.seq_len[0];
-            const __half *kc = (const __half *)L.k_cache, *vc = (const __half *)L.v_cache;
-            /* this thread's keys and values of a tile: every position but the newest was
-             * cached before this step, so the first tile is requested before the barrier */
+            const int seq = c.seq_len[0], sl = (seq + S - 1) / S;
+            const __half *kc = (const __half *)L.kc, *vc = (const __half *)L.vc;
+            /* this thread's keys and values of a tile of positions p0 + t0..: every position
+             * but the newest was cached before this step, so the first tile is requested
+             * before the barrier */
             uint4 kr[NP], vr[NP];
-            auto load_kv = [&](int t0, int j, int which) {
-                const int p = t0 + j * PPP + pi;
-                if (p >= seq || (which == 1 && p == seq - 1) || (which == 2 && p != seq - 1))
-                    return;
+            auto load_kv = [&](int h, int p0, int p1, int t0, int j, int which) {
+                const int p = p0 + t0 + j * PPP + pi;
+                if (p >= p1 || (which == 1 && p == seq - 1) || (which == 2 && p != seq - 1)) return;
                 const int32_t blk = c.block_table[p / KRN_CUDA_KV_BLOCK];
                 const int64_t row = ((int64_t)blk * KV + (h / (H / KV))) * KRN_CUDA_KV_BLOCK +
                                     p % KRN_CUDA_KV_BLOCK;
@@ -322,13 +544,15 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
                 vr[j] = __ldcg((const uint4 *)(vc + row * HD + lp * 8));
             };
             sy.arrive();
-            if (h < H) {
-                prefetch(m, dim * upr, gu);
+            if (b < H * S) {
+                const int p0 = b / H * sl;
 #pragma unroll
-                for (int j = 0; j < NP; j++) load_kv(0, j, 1);
+                for (int j = 0; j < NP; j++) load_kv(b % H, p0, LODE_MIN(seq, p0 + sl), 0, j, 1);
             }
             sy.wait();
-            for (; h < H; h += nb) {
+            for (int it = b; it < H * S; it += nb) {
+                const int h = it % H, sp = it / H;
+                const int p0 = sp * sl, p1 = LODE_MIN(seq, p0 + sl);
                 const float scale = rsqrtf((float)HD);
                 float qv[8];
                 {
@@ -341,15 +565,15 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
                 float mr = -INFINITY, lr = 0.f, acc[8];
 #pragma unroll
                 for (int e = 0; e < 8; e++) acc[e] = 0.f;
-                for (int t0 = 0; t0 < seq; t0 += PPP * NP) {
+                for (int t0 = 0; p0 + t0 < p1; t0 += PPP * NP) {
 #pragma unroll
-                    for (int j = 0; j < NP; j++) load_kv(t0, j, t0 || h != b ? 0 : 2);
+                    for (int j = 0; j < NP; j++) load_kv(h, p0, p1, t0, j, t0 || it != b ? 0 : 2);
                     float s[NP], mt = mr;
 #pragma unroll
                     for (int j = 0; j < NP; j++) {
                         float v = 0.f;
-                        const int p = t0 + j * PPP + pi;
-                        if (p < seq) {
+                        const int p = p0 + t0 + j * PPP + pi;
+                        if (p < p1) {
                             const __half2 *k2 = (const __half2 *)&kr[j];
 #pragma unroll
                             for (int e = 0; e < 4; e++) {
@@ -359,7 +583,7 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
                         }
 #pragma unroll
                         for (int o = 1; o < LPP; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                        s[j] = p < seq ? v : -INFINITY;
+                        s[j] = p < p1 ? v : -INFINITY;
                         mt = fmaxf(mt, s[j]);
                     }
                     if (mt == -INFINITY) continue;
@@ -397,7 +621,7 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
 #pragma unroll
                     for (int e = 0; e < 8; e++) aacc[warp * HD + lp * 8 + e] = acc[e];
                 }
-                __syncthreads();
+                cbar();
                 if (tid < HD) {
                     float M = -INFINITY;
 #pragma unroll
@@ -409,82 +633,121 @@ __global__ void __launch_bounds__(T, 1) layers_kernel(const krn_cuda_layers_cfg 
                         den += al[w] * e;
                         o += aacc[w * HD + tid] * e;
                     }
-                    ((float *)xs4)[xpos<N>(tid)] = den > 0.f ? o / den : 0.f;
+                    /* the split's unnormalized output and its (max, sum) */
+                    c.att_acc[(int64_t)it * HD + tid] = o;
+                    if (tid == 0) *(float2 *)(c.att_ml + 2 * it) = make_float2(M, den);
                 }
-                __syncthreads();
-                if (h != b) prefetch(m, dim * upr, gu);
-                run(
-                    m, dim * upr, gu, [&](int i) { return i % upr; },
-                    [&](int i, bool ok, float d) {
-                        for (int o = 1; o < upr; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-                        if (ok && i % upr == 0) atomicAdd(&c.x[i / upr], d);
-                    });
-                __syncthreads(); /* xs4 and the attention scratch are reused */
+                cbar(); /* the attention scratch is reused */
             }
         }
 
-        /* ---- C: RMSNorm, gate and up, SwiGLU -------------------------------------------- */
+        /* ---- C: o projection into x ---------------------------------------------------- */
         {
-            const krn_cuda_mat m = L.gu;
-            auto gu = [&](int i) {
-                const int r = i / nu_d;
-                const int row = r < c_cnt ? c_n0 + r : ff + c_n0 + r - c_cnt;
-                return (int64_t)row * nu_d + i % nu_d;
+            sy.arrive();
+            sy.wait();
+            /* x: the attention's splits combined (split sp of head h at it = sp H + h) */
+            auto ld_att = [&](int f) {
+                const int h = 4 * f / HD, d = 4 * f % HD;
+                float2 ml[MAX_SPLITS];
+                float4 a[MAX_SPLITS];
+#pragma unroll
+                for (int sp = 0; sp < MAX_SPLITS; sp++)
+                    if (sp < S) {
+                        ml[sp] = __ldcg((const float2 *)(c.att_ml + 2 * (sp * H + h)));
+                        a[sp] =
+                            __ldcg((const float4 *)(c.att_acc + (int64_t)(sp * H + h) * HD + d));
+                    }
+                float M = -INFINITY, den = 0.f;
+                float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int sp = 0; sp < MAX_SPLITS; sp++)
+                    if (sp < S) M = fmaxf(M, ml[sp].x);
+#pragma unroll
+                for (int sp = 0; sp < MAX_SPLITS; sp++)
+                    if (sp < S && ml[sp].x != -INFINITY) {
+                        const float e = __expf(ml[sp].x - M);
+                        den += ml[sp].y * e;
+                        o.x += a[sp].x * e, o.y += a[sp].y * e, o.z += a[sp].z * e,
+                            o.w += a[sp].w * e;
+                    }
+                const float r = den > 0.f ? 1.f / den : 0.f;
+                return make_float4(o.x * r, o.y * r, o.z * r, o.w * r);
             };
+            stage_q8<4, false>(ld_att, same4, nullptr, H * HD, xs, red);
+            const int wpr = consume(sh.seg(L, 1, c, HD));
+            cbar();
+            for (int t = tid; t < sh.d_nr; t += TC)
+                c.x[sh.d_r0 + t] = __ldcg(c.x + sh.d_r0 + t) + rsum(t, wpr);
+        }
+
+        /* ---- D: RMSNorm, gate and up, SwiGLU ------------------------------------------- */
+        {
             sy.arrive();
-            prefetch(m, 2 * c_cnt * nu_d, gu);
             sy.wait();
-            const float ss = stage_x<N>(c.x, L.ffn_norm, dim, xs4, red);
+            const float ss = stage_q8<4, true>(ld_x, same4, L.norm[1], dim, xs, red);
             const float rstd = rsqrtf(ss / (float)dim + c.eps);
-            run(
-                m, 2 * c_cnt * nu_d, gu, [&](int i) { return i % nu_d; },
-                [&](int i, bool ok, float d) {
-                    if (ok) atomicAdd(&racc[i / nu_d], d);
-                });
-            __syncthreads();
-            for (int t = tid; t < c_cnt; t += T) {
-                const float g = racc[t] * rstd, u = racc[c_cnt + t] * rstd;
-                racc[t] = racc[c_cnt + t] = 0.f;
-                c.h[c_n0 + t] = silu(g) * u;
+            consume(sh.seg(L, 2, c, HD));
+            const int wpr = consume(sh.seg(L, 3, c, HD));
+            cbar();
+            for (int t = tid; t < sh.c_cnt; t += TC) {
+                const float g = rsum(t, wpr) * rstd, u = rsum(sh.c_cnt + t, wpr) * rstd;
+                c.h[sh.c_n0 + t] = silu(g) * u;
             }
         }
 
-        /* ---- D: down projection into x -------------------------------------------------- */
+        /* ---- E: down projection into x ------------------------------------------------- */
         {
-            const krn_cuda_mat m = L.down;
-            auto gu = [&](int i) { return (int64_t)(d_r0 + i / nu_f) * nu_f + i % nu_f; };
             sy.arrive();
-            prefetch(m, d_nr * nu_f, gu);
             sy.wait();
-            stage_x<N>(c.h, nullptr, ff, xs4, red);
-            run(
-                m, d_nr * nu_f, gu, [&](int i) { return i % nu_f; },
-                [&](int i, bool ok, float d) {
-                    if (ok) atomicAdd(&racc[i / nu_f], d);
-                });
-            __syncthreads();
-            for (int t = tid; t < d_nr; t += T) {
-                c.x[d_r0 + t] = __ldcg(c.x + d_r0 + t) + racc[t];
-                racc[t] = 0.f;
-            }
+            stage_q8<8, false>([&](int f) { return __ldcg((const float4 *)c.h + f); }, same4,
+                               nullptr, c.ff, xs, red);
+            const int wpr = consume(sh.seg(L, 4, c, HD));
+            cbar();
+            for (int t = tid; t < sh.d_nr; t += TC)
+                c.x[sh.d_r0 + t] = __ldcg(c.x + sh.d_r0 + t) + rsum(t, wpr);
         }
     }
     sy.done();
+    if (c.trace && tid == 0)
+        c.trace[(size_t)2 * (STAGES * c.n_layer + 1) * gridDim.x + blockIdx.x] = waited;
 }
 
-/* Shared-memory floats a block takes, and its per-row scratch size. */
-static void smem_size(const krn_cuda_layers_cfg *c, int nb, int *racc_n, size_t *bytes)
+/* Shared memory a block takes besides the ring, and its per-row scratch size (floats). */
+static size_t smem_rest(const krn_cuda_layers_cfg *c, int nb, int *racc_n)
 {
     const int64_t pairs = (int64_t)(c->n_head + 2 * c->n_kv_head) * c->head_dim / 2;
     int r = (int)(2 * cdiv(pairs, nb));
     r = LODE_MAX(r, (int)(2 * cdiv(c->ff, nb)));
     r = LODE_MAX(r, (int)cdiv(c->dim, nb));
-    *racc_n = (r + 3) / 4 * 4;
-    const int xs = LODE_MAX(LODE_MAX(c->dim, c->ff), c->n_head * c->head_dim);
-    *bytes = (size_t)(xs + *racc_n + 3 * NW + NW * c->head_dim) * sizeof(float);
+    *racc_n = (r * PARTS + 3) / 4 * 4;
+    const int ku = LODE_MAX(LODE_MAX(c->dim, c->ff), c->n_head * c->head_dim) / 32;
+    return (size_t)ku * 11 * 4 + (size_t)(*racc_n + 3 * NW + NW * c->head_dim) * sizeof(float) +
+           (size_t)c->n_layer * sizeof(LayerP) + 16;
 }
 
-typedef void (*kern_t)(const krn_cuda_layers_cfg, int);
+/* Ring slots that fit beside the rest (0: too few to stream). */
+static int ring_slots(size_t rest)
+{
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    const int64_t avail = (int64_t)optin - (int64_t)rest - 1024;
+    int ns = (int)LODE_MIN((int64_t)MAX_SLOTS, avail / (SLOT + 16));
+    const char *e = getenv("LODE_CUDA_LAYERS_SLOTS");
+    if (e && atoi(e) > 0) ns = LODE_MIN(ns, atoi(e));
+    return ns >= 3 ? ns : 0;
+}
+
+static size_t smem_bytes(int ns, size_t rest)
+{
+    return (size_t)ns * (SLOT + 16) + rest;
+}
+
+typedef void (*kern_t)(const krn_cuda_layers_cfg, int, int);
 
 static kern_t pick(int fmt, int hd)
 {
@@ -493,20 +756,22 @@ static kern_t pick(int fmt, int hd)
         return hd == 64 ? layers_kernel<F, 64> : layers_kernel<F, 128>;
     if (hd != 64 && hd != 128) return nullptr;
     switch (fmt) {
-        K(FMT_F16)
-        K(FMT_BF16)
         K(FMT_Q4)
         K(FMT_Q4M)
         K(FMT_Q8)
-        K(FMT_Q6)
     default:
         return nullptr;
     }
 #undef K
 }
 
-/* Blocks of the grid: one a SM, or fewer with LODE_CUDA_LAYERS_BLOCKS=n (to measure the
- * trade between the barrier's arrivals and each block's share of the work). */
+static void unit_bytes(int fmt, int *qb, int *sb)
+{
+    *qb = fmt == FMT_Q8 ? 32 : 16;
+    *sb = fmt == FMT_Q4M ? 4 : 2;
+}
+
+/* Blocks of the grid: one a SM, or fewer with LODE_CUDA_LAYERS_BLOCKS=n. */
 static int grid_blocks()
 {
     const int sms = krn_cuda_sm_count();
@@ -526,12 +791,18 @@ extern "C" int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c)
     if (!k || c->n_kv_head <= 0 || c->n_head % c->n_kv_head || c->dim % 32 || c->ff % 32 ||
         (c->n_head * c->head_dim) % 32 || c->n_layer <= 0)
         return 0;
+    int qb, sb;
+    unit_bytes(c->fmt, &qb, &sb);
+    if (!rows_per_slot(c->dim / 32, qb, sb) || !rows_per_slot(c->ff / 32, qb, sb) ||
+        !rows_per_slot(c->n_head * c->head_dim / 32, qb, sb))
+        return 0;
     const int nb = grid_blocks();
     if (nb <= 0) return 0;
     int racc_n;
-    size_t bytes;
-    smem_size(c, nb, &racc_n, &bytes);
-    if (bytes > 200 * 1024) return 0;
+    const size_t rest = smem_rest(c, nb, &racc_n);
+    const int ns = ring_slots(rest);
+    if (!ns) return 0;
+    const size_t bytes = smem_bytes(ns, rest);
     int dev = 0, coop = 0, occ = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess || !coop ||
@@ -545,10 +816,10 @@ extern "C" int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c)
     return 1;
 }
 
-static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, cudaStream_t st)
+static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, int ns, cudaStream_t st)
 {
-    const int nev = 4 * c->n_layer;
-    const size_t n = (size_t)2 * (nev + 1) * nb;
+    const int nev = STAGES * c->n_layer;
+    const size_t n = (size_t)(2 * (nev + 1) + 1) * nb;
     unsigned long long *h = (unsigned long long *)malloc(n * sizeof *h);
     if (!h) return LODE_ERR_NOMEM;
     cudaError_t e = cudaStreamSynchronize(st);
@@ -559,7 +830,9 @@ static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, cudaStream
     }
     auto arr = [&](int ev, int b) { return h[(size_t)ev * nb + b]; };
     auto lea = [&](int ev, int b) { return h[(size_t)(nev + 1 + ev) * nb + b]; };
-    double stage[4] = {0, 0, 0, 0}, spread[4] = {0, 0, 0, 0}, bar = 0;
+    /* event i (0: the start) is left before stage i % STAGES; layer 0 has no barrier before
+     * its stage A, so events run A(l=0) as 0, B as 1, ... */
+    double stage[STAGES] = {0}, spread[STAGES] = {0}, bar = 0;
     for (int i = 0; i < nev; i++) {
         unsigned long long l0 = 0, a1 = 0, a0 = ~0ull;
         for (int b = 0; b < nb; b++) {
@@ -567,8 +840,8 @@ static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, cudaStream
             a1 = LODE_MAX(a1, arr(i + 1, b));
             a0 = LODE_MIN(a0, arr(i + 1, b));
         }
-        stage[i % 4] += (double)(a1 - l0);
-        spread[i % 4] += (double)(a1 - a0);
+        stage[i % STAGES] += (double)(a1 - l0);
+        spread[i % STAGES] += (double)(a1 - a0);
         if (i + 1 < nev) {
             unsigned long long l1 = 0;
             for (int b = 0; b < nb; b++) l1 = LODE_MAX(l1, lea(i + 1, b));
@@ -576,14 +849,20 @@ static lode_status trace_report(const krn_cuda_layers_cfg *c, int nb, cudaStream
         }
     }
     const double L = c->n_layer, tot = (double)(arr(nev, 0) - lea(0, 0));
+    double wt = 0;
+    for (int b = 0; b < nb; b++) wt += (double)h[(size_t)2 * (nev + 1) * nb + b];
+    fprintf(stderr, "layers trace: consumers waited for weights %.2f us a layer (block mean)\n",
+            wt / nb / L / 1e3);
     fprintf(stderr,
-            "layers trace (%d blocks, us a layer): A norm+qkv+rope %.2f, B attention+o %.2f, "
-            "C norm+gate/up %.2f, D down %.2f (each: the slowest block's arrival after the last "
-            "block left the barrier before; arrivals spread A %.2f B %.2f C %.2f D %.2f); "
-            "barrier (last arrival to last leave) %.2f us each; kernel %.1f us\n",
-            nb, stage[0] / L / 1e3, stage[1] / L / 1e3, stage[2] / L / 1e3, stage[3] / L / 1e3,
-            spread[0] / L / 1e3, spread[1] / L / 1e3, spread[2] / L / 1e3, spread[3] / L / 1e3,
-            bar / (nev - 1) / 1e3, tot / 1e3);
+            "layers trace (%d blocks, %d ring slots of %d bytes, us a layer): A norm+qkv+rope "
+            "%.2f, B attention %.2f, C o %.2f, D norm+gate/up %.2f, E down %.2f (each: the "
+            "slowest block's arrival after the last block left the barrier before; arrivals "
+            "spread A %.2f B %.2f C %.2f D %.2f E %.2f); barrier (last arrival to last leave) "
+            "%.2f us each; kernel %.1f us\n",
+            nb, ns, SLOT, stage[0] / L / 1e3, stage[1] / L / 1e3, stage[2] / L / 1e3,
+            stage[3] / L / 1e3, stage[4] / L / 1e3, spread[0] / L / 1e3, spread[1] / L / 1e3,
+            spread[2] / L / 1e3, spread[3] / L / 1e3, spread[4] / L / 1e3, bar / (nev - 1) / 1e3,
+            tot / 1e3);
     free(h);
     return LODE_OK;
 }
@@ -592,15 +871,17 @@ extern "C" lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void
 {
     kern_t k = pick(c->fmt, c->head_dim);
     const int nb = grid_blocks();
-    if (!k || nb <= 0 || !c->layers || !c->x || !c->q || !c->h || !c->bar)
+    if (!k || nb <= 0 || !c->layers || !c->x || !c->q || !c->h || !c->bar || !c->att_acc ||
+        !c->att_ml || c->att_splits < 1)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "layers_decode: bad arguments");
     int racc_n;
-    size_t bytes;
-    smem_size(c, nb, &racc_n, &bytes);
+    const size_t rest = smem_rest(c, nb, &racc_n);
+    const int ns = ring_slots(rest);
+    if (!ns) return krn_cuda_fail_msg(LODE_ERR_UNSUPPORTED, "layers_decode: no room for the ring");
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)nb);
     cfg.blockDim = dim3(T);
-    cfg.dynamicSmemBytes = bytes;
+    cfg.dynamicSmemBytes = smem_bytes(ns, rest);
     cfg.stream = STREAM(stream);
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative;
@@ -611,13 +892,13 @@ extern "C" lode_status krn_cuda_layers_decode(const krn_cuda_layers_cfg *c, void
     unsigned long long *tbuf = nullptr;
     if (!kc.trace) {
         lode_status tst = krn_cuda_layers_trace_buf(
-            cfg.stream, (size_t)2 * (4 * c->n_layer + 1) * nb * sizeof *tbuf, &tbuf);
+            cfg.stream, (size_t)(2 * (STAGES * c->n_layer + 1) + 1) * nb * sizeof *tbuf, &tbuf);
         if (tst) return tst;
     }
     const bool trace = tbuf != nullptr;
     if (trace) kc.trace = tbuf;
-    CU_TRY(cudaLaunchKernelEx(&cfg, k, kc, racc_n));
+    CU_TRY(cudaLaunchKernelEx(&cfg, k, kc, ns, racc_n));
     CU_LAUNCHED("layers_decode");
-    if (trace) return trace_report(&kc, nb, cfg.stream);
+    if (trace) return trace_report(&kc, nb, ns, cfg.stream);
     return LODE_OK;
 }

@@ -80,7 +80,9 @@ extern "C" lode_status krn_cuda_mat_alloc(krn_cuda_mat *m, int dtype, int64_t ro
         return LODE_OK;
     }
     if ((st = krn_cuda_malloc(&m->q, units * q_bytes_per_unit(fmt))) != LODE_OK) goto fail;
-    if ((st = krn_cuda_malloc(&m->s, units * s_bytes_per_unit(fmt))) != LODE_OK) goto fail;
+    /* 16 bytes past the scales: the persistent layers kernel copies rows' scales from a
+     * 16-byte aligned start to a 16-byte aligned end */
+    if ((st = krn_cuda_malloc(&m->s, units * s_bytes_per_unit(fmt) + 16)) != LODE_OK) goto fail;
     if (fmt == FMT_Q6 && (st = krn_cuda_malloc(&m->qh, units * 8)) != LODE_OK) goto fail;
     return LODE_OK;
 fail:
