@@ -182,6 +182,7 @@ int main(int argc, char **argv)
     o.n_batch = n_batch;
     o.max_seqs = max_c;
     o.max_queue = max_c;
+    o.tune_at_load = 1; /* as lode serve */
     if (slack != -2) o.prefill_slack = slack == 0 ? -1 : slack;
     char err[512];
     eng_model *m = NULL;

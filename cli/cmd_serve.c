@@ -72,7 +72,9 @@ static void serve_usage(FILE *f)
         "  --no-dense           lexical search only, even when the store has vectors\n"
         "  --engine-threads N   CPU threads of the engine (default: all)\n"
         "  --ctx N              context window in tokens (default: the model's, <= 4096)\n"
-        "  --backend NAME       cpu, cuda or auto (default auto: cuda when a GPU is present)\n"
+        "  --backend NAME       cpu, cuda or auto (default auto: cuda when a GPU is present;\n"
+        "                       on cuda the server times its matrix kernels for every batch\n"
+        "                       size before it listens)\n"
         "  --kv-mb N            KV cache pool in MiB, shared by all requests (default 256;\n"
         "                       on cuda the GPU's free memory after the weights)\n"
         "  --max-seqs N         requests decoding together in one batch (default 64; 256\n"
@@ -187,6 +189,8 @@ static int cmd_serve(int argc, char **argv)
     int no_model = 0, no_embed = 0, no_dense = 0;
     const char *embed = NULL;
     eng_model_opts mopts = {0};
+    /* a server chooses its GPU step kernels while loading, not in its first requests */
+    mopts.tune_at_load = 1;
     char model_id[128] = "";
     char *key = NULL;
     const char *env_key = getenv("LODE_API_KEY");

@@ -87,7 +87,8 @@ struct eng_cuda_model {
     /* decode-only steps of more tokens: graphs of the GEMM step by padded size */
     int gg_n, gg_next, gg_size[32];
     int gg_off;   /* decode GEMM steps run eagerly (LODE_CUDA_STEP_GRAPH=0, or a capture failed) */
-    int gg_tuned; /* the step GEMMs were tuned (krn_cuda_gemm_prepare, step_tune) */
+    int gg_tuned; /* every step size's GEMMs were tuned (eng_cuda_model_tune) */
+    unsigned char gb_tuned[160]; /* else: decode bucket i's GEMMs were (step_bucket_index) */
     /* steps of at least this many single-token rows attend with krn_cuda_attn_decode_rows
      * (LODE_CUDA_ATTN_ROWS, default 2: on an H200 it beat the split kernel at 4 and 16
      * sequences of 128..256 tokens too, 755 / 2768 against 726 / 2507 output tok/s); fewer
@@ -1774,7 +1775,18 @@ static lode_status step_gemm_prepare(eng_cuda_model *m, int T)
     return LODE_OK;
 }
 
-/* Once, at the first step: the GEMMs of every decode bucket and of a full prefill step. */
+/* Index of decode bucket b (step_bucket) in gb_tuned: 2..64 by powers of two, then by 32. */
+static int step_bucket_index(int b)
+{
+    if (b <= 64) {
+        int i = 0;
+        while ((2 << i) < b) i++;
+        return i;
+    }
+    return 6 + (b - 96) / 32;
+}
+
+/* The GEMMs of every decode bucket and of a full prefill step (eng_cuda_model_tune). */
 static lode_status step_tune(eng_cuda_model *m)
 {
     lode_status st;
@@ -1784,6 +1796,19 @@ static lode_status step_tune(eng_cuda_model *m)
     }
     if (m->c.step_tokens > m->c.step_seqs && (st = step_gemm_prepare(m, m->c.step_tokens)))
         return st;
+    return LODE_OK;
+}
+
+lode_status eng_cuda_model_tune(eng_cuda_model *m)
+{
+    if (!m->ready || m->c.step_tokens <= 0)
+        return fail(m, LODE_ERR_INVALID, "tune: the model was not made for batched steps");
+    if (m->gg_tuned) return LODE_OK;
+    step_knobs(m);
+    lode_status st = step_tune(m);
+    if (!st) st = krn_cuda_stream_sync(m->stream);
+    if (st) return st;
+    m->gg_tuned = 1;
     return LODE_OK;
 }
 
@@ -1917,9 +1942,13 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
                 "step upload");
     lode_status st;
     step_knobs(m);
-    if (!m->gg_tuned) {
-        m->gg_tuned = 1;
-        if ((st = step_tune(m))) return st;
+    if (!m->gg_tuned && P == 0 && D > m->gemv_max) {
+        /* not tuned at load: this decode bucket's GEMMs, before its graph is captured */
+        const int Db = step_bucket(m, D), bi = step_bucket_index(Db);
+        if (bi < (int)sizeof m->gb_tuned && !m->gb_tuned[bi]) {
+            m->gb_tuned[bi] = 1;
+            if ((st = step_gemm_prepare(m, Db))) return st;
+        }
     }
     if ((m->prof_min > 0 && P == 0 && T >= m->prof_min) ||
         (m->prof_mixed > 0 && P > 0 && T >= m->prof_mixed)) {
@@ -2549,6 +2578,10 @@ size_t eng_cuda_kv_bytes(const eng_cuda_model *m)
 }
 lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *host_rows,
                           int32_t *tok, float *lp, float *logits)
+{
+    return LODE_ERR_UNSUPPORTED;
+}
+lode_status eng_cuda_model_tune(eng_cuda_model *m)
 {
     return LODE_ERR_UNSUPPORTED;
 }

@@ -171,6 +171,12 @@ struct eng_batch; /* engine/backend.h */
 lode_status eng_cuda_step(eng_cuda_model *m, const struct eng_batch *b, const uint8_t *host_rows,
                           int32_t *tok /* OUT */, float *lp /* OUT */, float *logits /* OUT */);
 
+/* Chooses now the GEMM algorithms of every step size eng_cuda_step may take (each decode
+ * bucket and a full prefill step; krn_cuda_gemm_prepare), so that no step waits for it. Without
+ * it a decode bucket's are chosen the first time a step of it runs, and prefill steps keep
+ * cuBLAS's default. Needs a model made with step_tokens > 0. */
+lode_status eng_cuda_model_tune(eng_cuda_model *m);
+
 /* Timing helpers for benchmarks: events on the model's stream (ms between the last two
  * marks), and a wait for all queued work. */
 lode_status eng_cuda_mark(eng_cuda_model *m);

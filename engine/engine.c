@@ -890,6 +890,10 @@ lode_status eng_model_load(const char *path, const eng_model_opts *opts, eng_mod
         z.step_out = m->max_out;
         z.kv_blocks = opts->kv_mb > 0 ? m->n_blocks : -1;
         if ((st = eng_cuda_model_open(path, &z, opts->device, &m->gpu, err, errlen))) goto fail;
+        if (opts->tune_at_load && (st = eng_cuda_model_tune(m->gpu))) {
+            lode_seterr(err, errlen, st, "engine: %s", eng_cuda_errmsg(m->gpu));
+            goto fail;
+        }
         m->n_blocks = eng_cuda_kv_blocks(m->gpu);
         m->kv_bytes = eng_cuda_kv_bytes(m->gpu);
     } else if ((st = eng_runtime_create(m->llm, m->n_step, m->max_out, m->n_blocks, &m->rt, err,

@@ -72,6 +72,11 @@ typedef struct eng_model_opts {
                              the step's predicted time stays within this factor of a
                              decode-only step (sched.h); 0: ENG_PREFILL_SLACK on the
                              CPU, off on a GPU; < 0: off (n_batch alone) */
+    int tune_at_load;     /* fused CUDA path: 1 chooses the GEMM algorithms of every step size
+                             it may take while loading (servers: no request waits for it);
+                             0 chooses a decode step size's the first time a step of it runs,
+                             and leaves prefill steps on cuBLAS's default (one-shot commands:
+                             the first token does not wait for the tuning) */
 } eng_model_opts;
 
 /* Loads the GGUF at path (validated completely first) onto a backend and starts the

@@ -493,8 +493,10 @@ static void test_cuda_serving(void **state)
     eng_model_free(m);
 
     /* prefix cache: a first batched round publishes every prompt's full blocks, the second
-     * finds them */
+     * finds them; from here on the step GEMMs are chosen while loading (lode serve's way; the
+     * run above chose each decode size's at its first step) */
     o.no_prefix_cache = 0;
+    o.tune_at_load = 1;
     if (eng_model_load(path, &o, &m, err, sizeof err)) fail_msg("%s", err);
     sv_all(m, 1, bat);
     memset(bat, 0, sizeof bat);
