@@ -29,7 +29,11 @@
  * long for eight to a slot are shared by several warps, whose partial sums are added in order.
  *
  * Measured on an H200 (bench/RESULTS.md, 2026-11-27) it is slower than the graph of five
- * kernels a layer: llama3-8b Q4_0 459 against 519 tok/s, smollm2-135m Q4_1 1474 against 1958.
+ * kernels a layer: llama3-8b Q4_0 458 against 518 tok/s, smollm2-135m Q4_1 1448 against 1966.
+ * Its speed follows the compiler's register allocation closely: a 16-bit member kept across a
+ * predicated load went through local memory in the dot product's loop (RW holds scales in 32
+ * bits for that), and four key/value tile rows a thread in the attention instead of two cost
+ * 14% through spills elsewhere.
  * The ring is not what limits it: the consumers waited for weights 7.5 us of a 66 us layer, and
  * a ring of 4 slots ran as fast as one of 10. The eight consumer warps are: Nsight Compute
  * shows 0.29 instructions issued a cycle per scheduler, 2.25 warps each, 0.34 of them eligible.
@@ -134,22 +138,28 @@ __host__ __device__ __forceinline__ int rows_per_slot(int nu, int qb, int sb)
     return g ? p : 0;
 }
 
-/* One unit of weights from a slot: values at q, scales at s (unit i of the slot). */
+/* One unit of weights from a slot (unit i): its values, and its scale bits (a half, or the
+ * (d, m) pair of Q4M) in a 32-bit register: a 16-bit struct member kept in registers across a
+ * predicated load would be merged into its old value through local memory. */
+struct RW {
+    uint4 a, b; /* b: Q8's second 16 bytes */
+    uint32_t s;
+};
+
 template <int FMT>
-__device__ __forceinline__ typename Unit<FMT>::Raw raw_at(const uint4 *q, const unsigned char *s,
-                                                          int i)
+__device__ __forceinline__ RW rw_at(const uint4 *q, const unsigned char *s, int i)
 {
-    typename Unit<FMT>::Raw r;
+    RW r;
     if constexpr (FMT == FMT_Q8) {
         r.a = q[2 * i];
         r.b = q[2 * i + 1];
-        r.d = ((const __half *)s)[i];
+        r.s = ((const unsigned short *)s)[i];
     } else if constexpr (FMT == FMT_Q4M) {
         r.a = q[i];
-        r.dm = ((const __half2 *)s)[i];
+        r.s = ((const uint32_t *)s)[i];
     } else {
         r.a = q[i];
-        r.d = ((const __half *)s)[i];
+        r.s = ((const unsigned short *)s)[i];
     }
     return r;
 }
@@ -162,29 +172,68 @@ struct QX {
     float *hs, *sc;
 };
 
-/* The dot product of one weight unit with x's unit u (scaled). */
-template <int FMT>
-__device__ __forceinline__ float qdot(const typename Unit<FMT>::Raw &r, const QX &x, int u)
+/* One unit of staged x in a lane's registers: its two halves' int8 words, the sum of its
+ * integers and its scale. */
+struct XR {
+    int4 lo, hi;
+    float hsum, sc;
+};
+
+__device__ __forceinline__ XR x_at(const QX &x, int u)
 {
-    typedef Unit<FMT> U;
-    int lo[4], hi[4];
-    U::decode_i8(r, lo, hi);
-    const float2 s = U::scales(r);
     const int hsw = (u >> 2) & 1;
-    const int4 x0 = *(const int4 *)(x.q + u * 8 + 4 * hsw);
-    const int4 x1 = *(const int4 *)(x.q + u * 8 + 4 * (hsw ^ 1));
+    XR r;
+    r.lo = *(const int4 *)(x.q + u * 8 + 4 * hsw);
+    r.hi = *(const int4 *)(x.q + u * 8 + 4 * (hsw ^ 1));
     const float2 hs = *(const float2 *)(x.hs + 2 * u);
-    int dl = __dp4a(lo[0], x0.x, 0);
-    dl = __dp4a(lo[1], x0.y, dl);
-    dl = __dp4a(lo[2], x0.z, dl);
-    dl = __dp4a(lo[3], x0.w, dl);
-    int dh = __dp4a(hi[0], x1.x, 0);
-    dh = __dp4a(hi[1], x1.y, dh);
-    dh = __dp4a(hi[2], x1.z, dh);
-    dh = __dp4a(hi[3], x1.w, dh);
-    float a = s.x * ((float)dl - U::OFF * hs.x) + s.y * ((float)dh - U::OFF * hs.y);
-    if constexpr (FMT == FMT_Q4M) a += U::moff(r) * (hs.x + hs.y);
-    return x.sc[u] * a;
+    r.hsum = hs.x + hs.y;
+    r.sc = x.sc[u];
+    return r;
+}
+
+__device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c)
+{
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* The dot product of one weight unit with x's unit in registers (scaled). The 4-bit layouts
+ * keep each byte's high nibble in place (16 times its value, an unsigned byte), so a unit
+ * costs eight masks and eight dp4a: 16 sum(q x) = 16 lo + hi'. One scale a unit (Q4_0,
+ * Q4_1/Q4_K, Q8_0). */
+template <int FMT> __device__ __forceinline__ float qdot_r(const RW &r, const XR &x)
+{
+    if constexpr (FMT == FMT_Q8) {
+        int d = __dp4a((int)r.a.x, x.lo.x, 0);
+        d = __dp4a((int)r.a.y, x.lo.y, d);
+        d = __dp4a((int)r.a.z, x.lo.z, d);
+        d = __dp4a((int)r.a.w, x.lo.w, d);
+        d = __dp4a((int)r.b.x, x.hi.x, d);
+        d = __dp4a((int)r.b.y, x.hi.y, d);
+        d = __dp4a((int)r.b.z, x.hi.z, d);
+        d = __dp4a((int)r.b.w, x.hi.w, d);
+        return x.sc * (__half2float(__ushort_as_half((unsigned short)r.s)) * (float)d);
+    } else {
+        constexpr uint32_t LO = 0x0F0F0F0Fu, HI = 0xF0F0F0F0u;
+        int dl = __dp4a((int)(r.a.x & LO), x.lo.x, 0);
+        dl = __dp4a((int)(r.a.y & LO), x.lo.y, dl);
+        dl = __dp4a((int)(r.a.z & LO), x.lo.z, dl);
+        dl = __dp4a((int)(r.a.w & LO), x.lo.w, dl);
+        int dh = dp4a_us(r.a.x & HI, x.hi.x, 0);
+        dh = dp4a_us(r.a.y & HI, x.hi.y, dh);
+        dh = dp4a_us(r.a.z & HI, x.hi.z, dh);
+        dh = dp4a_us(r.a.w & HI, x.hi.w, dh);
+        const float t = (float)(16 * dl + dh) * 0.0625f; /* sum(q x) */
+        if constexpr (FMT == FMT_Q4M) {
+            const float dd = __half2float(__ushort_as_half((unsigned short)(r.s & 0xFFFFu)));
+            const float dm = __half2float(__ushort_as_half((unsigned short)(r.s >> 16)));
+            return x.sc * fmaf(dd, t, dm * x.hsum);
+        } else {
+            return x.sc *
+                   (__half2float(__ushort_as_half((unsigned short)r.s)) * (t - 8.f * x.hsum));
+        }
+    }
 }
 
 /* Stages K floats (float4 f is cv(ld(f)), times w with NORM) into x, quantized, PF loads in
@@ -424,7 +473,14 @@ __global__ void __launch_bounds__(T, 1)
      * PARTS partial sums a row); returns the partial sums a row took */
     auto consume = [&](const Seg &sg) {
         const int G = rows_per_slot(sg.nu, Q::QB, Q::SB);
-        const int wpr = G >= NW ? 1 : NW / G;
+        const int wpr = G >= NW ? 1 : NW / G, part = warp % wpr;
+        /* a warp takes the same units of every row it meets in the segment (a whole row, or
+         * its part of one): the lane's units of x are read once, into registers */
+        const int ub = sg.nu * part / wpr, ue = sg.nu * (part + 1) / wpr;
+        XR xr[UPL];
+#pragma unroll
+        for (int j = 0; j < UPL; j++)
+            if (ub + lane + 32 * j < ue) xr[j] = x_at(xs, ub + lane + 32 * j);
         for (int r = 0; r < sg.nr; r += G, n++) {
             const int g = LODE_MIN(G, sg.nr - r), s = n % ns, k = n / ns;
             const unsigned long long t0 = c.trace && tid == 0 ? now_ns() : 0;
@@ -435,29 +491,28 @@ __global__ void __launch_bounds__(T, 1)
             const uint4 *q = (const uint4 *)slot;
             const unsigned char *sc =
                 slot + g * sg.nu * Q::QB + (((uintptr_t)sg.s + u0 * Q::SB) & 15);
-            /* a warp's units of a row: UPL units a lane requested before any is used */
-            auto dots = [&](int row, int ub, int ue) {
+            /* the warp's units of a row: all of a lane's requested before any is used */
+            auto dots = [&](int row) {
+                RW w[UPL];
+#pragma unroll
+                for (int j = 0; j < UPL; j++)
+                    if (ub + lane + 32 * j < ue)
+                        w[j] = rw_at<FMT>(q, sc, row * sg.nu + ub + lane + 32 * j);
                 float a = 0.f;
-                for (int u = ub + lane; u < ue; u += 32 * UPL) {
-                    typename Unit<FMT>::Raw w[UPL];
 #pragma unroll
-                    for (int j = 0; j < UPL; j++)
-                        if (u + 32 * j < ue) w[j] = raw_at<FMT>(q, sc, row * sg.nu + u + 32 * j);
-#pragma unroll
-                    for (int j = 0; j < UPL; j++)
-                        if (u + 32 * j < ue) a += qdot<FMT>(w[j], xs, u + 32 * j);
-                }
+                for (int j = 0; j < UPL; j++)
+                    if (ub + lane + 32 * j < ue) a += qdot_r<FMT>(w[j], xr[j]);
                 return warp_sum(a);
             };
             if (wpr == 1) {
                 for (int row = warp; row < g; row += NW) {
-                    const float a = dots(row, 0, sg.nu);
+                    const float a = dots(row);
                     if (lane == 0) racc[(sg.lb + r + row) * PARTS] = a;
                 }
             } else {
-                const int row = warp / wpr, part = warp % wpr;
+                const int row = warp / wpr;
                 if (row < g) {
-                    const float a = dots(row, sg.nu * part / wpr, sg.nu * (part + 1) / wpr);
+                    const float a = dots(row);
                     if (lane == 0) racc[(sg.lb + r + row) * PARTS + part] = a;
                 }
             }
@@ -526,7 +581,7 @@ __global__ void __launch_bounds__(T, 1)
 
         /* ---- B: attention, split along the sequence ----------------------------------- */
         {
-            constexpr int LPP = HD / 8, PPP = TC / LPP, NP = HD == 64 ? 8 : 4;
+            constexpr int LPP = HD / 8, PPP = TC / LPP, NP = HD == 64 ? 4 : 2;
             const int lp = tid % LPP, pi = tid / LPP;
             const int seq = c.seq_len[0], sl = (seq + S - 1) / S;
             const __half *kc = (const __half *)L.kc, *vc = (const __half *)L.vc;
