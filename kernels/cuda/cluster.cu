@@ -89,30 +89,6 @@ __device__ __forceinline__ void mark(unsigned long long *tr, int e)
     }
 }
 
-__device__ __forceinline__ uint32_t sa(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
-                 "%2, [%3];" ::"r"(sa(dst)),
-                 "l"(src), "r"(bytes), "r"(sa(bar))
-                 : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t phase)
-{
-    uint32_t ok = 0;
-    while (!ok)
-        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
-                     "selp.u32 %0, 1, 0, p; }"
-                     : "=r"(ok)
-                     : "r"(sa(bar)), "r"(phase)
-                     : "memory");
-}
-
 /* Block sum; every thread gets it. Synchronizes the block. */
 __device__ __forceinline__ float bsum(float v, float *red)
 {
@@ -283,12 +259,9 @@ __global__ void __launch_bounds__(T, 1)
     const int staged = LODE_MIN(nloc, y.kvcap);
     const int kvb = KV * BLK * HD * 2; /* bytes of K (or V) of a KV-cache block */
     if (tid == 0) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(sa(mbar)) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        const uint32_t total = (uint32_t)y.wbytes + (uint32_t)staged * 2u * kvb;
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(mbar)),
-                     "r"(total)
-                     : "memory");
+        mbar_init(mbar, 1);
+        mbar_init_fence();
+        mbar_expect(mbar, (uint32_t)y.wbytes + (uint32_t)staged * 2u * kvb);
         const krn_cuda_mat *ms[5] = {&L.qkv, &L.o, &L.gu, &L.gu, &L.down};
         const int64_t r0[5] = {(int64_t)rank * y.rq, (int64_t)rank * y.ro, (int64_t)rank * y.rf,
                                (int64_t)ff + rank * y.rf, (int64_t)rank * y.ro};

@@ -75,50 +75,10 @@ __device__ __forceinline__ unsigned long long now_ns()
     return t;
 }
 
-__device__ __forceinline__ uint32_t sa(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
 /* barrier of the consumer warps only (the producer never joins) */
 __device__ __forceinline__ void cbar()
 {
     asm volatile("bar.sync 1, %0;" ::"n"(TC) : "memory");
-}
-
-__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(bar)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
-{
-    uint32_t ok = 0;
-    while (!ok)
-        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
-                     "selp.u32 %0, 1, 0, p; }"
-                     : "=r"(ok)
-                     : "r"(sa(bar)), "r"(parity)
-                     : "memory");
-}
-
-__device__ __forceinline__ void mbar_arrive(uint64_t *bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(sa(bar)) : "memory");
-}
-
-__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(bar)), "r"(bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
-                 "%2, [%3];" ::"r"(sa(dst)),
-                 "l"(src), "r"(bytes), "r"(sa(bar))
-                 : "memory");
 }
 
 /* Bytes of a unit's values and of its scales in a slot. */
@@ -430,7 +390,7 @@ __global__ void __launch_bounds__(T, 1)
             mbar_init(&full[i], 1);
             mbar_init(&empty[i], NW);
         }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        mbar_init_fence();
     }
     __syncthreads();
 
