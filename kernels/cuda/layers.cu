@@ -762,6 +762,16 @@ static size_t smem_bytes(int ns, size_t rest)
     return (size_t)ns * (SLOT + 16) + rest;
 }
 
+/* Whether rows of nu units fit a slot and a warp's share of a row is at most UPL units a lane
+ * (what consume holds of x in registers). */
+static bool lane_units_fit(int nu, int qb, int sb)
+{
+    const int G = rows_per_slot(nu, qb, sb);
+    if (!G) return false;
+    const int wpr = G >= NW ? 1 : NW / G;
+    return (nu + wpr - 1) / wpr <= 32 * UPL;
+}
+
 typedef void (*kern_t)(const krn_cuda_layers_cfg, int, int);
 
 static kern_t pick(int fmt, int hd)
@@ -808,8 +818,8 @@ extern "C" int krn_cuda_layers_supported(const krn_cuda_layers_cfg *c)
         return 0;
     int qb, sb;
     unit_bytes(c->fmt, &qb, &sb);
-    if (!rows_per_slot(c->dim / 32, qb, sb) || !rows_per_slot(c->ff / 32, qb, sb) ||
-        !rows_per_slot(c->n_head * c->head_dim / 32, qb, sb))
+    if (!lane_units_fit(c->dim / 32, qb, sb) || !lane_units_fit(c->ff / 32, qb, sb) ||
+        !lane_units_fit(c->n_head * c->head_dim / 32, qb, sb))
         return 0;
     const int nb = grid_blocks();
     if (nb <= 0) return 0;
