@@ -735,8 +735,8 @@ out:
 
 /* LODE_CUDA_PERSIST=1 (read when a model becomes ready) runs batch-1 decode steps on the
  * persistent layers kernel wherever it supports the model (quantized layouts with one scale
- * array). It is off by default: on an H200 it was 12% slower than the five kernels a layer for
- * llama3-8b Q4_0 and 24% for smollm2-135m Q4_1 (bench/RESULTS.md, 2026-11-27), so it stays an
+ * array). It is off by default: on an H200 it was 10% slower than the five kernels a layer for
+ * llama3-8b Q4_0 and 32% for smollm2-135m Q4_1 (bench/RESULTS.md, 2026-11-27), so it stays an
  * option to measure. */
 static int persist_env(void)
 {

@@ -8,39 +8,40 @@
  * llama3-8b Q4_0's layer time over the bytes). Here one block per SM stays resident for the
  * step, and its weights do not depend on anything computed: a producer warp copies the
  * block's share of every matrix, layer after layer, into a ring of shared-memory slots
- * (cp.async.bulk on an mbarrier a slot), as far ahead as the ring reaches, while eight consumer
- * warps work through the stages of a layer:
+ * (cp.async.bulk on an mbarrier a slot), as far ahead as the ring reaches, while eleven consumer
+ * warps work through the stages of a layer (twelve warps a SM still get 168 registers a thread:
+ * registers are given per scheduler, three warps each):
  *
  *   A  x * attn_norm quantized to 8 bits per 32 (as the GEMV does); QKV rows; RoPE; q out,
  *      k/v into the paged cache
- *   B  attention, a block per query head (whole sequence, online softmax), into a scratch row
- *   C  that row quantized; o rows; added into x
+ *   B  attention, split along the sequence over the blocks (online softmax), into scratch
+ *   C  the splits combined and quantized; o rows; added into x
  *   D  x * ffn_norm quantized; gate and up rows of the same index in one block; h = silu(g) u
  *   E  h quantized; down rows; added into x
  *
  * Stages meet at grid-wide barriers (an arrival counter: a release add and an acquire poll by
  * the consumers only). While the consumers wait at a barrier or attend, the producer keeps
- * copying the next stages' weights, so the memory pipe stays full as long as the ring (about
- * 185 KB a SM on an H100/H200) covers the wait. Each row's dot products are summed by fixed
+ * copying the next stages' weights, so the memory pipe stays full as long as the ring (7 slots
+ * of 25 KB a SM on an H100/H200) covers the wait. Each row's dot products are summed by fixed
  * lanes and warps in a fixed order: the result does not depend on timing.
  *
  * Weights: the quantized layouts with one scale array (Q4_0, Q4_1/Q4_K, Q8_0). A slot holds
  * whole rows (their units, then their scales copied from a 16-byte aligned start); rows too
- * long for eight to a slot are shared by several warps, whose partial sums are added in order.
+ * long for eleven to a slot are shared by several warps, whose partial sums are added in order.
  *
  * Measured on an H200 (bench/RESULTS.md, 2026-11-27) it is slower than the graph of five
- * kernels a layer: llama3-8b Q4_0 458 against 518 tok/s, smollm2-135m Q4_1 1448 against 1966.
+ * kernels a layer: llama3-8b Q4_0 470 against 520 tok/s, smollm2-135m Q4_1 1330 against 1969.
  * Its speed follows the compiler's register allocation closely: a 16-bit member kept across a
  * predicated load went through local memory in the dot product's loop (RW holds scales in 32
  * bits for that), and four key/value tile rows a thread in the attention instead of two cost
  * 14% through spills elsewhere.
  * The ring is not what limits it: the consumers waited for weights 7.5 us of a 66 us layer, and
- * a ring of 4 slots ran as fast as one of 10. The eight consumer warps are: Nsight Compute
- * shows 0.29 instructions issued a cycle per scheduler, 2.25 warps each, 0.34 of them eligible.
- * Sixteen consumer warps leave 96-128 registers a thread and spill (slower still). So the engine
- * runs it only when asked (LODE_CUDA_PERSIST=1); LODE_CUDA_LAYERS_TRACE=1 prints the per-stage
- * times of an eager step and how long the consumers waited for weights; LODE_CUDA_LAYERS_SLOTS=n
- * caps the ring at n slots.
+ * a ring of 4 slots ran as fast as one of 10. The consumer warps are: with eight, Nsight Compute
+ * showed 0.29 instructions issued a cycle per scheduler, 2.25 warps each, 0.34 of them eligible
+ * (eleven: 458 -> 470 tok/s). Sixteen leave 96-128 registers a thread and spill (slower still). So
+ * the engine runs it only when asked (LODE_CUDA_PERSIST=1); LODE_CUDA_LAYERS_TRACE=1 prints the
+ * per-stage times of an eager step and how long the consumers waited for weights;
+ * LODE_CUDA_LAYERS_SLOTS=n caps the ring at n slots.
  */
 #include "kernels/cuda/unit.cuh"
 
@@ -51,10 +52,11 @@
 namespace
 {
 
-constexpr int NW = 8;         /* consumer warps */
-constexpr int TC = NW * 32;   /* consumer threads */
-constexpr int T = TC + 32;    /* and the producer warp */
-constexpr int SLOT = 18496;   /* bytes a ring slot: 8 rows of 4096 Q4_0 weights, scales aligned */
+constexpr int NW = 11;                /* consumer warps */
+constexpr int NWP = (NW + 3) / 4 * 4; /* NW rounded up to 16 bytes of floats */
+constexpr int TC = NW * 32;           /* consumer threads */
+constexpr int T = TC + 32;            /* and the producer warp */
+constexpr int SLOT = 25376;   /* bytes a ring slot: 11 rows of 4096 Q4_0 weights, scales aligned */
 constexpr int MAX_SLOTS = 16; /* ring slots at most */
 constexpr int PARTS = NW;     /* partial sums a row at most (the warps sharing a long row) */
 constexpr int UPL = 4;        /* units a lane loads before it uses them */
@@ -367,9 +369,9 @@ __global__ void __launch_bounds__(T, 1)
     xs.sc = xs.hs + 2 * ku;
     float *racc = xs.sc + ku;
     float *red = racc + racc_n;              /* NW floats */
-    float *am = red + NW;                    /* NW: attention maxima */
-    float *al = am + NW;                     /* NW: attention sums */
-    float *aacc = al + NW;                   /* NW x HD */
+    float *am = red + NWP;                   /* NW: attention maxima */
+    float *al = am + NWP;                    /* NW: attention sums */
+    float *aacc = al + NWP;                  /* NW x HD */
     LayerP *lt = (LayerP *)(aacc + NW * HD); /* [n_layer] */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int nb = gridDim.x, b = blockIdx.x;
@@ -736,7 +738,7 @@ static size_t smem_rest(const krn_cuda_layers_cfg *c, int nb, int *racc_n)
     r = LODE_MAX(r, (int)cdiv(c->dim, nb));
     *racc_n = (r * PARTS + 3) / 4 * 4;
     const int ku = LODE_MAX(LODE_MAX(c->dim, c->ff), c->n_head * c->head_dim) / 32;
-    return (size_t)ku * 11 * 4 + (size_t)(*racc_n + 3 * NW + NW * c->head_dim) * sizeof(float) +
+    return (size_t)ku * 11 * 4 + (size_t)(*racc_n + 3 * NWP + NW * c->head_dim) * sizeof(float) +
            (size_t)c->n_layer * sizeof(LayerP) + 16;
 }
 
