@@ -1942,8 +1942,9 @@ lode_status eng_cuda_step(eng_cuda_model *m, const eng_batch *b, const uint8_t *
                 "step upload");
     lode_status st;
     step_knobs(m);
-    if (!m->gg_tuned && P == 0 && D > m->gemv_max) {
-        /* not tuned at load: this decode bucket's GEMMs, before its graph is captured */
+    if (!m->gg_tuned && P == 0 && D > m->gemv_max && in_order && !m->gg_off) {
+        /* not tuned at load: this decode bucket's GEMMs, before its graph is captured (a step
+         * that runs eagerly instead has its own row count: cuBLAS's default, as prefill) */
         const int Db = step_bucket(m, D), bi = step_bucket_index(Db);
         if (bi < (int)sizeof m->gb_tuned && !m->gb_tuned[bi]) {
             m->gb_tuned[bi] = 1;
