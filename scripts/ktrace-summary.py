@@ -13,6 +13,10 @@ the middle layers of:
   to end    from there to the median block's end
   tail      the last block's end after the median block's
   span      from the previous kernel's end to this kernel's end
+  MB        the weights the kernel reads (a KV cache's bytes are not counted)
+  at copy   the time those bytes take at the copy rate given by --copy GBPS (the card's device
+            copy bandwidth, measured in the same run), and
+  of span   that time as a fraction of the span: how close the kernel runs to the memory floor
 
 Kernels are named by the trace (gemv-rms, attn, gemv-attn, attn-o, gemv-swiglu, gemv-plain) and
 grouped into layers by position: the RMS-normalized GEMVs before a layer's o projection are its
@@ -36,7 +40,8 @@ def parse(path):
             for e in events:
                 x = e.split()
                 ev.append(None if not x or x[0] == "-" else tuple(int(v) for v in x))
-            recs.append({"name": h[2], "blocks": int(h[3]), "ev": ev})
+            nbytes = int(h[4]) if len(h) > 4 else 0
+            recs.append({"name": h[2], "blocks": int(h[3]), "bytes": nbytes, "ev": ev})
     return recs
 
 
@@ -74,9 +79,12 @@ def ev(r, e, i):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: ktrace-summary.py TRACE (the stderr of a LODE_CUDA_KTRACE=1 run)")
-    recs = parse(sys.argv[1])
+    args, copy = sys.argv[1:], 0.0
+    if len(args) == 3 and args[0] == "--copy":
+        copy, args = float(args[1]), args[2:]
+    if len(args) != 1:
+        sys.exit("usage: ktrace-summary.py [--copy GBPS] TRACE (the stderr of a LODE_CUDA_KTRACE=1 run)")
+    recs = parse(args[0])
     if len(recs) < 2:
         sys.exit("ktrace-summary: no KT lines (a trace build, LODE_CUDA_KTRACE=1, and a "
                  "captured decode step are needed)")
@@ -93,7 +101,7 @@ def main():
         end, end_max = ev(r, 3, 1), ev(r, 3, 2)
         if None in (prev_end, entry, end, end_max):
             continue
-        m = {"blocks": r["blocks"], "resident": prev_end - entry,
+        m = {"blocks": r["blocks"], "bytes": r["bytes"], "resident": prev_end - entry,
              "tail": end_max - end, "span": end_max - prev_end}
         if wait is not None:
             m["released"] = wait - prev_end
@@ -103,25 +111,44 @@ def main():
             order.append(kind)
         for k, v in m.items():
             rows.setdefault(kind, {}).setdefault(k, []).append(v)
-    spans = []
+    spans, lbytes = [], []
     for layer in range(lo, hi):
         idx = [i for i, (k, l) in enumerate(labels) if l == layer and k != "head"]
         if idx and idx[0] > 0:
             a, b = ev(recs[idx[0] - 1], 3, 2), ev(recs[idx[-1]], 3, 2)
             if a is not None and b is not None:
                 spans.append(b - a)
+                lbytes.append(sum(recs[i]["bytes"] for i in idx))
+    # the time a kernel's weights take at the copy rate, us (GB/s = bytes/ns)
+    floor_us = (lambda nbytes: nbytes / copy / 1000) if copy > 0 else None
     print(f"{len(recs)} launches, {n_layers} layers; medians over layers {lo}..{hi - 1}, us")
     if spans:
-        print(f"layer span {statistics.median(spans) / 1000:.1f} us")
-    cols = ["blocks", "resident", "released", "staged", "to end", "tail", "span"]
+        span, nb = statistics.median(spans) / 1000, statistics.median(lbytes)
+        line = f"layer span {span:.1f} us"
+        if nb:
+            line += f"; its weights {nb / 1e6:.1f} MB"
+            if floor_us:
+                f = floor_us(nb)
+                line += f", {f:.1f} us at the copy rate ({copy:.0f} GB/s): {100 * f / span:.0f}% of the span"
+        print(line)
+    cols = ["blocks", "resident", "released", "staged", "to end", "tail", "span", "MB"]
+    if floor_us:
+        cols += ["at copy", "of span"]
     print("| kernel | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for kind in order:
         cells = []
         for c in cols:
-            v = rows[kind].get(c)
-            if not v:
+            v = rows[kind].get("bytes" if c in ("MB", "at copy", "of span") else c)
+            if not v or (c in ("MB", "at copy", "of span") and not statistics.median(v)):
                 cells.append("")
+            elif c == "MB":
+                cells.append(f"{statistics.median(v) / 1e6:.1f}")
+            elif c == "at copy":
+                cells.append(f"{floor_us(statistics.median(v)):.2f}")
+            elif c == "of span":
+                sp = statistics.median(rows[kind]["span"]) / 1000
+                cells.append(f"{100 * floor_us(statistics.median(v)) / sp:.0f}%" if sp > 0 else "")
             elif c == "blocks":
                 cells.append(str(int(statistics.median(v))))
             else:

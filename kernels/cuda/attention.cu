@@ -221,7 +221,7 @@ extern "C" lode_status krn_cuda_attn_decode(const krn_cuda_attn_cfg *c, const fl
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "attn_decode: bad heads or batch");
     dim3 grid((unsigned)n_split, (unsigned)c->n_kv_head, (unsigned)batch);
     cudaStream_t st = STREAM(stream);
-    unsigned long long *tr = krn_ktrace_slot("attn", grid.x * grid.y * grid.z, st);
+    unsigned long long *tr = krn_ktrace_slot("attn", grid.x * grid.y * grid.z, 0, st);
     if (c->head_dim == 64)
         CU_TRY(launch_k(attn_decode_kernel<64>, grid, dim3(128), 0, st, *c, q, seq_len, n_split,
                         acc, ml, tr));

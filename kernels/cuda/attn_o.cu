@@ -498,7 +498,7 @@ lode_status launch(const AoP &p0, int kv, unsigned blocks, cudaStream_t st, bool
         }
         cfg.gridDim = dim3(blocks);
     }
-    p.tr = krn_ktrace_slot("attn-o", blocks, st);
+    p.tr = krn_ktrace_slot("attn-o", blocks, krn_cuda_mat_bytes(&p0.w), st);
     CU_TRY(cudaLaunchKernelEx(&cfg, k, p));
     CU_LAUNCHED("attn_o");
     return LODE_OK;

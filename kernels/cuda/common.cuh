@@ -44,8 +44,10 @@ lode_status krn_cuda_fail_msg(lode_status st, const char *msg);
  * GEMV and decode-attention launch captured into the first graph gets a slot of nblocks x 4
  * timestamps (%globaltimer), which thread 0 of each block fills at entry (0), after the wait
  * for the previous kernel (1), after its input is staged or its tiles are done (2) and at its
- * end (3); at exit the last replay's slots are summarized on stderr, a line a launch. */
-unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st);
+ * end (3); at exit the last replay's slots are summarized on stderr, a line a launch, with the
+ * weight bytes the launch reads (0 where they depend on the replay, as a KV cache's do). */
+unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, size_t bytes,
+                                    cudaStream_t st);
 /* Allocates the trace buffer (outside any capture); a no-op unless tracing is on. */
 void krn_ktrace_init(void);
 __device__ __forceinline__ void ktrace(unsigned long long *tr, int ev)

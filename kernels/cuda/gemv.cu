@@ -637,7 +637,7 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
                          : p.xmode == KRN_X_SWIGLU ? names[1]
                          : p.xmode == KRN_X_ATTN   ? names[2]
                                                    : names[3];
-        p.tr = krn_ktrace_slot(nm, blocks * (unsigned)p.ks, st);
+        p.tr = krn_ktrace_slot(nm, blocks * (unsigned)p.ks, krn_cuda_mat_bytes(&p.w), st);
     }
     CU_TRY(launch_k(gemv_kernel<FMT, BT>, dim3(blocks, (unsigned)p.ks), dim3(WARPS * 32), smem, st,
                     p));

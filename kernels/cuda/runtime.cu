@@ -62,6 +62,7 @@ struct KtRec {
     const char *name;
     size_t off;
     unsigned nb;
+    size_t bytes;
 };
 constexpr size_t KT_WORDS = (size_t)8 << 20; /* 64 MB of timestamps */
 constexpr int KT_RECS = 4096;
@@ -104,10 +105,11 @@ void kt_dump(void)
     for (size_t i = 0; i < kt_rec[0].nb; i++)
         if (h[kt_rec[0].off + 4 * i] && h[kt_rec[0].off + 4 * i] < t0)
             t0 = h[kt_rec[0].off + 4 * i];
-    fprintf(stderr, "KT idx name blocks | per event (entry, after wait, staged, end): min med "
-                    "max ns from the first launch's first block\n");
+    fprintf(stderr,
+            "KT idx name blocks bytes | per event (entry, after wait, staged, end): min med "
+            "max ns from the first launch's first block\n");
     for (int r = 0; r < kt_n; r++) {
-        fprintf(stderr, "KT %d %s %u", r, kt_rec[r].name, kt_rec[r].nb);
+        fprintf(stderr, "KT %d %s %u %zu", r, kt_rec[r].name, kt_rec[r].nb, kt_rec[r].bytes);
         for (int e = 0; e < 4; e++) {
             size_t n = 0;
             for (size_t i = 0; i < kt_rec[r].nb && n < 65536; i++) {
@@ -146,7 +148,8 @@ void krn_ktrace_init(void)
 #endif
 }
 
-unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStream_t st)
+unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, size_t bytes,
+                                    cudaStream_t st)
 {
 #ifdef LODE_KTRACE
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
@@ -159,12 +162,12 @@ unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, cudaStre
     if (!first_id) first_id = id;
     if (id != first_id || kt_used + (size_t)nblocks * 4 > KT_WORDS || kt_n >= KT_RECS)
         return nullptr;
-    kt_rec[kt_n++] = KtRec{name, kt_used, nblocks};
+    kt_rec[kt_n++] = KtRec{name, kt_used, nblocks, bytes};
     unsigned long long *p = kt_buf + kt_used;
     kt_used += (size_t)nblocks * 4;
     return p;
 #else
-    (void)name, (void)nblocks, (void)st;
+    (void)name, (void)nblocks, (void)bytes, (void)st;
     return nullptr;
 #endif
 }
