@@ -320,6 +320,7 @@ bench-share:
 gpu-prebuilt:
 	$(MAKE) CUDA=1 ENGINE_ONLY=1 -j$$(nproc) build-cuda/lode build-cuda/tests/test_cuda \
 	  build-cuda/tests/test_cuda_synth build-cuda/bench/bench_gpu_serve build-cuda/bench/bench_qmm
+	$(MAKE) CUDA=1 KTRACE=1 ENGINE_ONLY=1 -j$$(nproc) build-cuda-ktrace/lode
 	scripts/gpu-prebuilt.sh
 
 # ---- the serving core on the GPU (bench/bench_gpu_serve.c; run by scripts/gpu-check.sh) --

@@ -6,7 +6,9 @@
 # (../shared/peers/torch_graphs.py or peers/torch_graphs.py, and HF transformers eager) in
 # the same run, where decode time goes (per-op profile of decode and of a 2048-token prefill,
 # and the decode step without programmatic launch, LODE_CUDA_PDL=0) for the target shapes,
-# and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+# the kernel timeline of their decode step inside its CUDA graph (the trace build, make CUDA=1
+# KTRACE=1: each kernel's span against its weights' time at the copy rate) and the kernels'
+# registers and local memory (cuobjdump, where the CUDA toolkit has it), and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
 #   scripts/gpu-check.sh [quick|hf|serve]  quick: tests and two small benches only; hf: only the
 #                                    HF peer and comparison (after a run without them); serve:
 #                                    the tests and the serving benchmark only
@@ -45,15 +47,27 @@ TEST=build-cuda/tests/test_cuda
 TEST2=build-cuda/tests/test_cuda_synth
 SERVE=build-cuda/bench/bench_gpu_serve
 QMM=build-cuda/bench/bench_qmm
+KTR=build-cuda-ktrace/lode
 if [ -x prebuilt/lode ] && prebuilt/lode --version >/dev/null 2>&1 && ! ldd prebuilt/test_cuda | grep -q "not found"; then
   log "using prebuilt binaries"
   LODE=prebuilt/lode TEST=prebuilt/test_cuda TEST2=prebuilt/test_cuda_synth SERVE=prebuilt/bench_gpu_serve
-  QMM=prebuilt/bench_qmm
+  QMM=prebuilt/bench_qmm KTR=prebuilt/lode-ktrace
 else
   log "building"
   if pkg-config --exists sqlite3 libmicrohttpd jansson 2>/dev/null; then EO=0; else EO=1; fi
   make CUDA=1 ENGINE_ONLY=$EO -j"$(nproc)" build-cuda/lode build-cuda/tests/test_cuda build-cuda/tests/test_cuda_synth "$SERVE" "$QMM" >"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+  make CUDA=1 KTRACE=1 ENGINE_ONLY=$EO -j"$(nproc)" "$KTR" >>"$OUT/build.log" 2>&1 \
+    || echo "the trace build failed (build.log); the kernel timeline is left out"
+fi
+[ -x "$KTR" ] || KTR=
+
+# the kernels' registers and local memory (spills or stack arrays), from the binary itself
+rm -f "$OUT/resources.txt"
+CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
+if [ -n "$CUOBJDUMP" ]; then
+  "$CUOBJDUMP" --dump-resource-usage "$LODE" 2>/dev/null | python3 scripts/cuda-resources.py >"$OUT/resources.txt" \
+    || echo "cuobjdump: no resource report"
 fi
 
 if [ "$MODE" != hf ]; then
@@ -138,6 +152,11 @@ for sb in $DETAIL; do
     >>"$OUT/detail.log" 2>&1
   LODE_CUDA_PDL=0 timeout 120 "$LODE" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 512 --batch 1 --reps 3 \
     | sed 's/^RESULT /RESULT(no PDL) /' >>"$OUT/detail.log" 2>&1
+  # the kernel timeline of the captured decode step (128-token prompt, as the bench's decode)
+  if [ -n "$KTR" ]; then
+    LODE_CUDA_KTRACE=1 timeout 120 "$KTR" bench --shape "${sb%%:*}" --type "${sb##*:}" --prefill 128 --batch 1 \
+      --reps 1 >/dev/null 2>"$OUT/ktrace_${sb%%:*}_${sb##*:}.txt" || echo "trace run of $sb failed"
+  fi
 done
 [ -f "$OUT/detail.log" ] && grep -v "^bench:" "$OUT/detail.log" | grep -v "^RESULT.* prefill"
 

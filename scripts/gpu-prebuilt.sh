@@ -3,6 +3,7 @@
 # machine that lacks this one's libraries (sqlite, libmicrohttpd, cmocka, ...) or its time to
 # build. Writes prebuilt.tar.xz in the repository root (ignored by git), which holds:
 #   lode, test_cuda, test_cuda_synth, bench_gpu_serve, bench_qmm   stripped, from build-cuda/
+#   lode-ktrace              lode with the kernel timeline trace (make CUDA=1 KTRACE=1)
 #   lib/                     the shared libraries they link beyond libc and the CUDA runtime
 #   peers/torch_graphs.py    the CUDA-graph peer, when ../shared/peers has it
 #   COMMIT                   the commit, its date and the nvcc release they were built from
@@ -20,6 +21,8 @@ mkdir -p "$tmp/lib"
 for b in $BINS; do
   strip -o "$tmp/$(basename "$b")" "$b"
 done
+[ -x build-cuda-ktrace/lode ] || { echo "gpu-prebuilt: build-cuda-ktrace/lode is missing" >&2; exit 1; }
+strip -o "$tmp/lode-ktrace" build-cuda-ktrace/lode
 # libraries the binaries need that a bare GPU machine may not have: everything ldd resolves
 # but the C runtime and CUDA's own
 for b in $BINS; do
@@ -36,7 +39,7 @@ if [ -f ../shared/peers/torch_graphs.py ]; then
   cp ../shared/peers/torch_graphs.py "$tmp/peers/"
 fi
 echo "binaries of commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes')" \
-  "($(git log -1 --format=%cd --date=iso)), built with make CUDA=1 ENGINE_ONLY=1," \
+  "($(git log -1 --format=%cd --date=iso)), built with make CUDA=1 ENGINE_ONLY=1 (lode-ktrace: KTRACE=1)," \
   "nvcc $(nvcc --version | grep -o 'release [0-9.]*')" >"$tmp/COMMIT"
 tar -C "$tmp" -cJf prebuilt.tar.xz .
 size=$(stat -c %s prebuilt.tar.xz)

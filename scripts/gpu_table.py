@@ -1,7 +1,7 @@
 # gpu_table.py: the table gpu-check.sh prints last: lode bench results beside the peers
 # (torch CUDA graphs, HF eager) on the same card, and the issue's targets with pass/miss.
 # usage: python3 scripts/gpu_table.py OUTDIR
-import json, os, re, sys
+import json, os, re, subprocess, sys
 
 d = sys.argv[1]
 def lines(name):
@@ -45,6 +45,7 @@ for s in sorted({k[0] for k in keys}):
     print(f"  {s:13} torch-graphs dec b1 {gs(g1):>6} b16 {gs(g16):>6} | HF eager pf512 {f(h5):>7} pf2048 {f(h2):>7} dec b1 {f(h1):>5} b16 {f(h16):>6}")
 print("targets:")
 missed = []
+explain = False  # a decode target was missed: print the kernels' registers too
 def target(name, ok, detail):
     print(f"  [{'MET ' if ok else 'MISS' if ok is not None else 'n/a '}] {name}: {detail}")
     return ok
@@ -80,8 +81,23 @@ for (s, t), ok in missed:
     print(f"  where the time goes, {s} {t}: {step_ms:.3f} ms a step (graph) against {floor_ms:.3f} ms to read "
           f"its weights at the copy rate" + (f"; eager step, us a layer: {per} ({kern} timed ops a step)" if per else
           "; no per-op profile in this run"))
+    # the kernel timeline of the graph's step (trace build), each kernel against its bytes
+    kt = os.path.join(d, f"ktrace_{s}_{t}.txt")
+    if os.path.exists(kt):
+        here = os.path.dirname(os.path.abspath(__file__))
+        r2 = subprocess.run([sys.executable, os.path.join(here, "ktrace-summary.py"), "--copy", f"{copy:.0f}", kt],
+                            capture_output=True, text=True)
+        print(f"    kernel timeline of the decode step in its graph ({s} {t}, 128-token prompt):")
+        for l in (r2.stdout or r2.stderr).splitlines():
+            print("    " + l)
+    explain = True
 p = os.path.join(d, "hf_compare.json")
 if os.path.exists(p):
     h = json.load(open(p))
     print(f"HF comparison ({h['shape']} {h['type']}, {len(h['prompts'])} prompts x {h['prompts'][0]['steps']} greedy tokens): "
           f"top-1 agreement {100*h['top1_agree']:.1f}%, max relative logit error {h['max_rel_logit_err']:.3e}")
+p = os.path.join(d, "resources.txt")
+if explain and os.path.exists(p):
+    print("the kernels' registers and local memory a thread (cuobjdump of the binary):")
+    for l in open(p):
+        print("  " + l.rstrip())
