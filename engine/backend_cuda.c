@@ -1218,6 +1218,19 @@ static lode_status head_logits(eng_cuda_model *m, const float *x, int rows)
     return LODE_OK;
 }
 
+/* Whether the decode GEMV of a fused gate/up matrix writes silu(gate) * up itself
+ * (KRN_Y_SWIGLU); LODE_CUDA_GU_SWIGLU=0 (read once) writes gate and up for the down
+ * projection's input stage to combine, for comparison. */
+static int gu_swiglu_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_GU_SWIGLU");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
 /* Records the embedding and every layer of a decode step of `batch` single tokens (device
  * arrays: token, position, cache slot, sequence length after it, block table row of stride
  * maxb) on the stream, leaving the residual stream in m->x. More tokens than the GEMV limit
@@ -1309,25 +1322,28 @@ static lode_status decode_layers(eng_cuda_model *m, int batch, const int32_t *to
         g.norm_w = L->ffn_norm;
         g.eps = c->eps;
         g.attn = NULL;
-        g.ymode = KRN_Y_STORE;
+        /* with gate and up in one matrix, each warp of the GEMV takes a gate row and its up
+         * row and writes h = silu(gate) * up: the down projection stages h alone */
+        const int hmode = L->up_fused && gu_swiglu_on();
+        g.ymode = hmode ? KRN_Y_SWIGLU : KRN_Y_STORE;
         g.y = m->gu;
-        g.ldy = 2 * (int64_t)c->ff;
+        g.ldy = (hmode ? 1 : 2) * (int64_t)c->ff;
         TRY(m, krn_cuda_gemv(&g, s), "gemv gate/up");
         if (!L->up_fused) {
             g.w = &L->up;
             g.y = m->gu + c->ff;
             TRY(m, krn_cuda_gemv(&g, s), "gemv up");
         }
-        prof_mark(m, "gemv gate/up (+norm)");
+        prof_mark(m, hmode ? "gemv gate/up (+norm, swiglu)" : "gemv gate/up (+norm)");
         g.w = &L->down;
-        g.xmode = KRN_X_SWIGLU;
+        g.xmode = hmode ? KRN_X_PLAIN : KRN_X_SWIGLU;
         g.x = m->gu;
-        g.ldx = 2 * (int64_t)c->ff;
+        g.ldx = (hmode ? 1 : 2) * (int64_t)c->ff;
         g.ymode = KRN_Y_ADD;
         g.y = m->x;
         g.ldy = c->dim;
         TRY(m, krn_cuda_gemv(&g, s), "gemv down");
-        prof_mark(m, "gemv down (+swiglu, residual)");
+        prof_mark(m, hmode ? "gemv down (+residual)" : "gemv down (+swiglu, residual)");
     }
     return LODE_OK;
 }

@@ -22,7 +22,7 @@ Kernels are named by the trace (gemv-rms, attn, gemv-attn, attn-o, gemv-swiglu, 
 grouped into layers by position: the RMS-normalized GEMVs before a layer's o projection are its
 QKV, the GEMV that reads the attention (or the attention + o kernel) is o, the RMS-normalized
 GEMVs after it gate/up, the
-SwiGLU GEMV down; a last RMS-normalized GEMV after the final layer is the head.
+GEMV after those down (SwiGLU input, or plain where gate/up wrote h); a last RMS-normalized GEMV after the final layer is the head.
 """
 import statistics
 import sys
@@ -58,8 +58,8 @@ def label(recs):
             kind, seen_o = "o", True
         elif n == "attn-o":
             kind, seen_o = "attention + o", True
-        elif n == "gemv-swiglu":
-            kind = "down"
+        elif n == "gemv-swiglu" or (n == "gemv-plain" and seen_o):
+            kind = "down"  # gemv-plain: h written by the gate/up kernel (KRN_Y_SWIGLU)
         elif n == "gemv-rms":
             if i + 1 == len(recs):
                 kind = "head"

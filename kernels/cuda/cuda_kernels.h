@@ -122,7 +122,8 @@ typedef enum krn_cuda_xmode {
 typedef enum krn_cuda_ymode {
     KRN_Y_STORE = 0, /* y[b*ldy + n] = v */
     KRN_Y_ADD,       /* y[b*ldy + n] += v (residual) */
-    KRN_Y_ROPE_KV    /* rows are [q | k | v] heads: RoPE on q and k, q to y, k/v to the cache */
+    KRN_Y_ROPE_KV,   /* rows are [q | k | v] heads: RoPE on q and k, q to y, k/v to the cache */
+    KRN_Y_SWIGLU     /* rows are [gate | up], n of each: y[b*ldy + i] = silu(gate_i) * up_i */
 } krn_cuda_ymode;
 
 /* RoPE and KV cache destination for KRN_Y_ROPE_KV (and krn_cuda_rope_kv). */

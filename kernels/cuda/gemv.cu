@@ -235,8 +235,13 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t K = p.w.cols, rows = p.w.rows;
 
-    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once */
-    const int64_t nrg = (rows + WARPS * R - 1) / (WARPS * R);
+    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once.
+     * KRN_Y_SWIGLU pairs the rows instead: a warp takes gate row i and up row half + i, so
+     * that it can write silu(gate) * up itself and the down projection reads h, not both */
+    static_assert(R == 2, "KRN_Y_SWIGLU gives a warp one gate row and one up row");
+    const bool pairs = p.ymode == KRN_Y_SWIGLU;
+    const int64_t half = rows / 2;
+    const int64_t nrg = pairs ? (half + WARPS - 1) / WARPS : (rows + WARPS * R - 1) / (WARPS * R);
     const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
     const bool one_chunk = u_end - u_begin <= CU;
     /* batch 1 with the whole row in one chunk: the RMS statistic is summed while x is staged
@@ -251,6 +256,12 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     typename U::Raw raw[UNR][R];
     int64_t row_base = 0, rowi[R];
     auto set_rows = [&](int64_t rg) {
+        if (pairs) {
+            row_base = rg * WARPS + warp; /* the output index i */
+            rowi[0] = LODE_MIN(row_base, half - 1);
+            rowi[1] = rowi[0] + half;
+            return;
+        }
         row_base = (rg * WARPS + warp) * R;
 #pragma unroll
         for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
@@ -529,6 +540,8 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
 #pragma unroll
                 for (int r = 0; r < R; r += 2)
                     if (rb + r + 1 < rows) store_rope(p, b, rb + r, acc[b][r], acc[b][r + 1]);
+            } else if (pairs) {
+                if (rb < half) p.y[b * p.ldy + rb] = silu(acc[b][0]) * acc[b][1];
             } else {
 #pragma unroll
                 for (int r = 0; r < R; r++) {
@@ -714,6 +727,8 @@ extern "C" lode_status krn_cuda_gemv(const krn_cuda_gemv_args *a, void *stream)
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad attention input");
     if (a->ymode == KRN_Y_ROPE_KV && (!a->rope || a->rope->head_dim % 2 || a->rope->row0 % 2))
         return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: bad RoPE output");
+    if (a->ymode == KRN_Y_SWIGLU && w->rows % 2)
+        return krn_cuda_fail_msg(LODE_ERR_INVALID, "gemv: SWIGLU output needs [gate | up] rows");
     GemvP p;
     memset(&p, 0, sizeof p);
     p.w = *w;
