@@ -219,7 +219,7 @@ __device__ __forceinline__ void store_rope(const GemvP &p, int b, int64_t n, flo
 
 /* Batches 1 and 2 are held to two blocks an SM (128 registers): left free, ptxas gives the
  * Q8_0 and Q6_K instances 160-190 registers and one block an SM, slower. */
-template <int FMT, int BT>
+template <int FMT, int BT, int RW = R>
 __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const GemvP p)
 {
     typedef Unit<FMT> U;
@@ -235,13 +235,12 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int64_t K = p.w.cols, rows = p.w.rows;
 
-    /* blocks loop over groups of WARPS * R rows; when x fits in one chunk it is staged once.
+    /* blocks loop over groups of WARPS * RW rows; when x fits in one chunk it is staged once.
      * KRN_Y_SWIGLU pairs the rows instead: a warp takes gate row i and up row half + i, so
      * that it can write silu(gate) * up itself and the down projection reads h, not both */
-    static_assert(R == 2, "KRN_Y_SWIGLU gives a warp one gate row and one up row");
-    const bool pairs = p.ymode == KRN_Y_SWIGLU;
+    const bool pairs = RW == 2 && p.ymode == KRN_Y_SWIGLU; /* a gate row and an up row a warp */
     const int64_t half = rows / 2;
-    const int64_t nrg = pairs ? (half + WARPS - 1) / WARPS : (rows + WARPS * R - 1) / (WARPS * R);
+    const int64_t nrg = pairs ? (half + WARPS - 1) / WARPS : (rows + WARPS * RW - 1) / (WARPS * RW);
     const int64_t u_begin = p.nu * blockIdx.y / p.ks, u_end = p.nu * (blockIdx.y + 1) / p.ks;
     const bool one_chunk = u_end - u_begin <= CU;
     /* batch 1 with the whole row in one chunk: the RMS statistic is summed while x is staged
@@ -250,11 +249,11 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     const bool fold = BT == 1 && p.xmode == KRN_X_RMSNORM && p.ks == 1 && one_chunk;
     float rstd = 1.f;
 
-    /* UNR units of each of the R rows are loaded per lane before any is used: 8 loads of
+    /* UNR units of each of the RW rows are loaded per lane before any is used: 8 loads of
      * 16 bytes in flight a lane (4 at the largest batches, to keep registers) */
-    constexpr int UNR = unr<BT>();
-    typename U::Raw raw[UNR][R];
-    int64_t row_base = 0, rowi[R];
+    constexpr int UNR = RW > R ? 1 : unr<BT>(); /* RW > R: rows of at most 32 units */
+    typename U::Raw raw[UNR][RW];
+    int64_t row_base = 0, rowi[RW];
     auto set_rows = [&](int64_t rg) {
         if (pairs) {
             row_base = rg * WARPS + warp; /* the output index i */
@@ -262,16 +261,16 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
             rowi[1] = rowi[0] + half;
             return;
         }
-        row_base = (rg * WARPS + warp) * R;
+        row_base = (rg * WARPS + warp) * RW;
 #pragma unroll
-        for (int r = 0; r < R; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
+        for (int r = 0; r < RW; r++) rowi[r] = LODE_MIN(row_base + r, rows - 1);
     };
     auto load_group = [&](int64_t c0, int cu, int u0) {
 #pragma unroll
         for (int j = 0; j < UNR; j++) {
             int uu = LODE_MIN(u0 + 32 * j, cu - 1);
 #pragma unroll
-            for (int r = 0; r < R; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
+            for (int r = 0; r < RW; r++) raw[j][r] = U::load(p.w, rowi[r] * p.nu + c0 + uu);
         }
     };
 
@@ -352,11 +351,11 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     for (; rg < nrg; rg += gridDim.x) {
         if (!pref) set_rows(rg);
         const int64_t rb = row_base;
-        float acc[BT][R];
+        float acc[BT][RW];
 #pragma unroll
         for (int b = 0; b < BT; b++)
 #pragma unroll
-            for (int r = 0; r < R; r++) acc[b][r] = 0.f;
+            for (int r = 0; r < RW; r++) acc[b][r] = 0.f;
 
         for (int64_t c0 = u_begin; c0 < u_end; c0 += CU) {
             const int cu = (int)LODE_MIN((int64_t)CU, u_end - c0);
@@ -457,11 +456,11 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                     const int uu = u0 + 32 * h;
                     if (uu >= cu) break;
                     if constexpr (QUANT) {
-                        int lo[R][4], hi[R][4];
-                        float2 sc[R];
-                        float mo[R];
+                        int lo[RW][4], hi[RW][4];
+                        float2 sc[RW];
+                        float mo[RW];
 #pragma unroll
-                        for (int r = 0; r < R; r++) {
+                        for (int r = 0; r < RW; r++) {
                             U::decode_i8(raw[h][r], lo[r], hi[r]);
                             sc[r] = U::scales(raw[h][r]);
                             mo[r] = U::moff(raw[h][r]);
@@ -475,7 +474,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                             float2 sx = *(const float2 *)(qsum + (b * CU + uu) * 2);
                             float dx = qsum[2 * BT * CU + b * CU + uu];
 #pragma unroll
-                            for (int r = 0; r < R; r++) {
+                            for (int r = 0; r < RW; r++) {
                                 int dl = __dp4a(lo[r][0], x0.x, 0);
                                 dl = __dp4a(lo[r][1], x0.y, dl);
                                 dl = __dp4a(lo[r][2], x0.z, dl);
@@ -491,19 +490,19 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                             }
                         }
                     } else {
-                        float wv[R][N];
+                        float wv[RW][N];
 #pragma unroll
-                        for (int r = 0; r < R; r++) U::decode(raw[h][r], wv[r]);
+                        for (int r = 0; r < RW; r++) U::decode(raw[h][r], wv[r]);
 #pragma unroll
                         for (int b = 0; b < BT; b++) {
-                            float plo[R], phi[R];
+                            float plo[RW], phi[RW];
 #pragma unroll
-                            for (int r = 0; r < R; r++) plo[r] = phi[r] = 0.f;
+                            for (int r = 0; r < RW; r++) plo[r] = phi[r] = 0.f;
 #pragma unroll
                             for (int c = 0; c < NC; c++) {
                                 float4 xv = xs4[b * CU * NC + uu * NC + (c ^ swz<NC>(uu))];
 #pragma unroll
-                                for (int r = 0; r < R; r++) {
+                                for (int r = 0; r < RW; r++) {
                                     float t = wv[r][4 * c] * xv.x + wv[r][4 * c + 1] * xv.y +
                                               wv[r][4 * c + 2] * xv.z + wv[r][4 * c + 3] * xv.w;
                                     if (c < NC / 2)
@@ -513,7 +512,7 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
                                 }
                             }
 #pragma unroll
-                            for (int r = 0; r < R; r++) acc[b][r] += plo[r] + phi[r];
+                            for (int r = 0; r < RW; r++) acc[b][r] += plo[r] + phi[r];
                         }
                     }
                 }
@@ -531,20 +530,20 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
 #pragma unroll
         for (int b = 0; b < BT; b++)
 #pragma unroll
-            for (int r = 0; r < R; r++) acc[b][r] = warp_sum(acc[b][r]) * (BT == 1 ? rstd : 1.f);
+            for (int r = 0; r < RW; r++) acc[b][r] = warp_sum(acc[b][r]) * (BT == 1 ? rstd : 1.f);
 
 #pragma unroll
         for (int b = 0; b < BT; b++) {
             if (lane != b || b >= p.batch) continue;
             if (p.ymode == KRN_Y_ROPE_KV) {
 #pragma unroll
-                for (int r = 0; r < R; r += 2)
+                for (int r = 0; r < RW; r += 2)
                     if (rb + r + 1 < rows) store_rope(p, b, rb + r, acc[b][r], acc[b][r + 1]);
             } else if (pairs) {
                 if (rb < half) p.y[b * p.ldy + rb] = silu(acc[b][0]) * acc[b][1];
             } else {
 #pragma unroll
-                for (int r = 0; r < R; r++) {
+                for (int r = 0; r < RW; r++) {
                     int64_t n = rb + r;
                     if (n >= rows) continue;
                     float *dst = p.y + b * p.ldy + n;
@@ -559,6 +558,20 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
         }
     }
     ktrace(p.tr, 3);
+}
+
+/* The current device's SM count, read once. */
+static cudaError_t sm_count(int *n)
+{
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e != cudaSuccess) return e;
+    }
+    *n = sms;
+    return cudaSuccess;
 }
 
 /* Whether the K range of a batch-1 GEMV that adds onto the residual (o, down) is split by
@@ -600,7 +613,7 @@ static int split_by_rounds(int64_t nu, unsigned nrg, int slots, int cu, int roun
     return best;
 }
 
-template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
+template <int FMT, int BT, int RW = R> lode_status launch(GemvP &p, cudaStream_t st)
 {
     int cu = (SMEM_FLOATS - BT * AUX_PER_ROW) / (BT * XF<FMT>::v);
     if (cu >= p.nu)
@@ -610,18 +623,14 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
     p.cu = cu;
     size_t smem = (size_t)(BT * cu * XF<FMT>::v + BT * AUX_PER_ROW) * sizeof(float);
     /* enough blocks to fill the GPU a few times over, each looping over row groups */
-    unsigned blocks = cdiv(p.w.rows, WARPS * R);
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        CU_TRY(cudaGetDevice(&dev));
-        CU_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    }
+    unsigned blocks = cdiv(p.w.rows, WARPS * RW);
+    int sms = 0;
+    CU_TRY(sm_count(&sms));
     static thread_local size_t occ_smem = 0;
     static thread_local int occ = 0;
     if (occ_smem != smem || !occ) {
-        CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<FMT, BT>, WARPS * 32,
-                                                             smem));
+        CU_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gemv_kernel<FMT, BT, RW>,
+                                                             WARPS * 32, smem));
         occ_smem = smem;
         if (occ < 1) occ = 1;
     }
@@ -652,14 +661,33 @@ template <int FMT, int BT> lode_status launch(GemvP &p, cudaStream_t st)
                                                    : names[3];
         p.tr = krn_ktrace_slot(nm, blocks * (unsigned)p.ks, krn_cuda_mat_bytes(&p.w), st);
     }
-    CU_TRY(launch_k(gemv_kernel<FMT, BT>, dim3(blocks, (unsigned)p.ks), dim3(WARPS * 32), smem, st,
-                    p));
+    CU_TRY(launch_k(gemv_kernel<FMT, BT, RW>, dim3(blocks, (unsigned)p.ks), dim3(WARPS * 32), smem,
+                    st, p));
     CU_LAUNCHED("gemv");
     return LODE_OK;
 }
 
+/* Rows of at most 32 units (576 columns of smollm2-135m) fill 18 of a warp's 32 lanes, one
+ * load a lane and row: a long matrix of them (its head, 49152 rows) is a chain of a dozen
+ * round trips a block. Eight rows a warp put four times the bytes in flight a round. Batch 1,
+ * stored outputs (the head), and only where two rows a warp would take several row groups a
+ * block; LODE_CUDA_GEMV_SHORT=0 (read once) keeps two rows a warp, for comparison. */
+constexpr int RW_SHORT = 8;
+static bool short_rows(const GemvP &p)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("LODE_CUDA_GEMV_SHORT");
+        on = !(e && !strcmp(e, "0"));
+    }
+    int sms = 0;
+    return on && p.nu <= 32 && p.ymode == KRN_Y_STORE && sm_count(&sms) == cudaSuccess &&
+           cdiv(p.w.rows, WARPS * R) > (unsigned)(4 * sms);
+}
+
 template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)
 {
+    if (p.batch <= 1 && short_rows(p)) return launch<FMT, 1, RW_SHORT>(p, st);
     if (p.batch <= 1) return launch<FMT, 1>(p, st);
     if (p.batch <= 2) return launch<FMT, 2>(p, st);
     if (p.batch <= 4) return launch<FMT, 4>(p, st);
@@ -680,6 +708,8 @@ template <int FMT> lode_status prepare_fmt()
                                 lim));
     CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 lim));
+    CU_TRY(cudaFuncSetAttribute(gemv_kernel<FMT, 1, RW_SHORT>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, lim));
     return LODE_OK;
 }
 
