@@ -1146,11 +1146,7 @@ lode_status eng_cuda_prefill(eng_cuda_model *m, int seq, const int32_t *tokens, 
 static int kv_early(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_KV_EARLY");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return krn_cuda_env_on("LODE_CUDA_KV_EARLY", &on);
 }
 
 /* The step knobs, read once a model (serving steps and the decoder's batched decode).
@@ -1224,11 +1220,7 @@ static lode_status head_logits(eng_cuda_model *m, const float *x, int rows)
 static int gu_swiglu_on(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_GU_SWIGLU");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return krn_cuda_env_on("LODE_CUDA_GU_SWIGLU", &on);
 }
 
 /* Records the embedding and every layer of a decode step of `batch` single tokens (device

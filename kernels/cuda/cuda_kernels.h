@@ -100,6 +100,9 @@ lode_status krn_cuda_mat_upload(krn_cuda_mat *m, int64_t row0, int64_t nrows, co
 lode_status krn_cuda_mat_random(krn_cuda_mat *m, uint64_t seed, float scale, void *stream);
 /* Bytes of weight data that one full pass over m reads. */
 size_t krn_cuda_mat_bytes(const krn_cuda_mat *m);
+/* A switch that is on unless the environment sets `name` to 0, read once into *cache (which
+ * starts at -1): the knobs that keep an older path for comparison. */
+int krn_cuda_env_on(const char *name, int *cache);
 /* Bytes of the GGML layout of rows x cols of dtype (what krn_cuda_mat_upload reads). */
 size_t krn_cuda_ggml_bytes(int dtype, int64_t rows, int64_t cols);
 void krn_cuda_mat_free(krn_cuda_mat *m); /* accepts a zeroed or freed m */

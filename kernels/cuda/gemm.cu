@@ -263,11 +263,7 @@ extern "C" int krn_cuda_qmm_limit(int set)
 static int tune_enabled(void)
 {
     static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("LODE_CUDA_GEMM_TUNE");
-        v = !(e && !strcmp(e, "0"));
-    }
-    return v;
+    return krn_cuda_env_on("LODE_CUDA_GEMM_TUNE", &v);
 }
 
 static lode_status gemm(krn_cuda_blas *h, const krn_cuda_mat *w, const void *x, int x_f16,

@@ -580,11 +580,7 @@ static cudaError_t sm_count(int *n)
 static bool split_by_rounds_on(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_GEMV_SPLIT");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return krn_cuda_env_on("LODE_CUDA_GEMV_SPLIT", &on);
 }
 
 /* The K split (ks0..8) of a matrix of nu units a row and nrg row groups that makes the fewest
@@ -676,13 +672,9 @@ constexpr int RW_SHORT = 8;
 static bool short_rows(const GemvP &p)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_GEMV_SHORT");
-        on = !(e && !strcmp(e, "0"));
-    }
     int sms = 0;
-    return on && p.nu <= 32 && p.ymode == KRN_Y_STORE && sm_count(&sms) == cudaSuccess &&
-           cdiv(p.w.rows, WARPS * R) > (unsigned)(4 * sms);
+    return krn_cuda_env_on("LODE_CUDA_GEMV_SHORT", &on) && p.nu <= 32 && p.ymode == KRN_Y_STORE &&
+           sm_count(&sms) == cudaSuccess && cdiv(p.w.rows, WARPS * R) > (unsigned)(4 * sms);
 }
 
 template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)

@@ -131,6 +131,15 @@ void kt_dump(void)
 } // namespace
 #endif
 
+extern "C" int krn_cuda_env_on(const char *name, int *cache)
+{
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = !(e && !strcmp(e, "0"));
+    }
+    return *cache;
+}
+
 void krn_ktrace_init(void)
 {
 #ifdef LODE_KTRACE
