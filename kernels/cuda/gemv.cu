@@ -11,8 +11,10 @@
  *
  * The input and the output are fused with the neighbouring ops of a llama layer, so a decode
  * step is five launches a layer: x can be RMS-normalized, SwiGLU-combined or assembled from
- * the decode-attention splits while it is loaded, and y can be added to the residual or
- * rotated (RoPE) and written into the paged KV cache.
+ * the decode-attention splits while it is loaded, and y can be added to the residual,
+ * rotated (RoPE) and written into the paged KV cache, or, for a [gate | up] matrix, written
+ * as silu(gate) * up by warps that own a gate row and its up row (so the down projection
+ * stages h alone).
  *
  * Small matrices make each launch's fixed latency count, so: the first weights are requested
  * before the kernel waits for its predecessor (programmatic dependent launch, launch_k);
@@ -20,7 +22,8 @@
  * blocks (occupancy API) with equal shares of row groups, so x is staged once per block;
  * and the next row group's weights are requested while the current one is reduced. At batch
  * 1 an RMS-normalized input is staged as x * norm_w in one pass, its statistic applied to the
- * finished sums (one barrier instead of three).
+ * finished sums (one barrier instead of three). Long matrices of short rows (at most 32 units,
+ * a small model's head) take eight rows a warp at batch 1, so a round carries more bytes.
  */
 #include "kernels/cuda/unit.cuh"
 
