@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""cuda-resources.py: the registers and local memory of each CUDA kernel of a binary.
+"""cuda-resources.py: the registers, stack frame and local memory of each CUDA kernel of a binary.
 
 Reads `cuobjdump --dump-resource-usage BINARY` on stdin and prints, per kernel template (its
 instances grouped), the number of instances, their registers a thread (least-most), static
-shared memory and local memory a thread. Local memory is where the compiler spills registers
-or keeps arrays it cannot put in registers: an instance with any is listed by name, since on a
-kernel that streams weights it costs memory round trips inside the loop. Names are demangled
-with cu++filt or c++filt when either is on the PATH or in /usr/local/cuda/bin.
+shared memory, stack frame and local memory a thread. cuobjdump does not count spills apart:
+they live in the stack frame, which most kernels have anyway at a fixed size (32 bytes with
+nvcc 13). So the instances listed by name are those with local memory or a frame larger than
+the most common one, where ptxas spilled registers or kept an array out of them; on a kernel
+that streams weights that costs memory round trips inside the loop. Names are demangled with
+cu++filt or c++filt when either is on the PATH or in /usr/local/cuda/bin.
 """
 import os
 import re
@@ -63,23 +65,24 @@ def main():
     groups = {}
     for a, f, r in funcs:
         groups.setdefault((a, base(names[f])), []).append((names[f], r))
-    print("| arch | kernel | instances | registers | shared | local a thread |")
-    print("|---|---|---|---|---|---|")
-    spill = []
+    frames = [r.get("STACK", 0) for _, _, r in funcs]
+    base_frame = max(set(frames), key=frames.count)  # the usual frame, spills or not
+    print("| arch | kernel | instances | registers | shared | stack frame | local |")
+    print("|---|---|---|---|---|---|---|")
+    big = []
     for (a, b), inst in sorted(groups.items()):
-        regs = [r.get("REG", 0) for _, r in inst]
-        shm = [r.get("SHARED", 0) for _, r in inst]
-        loc = [r.get("LOCAL", 0) + r.get("STACK", 0) for _, r in inst]
+        col = lambda k: [r.get(k, 0) for _, r in inst]
         rng = lambda v: f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
-        print(f"| {a} | {b} | {len(inst)} | {rng(regs)} | {rng(shm)} | {rng(loc)} |")
-        spill += [(a, n, r) for n, r in inst if r.get("LOCAL", 0) + r.get("STACK", 0)]
-    if spill:
-        print(f"instances with local memory ({len(spill)}):")
-        for a, n, r in spill:
-            print(f"  {a} {n[:160]}: REG {r.get('REG', 0)}, LOCAL {r.get('LOCAL', 0)}, STACK {r.get('STACK', 0)}")
+        print(f"| {a} | {b} | {len(inst)} | {rng(col('REG'))} | {rng(col('SHARED'))} | "
+              f"{rng(col('STACK'))} | {rng(col('LOCAL'))} |")
+        big += [(a, n, r) for n, r in inst if r.get("LOCAL", 0) or r.get("STACK", 0) > base_frame]
+    if big:
+        print(f"instances with local memory or a frame above the usual {base_frame} bytes "
+              f"(spills or arrays out of registers), {len(big)}:")
+        for a, n, r in big:
+            print(f"  {a} {n[:160]}: REG {r.get('REG', 0)}, STACK {r.get('STACK', 0)}, LOCAL {r.get('LOCAL', 0)}")
     else:
-        print("no instance uses local memory (no spills)")
-
+        print(f"no instance has local memory or a frame above the usual {base_frame} bytes")
 
 if __name__ == "__main__":
     main()

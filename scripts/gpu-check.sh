@@ -8,7 +8,8 @@
 # and the decode step without programmatic launch, LODE_CUDA_PDL=0) for the target shapes,
 # the kernel timeline of their decode step inside its CUDA graph (the trace build, make CUDA=1
 # KTRACE=1: each kernel's span against its weights' time at the copy rate) and the kernels'
-# registers and local memory (cuobjdump, where the CUDA toolkit has it), and a table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
+# registers, stack frames and local memory (cuobjdump, where the CUDA toolkit has it), and a
+# table printed last. Logs and JSON go to $OUT (default /tmp/gpu-check).
 #   scripts/gpu-check.sh [quick|hf|serve]  quick: tests and two small benches only; hf: only the
 #                                    HF peer and comparison (after a run without them); serve:
 #                                    the tests and the serving benchmark only
@@ -62,7 +63,7 @@ else
 fi
 [ -x "$KTR" ] || KTR=
 
-# the kernels' registers and local memory (spills or stack arrays), from the binary itself
+# the kernels' registers, stack frames and local memory (where spills show), from the binary itself
 rm -f "$OUT/resources.txt"
 CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)
 if [ -n "$CUOBJDUMP" ]; then

@@ -45,7 +45,7 @@ for s in sorted({k[0] for k in keys}):
     print(f"  {s:13} torch-graphs dec b1 {gs(g1):>6} b16 {gs(g16):>6} | HF eager pf512 {f(h5):>7} pf2048 {f(h2):>7} dec b1 {f(h1):>5} b16 {f(h16):>6}")
 print("targets:")
 missed = []
-explain = False  # a decode target was missed: print the kernels' registers too
+explain = False  # a decode target was missed: print the kernels' resources too
 def target(name, ok, detail):
     print(f"  [{'MET ' if ok else 'MISS' if ok is not None else 'n/a '}] {name}: {detail}")
     return ok
@@ -98,6 +98,6 @@ if os.path.exists(p):
           f"top-1 agreement {100*h['top1_agree']:.1f}%, max relative logit error {h['max_rel_logit_err']:.3e}")
 p = os.path.join(d, "resources.txt")
 if explain and os.path.exists(p):
-    print("the kernels' registers and local memory a thread (cuobjdump of the binary):")
+    print("the kernels' registers, stack frame and local memory a thread (cuobjdump of the binary):")
     for l in open(p):
         print("  " + l.rstrip())
