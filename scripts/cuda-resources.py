@@ -3,12 +3,12 @@
 
 Reads `cuobjdump --dump-resource-usage BINARY` on stdin and prints, per kernel template (its
 instances grouped), the number of instances, their registers a thread (least-most), static
-shared memory, stack frame and local memory a thread. cuobjdump does not count spills apart:
-they live in the stack frame, which most kernels have anyway at a fixed size (32 bytes with
-nvcc 13). So the instances listed by name are those with local memory or a frame larger than
-the most common one, where ptxas spilled registers or kept an array out of them; on a kernel
-that streams weights that costs memory round trips inside the loop. Names are demangled with
-cu++filt or c++filt when either is on the PATH or in /usr/local/cuda/bin.
+shared memory, stack frame and local memory a thread. A stack frame holds what ptxas could not
+keep in registers, spills or arrays indexed at run time; cuobjdump does not tell which (ptxas
+-v does). The instances with a frame or local memory are listed by name, the largest first,
+since on a kernel that streams weights those bytes are memory round trips inside the loop.
+Names are demangled with cu++filt or c++filt when either is on the PATH or in
+/usr/local/cuda/bin.
 """
 import os
 import re
@@ -65,24 +65,24 @@ def main():
     groups = {}
     for a, f, r in funcs:
         groups.setdefault((a, base(names[f])), []).append((names[f], r))
-    frames = [r.get("STACK", 0) for _, _, r in funcs]
-    base_frame = max(set(frames), key=frames.count)  # the usual frame, spills or not
     print("| arch | kernel | instances | registers | shared | stack frame | local |")
     print("|---|---|---|---|---|---|---|")
-    big = []
+    framed = []
     for (a, b), inst in sorted(groups.items()):
         col = lambda k: [r.get(k, 0) for _, r in inst]
         rng = lambda v: f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
         print(f"| {a} | {b} | {len(inst)} | {rng(col('REG'))} | {rng(col('SHARED'))} | "
               f"{rng(col('STACK'))} | {rng(col('LOCAL'))} |")
-        big += [(a, n, r) for n, r in inst if r.get("LOCAL", 0) or r.get("STACK", 0) > base_frame]
-    if big:
-        print(f"instances with local memory or a frame above the usual {base_frame} bytes "
-              f"(spills or arrays out of registers), {len(big)}:")
-        for a, n, r in big:
-            print(f"  {a} {n[:160]}: REG {r.get('REG', 0)}, STACK {r.get('STACK', 0)}, LOCAL {r.get('LOCAL', 0)}")
-    else:
-        print(f"no instance has local memory or a frame above the usual {base_frame} bytes")
+        framed += [(a, n, r) for n, r in inst if r.get("LOCAL", 0) or r.get("STACK", 0)]
+    if not framed:
+        print("no instance has a stack frame or local memory")
+        return
+    framed.sort(key=lambda t: -(t[2].get("STACK", 0) + t[2].get("LOCAL", 0)))
+    most = 16
+    print(f"instances with a stack frame or local memory (spills or arrays out of registers), "
+          f"{len(framed)}; the largest {min(most, len(framed))}:")
+    for a, n, r in framed[:most]:
+        print(f"  {a} {n[:160]}: REG {r.get('REG', 0)}, STACK {r.get('STACK', 0)}, LOCAL {r.get('LOCAL', 0)}")
 
 if __name__ == "__main__":
     main()
