@@ -37,6 +37,8 @@ for b in "$@"; do
   printf '%-40s %4d passed %3d failed %3d skipped  %6.1fs  %s\n' "$(basename "$b")" "$p" "$f" "$s" "${secs:-0}" "$status"
   if [ "$status" != ok ]; then
     bad=1
+    echo "---- $log: failed assertions ----"
+    grep -a -B1 -E '^\[ +(ERROR|LINE|FAILED) +\] ---|: error: ' "$log" | head -n 40
     echo "---- $log (last 40 lines) ----"; tail -n 40 "$log"; echo "----"
   fi
   grep -a '^\[  SKIPPED \] [a-z]' "$log" | sed 's/^/    skipped: /' | sort -u
