@@ -563,20 +563,6 @@ __global__ void __launch_bounds__(WARPS * 32, BT <= 2 ? 2 : 1) gemv_kernel(const
     ktrace(p.tr, 3);
 }
 
-/* The current device's SM count, read once. */
-static cudaError_t sm_count(int *n)
-{
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (e != cudaSuccess) return e;
-    }
-    *n = sms;
-    return cudaSuccess;
-}
-
 /* Whether the K range of a batch-1 GEMV that adds onto the residual (o, down) is split by
  * load rounds (split_by_rounds); LODE_CUDA_GEMV_SPLIT=0 (read once) keeps only the split
  * that gives every SM four blocks, for comparison. */
@@ -623,8 +609,8 @@ template <int FMT, int BT, int RW = R> lode_status launch(GemvP &p, cudaStream_t
     size_t smem = (size_t)(BT * cu * XF<FMT>::v + BT * AUX_PER_ROW) * sizeof(float);
     /* enough blocks to fill the GPU a few times over, each looping over row groups */
     unsigned blocks = cdiv(p.w.rows, WARPS * RW);
-    int sms = 0;
-    CU_TRY(sm_count(&sms));
+    const int sms = krn_cuda_sm_count();
+    if (sms < 1) return krn_cuda_fail_msg(LODE_ERR_CUDA, "gemv: cannot read the SM count");
     static thread_local size_t occ_smem = 0;
     static thread_local int occ = 0;
     if (occ_smem != smem || !occ) {
@@ -675,9 +661,8 @@ constexpr int RW_SHORT = 8;
 static bool short_rows(const GemvP &p)
 {
     static int on = -1;
-    int sms = 0;
     return krn_cuda_env_on("LODE_CUDA_GEMV_SHORT", &on) && p.nu <= 32 && p.ymode == KRN_Y_STORE &&
-           sm_count(&sms) == cudaSuccess && cdiv(p.w.rows, WARPS * R) > (unsigned)(4 * sms);
+           cdiv(p.w.rows, WARPS * R) > (unsigned)(4 * krn_cuda_sm_count());
 }
 
 template <int FMT> lode_status launch_fmt(GemvP &p, cudaStream_t st)

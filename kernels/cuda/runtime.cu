@@ -184,11 +184,7 @@ unsigned long long *krn_ktrace_slot(const char *name, unsigned nblocks, size_t b
 int krn_cuda_pdl_enabled(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("LODE_CUDA_PDL");
-        on = !(e && !strcmp(e, "0"));
-    }
-    return on;
+    return krn_cuda_env_on("LODE_CUDA_PDL", &on);
 }
 
 int krn_cuda_sm_count(void)
